@@ -1,0 +1,38 @@
+/* main.c - moec's command line: dispatches to the subcommands of moe-language.md section 6. */
+#include <stdio.h>
+#include <string.h>
+#include "commands.h"
+
+#ifndef MOE_VERSION
+#define MOE_VERSION "0.0.0"
+#endif
+
+static void usage(FILE *out) {
+    fprintf(out,
+        "usage: moec <command> [options]\n"
+        "\n"
+        "commands:\n"
+        "  check FILE [--model NAME]            parse and validate; silent on success\n"
+        "  stats FILE [--model NAME] [--json]   parameters, FLOPs and memory per rank\n"
+        "  build FILE -o OUT [--model NAME] [--target cpu|cuda|all]\n"
+        "        [--emit ast|ir|schedule|c|cuda] [-O0..-O3] [--tune-db FILE]\n"
+        "                                       compile to an executable\n"
+        "  tune FILE [--target cpu|cuda] [--db FILE]\n"
+        "                                       measure kernel variants, record winners\n"
+        "\n"
+        "  moec --help | --version; COMMAND -h for a command's options\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 2; }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    if (!strcmp(cmd, "--version")) { printf("moec %s\n", MOE_VERSION); return 0; }
+    if (!strcmp(cmd, "check")) return moec_cmd_check(argc - 1, argv + 1);
+    if (!strcmp(cmd, "stats")) return moec_cmd_stats(argc - 1, argv + 1);
+    if (!strcmp(cmd, "build")) return moec_cmd_build(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tune")) return moec_cmd_tune(argc - 1, argv + 1);
+    fprintf(stderr, "moec: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

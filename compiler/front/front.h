@@ -1,0 +1,22 @@
+/* front.h - the front end's one entry point: .moe text in, validated md_model out.
+ *
+ * front_load parses FILE and its imports, applies inheritance, runs the semantic pass
+ * and fills defaults. On any error it returns NULL; every diagnostic of the file is
+ * kept (file:line:col, source line, caret, hint) and printed by front_print_diagnostics.
+ */
+#ifndef MOE_FRONT_H
+#define MOE_FRONT_H
+#include <stdio.h>
+#include "model.h"
+
+typedef struct front front;
+
+front *front_create(void);
+void front_destroy(front *f);           /* frees every model it returned */
+
+/* name NULL = the last model of the file. */
+const md_model *front_load(front *f, const char *path, const char *name);
+int front_error_count(const front *f);
+void front_print_diagnostics(const front *f, FILE *out);
+struct arena *front_arena(front *f);    /* the compilation arena, for later phases */
+#endif

@@ -1,0 +1,29 @@
+/* log.h - the JSONL metrics log (one object per step) and the terminal progress line. */
+#ifndef MOE_LOG_H
+#define MOE_LOG_H
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct moe_log moe_log;
+
+typedef struct moe_step_metrics {
+    int64_t step, steps;                /* step is 1-based; steps = total planned */
+    double loss, lm_loss, aux_loss, z_loss, kd_loss;
+    double lr, grad_norm, tokens_per_s, dropped_fraction;
+    double elapsed_s;                   /* wall time since training started (for ETA) */
+    int n_moe;                          /* MoE layers */
+    const int *experts;                 /* [n_moe] experts per MoE layer */
+    const int *moe_block;               /* [n_moe] 0-based block index of each MoE layer */
+    const float *const *loads;          /* [n_moe][experts] fraction of token-choices per expert */
+} moe_step_metrics;
+
+/* path NULL = no JSONL file. Returns NULL and fills err on failure. */
+moe_log *moe_log_open(const char *path, char *err, size_t errlen);
+/* Appends the step's JSON line (flushed). Returns 0 or -1. */
+int moe_log_step(moe_log *l, const moe_step_metrics *m);
+void moe_log_close(moe_log *l);
+
+/* Progress: on a terminal a single refreshed line "step 12/100 | loss 3.21 | 1.2k tok/s | ETA 0:42";
+ * when `out` is not a terminal, a plain line every `every` steps and at the last step. */
+void moe_progress(FILE *out, const moe_step_metrics *m, int every);
+#endif

@@ -1,0 +1,47 @@
+/* st.h - safetensors reader and writer: the one module that parses checkpoint files.
+ *
+ * Format: 8-byte little-endian header length N, N bytes of JSON header
+ * {"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}},
+ * then the raw data. Reading bounds-checks everything (header length against the file
+ * size, offsets against the data section, shape product against the byte count), so a
+ * hostile file cannot make us read or write out of bounds. Only F32 tensors are loaded.
+ * Writing goes to PATH.tmp.<pid>, is fsync'ed, then renamed over PATH (atomic).
+ */
+#ifndef MOE_ST_H
+#define MOE_ST_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define MOE_ST_MAX_DIMS 8
+
+typedef struct moe_st moe_st;
+
+typedef struct moe_st_tensor {
+    const char *name;
+    int ndim;
+    int64_t shape[MOE_ST_MAX_DIMS];
+    int64_t numel;
+    const float *data;          /* points into the loaded file, valid until moe_st_free */
+} moe_st_tensor;
+
+/* Loads PATH. Returns 0, or -1 with a one-line message ("PATH: ...") in err. */
+int moe_st_read(const char *path, moe_st **out, char *err, size_t errlen);
+int moe_st_count(const moe_st *st);
+const moe_st_tensor *moe_st_get(const moe_st *st, int i);
+const moe_st_tensor *moe_st_find(const moe_st *st, const char *name);
+/* The "__metadata__" string value for key, or NULL. */
+const char *moe_st_meta(const moe_st *st, const char *key);
+void moe_st_free(moe_st *st);
+
+typedef struct moe_st_out {
+    const char *name;
+    int ndim;
+    int64_t shape[MOE_ST_MAX_DIMS];
+    const float *data;
+} moe_st_out;
+
+/* Writes n tensors (F32, in the given order) and optional string metadata pairs
+ * (meta_kv[2*i] = key, meta_kv[2*i+1] = value) atomically. Returns 0 or -1 with err. */
+int moe_st_write(const char *path, const moe_st_out *t, int n, const char *const *meta_kv,
+                 int n_meta, char *err, size_t errlen);
+#endif
