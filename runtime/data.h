@@ -21,14 +21,22 @@ const char *moe_data_name(const moe_data *d);
 
 /* Consecutive windows (eval, grad): sequence i of a batch reads tokens
  * [(first + i) * T, (first + i + 1) * T) into x and the next-token targets into y.
- * Returns the number of full sequences available from `first` (0 when none). */
+ * moe_data_windows returns the number of full windows i, those with tokens up to
+ * (i + 1) * T (the last target) present: (n - 1) / T, 0 when none. Positions past the end of
+ * the data (a caller asking beyond moe_data_windows) read as token 0. */
 int64_t moe_data_windows(const moe_data *d, int64_t T);
 void moe_data_window_batch(const moe_data *d, int64_t first, int B, int T, int32_t *x, int32_t *y);
 
 /* Training batches: B windows of T+1 tokens at positions drawn from (seed, step, micro),
- * so a resumed run sees exactly the batches of an uninterrupted one. */
+ * so a resumed run sees exactly the batches of an uninterrupted one. Starts are uniform in
+ * [0, n - T - 1]; with fewer than T + 1 tokens the batch is all zeros (check windows first). */
 void moe_data_train_batch(const moe_data *d, uint64_t seed, int64_t step, int micro, int B, int T,
                           int32_t *x, int32_t *y);
+
+/* The built-in corpus behind "synthetic": fills tok[0..n) deterministically; needs vocab >= 16.
+ * With vocab >= 128 the tokens are ASCII text; below, each source has its own token range. */
+#define MOE_DATA_SYNTHETIC_TOKENS (1 << 20)
+void moe_data_synthetic(uint16_t *tok, int64_t n, int64_t vocab);
 
 /* Writes a .bin token file (llm.c layout) - for tests and tools. */
 int moe_data_write_bin(const char *path, const uint16_t *tok, int64_t n, char *err, size_t errlen);

@@ -19,11 +19,16 @@ typedef struct moe_step_metrics {
 
 /* path NULL = no JSONL file. Returns NULL and fills err on failure. */
 moe_log *moe_log_open(const char *path, char *err, size_t errlen);
-/* Appends the step's JSON line (flushed). Returns 0 or -1. */
+/* As moe_log_open, but appends to an existing file (for --resume) instead of truncating it. */
+moe_log *moe_log_open_append(const char *path, char *err, size_t errlen);
+/* Appends the step's JSON line (flushed): step, loss, lm_loss, aux_loss, z_loss, kd_loss, lr,
+ * grad_norm, tokens_per_s, dropped_fraction, elapsed_s, moe_layers [n_moe] (block indices)
+ * and expert_load [n_moe][experts]. Non-finite numbers are written as null. Returns 0 or -1. */
 int moe_log_step(moe_log *l, const moe_step_metrics *m);
 void moe_log_close(moe_log *l);
 
 /* Progress: on a terminal a single refreshed line "step 12/100 | loss 3.21 | 1.2k tok/s | ETA 0:42";
- * when `out` is not a terminal, a plain line every `every` steps and at the last step. */
+ * when `out` is not a terminal, a plain line every `every` steps and at the last step
+ * (every <= 0: only the last step). The terminal line ends with a newline at the last step. */
 void moe_progress(FILE *out, const moe_step_metrics *m, int every);
 #endif

@@ -1,0 +1,39 @@
+/* fuse.c - folds residual adds into the op that produces the added value.
+ *
+ * Pattern: y = P(...); z = ADD(x, y) where P is MATMUL or COMBINE, y has no other
+ * consumer and P has no residual input yet  =>  z = P(..., res = x). The matmul then
+ * starts from x (beta = 1) and the combine writes x + mix(...) in its single pass, so
+ * the residual stream is read and written once per sub-layer instead of three times.
+ */
+#include "passes.h"
+#include "../util/arena.h"
+
+int pass_fuse(ir_graph *g) {
+    int *uses = ARENA_ARRAY(g->arena, int, g->nt);
+    int *producer = ARENA_ARRAY(g->arena, int, g->nt);
+    if (!uses || !producer) return -1;
+    for (int i = 0; i < g->nt; i++) producer[i] = -1;
+    for (int i = 0; i < g->nn; i++) {
+        ir_node *n = &g->n[i];
+        for (int j = 0; j < n->n_in; j++) if (n->in[j] >= 0) uses[n->in[j]]++;
+        for (int j = 0; j < n->n_out; j++) if (n->out[j] >= 0) producer[n->out[j]] = i;
+    }
+    for (int i = 0; i < g->nn; i++) {
+        ir_node *add = &g->n[i];
+        if (add->op != IR_ADD || add->dead) continue;
+        for (int side = 0; side < 2; side++) {
+            int y = add->in[side], x = add->in[1 - side];
+            int p = producer[y];
+            if (p < 0 || uses[y] != 1) continue;
+            ir_node *pn = &g->n[p];
+            int res_slot = pn->op == IR_MATMUL ? 3 : pn->op == IR_COMBINE ? 3 : -1;
+            if (res_slot < 0 || pn->in[res_slot] >= 0) continue;
+            pn->in[res_slot] = x;
+            pn->out[0] = add->out[0];
+            producer[add->out[0]] = p;
+            add->dead = 1;
+            break;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,14 @@
+/* passes.h - graph passes: fusion, autodiff, optimizer, memory plan. Each returns 0 or -1 (OOM). */
+#ifndef MOE_PASSES_H
+#define MOE_PASSES_H
+#include "ir.h"
+
+/* Folds ADD(x, MATMUL(..)) and ADD(x, COMBINE(..)) into the producer's residual input. */
+int pass_fuse(ir_graph *g);
+/* Appends the backward nodes, derived from the forward nodes by per-op gradient rules. */
+int pass_autodiff(ir_graph *g);
+/* Appends gradient all-reduce, global-norm clipping and the AdamW update. */
+int pass_optimizer(ir_graph *g);
+/* Liveness over the node order, then first-fit offsets in one arena: g->arena_floats. */
+int pass_plan(ir_graph *g);
+#endif

@@ -1,0 +1,420 @@
+/* k_moe.h - the MoE layer on the CPU: gate, dispatch, expert GEMMs, combine.
+ *
+ * Numerics: moe-semantics.md sections 2 and 3. Nothing is padded: the dispatch
+ * buffer holds only the kept token-choices, expert e's rows are the contiguous block
+ * [off[e], off[e] + cnt[e]) in slot order, and every expert GEMM runs on exactly its
+ * real rows.
+ *
+ * route [S, W] per token s (int32 view and float view of the same row):
+ *   int   [0, k)        expert of choice j (choice rank order)
+ *   int   [k, 2k)       row in the dispatch buffer, -1 = dropped
+ *   float [2k, 3k)      output weight of choice j (0 when dropped)
+ *   float [3k, 3k+E)    probs (softmax of logits)
+ *   float [3k+E, 3k+2E) logits
+ *   float [3k+2E, +d)   jitter multipliers (noisy_gate = jitter only)
+ * counts [3E+3] int32: cnt[E] kept per expert, off[E+1] prefix sums, load[E] choices per
+ *   expert before dropping, then C (capacity) and the number of dropped choices.
+ * Generated code compiles with -fno-strict-aliasing: route rows are read both ways.
+ */
+#ifndef MOE_K_MOE_H
+#define MOE_K_MOE_H
+#include "k_common.h"
+#include <cblas.h>
+
+enum { K_MODE_TRAIN, K_MODE_EVAL, K_MODE_GRAD, K_MODE_INFER };
+enum { K_NOISE_NONE, K_NOISE_JITTER, K_NOISE_RSAMPLE };
+
+typedef struct k_gate_cfg {
+    int k, mode, drop_tokens, noise, rts, second_sampling, min_capacity;
+    float cf, eval_cf;
+    uint64_t stream;            /* RNG stream of this layer and micro-step */
+} k_gate_cfg;
+
+#define K_ROUTE_I(route, W, s) ((int32_t *)(route) + (int64_t)(s) * (W))
+#define K_ROUTE_F(route, W, s) ((float *)(route) + (int64_t)(s) * (W))
+
+/* argmax with ties to the lower index, excluding `skip` */
+static inline int k_argmax(const float *v, int n, int skip) {
+    int best = -1;
+    for (int e = 0; e < n; e++)
+        if (e != skip && (best < 0 || v[e] > v[best])) best = e;
+    return best;
+}
+
+static inline int k_moe_capacity(int S, int E, const k_gate_cfg *g) {
+    float cf = g->mode == K_MODE_TRAIN || g->mode == K_MODE_GRAD ? g->cf : g->eval_cf;
+    float cf_eff = g->k == 1 ? cf : g->k == 2 ? 2.0f * cf : (float)g->k * cf;
+    int c = (int)ceilf((float)S / (float)E * cf_eff);
+    return c > g->min_capacity ? c : g->min_capacity;
+}
+
+/* Gate forward: routing, capacity, slots, weights, l_aux, z; see the layout above.
+ * out_stats[4] = {l_aux, z, dropped choices, all choices}; loads[E] += per-expert loads. */
+static inline void k_moe_gate_fwd(int32_t *route, int32_t *counts, const float *x, const float *Wg,
+                                  int S, int d, int E, int W, const k_gate_cfg *g,
+                                  double *out_stats, float *loads) {
+    const int k = g->k, train = g->mode == K_MODE_TRAIN;
+    const int jitter = g->noise == K_NOISE_JITTER && train;
+    const int has_jitter_cols = W > 3 * k + 2 * E;
+    int32_t *cnt = counts, *off = counts + E, *load = counts + 2 * E + 1;
+    /* logits = x32 W_gate, written straight into the route rows (ldc = W) */
+    if (jitter) {
+        for (int s = 0; s < S; s++) {
+            float *nz = K_ROUTE_F(route, W, s) + 3 * k + 2 * E;
+            for (int i = 0; i < d; i++)
+                nz[i] = (float)(1.0 - 1e-2 + 2e-2 * k_uniform(g->stream ^ 0x6A177E5ull, (uint64_t)s * d + i));
+        }
+        #pragma omp parallel for schedule(static)
+        for (int s = 0; s < S; s++) {
+            const float *nz = K_ROUTE_F(route, W, s) + 3 * k + 2 * E;
+            float *lg = K_ROUTE_F(route, W, s) + 3 * k + E;
+            for (int e = 0; e < E; e++) {
+                float acc = 0.0f;
+                for (int i = 0; i < d; i++) acc += x[(int64_t)s * d + i] * nz[i] * Wg[(int64_t)i * E + e];
+                lg[e] = acc;
+            }
+        }
+    } else {
+        if (has_jitter_cols)
+            for (int s = 0; s < S; s++)
+                for (int i = 0; i < d; i++) K_ROUTE_F(route, W, s)[3 * k + 2 * E + i] = 1.0f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, E, d, 1.0f, x, d, Wg, E, 0.0f,
+                    (float *)route + 3 * k + E, W);
+    }
+    /* softmax, z, choices */
+    double zsum = 0.0;
+    #pragma omp parallel for schedule(static) reduction(+ : zsum)
+    for (int s = 0; s < S; s++) {
+        int32_t *ri = K_ROUTE_I(route, W, s);
+        float *rf = K_ROUTE_F(route, W, s), *p = rf + 3 * k, *lg = p + E;
+        float mx = lg[0];
+        for (int e = 1; e < E; e++) mx = lg[e] > mx ? lg[e] : mx;
+        double sum = 0.0;
+        for (int e = 0; e < E; e++) sum += exp((double)(lg[e] - mx));
+        for (int e = 0; e < E; e++) p[e] = (float)(exp((double)(lg[e] - mx)) / sum);
+        double lse = (double)mx + log(sum);
+        zsum += lse * lse;
+        if (k == 1) {
+            if (train && g->noise == K_NOISE_RSAMPLE) {
+                int best = 0; double bv = -INFINITY;
+                for (int e = 0; e < E; e++) {
+                    double v = lg[e] + k_gumbel(g->stream ^ 0x45A3B1ull, (uint64_t)s * E + e);
+                    if (v > bv) { bv = v; best = e; }
+                }
+                ri[0] = best;
+            } else {
+                ri[0] = k_argmax(p, E, -1);
+            }
+        } else if (k == 2) {
+            ri[0] = k_argmax(p, E, -1);
+            if (train && g->second_sampling) {
+                int best = -1; double bv = -INFINITY;
+                for (int e = 0; e < E; e++) {
+                    if (e == ri[0]) continue;
+                    double v = lg[e] + k_gumbel(g->stream ^ 0x2D0C5ull, (uint64_t)s * E + e);
+                    if (best < 0 || v > bv) { bv = v; best = e; }
+                }
+                ri[1] = best;
+            } else {
+                ri[1] = k_argmax(lg, E, ri[0]);
+            }
+        } else {
+            /* the k largest probs, ties to the lower index */
+            for (int j = 0; j < k; j++) {
+                int best = -1;
+                for (int e = 0; e < E; e++) {
+                    int taken = 0;
+                    for (int q = 0; q < j; q++) taken |= ri[q] == e;
+                    if (!taken && (best < 0 || p[e] > p[best])) best = e;
+                }
+                ri[j] = best;
+            }
+        }
+    }
+    /* loads before dropping; l_aux */
+    for (int e = 0; e < E; e++) load[e] = 0;
+    double *me = (double *)calloc((size_t)E * 2, sizeof(double)), *ce = me + E;
+    for (int s = 0; s < S; s++) {
+        const int32_t *ri = K_ROUTE_I(route, W, s);
+        const float *p = K_ROUTE_F(route, W, s) + 3 * k;
+        for (int e = 0; e < E; e++) me[e] += p[e];
+        for (int j = 0; j < k; j++) load[ri[j]]++;
+        if (k <= 2) ce[ri[0]] += 1.0;
+    }
+    double laux = 0.0;
+    for (int e = 0; e < E; e++) {
+        double c = k <= 2 ? ce[e] : (double)load[e];
+        laux += (me[e] / S) * (c / S);
+    }
+    laux *= k <= 2 ? (double)E : (double)E / k;
+    free(me);
+    /* capacity */
+    int C;
+    if (g->drop_tokens) {
+        C = k_moe_capacity(S, E, g);
+    } else {
+        C = 0;
+        for (int e = 0; e < E; e++) C = load[e] > C ? load[e] : C;
+    }
+    /* slots: choice rank 1 of every token in token order, then rank 2, ... */
+    for (int e = 0; e < E; e++) cnt[e] = 0;
+    if (k == 1 && train && g->rts && g->drop_tokens) {
+        /* random token selection: an over-full expert keeps a uniformly random subset of
+         * C of its tokens (those with the C smallest random keys); slots in token order */
+        int *keep = (int *)malloc(sizeof(int) * (size_t)S);
+        for (int s = 0; s < S; s++) keep[s] = 1;
+        for (int e = 0; e < E; e++) {
+            if (load[e] <= C) continue;
+            int n = 0;
+            int *idx = (int *)malloc(sizeof(int) * (size_t)load[e]);
+            for (int s = 0; s < S; s++) if (K_ROUTE_I(route, W, s)[0] == e) idx[n++] = s;
+            /* selection of the C smallest keys by a partial insertion pass */
+            double *key = (double *)malloc(sizeof(double) * (size_t)n);
+            for (int i = 0; i < n; i++) key[i] = k_uniform(g->stream ^ 0x7A4D5Eull, (uint64_t)idx[i]);
+            for (int i = 0; i < n; i++) {
+                int rank = 0;
+                for (int q = 0; q < n; q++) rank += key[q] < key[i] || (key[q] == key[i] && q < i);
+                if (rank >= C) keep[idx[i]] = 0;
+            }
+            free(key); free(idx);
+        }
+        for (int s = 0; s < S; s++) {
+            int32_t *ri = K_ROUTE_I(route, W, s);
+            ri[1] = keep[s] ? cnt[ri[0]]++ : -1;
+        }
+        free(keep);
+    } else {
+        for (int j = 0; j < k; j++)
+            for (int s = 0; s < S; s++) {
+                int32_t *ri = K_ROUTE_I(route, W, s);
+                int e = ri[j];
+                ri[k + j] = cnt[e] < C ? cnt[e]++ : -1;
+            }
+    }
+    off[0] = 0;
+    for (int e = 0; e < E; e++) off[e + 1] = off[e] + cnt[e];
+    int dropped = 0;
+    /* rows and output weights */
+    for (int s = 0; s < S; s++) {
+        int32_t *ri = K_ROUTE_I(route, W, s);
+        float *rf = K_ROUTE_F(route, W, s), *p = rf + 3 * k;
+        float sum = 0.0f;
+        for (int j = 0; j < k; j++) {
+            if (ri[k + j] < 0) { dropped++; continue; }
+            ri[k + j] += off[ri[j]];
+            sum += p[ri[j]];
+        }
+        float denom = sum > FLT_EPSILON ? sum : FLT_EPSILON;
+        for (int j = 0; j < k; j++)
+            rf[2 * k + j] = ri[k + j] < 0 ? 0.0f : k == 1 ? p[ri[j]] : p[ri[j]] / denom;
+    }
+    counts[3 * E + 1] = C;
+    counts[3 * E + 2] = dropped;
+    out_stats[0] = laux;
+    out_stats[1] = zsum / S;
+    out_stats[2] = dropped;
+    out_stats[3] = (double)S * k;
+    for (int e = 0; e < E; e++) loads[e] += (float)load[e];
+}
+
+/* Gate backward. dw [S,k]: gradient of the output weights (from the combine);
+ * dlg [S,E] scratch. Adds l_aux (coefficient aux * scale) and z (z_coef * scale) terms.
+ * dx (acc) = dlogits W^T (times the jitter multipliers); dWg += x32^T dlogits. */
+static inline void k_moe_gate_bwd(float *dx, float *dWg, float *dlg, const float *dw, const int32_t *route,
+                                  const float *x, const float *Wg, int S, int d, int E, int W, int k,
+                                  float aux_coef, float z_coef, float scale, int acc) {
+    const int has_jitter_cols = W > 3 * k + 2 * E;
+    double *ce = (double *)calloc((size_t)E, sizeof(double));
+    for (int s = 0; s < S; s++) {
+        const int32_t *ri = K_ROUTE_I(route, W, s);
+        if (k <= 2) ce[ri[0]] += 1.0;
+        else for (int j = 0; j < k; j++) ce[ri[j]] += 1.0;
+    }
+    /* d l_aux / d probs[s,e] = E * ce[e]/S / S (/k for k > 2) */
+    double aux_g = (double)aux_coef * scale * (k <= 2 ? E : (double)E / k) / ((double)S * S);
+    #pragma omp parallel for schedule(static)
+    for (int s = 0; s < S; s++) {
+        const int32_t *ri = K_ROUTE_I(route, W, s);
+        const float *rf = K_ROUTE_F(route, W, s), *p = rf + 3 * k, *lg = p + E;
+        float *dl = dlg + (int64_t)s * E;
+        for (int e = 0; e < E; e++) dl[e] = (float)(aux_g * ce[e]);   /* dprobs first */
+        if (k == 1) {
+            if (ri[1] >= 0) dl[ri[0]] += dw[s];
+        } else {
+            float sum = 0.0f, dot = 0.0f;
+            for (int j = 0; j < k; j++) if (ri[k + j] >= 0) sum += p[ri[j]];
+            for (int j = 0; j < k; j++) if (ri[k + j] >= 0) dot += dw[(int64_t)s * k + j] * rf[2 * k + j];
+            if (sum > FLT_EPSILON) {
+                for (int j = 0; j < k; j++)
+                    if (ri[k + j] >= 0) dl[ri[j]] += (dw[(int64_t)s * k + j] - dot) / sum;
+            } else {
+                for (int j = 0; j < k; j++)
+                    if (ri[k + j] >= 0) dl[ri[j]] += dw[(int64_t)s * k + j] / FLT_EPSILON;
+            }
+        }
+        /* softmax backward, then the z-loss term */
+        double pd = 0.0;
+        for (int e = 0; e < E; e++) pd += (double)p[e] * dl[e];
+        float mx = lg[0];
+        for (int e = 1; e < E; e++) mx = lg[e] > mx ? lg[e] : mx;
+        double sum = 0.0;
+        for (int e = 0; e < E; e++) sum += exp((double)(lg[e] - mx));
+        double lse = (double)mx + log(sum);
+        double zg = (double)z_coef * scale * 2.0 * lse / S;
+        for (int e = 0; e < E; e++) dl[e] = (float)(p[e] * (dl[e] - pd) + zg * p[e]);
+    }
+    free(ce);
+    if (!has_jitter_cols) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, d, E, 1.0f, dlg, E, Wg, E, acc ? 1.0f : 0.0f, dx, d);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, E, S, 1.0f, x, d, dlg, E, 1.0f, dWg, E);
+        return;
+    }
+    #pragma omp parallel for schedule(static)
+    for (int s = 0; s < S; s++) {
+        const float *nz = K_ROUTE_F(route, W, s) + 3 * k + 2 * E;
+        for (int i = 0; i < d; i++) {
+            float a = 0.0f;
+            for (int e = 0; e < E; e++) a += dlg[(int64_t)s * E + e] * Wg[(int64_t)i * E + e];
+            float v = a * nz[i];
+            dx[(int64_t)s * d + i] = acc ? dx[(int64_t)s * d + i] + v : v;
+        }
+    }
+    #pragma omp parallel for schedule(static)
+    for (int i = 0; i < d; i++)
+        for (int s = 0; s < S; s++) {
+            float xi = x[(int64_t)s * d + i] * K_ROUTE_F(route, W, s)[3 * k + 2 * E + i];
+            for (int e = 0; e < E; e++) dWg[(int64_t)i * E + e] += xi * dlg[(int64_t)s * E + e];
+        }
+}
+
+/* xd[row] = x[s] for every kept choice (s, j). */
+static inline void k_moe_dispatch_fwd(float *xd, const float *x, const int32_t *route, int S, int d, int k, int W) {
+    #pragma omp parallel for schedule(static)
+    for (int s = 0; s < S; s++)
+        for (int j = 0; j < k; j++) {
+            int row = K_ROUTE_I(route, W, s)[k + j];
+            if (row >= 0) memcpy(xd + (int64_t)row * d, x + (int64_t)s * d, sizeof(float) * (size_t)d);
+        }
+}
+
+/* dx[s] (acc) = sum over kept choices of dxd[row]. */
+static inline void k_moe_dispatch_bwd(float *dx, const float *dxd, const int32_t *route, int S, int d, int k, int W,
+                                      int acc) {
+    #pragma omp parallel for schedule(static)
+    for (int s = 0; s < S; s++) {
+        float *o = dx + (int64_t)s * d;
+        if (!acc) memset(o, 0, sizeof(float) * (size_t)d);
+        for (int j = 0; j < k; j++) {
+            int row = K_ROUTE_I(route, W, s)[k + j];
+            if (row < 0) continue;
+            const float *g = dxd + (int64_t)row * d;
+            for (int i = 0; i < d; i++) o[i] += g[i];
+        }
+    }
+}
+
+/* Grouped GEMM: expert e's rows [off[e], off[e+1]) of x [R,K] times W[e] [K,N] plus b[e]. */
+static inline void k_moe_expert_fwd(float *y, const float *x, const float *W, const float *b, const int32_t *counts,
+                                    int E, int K, int N) {
+    const int32_t *off = counts + E;
+    for (int e = 0; e < E; e++) {
+        int n = off[e + 1] - off[e];
+        if (n == 0) continue;
+        float *ye = y + (int64_t)off[e] * N;
+        const float *be = b + (int64_t)e * N;
+        for (int r = 0; r < n; r++) memcpy(ye + (int64_t)r * N, be, sizeof(float) * (size_t)N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, N, K, 1.0f, x + (int64_t)off[e] * K, K,
+                    W + (int64_t)e * K * N, N, 1.0f, ye, N);
+    }
+}
+
+/* dx (acc) = dy W[e]^T; dW[e] += x^T dy; db[e] += column sums of dy, per expert block. */
+static inline void k_moe_expert_bwd(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
+                                    const int32_t *counts, int E, int K, int N, int acc) {
+    const int32_t *off = counts + E;
+    for (int e = 0; e < E; e++) {
+        int n = off[e + 1] - off[e];
+        if (n == 0) continue;
+        const float *dye = dy + (int64_t)off[e] * N, *xe = x + (int64_t)off[e] * K;
+        if (dx)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, N, 1.0f, dye, N, W + (int64_t)e * K * N, N,
+                        acc ? 1.0f : 0.0f, dx + (int64_t)off[e] * K, K);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, n, 1.0f, xe, K, dye, N, 1.0f,
+                    dW + (int64_t)e * K * N, N);
+        float *dbe = db + (int64_t)e * N;
+        for (int r = 0; r < n; r++)
+            for (int c = 0; c < N; c++) dbe[c] += dye[(int64_t)r * N + c];
+    }
+}
+
+/* y[s] = (res ? res[s] : 0) + mix(sum_j w_j yd[row_j]); with coef (PR-MoE residual):
+ * a = softmax(coef[s]) over 2, mix(m) = a0 m + a1 mlp[s]. */
+static inline void k_moe_combine_fwd(float *y, const float *yd, const int32_t *route, const float *res,
+                                     const float *coef, const float *mlp, int S, int d, int k, int W) {
+    #pragma omp parallel for schedule(static)
+    for (int s = 0; s < S; s++) {
+        const int32_t *ri = K_ROUTE_I(route, W, s);
+        const float *rf = K_ROUTE_F(route, W, s);
+        float *o = y + (int64_t)s * d;
+        float a0 = 1.0f, a1 = 0.0f;
+        if (coef) {
+            float c0 = coef[2 * s], c1 = coef[2 * s + 1], mx = c0 > c1 ? c0 : c1;
+            float e0 = expf(c0 - mx), e1 = expf(c1 - mx);
+            a0 = e0 / (e0 + e1); a1 = e1 / (e0 + e1);
+        }
+        for (int i = 0; i < d; i++) o[i] = 0.0f;
+        for (int j = 0; j < k; j++) {
+            int row = ri[k + j];
+            if (row < 0) continue;
+            float w = rf[2 * k + j] * a0;
+            const float *v = yd + (int64_t)row * d;
+            for (int i = 0; i < d; i++) o[i] += w * v[i];
+        }
+        if (coef) for (int i = 0; i < d; i++) o[i] += a1 * mlp[(int64_t)s * d + i];
+        if (res) for (int i = 0; i < d; i++) o[i] += res[(int64_t)s * d + i];
+    }
+}
+
+/* Combine backward: dyd[row] = a0 w dy (each kept row written once), dw [S,k],
+ * dres (acc_res) = dy, dcoef [S,2] (overwrite) and dmlp (acc_mlp) for PR-MoE. */
+static inline void k_moe_combine_bwd(float *dyd, float *dw, float *dres, float *dcoef, float *dmlp,
+                                     const float *dy, const float *yd, const int32_t *route, const float *coef,
+                                     const float *mlp, int S, int d, int k, int W, int acc_res, int acc_mlp) {
+    #pragma omp parallel for schedule(static)
+    for (int s = 0; s < S; s++) {
+        const int32_t *ri = K_ROUTE_I(route, W, s);
+        const float *rf = K_ROUTE_F(route, W, s);
+        const float *g = dy + (int64_t)s * d;
+        float a0 = 1.0f, a1 = 0.0f;
+        if (coef) {
+            float c0 = coef[2 * s], c1 = coef[2 * s + 1], mx = c0 > c1 ? c0 : c1;
+            float e0 = expf(c0 - mx), e1 = expf(c1 - mx);
+            a0 = e0 / (e0 + e1); a1 = e1 / (e0 + e1);
+        }
+        double dm = 0.0;        /* d loss / d a0 = dy . moe(x) */
+        for (int j = 0; j < k; j++) {
+            int row = ri[k + j];
+            if (row < 0) { dw[(int64_t)s * k + j] = 0.0f; continue; }
+            const float *v = yd + (int64_t)row * d;
+            float w = rf[2 * k + j], *o = dyd + (int64_t)row * d;
+            double dot = 0.0;
+            for (int i = 0; i < d; i++) { dot += (double)g[i] * v[i]; o[i] = w * a0 * g[i]; }
+            dw[(int64_t)s * k + j] = (float)(a0 * dot);
+            dm += w * dot;
+        }
+        if (dres) {
+            float *o = dres + (int64_t)s * d;
+            for (int i = 0; i < d; i++) o[i] = acc_res ? o[i] + g[i] : g[i];
+        }
+        if (coef) {
+            const float *ml = mlp + (int64_t)s * d;
+            float *o = dmlp + (int64_t)s * d;
+            double dr = 0.0;
+            for (int i = 0; i < d; i++) { dr += (double)g[i] * ml[i]; o[i] = acc_mlp ? o[i] + a1 * g[i] : a1 * g[i]; }
+            double mean = a0 * dm + a1 * dr;
+            dcoef[2 * s] = (float)(a0 * (dm - mean));
+            dcoef[2 * s + 1] = (float)(a1 * (dr - mean));
+        }
+    }
+}
+#endif

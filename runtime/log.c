@@ -1,0 +1,146 @@
+/* log.c - the JSONL metrics log and the progress line (see log.h).
+ *
+ * The log is the one writer of the metrics format: one compact JSON object per step,
+ * built with jansson (so strings and numbers are always valid JSON) and flushed at once,
+ * so a crash loses at most the line being written and `tail -f` sees every step.
+ * Numbers are printed with 9 significant digits: floats (expert loads) round-trip exactly
+ * and metrics need no more. NaN and infinities, which JSON lacks, become null.
+ * The progress line is plain text, never parsed by us.
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct moe_log {
+    FILE *f;   /* NULL: no file, steps are dropped */
+};
+
+static moe_log *log_open(const char *path, const char *mode, char *err, size_t errlen) {
+    moe_log *l = calloc(1, sizeof *l);
+    if (!l) {
+        if (err && errlen) snprintf(err, errlen, "%s: out of memory", path ? path : "log");
+        return NULL;
+    }
+    if (path && !(l->f = fopen(path, mode))) {
+        if (err && errlen) snprintf(err, errlen, "%s: cannot open the log: %s", path, strerror(errno));
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+moe_log *moe_log_open(const char *path, char *err, size_t errlen) { return log_open(path, "w", err, errlen); }
+moe_log *moe_log_open_append(const char *path, char *err, size_t errlen) { return log_open(path, "a", err, errlen); }
+
+void moe_log_close(moe_log *l) {
+    if (!l) return;
+    if (l->f) fclose(l->f);
+    free(l);
+}
+
+static json_t *log_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+/* The step's object; NULL when out of memory. */
+static json_t *log_object(const moe_step_metrics *m) {
+    json_t *o = json_object(), *blocks = json_array(), *loads = json_array();
+    if (!o || !blocks || !loads) goto fail;
+    int bad = 0;
+    bad |= json_object_set_new(o, "step", json_integer(m->step));
+    bad |= json_object_set_new(o, "loss", log_num(m->loss));
+    bad |= json_object_set_new(o, "lm_loss", log_num(m->lm_loss));
+    bad |= json_object_set_new(o, "aux_loss", log_num(m->aux_loss));
+    bad |= json_object_set_new(o, "z_loss", log_num(m->z_loss));
+    bad |= json_object_set_new(o, "kd_loss", log_num(m->kd_loss));
+    bad |= json_object_set_new(o, "lr", log_num(m->lr));
+    bad |= json_object_set_new(o, "grad_norm", log_num(m->grad_norm));
+    bad |= json_object_set_new(o, "tokens_per_s", log_num(m->tokens_per_s));
+    bad |= json_object_set_new(o, "dropped_fraction", log_num(m->dropped_fraction));
+    bad |= json_object_set_new(o, "elapsed_s", log_num(m->elapsed_s));
+    for (int i = 0; i < m->n_moe; i++) {
+        bad |= json_array_append_new(blocks, json_integer(m->moe_block ? m->moe_block[i] : i));
+        const float *ld = m->loads ? m->loads[i] : NULL;
+        int e = m->experts ? m->experts[i] : 0;
+        if (!ld || e <= 0) {
+            bad |= json_array_append_new(loads, json_null());
+            continue;
+        }
+        json_t *row = json_array();
+        if (!row) goto fail;
+        for (int k = 0; k < e; k++) bad |= json_array_append_new(row, log_num((double)ld[k]));
+        bad |= json_array_append_new(loads, row);
+    }
+    bad |= json_object_set_new(o, "moe_layers", blocks);
+    blocks = NULL;
+    bad |= json_object_set_new(o, "expert_load", loads);
+    loads = NULL;
+    if (bad) goto fail;
+    return o;
+fail:
+    json_decref(o);
+    json_decref(blocks);
+    json_decref(loads);
+    return NULL;
+}
+
+int moe_log_step(moe_log *l, const moe_step_metrics *m) {
+    if (!l || !m) return -1;
+    if (!l->f) return 0;
+    json_t *o = log_object(m);
+    if (!o) return -1;
+    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    json_decref(o);
+    if (!line) return -1;
+    int ok = fputs(line, l->f) >= 0 && fputc('\n', l->f) != EOF && fflush(l->f) == 0;
+    free(line);
+    return ok ? 0 : -1;
+}
+
+/* "1:02", or "1:02:03" from an hour on. */
+static void log_clock(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 359999999.0) { snprintf(buf, n, "--:--"); return; }
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void log_rate(char *buf, size_t n, double r) {
+    if (!isfinite(r) || r < 0) snprintf(buf, n, "-");
+    else if (r < 1e3) snprintf(buf, n, "%.0f", r);
+    else if (r < 1e6) snprintf(buf, n, "%.1fk", r / 1e3);
+    else snprintf(buf, n, "%.2fM", r / 1e6);
+}
+
+void moe_progress(FILE *out, const moe_step_metrics *m, int every) {
+    if (!out || !m) return;
+    int tty = isatty(fileno(out));
+    int last = m->steps > 0 && m->step >= m->steps;
+    if (!tty && !last && (every <= 0 || m->step % every != 0)) return;
+
+    char steps[48], rate[32], clock[32], line[192];
+    if (m->steps > 0) snprintf(steps, sizeof steps, "%lld/%lld", (long long)m->step, (long long)m->steps);
+    else snprintf(steps, sizeof steps, "%lld", (long long)m->step);
+    log_rate(rate, sizeof rate, m->tokens_per_s);
+    const char *clock_label = "ETA";
+    if (last) {
+        clock_label = "time";
+        log_clock(clock, sizeof clock, m->elapsed_s);
+    } else if (m->step > 0 && m->steps > 0 && m->elapsed_s > 0) {
+        log_clock(clock, sizeof clock, m->elapsed_s / (double)m->step * (double)(m->steps - m->step));
+    } else {
+        log_clock(clock, sizeof clock, -1);
+    }
+    snprintf(line, sizeof line, "step %s | loss %.3f | lr %.1e | %s tok/s | %s %s", steps, m->loss, m->lr,
+             rate, clock_label, clock);
+    if (tty) {
+        /* pad so a shorter line fully covers the previous one */
+        fprintf(out, "\r%-79s%s", line, last ? "\n" : "");
+    } else {
+        fprintf(out, "%s\n", line);
+    }
+    fflush(out);
+}
