@@ -39,7 +39,7 @@ static const char *rows_R(em *e, int counts, int E) {
 static void emit_gate_cfg(em *e, const ir_node *n) {
     const md_model *m = e->g->m;
     cg_line(e->b, "k_gate_cfg g = {%d, c->mode, c->mode == MOE_MODE_INFER ? 0 : %d, %d, %d && c->mode == MOE_MODE_TRAIN, "
-                  "%d, %d, %.9gf, %.9gf, k_rng_stream(c->seed, (uint64_t)c->step * 1024u + (uint64_t)c->micro, %lld)};",
+                  "%d, %d, %.17g, %.17g, k_rng_stream(c->seed, (uint64_t)c->step * 1024u + (uint64_t)c->micro, %lld)};",
             m->moe.top_k, m->moe.drop_tokens, (int)m->moe.noisy_gate, m->moe.random_token_selection,
             m->moe.second_expert_sampling, m->moe.min_capacity, m->moe.capacity_factor, m->moe.eval_capacity_factor,
             (long long)n->a[0]);
@@ -157,7 +157,7 @@ static void emit_node(em *e, const ir_node *n) {
     }
     case IR_GATE_BWD: {
         int E = (int)n->a[1];
-        cg_line(b, "k_moe_gate_bwd(%s, %s, %s, %s, %s, %s, %s, S, %lld, %d, %lld, %d, %.9gf, %.9gf, c->loss_scale, %d);",
+        cg_line(b, "k_moe_gate_bwd(%s, %s, %s, %s, %s, %s, %s, S, %lld, %d, %lld, %d, (float)%.9g, (float)%.9g, c->loss_scale, %d);",
                 ptr(e, out[0]), ptr(e, out[1]), ptr(e, out[2]), ptr(e, in[0]), iptr(e, in[1]), ptr(e, in[3]),
                 ptr(e, in[4]), d, E, (long long)width(e, in[1]), m->moe.top_k, m->moe.aux_loss, m->moe.z_loss, n->acc[0]);
         break;
@@ -223,7 +223,7 @@ static void emit_node(em *e, const ir_node *n) {
         for (int i = 0; i < g->n_params; i++) {
             const md_param *p = &g->params[i];
             long long off = (long long)g->param_offset[i];
-            cg_line(b, "k_adamw(P(%lld), G(%lld), c->adam_m + %lld, c->adam_v + %lld, %lld, lr, %.9gf, %.9gf, %.9gf, %.9gf, "
+            cg_line(b, "k_adamw(P(%lld), G(%lld), c->adam_m + %lld, c->adam_v + %lld, %lld, lr, (float)%.9g, (float)%.9g, (float)%.9g, (float)%.9g, "
                        "(float)c->clip, (int)c->opt_step); /* %s */",
                     off, off, off, off, (long long)p->numel, m->train.beta1, m->train.beta2, m->train.eps,
                     p->decay ? m->train.weight_decay : 0.0, p->name);
@@ -291,7 +291,7 @@ static void emit_tables(cg *b, arena *a, const ir_graph *g, const ir_graph *dec,
     cg_open(b, "static const moe_param_info params[] =");
     for (int i = 0; i < g->n_params; i++) {
         const md_param *p = &g->params[i];
-        cg_line(b, "{\"%s\", %d, {%lld, %lld, %lld}, %lld, %lld, %.9gf, %d, %d, %d},", p->name, p->ndim,
+        cg_line(b, "{\"%s\", %d, {%lld, %lld, %lld}, %lld, %lld, (float)%.9g, %d, %d, %d},", p->name, p->ndim,
                 (long long)p->shape[0], (long long)p->shape[1], (long long)p->shape[2], (long long)g->param_offset[i],
                 (long long)p->numel, p->init_std, p->init_one, p->decay,
                 p->kind == MD_P_EXPERT_W || p->kind == MD_P_EXPERT_B);
@@ -309,7 +309,7 @@ static void emit_tables(cg *b, arena *a, const ir_graph *g, const ir_graph *dec,
             (long long)m->vocab, (long long)m->context, (long long)m->layers, (long long)m->hidden, (long long)m->heads,
             (long long)m->ffn);
     cg_line(b, ".n_moe = %d, .top_k = %d, .experts = experts, .moe_block = moe_block,", nm, g->top_k);
-    cg_line(b, ".batch = %lld, .accumulate = %lld, .steps = %lld, .seed = %lld, .warmup = %lld,", (long long)m->train.batch,
+    cg_line(b, ".batch = %lld, .accumulate = %lld, .train_steps = %lld, .seed = %lld, .warmup = %lld,", (long long)m->train.batch,
             (long long)m->train.accumulate, (long long)m->train.steps, (long long)m->train.seed, (long long)m->train.warmup);
     cg_line(b, ".eval_every = %lld, .checkpoint_every = %lld,", (long long)m->train.eval_every,
             (long long)m->train.checkpoint_every);

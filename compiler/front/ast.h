@@ -35,13 +35,15 @@ struct ast_item {
 
 struct ast_value {
     ast_vkind kind;
+    int n_items;                /* AV_LIST */
     diag_loc loc;
-    int64_t i;                  /* AV_INT */
-    double f;                   /* AV_FLOAT */
-    const char *s;              /* AV_STRING, AV_IDENT */
-    bool b;                     /* AV_BOOL */
-    ast_item *items, *last;     /* AV_LIST */
-    int n_items;
+    union {
+        int64_t i;              /* AV_INT */
+        double f;               /* AV_FLOAT */
+        const char *s;          /* AV_STRING, AV_IDENT */
+        bool b;                 /* AV_BOOL */
+        struct { ast_item *items, *last; };     /* AV_LIST */
+    };
 };
 
 /* `key = value` or `key { ... }`: exactly one of value and block is set. */

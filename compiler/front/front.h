@@ -6,6 +6,8 @@
  */
 #ifndef MOE_FRONT_H
 #define MOE_FRONT_H
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include "model.h"
 
@@ -19,4 +21,14 @@ const md_model *front_load(front *f, const char *path, const char *name);
 int front_error_count(const front *f);
 void front_print_diagnostics(const front *f, FILE *out);
 struct arena *front_arena(front *f);    /* the compilation arena, for later phases */
+
+/* Additions for tools and tests. One load per front end. */
+/* As front_load, with the text of PATH given (imports still resolve against PATH). */
+const md_model *front_load_text(front *f, const char *path, const char *text, size_t len,
+                                const char *name);
+/* allow = false makes every import an error (the fuzzer uses it). Default: true. */
+void front_allow_imports(front *f, bool allow);
+/* Writes the syntax tree of every file loaded (moec check --dump-ast); -1 when the
+ * files did not parse. */
+int front_dump_ast(const front *f, FILE *out);
 #endif

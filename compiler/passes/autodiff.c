@@ -52,6 +52,14 @@ static int bwd(ad *s, ir_op op, const ir_node *f, const int *in, const int *fwd,
     return n;
 }
 
+/* A scratch output of backward node n, dead after it; the plan reuses its memory. */
+static int scratch(ad *s, int n, ir_rows rows, int64_t width) {
+    ir_graph *g = s->g;
+    int t = ir_tensor_new(g, arena_printf(g->arena, "%s.scratch", g->n[n].name), IR_T_ACT, rows, width);
+    if (t >= 0) g->n[n].out[g->n[n].n_out++] = t;
+    return t;
+}
+
 static int dy(ad *s, const ir_node *f) {
     int o = f->out[0];
     return s->written[o] ? s->g->t[o].grad : -1;
@@ -78,11 +86,7 @@ static int rule(ad *s, const ir_node *f) {
         return bwd(s, IR_ROPE_BWD, f, (int[]){d, -2}, (int[]){i[0]}, 1) < 0;
     case IR_ATTENTION: {
         int n = bwd(s, IR_ATTENTION_BWD, f, (int[]){d, i[0], f->out[1], -2}, (int[]){i[0]}, 1);
-        if (n < 0) return -1;
-        /* scratch for the probabilities' gradient [B,H,T,T], dead after the node */
-        int sc = ir_tensor_new(g, arena_printf(g->arena, "%s.scratch", f->name), IR_T_ACT, IR_ROWS_ATT, 1);
-        g->n[n].out[g->n[n].n_out++] = sc;
-        return sc < 0;
+        return n < 0 || scratch(s, n, IR_ROWS_ATT, 1) < 0;   /* d probabilities [B,H,T,T] */
     }
     case IR_ACT:
         return bwd(s, IR_ACT_BWD, f, (int[]){d, i[0], i[1], -2}, (int[]){i[0]}, 1) < 0;
@@ -103,9 +107,10 @@ static int rule(ad *s, const ir_node *f) {
         return bwd(s, IR_COMBINE_BWD, f, (int[]){d, i[0], i[1], i[2], i[4], i[5], -2},
                    (int[]){i[0], i[1], i[3], i[4], i[5]}, 5) < 0;
     }
-    case IR_GATE:   /* d = gradient of the output weights, from the combine */
-        return bwd(s, IR_GATE_BWD, f, (int[]){d, f->out[0], f->out[1], i[0], i[1], -2},
-                   (int[]){i[0], i[1]}, 2) < 0;
+    case IR_GATE: {  /* d = gradient of the output weights, from the combine */
+        int n = bwd(s, IR_GATE_BWD, f, (int[]){d, f->out[0], f->out[1], i[0], i[1], -2}, (int[]){i[0], i[1]}, 2);
+        return n < 0 || scratch(s, n, IR_ROWS_S, f->a[1]) < 0;   /* d logits [S, E] */
+    }
     default:
         return 0;   /* ops without a gradient rule are not differentiated (decode-only) */
     }

@@ -68,15 +68,19 @@ static int same_loc(diag_loc a, diag_loc b) {
 }
 
 void diag_error(diag_ctx *d, diag_loc loc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    diag_verror(d, loc, fmt, ap);
+    va_end(ap);
+}
+
+void diag_verror(diag_ctx *d, diag_loc loc, const char *fmt, va_list ap) {
     if (!d) return;
     d->count++;
     d->last = -1;
     if (d->n >= d->max) return;
-    va_list ap;
-    va_start(ap, fmt);
     char buf[512];
     vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
     for (int i = 0; i < d->n; i++)
         if (same_loc(d->rec[i].loc, loc) && !strcmp(d->rec[i].msg, buf)) { d->count--; return; }
     if (d->n == d->cap) {

@@ -16,6 +16,7 @@
  */
 #ifndef MOE_DIAG_H
 #define MOE_DIAG_H
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -36,6 +37,7 @@ void diag_error(diag_ctx *d, diag_loc loc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+void diag_verror(diag_ctx *d, diag_loc loc, const char *fmt, va_list ap);
 /* Attaches a hint to the last error reported (ignored if it was dropped). */
 void diag_hint(diag_ctx *d, const char *fmt, ...)
 #if defined(__GNUC__)

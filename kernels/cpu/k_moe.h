@@ -26,7 +26,7 @@ enum { K_NOISE_NONE, K_NOISE_JITTER, K_NOISE_RSAMPLE };
 
 typedef struct k_gate_cfg {
     int k, mode, drop_tokens, noise, rts, second_sampling, min_capacity;
-    float cf, eval_cf;
+    double cf, eval_cf;
     uint64_t stream;            /* RNG stream of this layer and micro-step */
 } k_gate_cfg;
 
@@ -42,8 +42,10 @@ static inline int k_argmax(const float *v, int n, int skip) {
 }
 
 static inline int k_moe_capacity(int S, int E, const k_gate_cfg *g) {
-    float cf = g->mode == K_MODE_TRAIN || g->mode == K_MODE_GRAD ? g->cf : g->eval_cf;
-    float cf_eff = g->k == 1 ? cf : g->k == 2 ? 2.0f * cf : (float)g->k * cf;
+    /* cf_eff in double, rounded once to fp32 (DeepSpeed's arithmetic); the capacity
+     * itself in fp32 as moe-semantics.md says */
+    double cf = g->mode == K_MODE_TRAIN || g->mode == K_MODE_GRAD ? g->cf : g->eval_cf;
+    float cf_eff = (float)(g->k * cf);   /* k = 1: cf, k = 2: 2 cf, k > 2: k cf */
     int c = (int)ceilf((float)S / (float)E * cf_eff);
     return c > g->min_capacity ? c : g->min_capacity;
 }

@@ -1,0 +1,94 @@
+/* bench.c - `bench`: tokens per second and the per-kernel (per-step) time breakdown. */
+#include "cli.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void one_step(moe_rt *rt, int train) {
+    if (!train) { moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD); return; }
+    memset(rt->grads, 0, sizeof(float) * (size_t)rt->prog->param_floats);
+    moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
+    rt->ctx.opt_step++;
+    moe_rt_run(rt, MOE_PHASE_OPT, MOE_PHASE_OPT);
+}
+
+int cli_bench(int argc, char **argv) {
+    moe_flag f[] = {{"--train", 0, "forward, backward and AdamW (default)", NULL},
+                    {"--infer", 0, "forward only, evaluation mode", NULL},
+                    {"--batch", 1, "sequences (default train.batch)", NULL},
+                    {"--seq", 1, "tokens per sequence (default context)", NULL},
+                    {"--steps", 1, "timed steps (default 10)", NULL},
+                    {"--warmup", 1, "untimed steps first (default 2)", NULL},
+                    {"--json", 0, "one JSON object", NULL},
+                    {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
+    int nf = (int)(sizeof f / sizeof f[0]);
+    int r = moe_args_parse(moe_prog_name, "bench", argc, argv, f, nf);
+    if (r) return r > 0 ? 0 : 1;
+    if (cli_check_device(moe_arg(f, nf, "--device"))) return 1;
+    const moe_program *p = &moe_program_def;
+    long long B, T, steps, warm;
+    if (moe_arg_int(f, nf, "--batch", p->batch, 1, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, &T) ||
+        moe_arg_int(f, nf, "--steps", 10, 1, &steps) || moe_arg_int(f, nf, "--warmup", 2, 0, &warm))
+        return 1;
+    int train = !moe_arg(f, nf, "--infer");
+    moe_rt *rt = cli_rt(train, 0);
+    if (!rt) return 1;
+    char err[512];
+    moe_data *data = NULL;
+    if (moe_rt_shape(rt, (int)B, (int)T, err, sizeof err)) { cli_fail("bench", err); moe_rt_destroy(rt); return 1; }
+    if (!(data = cli_data("synthetic"))) { moe_rt_destroy(rt); return 1; }
+    moe_rt_init_params(rt, (uint64_t)p->seed);
+    moe_data_train_batch(data, (uint64_t)p->seed, 0, 0, (int)B, (int)T, rt->tokens, rt->targets);
+    rt->ctx.mode = train ? MOE_MODE_TRAIN : MOE_MODE_EVAL;
+    for (long long i = 0; i < warm; i++) one_step(rt, train);
+    rt->timing = 1;
+    memset(rt->step_ms, 0, sizeof(double) * (size_t)p->n_steps);
+    double t0 = now_ms();
+    for (long long i = 0; i < steps; i++) one_step(rt, train);
+    double total = now_ms() - t0, step_ms = total / (double)steps;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double tps = (double)B * T / (step_ms / 1e3);
+    double sum = 0;
+    for (int i = 0; i < p->n_steps; i++) sum += rt->step_ms[i];
+    if (moe_arg(f, nf, "--json")) {
+        printf("{\"model\": \"%s\", \"mode\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"tokens_per_s\": %.3f, "
+               "\"step_ms\": %.4f, \"peak_rss_bytes\": %lld, \"arena_bytes\": %lld, \"kernels\": [",
+               p->model, train ? "train" : "infer", B, T, tps, step_ms, (long long)ru.ru_maxrss * 1024,
+               (long long)p->arena_floats * 4);
+        int first = 1;
+        for (int i = 0; i < p->n_steps; i++) {
+            if (rt->step_ms[i] == 0.0) continue;
+            printf("%s{\"name\": \"%s\", \"ms\": %.5f, \"share\": %.5f}", first ? "" : ", ", p->steps[i].name,
+                   rt->step_ms[i] / steps, sum > 0 ? rt->step_ms[i] / sum : 0.0);
+            first = 0;
+        }
+        printf("]}\n");
+    } else {
+        printf("%s %s: batch %lld x %lld, %.1f tokens/s, %.2f ms/step, peak RSS %.1f MiB\n", p->model,
+               train ? "train" : "infer", B, T, tps, step_ms, ru.ru_maxrss / 1024.0);
+        /* the 25 most expensive steps */
+        int *idx = malloc(sizeof(int) * (size_t)p->n_steps);
+        for (int i = 0; idx && i < p->n_steps; i++) idx[i] = i;
+        for (int i = 1; idx && i < p->n_steps; i++) {
+            int v = idx[i], j = i - 1;
+            while (j >= 0 && rt->step_ms[idx[j]] < rt->step_ms[v]) { idx[j + 1] = idx[j]; j--; }
+            idx[j + 1] = v;
+        }
+        for (int i = 0; idx && i < p->n_steps && i < 25; i++)
+            printf("  %8.3f ms  %5.1f%%  %s\n", rt->step_ms[idx[i]] / steps,
+                   sum > 0 ? 100.0 * rt->step_ms[idx[i]] / sum : 0.0, p->steps[idx[i]].name);
+        free(idx);
+    }
+    moe_data_close(data);
+    moe_rt_destroy(rt);
+    return 0;
+}

@@ -1,0 +1,89 @@
+/* eval.c - `eval` (mean losses over consecutive windows) and `grad` (gradient of the
+ * training loss on the first batch, written as safetensors). */
+#include "cli.h"
+#include <stdio.h>
+#include <string.h>
+
+typedef struct evopts { moe_rt *rt; moe_data *data; int B, T; } evopts;
+
+/* common set-up: flags, device, runtime, checkpoint, data, batch shape */
+static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, int train, evopts *o) {
+    int r = moe_args_parse(moe_prog_name, cmd, argc, argv, f, nf);
+    if (r) return r > 0 ? 1 : -1;
+    if (cli_check_device(moe_arg(f, nf, "--device"))) return -1;
+    const moe_program *p = &moe_program_def;
+    long long B, T;
+    if (moe_arg_int(f, nf, "--batch", p->batch, 1, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, &T)) return -1;
+    if (!moe_arg(f, nf, "--data")) { cli_fail(cmd, "--data FILE is required"); return -1; }
+    o->rt = cli_rt(train, 0);
+    if (!o->rt) return -1;
+    char err[512];
+    if (moe_rt_shape(o->rt, (int)B, (int)T, err, sizeof err)) { cli_fail(cmd, err); return -1; }
+    if (cli_load(o->rt, moe_arg(f, nf, "--checkpoint"))) return -1;
+    if (!(o->data = cli_data(moe_arg(f, nf, "--data")))) return -1;
+    o->B = (int)B; o->T = (int)T;
+    if (moe_data_windows(o->data, T) < B) {
+        snprintf(err, sizeof err, "%s: %lld tokens do not fill one batch of %d x %d (+1 target)",
+                 moe_data_name(o->data), (long long)moe_data_tokens(o->data), o->B, o->T);
+        cli_fail(cmd, err);
+        return -1;
+    }
+    return 0;
+}
+
+static void teardown(evopts *o) {
+    moe_data_close(o->data);
+    moe_rt_destroy(o->rt);
+}
+
+int cli_eval(int argc, char **argv) {
+    moe_flag f[] = {{"--checkpoint", 1, "weights (a file, or a directory: its newest checkpoint)", NULL},
+                    {"--data", 1, "token file (.bin), bytes file, or synthetic", NULL},
+                    {"--batch", 1, "sequences per forward pass (default train.batch)", NULL},
+                    {"--seq", 1, "tokens per sequence (default context)", NULL},
+                    {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
+    int nf = (int)(sizeof f / sizeof f[0]);
+    evopts o = {0};
+    int r = setup("eval", f, nf, argc, argv, 0, &o);
+    if (r) { teardown(&o); return r > 0 ? 0 : 1; }
+    moe_rt *rt = o.rt;
+    rt->ctx.mode = MOE_MODE_EVAL;
+    int64_t nb = moe_data_windows(o.data, o.T) / o.B;
+    double lm = 0, aux = 0, z = 0, dropped = 0, choices = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        moe_data_window_batch(o.data, b * o.B, o.B, o.T, rt->tokens, rt->targets);
+        moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD);
+        double s[4];
+        cli_moe_sums(rt, s);
+        lm += moe_rt_lm_loss(rt);
+        aux += s[0]; z += s[1]; dropped += s[2]; choices += s[3];
+    }
+    printf("{\"lm_loss\": %.9g, \"aux_loss\": %.9g, \"z_loss\": %.9g, \"tokens\": %lld, \"dropped_fraction\": %.9g}\n",
+           lm / nb, aux / nb, z / nb, (long long)(nb * o.B * o.T), choices > 0 ? dropped / choices : 0.0);
+    teardown(&o);
+    return 0;
+}
+
+int cli_grad(int argc, char **argv) {
+    moe_flag f[] = {{"--checkpoint", 1, "weights", NULL},
+                    {"--data", 1, "token file (.bin), bytes file, or synthetic", NULL},
+                    {"--out", 1, "safetensors file for the gradients", NULL},
+                    {"--batch", 1, "sequences (default train.batch)", NULL},
+                    {"--seq", 1, "tokens per sequence (default context)", NULL},
+                    {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
+    int nf = (int)(sizeof f / sizeof f[0]);
+    evopts o = {0};
+    int r = setup("grad", f, nf, argc, argv, 1, &o);
+    if (!r && !moe_arg(f, nf, "--out")) { cli_fail("grad", "--out FILE is required"); r = -1; }
+    if (r) { teardown(&o); return r > 0 ? 0 : 1; }
+    moe_rt *rt = o.rt;
+    rt->ctx.mode = MOE_MODE_GRAD;
+    rt->ctx.loss_scale = 1.0f;
+    moe_data_window_batch(o.data, 0, o.B, o.T, rt->tokens, rt->targets);
+    moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
+    char err[1024];
+    int rc = 0;
+    if (moe_ckpt_save_grads(rt, moe_arg(f, nf, "--out"), err, sizeof err)) { cli_fail("grad", err); rc = 1; }
+    teardown(&o);
+    return rc;
+}

@@ -1,0 +1,137 @@
+/* generate.c - `generate`: sampling with the KV-cache decode program.
+ *
+ * Every token (prompt and sampled) goes through the decode steps once, which append its
+ * keys and values to the cache; the gate routes it without a capacity limit (one
+ * token never overflows), so the logits equal evaluation mode whenever evaluation drops
+ * nothing. --check-cache verifies exactly that against a full forward of the prompt.
+ */
+#include "cli.h"
+#include "k_common.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int sample(const float *logits, int V, double temp, int topk, uint64_t stream, uint64_t i, double *probs) {
+    if (temp <= 0.0) {
+        int best = 0;
+        for (int v = 1; v < V; v++) if (logits[v] > logits[best]) best = v;
+        return best;
+    }
+    float cut = -INFINITY;
+    if (topk > 0 && topk < V) {         /* the k-th largest logit */
+        float *tmp = malloc(sizeof(float) * (size_t)V);
+        if (tmp) {
+            memcpy(tmp, logits, sizeof(float) * (size_t)V);
+            for (int j = 0; j < topk; j++) {
+                int b = j;
+                for (int v = j + 1; v < V; v++) if (tmp[v] > tmp[b]) b = v;
+                float t = tmp[j]; tmp[j] = tmp[b]; tmp[b] = t;
+            }
+            cut = tmp[topk - 1];
+            free(tmp);
+        }
+    }
+    double mx = -INFINITY, sum = 0.0;
+    for (int v = 0; v < V; v++) if (logits[v] >= cut && logits[v] > mx) mx = logits[v];
+    for (int v = 0; v < V; v++) sum += probs[v] = logits[v] >= cut ? exp((logits[v] - mx) / temp) : 0.0;
+    double u = k_uniform(stream, i) * sum, acc = 0.0;
+    for (int v = 0; v < V; v++) { acc += probs[v]; if (u < acc) return v; }
+    return V - 1;
+}
+
+/* prompt -> tokens: bytes for a bytes vocabulary, otherwise space-separated token ids */
+static int tokenize(const char *prompt, int V, int32_t *out, int cap) {
+    int n = 0;
+    if (V >= 256) {
+        for (const unsigned char *s = (const unsigned char *)prompt; *s && n < cap; s++) out[n++] = *s;
+        return n;
+    }
+    for (const char *s = prompt; *s && n < cap;) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s) return -1;
+        if (v < 0 || v >= V) return -1;
+        out[n++] = (int32_t)v;
+        s = end;
+        while (*s == ' ') s++;
+    }
+    return n;
+}
+
+static double check_cache(moe_rt *rt, const int32_t *tok, int n) {
+    const moe_program *p = &moe_program_def;
+    int V = (int)p->vocab;
+    double worst = 0.0;
+    char err[256];
+    if (moe_rt_shape(rt, 1, n, err, sizeof err)) { cli_fail("generate", err); return INFINITY; }
+    memcpy(rt->tokens, tok, sizeof(int32_t) * (size_t)n);
+    rt->ctx.mode = MOE_MODE_EVAL;
+    moe_rt_logits(rt);
+    double s[4];
+    cli_moe_sums(rt, s);
+    const float *full = rt->arena + p->logits_off;
+    for (int t = 0; t < n; t++) {
+        const float *lg = moe_rt_decode(rt, tok[t], t);
+        for (int v = 0; v < V; v++) {
+            double d = fabs((double)lg[v] - full[(int64_t)t * V + v]);
+            if (d > worst) worst = d;
+        }
+    }
+    printf("{\"positions\": %d, \"max_abs_diff\": %.9g, \"eval_dropped\": %.0f}\n", n, worst, s[2]);
+    return worst;
+}
+
+int cli_generate(int argc, char **argv) {
+    moe_flag f[] = {{"--checkpoint", 1, "weights", NULL},
+                    {"--prompt", 1, "text to continue (token ids for a non-byte vocabulary)", NULL},
+                    {"--tokens", 1, "tokens to generate (default 200)", NULL},
+                    {"--temperature", 1, "sampling temperature, 0 = greedy (default 1.0)", NULL},
+                    {"--top-k", 1, "sample among the k most likely tokens (default 0 = all)", NULL},
+                    {"--seed", 1, "sampling seed", NULL},
+                    {"--check-cache", 0, "compare KV-cache logits with a full forward of the prompt", NULL},
+                    {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
+    int nf = (int)(sizeof f / sizeof f[0]);
+    int r = moe_args_parse(moe_prog_name, "generate", argc, argv, f, nf);
+    if (r) return r > 0 ? 0 : 1;
+    if (cli_check_device(moe_arg(f, nf, "--device"))) return 1;
+    const moe_program *p = &moe_program_def;
+    long long ntok, topk, seed;
+    double temp;
+    if (moe_arg_int(f, nf, "--tokens", 200, 0, &ntok) || moe_arg_int(f, nf, "--top-k", 0, 0, &topk) ||
+        moe_arg_int(f, nf, "--seed", p->seed, 0, &seed) || moe_arg_double(f, nf, "--temperature", 1.0, &temp))
+        return 1;
+    int ctxlen = (int)p->context, V = (int)p->vocab;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)ctxlen);
+    double *probs = malloc(sizeof(double) * (size_t)V);
+    moe_rt *rt = tok && probs ? cli_rt(0, 1) : NULL;
+    int rc = 0;
+    if (!rt || cli_load(rt, moe_arg(f, nf, "--checkpoint"))) rc = 1;
+    const char *prompt = moe_arg(f, nf, "--prompt") ? moe_arg(f, nf, "--prompt") : (V >= 256 ? "\n" : "0");
+    int n = rc ? 0 : tokenize(prompt, V, tok, ctxlen);
+    if (!rc && n <= 0) {
+        cli_fail("generate", V >= 256 ? "the prompt is empty" : "the prompt must be token ids within the vocabulary");
+        rc = 1;
+    }
+    if (!rc && moe_arg(f, nf, "--check-cache")) {
+        rc = check_cache(rt, tok, n) <= 1e-4 ? 0 : 1;
+    } else if (!rc) {
+        uint64_t stream = k_rng_stream((uint64_t)seed, 0x6E4E, 0);
+        const float *lg = NULL;
+        for (int t = 0; t < n; t++) {
+            lg = moe_rt_decode(rt, tok[t], t);
+            if (V >= 256) putchar(tok[t]); else printf("%d ", tok[t]);
+        }
+        for (long long i = 0; i < ntok && n < ctxlen; i++) {
+            int next = sample(lg, V, temp, (int)topk, stream, (uint64_t)i, probs);
+            tok[n] = next;
+            if (V >= 256) putchar(next); else printf("%d ", next);
+            lg = moe_rt_decode(rt, next, n++);
+        }
+        putchar('\n');
+    }
+    moe_rt_destroy(rt);
+    free(tok);
+    free(probs);
+    return rc;
+}

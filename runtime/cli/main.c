@@ -1,0 +1,115 @@
+/* main.c - the built executable's entry: dispatch, `info`, and helpers shared by commands. */
+#include "cli.h"
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *moe_prog_name = "moe";
+
+void cli_fail(const char *cmd, const char *err) { fprintf(stderr, "%s %s: %s\n", moe_prog_name, cmd, err); }
+
+int cli_check_device(const char *dev) {
+    if (!dev || !strcmp(dev, "cpu")) return 0;
+    if (!strcmp(dev, "cuda") || !strcmp(dev, "cuda-emu")) {
+        fprintf(stderr, "%s: --device %s: this executable was built for the cpu target only "
+                        "(moec build --target cuda is not available yet)\n", moe_prog_name, dev);
+        return -1;
+    }
+    fprintf(stderr, "%s: unknown device '%s' (cpu, cuda, cuda-emu)\n", moe_prog_name, dev);
+    return -1;
+}
+
+moe_rt *cli_rt(int train, int decode) {
+    char err[512];
+    moe_rt *rt = moe_rt_create(&moe_program_def, train, decode, err, sizeof err);
+    if (!rt) fprintf(stderr, "%s: %s\n", moe_prog_name, err);
+    return rt;
+}
+
+int cli_load(moe_rt *rt, const char *path) {
+    char err[1024], resolved[4096];
+    if (!path) { fprintf(stderr, "%s: --checkpoint PATH is required\n", moe_prog_name); return -1; }
+    if (moe_ckpt_resolve(path, resolved, sizeof resolved, err, sizeof err) ||
+        moe_ckpt_load(rt, resolved, NULL, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", moe_prog_name, err);
+        return -1;
+    }
+    return 0;
+}
+
+moe_data *cli_data(const char *spec) {
+    char err[1024];
+    moe_data *d = NULL;
+    if (moe_data_open(spec, moe_program_def.vocab, &d, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", moe_prog_name, err);
+        return NULL;
+    }
+    return d;
+}
+
+void cli_moe_sums(const moe_rt *rt, double out[4]) {
+    const moe_ctx *c = &rt->ctx;
+    out[0] = out[1] = out[2] = out[3] = 0.0;
+    for (int i = 0; i < rt->prog->n_moe; i++) {
+        out[0] += c->aux[i]; out[1] += c->z[i]; out[2] += c->dropped[i]; out[3] += c->choices[i];
+    }
+}
+
+int cli_info(int argc, char **argv) {
+    moe_flag f[] = {{"--json", 0, "one JSON object", NULL}, {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
+    int r = moe_args_parse(moe_prog_name, "info", argc, argv, f, 2);
+    if (r) return r > 0 ? 0 : 1;
+    if (cli_check_device(f[1].value)) return 1;
+    const moe_program *p = &moe_program_def;
+    int64_t n = 0, ne = 0;
+    for (int i = 0; i < p->n_params; i++) {
+        n += p->params[i].numel;
+        if (p->params[i].expert) ne += p->params[i].numel;
+    }
+    if (f[0].value) {
+        printf("{\"model\": \"%s\", \"target\": \"%s\", \"source\": \"%s\", \"params\": %lld, \"expert_params\": %lld, "
+               "\"param_bytes\": %lld, \"arena_bytes\": %lld, \"decode_arena_bytes\": %lld, \"max_batch\": %lld, "
+               "\"max_seq\": %lld, \"steps\": %d, \"threads\": %d}\n",
+               p->model, p->target, p->source, (long long)n, (long long)ne, (long long)p->param_floats * 4,
+               (long long)p->arena_floats * 4, (long long)p->dec_arena_floats * 4, (long long)p->B_max,
+               (long long)p->T_max, p->n_steps, omp_get_max_threads());
+        return 0;
+    }
+    printf("model %s (from %s), target %s\n", p->model, p->source, p->target);
+    printf("  vocab %lld, context %lld, %lld layers, hidden %lld, %lld heads, ffn %lld\n", (long long)p->vocab,
+           (long long)p->context, (long long)p->layers, (long long)p->hidden, (long long)p->heads, (long long)p->ffn);
+    printf("  parameters %lld (%lld in experts), %d MoE layers, top-%d\n", (long long)n, (long long)ne, p->n_moe, p->top_k);
+    printf("  %s", p->summary);
+    printf("  threads %d\n", omp_get_max_threads());
+    return 0;
+}
+
+static void usage(FILE *out) {
+    fprintf(out,
+        "usage: %s <command> [options]     (model %s, compiled by moec)\n"
+        "  train     [--data FILE|synthetic] [--steps N] [--checkpoint DIR] [--resume] [--log FILE.jsonl] [--seed N]\n"
+        "  eval      --checkpoint PATH --data FILE [--batch B] [--seq T]\n"
+        "  grad      --checkpoint PATH --data FILE --out FILE [--batch B] [--seq T]\n"
+        "  generate  --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]\n"
+        "  bench     [--train|--infer] [--batch B] [--seq T] [--steps N] [--json]\n"
+        "  info      [--json]\n"
+        "every command takes --device cpu|cuda|cuda-emu and -h\n",
+        moe_prog_name, moe_program_def.model);
+}
+
+int main(int argc, char **argv) {
+    moe_prog_name = argv[0];
+    if (argc < 2) { usage(stderr); return 2; }
+    const char *cmd = argv[1];
+    static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
+        {"train", cli_train}, {"eval", cli_eval}, {"grad", cli_grad}, {"generate", cli_generate},
+        {"bench", cli_bench}, {"info", cli_info},
+    };
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) { usage(stdout); return 0; }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "%s: unknown command '%s'\n", moe_prog_name, cmd);
+    usage(stderr);
+    return 2;
+}

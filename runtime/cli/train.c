@@ -1,0 +1,141 @@
+/* train.c - `train`: the training loop around the generated step.
+ *
+ * Step s, micro-step u reads the batch drawn from (seed, s, u) and the gates draw
+ * their noise from the same counters, so a run resumed from the checkpoint of step s
+ * repeats exactly the losses of an uninterrupted run (same thread count).
+ */
+#include "cli.h"
+#include "log.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int save(moe_rt *rt, const char *dir, int64_t step) {
+    char path[4096], err[1024];
+    snprintf(path, sizeof path, "%s/step-%08lld.safetensors", dir, (long long)step);
+    if (moe_ckpt_save(rt, path, step, 1, err, sizeof err)) { cli_fail("train", err); return -1; }
+    return 0;
+}
+
+int cli_train(int argc, char **argv) {
+    moe_flag f[] = {{"--data", 1, "token file (.bin), bytes file, or synthetic (default)", NULL},
+                    {"--steps", 1, "optimizer steps (default train.steps)", NULL},
+                    {"--checkpoint", 1, "directory for checkpoints", NULL},
+                    {"--resume", 0, "continue from the newest complete checkpoint in --checkpoint", NULL},
+                    {"--log", 1, "JSONL metrics, one object per step", NULL},
+                    {"--teacher", 1, "teacher checkpoint (Mixture-of-Students)", NULL},
+                    {"--seed", 1, "seed for init, data order and noise (default train.seed)", NULL},
+                    {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
+    int nf = (int)(sizeof f / sizeof f[0]);
+    int r = moe_args_parse(moe_prog_name, "train", argc, argv, f, nf);
+    if (r) return r > 0 ? 0 : 1;
+    if (cli_check_device(moe_arg(f, nf, "--device"))) return 1;
+    const moe_program *p = &moe_program_def;
+    long long steps, seed;
+    if (moe_arg_int(f, nf, "--steps", p->train_steps, 0, &steps) || moe_arg_int(f, nf, "--seed", p->seed, 0, &seed)) return 1;
+    const char *dir = moe_arg(f, nf, "--checkpoint");
+    if (moe_arg(f, nf, "--resume") && !dir) { cli_fail("train", "--resume needs --checkpoint DIR"); return 1; }
+    if (moe_arg(f, nf, "--teacher")) {
+        cli_fail("train", "--teacher: this model has no distill block, or distillation is not built into this moec yet");
+        return 1;
+    }
+    if (dir && mkdir(dir, 0777) != 0) {
+        struct stat sb;
+        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "%s train: cannot create checkpoint directory %s\n", moe_prog_name, dir);
+            return 1;
+        }
+    }
+    const char *spec = moe_arg(f, nf, "--data") ? moe_arg(f, nf, "--data") : "synthetic";
+    moe_data *data = cli_data(spec);
+    if (!data) return 1;
+    moe_rt *rt = cli_rt(1, 0);
+    if (!rt) { moe_data_close(data); return 1; }
+    int B = (int)p->batch, T = (int)p->context, rc = 0;
+    char err[1024];
+    if (moe_data_tokens(data) < (int64_t)T + 1) {
+        snprintf(err, sizeof err, "%s: %lld tokens, fewer than one sequence of %d (+1 target)", moe_data_name(data),
+                 (long long)moe_data_tokens(data), T);
+        cli_fail("train", err);
+        rc = 1;
+    }
+    int64_t start = 0;
+    if (!rc && moe_arg(f, nf, "--resume")) {
+        char path[4096];
+        if (moe_ckpt_latest(dir, path, sizeof path) >= 0) {
+            if (moe_ckpt_load(rt, path, &start, err, sizeof err)) { cli_fail("train", err); rc = 1; }
+            else fprintf(stderr, "resuming from %s (step %lld)\n", path, (long long)start);
+        } else {
+            fprintf(stderr, "no checkpoint in %s: starting from scratch\n", dir);
+        }
+    }
+    if (!rc && start == 0) moe_rt_init_params(rt, (uint64_t)seed);
+    moe_log *log = NULL;
+    if (!rc && moe_arg(f, nf, "--log")) {
+        log = start > 0 ? moe_log_open_append(moe_arg(f, nf, "--log"), err, sizeof err)
+                        : moe_log_open(moe_arg(f, nf, "--log"), err, sizeof err);
+        if (!log) { cli_fail("train", err); rc = 1; }
+    }
+    /* per-layer expert load fractions for the log */
+    float **loads = calloc((size_t)p->n_moe + 1, sizeof *loads);
+    float *load_buf = calloc((size_t)rt->n_loads + 1, sizeof(float));
+    for (int i = 0, o = 0; loads && i < p->n_moe; o += p->experts[i], i++) loads[i] = load_buf + o;
+    moe_ctx *c = &rt->ctx;
+    c->seed = (uint64_t)seed;
+    c->loss_scale = 1.0f / (float)p->accumulate;
+    double t_start = now_s();
+    int every = steps >= 20 ? (int)(steps / 20) : 1;
+    for (int64_t step = start; !rc && step < steps; step++) {
+        double t0 = now_s();
+        memset(rt->grads, 0, sizeof(float) * (size_t)p->param_floats);
+        memset(c->loads, 0, sizeof(float) * (size_t)rt->n_loads);
+        c->step = step;
+        c->mode = MOE_MODE_TRAIN;
+        double lm = 0, aux = 0, z = 0, dropped = 0, choices = 0;
+        for (int u = 0; u < p->accumulate; u++) {
+            c->micro = u;
+            moe_data_train_batch(data, (uint64_t)seed, step, u, B, T, rt->tokens, rt->targets);
+            moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
+            double s[4];
+            cli_moe_sums(rt, s);
+            lm += moe_rt_lm_loss(rt);
+            aux += s[0]; z += s[1]; dropped += s[2]; choices += s[3];
+        }
+        c->opt_step = step + 1;
+        moe_rt_run(rt, MOE_PHASE_OPT, MOE_PHASE_OPT);
+        double n = (double)p->accumulate, t1 = now_s();
+        moe_step_metrics m = {
+            .step = step + 1, .steps = steps, .lm_loss = lm / n, .aux_loss = aux / n, .z_loss = z / n,
+            .lr = c->lr, .grad_norm = c->grad_norm, .tokens_per_s = (double)B * T * n / (t1 - t0),
+            .dropped_fraction = choices > 0 ? dropped / choices : 0.0, .elapsed_s = t1 - t_start,
+            .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads};
+        m.loss = m.lm_loss + p->aux_loss * m.aux_loss + p->z_loss * m.z_loss;
+        for (int i = 0, o = 0; i < p->n_moe; o += p->experts[i], i++) {
+            double tot = 0;
+            for (int e = 0; e < p->experts[i]; e++) tot += c->loads[o + e];
+            for (int e = 0; e < p->experts[i]; e++) load_buf[o + e] = tot > 0 ? (float)(c->loads[o + e] / tot) : 0.0f;
+        }
+        if (m.loss != m.loss) {
+            fprintf(stderr, "%s train: loss is NaN at step %lld; stopping\n", moe_prog_name, (long long)(step + 1));
+            rc = 1;
+        }
+        if (log && moe_log_step(log, &m)) { cli_fail("train", "cannot write the log"); rc = 1; }
+        moe_progress(stderr, &m, every);
+        if (!rc && dir && ((p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0) || step + 1 == steps))
+            rc = save(rt, dir, step + 1) ? 1 : 0;
+    }
+    moe_log_close(log);
+    free(loads);
+    free(load_buf);
+    moe_data_close(data);
+    moe_rt_destroy(rt);
+    return rc;
+}

@@ -1,0 +1,153 @@
+"""configs.py - the golden test cases, one Python dict each, and their .moe text.
+
+Each case is {"name", "model": {4.1 keys}, "moe": {4.2 keys} or None, "data": {...}}.
+Only keys that are written here appear in the .moe file; everything else takes the
+language default, which moe_ref.resolve() fills in the same way (moe-language.md 4.1/4.2).
+Every case is tiny (hidden 32, 4 heads, 2-3 layers) so that the goldens stay small and
+the reference runs in seconds on one core.
+
+Secondary settings vary between cases on purpose, so that every activation, norm and
+position encoding is exercised somewhere:
+  gelu (tanh): most cases; gelu_erf: pyramid; relu: explicit_layers; swiglu + rmsnorm + rope +
+  untied head: modern; rope with layernorm and a tied head: dropless.
+Noise and random selection are switched ON where the language allows it, because eval and
+grad must switch them off regardless (moe-language.md section 6).
+"""
+
+# The run every golden is made for: OUT eval/grad --batch 4 --seq 16.
+BATCH = 4
+SEQ = 16
+EVAL_BATCHES = 3          # full batches in tokens.bin
+EXTRA_WINDOWS = 2         # a partial 4th batch that eval must ignore ("only full batches count")
+
+CASES = [
+    {
+        "name": "dense",
+        "doc": "plain GPT-2: tied head, learned positions, default ffn = 4*hidden; no MoE layer",
+        "model": dict(vocab=64, context=16, layers=2, hidden=32, heads=4),
+        "moe": None,
+    },
+    {
+        "name": "top1_drops",
+        "doc": "top-1 in both layers, training cf 1.0 (C=16) and eval cf 0.75 (C=12): tokens drop "
+               "in grad and in eval; rsample noise and random selection are on but must be off",
+        "model": dict(vocab=64, context=32, layers=2, hidden=32, heads=4, ffn=32),
+        "moe": dict(every=1, experts=4, top_k=1, capacity_factor=1.0, eval_capacity_factor=0.75,
+                    noisy_gate="rsample", random_token_selection=True, aux_loss=0.01),
+    },
+    {
+        "name": "top2_drops",
+        "doc": "top-2 in all 3 layers, cf 0.75 -> cf_eff 1.5 -> C=24 in training, eval cf 1.0 -> C=32; "
+               "first choices queue before second choices; jitter and second-expert sampling must be off",
+        "model": dict(vocab=96, context=16, layers=3, hidden=32, heads=4, ffn=32),
+        "moe": dict(every=1, experts=4, top_k=2, capacity_factor=0.75, eval_capacity_factor=1.0,
+                    noisy_gate="jitter", second_expert_sampling=True),
+    },
+    {
+        "name": "topk4",
+        "doc": "top-4 of 8 experts, cf 1.0 -> cf_eff 4 -> C=32 (training), eval cf 1.25 -> C=40; "
+               "l_aux over the k-hot mask divided by k",
+        "model": dict(vocab=64, context=16, layers=2, hidden=32, heads=4, ffn=32),
+        "moe": dict(every=1, experts=8, top_k=4, capacity_factor=1.0, eval_capacity_factor=1.25),
+    },
+    {
+        "name": "residual",
+        "doc": "PR-MoE: every = 2 of 2 layers (block 1 only), top-1 beside a dense MLP mixed by a "
+               "2-way softmax coefficient",
+        "model": dict(vocab=64, context=16, layers=2, hidden=32, heads=4, ffn=32),
+        "moe": dict(every=2, experts=4, top_k=1, residual=True),
+    },
+    {
+        "name": "pyramid",
+        "doc": "experts [4, 4, 8] over 3 MoE layers, gelu_erf, cf 0.5: C=8 with 4 experts and "
+               "min_capacity 6 (> ceil(64/8*0.5)=4) with 8 experts",
+        "model": dict(vocab=64, context=16, layers=3, hidden=32, heads=4, ffn=32,
+                      activation="gelu_erf"),
+        "moe": dict(every=1, experts=[4, 4, 8], top_k=1, capacity_factor=0.5,
+                    eval_capacity_factor=0.5, min_capacity=6),
+    },
+    {
+        "name": "dropless",
+        "doc": "drop_tokens = false with a capacity factor (0.25) that would drop most tokens; "
+               "rope with layernorm and a tied head",
+        "model": dict(vocab=64, context=16, layers=2, hidden=32, heads=4, ffn=32, position="rope"),
+        "moe": dict(every=1, experts=4, top_k=1, capacity_factor=0.25, eval_capacity_factor=0.25,
+                    min_capacity=1, drop_tokens=False),
+    },
+    {
+        "name": "explicit_layers",
+        "doc": "moe.layers = [1, 3] of 3 (blocks 0 and 2 MoE, block 1 dense), relu",
+        "model": dict(vocab=64, context=16, layers=3, hidden=32, heads=4, ffn=32, activation="relu"),
+        "moe": dict(layers=[1, 3], experts=4, top_k=1, capacity_factor=1.0),
+    },
+    {
+        "name": "zloss",
+        "doc": "top-2 with z_loss = 0.01 and aux_loss = 0.05",
+        "model": dict(vocab=64, context=16, layers=2, hidden=32, heads=4, ffn=32),
+        "moe": dict(every=1, experts=4, top_k=2, capacity_factor=1.0, aux_loss=0.05, z_loss=0.01),
+    },
+    {
+        "name": "expert_ffn",
+        "doc": "model ffn 48, expert ffn 24 (moe.ffn), top-2",
+        "model": dict(vocab=64, context=16, layers=2, hidden=32, heads=4, ffn=48),
+        "moe": dict(every=1, experts=4, ffn=24, top_k=2, capacity_factor=1.0),
+    },
+    {
+        "name": "modern",
+        "doc": "swiglu (c_fc = [gate | up]), rmsnorm, rope, untied lm_head, top-2 of 4",
+        "model": dict(vocab=96, context=32, layers=2, hidden=32, heads=4, ffn=32,
+                      activation="swiglu", norm="rmsnorm", position="rope", tie_embeddings=False),
+        "moe": dict(every=1, experts=4, top_k=2, capacity_factor=1.0),
+    },
+]
+
+# Expectations gen_goldens.py asserts, so a regenerated golden still tests what it claims.
+EXPECT = {
+    "top1_drops": dict(grad_drops=True, eval_drops=True),
+    "top2_drops": dict(grad_drops=True, eval_drops=True),
+    "topk4": dict(grad_drops=True),
+    "pyramid": dict(grad_drops=True, eval_drops=True),
+    # dropless: the same routing with drop_tokens = true would drop (so the case means something)
+    "dropless": dict(would_drop=True),
+}
+
+
+def case(name):
+    for c in CASES:
+        if c["name"] == name:
+            return c
+    raise KeyError(name)
+
+
+def _scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        return v            # enum words are identifiers
+    raise TypeError(v)
+
+
+def _value(v):
+    if isinstance(v, list):
+        return "[" + ", ".join(_scalar(x) for x in v) + "]"
+    return _scalar(v)
+
+
+def moe_text(c):
+    """The .moe file of case c: one model, named after the case."""
+    lines = ["# generated by tests/reference/gen_goldens.py from configs.py - do not edit",
+             "# " + c["doc"],
+             "model %s {" % c["name"]]
+    for k, v in c["model"].items():
+        lines.append("    %-14s = %s" % (k, _value(v)))
+    if c["moe"]:
+        lines.append("    moe {")
+        for k, v in c["moe"].items():
+            lines.append("        %-22s = %s" % (k, _value(v)))
+        lines.append("    }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
