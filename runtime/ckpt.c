@@ -16,31 +16,32 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int save_buffer(const moe_rt *rt, const float *buf, const char *prefix, const char *path,
-                       const char *const *meta, int n_meta, char *err, size_t errlen) {
+/* A checkpoint file holds one or more groups: a buffer in the parameter layout whose
+ * tensors are named PREFIX + parameter name ("" for weights, "m." and "v." for AdamW). */
+typedef struct group { float *buf; const char *prefix; } group;
+
+static int save_groups(const moe_rt *rt, const group *g, int ng, const char *path, const char *const *meta,
+                       char *err, size_t errlen) {
     const moe_program *p = rt->prog;
-    moe_st_out *t = calloc((size_t)p->n_params, sizeof *t);
-    char **names = calloc((size_t)p->n_params, sizeof *names);
+    int n = p->n_params * ng;
+    moe_st_out *t = calloc((size_t)n, sizeof *t);
+    char *names = calloc((size_t)n, 256);
     int rc = -1;
-    if (t && names) {
-        int ok = 1;
-        for (int i = 0; i < p->n_params && ok; i++) {
-            const moe_param_info *q = &p->params[i];
-            size_t n = strlen(prefix) + strlen(q->name) + 1;
-            names[i] = malloc(n);
-            if (!names[i]) { ok = 0; break; }
-            snprintf(names[i], n, "%s%s", prefix, q->name);
-            t[i].name = names[i];
-            t[i].ndim = q->ndim;
-            for (int j = 0; j < q->ndim; j++) t[i].shape[j] = q->shape[j];
-            t[i].data = buf + q->offset;
-        }
-        rc = ok ? moe_st_write(path, t, p->n_params, meta, n_meta, err, errlen) : -1;
-        if (!ok) snprintf(err, errlen, "out of memory");
-    } else {
+    if (!t || !names) {
         snprintf(err, errlen, "out of memory");
+    } else {
+        for (int k = 0; k < ng; k++)
+            for (int i = 0; i < p->n_params; i++) {
+                const moe_param_info *q = &p->params[i];
+                int j = k * p->n_params + i;
+                snprintf(names + 256 * j, 256, "%s%s", g[k].prefix, q->name);
+                t[j].name = names + 256 * j;
+                t[j].ndim = q->ndim;
+                for (int d = 0; d < q->ndim; d++) t[j].shape[d] = q->shape[d];
+                t[j].data = g[k].buf + q->offset;
+            }
+        rc = moe_st_write(path, t, n, meta, 3, err, errlen);
     }
-    for (int i = 0; names && i < p->n_params; i++) free(names[i]);
     free(names);
     free(t);
     return rc;
@@ -60,38 +61,17 @@ int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, int with_opt
     const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "step", stepbuf};
     if (with_optimizer && rt->adam_m) {
         optim_path(path, opath, sizeof opath);
-        /* one file of 2 x n_params tensors: write the two buffers as m.* and v.* */
-        moe_st_out *t = calloc((size_t)rt->prog->n_params * 2, sizeof *t);
-        char **names = calloc((size_t)rt->prog->n_params * 2, sizeof *names);
-        int rc = -1;
-        if (t && names) {
-            int ok = 1;
-            for (int k = 0; k < 2 && ok; k++)
-                for (int i = 0; i < rt->prog->n_params && ok; i++) {
-                    const moe_param_info *q = &rt->prog->params[i];
-                    int j = k * rt->prog->n_params + i;
-                    size_t n = strlen(q->name) + 3;
-                    if (!(names[j] = malloc(n))) { ok = 0; break; }
-                    snprintf(names[j], n, "%c.%s", k ? 'v' : 'm', q->name);
-                    t[j].name = names[j];
-                    t[j].ndim = q->ndim;
-                    for (int d = 0; d < q->ndim; d++) t[j].shape[d] = q->shape[d];
-                    t[j].data = (k ? rt->adam_v : rt->adam_m) + q->offset;
-                }
-            rc = ok ? moe_st_write(opath, t, 2 * rt->prog->n_params, meta, 3, err, errlen) : -1;
-            if (!ok) snprintf(err, errlen, "out of memory");
-        }
-        for (int i = 0; names && i < 2 * rt->prog->n_params; i++) free(names[i]);
-        free(names);
-        free(t);
-        if (rc) return -1;
+        group g[2] = {{rt->adam_m, "m."}, {rt->adam_v, "v."}};
+        if (save_groups(rt, g, 2, opath, meta, err, errlen)) return -1;
     }
-    return save_buffer(rt, rt->params, "", path, meta, 3, err, errlen);
+    group w = {rt->params, ""};
+    return save_groups(rt, &w, 1, path, meta, err, errlen);
 }
 
 int moe_ckpt_save_grads(const moe_rt *rt, const char *path, char *err, size_t errlen) {
     const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "content", "gradients"};
-    return save_buffer(rt, rt->grads, "", path, meta, 3, err, errlen);
+    group g = {rt->grads, ""};
+    return save_groups(rt, &g, 1, path, meta, err, errlen);
 }
 
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
@@ -100,80 +80,72 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     if (o < n) snprintf(buf + o, n - o, "]");
 }
 
-/* Copies every parameter of the program from st (names with prefix) into buf. */
-static int load_buffer(const moe_rt *rt, const moe_st *st, const char *path, const char *prefix, float *buf,
-                       char *err, size_t errlen) {
+/* Reads PATH into the groups' buffers: every parameter of every group must be there
+ * with its exact shape, and nothing else may be. */
+static int load_groups(const moe_rt *rt, const char *path, const group *g, int ng, char **step, char *err,
+                       size_t errlen) {
     const moe_program *p = rt->prog;
+    moe_st *st = NULL;
+    if (moe_st_read(path, &st, err, errlen)) return -1;
     char name[512];
-    int matched = 0;
-    for (int i = 0; i < p->n_params; i++) {
-        const moe_param_info *q = &p->params[i];
-        snprintf(name, sizeof name, "%s%s", prefix, q->name);
-        const moe_st_tensor *t = moe_st_find(st, name);
-        if (!t) {
-            snprintf(err, errlen, "%s: missing tensor '%s' of model %s (a checkpoint of another model?)", path, name,
-                     p->model);
-            return -1;
+    int rc = 0;
+    for (int k = 0; k < ng && !rc; k++)
+        for (int i = 0; i < p->n_params && !rc; i++) {
+            const moe_param_info *q = &p->params[i];
+            snprintf(name, sizeof name, "%s%s", g[k].prefix, q->name);
+            const moe_st_tensor *t = moe_st_find(st, name);
+            int same = t && t->ndim == q->ndim;
+            for (int j = 0; same && j < q->ndim; j++) same = t->shape[j] == q->shape[j];
+            if (!t) {
+                snprintf(err, errlen, "%s: missing tensor '%s' of model %s (a checkpoint of another model?)", path, name,
+                         p->model);
+                rc = -1;
+            } else if (!same) {
+                char a[128], b[128];
+                shape_str(a, sizeof a, t->ndim, t->shape);
+                shape_str(b, sizeof b, q->ndim, q->shape);
+                snprintf(err, errlen, "%s: tensor '%s' has shape %s but model %s needs %s", path, name, a, p->model, b);
+                rc = -1;
+            } else {
+                memcpy(g[k].buf + q->offset, t->data, sizeof(float) * (size_t)q->numel);
+            }
         }
-        int same = t->ndim == q->ndim;
-        for (int j = 0; same && j < q->ndim; j++) same = t->shape[j] == q->shape[j];
-        if (!same) {
-            char a[128], b[128];
-            shape_str(a, sizeof a, t->ndim, t->shape);
-            shape_str(b, sizeof b, q->ndim, q->shape);
-            snprintf(err, errlen, "%s: tensor '%s' has shape %s but model %s needs %s", path, name, a, p->model, b);
-            return -1;
-        }
-        memcpy(buf + q->offset, t->data, sizeof(float) * (size_t)q->numel);
-        matched++;
-    }
-    if (moe_st_count(st) != matched) {
-        for (int i = 0; i < moe_st_count(st); i++) {
+    if (!rc && moe_st_count(st) != p->n_params * ng) {
+        /* names are unique in a file, so a surplus means a tensor the model does not have */
+        for (int i = 0; i < moe_st_count(st) && !rc; i++) {
             const char *n = moe_st_get(st, i)->name;
             int known = 0;
-            for (int j = 0; j < p->n_params && !known; j++) {
-                snprintf(name, sizeof name, "%s%s", prefix, p->params[j].name);
-                known = !strcmp(name, n);
+            for (int k = 0; k < ng && !known; k++) {
+                size_t pl = strlen(g[k].prefix);
+                if (strncmp(n, g[k].prefix, pl)) continue;
+                for (int j = 0; j < p->n_params && !known; j++) known = !strcmp(n + pl, p->params[j].name);
             }
             if (!known) {
                 snprintf(err, errlen, "%s: tensor '%s' is not a parameter of model %s (a checkpoint of another model?)",
                          path, n, p->model);
-                return -1;
+                rc = -1;
             }
         }
     }
-    return 0;
+    if (!rc && step) {
+        const char *s = moe_st_meta(st, "step");
+        *step = s ? strdup(s) : NULL;
+    }
+    moe_st_free(st);
+    return rc;
 }
 
 int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *opt_step, char *err, size_t errlen) {
-    moe_st *st = NULL;
-    if (moe_st_read(path, &st, err, errlen)) return -1;
-    int rc = load_buffer(rt, st, path, "", rt->params, err, errlen);
-    const char *step = moe_st_meta(st, "step");
-    moe_st_free(st);
-    if (rc || !opt_step) return rc;
-    char opath[4096];
+    group w = {rt->params, ""};
+    if (load_groups(rt, path, &w, 1, NULL, err, errlen)) return -1;
+    if (!opt_step) return 0;
+    char opath[4096], *step = NULL;
     optim_path(path, opath, sizeof opath);
-    if (moe_st_read(opath, &st, err, errlen)) return -1;
-    rc = load_buffer(rt, st, opath, "m.", rt->adam_m, err, errlen);
-    if (!rc) {
-        /* the v.* half: load_buffer checks names against one prefix, so count separately */
-        char name[512];
-        for (int i = 0; i < rt->prog->n_params && !rc; i++) {
-            const moe_param_info *q = &rt->prog->params[i];
-            snprintf(name, sizeof name, "v.%s", q->name);
-            const moe_st_tensor *t = moe_st_find(st, name);
-            if (!t || t->numel != q->numel) {
-                snprintf(err, errlen, "%s: missing or misshapen tensor '%s'", opath, name);
-                rc = -1;
-            } else {
-                memcpy(rt->adam_v + q->offset, t->data, sizeof(float) * (size_t)q->numel);
-            }
-        }
-    }
-    moe_st_free(st);
-    if (!rc) *opt_step = step ? strtoll(step, NULL, 10) : 0;
-    return rc;
+    group g[2] = {{rt->adam_m, "m."}, {rt->adam_v, "v."}};
+    if (load_groups(rt, opath, g, 2, &step, err, errlen)) return -1;
+    *opt_step = step ? strtoll(step, NULL, 10) : 0;
+    free(step);
+    return 0;
 }
 
 int64_t moe_ckpt_latest(const char *dir, char *path, size_t pathlen) {

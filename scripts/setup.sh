@@ -17,6 +17,8 @@ check "pkg-config --exists jansson"            libjansson-dev
 check "command -v mpicc"                       libopenmpi-dev
 check "command -v mpirun"                      openmpi-bin
 check "command -v clang"                       clang
+check "command -v jq"                          jq
+check "command -v python3"                     python3
 check "ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" libclang-rt-dev
 check "ls /usr/lib/llvm-*/lib/libomp.so* || ls /usr/lib/x86_64-linux-gnu/libomp.so*" libomp-dev
 

@@ -1,5 +1,6 @@
 /* args.c - see args.h. */
 #include "args.h"
+#include "cli.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +47,7 @@ int moe_arg_int(const moe_flag *flags, int n, const char *name, long long def, l
     errno = 0;
     long long x = strtoll(v, &end, 10);
     if (errno || *end || end == v || x < min) {
-        fprintf(stderr, "error: %s expects an integer >= %lld, got '%s'\n", name, min, v);
+        fprintf(stderr, "%s %s: %s expects an integer >= %lld, got '%s'\n", moe_prog_name, moe_cmd_name, name, min, v);
         return -1;
     }
     *out = x;
@@ -60,7 +61,7 @@ int moe_arg_double(const moe_flag *flags, int n, const char *name, double def, d
     errno = 0;
     double x = strtod(v, &end);
     if (errno || *end || end == v || x != x) {
-        fprintf(stderr, "error: %s expects a number, got '%s'\n", name, v);
+        fprintf(stderr, "%s %s: %s expects a number, got '%s'\n", moe_prog_name, moe_cmd_name, name, v);
         return -1;
     }
     *out = x;

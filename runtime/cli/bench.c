@@ -43,7 +43,7 @@ int cli_bench(int argc, char **argv) {
     if (!rt) return 1;
     char err[512];
     moe_data *data = NULL;
-    if (moe_rt_shape(rt, (int)B, (int)T, err, sizeof err)) { cli_fail("bench", err); moe_rt_destroy(rt); return 1; }
+    if (moe_rt_shape(rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); moe_rt_destroy(rt); return 1; }
     if (!(data = cli_data("synthetic"))) { moe_rt_destroy(rt); return 1; }
     moe_rt_init_params(rt, (uint64_t)p->seed);
     moe_data_train_batch(data, (uint64_t)p->seed, 0, 0, (int)B, (int)T, rt->tokens, rt->targets);

@@ -19,7 +19,8 @@ int cli_check_device(const char *dev);               /* 0 for cpu (or unset) */
 moe_rt *cli_rt(int train, int decode);               /* message printed on failure */
 int cli_load(moe_rt *rt, const char *path);          /* weights only; message printed */
 moe_data *cli_data(const char *spec);
-void cli_fail(const char *cmd, const char *err);
+extern const char *moe_cmd_name;    /* the running subcommand */
+void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* sum over MoE layers of ctx stats (aux, z, dropped, choices) */
 void cli_moe_sums(const moe_rt *rt, double out[4]);
 #endif

@@ -14,18 +14,18 @@ static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, in
     const moe_program *p = &moe_program_def;
     long long B, T;
     if (moe_arg_int(f, nf, "--batch", p->batch, 1, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, &T)) return -1;
-    if (!moe_arg(f, nf, "--data")) { cli_fail(cmd, "--data FILE is required"); return -1; }
+    if (!moe_arg(f, nf, "--data")) { cli_fail("--data FILE is required"); return -1; }
     o->rt = cli_rt(train, 0);
     if (!o->rt) return -1;
     char err[512];
-    if (moe_rt_shape(o->rt, (int)B, (int)T, err, sizeof err)) { cli_fail(cmd, err); return -1; }
+    if (moe_rt_shape(o->rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); return -1; }
     if (cli_load(o->rt, moe_arg(f, nf, "--checkpoint"))) return -1;
     if (!(o->data = cli_data(moe_arg(f, nf, "--data")))) return -1;
     o->B = (int)B; o->T = (int)T;
     if (moe_data_windows(o->data, T) < B) {
         snprintf(err, sizeof err, "%s: %lld tokens do not fill one batch of %d x %d (+1 target)",
                  moe_data_name(o->data), (long long)moe_data_tokens(o->data), o->B, o->T);
-        cli_fail(cmd, err);
+        cli_fail("%s", err);
         return -1;
     }
     return 0;
@@ -74,7 +74,7 @@ int cli_grad(int argc, char **argv) {
     int nf = (int)(sizeof f / sizeof f[0]);
     evopts o = {0};
     int r = setup("grad", f, nf, argc, argv, 1, &o);
-    if (!r && !moe_arg(f, nf, "--out")) { cli_fail("grad", "--out FILE is required"); r = -1; }
+    if (!r && !moe_arg(f, nf, "--out")) { cli_fail("--out FILE is required"); r = -1; }
     if (r) { teardown(&o); return r > 0 ? 0 : 1; }
     moe_rt *rt = o.rt;
     rt->ctx.mode = MOE_MODE_GRAD;
@@ -83,7 +83,7 @@ int cli_grad(int argc, char **argv) {
     moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
     char err[1024];
     int rc = 0;
-    if (moe_ckpt_save_grads(rt, moe_arg(f, nf, "--out"), err, sizeof err)) { cli_fail("grad", err); rc = 1; }
+    if (moe_ckpt_save_grads(rt, moe_arg(f, nf, "--out"), err, sizeof err)) { cli_fail("%s", err); rc = 1; }
     teardown(&o);
     return rc;
 }

@@ -64,7 +64,7 @@ static double check_cache(moe_rt *rt, const int32_t *tok, int n) {
     int V = (int)p->vocab;
     double worst = 0.0;
     char err[256];
-    if (moe_rt_shape(rt, 1, n, err, sizeof err)) { cli_fail("generate", err); return INFINITY; }
+    if (moe_rt_shape(rt, 1, n, err, sizeof err)) { cli_fail("%s", err); return INFINITY; }
     memcpy(rt->tokens, tok, sizeof(int32_t) * (size_t)n);
     rt->ctx.mode = MOE_MODE_EVAL;
     moe_rt_logits(rt);
@@ -110,7 +110,7 @@ int cli_generate(int argc, char **argv) {
     const char *prompt = moe_arg(f, nf, "--prompt") ? moe_arg(f, nf, "--prompt") : (V >= 256 ? "\n" : "0");
     int n = rc ? 0 : tokenize(prompt, V, tok, ctxlen);
     if (!rc && n <= 0) {
-        cli_fail("generate", V >= 256 ? "the prompt is empty" : "the prompt must be token ids within the vocabulary");
+        cli_fail("%s", V >= 256 ? "the prompt is empty" : "the prompt must be token ids within the vocabulary");
         rc = 1;
     }
     if (!rc && moe_arg(f, nf, "--check-cache")) {

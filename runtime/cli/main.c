@@ -1,38 +1,48 @@
 /* main.c - the built executable's entry: dispatch, `info`, and helpers shared by commands. */
 #include "cli.h"
 #include <omp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 const char *moe_prog_name = "moe";
+const char *moe_cmd_name = "";
 
-void cli_fail(const char *cmd, const char *err) { fprintf(stderr, "%s %s: %s\n", moe_prog_name, cmd, err); }
+/* every message of the executable: "PROG CMD: what is wrong" */
+void cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s %s: ", moe_prog_name, moe_cmd_name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
 
 int cli_check_device(const char *dev) {
     if (!dev || !strcmp(dev, "cpu")) return 0;
     if (!strcmp(dev, "cuda") || !strcmp(dev, "cuda-emu")) {
-        fprintf(stderr, "%s: --device %s: this executable was built for the cpu target only "
-                        "(moec build --target cuda is not available yet)\n", moe_prog_name, dev);
+        cli_fail("--device %s: this executable was built for the cpu target only "
+                 "(moec build --target cuda is not available yet)", dev);
         return -1;
     }
-    fprintf(stderr, "%s: unknown device '%s' (cpu, cuda, cuda-emu)\n", moe_prog_name, dev);
+    cli_fail("unknown device '%s' (cpu, cuda, cuda-emu)", dev);
     return -1;
 }
 
 moe_rt *cli_rt(int train, int decode) {
     char err[512];
     moe_rt *rt = moe_rt_create(&moe_program_def, train, decode, err, sizeof err);
-    if (!rt) fprintf(stderr, "%s: %s\n", moe_prog_name, err);
+    if (!rt) cli_fail("%s", err);
     return rt;
 }
 
 int cli_load(moe_rt *rt, const char *path) {
     char err[1024], resolved[4096];
-    if (!path) { fprintf(stderr, "%s: --checkpoint PATH is required\n", moe_prog_name); return -1; }
+    if (!path) { cli_fail("--checkpoint PATH is required"); return -1; }
     if (moe_ckpt_resolve(path, resolved, sizeof resolved, err, sizeof err) ||
         moe_ckpt_load(rt, resolved, NULL, err, sizeof err)) {
-        fprintf(stderr, "%s: %s\n", moe_prog_name, err);
+        cli_fail("%s", err);
         return -1;
     }
     return 0;
@@ -42,7 +52,7 @@ moe_data *cli_data(const char *spec) {
     char err[1024];
     moe_data *d = NULL;
     if (moe_data_open(spec, moe_program_def.vocab, &d, err, sizeof err)) {
-        fprintf(stderr, "%s: %s\n", moe_prog_name, err);
+        cli_fail("%s", err);
         return NULL;
     }
     return d;
@@ -108,7 +118,10 @@ int main(int argc, char **argv) {
     };
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) { usage(stdout); return 0; }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
+        if (!strcmp(cmd, cmds[i].name)) {
+            moe_cmd_name = cmds[i].name;
+            return cmds[i].fn(argc - 2, argv + 2);
+        }
     fprintf(stderr, "%s: unknown command '%s'\n", moe_prog_name, cmd);
     usage(stderr);
     return 2;

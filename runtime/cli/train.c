@@ -21,7 +21,7 @@ static double now_s(void) {
 static int save(moe_rt *rt, const char *dir, int64_t step) {
     char path[4096], err[1024];
     snprintf(path, sizeof path, "%s/step-%08lld.safetensors", dir, (long long)step);
-    if (moe_ckpt_save(rt, path, step, 1, err, sizeof err)) { cli_fail("train", err); return -1; }
+    if (moe_ckpt_save(rt, path, step, 1, err, sizeof err)) { cli_fail("%s", err); return -1; }
     return 0;
 }
 
@@ -42,15 +42,15 @@ int cli_train(int argc, char **argv) {
     long long steps, seed;
     if (moe_arg_int(f, nf, "--steps", p->train_steps, 0, &steps) || moe_arg_int(f, nf, "--seed", p->seed, 0, &seed)) return 1;
     const char *dir = moe_arg(f, nf, "--checkpoint");
-    if (moe_arg(f, nf, "--resume") && !dir) { cli_fail("train", "--resume needs --checkpoint DIR"); return 1; }
+    if (moe_arg(f, nf, "--resume") && !dir) { cli_fail("--resume needs --checkpoint DIR"); return 1; }
     if (moe_arg(f, nf, "--teacher")) {
-        cli_fail("train", "--teacher: this model has no distill block, or distillation is not built into this moec yet");
+        cli_fail("--teacher: this model has no distill block, or distillation is not built into this moec yet");
         return 1;
     }
     if (dir && mkdir(dir, 0777) != 0) {
         struct stat sb;
         if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            fprintf(stderr, "%s train: cannot create checkpoint directory %s\n", moe_prog_name, dir);
+            cli_fail("cannot create checkpoint directory %s", dir);
             return 1;
         }
     }
@@ -64,14 +64,14 @@ int cli_train(int argc, char **argv) {
     if (moe_data_tokens(data) < (int64_t)T + 1) {
         snprintf(err, sizeof err, "%s: %lld tokens, fewer than one sequence of %d (+1 target)", moe_data_name(data),
                  (long long)moe_data_tokens(data), T);
-        cli_fail("train", err);
+        cli_fail("%s", err);
         rc = 1;
     }
     int64_t start = 0;
     if (!rc && moe_arg(f, nf, "--resume")) {
         char path[4096];
         if (moe_ckpt_latest(dir, path, sizeof path) >= 0) {
-            if (moe_ckpt_load(rt, path, &start, err, sizeof err)) { cli_fail("train", err); rc = 1; }
+            if (moe_ckpt_load(rt, path, &start, err, sizeof err)) { cli_fail("%s", err); rc = 1; }
             else fprintf(stderr, "resuming from %s (step %lld)\n", path, (long long)start);
         } else {
             fprintf(stderr, "no checkpoint in %s: starting from scratch\n", dir);
@@ -82,7 +82,7 @@ int cli_train(int argc, char **argv) {
     if (!rc && moe_arg(f, nf, "--log")) {
         log = start > 0 ? moe_log_open_append(moe_arg(f, nf, "--log"), err, sizeof err)
                         : moe_log_open(moe_arg(f, nf, "--log"), err, sizeof err);
-        if (!log) { cli_fail("train", err); rc = 1; }
+        if (!log) { cli_fail("%s", err); rc = 1; }
     }
     /* per-layer expert load fractions for the log */
     float **loads = calloc((size_t)p->n_moe + 1, sizeof *loads);
@@ -124,10 +124,10 @@ int cli_train(int argc, char **argv) {
             for (int e = 0; e < p->experts[i]; e++) load_buf[o + e] = tot > 0 ? (float)(c->loads[o + e] / tot) : 0.0f;
         }
         if (m.loss != m.loss) {
-            fprintf(stderr, "%s train: loss is NaN at step %lld; stopping\n", moe_prog_name, (long long)(step + 1));
+            cli_fail("loss is NaN at step %lld; stopping", (long long)(step + 1));
             rc = 1;
         }
-        if (log && moe_log_step(log, &m)) { cli_fail("train", "cannot write the log"); rc = 1; }
+        if (log && moe_log_step(log, &m)) { cli_fail("cannot write the log"); rc = 1; }
         moe_progress(stderr, &m, every);
         if (!rc && dir && ((p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0) || step + 1 == steps))
             rc = save(rt, dir, step + 1) ? 1 : 0;

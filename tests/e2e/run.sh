@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# run.sh - end-to-end tests of a built executable: training makes progress, runs are
+# bitwise reproducible, --resume repeats an uninterrupted run, the KV cache matches a
+# full forward, and bad input gives its golden message with exit status 1.
+#   run.sh MOEC WORKDIR TEST     (TEST: train | reproducible | resume | kv_cache | bad_input)
+set -uo pipefail
+moec=$1; work=$2; test=$3
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$work"
+exe="$work/small"
+fail() { echo "FAIL: $*"; exit 1; }
+
+"$moec" build "$here/small.moe" -o "$exe" || fail "moec build"
+export OMP_NUM_THREADS=2
+
+# the loss column of a JSONL log, one value per line, exactly as printed
+losses() { jq -r '.loss' "$1"; }
+
+case "$test" in
+train)
+  rm -rf "$work/t"; "$exe" train --steps 40 --checkpoint "$work/t" --log "$work/t.jsonl" 2>/dev/null || fail "train"
+  first=$(losses "$work/t.jsonl" | head -5 | awk '{s+=$1} END {print s/NR}')
+  last=$(losses "$work/t.jsonl" | tail -5 | awk '{s+=$1} END {print s/NR}')
+  echo "mean loss of steps 1-5: $first, of steps 36-40: $last"
+  awk -v a="$first" -v b="$last" 'BEGIN {exit !(b < a - 1.0)}' || fail "the loss did not fall by 1.0"
+  [ "$(jq -s 'length' "$work/t.jsonl")" = 40 ] || fail "the log does not have 40 lines"
+  jq -e 'select(.step == 40) | (.lr | . > 0) and (.grad_norm > 0) and (.expert_load | length == 1)' "$work/t.jsonl" >/dev/null \
+    || fail "log line lacks lr, grad_norm or expert loads"
+  ls "$work/t"/step-00000040.safetensors >/dev/null || fail "no final checkpoint"
+  "$exe" eval --checkpoint "$work/t" --data "$here/small.moe" --batch 2 --seq 16 | jq -e '.lm_loss > 0 and .tokens > 0' >/dev/null \
+    || fail "eval on a bytes file"
+  ;;
+reproducible)
+  for r in a b; do
+    "$exe" train --steps 8 --log "$work/rep-$r.jsonl" 2>/dev/null || fail "train $r"
+  done
+  diff <(losses "$work/rep-a.jsonl") <(losses "$work/rep-b.jsonl") || fail "losses differ between two runs"
+  "$exe" train --steps 8 --seed 8 --log "$work/rep-c.jsonl" 2>/dev/null || fail "train c"
+  ! diff -q <(losses "$work/rep-a.jsonl") <(losses "$work/rep-c.jsonl") >/dev/null || fail "--seed changes nothing"
+  ;;
+resume)
+  rm -rf "$work/full" "$work/part"
+  "$exe" train --steps 20 --checkpoint "$work/full" --log "$work/full.jsonl" 2>/dev/null || fail "uninterrupted run"
+  "$exe" train --steps 10 --checkpoint "$work/part" --log "$work/part.jsonl" 2>/dev/null || fail "first half"
+  "$exe" train --steps 20 --checkpoint "$work/part" --log "$work/part.jsonl" --resume 2>/dev/null || fail "resumed half"
+  diff <(losses "$work/full.jsonl") <(losses "$work/part.jsonl") || fail "resumed losses differ from the uninterrupted run"
+  cmp "$work/full/step-00000020.safetensors" "$work/part/step-00000020.safetensors" || fail "final weights differ"
+  ;;
+kv_cache)
+  rm -rf "$work/kv"; "$exe" train --steps 10 --checkpoint "$work/kv" 2>/dev/null || fail "train"
+  out=$("$exe" generate --checkpoint "$work/kv" --prompt "The cat sat on the mat and the" --check-cache) || fail "check-cache: $out"
+  echo "$out"
+  echo "$out" | jq -e '.positions == 30 and .eval_dropped == 0 and .max_abs_diff <= 1e-4' >/dev/null || fail "cache mismatch"
+  text=$("$exe" generate --checkpoint "$work/kv" --prompt "ab" --tokens 20 --temperature 0.7 --top-k 5 --seed 3)
+  [ "$(printf '%s' "$text" | wc -c)" -ge 22 ] || fail "generate printed too little"
+  ;;
+bad_input)
+  rm -rf "$work/ok"; "$exe" train --steps 1 --checkpoint "$work/ok" 2>/dev/null || fail "train"
+  ck="$work/ok/step-00000001.safetensors"
+  printf 'garbage' > "$work/garbage.safetensors"
+  head -c 100 "$ck" > "$work/truncated.safetensors"
+  # a checkpoint of another model: the e2e model with its gate renamed
+  python3 - "$ck" "$work/other.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n]); h['h.1.moe.gatex.weight'] = h.pop('h.1.moe.gate.weight')
+hb = json.dumps(h).encode(); hb += b' ' * (-len(hb) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(hb)) + hb + b[8 + n:])
+PY
+  python3 - "$work" <<'PY'
+import struct, sys
+w = sys.argv[1]
+def binfile(path, toks, count=None):
+    hdr = [20240520, 1, len(toks) if count is None else count] + [0] * 253
+    open(path, 'wb').write(struct.pack('<256i', *hdr) + struct.pack('<%dH' % len(toks), *toks))
+binfile(w + '/oov.bin', [1, 2, 3, 300, 5] * 40)
+binfile(w + '/short.bin', list(range(100)), count=1000)
+PY
+  pass=0; total=0
+  check() {  # name, then the command; compares stderr (paths replaced by WORK) and status
+    local name=$1; shift
+    total=$((total + 1))
+    "$@" >/dev/null 2>"$work/$name.err"; local rc=$?
+    sed -e "s#$work#WORK#g" -e "s#$exe#EXE#g" "$work/$name.err" > "$work/$name.got"
+    if [ "$rc" = 1 ] && diff -u "$here/bad/$name.expected" "$work/$name.got"; then pass=$((pass + 1));
+    else echo "FAIL: $name (status $rc)"; fi
+  }
+  check missing_checkpoint "$exe" eval --checkpoint "$work/nope.safetensors" --data synthetic
+  check garbage_checkpoint "$exe" eval --checkpoint "$work/garbage.safetensors" --data synthetic
+  check truncated_checkpoint "$exe" eval --checkpoint "$work/truncated.safetensors" --data synthetic
+  check other_model "$exe" eval --checkpoint "$work/other.safetensors" --data synthetic
+  check token_out_of_range "$exe" eval --checkpoint "$ck" --data "$work/oov.bin"
+  check truncated_tokens "$exe" eval --checkpoint "$ck" --data "$work/short.bin"
+  check missing_data "$exe" eval --checkpoint "$ck"
+  check batch_too_large "$exe" eval --checkpoint "$ck" --data synthetic --batch 5 --seq 32
+  check seq_too_long "$exe" grad --checkpoint "$ck" --data synthetic --seq 33 --out "$work/g.safetensors"
+  check grad_without_out "$exe" grad --checkpoint "$ck" --data synthetic
+  check cuda_device "$exe" info --device cuda
+  check unknown_flag "$exe" train --stpes 3
+  check resume_without_dir "$exe" train --resume
+  check bad_number "$exe" bench --steps ten
+  [ -e "$work/g.safetensors" ] && fail "grad wrote a file on bad input"
+  echo "$pass passed, $((total - pass)) failed"
+  [ "$pass" = "$total" ] || exit 1
+  ;;
+*) fail "unknown test $test" ;;
+esac
+echo ok
