@@ -29,6 +29,9 @@
 #ifndef MOE_BLAS_INCLUDE
 #define MOE_BLAS_INCLUDE "/usr/include"
 #endif
+#ifndef MOE_BLAS_LIBDIR
+#define MOE_BLAS_LIBDIR "/usr/lib"
+#endif
 #ifndef MOE_SANITIZE_FLAGS
 #define MOE_SANITIZE_FLAGS ""
 #endif
@@ -84,9 +87,10 @@ static int run_cc(const char *dir, const char *out, int opt) {
     size_t len = 0;
     FILE *m = open_memstream(&cmd, &len);
     if (!m) return -1;
-    fprintf(m, "%s -std=c11 -D_POSIX_C_SOURCE=200809L -O%d -march=native -fopenmp -fno-strict-aliasing %s "
-               "-w -I'%s' -I'%s' '%s/model.c' '%s/libmoert_main.a' '%s/libmoert.a' -lopenblas -ljansson -lm -o '%s'",
-            cc, opt, MOE_SANITIZE_FLAGS, dir, MOE_BLAS_INCLUDE, dir, rt, rt, out);
+    fprintf(m, "%s -std=c11 -D_POSIX_C_SOURCE=200809L -O%d -march=native -fopenmp -fno-strict-aliasing -fno-math-errno %s "
+               "-w -I'%s' -I'%s' '%s/model.c' '%s/libmoert_main.a' '%s/libmoert.a' -L'%s' -Wl,-rpath,'%s' -lopenblas "
+               "-ljansson -lm -o '%s'",
+            cc, opt, MOE_SANITIZE_FLAGS, dir, MOE_BLAS_INCLUDE, dir, rt, rt, MOE_BLAS_LIBDIR, MOE_BLAS_LIBDIR, out);
     fclose(m);
     int rc = system(cmd);
     if (rc != 0) fprintf(stderr, "moec: the C compiler failed (%s)\n", cmd);

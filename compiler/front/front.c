@@ -39,10 +39,12 @@ struct front {
     sema_out sem;
 };
 
-front *front_create(void) {
+front *front_create(void) { return front_create_limit(0); }
+
+front *front_create_limit(size_t arena_bytes) {
     front *f = calloc(1, sizeof *f);
     if (!f) return NULL;
-    f->a = arena_create(0);
+    f->a = arena_create(arena_bytes);
     f->d = diag_create(100);
     if (!f->a || !f->d) { front_destroy(f); return NULL; }
     return f;
@@ -63,7 +65,7 @@ void front_allow_imports(front *f, bool allow) { if (f) f->no_imports = !allow; 
 
 /* Reads a whole regular file into the arena; NULL with errno set on failure. */
 static char *read_file(arena *a, const char *path, size_t *len) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* a FIFO must not block */
     if (fd < 0) return NULL;
     struct stat st;
     char *buf = NULL;
@@ -159,6 +161,7 @@ static void load(front *f, const char *shown, const char *text, size_t len, diag
     if (!ff) { diag_error(f->d, at, "out of memory"); return; }
     int index = f->nfiles - 1;
     af->path = arena_strdup(f->a, shown);
+    if (!af->path) { diag_error(f->d, at, "out of memory"); return; }
     af->text = text;
     af->len = len;
     ff->ast = af;
@@ -170,28 +173,31 @@ static void load(front *f, const char *shown, const char *text, size_t len, diag
     for (const ast_import *im = af->imports; im && errors == 0; im = im->next) {
         if (f->no_imports) { diag_error(f->d, im->loc, "imports are disabled here"); continue; }
         if (!im->path[0]) { diag_error(f->d, im->loc, "empty import path"); continue; }
-        load(f, join(f->a, af->path, im->path), NULL, 0, im->loc, depth + 1);
+        const char *path = join(f->a, af->path, im->path);
+        if (!path) { diag_error(f->d, im->loc, "out of memory"); break; }
+        load(f, path, NULL, 0, im->loc, depth + 1);
     }
     f->files[index].loading = false;      /* files may have moved */
 }
 
-static const md_model *pick(front *f, const char *path, const char *name) {
-    const sema_out *s = &f->sem;
+/* The model the tool asked for (name NULL: the last model of the main file), before
+ * the semantic pass; reports and returns NULL when there is none. */
+static const ast_model *select_model(front *f, const char *path, const char *name) {
     diag_loc whole = {path, 0, 0};
     if (!name) {
         const ast_model *last = f->files[0].ast->last_model;
-        if (!last) { diag_error(f->d, whole, "no model in this file"); return NULL; }
-        name = last->name;
+        if (!last) diag_error(f->d, whole, "no model in this file");
+        return last;
     }
-    for (int i = 0; i < s->n; i++)
-        if (!strcmp(s->ast[i]->name, name)) return s->md[i];
-    diag_error(f->d, whole, "no model named '%s'", name);
     const char *best = NULL;
     int bestd = 4;
-    for (int i = 0; i < s->n && i < 4096; i++) {
-        int d = diag_edit_distance(name, s->ast[i]->name, 3);
-        if (d < bestd) { bestd = d; best = s->ast[i]->name; }
-    }
+    for (int i = 0; i < f->nfiles; i++)
+        for (const ast_model *m = f->files[i].ast->models; m; m = m->next) {
+            if (!strcmp(m->name, name)) return m;
+            int d = diag_edit_distance(name, m->name, 3);
+            if (d < bestd) { bestd = d; best = m->name; }
+        }
+    diag_error(f->d, whole, "no model named '%s'", name);
     if (best) diag_hint(f->d, "did you mean '%s'?", best);
     return NULL;
 }
@@ -206,8 +212,11 @@ static const md_model *run(front *f, const char *path, const char *text, size_t 
     ast_file **files = ARENA_ARRAY(f->a, ast_file *, f->nfiles);
     if (!files) { diag_error(f->d, (diag_loc){path, 0, 0}, "out of memory"); return NULL; }
     for (int i = 0; i < f->nfiles; i++) files[i] = f->files[i].ast;
-    sema_run(f->a, f->d, files, f->nfiles, &f->sem);
-    const md_model *m = pick(f, path, name);
+    const ast_model *want = select_model(f, path, name);
+    sema_run(f->a, f->d, files, f->nfiles, want, &f->sem);
+    const md_model *m = NULL;
+    for (int i = 0; i < f->sem.n; i++)
+        if (f->sem.ast[i] == want) m = f->sem.md[i];
     return diag_count(f->d) ? NULL : m;
 }
 

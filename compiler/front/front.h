@@ -26,6 +26,9 @@ struct arena *front_arena(front *f);    /* the compilation arena, for later phas
 /* As front_load, with the text of PATH given (imports still resolve against PATH). */
 const md_model *front_load_text(front *f, const char *path, const char *text, size_t len,
                                 const char *name);
+/* A front end whose arena holds at most arena_bytes (0: the arena's default, 1 GiB);
+ * running out is an "out of memory" error, never a crash (tests inject it). */
+front *front_create_limit(size_t arena_bytes);
 /* allow = false makes every import an error (the fuzzer uses it). Default: true. */
 void front_allow_imports(front *f, bool allow);
 /* Writes the syntax tree of every file loaded (moec check --dump-ast); -1 when the

@@ -195,8 +195,19 @@ static void unknown_key(sema *s, smodel *m, key_block b, const ast_entry *e) {
     else
         diag_error(s->d, e->loc, "unknown key '%s' in the %s block", e->key, key_block_name(b));
     const char *near = diag_nearest(e->key, words, n);
+    int other = 0;
+    while (other < BLK_COUNT && key_find((key_block)other, e->key) < 0) other++;
+    const char *where = other == BLK_COUNT ? NULL : key_block_name((key_block)other);
+    if (near && where)
+        diag_hint(s->d, "did you mean '%s'? ('%s' is a key of the %s block)", near, e->key, where);
+    else if (near)
+        diag_hint(s->d, "did you mean '%s'?", near);
+    else if (other == BLK_MODEL)
+        diag_hint(s->d, "'%s' belongs at the top of the model, outside any block", e->key);
+    else if (where)
+        diag_hint(s->d, "'%s' belongs in the %s block: %s { %s = ... }", e->key, where, where,
+                  e->key);
     if (!near) return;
-    diag_hint(s->d, "did you mean '%s'?", near);
     /* the misspelt entry stands for the key it resembles */
     int k = key_find(b, near);
     if (k >= 0 && !m->eff[k]) m->eff[k] = bad_value(s, m, e);
@@ -376,7 +387,8 @@ static void resolve(sema *s, smodel *m, smodel **stack) {
     }
 }
 
-int sema_run(arena *a, diag_ctx *d, ast_file *const *files, int nfiles, sema_out *out) {
+int sema_run(arena *a, diag_ctx *d, ast_file *const *files, int nfiles,
+             const ast_model *selected, sema_out *out) {
     int before = diag_count(d);
     sema s = {.a = a, .d = d};
     for (int f = 0; f < nfiles; f++) s.n += files[f]->n_models;
@@ -406,6 +418,10 @@ int sema_run(arena *a, diag_ctx *d, ast_file *const *files, int nfiles, sema_out
     }
     for (i = 0; i < s.n; i++)
         if (s.m[i].state == SM_NEW) resolve(&s, &s.m[i], stack);
+    for (i = 0; i < s.n; i++)
+        if (s.m[i].parent) s.m[i].parent->may_be_abstract = true;
+    for (i = 0; i < s.n; i++)
+        if (s.m[i].ast == selected) s.m[i].may_be_abstract = false;
     for (i = 0; i < s.n; i++)
         if (s.m[i].state == SM_DONE) sema_build(&s, &s.m[i]);
     for (i = 0; i < s.n; i++)

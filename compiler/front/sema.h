@@ -19,6 +19,9 @@ typedef struct sema_out {
     int *file;                  /* [n] index into the files array */
 } sema_out;
 
-/* Returns the number of errors it reported. */
-int sema_run(struct arena *a, diag_ctx *d, ast_file *const *files, int nfiles, sema_out *out);
+/* Returns the number of errors it reported. `selected` is the model the tool will use
+ * (NULL: none in particular): a model that others inherit from may leave required keys
+ * to its children (an abstract base) unless it is selected or named as a teacher. */
+int sema_run(struct arena *a, diag_ctx *d, ast_file *const *files, int nfiles,
+             const ast_model *selected, sema_out *out);
 #endif

@@ -41,6 +41,8 @@ struct smodel {
     smodel *parent;
     int state;
     bool failed;                /* an error concerns this model */
+    bool may_be_abstract;       /* inherited from and not selected: required keys optional */
+    bool incomplete;            /* required keys missing (reported or not) */
     md_model *md;
 };
 

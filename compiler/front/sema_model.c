@@ -7,6 +7,8 @@
  * parallel degree against each layer's experts and the data degree, tensor slicing
  * against heads and ffn, the distillation teacher. An error at an entry a model
  * inherited says so in a hint. A rule whose inputs already had an error is skipped.
+ * A model others inherit from may leave required keys to them (an abstract base),
+ * unless the tool selected it or a model names it as its teacher.
  */
 #include "sema.h"
 #include "sema_int.h"
@@ -51,12 +53,27 @@ static int get_w(build *b, key_id k, int def) { const sval *v = get(b, k); retur
 static diag_loc key_loc(const sval *v) { return v->e->loc; }
 static diag_loc val_loc(const sval *v) { return v->e->value->loc; }
 
+/* The item of a list that holds entry i (for error locations). */
+static diag_loc item_loc(const sval *v, int i) {
+    if (!v->is_list) return val_loc(v);
+    int64_t at = 0;
+    for (const ast_item *it = v->e->value->items; it; it = it->next) {
+        int64_t c = it->kind == AI_SCALAR ? 1 : it->kind == AI_REPEAT ? it->count
+                    : it->hi->i - it->value->i + 1;
+        if (i < at + c) return it->loc;
+        at += c;
+    }
+    return val_loc(v);
+}
+
 static void required(build *b) {
     for (int k = 0; k < K_COUNT; k++) {
         const key_info *ki = &key_table[k];
         if (!ki->required) continue;
         if (ki->block != BLK_MODEL && !b->m->has_block[ki->block]) continue;
         if (b->m->eff[k]) continue;
+        b->m->incomplete = true;
+        if (b->m->may_be_abstract) { b->m->failed = true; continue; }
         if (ki->block == BLK_MODEL)
             err(b, NULL, b->m->ast->loc, "model '%s' is missing required key '%s'",
                 b->m->ast->name, ki->name);
@@ -112,28 +129,18 @@ static void moe_layers(build *b) {
         if (list->n == 0) { err(b, list, val_loc(list), "moe.layers is empty"); return; }
         int *l = sema_expand(b->s, list);
         if (!l) return;
-        /* report against the item that holds each entry */
-        const ast_item *it = list->e->value->items;
-        int64_t left = it->kind == AI_SCALAR ? 1 : it->kind == AI_REPEAT ? it->count
-                       : it->hi->i - it->value->i + 1;
-        for (int64_t i = 0; i < list->n; i++) {
-            while (left == 0 && it->next) {
-                it = it->next;
-                left = it->kind == AI_SCALAR ? 1 : it->kind == AI_REPEAT ? it->count
-                       : it->hi->i - it->value->i + 1;
-            }
-            left--;
+        for (int i = 0; i < (int)list->n; i++) {
             if (l[i] > md->layers) {
-                err(b, list, it->loc, "MoE layer %d is out of range: the model has %" PRId64
-                    " layers", l[i], md->layers);
+                err(b, list, item_loc(list, i), "MoE layer %d is out of range: the model has %"
+                    PRId64 " layers", l[i], md->layers);
                 return;
             }
             if (i > 0 && l[i] == l[i - 1]) {
-                err(b, list, it->loc, "moe.layers lists layer %d twice", l[i]);
+                err(b, list, item_loc(list, i), "moe.layers lists layer %d twice", l[i]);
                 return;
             }
             if (i > 0 && l[i] < l[i - 1]) {
-                err(b, list, it->loc, "moe.layers must be ascending: %d comes after %d",
+                err(b, list, item_loc(list, i), "moe.layers must be ascending: %d comes after %d",
                     l[i], l[i - 1]);
                 return;
             }
@@ -154,9 +161,9 @@ static void moe_layers(build *b) {
                 b->m->ast->name);
         return;
     }
-    md->moe.n_moe = (int)n;
     md->moe.layer = ARENA_ARRAY(b->s->a, int, n);
     if (!md->moe.layer) return;
+    md->moe.n_moe = (int)n;
     for (int64_t i = 0; i < n; i++) md->moe.layer[i] = (int)((i + 1) * e);
 }
 
@@ -207,19 +214,6 @@ static void moe_keys(build *b) {
                 md->moe.experts[i] == 1 ? "" : "s");
             break;
         }
-}
-
-/* The item of a list that holds entry i (for error locations). */
-static diag_loc item_loc(const sval *v, int i) {
-    if (!v->is_list) return val_loc(v);
-    int64_t at = 0;
-    for (const ast_item *it = v->e->value->items; it; it = it->next) {
-        int64_t c = it->kind == AI_SCALAR ? 1 : it->kind == AI_REPEAT ? it->count
-                    : it->hi->i - it->value->i + 1;
-        if (i < at + c) return it->loc;
-        at += c;
-    }
-    return val_loc(v);
 }
 
 static void parallel_keys(build *b) {
@@ -346,6 +340,12 @@ void sema_link(sema *s, smodel *m) {
     }
     if (tm == m) {
         err(&b, t, val_loc(t), "model '%s' cannot be its own teacher", m->ast->name);
+        return;
+    }
+    if (tm->incomplete && tm->may_be_abstract) {
+        err(&b, t, val_loc(t), "teacher '%s' is not a complete model", tm->ast->name);
+        diag_hint(s->d, "'%s' leaves required keys to the models that inherit from it",
+                  tm->ast->name);
         return;
     }
     if (!tm->md) { m->failed = true; return; }

@@ -23,7 +23,9 @@ static const char *kind_name(const md_model *m, const md_group_stats *g) {
     return m->moe.residual ? "moe+residual" : "moe";
 }
 
-/* 1234567 -> "1,234,567" */
+enum { NUM = 40 };      /* room for any int64 or double we format */
+
+/* 1234567 -> "1,234,567" (buf: NUM bytes) */
 static const char *commas(int64_t v, char *buf) {
     char tmp[32];
     int n = snprintf(tmp, sizeof tmp, "%" PRId64, v < 0 ? -v : v), o = 0;
@@ -38,19 +40,19 @@ static const char *commas(int64_t v, char *buf) {
 
 static const char *count(int64_t v, char *buf) {
     double x = (double)v;
-    if (v < 10000) snprintf(buf, 16, "%" PRId64, v);
-    else if (x < 1e6) snprintf(buf, 16, "%.1fK", x / 1e3);
-    else if (x < 1e9) snprintf(buf, 16, "%.1fM", x / 1e6);
-    else if (x < 1e12) snprintf(buf, 16, "%.2fB", x / 1e9);
-    else snprintf(buf, 16, "%.2fT", x / 1e12);
+    if (v < 10000) snprintf(buf, NUM, "%" PRId64, v);
+    else if (x < 1e6) snprintf(buf, NUM, "%.1fK", x / 1e3);
+    else if (x < 1e9) snprintf(buf, NUM, "%.1fM", x / 1e6);
+    else if (x < 1e12) snprintf(buf, NUM, "%.2fB", x / 1e9);
+    else snprintf(buf, NUM, "%.2fT", x / 1e12);
     return buf;
 }
 
 static const char *bytes(int64_t v, char *buf) {
     double x = (double)v;
-    if (x < 1024.0 * 1024) snprintf(buf, 16, "%.1f KiB", x / 1024);
-    else if (x < 1024.0 * 1024 * 1024) snprintf(buf, 16, "%.1f MiB", x / (1024.0 * 1024));
-    else snprintf(buf, 16, "%.2f GiB", x / (1024.0 * 1024 * 1024));
+    if (x < 1024.0 * 1024) snprintf(buf, NUM, "%.1f KiB", x / 1024);
+    else if (x < 1024.0 * 1024 * 1024) snprintf(buf, NUM, "%.1f MiB", x / (1024.0 * 1024));
+    else snprintf(buf, NUM, "%.2f GiB", x / (1024.0 * 1024 * 1024));
     return buf;
 }
 
@@ -77,7 +79,7 @@ static void layer_list(FILE *out, const int *v, int n) {
 static int64_t mem_total(md_mem m) { return m.weights + m.grads + m.optimizer; }
 
 static void row(FILE *out, const md_model *m, const md_group_stats *g) {
-    char a[16], b[16], c[16], d[16], e[8], f[8];
+    char a[NUM], b[NUM], c[NUM], d[NUM], e[NUM], f[NUM];
     if (g->layer > 0) snprintf(e, sizeof e, "%d", g->layer);
     else snprintf(e, sizeof e, "%s", g->layer == 0 ? "embed" : "head");
     if (g->experts) snprintf(f, sizeof f, "%d", g->experts);
@@ -89,7 +91,7 @@ static void row(FILE *out, const md_model *m, const md_group_stats *g) {
 }
 
 void md_stats_print(FILE *out, const md_model *m, const md_stats *s) {
-    char a[40], b[40], c[40], d[40];
+    char a[NUM], b[NUM], c[NUM], d[NUM];
     fprintf(out, "model %s: %" PRId64 " layers, hidden %" PRId64 ", heads %" PRId64 ", ffn %" PRId64
             ", vocab %" PRId64 ", context %" PRId64 "\n", m->name, m->layers, m->hidden, m->heads,
             m->ffn, m->vocab, m->context);
