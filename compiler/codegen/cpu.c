@@ -171,6 +171,10 @@ static void emit_node(em *e, const ir_node *n) {
                 d, m->moe.top_k, (long long)width(e, in[1]), n->acc[0]);
         break;
     case IR_ALLTOALL: {
+        if (in[0] == out[0]) {
+            cg_line(b, "/* expert-parallel degree 1: nothing to exchange */");
+            break;
+        }
         /* one process: the exchange is a local copy of the R real rows */
         int E = (int)e->g->t[in[1]].width / 3 - 1;
         cg_line(b, "memcpy(%s, %s, sizeof(float) * (size_t)(%s) * %lld);", ptr(e, out[0]), ptr(e, in[0]),

@@ -158,7 +158,7 @@ static ir_graph *lower(arena *a, const md_model *m, int decode, int opt) {
     if (!g) return NULL;
     if (opt >= 1 && pass_fuse(g)) return NULL;
     if (!decode && (pass_autodiff(g) || pass_optimizer(g))) return NULL;
-    if (pass_plan(g)) return NULL;
+    if (pass_comm(g) || pass_plan(g)) return NULL;
     return g;
 }
 

@@ -9,6 +9,8 @@ int pass_fuse(ir_graph *g);
 int pass_autodiff(ir_graph *g);
 /* Appends gradient all-reduce, global-norm clipping and the AdamW update. */
 int pass_optimizer(ir_graph *g);
+/* All-to-alls over one-rank expert groups become in-place identities (no copy). */
+int pass_comm(ir_graph *g);
 /* Liveness over the node order, then first-fit offsets in one arena: g->arena_floats. */
 int pass_plan(ir_graph *g);
 #endif

@@ -41,6 +41,13 @@ static inline int k_argmax(const float *v, int n, int skip) {
     return best;
 }
 
+/* random token selection: a token's key, sorted ascending (ties by token index) */
+typedef struct k_rts_key { double key; int token; } k_rts_key;
+static inline int k_rts_cmp(const void *a, const void *b) {
+    const k_rts_key *x = (const k_rts_key *)a, *y = (const k_rts_key *)b;
+    return x->key < y->key ? -1 : x->key > y->key ? 1 : x->token - y->token;
+}
+
 static inline int k_moe_capacity(int S, int E, const k_gate_cfg *g) {
     /* cf_eff in double, rounded once to fp32 (DeepSpeed's arithmetic); the capacity
      * itself in fp32 as moe-semantics.md says */
@@ -165,21 +172,19 @@ static inline void k_moe_gate_fwd(int32_t *route, int32_t *counts, const float *
          * C of its tokens (those with the C smallest random keys); slots in token order */
         int *keep = (int *)malloc(sizeof(int) * (size_t)S);
         for (int s = 0; s < S; s++) keep[s] = 1;
+        k_rts_key *keys = (k_rts_key *)malloc(sizeof(k_rts_key) * (size_t)S);
         for (int e = 0; e < E; e++) {
             if (load[e] <= C) continue;
             int n = 0;
-            int *idx = (int *)malloc(sizeof(int) * (size_t)load[e]);
-            for (int s = 0; s < S; s++) if (K_ROUTE_I(route, W, s)[0] == e) idx[n++] = s;
-            /* selection of the C smallest keys by a partial insertion pass */
-            double *key = (double *)malloc(sizeof(double) * (size_t)n);
-            for (int i = 0; i < n; i++) key[i] = k_uniform(g->stream ^ 0x7A4D5Eull, (uint64_t)idx[i]);
-            for (int i = 0; i < n; i++) {
-                int rank = 0;
-                for (int q = 0; q < n; q++) rank += key[q] < key[i] || (key[q] == key[i] && q < i);
-                if (rank >= C) keep[idx[i]] = 0;
-            }
-            free(key); free(idx);
+            for (int s = 0; s < S; s++)
+                if (K_ROUTE_I(route, W, s)[0] == e) {
+                    keys[n].key = k_uniform(g->stream ^ 0x7A4D5Eull, (uint64_t)s);
+                    keys[n++].token = s;
+                }
+            qsort(keys, (size_t)n, sizeof *keys, k_rts_cmp);
+            for (int i = C; i < n; i++) keep[keys[i].token] = 0;
         }
+        free(keys);
         for (int s = 0; s < S; s++) {
             int32_t *ri = K_ROUTE_I(route, W, s);
             ri[1] = keep[s] ? cnt[ri[0]]++ : -1;

@@ -32,7 +32,7 @@ static md_model tiny(arena *a, int n_moe, int k, int residual, md_activation act
 
 static ir_graph *lower(arena *a, const md_model *m, int decode) {
     ir_graph *g = ir_build_forward(a, m, m->train.batch, m->context, decode);
-    if (!g || pass_fuse(g) || (!decode && (pass_autodiff(g) || pass_optimizer(g))) || pass_plan(g)) return NULL;
+    if (!g || pass_fuse(g) || (!decode && (pass_autodiff(g) || pass_optimizer(g))) || pass_comm(g) || pass_plan(g)) return NULL;
     return g;
 }
 

@@ -1,0 +1,29 @@
+/* comm.c - communication steps that move nothing become identities.
+ *
+ * An all-to-all over an expert-parallel group of one rank (parallel.expert = 1 for
+ * that layer: every rank holds all experts) exchanges nothing, in any number of
+ * processes. Its output is renamed to its input everywhere, forward and backward, so
+ * the step stays in the schedule (as an in-place identity) but costs no copy and no
+ * memory. Runs after autodiff, before planning.
+ */
+#include "passes.h"
+
+static void replace_tensor(ir_graph *g, int from, int to) {
+    for (int i = 0; i < g->nn; i++) {
+        ir_node *n = &g->n[i];
+        for (int j = 0; j < n->n_in; j++) if (n->in[j] == from) n->in[j] = to;
+        for (int j = 0; j < n->n_out; j++) if (n->out[j] == from) n->out[j] = to;
+    }
+}
+
+int pass_comm(ir_graph *g) {
+    for (int i = 0; i < g->nn; i++) {
+        ir_node *n = &g->n[i];
+        if (n->dead || n->op != IR_ALLTOALL || n->a[1] != 1) continue;
+        int in = n->in[0], out = n->out[0];
+        if (in < 0 || out < 0 || in == out) continue;
+        replace_tensor(g, out, in);
+        n->out[0] = in;     /* replace_tensor() made it so; said again for the reader */
+    }
+    return 0;
+}
