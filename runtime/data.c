@@ -10,6 +10,7 @@
  * Not done here: streaming of sources larger than memory, sharded .bin sets, tokenisation.
  */
 #include "data.h"
+#include "errbuf.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -35,15 +36,6 @@ struct moe_data {
     int64_t n;
 };
 
-static void data_err(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    int k = snprintf(err, errlen, "%s: ", path);
-    if (k < 0 || (size_t)k >= errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-    va_end(ap);
-}
 
 static int data_ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
@@ -53,10 +45,10 @@ static int data_ends_with(const char *s, const char *suffix) {
 /* Opens path for reading as a regular file and reports its size. */
 static FILE *data_fopen(const char *path, int64_t *size, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
-    if (!f) { data_err(err, errlen, path, "cannot open: %s", strerror(errno)); return NULL; }
+    if (!f) { moe_errf(err, errlen, path, "cannot open: %s", strerror(errno)); return NULL; }
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        data_err(err, errlen, path, "not a regular file");
+        moe_errf(err, errlen, path, "not a regular file");
         fclose(f);
         return NULL;
     }
@@ -66,7 +58,7 @@ static FILE *data_fopen(const char *path, int64_t *size, char *err, size_t errle
 
 static int data_fread(FILE *f, void *buf, size_t n, const char *path, char *err, size_t errlen) {
     if (n && fread(buf, 1, n, f) != n) {
-        data_err(err, errlen, path, "read failed: %s", ferror(f) ? strerror(errno) : "file ended early");
+        moe_errf(err, errlen, path, "read failed: %s", ferror(f) ? strerror(errno) : "file ended early");
         return -1;
     }
     return 0;
@@ -79,27 +71,27 @@ static int data_load_bin(moe_data *d, const char *path, char *err, size_t errlen
     int rc = -1;
     int32_t h[BIN_HEADER_INTS];
     if (size < (int64_t)sizeof h) {
-        data_err(err, errlen, path, "too short (%lld bytes) for the %zu-byte .bin header", (long long)size, sizeof h);
+        moe_errf(err, errlen, path, "too short (%lld bytes) for the %zu-byte .bin header", (long long)size, sizeof h);
         goto out;
     }
     if (data_fread(f, h, sizeof h, path, err, errlen) != 0) goto out;
     if (h[0] != BIN_MAGIC) {
-        data_err(err, errlen, path, "bad magic %d (expected %d for an llm.c .bin token file)", h[0], BIN_MAGIC);
+        moe_errf(err, errlen, path, "bad magic %d (expected %d for an llm.c .bin token file)", h[0], BIN_MAGIC);
         goto out;
     }
     if (h[1] != BIN_VERSION) {
-        data_err(err, errlen, path, "unsupported .bin version %d (expected %d: uint16 tokens)", h[1], BIN_VERSION);
+        moe_errf(err, errlen, path, "unsupported .bin version %d (expected %d: uint16 tokens)", h[1], BIN_VERSION);
         goto out;
     }
-    if (h[2] < 0) { data_err(err, errlen, path, "negative token count %d in the header", h[2]); goto out; }
+    if (h[2] < 0) { moe_errf(err, errlen, path, "negative token count %d in the header", h[2]); goto out; }
     int64_t count = h[2], have = (size - (int64_t)sizeof h) / 2;
     if (have < count) {
-        data_err(err, errlen, path, "truncated: the header says %lld tokens but the file holds %lld",
+        moe_errf(err, errlen, path, "truncated: the header says %lld tokens but the file holds %lld",
                  (long long)count, (long long)have);
         goto out;
     }
     d->tok = malloc((size_t)(count ? count : 1) * sizeof *d->tok);
-    if (!d->tok) { data_err(err, errlen, path, "out of memory for %lld tokens", (long long)count); goto out; }
+    if (!d->tok) { moe_errf(err, errlen, path, "out of memory for %lld tokens", (long long)count); goto out; }
     if (data_fread(f, d->tok, (size_t)count * sizeof *d->tok, path, err, errlen) != 0) goto out;
     d->n = count;
     rc = 0;
@@ -115,7 +107,7 @@ static int data_load_bytes(moe_data *d, const char *path, char *err, size_t errl
     int rc = -1;
     unsigned char *raw = malloc((size_t)(size ? size : 1));
     d->tok = malloc((size_t)(size ? size : 1) * sizeof *d->tok);
-    if (!raw || !d->tok) { data_err(err, errlen, path, "out of memory for %lld bytes", (long long)size); goto out; }
+    if (!raw || !d->tok) { moe_errf(err, errlen, path, "out of memory for %lld bytes", (long long)size); goto out; }
     if (data_fread(f, raw, (size_t)size, path, err, errlen) != 0) goto out;
     for (int64_t i = 0; i < size; i++) d->tok[i] = raw[i];
     d->n = size;
@@ -128,19 +120,19 @@ out:
 
 int moe_data_open(const char *spec, int64_t vocab, moe_data **out, char *err, size_t errlen) {
     *out = NULL;
-    if (!spec || !spec[0]) { data_err(err, errlen, "data", "no source given (a path or \"synthetic\")"); return -1; }
-    if (vocab <= 0) { data_err(err, errlen, spec, "vocabulary size %lld is not positive", (long long)vocab); return -1; }
+    if (!spec || !spec[0]) { moe_errf(err, errlen, "data", "no source given (a path or \"synthetic\")"); return -1; }
+    if (vocab <= 0) { moe_errf(err, errlen, spec, "vocabulary size %lld is not positive", (long long)vocab); return -1; }
     moe_data *d = calloc(1, sizeof *d);
     if (!d || !(d->name = strdup(spec))) {
         free(d);
-        data_err(err, errlen, spec, "out of memory");
+        moe_errf(err, errlen, spec, "out of memory");
         return -1;
     }
     int rc;
     if (strcmp(spec, "synthetic") == 0) {
         rc = -1;
-        if (vocab < 16) data_err(err, errlen, spec, "synthetic data needs vocab >= 16 (vocab is %lld)", (long long)vocab);
-        else if (!(d->tok = malloc(MOE_DATA_SYNTHETIC_TOKENS * sizeof *d->tok))) data_err(err, errlen, spec, "out of memory");
+        if (vocab < 16) moe_errf(err, errlen, spec, "synthetic data needs vocab >= 16 (vocab is %lld)", (long long)vocab);
+        else if (!(d->tok = malloc(MOE_DATA_SYNTHETIC_TOKENS * sizeof *d->tok))) moe_errf(err, errlen, spec, "out of memory");
         else {
             moe_data_synthetic(d->tok, MOE_DATA_SYNTHETIC_TOKENS, vocab);
             d->n = MOE_DATA_SYNTHETIC_TOKENS;
@@ -150,13 +142,13 @@ int moe_data_open(const char *spec, int64_t vocab, moe_data **out, char *err, si
         rc = data_load_bin(d, spec, err, errlen);
     } else if (vocab < 256) {
         rc = -1;
-        data_err(err, errlen, spec, "bytes data needs vocab >= 256 (vocab is %lld)", (long long)vocab);
+        moe_errf(err, errlen, spec, "bytes data needs vocab >= 256 (vocab is %lld)", (long long)vocab);
     } else {
         rc = data_load_bytes(d, spec, err, errlen);
     }
     for (int64_t i = 0; rc == 0 && i < d->n; i++) {
         if (d->tok[i] >= vocab) {
-            data_err(err, errlen, spec, "token %u at offset %lld is outside the vocabulary (%lld)",
+            moe_errf(err, errlen, spec, "token %u at offset %lld is outside the vocabulary (%lld)",
                      (unsigned)d->tok[i], (long long)i, (long long)vocab);
             rc = -1;
         }
@@ -212,18 +204,18 @@ void moe_data_train_batch(const moe_data *d, uint64_t seed, int64_t step, int mi
 
 int moe_data_write_bin(const char *path, const uint16_t *tok, int64_t n, char *err, size_t errlen) {
     if (n < 0 || n > INT32_MAX || (n > 0 && !tok)) {
-        data_err(err, errlen, path, "cannot write %lld tokens (0 to %d)", (long long)n, INT32_MAX);
+        moe_errf(err, errlen, path, "cannot write %lld tokens (0 to %d)", (long long)n, INT32_MAX);
         return -1;
     }
     int32_t h[BIN_HEADER_INTS] = {BIN_MAGIC, BIN_VERSION, (int32_t)n};
     FILE *f = fopen(path, "wb");
-    if (!f) { data_err(err, errlen, path, "cannot create: %s", strerror(errno)); return -1; }
+    if (!f) { moe_errf(err, errlen, path, "cannot create: %s", strerror(errno)); return -1; }
     int ok = fwrite(h, sizeof h, 1, f) == 1 && (n == 0 || fwrite(tok, sizeof *tok, (size_t)n, f) == (size_t)n);
     int saved = errno;
     if (fclose(f) != 0 && ok) { ok = 0; saved = errno; }
     if (!ok) {
         remove(path);
-        data_err(err, errlen, path, "write failed: %s", strerror(saved));
+        moe_errf(err, errlen, path, "write failed: %s", strerror(saved));
         return -1;
     }
     return 0;

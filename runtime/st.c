@@ -13,6 +13,7 @@
  * at compile time), memory mapping.
  */
 #include "st.h"
+#include "errbuf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,17 +41,6 @@ struct moe_st {
     float *data;        /* all tensor data, ST_ALIGN-aligned */
 };
 
-static void st_err(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    int k = snprintf(err, errlen, "%s: ", path);
-    if (k < 0 || (size_t)k >= errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-    va_end(ap);
-    for (char *c = err; *c; c++)   /* one line, whatever the file or jansson put in it */
-        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
-}
 
 /* A name fit for a one-line message: control characters become '?', long names are cut. */
 static const char *st_show(const char *name, char buf[80]) {
@@ -99,20 +89,20 @@ static int st_parse_entry(const char *path, const char *name, json_t *v, uint64_
                           moe_st_tensor *t, st_span *sp, char *err, size_t errlen) {
     char nb[80];
     const char *sn = st_show(name, nb);
-    if (!json_is_object(v)) { st_err(err, errlen, path, "tensor '%s': entry is not an object", sn); return -1; }
+    if (!json_is_object(v)) { moe_errf(err, errlen, path, "tensor '%s': entry is not an object", sn); return -1; }
     json_t *dt = json_object_get(v, "dtype");
-    if (!json_is_string(dt)) { st_err(err, errlen, path, "tensor '%s': dtype is missing or not a string", sn); return -1; }
+    if (!json_is_string(dt)) { moe_errf(err, errlen, path, "tensor '%s': dtype is missing or not a string", sn); return -1; }
     if (strcmp(json_string_value(dt), "F32") != 0) {
         char db[80];
-        st_err(err, errlen, path, "tensor '%s' has dtype %s; only F32 is supported", sn,
+        moe_errf(err, errlen, path, "tensor '%s' has dtype %s; only F32 is supported", sn,
                st_show(json_string_value(dt), db));
         return -1;
     }
     json_t *shape = json_object_get(v, "shape");
-    if (!json_is_array(shape)) { st_err(err, errlen, path, "tensor '%s': shape is missing or not a list", sn); return -1; }
+    if (!json_is_array(shape)) { moe_errf(err, errlen, path, "tensor '%s': shape is missing or not a list", sn); return -1; }
     size_t nd = json_array_size(shape);
     if (nd > MOE_ST_MAX_DIMS) {
-        st_err(err, errlen, path, "tensor '%s': shape has %zu dimensions (at most %d)", sn, nd, MOE_ST_MAX_DIMS);
+        moe_errf(err, errlen, path, "tensor '%s': shape has %zu dimensions (at most %d)", sn, nd, MOE_ST_MAX_DIMS);
         return -1;
     }
     t->name = name;
@@ -121,7 +111,7 @@ static int st_parse_entry(const char *path, const char *name, json_t *v, uint64_
     for (size_t d = 0; d < nd; d++) {
         json_t *e = json_array_get(shape, d);
         if (!json_is_integer(e) || json_integer_value(e) < 0) {
-            st_err(err, errlen, path, "tensor '%s': shape is not a list of non-negative integers", sn);
+            moe_errf(err, errlen, path, "tensor '%s': shape is not a list of non-negative integers", sn);
             return -1;
         }
         t->shape[d] = (int64_t)json_integer_value(e);
@@ -132,7 +122,7 @@ static int st_parse_entry(const char *path, const char *name, json_t *v, uint64_
     for (size_t d = 0; d < nd && !zero; d++) {
         uint64_t s = (uint64_t)t->shape[d];
         if (numel > (UINT64_MAX / 8) / s) {   /* keeps numel * 4 far from wrapping */
-            st_err(err, errlen, path, "tensor '%s': shape product overflows", sn);
+            moe_errf(err, errlen, path, "tensor '%s': shape product overflows", sn);
             return -1;
         }
         numel *= s;
@@ -142,17 +132,17 @@ static int st_parse_entry(const char *path, const char *name, json_t *v, uint64_
     json_t *b = json_array_get(off, 0), *e = json_array_get(off, 1);
     if (!json_is_array(off) || json_array_size(off) != 2 || !json_is_integer(b) || !json_is_integer(e) ||
         json_integer_value(b) < 0 || json_integer_value(e) < json_integer_value(b)) {
-        st_err(err, errlen, path, "tensor '%s': data_offsets is not [begin, end] with 0 <= begin <= end", sn);
+        moe_errf(err, errlen, path, "tensor '%s': data_offsets is not [begin, end] with 0 <= begin <= end", sn);
         return -1;
     }
     uint64_t ob = (uint64_t)json_integer_value(b), oe = (uint64_t)json_integer_value(e);
     if (oe > data_size) {
-        st_err(err, errlen, path, "tensor '%s': data_offsets [%llu, %llu] lie outside the data section (%llu bytes)",
+        moe_errf(err, errlen, path, "tensor '%s': data_offsets [%llu, %llu] lie outside the data section (%llu bytes)",
                sn, (unsigned long long)ob, (unsigned long long)oe, (unsigned long long)data_size);
         return -1;
     }
     if (oe - ob != numel * 4) {
-        st_err(err, errlen, path, "tensor '%s': data_offsets span %llu bytes but the shape needs %llu",
+        moe_errf(err, errlen, path, "tensor '%s': data_offsets span %llu bytes but the shape needs %llu",
                sn, (unsigned long long)(oe - ob), (unsigned long long)(numel * 4));
         return -1;
     }
@@ -165,29 +155,29 @@ static int st_parse_entry(const char *path, const char *name, json_t *v, uint64_
 static int st_parse_header(const char *path, int fd, uint64_t fsize, moe_st *st, st_span **spans_out,
                            uint64_t *data_start, char *err, size_t errlen) {
     if (fsize < 8) {
-        st_err(err, errlen, path, "file is too short (%llu bytes) to be safetensors", (unsigned long long)fsize);
+        moe_errf(err, errlen, path, "file is too short (%llu bytes) to be safetensors", (unsigned long long)fsize);
         return -1;
     }
     unsigned char lb[8];
     if (st_pread_all(fd, lb, 8, 0) != 0) {
-        st_err(err, errlen, path, "cannot read: %s", errno ? strerror(errno) : "file ended early");
+        moe_errf(err, errlen, path, "cannot read: %s", errno ? strerror(errno) : "file ended early");
         return -1;
     }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lb[i];
     if (hlen > ST_MAX_HEADER) {
-        st_err(err, errlen, path, "header length %llu exceeds the 100 MB limit", (unsigned long long)hlen);
+        moe_errf(err, errlen, path, "header length %llu exceeds the 100 MB limit", (unsigned long long)hlen);
         return -1;
     }
     if (hlen > fsize - 8) {
-        st_err(err, errlen, path, "header length %llu exceeds the file size (%llu bytes)",
+        moe_errf(err, errlen, path, "header length %llu exceeds the file size (%llu bytes)",
                (unsigned long long)hlen, (unsigned long long)fsize);
         return -1;
     }
     char *hdr = malloc(hlen ? hlen : 1);
-    if (!hdr) { st_err(err, errlen, path, "out of memory reading the header"); return -1; }
+    if (!hdr) { moe_errf(err, errlen, path, "out of memory reading the header"); return -1; }
     if (st_pread_all(fd, hdr, hlen, 8) != 0) {
-        st_err(err, errlen, path, "cannot read the header: %s", errno ? strerror(errno) : "file ended early");
+        moe_errf(err, errlen, path, "cannot read the header: %s", errno ? strerror(errno) : "file ended early");
         free(hdr);
         return -1;
     }
@@ -196,12 +186,12 @@ static int st_parse_header(const char *path, int fd, uint64_t fsize, moe_st *st,
     free(hdr);
     if (!st->root) {
         if (json_error_code(&je) == json_error_duplicate_key)
-            st_err(err, errlen, path, "header has a duplicate key (byte %d)", je.position);
+            moe_errf(err, errlen, path, "header has a duplicate key (byte %d)", je.position);
         else
-            st_err(err, errlen, path, "header is not valid JSON: %s (byte %d)", je.text, je.position);
+            moe_errf(err, errlen, path, "header is not valid JSON: %s (byte %d)", je.text, je.position);
         return -1;
     }
-    if (!json_is_object(st->root)) { st_err(err, errlen, path, "header is not a JSON object"); return -1; }
+    if (!json_is_object(st->root)) { moe_errf(err, errlen, path, "header is not a JSON object"); return -1; }
 
     uint64_t data_size = fsize - 8 - hlen;
     *data_start = 8 + hlen;
@@ -210,19 +200,19 @@ static int st_parse_header(const char *path, int fd, uint64_t fsize, moe_st *st,
     st_span *spans = calloc(nkeys ? nkeys : 1, sizeof *spans);
     st->index = json_object();
     *spans_out = spans;
-    if (!st->tensors || !spans || !st->index) { st_err(err, errlen, path, "out of memory"); return -1; }
+    if (!st->tensors || !spans || !st->index) { moe_errf(err, errlen, path, "out of memory"); return -1; }
 
     const char *name;
     json_t *v;
     json_object_foreach(st->root, name, v) {
         if (strcmp(name, "__metadata__") == 0) {
-            if (!json_is_object(v)) { st_err(err, errlen, path, "__metadata__ is not an object"); return -1; }
+            if (!json_is_object(v)) { moe_errf(err, errlen, path, "__metadata__ is not an object"); return -1; }
             const char *k;
             json_t *mv;
             json_object_foreach(v, k, mv) {
                 if (!json_is_string(mv)) {
                     char kb[80];
-                    st_err(err, errlen, path, "__metadata__ value of '%s' is not a string", st_show(k, kb));
+                    moe_errf(err, errlen, path, "__metadata__ value of '%s' is not a string", st_show(k, kb));
                     return -1;
                 }
             }
@@ -233,7 +223,7 @@ static int st_parse_header(const char *path, int fd, uint64_t fsize, moe_st *st,
         if (st_parse_entry(path, name, v, data_size, &st->tensors[i], &spans[i], err, errlen) != 0) return -1;
         spans[i].idx = i;
         if (json_object_set_new(st->index, name, json_integer(i)) != 0) {
-            st_err(err, errlen, path, "out of memory");
+            moe_errf(err, errlen, path, "out of memory");
             return -1;
         }
         st->n++;
@@ -246,7 +236,7 @@ static int st_parse_header(const char *path, int fd, uint64_t fsize, moe_st *st,
         if (spans[i].begin == spans[i].end) continue;   /* empty tensors occupy nothing */
         if (prev >= 0 && spans[i].begin < spans[prev].end) {
             char b1[80], b2[80];
-            st_err(err, errlen, path, "tensors '%s' and '%s' overlap in the data section",
+            moe_errf(err, errlen, path, "tensors '%s' and '%s' overlap in the data section",
                    st_show(st->tensors[spans[prev].idx].name, b1), st_show(st->tensors[spans[i].idx].name, b2));
             return -1;
         }
@@ -258,17 +248,17 @@ static int st_parse_header(const char *path, int fd, uint64_t fsize, moe_st *st,
 int moe_st_read(const char *path, moe_st **out, char *err, size_t errlen) {
     *out = NULL;
     int fd = open(path, O_RDONLY);
-    if (fd < 0) { st_err(err, errlen, path, "cannot open: %s", strerror(errno)); return -1; }
+    if (fd < 0) { moe_errf(err, errlen, path, "cannot open: %s", strerror(errno)); return -1; }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st_err(err, errlen, path, "not a regular file");
+        moe_errf(err, errlen, path, "not a regular file");
         close(fd);
         return -1;
     }
     moe_st *st = calloc(1, sizeof *st);
     st_span *spans = NULL;
     uint64_t data_start = 0;
-    if (!st) { st_err(err, errlen, path, "out of memory"); close(fd); return -1; }
+    if (!st) { moe_errf(err, errlen, path, "out of memory"); close(fd); return -1; }
     if (st_parse_header(path, fd, (uint64_t)sb.st_size, st, &spans, &data_start, err, errlen) != 0) goto fail;
 
     /* One aligned buffer; tensors packed in header order, each rounded up to ST_ALIGN. */
@@ -280,7 +270,7 @@ int moe_st_read(const char *path, moe_st **out, char *err, size_t errlen) {
     if (total > 0) {
         void *p = NULL;
         if (total > SIZE_MAX || posix_memalign(&p, ST_ALIGN, (size_t)total) != 0) {
-            st_err(err, errlen, path, "out of memory (%llu bytes of tensor data)", (unsigned long long)total);
+            moe_errf(err, errlen, path, "out of memory (%llu bytes of tensor data)", (unsigned long long)total);
             goto fail;
         }
         st->data = p;
@@ -288,7 +278,7 @@ int moe_st_read(const char *path, moe_st **out, char *err, size_t errlen) {
     char *dst = (char *)st->data;
     /* Place in header order, read in file order (sequential I/O). */
     uint64_t *place = calloc((size_t)(st->n ? st->n : 1), sizeof *place);
-    if (!place) { st_err(err, errlen, path, "out of memory"); goto fail; }
+    if (!place) { moe_errf(err, errlen, path, "out of memory"); goto fail; }
     for (int i = 1; i < st->n; i++)
         place[i] = place[i - 1] + ((uint64_t)st->tensors[i - 1].numel * 4 + ST_ALIGN - 1) / ST_ALIGN * ST_ALIGN;
     for (int j = 0; j < st->n; j++) {
@@ -298,7 +288,7 @@ int moe_st_read(const char *path, moe_st **out, char *err, size_t errlen) {
         t->data = dst ? (const float *)(dst + place[i]) : NULL;
         if (bytes && st_pread_all(fd, dst + place[i], (size_t)bytes, data_start + spans[j].begin) != 0) {
             char nb[80];
-            st_err(err, errlen, path, "cannot read tensor '%s': %s", st_show(t->name, nb),
+            moe_errf(err, errlen, path, "cannot read tensor '%s': %s", st_show(t->name, nb),
                    errno ? strerror(errno) : "file ended early");
             free(place);
             goto fail;
@@ -360,11 +350,11 @@ static char *st_build_header(const char *path, const moe_st_out *t, int n, const
         if (!meta || json_object_set_new(root, "__metadata__", meta) != 0) goto oom;
         for (int i = 0; i < n_meta; i++) {
             if (!meta_kv || !meta_kv[2 * i] || !meta_kv[2 * i + 1]) {
-                st_err(err, errlen, path, "metadata pair %d is NULL", i);
+                moe_errf(err, errlen, path, "metadata pair %d is NULL", i);
                 goto fail;
             }
             if (json_object_set_new(meta, meta_kv[2 * i], json_string(meta_kv[2 * i + 1])) != 0) {
-                st_err(err, errlen, path, "metadata pair %d is not valid UTF-8", i);
+                moe_errf(err, errlen, path, "metadata pair %d is not valid UTF-8", i);
                 goto fail;
             }
         }
@@ -373,13 +363,13 @@ static char *st_build_header(const char *path, const moe_st_out *t, int n, const
     for (int i = 0; i < n; i++) {
         const moe_st_out *o = &t[i];
         if (!o->name || !o->name[0] || strcmp(o->name, "__metadata__") == 0) {
-            st_err(err, errlen, path, "tensor %d has an empty or reserved name", i);
+            moe_errf(err, errlen, path, "tensor %d has an empty or reserved name", i);
             goto fail;
         }
         const char *sn = st_show(o->name, nb);
-        if (json_object_get(root, o->name)) { st_err(err, errlen, path, "tensor '%s' is given twice", sn); goto fail; }
+        if (json_object_get(root, o->name)) { moe_errf(err, errlen, path, "tensor '%s' is given twice", sn); goto fail; }
         if (o->ndim < 0 || o->ndim > MOE_ST_MAX_DIMS) {
-            st_err(err, errlen, path, "tensor '%s' has %d dimensions (0 to %d allowed)", sn, o->ndim, MOE_ST_MAX_DIMS);
+            moe_errf(err, errlen, path, "tensor '%s' has %d dimensions (0 to %d allowed)", sn, o->ndim, MOE_ST_MAX_DIMS);
             goto fail;
         }
         json_t *e = json_object(), *shape = json_array(), *offs = json_array();
@@ -395,18 +385,18 @@ static char *st_build_header(const char *path, const moe_st_out *t, int n, const
         }
         bad |= json_object_set_new(root, o->name, e) != 0;   /* e belongs to root from here on */
         if (bad) {
-            st_err(err, errlen, path, "tensor '%s': name is not valid UTF-8 or out of memory", sn);
+            moe_errf(err, errlen, path, "tensor '%s': name is not valid UTF-8 or out of memory", sn);
             goto fail;
         }
         uint64_t numel = 1;
         for (int d = 0; d < o->ndim; d++) {
-            if (o->shape[d] < 0) { st_err(err, errlen, path, "tensor '%s' has a negative dimension", sn); goto fail; }
+            if (o->shape[d] < 0) { moe_errf(err, errlen, path, "tensor '%s' has a negative dimension", sn); goto fail; }
             uint64_t s = (uint64_t)o->shape[d];
-            if (s && numel > (UINT64_MAX / 8) / s) { st_err(err, errlen, path, "tensor '%s': shape product overflows", sn); goto fail; }
+            if (s && numel > (UINT64_MAX / 8) / s) { moe_errf(err, errlen, path, "tensor '%s': shape product overflows", sn); goto fail; }
             numel *= s;
             json_array_append_new(shape, json_integer(o->shape[d]));
         }
-        if (numel && !o->data) { st_err(err, errlen, path, "tensor '%s' has no data", sn); goto fail; }
+        if (numel && !o->data) { moe_errf(err, errlen, path, "tensor '%s' has no data", sn); goto fail; }
         json_array_append_new(offs, json_integer((json_int_t)off));
         off += numel * 4;
         json_array_append_new(offs, json_integer((json_int_t)off));
@@ -423,7 +413,7 @@ static char *st_build_header(const char *path, const moe_st_out *t, int n, const
     json_decref(root);
     return text;
 oom:
-    st_err(err, errlen, path, "out of memory building the header");
+    moe_errf(err, errlen, path, "out of memory building the header");
 fail:
     json_decref(root);
     return NULL;
@@ -445,18 +435,18 @@ static int st_sync_dir(const char *path) {
 
 int moe_st_write(const char *path, const moe_st_out *t, int n, const char *const *meta_kv, int n_meta,
                  char *err, size_t errlen) {
-    if (n < 0 || (n > 0 && !t)) { st_err(err, errlen, path, "bad tensor list"); return -1; }
+    if (n < 0 || (n > 0 && !t)) { moe_errf(err, errlen, path, "bad tensor list"); return -1; }
     size_t hlen = 0;
     char *hdr = st_build_header(path, t, n, meta_kv, n_meta, &hlen, err, errlen);
     if (!hdr) return -1;
 
     size_t tlen = strlen(path) + 32;
     char *tmp = malloc(tlen);
-    if (!tmp) { free(hdr); st_err(err, errlen, path, "out of memory"); return -1; }
+    if (!tmp) { free(hdr); moe_errf(err, errlen, path, "out of memory"); return -1; }
     snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
-        st_err(err, errlen, path, "cannot create %s: %s", tmp, strerror(errno));
+        moe_errf(err, errlen, path, "cannot create %s: %s", tmp, strerror(errno));
         free(hdr); free(tmp);
         return -1;
     }
@@ -475,13 +465,13 @@ int moe_st_write(const char *path, const moe_st_out *t, int n, const char *const
     if (ok && rename(tmp, path) != 0) { ok = 0; what = "rename"; saved = errno; }
     if (!ok) {
         unlink(tmp);
-        st_err(err, errlen, path, "%s of %s failed: %s", what, tmp, strerror(saved));
+        moe_errf(err, errlen, path, "%s of %s failed: %s", what, tmp, strerror(saved));
         free(hdr); free(tmp);
         return -1;
     }
     free(hdr); free(tmp);
     if (st_sync_dir(path) != 0) {
-        st_err(err, errlen, path, "written, but syncing its directory failed: %s", strerror(errno));
+        moe_errf(err, errlen, path, "written, but syncing its directory failed: %s", strerror(errno));
         return -1;
     }
     return 0;
