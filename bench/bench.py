@@ -1,0 +1,425 @@
+"""Run every benchmark of the project on this machine and write results.md, .csv and .svg.
+
+bench/run.sh installs what is missing, builds moec and sgemm_rate, then calls this. Each
+measurement runs in its own process so that its peak RSS is its own; all of them use the same
+thread count. What each section measures and why is in bench/README.md.
+
+    bench.py [--quick] [--threads N] [--moec PATH] [--sgemm PATH] [--out DIR] [--work DIR]
+             [--only moe,sgemm,step,compile]
+"""
+import argparse
+import glob
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+
+import configs
+import moec_side
+import report
+from moec_side import MoecUnavailable
+from benchutil import run_isolated
+from results import Results
+from torch_moe import capacity
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SECTIONS = ("moe", "sgemm", "step", "compile")
+TORCH_TIMEOUT_S = 900
+
+
+class Context:
+    """Where things are and how every child process runs (threads, environment)."""
+
+    def __init__(self, args):
+        self.threads = args.threads
+        self.python = sys.executable
+        self.work = args.work
+        self.sgemm = args.sgemm
+        threads = str(args.threads)
+        base = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
+        # PyTorch's OpenMP pool and OpenBLAS's own threads otherwise spin against each other
+        # on the same cores (a 2-10x slower backward here); passive waiting is PyTorch's best.
+        self.torch_env = dict(base, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=HERE)
+        self.moec = moec_side.Moec(args.moec, base)
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_json(argv, env, timeout_s):
+    """Run a measuring child process; return the JSON object on its last stdout line."""
+    name = " ".join(os.path.basename(str(a)) for a in argv[:2])
+    try:
+        proc = run_isolated(argv, env, timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{name} timed out after {timeout_s} s")
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = " / ".join(proc.stderr.strip().splitlines()[-2:])
+        raise RuntimeError(f"{name} failed (rc {proc.returncode}): {tail}")
+    try:
+        return json.loads(lines[-1])
+    except ValueError:
+        raise RuntimeError(f"{name} printed no JSON: {lines[-1][:100]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine
+
+def cpu_description():
+    """CPU model, physical cores and logical CPUs from /proc/cpuinfo."""
+    model, cores, physical = platform.processor() or "unknown CPU", set(), None
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = (s.strip() for s in line.partition(":"))
+            if key == "model name":
+                model = value
+            elif key == "physical id":
+                physical = value
+            elif key == "core id":
+                cores.add((physical, value))
+    return model, len(cores) or os.cpu_count(), os.cpu_count()
+
+
+def torch_blas():
+    """Which libblas.so.3 Debian's PyTorch (BLAS_INFO=generic) resolves to."""
+    for arch in ("x86_64", "aarch64"):
+        path = f"/usr/lib/{arch}-linux-gnu/libblas.so.3"
+        if os.path.exists(path):
+            return os.path.realpath(path)
+    return "unknown"
+
+
+def openblas_version(ctx):
+    """OpenBLAS's own config string (from sgemm_rate), else the Debian package version."""
+    if ctx.sgemm and os.access(ctx.sgemm, os.X_OK):
+        try:
+            out = subprocess.run([ctx.sgemm, "--threads", "1", "--min-ms", "0", "8,8,8"],
+                                 capture_output=True, text=True, timeout=30).stdout
+            return json.loads(out.splitlines()[0])["blas"]
+        except (OSError, ValueError, IndexError, KeyError, subprocess.TimeoutExpired):
+            pass
+    proc = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libopenblas0-pthread"],
+                          capture_output=True, text=True)
+    return f"OpenBLAS {proc.stdout.strip()}" if proc.returncode == 0 else "unknown BLAS"
+
+
+def describe_machine(ctx, plan, res):
+    import torch
+    model, cores, logical = cpu_description()
+    res.machine = {
+        "cpu": model, "cores": cores, "logical_cpus": logical, "threads": ctx.threads,
+        "blas": openblas_version(ctx), "torch": torch.__version__, "torch_blas": torch_blas(),
+        "mode": "quick" if plan.quick else "full", "date": time.strftime("%Y-%m-%d %H:%M"),
+        "warmup": plan.warmup, "repeats": plan.repeats,
+        "moec": ctx.moec.path if ctx.moec.available() else "not built",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 2: the BLAS limit on each layer's expert GEMM shapes
+
+def expert_gemm_shapes(cfg):
+    """The six expert GEMMs (M, N, K, op A, op B) of one expert with m = C rows.
+
+    Forward: h = x W_fc [m,d]x[d,f], y = h W_proj [m,f]x[f,d]. Backward adds, per weight,
+    the input gradient (times W^T) and the weight gradient (x^T times the output gradient).
+    """
+    m = capacity(cfg.tokens, cfg.experts, cfg.top_k)
+    d, f = cfg.hidden, cfg.ffn
+    forward = [(m, f, d, "n", "n"), (m, d, f, "n", "n")]
+    backward = [(m, f, d, "n", "t"), (f, d, m, "t", "n"),    # through W_proj
+                (m, d, f, "n", "t"), (d, f, m, "t", "n")]    # through W_fc
+    return forward, backward
+
+
+def run_sgemm_rate(ctx, plan, shapes):
+    """sgemm_rate on the shapes: one {m, n, k, ta, tb, ms, gflops} per shape, in order."""
+    if not (ctx.sgemm and os.access(ctx.sgemm, os.X_OK)):
+        raise RuntimeError("sgemm_rate not built")
+    argv = [ctx.sgemm, "--threads", str(ctx.threads), "--min-ms", str(plan.sgemm_min_ms)]
+    argv += [",".join(str(v) for v in s) for s in shapes]
+    proc = run_isolated(argv, timeout_s=600)
+    timed = [json.loads(line) for line in proc.stdout.splitlines()[1:]]
+    if proc.returncode != 0 or len(timed) != len(shapes):
+        raise RuntimeError(f"sgemm_rate failed (rc {proc.returncode}): {proc.stderr.strip()}")
+    return timed
+
+
+def measure_sgemm(ctx, plan, res):
+    """sgemm GFLOP/s per shape, and per mode the rate of the whole set (sum FLOPs / sum time)."""
+    for cfg in plan.layers:
+        forward, backward = expert_gemm_shapes(cfg)
+        log(f"sgemm {cfg.name}")
+        try:
+            timed = run_sgemm_rate(ctx, plan, forward + backward)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+            for mode in ("fwd", "fwdbwd"):
+                res.missing("sgemm", cfg.name, "openblas", mode, ["gflops"], str(e)[:200])
+            continue
+        for t in timed:
+            res.add("sgemm", cfg.name, "openblas", f"{t['m']}x{t['n']}x{t['k']} {t['ta']}{t['tb']}",
+                    "gflops", t["gflops"], "GFLOP/s")
+        for mode, part in (("fwd", timed[:2]), ("fwdbwd", timed)):
+            flops = sum(2.0 * t["m"] * t["n"] * t["k"] for t in part)
+            res.add("sgemm", cfg.name, "openblas", mode, "gflops",
+                    flops / (sum(t["ms"] for t in part) * 1e6), "GFLOP/s")
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 1: the MoE layer
+
+def measure_layer_torch(ctx, plan, res, cfg):
+    """Both PyTorch designs, forward and forward+backward, each in its own process."""
+    for impl in ("deepspeed", "sortgather"):
+        for mode in ("fwd", "fwdbwd"):
+            log(f"moe layer {cfg.name} torch {impl} {mode}")
+            argv = [ctx.python, os.path.join(HERE, "torch_moe.py"), "--impl", impl,
+                    "--mode", mode, "--hidden", str(cfg.hidden), "--ffn", str(cfg.ffn),
+                    "--experts", str(cfg.experts), "--tokens", str(cfg.tokens),
+                    "--top-k", str(cfg.top_k), "--threads", str(ctx.threads),
+                    "--warmup", str(plan.warmup), "--repeats", str(plan.repeats),
+                    "--budget-s", str(plan.budget_s)]
+            argv += ["--residual"] if cfg.residual else []
+            try:
+                r = run_json(argv, ctx.torch_env, TORCH_TIMEOUT_S)
+            except RuntimeError as e:
+                res.missing("moe_layer", cfg.name, impl, mode,
+                            ["tokens_per_s", "ms", "peak_rss_bytes"], str(e)[:200])
+                continue
+            res.add("moe_layer", cfg.name, impl, mode, "tokens_per_s", r["tokens_per_s"], "tok/s")
+            res.add("moe_layer", cfg.name, impl, mode, "ms", r["ms"], "ms")
+            res.add("moe_layer", cfg.name, impl, mode, "peak_rss_bytes", r["peak_rss_bytes"], "B")
+
+
+def expert_flops(cfg, mode):
+    """FLOPs the expert GEMMs need for the routed tokens: 2 GEMMs of 2*d*f per token-choice."""
+    forward = cfg.tokens * cfg.top_k * 2 * 2 * cfg.hidden * cfg.ffn
+    return forward if mode == "fwd" else 3 * forward
+
+
+def build_with_plan(ctx, res, config, text, stem):
+    """Write text to STEM.moe, build it, record moec's planned memory; returns the executable."""
+    source = os.path.join(ctx.work, stem + ".moe")
+    with open(source, "w") as f:
+        f.write(text)
+    exe = os.path.join(ctx.work, stem)
+    ctx.moec.build(source, exe)
+    info = ctx.moec.info(exe)
+    res.add("memory", config, "moec", "", "arena_bytes", info["arena_bytes"], "B")
+    res.add("memory", config, "moec", "", "param_bytes", info.get("param_bytes"), "B")
+    return exe
+
+
+def measure_layer_moec(ctx, plan, res, cfg):
+    """moec's MoE-layer time (sum of '.moe.' kernels) and expert-GEMM time per step."""
+    metrics = ["tokens_per_s", "ms", "peak_rss_bytes", "expert_ms", "expert_gflops"]
+    try:
+        log(f"moe layer {cfg.name} moec build")
+        exe = build_with_plan(ctx, res, cfg.name, moec_side.layer_model_text(cfg, configs.SEQ),
+                              f"layer_{cfg.slug}")
+    except MoecUnavailable as e:
+        for mode in ("fwd", "fwdbwd"):
+            res.missing("moe_layer", cfg.name, "moec", mode, metrics, str(e))
+        return
+    batch, steps = cfg.tokens // configs.SEQ, plan.repeats   # moec warms up on its own
+    for mode in ("fwd", "fwdbwd"):
+        log(f"moe layer {cfg.name} moec {mode}")
+        try:
+            r = ctx.moec.bench(exe, mode == "fwdbwd", batch, configs.SEQ, steps)
+        except MoecUnavailable as e:
+            res.missing("moe_layer", cfg.name, "moec", mode, metrics, str(e))
+            continue
+        layer_ms = moec_side.moe_layer_ms(r["kernels"])
+        expert_ms = moec_side.expert_gemm_ms(r["kernels"])
+        note = "" if layer_ms > 0 else "no '.moe.' kernels in the breakdown"
+        res.add("moe_layer", cfg.name, "moec", mode, "tokens_per_s",
+                cfg.tokens / (layer_ms / 1e3) if layer_ms > 0 else None, "tok/s", note)
+        res.add("moe_layer", cfg.name, "moec", mode, "ms", layer_ms or None, "ms", note)
+        res.add("moe_layer", cfg.name, "moec", mode, "peak_rss_bytes", r["peak_rss_bytes"], "B")
+        res.add("moe_layer", cfg.name, "moec", mode, "expert_ms", expert_ms or None, "ms")
+        res.add("moe_layer", cfg.name, "moec", mode, "expert_gflops",
+                expert_flops(cfg, mode) / (expert_ms * 1e6) if expert_ms > 0 else None, "GFLOP/s")
+
+
+def measure_torch_baseline(ctx, res):
+    """Peak RSS of a process that only imports PyTorch: the floor under every PyTorch number."""
+    argv = [ctx.python, "-c", "import torch, benchutil; print(benchutil.peak_rss_bytes())"]
+    try:
+        value = run_json(argv, ctx.torch_env, 120)
+    except RuntimeError as e:
+        res.missing("memory", "import torch only", "torch", "", ["peak_rss_bytes"], str(e))
+        return
+    res.add("memory", "import torch only", "torch", "", "peak_rss_bytes", value, "B")
+
+
+def measure_layers(ctx, plan, res):
+    measure_torch_baseline(ctx, res)
+    for cfg in plan.layers:
+        measure_layer_torch(ctx, plan, res, cfg)
+        measure_layer_moec(ctx, plan, res, cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 3: the whole training step
+
+def measure_step_torch(ctx, plan, res, m):
+    """PyTorch eager: median time of forward, backward, clipping and AdamW (torch_model.py)."""
+    log(f"step {m.name} torch")
+    argv = [ctx.python, os.path.join(HERE, "torch_model.py"), "--vocab", str(m.vocab),
+            "--context", str(m.context), "--layers", str(m.layers), "--hidden", str(m.hidden),
+            "--heads", str(m.heads), "--ffn", str(m.ffn),
+            "--moe-layers", ",".join(map(str, m.moe_layers)),
+            "--experts", ",".join(map(str, m.experts)), "--top-k", str(m.top_k),
+            "--batch", str(m.batch), "--threads", str(ctx.threads),
+            "--warmup", str(plan.warmup), "--repeats", str(plan.repeats),
+            "--budget-s", str(plan.budget_s)]
+    argv += ["--residual"] if m.residual else []
+    try:
+        r = run_json(argv, ctx.torch_env, TORCH_TIMEOUT_S)
+    except RuntimeError as e:
+        res.missing("step", m.name, "torch", "train", ["tokens_per_s", "ms", "peak_rss_bytes"],
+                    str(e)[:200])
+        return
+    res.add("step", m.name, "torch", "train", "tokens_per_s", r["tokens_per_s"], "tok/s",
+            f"PyTorch eager, {r['impl']} MoE")
+    res.add("step", m.name, "torch", "train", "ms", r["ms"], "ms")
+    res.add("step", m.name, "torch", "train", "peak_rss_bytes", r["peak_rss_bytes"], "B")
+    res.add("step", m.name, "torch", "train", "params", r["params"], "")
+
+
+def measure_step_moec(ctx, plan, res, m, index):
+    """moec: EXE bench --train on the same model written as a .moe file."""
+    metrics = ["tokens_per_s", "ms", "peak_rss_bytes"]
+    log(f"step {m.name} moec")
+    try:
+        exe = build_with_plan(ctx, res, m.name, moec_side.whole_model_text(m), f"model_{index}")
+        r = ctx.moec.bench(exe, True, m.batch, m.context, plan.repeats)
+    except MoecUnavailable as e:
+        res.missing("step", m.name, "moec", "train", metrics, str(e))
+        return
+    res.add("step", m.name, "moec", "train", "tokens_per_s", r["tokens_per_s"], "tok/s")
+    res.add("step", m.name, "moec", "train", "ms", r["step_ms"], "ms")
+    res.add("step", m.name, "moec", "train", "peak_rss_bytes", r["peak_rss_bytes"], "B")
+
+
+def measure_steps(ctx, plan, res):
+    for index, m in enumerate(plan.models):
+        measure_step_torch(ctx, plan, res, m)
+        measure_step_moec(ctx, plan, res, m, index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 5: compile time
+
+def models_in(source):
+    """The names of the models a .moe file defines, in order (`model NAME` at a line start)."""
+    with open(source, encoding="utf-8", errors="replace") as f:
+        return re.findall(r"^\s*model\s+([A-Za-z_][A-Za-z0-9_]*)", f.read(), re.MULTILINE)
+
+
+def machine_memory_bytes():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def training_state_bytes(stats):
+    """Weights + gradients + optimizer state per rank from `moec stats --json`, else 16 B/param."""
+    memory = stats.get("memory_per_rank") or {}
+    total = sum(memory.get(k, 0) for k in ("weights", "grads", "optimizer"))
+    return total or 16 * stats.get("params", {}).get("total", 0)
+
+
+def model_to_compile(ctx, source):
+    """(model, None) for the last model of the file that fits this machine, else (None, why).
+
+    The last model is the file's default target. A model fits when its training state per
+    rank (moec stats) fits in this machine's memory; bigger ones cannot train here.
+    """
+    why = "no model in the file"
+    for model in reversed(models_in(source)):
+        state = training_state_bytes(ctx.moec.stats(source, model) or {})
+        if state <= machine_memory_bytes():
+            return model, None
+        why = f"skipped: no model fits ({model}: training state {state / 2**30:.0f} GiB)"
+    return None, why
+
+
+def measure_compile(ctx, plan, res):
+    """moec build --model M --timings on each examples/*.moe (see model_to_compile)."""
+    examples = sorted(glob.glob(os.path.join(ROOT, "examples", "*.moe")))
+    if not examples:
+        res.missing("compile", "examples/*.moe", "moec", "", ["wall_ms"], "no examples yet")
+    for source in examples:
+        model, why = model_to_compile(ctx, source)
+        if model is None:
+            res.missing("compile", os.path.relpath(source, ROOT), "moec", "", ["wall_ms"], why)
+        else:
+            compile_model(ctx, plan, res, source, model)
+
+
+def compile_model(ctx, plan, res, source, model):
+    name = f"{os.path.relpath(source, ROOT)} {model}"
+    log(f"compile {name}")
+    exe = os.path.join(ctx.work, f"compile_{model}")
+    try:
+        timings, wall_ms = ctx.moec.build(source, exe, timings=True,
+                                          timeout_s=plan.compile_timeout_s, model=model)
+    except MoecUnavailable as e:
+        res.missing("compile", name, "moec", "", ["wall_ms"], str(e))
+        return
+    for key in ("front_ms", "lower_ms", "codegen_ms", "cc_ms"):
+        res.add("compile", name, "moec", "", key, timings.get(key), "ms")
+    res.add("compile", name, "moec", "", "wall_ms", wall_ms, "ms")
+
+
+# ---------------------------------------------------------------------------------------------
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="scaled-down shapes, fewer repeats")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--moec", default=os.path.join(ROOT, "build-bench", "moec"))
+    ap.add_argument("--sgemm", default=os.path.join(ROOT, "build-bench", "sgemm_rate"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--work", default=os.path.join(ROOT, "build-bench", "bench"))
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help="comma-separated subset of " + ",".join(SECTIONS))
+    args = ap.parse_args(argv)
+    args.only = set(args.only.split(","))
+    if not args.only <= set(SECTIONS):
+        ap.error(f"--only takes {', '.join(SECTIONS)}")
+    return args
+
+
+def main(argv):
+    args = parse_args(argv)
+    start = time.time()
+    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.work, exist_ok=True)
+    ctx, plan, res = Context(args), configs.make_plan(args.quick), Results()
+    describe_machine(ctx, plan, res)
+    log(f"{res.machine['cpu']}, {ctx.threads} threads, moec: {res.machine['moec']}")
+    if "sgemm" in args.only:
+        measure_sgemm(ctx, plan, res)
+    if "moe" in args.only:
+        measure_layers(ctx, plan, res)
+    if "step" in args.only:
+        measure_steps(ctx, plan, res)
+    if "compile" in args.only:
+        measure_compile(ctx, plan, res)
+    paths = report.write_all(res, plan, args.out)
+    log(f"wrote {', '.join(os.path.relpath(p) for p in paths)} in {time.time() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
