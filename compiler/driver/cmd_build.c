@@ -32,6 +32,9 @@
 #ifndef MOE_BLAS_LIBDIR
 #define MOE_BLAS_LIBDIR "/usr/lib"
 #endif
+#ifndef MOE_CC
+#define MOE_CC "cc"
+#endif
 #ifndef MOE_SANITIZE_FLAGS
 #define MOE_SANITIZE_FLAGS ""
 #endif
@@ -82,7 +85,8 @@ static int run_cc(const char *dir, const char *out, int opt) {
         fprintf(stderr, "moec: cannot find the runtime library libmoert.a (set MOEC_RUNTIME_DIR)\n");
         return -1;
     }
-    const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
+    /* the compiler moec was built with: the runtime's objects need its OpenMP runtime */
+    const char *cc = getenv("MOEC_CC") && *getenv("MOEC_CC") ? getenv("MOEC_CC") : MOE_CC;
     char *cmd = NULL;
     size_t len = 0;
     FILE *m = open_memstream(&cmd, &len);
