@@ -51,6 +51,10 @@ static int load_offset(const md_model *m, int mi) {
     return o;
 }
 
+/* Grouped-GEMM variant (k_moe.h): experts across threads when there are many of them;
+ * until `moec tune` measures the machine, this rule stands in for its database. */
+static int expert_variant(const ir_node *n) { return n->a[1] >= 8 ? 2 : 1; }
+
 static void emit_act(em *e, const ir_node *n, int bwd) {
     int act = (int)n->a[0];
     int64_t f = n->a[1];
@@ -182,13 +186,14 @@ static void emit_node(em *e, const ir_node *n) {
         break;
     }
     case IR_EXPERT_MM:
-        cg_line(b, "k_moe_expert_fwd(%s, %s, %s, %s, %s, %d, %lld, %lld);", ptr(e, out[0]), ptr(e, in[0]), ptr(e, in[1]),
-                ptr(e, in[2]), iptr(e, in[3]), (int)n->a[1], (long long)width(e, in[0]), (long long)width(e, out[0]));
+        cg_line(b, "k_moe_expert_fwd(%s, %s, %s, %s, %s, %d, %lld, %lld, %d);", ptr(e, out[0]), ptr(e, in[0]),
+                ptr(e, in[1]), ptr(e, in[2]), iptr(e, in[3]), (int)n->a[1], (long long)width(e, in[0]),
+                (long long)width(e, out[0]), expert_variant(n));
         break;
     case IR_EXPERT_MM_BWD:
-        cg_line(b, "k_moe_expert_bwd(%s, %s, %s, %s, %s, %s, %s, %d, %lld, %lld, %d);", ptr(e, out[0]), ptr(e, out[1]),
-                ptr(e, out[2]), ptr(e, in[0]), ptr(e, in[1]), ptr(e, in[2]), iptr(e, in[3]), (int)n->a[1],
-                (long long)width(e, in[1]), (long long)width(e, in[0]), n->acc[0]);
+        cg_line(b, "k_moe_expert_bwd(%s, %s, %s, %s, %s, %s, %s, %d, %lld, %lld, %d, %d);", ptr(e, out[0]),
+                ptr(e, out[1]), ptr(e, out[2]), ptr(e, in[0]), ptr(e, in[1]), ptr(e, in[2]), iptr(e, in[3]),
+                (int)n->a[1], (long long)width(e, in[1]), (long long)width(e, in[0]), n->acc[0], expert_variant(n));
         break;
     case IR_COMBINE:
         cg_line(b, "k_moe_combine_fwd(%s, %s, %s, %s, %s, %s, S, %lld, %d, %lld);", ptr(e, out[0]), ptr(e, in[0]),

@@ -320,37 +320,59 @@ static inline void k_moe_dispatch_bwd(float *dx, const float *dxd, const int32_t
     }
 }
 
-/* Grouped GEMM: expert e's rows [off[e], off[e+1]) of x [R,K] times W[e] [K,N] plus b[e]. */
+/* Grouped GEMM, numbered variants (bench/kernels/expert_mm.c validates and times them;
+ * the compiler picks one per layer):
+ *   1: experts in turn, each GEMM threaded by BLAS   - few, large experts
+ *   2: experts spread over OpenMP threads, each GEMM on one thread (OpenBLAS's OpenMP
+ *      build runs single-threaded inside a parallel region) - many small experts
+ * Every expert's block is computed by one fixed sequence of operations either way, so
+ * both variants give bitwise the same result. */
+static inline void k_expert_fwd_one(int e, float *y, const float *x, const float *W, const float *b,
+                                    const int32_t *off, int K, int N) {
+    int n = off[e + 1] - off[e];
+    if (n == 0) return;
+    float *ye = y + (int64_t)off[e] * N;
+    const float *be = b + (int64_t)e * N;
+    for (int r = 0; r < n; r++) memcpy(ye + (int64_t)r * N, be, sizeof(float) * (size_t)N);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, N, K, 1.0f, x + (int64_t)off[e] * K, K,
+                W + (int64_t)e * K * N, N, 1.0f, ye, N);
+}
+
+/* y [R,N] = x [R,K] W[e] [K,N] + b[e] over expert e's rows [off[e], off[e+1]). */
 static inline void k_moe_expert_fwd(float *y, const float *x, const float *W, const float *b, const int32_t *counts,
-                                    int E, int K, int N) {
+                                    int E, int K, int N, int variant) {
     const int32_t *off = counts + E;
-    for (int e = 0; e < E; e++) {
-        int n = off[e + 1] - off[e];
-        if (n == 0) continue;
-        float *ye = y + (int64_t)off[e] * N;
-        const float *be = b + (int64_t)e * N;
-        for (int r = 0; r < n; r++) memcpy(ye + (int64_t)r * N, be, sizeof(float) * (size_t)N);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, N, K, 1.0f, x + (int64_t)off[e] * K, K,
-                    W + (int64_t)e * K * N, N, 1.0f, ye, N);
+    if (variant == 2) {
+        #pragma omp parallel for schedule(dynamic, 1)
+        for (int e = 0; e < E; e++) k_expert_fwd_one(e, y, x, W, b, off, K, N);
+    } else {
+        for (int e = 0; e < E; e++) k_expert_fwd_one(e, y, x, W, b, off, K, N);
     }
+}
+
+static inline void k_expert_bwd_one(int e, float *dx, float *dW, float *db, const float *dy, const float *x,
+                                    const float *W, const int32_t *off, int K, int N, int acc) {
+    int n = off[e + 1] - off[e];
+    if (n == 0) return;
+    const float *dye = dy + (int64_t)off[e] * N, *xe = x + (int64_t)off[e] * K;
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, N, 1.0f, dye, N, W + (int64_t)e * K * N, N,
+                    acc ? 1.0f : 0.0f, dx + (int64_t)off[e] * K, K);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, n, 1.0f, xe, K, dye, N, 1.0f, dW + (int64_t)e * K * N, N);
+    float *dbe = db + (int64_t)e * N;
+    for (int r = 0; r < n; r++)
+        for (int c = 0; c < N; c++) dbe[c] += dye[(int64_t)r * N + c];
 }
 
 /* dx (acc) = dy W[e]^T; dW[e] += x^T dy; db[e] += column sums of dy, per expert block. */
 static inline void k_moe_expert_bwd(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
-                                    const int32_t *counts, int E, int K, int N, int acc) {
+                                    const int32_t *counts, int E, int K, int N, int acc, int variant) {
     const int32_t *off = counts + E;
-    for (int e = 0; e < E; e++) {
-        int n = off[e + 1] - off[e];
-        if (n == 0) continue;
-        const float *dye = dy + (int64_t)off[e] * N, *xe = x + (int64_t)off[e] * K;
-        if (dx)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, N, 1.0f, dye, N, W + (int64_t)e * K * N, N,
-                        acc ? 1.0f : 0.0f, dx + (int64_t)off[e] * K, K);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, n, 1.0f, xe, K, dye, N, 1.0f,
-                    dW + (int64_t)e * K * N, N);
-        float *dbe = db + (int64_t)e * N;
-        for (int r = 0; r < n; r++)
-            for (int c = 0; c < N; c++) dbe[c] += dye[(int64_t)r * N + c];
+    if (variant == 2) {
+        #pragma omp parallel for schedule(dynamic, 1)
+        for (int e = 0; e < E; e++) k_expert_bwd_one(e, dx, dW, db, dy, x, W, off, K, N, acc);
+    } else {
+        for (int e = 0; e < E; e++) k_expert_bwd_one(e, dx, dW, db, dy, x, W, off, K, N, acc);
     }
 }
 

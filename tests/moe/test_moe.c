@@ -37,8 +37,8 @@ static double forward(const layer *L, fwd *o) {
     float loads[E] = {0};
     k_moe_gate_fwd(o->route, o->counts, L->x, L->wg, S, D, E, L->W, &g, o->st, loads);
     k_moe_dispatch_fwd(o->xd, L->x, o->route, S, D, L->k, L->W);
-    k_moe_expert_fwd(o->h, o->xd, L->w1, L->b1, o->counts, E, D, F);
-    k_moe_expert_fwd(o->yd, o->h, L->w2, L->b2, o->counts, E, F, D);
+    k_moe_expert_fwd(o->h, o->xd, L->w1, L->b1, o->counts, E, D, F, 1);
+    k_moe_expert_fwd(o->yd, o->h, L->w2, L->b2, o->counts, E, F, D, 2);
     for (int s = 0; s < S; s++)
         for (int c = 0; c < 2; c++) {
             float a = 0;
@@ -77,8 +77,8 @@ static void fd_check(int k) {
           db2[E * D] = {0}, dcw[D * 2] = {0}, dlg[S * E];
     memcpy(dy, L.R, sizeof dy);
     k_moe_combine_bwd(dyd, dw, NULL, dcoef, dmlp, dy, o.yd, o.route, o.coef, L.mlp, S, D, k, L.W, 0, 0);
-    k_moe_expert_bwd(dh, dw2, db2, dyd, o.h, L.w2, o.counts, E, F, D, 0);
-    k_moe_expert_bwd(dxd, dw1, db1, dh, o.xd, L.w1, o.counts, E, D, F, 0);
+    k_moe_expert_bwd(dh, dw2, db2, dyd, o.h, L.w2, o.counts, E, F, D, 0, 1);
+    k_moe_expert_bwd(dxd, dw1, db1, dh, o.xd, L.w1, o.counts, E, D, F, 0, 2);
     k_moe_dispatch_bwd(dx, dxd, o.route, S, D, k, L.W, 0);
     k_moe_gate_bwd(dx, dwg, dlg, dw, o.route, L.x, L.wg, S, D, E, L.W, k, L.aux_coef, L.z_coef, 1.0f, 1);
     for (int s = 0; s < S; s++)
