@@ -12,6 +12,23 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Peak resident set of this process from /proc (VmHWM): unlike getrusage's ru_maxrss it
+ * does not inherit the peak of a parent that exec'ed us. Falls back to ru_maxrss. */
+static long long peak_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    if (kb < 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        kb = ru.ru_maxrss;
+    }
+    return kb * 1024;
+}
+
 static void one_step(moe_rt *rt, int train) {
     if (!train) { moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD); return; }
     memset(rt->grads, 0, sizeof(float) * (size_t)rt->prog->param_floats);
@@ -54,15 +71,14 @@ int cli_bench(int argc, char **argv) {
     double t0 = now_ms();
     for (long long i = 0; i < steps; i++) one_step(rt, train);
     double total = now_ms() - t0, step_ms = total / (double)steps;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
+    long long rss = peak_rss_bytes();
     double tps = (double)B * T / (step_ms / 1e3);
     double sum = 0;
     for (int i = 0; i < p->n_steps; i++) sum += rt->step_ms[i];
     if (moe_arg(f, nf, "--json")) {
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"tokens_per_s\": %.3f, "
                "\"step_ms\": %.4f, \"peak_rss_bytes\": %lld, \"arena_bytes\": %lld, \"kernels\": [",
-               p->model, train ? "train" : "infer", B, T, tps, step_ms, (long long)ru.ru_maxrss * 1024,
+               p->model, train ? "train" : "infer", B, T, tps, step_ms, rss,
                (long long)p->arena_floats * 4);
         int first = 1;
         for (int i = 0; i < p->n_steps; i++) {
@@ -74,7 +90,7 @@ int cli_bench(int argc, char **argv) {
         printf("]}\n");
     } else {
         printf("%s %s: batch %lld x %lld, %.1f tokens/s, %.2f ms/step, peak RSS %.1f MiB\n", p->model,
-               train ? "train" : "infer", B, T, tps, step_ms, ru.ru_maxrss / 1024.0);
+               train ? "train" : "infer", B, T, tps, step_ms, rss / 1048576.0);
         /* the 25 most expensive steps */
         int *idx = malloc(sizeof(int) * (size_t)p->n_steps);
         for (int i = 0; idx && i < p->n_steps; i++) idx[i] = i;
