@@ -53,7 +53,7 @@ static int load_offset(const md_model *m, int mi) {
 
 /* Grouped-GEMM variant (k_moe.h): experts across threads when there are many of them;
  * until `moec tune` measures the machine, this rule stands in for its database. */
-static int expert_variant(const ir_node *n) { return n->a[1] >= 8 ? 2 : 1; }
+static int expert_variant(const ir_node *n) { return n->a[1] >= 4 ? 2 : 1; }
 
 static void emit_act(em *e, const ir_node *n, int bwd) {
     int act = (int)n->a[0];
