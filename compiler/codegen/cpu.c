@@ -29,8 +29,6 @@ static const char *ptr(em *e, int id) {
 static const char *iptr(em *e, int id) { return arena_printf(e->a, "(int32_t *)%s", ptr(e, id)); }
 static int64_t width(em *e, int id) { return e->g->t[id].width; }
 
-static const md_param *param_of(em *e, int id) { return &e->g->params[e->g->t[id].param]; }
-
 /* the routed row count R = off[E] of a counts tensor */
 static const char *rows_R(em *e, int counts, int E) {
     return arena_printf(e->a, "((int32_t *)%s)[%d]", ptr(e, counts), 2 * E);
@@ -241,7 +239,6 @@ static void emit_node(em *e, const ir_node *n) {
     default:
         cg_line(b, "#error \"no CPU code for op %s\"", ir_op_name(n->op));
     }
-    (void)param_of;
 }
 
 static void emit_steps(em *e, const char *table) {
