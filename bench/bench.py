@@ -197,9 +197,10 @@ def measure_layer_torch(ctx, plan, res, cfg):
             res.add("moe_layer", cfg.name, impl, mode, "peak_rss_bytes", r["peak_rss_bytes"], "B")
 
 
-def expert_flops(cfg, mode):
-    """FLOPs the expert GEMMs need for the routed tokens: 2 GEMMs of 2*d*f per token-choice."""
-    forward = cfg.tokens * cfg.top_k * 2 * 2 * cfg.hidden * cfg.ffn
+def expert_flops(cfg, mode, dropped_fraction=0.0):
+    """FLOPs the expert GEMMs need for the routed tokens: 2 GEMMs of 2*d*f per kept
+    token-choice (moec computes no dropped or padded rows, so those are not counted)."""
+    forward = cfg.tokens * cfg.top_k * (1.0 - dropped_fraction) * 2 * 2 * cfg.hidden * cfg.ffn
     return forward if mode == "fwd" else 3 * forward
 
 
@@ -244,7 +245,8 @@ def measure_layer_moec(ctx, plan, res, cfg):
         res.add("moe_layer", cfg.name, "moec", mode, "peak_rss_bytes", r["peak_rss_bytes"], "B")
         res.add("moe_layer", cfg.name, "moec", mode, "expert_ms", expert_ms or None, "ms")
         res.add("moe_layer", cfg.name, "moec", mode, "expert_gflops",
-                expert_flops(cfg, mode) / (expert_ms * 1e6) if expert_ms > 0 else None, "GFLOP/s")
+                expert_flops(cfg, mode, r.get("dropped_fraction", 0.0)) / (expert_ms * 1e6) if expert_ms > 0 else None,
+                "GFLOP/s")
 
 
 def measure_torch_baseline(ctx, res):

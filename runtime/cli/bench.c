@@ -72,14 +72,17 @@ int cli_bench(int argc, char **argv) {
     for (long long i = 0; i < steps; i++) one_step(rt, train);
     double total = now_ms() - t0, step_ms = total / (double)steps;
     long long rss = peak_rss_bytes();
+    double moe[4];
+    cli_moe_sums(rt, moe);      /* routing of the last step: the expert work actually done */
     double tps = (double)B * T / (step_ms / 1e3);
     double sum = 0;
     for (int i = 0; i < p->n_steps; i++) sum += rt->step_ms[i];
     if (moe_arg(f, nf, "--json")) {
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"tokens_per_s\": %.3f, "
-               "\"step_ms\": %.4f, \"peak_rss_bytes\": %lld, \"arena_bytes\": %lld, \"kernels\": [",
-               p->model, train ? "train" : "infer", B, T, tps, step_ms, rss,
-               (long long)p->arena_floats * 4);
+               "\"step_ms\": %.4f, \"peak_rss_bytes\": %lld, \"arena_bytes\": %lld, \"dropped_fraction\": %.6f, "
+               "\"kernels\": [",
+               p->model, train ? "train" : "infer", B, T, tps, step_ms, rss, (long long)p->arena_floats * 4,
+               moe[3] > 0 ? moe[2] / moe[3] : 0.0);
         int first = 1;
         for (int i = 0; i < p->n_steps; i++) {
             if (rt->step_ms[i] == 0.0) continue;
