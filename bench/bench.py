@@ -232,7 +232,7 @@ def measure_layer_moec(ctx, plan, res, cfg):
     for mode in ("fwd", "fwdbwd"):
         log(f"moe layer {cfg.name} moec {mode}")
         try:
-            r = ctx.moec.bench(exe, mode == "fwdbwd", batch, configs.SEQ, steps)
+            r = ctx.moec.bench(exe, "grad" if mode == "fwdbwd" else "infer", batch, configs.SEQ, steps)
         except MoecUnavailable as e:
             res.missing("moe_layer", cfg.name, "moec", mode, metrics, str(e))
             continue
@@ -301,7 +301,7 @@ def measure_step_moec(ctx, plan, res, m, index):
     log(f"step {m.name} moec")
     try:
         exe = build_with_plan(ctx, res, m.name, moec_side.whole_model_text(m), f"model_{index}")
-        r = ctx.moec.bench(exe, True, m.batch, m.context, plan.repeats)
+        r = ctx.moec.bench(exe, "train", m.batch, m.context, plan.repeats)
     except MoecUnavailable as e:
         res.missing("step", m.name, "moec", "train", metrics, str(e))
         return

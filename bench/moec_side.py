@@ -139,9 +139,11 @@ class Moec:
             return None
         return _last_json_object(stdout)
 
-    def bench(self, exe, train, batch, seq, steps):
-        """EXE bench --train|--infer --json ...: tokens_per_s, step_ms, peak_rss_bytes, kernels."""
-        mode = "--train" if train else "--infer"
+    def bench(self, exe, mode, batch, seq, steps):
+        """EXE bench --MODE --json ...: tokens_per_s, step_ms, peak_rss_bytes, kernels.
+        mode: "infer" (forward), "grad" (forward + backward, no optimizer state, as a
+        layer benchmark compares), "train" (forward, backward and AdamW)."""
+        mode = "--" + mode
         argv = [exe, "bench", mode, "--json", "--batch", str(batch), "--seq", str(seq),
                 "--steps", str(steps)]
         stdout, _ = self._run(argv, f"bench {mode}")

@@ -12,7 +12,7 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-moe_rt *moe_rt_create(const moe_program *p, int train, int decode, char *err, size_t errlen) {
+moe_rt *moe_rt_create(const moe_program *p, int need, int decode, char *err, size_t errlen) {
     if (p->abi != MOE_ABI_VERSION) {
         snprintf(err, errlen, "program ABI %d does not match the runtime's %d", p->abi, MOE_ABI_VERSION);
         return NULL;
@@ -32,11 +32,11 @@ moe_rt *moe_rt_create(const moe_program *p, int train, int decode, char *err, si
     rt->step_ms = calloc((size_t)p->n_steps + 1, sizeof(double));
     float *loads = calloc((size_t)rt->n_loads + 1, sizeof(float));
     int ok = rt->params && rt->arena && rt->tokens && rt->targets && rt->stats && rt->step_ms && loads;
-    if (ok && train) {
-        rt->grads = rt->dev->alloc(pb);
+    if (ok && need >= MOE_RT_GRADS) ok = (rt->grads = rt->dev->alloc(pb)) != NULL;
+    if (ok && need >= MOE_RT_OPTIMIZER) {
         rt->adam_m = rt->dev->alloc(pb);
         rt->adam_v = rt->dev->alloc(pb);
-        ok = rt->grads && rt->adam_m && rt->adam_v;
+        ok = rt->adam_m && rt->adam_v;
     }
     if (ok && decode) ok = (rt->dec_arena = rt->dev->alloc((size_t)p->dec_arena_floats * sizeof(float))) != NULL;
     moe_ctx *c = &rt->ctx;
@@ -52,7 +52,7 @@ moe_rt *moe_rt_create(const moe_program *p, int train, int decode, char *err, si
     c->clip = 1.0;
     if (!ok) {
         snprintf(err, errlen, "out of memory allocating %.1f MiB of buffers",
-                 ((double)pb * (train ? 4 : 1) + p->arena_floats * 4.0) / 1048576.0);
+                 ((double)pb * (need == MOE_RT_OPTIMIZER ? 4 : need + 1) + p->arena_floats * 4.0) / 1048576.0);
         moe_rt_destroy(rt);
         return NULL;
     }

@@ -38,9 +38,12 @@ struct moe_rt {
     int timing;
 };
 
-/* Returns NULL and fills err on failure (allocation). `train` allocates gradients and
- * optimizer state; `decode` allocates the KV-cache arena. */
-moe_rt *moe_rt_create(const moe_program *p, int train, int decode, char *err, size_t errlen);
+/* What a runtime holds besides the parameters and the arena. */
+enum { MOE_RT_INFER = 0, MOE_RT_GRADS = 1, MOE_RT_OPTIMIZER = 2 /* gradients and AdamW state */ };
+
+/* Returns NULL and fills err on failure (allocation). `need` is MOE_RT_*; `decode`
+ * allocates the KV-cache arena. */
+moe_rt *moe_rt_create(const moe_program *p, int need, int decode, char *err, size_t errlen);
 void moe_rt_destroy(moe_rt *rt);
 
 /* Initialises every parameter from the seed (moe-semantics.md section 1). */

@@ -29,16 +29,19 @@ static long long peak_rss_bytes(void) {
     return kb * 1024;
 }
 
-static void one_step(moe_rt *rt, int train) {
-    if (!train) { moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD); return; }
+/* need: MOE_RT_INFER = forward, MOE_RT_GRADS = forward + backward, MOE_RT_OPTIMIZER = + AdamW */
+static void one_step(moe_rt *rt, int need) {
+    if (need == MOE_RT_INFER) { moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD); return; }
     memset(rt->grads, 0, sizeof(float) * (size_t)rt->prog->param_floats);
     moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
+    if (need == MOE_RT_GRADS) return;
     rt->ctx.opt_step++;
     moe_rt_run(rt, MOE_PHASE_OPT, MOE_PHASE_OPT);
 }
 
 int cli_bench(int argc, char **argv) {
     moe_flag f[] = {{"--train", 0, "forward, backward and AdamW (default)", NULL},
+                    {"--grad", 0, "forward and backward only (no optimizer state)", NULL},
                     {"--infer", 0, "forward only, evaluation mode", NULL},
                     {"--batch", 1, "sequences (default train.batch)", NULL},
                     {"--seq", 1, "tokens per sequence (default context)", NULL},
@@ -55,8 +58,10 @@ int cli_bench(int argc, char **argv) {
     if (moe_arg_int(f, nf, "--batch", p->batch, 1, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, &T) ||
         moe_arg_int(f, nf, "--steps", 10, 1, &steps) || moe_arg_int(f, nf, "--warmup", 2, 0, &warm))
         return 1;
-    int train = !moe_arg(f, nf, "--infer");
-    moe_rt *rt = cli_rt(train, 0);
+    int need = moe_arg(f, nf, "--infer") ? MOE_RT_INFER : moe_arg(f, nf, "--grad") ? MOE_RT_GRADS : MOE_RT_OPTIMIZER;
+    int train = need != MOE_RT_INFER;
+    static const char *const mode_name[] = {"infer", "grad", "train"};
+    moe_rt *rt = cli_rt(need, 0);
     if (!rt) return 1;
     char err[512];
     moe_data *data = NULL;
@@ -65,11 +70,11 @@ int cli_bench(int argc, char **argv) {
     moe_rt_init_params(rt, (uint64_t)p->seed);
     moe_data_train_batch(data, (uint64_t)p->seed, 0, 0, (int)B, (int)T, rt->tokens, rt->targets);
     rt->ctx.mode = train ? MOE_MODE_TRAIN : MOE_MODE_EVAL;
-    for (long long i = 0; i < warm; i++) one_step(rt, train);
+    for (long long i = 0; i < warm; i++) one_step(rt, need);
     rt->timing = 1;
     memset(rt->step_ms, 0, sizeof(double) * (size_t)p->n_steps);
     double t0 = now_ms();
-    for (long long i = 0; i < steps; i++) one_step(rt, train);
+    for (long long i = 0; i < steps; i++) one_step(rt, need);
     double total = now_ms() - t0, step_ms = total / (double)steps;
     long long rss = peak_rss_bytes();
     double moe[4];
@@ -81,7 +86,7 @@ int cli_bench(int argc, char **argv) {
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"tokens_per_s\": %.3f, "
                "\"step_ms\": %.4f, \"peak_rss_bytes\": %lld, \"arena_bytes\": %lld, \"dropped_fraction\": %.6f, "
                "\"kernels\": [",
-               p->model, train ? "train" : "infer", B, T, tps, step_ms, rss, (long long)p->arena_floats * 4,
+               p->model, mode_name[need], B, T, tps, step_ms, rss, (long long)p->arena_floats * 4,
                moe[3] > 0 ? moe[2] / moe[3] : 0.0);
         int first = 1;
         for (int i = 0; i < p->n_steps; i++) {
@@ -93,7 +98,7 @@ int cli_bench(int argc, char **argv) {
         printf("]}\n");
     } else {
         printf("%s %s: batch %lld x %lld, %.1f tokens/s, %.2f ms/step, peak RSS %.1f MiB\n", p->model,
-               train ? "train" : "infer", B, T, tps, step_ms, rss / 1048576.0);
+               mode_name[need], B, T, tps, step_ms, rss / 1048576.0);
         /* the 25 most expensive steps */
         int *idx = malloc(sizeof(int) * (size_t)p->n_steps);
         for (int i = 0; idx && i < p->n_steps; i++) idx[i] = i;

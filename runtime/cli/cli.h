@@ -16,7 +16,7 @@ int cli_info(int argc, char **argv);
 
 /* shared helpers (main.c) */
 int cli_check_device(const char *dev);               /* 0 for cpu (or unset) */
-moe_rt *cli_rt(int train, int decode);               /* message printed on failure */
+moe_rt *cli_rt(int need, int decode);                /* MOE_RT_*; message printed on failure */
 int cli_load(moe_rt *rt, const char *path);          /* weights only; message printed */
 moe_data *cli_data(const char *spec);
 extern const char *moe_cmd_name;    /* the running subcommand */

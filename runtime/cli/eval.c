@@ -7,7 +7,7 @@
 typedef struct evopts { moe_rt *rt; moe_data *data; int B, T; } evopts;
 
 /* common set-up: flags, device, runtime, checkpoint, data, batch shape */
-static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, int train, evopts *o) {
+static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, int need, evopts *o) {
     int r = moe_args_parse(moe_prog_name, cmd, argc, argv, f, nf);
     if (r) return r > 0 ? 1 : -1;
     if (cli_check_device(moe_arg(f, nf, "--device"))) return -1;
@@ -15,7 +15,7 @@ static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, in
     long long B, T;
     if (moe_arg_int(f, nf, "--batch", p->batch, 1, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, &T)) return -1;
     if (!moe_arg(f, nf, "--data")) { cli_fail("--data FILE is required"); return -1; }
-    o->rt = cli_rt(train, 0);
+    o->rt = cli_rt(need, 0);
     if (!o->rt) return -1;
     char err[512];
     if (moe_rt_shape(o->rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); return -1; }
@@ -44,7 +44,7 @@ int cli_eval(int argc, char **argv) {
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     evopts o = {0};
-    int r = setup("eval", f, nf, argc, argv, 0, &o);
+    int r = setup("eval", f, nf, argc, argv, MOE_RT_INFER, &o);
     if (r) { teardown(&o); return r > 0 ? 0 : 1; }
     moe_rt *rt = o.rt;
     rt->ctx.mode = MOE_MODE_EVAL;
@@ -73,7 +73,7 @@ int cli_grad(int argc, char **argv) {
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     evopts o = {0};
-    int r = setup("grad", f, nf, argc, argv, 1, &o);
+    int r = setup("grad", f, nf, argc, argv, MOE_RT_GRADS, &o);
     if (!r && !moe_arg(f, nf, "--out")) { cli_fail("--out FILE is required"); r = -1; }
     if (r) { teardown(&o); return r > 0 ? 0 : 1; }
     moe_rt *rt = o.rt;

@@ -104,7 +104,7 @@ int cli_generate(int argc, char **argv) {
     int ctxlen = (int)p->context, V = (int)p->vocab;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)ctxlen);
     double *probs = malloc(sizeof(double) * (size_t)V);
-    moe_rt *rt = tok && probs ? cli_rt(0, 1) : NULL;
+    moe_rt *rt = tok && probs ? cli_rt(MOE_RT_INFER, 1) : NULL;
     int rc = 0;
     if (!rt || cli_load(rt, moe_arg(f, nf, "--checkpoint"))) rc = 1;
     const char *prompt = moe_arg(f, nf, "--prompt") ? moe_arg(f, nf, "--prompt") : (V >= 256 ? "\n" : "0");

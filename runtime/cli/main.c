@@ -30,9 +30,9 @@ int cli_check_device(const char *dev) {
     return -1;
 }
 
-moe_rt *cli_rt(int train, int decode) {
+moe_rt *cli_rt(int need, int decode) {
     char err[512];
-    moe_rt *rt = moe_rt_create(&moe_program_def, train, decode, err, sizeof err);
+    moe_rt *rt = moe_rt_create(&moe_program_def, need, decode, err, sizeof err);
     if (!rt) cli_fail("%s", err);
     return rt;
 }
@@ -102,7 +102,7 @@ static void usage(FILE *out) {
         "  eval      --checkpoint PATH --data FILE [--batch B] [--seq T]\n"
         "  grad      --checkpoint PATH --data FILE --out FILE [--batch B] [--seq T]\n"
         "  generate  --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]\n"
-        "  bench     [--train|--infer] [--batch B] [--seq T] [--steps N] [--json]\n"
+        "  bench     [--train|--grad|--infer] [--batch B] [--seq T] [--steps N] [--json]\n"
         "  info      [--json]\n"
         "every command takes --device cpu|cuda|cuda-emu and -h\n",
         moe_prog_name, moe_program_def.model);

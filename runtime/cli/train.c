@@ -57,7 +57,7 @@ int cli_train(int argc, char **argv) {
     const char *spec = moe_arg(f, nf, "--data") ? moe_arg(f, nf, "--data") : "synthetic";
     moe_data *data = cli_data(spec);
     if (!data) return 1;
-    moe_rt *rt = cli_rt(1, 0);
+    moe_rt *rt = cli_rt(MOE_RT_OPTIMIZER, 0);
     if (!rt) { moe_data_close(data); return 1; }
     int B = (int)p->batch, T = (int)p->context, rc = 0;
     char err[1024];
