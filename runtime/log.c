@@ -61,6 +61,7 @@ static json_t *log_object(const moe_step_metrics *m) {
     bad |= json_object_set_new(o, "tokens_per_s", log_num(m->tokens_per_s));
     bad |= json_object_set_new(o, "dropped_fraction", log_num(m->dropped_fraction));
     bad |= json_object_set_new(o, "elapsed_s", log_num(m->elapsed_s));
+    if (m->eval_loss == m->eval_loss) bad |= json_object_set_new(o, "eval_loss", log_num(m->eval_loss));
     for (int i = 0; i < m->n_moe; i++) {
         bad |= json_array_append_new(blocks, json_integer(m->moe_block ? m->moe_block[i] : i));
         const float *ld = m->loads ? m->loads[i] : NULL;

@@ -9,6 +9,7 @@ typedef struct moe_log moe_log;
 typedef struct moe_step_metrics {
     int64_t step, steps;                /* step is 1-based; steps = total planned */
     double loss, lm_loss, aux_loss, z_loss, kd_loss;
+    double eval_loss;                   /* evaluation-mode LM loss at train.eval_every steps, else NaN */
     double lr, grad_norm, tokens_per_s, dropped_fraction;
     double elapsed_s;                   /* wall time since training started (for ETA) */
     int n_moe;                          /* MoE layers */

@@ -72,7 +72,7 @@ static int rule(ad *s, const ir_node *f) {
     if (d < 0 && f->op != IR_XENT) return 0;  /* nothing flows back through this node */
     switch (f->op) {
     case IR_XENT:
-        return bwd(s, IR_XENT_BWD, f, (int[]){i[0], i[1], -2}, (int[]){i[0]}, 1) < 0 ? -1 : 0;
+        return bwd(s, IR_XENT_BWD, f, (int[]){i[0], i[1], -2}, (int[]){i[0]}, 1) < 0;
     case IR_MATMUL:
         return bwd(s, IR_MATMUL_BWD, f, (int[]){d, i[0], i[1], -2}, (int[]){i[0], i[1], i[2], i[3]}, 4) < 0;
     case IR_LAYERNORM:

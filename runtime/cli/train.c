@@ -6,6 +6,7 @@
  */
 #include "cli.h"
 #include "log.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,24 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Evaluation-mode LM loss over the first (up to) 8 batches of consecutive windows of the
+ * training data: a fixed set, so the numbers are comparable across steps and runs. */
+static double eval_loss(moe_rt *rt, const moe_data *data, int B, int T) {
+    int64_t nb = moe_data_windows(data, T) / B;
+    if (nb > 8) nb = 8;
+    if (nb == 0) return NAN;
+    int mode = rt->ctx.mode;
+    rt->ctx.mode = MOE_MODE_EVAL;
+    double sum = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        moe_data_window_batch(data, b * B, B, T, rt->tokens, rt->targets);
+        moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD);
+        sum += moe_rt_lm_loss(rt);
+    }
+    rt->ctx.mode = mode;
+    return sum / (double)nb;
 }
 
 static int save(moe_rt *rt, const char *dir, int64_t step) {
@@ -118,6 +137,7 @@ int cli_train(int argc, char **argv) {
             .dropped_fraction = choices > 0 ? dropped / choices : 0.0, .elapsed_s = t1 - t_start,
             .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads};
         m.loss = m.lm_loss + p->aux_loss * m.aux_loss + p->z_loss * m.z_loss;
+        m.eval_loss = p->eval_every > 0 && (step + 1) % p->eval_every == 0 ? eval_loss(rt, data, B, T) : NAN;
         for (int i = 0, o = 0; i < p->n_moe; o += p->experts[i], i++) {
             double tot = 0;
             for (int e = 0; e < p->experts[i]; e++) tot += c->loads[o + e];

@@ -26,6 +26,9 @@ train)
   [ "$(jq -s 'length' "$work/t.jsonl")" = 40 ] || fail "the log does not have 40 lines"
   jq -e 'select(.step == 40) | (.lr | . > 0) and (.grad_norm > 0) and (.expert_load | length == 1)' "$work/t.jsonl" >/dev/null \
     || fail "log line lacks lr, grad_norm or expert loads"
+  # eval_every = 20: an evaluation-mode loss at steps 20 and 40 only, falling
+  [ "$(jq -s '[.[] | select(.eval_loss != null) | .step] == [20, 40]' "$work/t.jsonl")" = true ] || fail "eval_loss not at steps 20 and 40"
+  jq -s -e '(.[19].eval_loss > .[39].eval_loss)' "$work/t.jsonl" >/dev/null || fail "eval_loss did not fall"
   ls "$work/t"/step-00000040.safetensors >/dev/null || fail "no final checkpoint"
   "$exe" eval --checkpoint "$work/t" --data "$here/small.moe" --batch 2 --seq 16 | jq -e '.lm_loss > 0 and .tokens > 0' >/dev/null \
     || fail "eval on a bytes file"
