@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# run_bad.sh MOEC - `moec build` and `moec tune` on bad command lines and inputs: each case's
+# stderr and exit status against bad/build.expected. UPDATE_GOLDEN=1 rewrites it.
+set -uo pipefail
+moec=$1
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+small=tests/e2e/small.moe
+{
+  while IFS= read -r args; do
+    [ -z "$args" ] && continue
+    echo "== moec ${args//$out/OUT}"
+    # shellcheck disable=SC2086
+    $moec $args 2>&1 >/dev/null | sed "s#$out#OUT#g"
+    echo "exit ${PIPESTATUS[0]}"
+  done <<CASES
+build $small
+build $small -o $out/x --target cuda
+build $small --emit bogus
+build $small --emit cuda
+build $small -o
+build $small -o $out/x -O7
+build $small -o $out/x --frobnicate
+build $small $small -o $out/x
+build nonexistent.moe -o $out/x
+build $small --model nope -o $out/x
+build tests/front/bad/unknown_key_moe.moe -o $out/x
+tune $small
+CASES
+} > "$out/got"
+[ -e "$out/x" ] && { echo "FAIL: an executable was written on bad input"; exit 1; }
+if [ -n "${UPDATE_GOLDEN:-}" ]; then cp "$out/got" "$here/bad/build.expected"; echo updated; exit 0; fi
+diff -u "$here/bad/build.expected" "$out/got" && echo ok
