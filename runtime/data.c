@@ -191,11 +191,13 @@ void moe_data_train_batch(const moe_data *d, uint64_t seed, int64_t step, int mi
                           int32_t *x, int32_t *y) {
     if (!d || B <= 0 || T <= 0) return;
     int64_t range = d->n - T;      /* starts in [0, n - T - 1] leave room for T + 1 tokens */
-    uint64_t stream = k_rng_stream(seed ^ DATA_STREAM_DOMAIN, (uint64_t)step, (uint64_t)(int64_t)micro);
+    /* window b of micro-step u is window u*B + b of the step: a step trains on the same
+     * sequences however it is split into micro-steps (accumulate 2 x B/2 = 1 x B) */
+    uint64_t stream = k_rng_stream(seed ^ DATA_STREAM_DOMAIN, (uint64_t)step, 0);
     for (int b = 0; b < B; b++) {
         int64_t p = 0;
         if (range > 0) {
-            p = (int64_t)(k_uniform(stream, (uint64_t)b) * (double)range);
+            p = (int64_t)(k_uniform(stream, (uint64_t)micro * (uint64_t)B + (uint64_t)b) * (double)range);
             if (p >= range) p = range - 1;   /* u * range can round up to range */
         }
         data_window(d, p, T, x + (size_t)b * T, y + (size_t)b * T);

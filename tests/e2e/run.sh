@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run.sh - end-to-end tests of a built executable: training makes progress, runs are
 # bitwise reproducible, --resume repeats an uninterrupted run, the KV cache matches a
-# full forward, and bad input gives its golden message with exit status 1.
-#   run.sh MOEC WORKDIR TEST     (TEST: train | reproducible | resume | kv_cache | bad_input)
+# full forward, gradient accumulation equals a larger batch, and bad input gives its
+# golden message with exit status 1.
+#   run.sh MOEC WORKDIR TEST     (TEST: train | reproducible | resume | kv_cache | accumulate | bad_input)
 set -uo pipefail
 moec=$1; work=$2; test=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -56,6 +57,17 @@ kv_cache)
   echo "$out" | jq -e '.positions == 30 and .eval_dropped == 0 and .max_abs_diff <= 1e-4' >/dev/null || fail "cache mismatch"
   text=$("$exe" generate --checkpoint "$work/kv" --prompt "ab" --tokens 20 --temperature 0.7 --top-k 5 --seed 3)
   [ "$(printf '%s' "$text" | wc -c)" -ge 22 ] || fail "generate printed too little"
+  ;;
+accumulate)
+  for m in whole split; do
+    "$moec" build "$here/accum.moe" --model $m -o "$work/$m" || fail "moec build $m"
+    "$work/$m" train --steps 6 --log "$work/$m.jsonl" 2>/dev/null || fail "train $m"
+  done
+  # loss and gradient norm of every step (the norm sees a wrongly scaled accumulation)
+  paste <(jq -r '.loss, .grad_norm' "$work/whole.jsonl") <(jq -r '.loss, .grad_norm' "$work/split.jsonl") | tee "$work/pairs" |
+    awk '{d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * $1) bad = 1} END {exit bad}' \
+    || { cat "$work/pairs"; fail "accumulate 2 x 2 differs from 1 x 4"; }
+  cat "$work/pairs"
   ;;
 bad_input)
   rm -rf "$work/ok"; "$exe" train --steps 1 --checkpoint "$work/ok" 2>/dev/null || fail "train"

@@ -169,10 +169,12 @@ static void test_train_batches(void) {
     CHECK(memcmp(x1, x2, sizeof x1) != 0);
     moe_data_train_batch(d, 43, 7, 1, B, T, x2, y2);
     CHECK(memcmp(x1, x2, sizeof x1) != 0);
-    /* window b does not depend on B (drawn per (seed, step, micro, b)) */
-    int32_t xs[2 * T], ys[2 * T];
+    /* micro-step u of batch B holds windows u*B .. u*B+B-1 of the step: micro 1 of B = 2
+     * is windows 2 and 3 of micro 0 with B = 4 */
+    int32_t xs[2 * T], ys[2 * T], x4[4 * T], y4[4 * T];
     moe_data_train_batch(d, 42, 7, 1, 2, T, xs, ys);
-    CHECK(memcmp(xs, x1, sizeof xs) == 0);
+    moe_data_train_batch(d, 42, 7, 0, 4, T, x4, y4);
+    CHECK(memcmp(xs, x4 + 2 * T, sizeof xs) == 0 && memcmp(ys, y4 + 2 * T, sizeof ys) == 0);
     moe_data_close(d);
 
     /* starts cover exactly [0, n - T - 1]: n = T + 3 allows 0, 1, 2 */
