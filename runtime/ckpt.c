@@ -47,12 +47,14 @@ static int save_groups(const moe_rt *rt, const group *g, int ng, const char *pat
     return rc;
 }
 
-static void optim_path(const char *path, char *out, size_t n) {
+/* PATH's optimizer file: "x.safetensors" -> "x.optim.safetensors". -1 if it does not fit. */
+static int optim_path(const char *path, char *out, size_t n) {
     size_t len = strlen(path);
     const char *ext = ".safetensors";
     size_t el = strlen(ext);
-    if (len >= el && !strcmp(path + len - el, ext)) snprintf(out, n, "%.*s.optim%s", (int)(len - el), path, ext);
-    else snprintf(out, n, "%s.optim", path);
+    int k = len >= el && !strcmp(path + len - el, ext) ? snprintf(out, n, "%.*s.optim%s", (int)(len - el), path, ext)
+                                                       : snprintf(out, n, "%s.optim", path);
+    return k < 0 || (size_t)k >= n ? -1 : 0;
 }
 
 int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, int with_optimizer, char *err, size_t errlen) {
@@ -60,7 +62,7 @@ int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, int with_opt
     snprintf(stepbuf, sizeof stepbuf, "%" PRId64, step);
     const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "step", stepbuf};
     if (with_optimizer && rt->adam_m) {
-        optim_path(path, opath, sizeof opath);
+        if (optim_path(path, opath, sizeof opath)) { snprintf(err, errlen, "%s: path too long", path); return -1; }
         group g[2] = {{rt->adam_m, "m."}, {rt->adam_v, "v."}};
         if (save_groups(rt, g, 2, opath, meta, err, errlen)) return -1;
     }
@@ -140,7 +142,7 @@ int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *opt_step, char *err, si
     if (load_groups(rt, path, &w, 1, NULL, err, errlen)) return -1;
     if (!opt_step) return 0;
     char opath[4096], *step = NULL;
-    optim_path(path, opath, sizeof opath);
+    if (optim_path(path, opath, sizeof opath)) { snprintf(err, errlen, "%s: path too long", path); return -1; }
     group g[2] = {{rt->adam_m, "m."}, {rt->adam_v, "v."}};
     if (load_groups(rt, opath, g, 2, &step, err, errlen)) return -1;
     *opt_step = step ? strtoll(step, NULL, 10) : 0;
@@ -159,9 +161,8 @@ int64_t moe_ckpt_latest(const char *dir, char *path, size_t pathlen) {
         if (sscanf(e->d_name, "step-%lld.safetensors%n", &step, &used) != 1 || e->d_name[used]) continue;
         char opath[4096], full[4096];
         snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
-        optim_path(full, opath, sizeof opath);
         struct stat sb;
-        if (stat(opath, &sb) != 0) continue;
+        if (optim_path(full, opath, sizeof opath) || stat(opath, &sb) != 0) continue;
         if (step > best) { best = step; snprintf(path, pathlen, "%s", full); }
     }
     closedir(d);

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-static double now_ms(void) {
+double moe_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
@@ -116,9 +116,9 @@ static void run_steps(moe_rt *rt, const moe_step *steps, int n, int first, int l
         if (s->phase < first || s->phase > last) continue;
         if (skip && !strcmp(s->name, skip)) continue;
         if (rt->timing && steps == rt->prog->steps) {
-            double t0 = now_ms();
+            double t0 = moe_now_ms();
             s->fn(&rt->ctx);
-            rt->step_ms[i] += now_ms() - t0;
+            rt->step_ms[i] += moe_now_ms() - t0;
         } else {
             s->fn(&rt->ctx);
         }
@@ -154,7 +154,3 @@ double moe_rt_lm_loss(const moe_rt *rt) {
     return sum / (double)S;
 }
 
-void moe_rt_reset_moe_stats(moe_rt *rt) {
-    memset(rt->stats, 0, sizeof(double) * 4 * (size_t)rt->prog->n_moe);
-    memset(rt->ctx.loads, 0, sizeof(float) * (size_t)rt->n_loads);
-}

@@ -60,7 +60,8 @@ const float *moe_rt_decode(moe_rt *rt, int32_t token, int pos);
 int moe_rt_shape(moe_rt *rt, int B, int T, char *err, size_t errlen);
 /* Mean of the per-token LM loss of the last forward. */
 double moe_rt_lm_loss(const moe_rt *rt);
-void moe_rt_reset_moe_stats(moe_rt *rt);
+/* Monotonic clock in milliseconds (step timing, bench, progress). */
+double moe_now_ms(void);
 
 /* Checkpoints (safetensors, moe-language.md section 7). */
 int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, int with_optimizer, char *err, size_t errlen);

@@ -50,17 +50,6 @@ int64_t ir_rows_max(const ir_graph *g, ir_rows r) {
     return 0;
 }
 
-const char *ir_rows_expr(const ir_graph *g, ir_rows r) {
-    switch (r) {
-    case IR_ROWS_ONE: return "1";
-    case IR_ROWS_S: return "S";
-    case IR_ROWS_ROUTED: return arena_printf(g->arena, "S*%d", g->top_k);
-    case IR_ROWS_ATT: return arena_printf(g->arena, "S*%d*T", (int)g->m->heads);
-    case IR_ROWS_CTX: return arena_printf(g->arena, "%d", (int)g->m->context);
-    }
-    return "0";
-}
-
 int64_t ir_tensor_numel_max(const ir_graph *g, const ir_tensor *t) {
     return ir_rows_max(g, t->rows) * t->width;
 }

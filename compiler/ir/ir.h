@@ -98,8 +98,6 @@ int ir_node_new(ir_graph *g, ir_op op, const char *name, int phase);
 void ir_io(ir_graph *g, int node, const int *in, const int *out);
 int64_t ir_rows_max(const ir_graph *g, ir_rows r);
 int64_t ir_tensor_numel_max(const ir_graph *g, const ir_tensor *t);
-/* "S", "S*1", "S*H*T" as a C expression over runtime ints S, T (for generated code). */
-const char *ir_rows_expr(const ir_graph *g, ir_rows r);
 
 /* Printing (moec build --emit ir / schedule): deterministic. */
 void ir_print(const ir_graph *g, FILE *out);

@@ -4,13 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* Peak resident set of this process from /proc (VmHWM): unlike getrusage's ru_maxrss it
  * does not inherit the peak of a parent that exec'ed us. Falls back to ru_maxrss. */
@@ -73,9 +66,9 @@ int cli_bench(int argc, char **argv) {
     for (long long i = 0; i < warm; i++) one_step(rt, need);
     rt->timing = 1;
     memset(rt->step_ms, 0, sizeof(double) * (size_t)p->n_steps);
-    double t0 = now_ms();
+    double t0 = moe_now_ms();
     for (long long i = 0; i < steps; i++) one_step(rt, need);
-    double total = now_ms() - t0, step_ms = total / (double)steps;
+    double total = moe_now_ms() - t0, step_ms = total / (double)steps;
     long long rss = peak_rss_bytes();
     double moe[4];
     cli_moe_sums(rt, moe);      /* routing of the last step: the expert work actually done */

@@ -11,13 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Evaluation-mode LM loss over the first (up to) 8 batches of consecutive windows of the
  * training data: a fixed set, so the numbers are comparable across steps and runs. */
@@ -110,10 +103,10 @@ int cli_train(int argc, char **argv) {
     moe_ctx *c = &rt->ctx;
     c->seed = (uint64_t)seed;
     c->loss_scale = 1.0f / (float)p->accumulate;
-    double t_start = now_s();
+    double t_start = (moe_now_ms() / 1e3);
     int every = steps >= 20 ? (int)(steps / 20) : 1;
     for (int64_t step = start; !rc && step < steps; step++) {
-        double t0 = now_s();
+        double t0 = (moe_now_ms() / 1e3);
         memset(rt->grads, 0, sizeof(float) * (size_t)p->param_floats);
         memset(c->loads, 0, sizeof(float) * (size_t)rt->n_loads);
         c->step = step;
@@ -130,7 +123,7 @@ int cli_train(int argc, char **argv) {
         }
         c->opt_step = step + 1;
         moe_rt_run(rt, MOE_PHASE_OPT, MOE_PHASE_OPT);
-        double n = (double)p->accumulate, t1 = now_s();
+        double n = (double)p->accumulate, t1 = (moe_now_ms() / 1e3);
         moe_step_metrics m = {
             .step = step + 1, .steps = steps, .lm_loss = lm / n, .aux_loss = aux / n, .z_loss = z / n,
             .lr = c->lr, .grad_norm = c->grad_norm, .tokens_per_s = (double)B * T * n / (t1 - t0),
