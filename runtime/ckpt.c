@@ -16,9 +16,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* A checkpoint file holds one or more groups: a buffer in the parameter layout whose
+/* A checkpoint file holds one or more groups: a device buffer in the parameter layout whose
  * tensors are named PREFIX + parameter name ("" for weights, "m." and "v." for AdamW). */
-typedef struct group { float *buf; const char *prefix; } group;
+typedef struct group { uint8_t *buf; const char *prefix; } group;
+
+/* moe_st_fetch: tensor data comes from the device, a piece at a time */
+static int fetch(void *ctx, const moe_st_out *t, size_t off, void *dst, size_t n) {
+    moe_device *d = ctx;
+    return d->ops->download(d, dst, (const uint8_t *)t->data + off, n);
+}
 
 static int save_groups(const moe_rt *rt, const group *g, int ng, const char *path, const char *const *meta,
                        char *err, size_t errlen) {
@@ -27,7 +33,9 @@ static int save_groups(const moe_rt *rt, const group *g, int ng, const char *pat
     moe_st_out *t = calloc((size_t)n, sizeof *t);
     char *names = calloc((size_t)n, 256);
     int rc = -1;
-    if (!t || !names) {
+    if (moe_rt_error(rt)) {
+        snprintf(err, errlen, "%s: not written: %s", path, moe_rt_error(rt));
+    } else if (!t || !names) {
         snprintf(err, errlen, "out of memory");
     } else {
         for (int k = 0; k < ng; k++)
@@ -38,9 +46,9 @@ static int save_groups(const moe_rt *rt, const group *g, int ng, const char *pat
                 t[j].name = names + 256 * j;
                 t[j].ndim = q->ndim;
                 for (int d = 0; d < q->ndim; d++) t[j].shape[d] = q->shape[d];
-                t[j].data = g[k].buf + q->offset;
+                t[j].data = (const float *)(g[k].buf + q->offset);     /* a device address */
             }
-        rc = moe_st_write(path, t, n, meta, 3, err, errlen);
+        rc = moe_st_write_fetch(path, t, n, meta, 3, fetch, rt->dev, err, errlen);
     }
     free(names);
     free(t);
@@ -61,18 +69,18 @@ int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, int with_opt
     char stepbuf[32], opath[4096];
     snprintf(stepbuf, sizeof stepbuf, "%" PRId64, step);
     const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "step", stepbuf};
-    if (with_optimizer && rt->adam_m) {
+    if (with_optimizer && rt->buf[MOE_BUF_OPT]) {
         if (optim_path(path, opath, sizeof opath)) { snprintf(err, errlen, "%s: path too long", path); return -1; }
-        group g[2] = {{rt->adam_m, "m."}, {rt->adam_v, "v."}};
+        group g[2] = {{rt->buf[MOE_BUF_OPT], "m."}, {rt->buf[MOE_BUF_OPT] + rt->prog->buf_bytes[MOE_BUF_PARAM], "v."}};
         if (save_groups(rt, g, 2, opath, meta, err, errlen)) return -1;
     }
-    group w = {rt->params, ""};
+    group w = {rt->buf[MOE_BUF_PARAM], ""};
     return save_groups(rt, &w, 1, path, meta, err, errlen);
 }
 
 int moe_ckpt_save_grads(const moe_rt *rt, const char *path, char *err, size_t errlen) {
     const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "content", "gradients"};
-    group g = {rt->grads, ""};
+    group g = {rt->buf[MOE_BUF_GRAD], ""};
     return save_groups(rt, &g, 1, path, meta, err, errlen);
 }
 
@@ -84,7 +92,7 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
 
 /* Reads PATH into the groups' buffers: every parameter of every group must be there
  * with its exact shape, and nothing else may be. */
-static int load_groups(const moe_rt *rt, const char *path, const group *g, int ng, char **step, char *err,
+static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, char **step, char *err,
                        size_t errlen) {
     const moe_program *p = rt->prog;
     moe_st *st = NULL;
@@ -108,8 +116,10 @@ static int load_groups(const moe_rt *rt, const char *path, const group *g, int n
                 shape_str(b, sizeof b, q->ndim, q->shape);
                 snprintf(err, errlen, "%s: tensor '%s' has shape %s but model %s needs %s", path, name, a, p->model, b);
                 rc = -1;
-            } else {
-                memcpy(g[k].buf + q->offset, t->data, sizeof(float) * (size_t)q->numel);
+            } else if (rt->dev->ops->upload(rt->dev, g[k].buf + q->offset, t->data, sizeof(float) * (size_t)q->numel)) {
+                snprintf(err, errlen, "%s: uploading '%s' to device %s failed: %s", path, name, rt->dev->ops->name,
+                         rt->dev->err);
+                rc = -1;
             }
         }
     if (!rc && moe_st_count(st) != p->n_params * ng) {
@@ -138,12 +148,12 @@ static int load_groups(const moe_rt *rt, const char *path, const group *g, int n
 }
 
 int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *opt_step, char *err, size_t errlen) {
-    group w = {rt->params, ""};
+    group w = {rt->buf[MOE_BUF_PARAM], ""};
     if (load_groups(rt, path, &w, 1, NULL, err, errlen)) return -1;
     if (!opt_step) return 0;
     char opath[4096], *step = NULL;
     if (optim_path(path, opath, sizeof opath)) { snprintf(err, errlen, "%s: path too long", path); return -1; }
-    group g[2] = {{rt->adam_m, "m."}, {rt->adam_v, "v."}};
+    group g[2] = {{rt->buf[MOE_BUF_OPT], "m."}, {rt->buf[MOE_BUF_OPT] + rt->prog->buf_bytes[MOE_BUF_PARAM], "v."}};
     if (load_groups(rt, opath, g, 2, &step, err, errlen)) return -1;
     *opt_step = step ? strtoll(step, NULL, 10) : 0;
     free(step);

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "k_common.h"
+#include "moe_rng.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "data.c reads little-endian .bin files in host byte order"
@@ -193,11 +193,11 @@ void moe_data_train_batch(const moe_data *d, uint64_t seed, int64_t step, int mi
     int64_t range = d->n - T;      /* starts in [0, n - T - 1] leave room for T + 1 tokens */
     /* window b of micro-step u is window u*B + b of the step: a step trains on the same
      * sequences however it is split into micro-steps (accumulate 2 x B/2 = 1 x B) */
-    uint64_t stream = k_rng_stream(seed ^ DATA_STREAM_DOMAIN, (uint64_t)step, 0);
+    uint64_t stream = moe_rng_stream(seed ^ DATA_STREAM_DOMAIN, (uint64_t)step, 0);
     for (int b = 0; b < B; b++) {
         int64_t p = 0;
         if (range > 0) {
-            p = (int64_t)(k_uniform(stream, (uint64_t)micro * (uint64_t)B + (uint64_t)b) * (double)range);
+            p = (int64_t)(moe_uniform(stream, (uint64_t)micro * (uint64_t)B + (uint64_t)b) * (double)range);
             if (p >= range) p = range - 1;   /* u * range can round up to range */
         }
         data_window(d, p, T, x + (size_t)b * T, y + (size_t)b * T);

@@ -1,28 +1,78 @@
-/* device_cpu.c - the CPU device (plain memory) and the one-process communicator. */
-#include "rt.h"
+/* device_cpu.c - the CPU device: buffers are host memory, transfers are copies, GEMMs are
+ * OpenBLAS, the stream is the calling thread (every call completes before it returns).
+ * Kernels are the templates linked into the executable, so nothing is compiled at run time. */
+#include "device.h"
+#include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void *cpu_alloc(size_t bytes) {
-    size_t n = (bytes + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, n ? n : 64);
-    if (p) memset(p, 0, n ? n : 64);
+#define CPU_ALIGN 64
+
+static int cpu_open(moe_device *d) { (void)d; return 0; }
+static void cpu_close(moe_device *d) { (void)d; }
+
+static void *cpu_alloc(moe_device *d, size_t bytes) {
+    (void)d;
+    size_t n = (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+    void *p = aligned_alloc(CPU_ALIGN, n ? n : CPU_ALIGN);
+    if (p) memset(p, 0, n ? n : CPU_ALIGN);
     return p;
 }
-static void cpu_free(void *p) { free(p); }
-static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
-static void cpu_sync(void) {}
+static void cpu_free(moe_device *d, void *p) { (void)d; free(p); }
+static int cpu_memset(moe_device *d, void *dst, int value, size_t bytes) {
+    (void)d;
+    if (bytes) memset(dst, value, bytes);
+    return 0;
+}
+static int cpu_copy(moe_device *d, void *dst, const void *src, size_t bytes) {
+    (void)d;
+    if (bytes && dst != src) memmove(dst, src, bytes);
+    return 0;
+}
+static int cpu_sync(moe_device *d) { (void)d; return 0; }
 
-const moe_device *moe_device_cpu(void) {
-    static const moe_device dev = {"cpu", cpu_alloc, cpu_free, cpu_copy, cpu_copy, cpu_sync};
-    return &dev;
+static int cpu_compile(moe_device *d, const char *name, const char *source, moe_kernel **out) {
+    (void)source;
+    *out = NULL;
+    snprintf(d->err, sizeof d->err, "kernel '%s': the cpu device runs the kernels linked into the executable "
+             "and compiles none at run time", name);
+    return -1;
+}
+static void cpu_release(moe_device *d, moe_kernel *k) { (void)d; (void)k; }
+static int cpu_launch(moe_device *d, const moe_kernel *k, const moe_launch *cfg, void **args) {
+    (void)k; (void)cfg; (void)args;
+    snprintf(d->err, sizeof d->err, "the cpu device has no run-time compiled kernels to launch");
+    return -1;
 }
 
-/* one process: sums over one rank are the identity */
-static void local_f32(const moe_comm *c, float *buf, int64_t n) { (void)c; (void)buf; (void)n; }
-static void local_f64(const moe_comm *c, double *buf, int64_t n) { (void)c; (void)buf; (void)n; }
+static int gemm_ok(moe_device *d, const moe_gemm *g) {
+    if (g->m < 0 || g->n < 0 || g->k < 0 || !g->a || !g->b || !g->c) {
+        snprintf(d->err, sizeof d->err, "gemm: bad shape %dx%dx%d or NULL operand", g->m, g->n, g->k);
+        return 0;
+    }
+    return 1;
+}
+static void one_gemm(const moe_gemm *g, const float *a, const float *b, float *c) {
+    cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans, g->m,
+                g->n, g->k, g->alpha, a, g->lda, b, g->ldb, g->beta, c, g->ldc);
+}
+static int cpu_gemm(moe_device *d, const moe_gemm *g) {
+    if (!gemm_ok(d, g)) return -1;
+    one_gemm(g, g->a, g->b, g->c);
+    return 0;
+}
+static int cpu_gemm_batched(moe_device *d, const moe_gemm *g) {
+    if (!gemm_ok(d, g) || g->batch < 0) return -1;
+    for (int i = 0; i < g->batch; i++)
+        one_gemm(g, g->a + i * g->stride_a, g->b + i * g->stride_b, g->c + i * g->stride_c);
+    return 0;
+}
 
-const moe_comm *moe_comm_local(void) {
-    static const moe_comm comm = {NULL, 0, 1, local_f32, local_f64};
-    return &comm;
+const moe_device_ops *moe_device_cpu_ops(void) {
+    static const moe_device_ops ops = {
+        "cpu", CPU_ALIGN, cpu_open, cpu_close, cpu_alloc, cpu_free, cpu_alloc, cpu_free, cpu_memset, cpu_copy,
+        cpu_copy, cpu_sync, cpu_compile, cpu_release, cpu_launch, cpu_gemm, cpu_gemm_batched,
+    };
+    return &ops;
 }

@@ -1,6 +1,6 @@
-/* rt.c - buffers, initialisation and the executor of a generated program. */
+/* rt.c - buffers, initialisation, statistics and the executor of a generated program. */
 #include "rt.h"
-#include "k_common.h"
+#include "moe_rng.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +12,16 @@ double moe_now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-moe_rt *moe_rt_create(const moe_program *p, int need, int decode, char *err, size_t errlen) {
+/* The first device call that fails is remembered (sticky): later calls still run, and the
+ * commands check moe_rt_error at the points where a result leaves the runtime. */
+static void check(moe_rt *rt, int rc, const char *what) {
+    if (rc == 0 || rt->err[0]) return;
+    snprintf(rt->err, sizeof rt->err, "device %s: %s failed: %s", rt->dev->ops->name, what, rt->dev->err);
+}
+
+const char *moe_rt_error(const moe_rt *rt) { return rt->err[0] ? rt->err : NULL; }
+
+moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int decode, char *err, size_t errlen) {
     if (p->abi != MOE_ABI_VERSION) {
         snprintf(err, errlen, "program ABI %d does not match the runtime's %d", p->abi, MOE_ABI_VERSION);
         return NULL;
@@ -20,137 +29,198 @@ moe_rt *moe_rt_create(const moe_program *p, int need, int decode, char *err, siz
     moe_rt *rt = calloc(1, sizeof *rt);
     if (!rt) { snprintf(err, errlen, "out of memory"); return NULL; }
     rt->prog = p;
-    rt->dev = moe_device_cpu();
-    size_t pb = (size_t)p->param_floats * sizeof(float);
-    int64_t S = p->B_max * p->T_max;
-    for (int i = 0; i < p->n_moe; i++) rt->n_loads += p->experts[i];
-    rt->params = rt->dev->alloc(pb);
-    rt->arena = rt->dev->alloc((size_t)p->arena_floats * sizeof(float));
-    rt->tokens = rt->dev->alloc((size_t)S * sizeof(int32_t));
-    rt->targets = rt->dev->alloc((size_t)S * sizeof(int32_t));
-    rt->stats = calloc((size_t)4 * (p->n_moe + 1), sizeof(double));
-    rt->step_ms = calloc((size_t)p->n_steps + 1, sizeof(double));
-    float *loads = calloc((size_t)rt->n_loads + 1, sizeof(float));
-    int ok = rt->params && rt->arena && rt->tokens && rt->targets && rt->stats && rt->step_ms && loads;
-    if (ok && need >= MOE_RT_GRADS) ok = (rt->grads = rt->dev->alloc(pb)) != NULL;
-    if (ok && need >= MOE_RT_OPTIMIZER) {
-        rt->adam_m = rt->dev->alloc(pb);
-        rt->adam_v = rt->dev->alloc(pb);
-        ok = rt->adam_m && rt->adam_v;
+    rt->dev = moe_device_open(device, p->target, err, errlen);
+    if (!rt->dev) { free(rt); return NULL; }
+    moe_device *d = rt->dev;
+    const moe_device_ops *o = d->ops;
+    size_t total = 0;
+    /* which classes this command needs: the optimizer state only for training, ... */
+    int want[MOE_BUF_COUNT] = {0};
+    want[MOE_BUF_PARAM] = want[MOE_BUF_IO] = want[MOE_BUF_STAGING] = 1;
+    want[MOE_BUF_GRAD] = need >= MOE_RT_GRADS;
+    want[MOE_BUF_OPT] = need >= MOE_RT_OPTIMIZER;
+    want[MOE_BUF_COMM] = p->buf_bytes[MOE_BUF_COMM] > 0;
+    int ok = 1;
+    for (int b = 0; b < MOE_BUF_COUNT && ok; b++) {
+        if (!want[b]) continue;
+        size_t bytes = (size_t)p->buf_bytes[b];
+        rt->buf[b] = b == MOE_BUF_STAGING ? o->host_alloc(d, bytes) : o->alloc(d, bytes);
+        ok = rt->buf[b] != NULL;
+        total += bytes;
     }
-    if (ok && decode) ok = (rt->dec_arena = rt->dev->alloc((size_t)p->dec_arena_floats * sizeof(float))) != NULL;
-    moe_ctx *c = &rt->ctx;
-    c->act = rt->arena; c->params = rt->params; c->grads = rt->grads;
-    c->adam_m = rt->adam_m; c->adam_v = rt->adam_v;
-    c->tokens = rt->tokens; c->targets = rt->targets;
-    c->B = (int)p->B_max; c->T = (int)p->T_max;
-    c->loss_scale = 1.0f;
-    c->aux = rt->stats; c->z = rt->stats + p->n_moe; c->dropped = rt->stats + 2 * p->n_moe;
-    c->choices = rt->stats + 3 * p->n_moe;
-    c->loads = loads;
-    c->comm = moe_comm_local();
-    c->clip = 1.0;
+    if (ok) { rt->act = o->alloc(d, (size_t)p->train.act_bytes); ok = rt->act != NULL; total += (size_t)p->train.act_bytes; }
+    if (ok && decode) {
+        rt->dec_act = o->alloc(d, (size_t)p->decode.act_bytes);
+        rt->dec_logits = malloc(sizeof(float) * (size_t)p->vocab);
+        ok = rt->dec_act && rt->dec_logits;
+        total += (size_t)p->decode.act_bytes;
+    }
+    rt->step_ms = calloc((size_t)p->train.n_steps + 1, sizeof(double));
+    ok = ok && rt->step_ms;
     if (!ok) {
-        snprintf(err, errlen, "out of memory allocating %.1f MiB of buffers",
-                 ((double)pb * (need == MOE_RT_OPTIMIZER ? 4 : need + 1) + p->arena_floats * 4.0) / 1048576.0);
+        snprintf(err, errlen, "out of memory allocating %.1f MiB of buffers on device %s", total / 1048576.0, o->name);
         moe_rt_destroy(rt);
         return NULL;
     }
+    rt->tokens = (int32_t *)(rt->buf[MOE_BUF_STAGING] + p->tokens_off);
+    rt->targets = (int32_t *)(rt->buf[MOE_BUF_STAGING] + p->targets_off);
+    moe_ctx *c = &rt->ctx;
+    for (int b = 0; b < MOE_BUF_COUNT; b++) c->buf[b] = rt->buf[b];
+    c->buf[MOE_BUF_ACT] = rt->act;
+    c->comm = moe_comm_local();
+    c->B = (int)p->train.B_max;
+    c->T = (int)p->train.T_max;
+    c->loss_scale = 1.0f;
     return rt;
 }
 
 void moe_rt_destroy(moe_rt *rt) {
     if (!rt) return;
-    const moe_device *d = rt->dev;
-    d->free(rt->params); d->free(rt->grads); d->free(rt->adam_m); d->free(rt->adam_v);
-    d->free(rt->arena); d->free(rt->dec_arena); d->free(rt->tokens); d->free(rt->targets);
-    free(rt->stats); free(rt->step_ms); free(rt->ctx.loads);
+    moe_device *d = rt->dev;
+    if (d) {
+        for (int b = 0; b < MOE_BUF_COUNT; b++) {
+            if (!rt->buf[b]) continue;
+            if (b == MOE_BUF_STAGING) d->ops->host_free(d, rt->buf[b]);
+            else d->ops->free(d, rt->buf[b]);
+        }
+        if (rt->act) d->ops->free(d, rt->act);
+        if (rt->dec_act) d->ops->free(d, rt->dec_act);
+        moe_device_close(d);
+    }
+    free(rt->dec_logits);
+    free(rt->step_ms);
     free(rt);
 }
 
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 /* N(0, std) from a stream of (seed, tensor name, expert index): the same model for any
- * number of ranks and any expert-parallel layout; norm weights 1, biases 0. */
-void moe_rt_init_params(moe_rt *rt, uint64_t seed) {
+ * number of ranks and any expert-parallel layout; norm weights 1, biases 0. Values are made
+ * on the host a chunk at a time and uploaded. */
+int moe_rt_init_params(moe_rt *rt, uint64_t seed, char *err, size_t errlen) {
+    enum { CHUNK = 1 << 20 };
     const moe_program *p = rt->prog;
+    moe_device *d = rt->dev;
+    float *host = malloc(sizeof(float) * CHUNK);
+    if (!host) { snprintf(err, errlen, "out of memory"); return -1; }
     for (int i = 0; i < p->n_params; i++) {
         const moe_param_info *q = &p->params[i];
-        float *w = rt->params + q->offset;
-        if (q->init_one) { for (int64_t j = 0; j < q->numel; j++) w[j] = 1.0f; continue; }
-        if (q->init_std == 0.0f) { memset(w, 0, sizeof(float) * (size_t)q->numel); continue; }
+        uint8_t *w = rt->buf[MOE_BUF_PARAM] + q->offset;
+        if (!q->init_one && q->init_std == 0.0f) {
+            check(rt, d->ops->memset(d, w, 0, sizeof(float) * (size_t)q->numel), "memset");
+            continue;
+        }
         int64_t E = q->expert ? q->shape[0] : 1, per = q->numel / E;
-        uint64_t h = fnv1a(q->name);
         for (int64_t e = 0; e < E; e++) {
-            uint64_t stream = k_rng_stream(seed, h, (uint64_t)e);
-            float *we = w + e * per;
-            #pragma omp parallel for schedule(static)
-            for (int64_t j = 0; j < per; j++) we[j] = (float)(q->init_std * k_normal(stream, (uint64_t)j));
+            uint64_t stream = moe_rng_stream(seed, q->name_hash, (uint64_t)e);
+            for (int64_t j0 = 0; j0 < per; j0 += CHUNK) {
+                int64_t n = per - j0 < CHUNK ? per - j0 : CHUNK;
+                #pragma omp parallel for schedule(static)
+                for (int64_t j = 0; j < n; j++)
+                    host[j] = q->init_one ? 1.0f : (float)(q->init_std * moe_normal(stream, (uint64_t)(j0 + j)));
+                check(rt, d->ops->upload(d, w + sizeof(float) * (size_t)(e * per + j0), host, sizeof(float) * (size_t)n),
+                      "upload");
+            }
         }
     }
+    free(host);
+    if (moe_rt_error(rt)) { snprintf(err, errlen, "%s", moe_rt_error(rt)); return -1; }
+    return 0;
 }
 
 int moe_rt_shape(moe_rt *rt, int B, int T, char *err, size_t errlen) {
-    const moe_program *p = rt->prog;
+    const moe_schedule *s = &rt->prog->train;
     if (B < 1 || T < 1) { snprintf(err, errlen, "batch and sequence length must be positive"); return -1; }
-    if (T > p->T_max) {
-        snprintf(err, errlen, "sequence length %d is longer than the model's context (%lld)", T, (long long)p->T_max);
+    if (T > s->T_max) {
+        snprintf(err, errlen, "sequence length %d is longer than the model's context (%lld)", T, (long long)s->T_max);
         return -1;
     }
-    if ((int64_t)B * T > p->B_max * p->T_max) {
+    if ((int64_t)B * T > s->B_max * s->T_max) {
         snprintf(err, errlen, "batch %d x %d tokens exceeds the compiled maximum of %lld tokens per step "
-                 "(train.batch x context); rebuild with a larger train.batch", B, T, (long long)(p->B_max * p->T_max));
+                 "(train.batch x context); rebuild with a larger train.batch", B, T, (long long)(s->B_max * s->T_max));
         return -1;
     }
     rt->ctx.B = B; rt->ctx.T = T;
     return 0;
 }
 
-static void run_steps(moe_rt *rt, const moe_step *steps, int n, int first, int last, const char *skip) {
-    for (int i = 0; i < n; i++) {
-        const moe_step *s = &steps[i];
-        if (s->phase < first || s->phase > last) continue;
-        if (skip && !strcmp(s->name, skip)) continue;
-        if (rt->timing && steps == rt->prog->steps) {
-            double t0 = moe_now_ms();
-            s->fn(&rt->ctx);
-            rt->step_ms[i] += moe_now_ms() - t0;
-        } else {
-            s->fn(&rt->ctx);
-        }
+void moe_rt_upload_batch(moe_rt *rt) {
+    const moe_program *p = rt->prog;
+    size_t bytes = sizeof(int32_t) * (size_t)rt->ctx.B * (size_t)rt->ctx.T;
+    moe_device *d = rt->dev;
+    check(rt, d->ops->upload(d, rt->buf[MOE_BUF_IO] + p->tokens_off, rt->tokens, bytes), "upload");
+    check(rt, d->ops->upload(d, rt->buf[MOE_BUF_IO] + p->targets_off, rt->targets, bytes), "upload");
+}
+
+/* the steps of `s` with phase in [first, last] and none of the kinds in `skip` */
+static void run_steps(moe_rt *rt, const moe_schedule *s, int first, int last, unsigned skip, int timed) {
+    moe_device *d = rt->dev;
+    for (int i = 0; i < s->n_steps; i++) {
+        const moe_step *st = &s->steps[i];
+        if (st->phase < first || st->phase > last || (st->kind & skip)) continue;
+        if (!timed) { st->fn(&rt->ctx); continue; }
+        double t0 = moe_now_ms();
+        st->fn(&rt->ctx);
+        check(rt, d->ops->sync(d), "sync");
+        rt->step_ms[i] += moe_now_ms() - t0;
     }
 }
 
 void moe_rt_run(moe_rt *rt, int first, int last) {
-    rt->ctx.act = rt->arena;
-    run_steps(rt, rt->prog->steps, rt->prog->n_steps, first, last, NULL);
+    rt->ctx.buf[MOE_BUF_ACT] = rt->act;
+    run_steps(rt, &rt->prog->train, first, last, 0, rt->timing);
 }
 
 void moe_rt_logits(moe_rt *rt) {
-    rt->ctx.act = rt->arena;
-    run_steps(rt, rt->prog->steps, rt->prog->n_steps, MOE_PHASE_FWD, MOE_PHASE_FWD, "xent");
+    rt->ctx.buf[MOE_BUF_ACT] = rt->act;
+    run_steps(rt, &rt->prog->train, MOE_PHASE_FWD, MOE_PHASE_FWD, MOE_STEP_LOSS, 0);
+}
+
+void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out) {
+    size_t V = (size_t)rt->prog->vocab;
+    const uint8_t *src = rt->act + rt->prog->train.logits_off + sizeof(float) * V * (size_t)row0;
+    check(rt, rt->dev->ops->download(rt->dev, out, src, sizeof(float) * V * (size_t)n), "download");
 }
 
 const float *moe_rt_decode(moe_rt *rt, int32_t token, int pos) {
+    const moe_program *p = rt->prog;
+    moe_device *d = rt->dev;
     moe_ctx saved = rt->ctx;
     rt->tokens[0] = token;
-    rt->ctx.act = rt->dec_arena;
+    check(rt, d->ops->upload(d, rt->buf[MOE_BUF_IO] + p->tokens_off, rt->tokens, sizeof(int32_t)), "upload");
+    rt->ctx.buf[MOE_BUF_ACT] = rt->dec_act;
     rt->ctx.B = 1; rt->ctx.T = 1; rt->ctx.pos = pos;
     rt->ctx.mode = MOE_MODE_INFER;
-    run_steps(rt, rt->prog->dec_steps, rt->prog->n_dec_steps, MOE_PHASE_FWD, MOE_PHASE_FWD, NULL);
+    run_steps(rt, &p->decode, MOE_PHASE_FWD, MOE_PHASE_FWD, 0, 0);
+    check(rt, d->ops->download(d, rt->dec_logits, rt->dec_act + p->decode.logits_off, sizeof(float) * (size_t)p->vocab),
+          "download");
     rt->ctx = saved;
-    return rt->dec_arena + rt->prog->dec_logits_off;
+    return rt->dec_logits;
 }
 
-double moe_rt_lm_loss(const moe_rt *rt) {
-    int64_t S = (int64_t)rt->ctx.B * rt->ctx.T;
-    const float *l = rt->arena + rt->prog->loss_off;
-    double sum = 0.0;
-    for (int64_t s = 0; s < S; s++) sum += l[s];
-    return sum / (double)S;
+void moe_rt_zero_grads(moe_rt *rt) {
+    check(rt, rt->dev->ops->memset(rt->dev, rt->buf[MOE_BUF_GRAD], 0, (size_t)rt->prog->buf_bytes[MOE_BUF_GRAD]),
+          "memset");
 }
 
+void moe_rt_stats_clear(moe_rt *rt) {
+    const moe_program *p = rt->prog;
+    check(rt, rt->dev->ops->memset(rt->dev, rt->buf[MOE_BUF_IO] + p->stats_off, 0, sizeof(double) * (size_t)p->n_stats),
+          "memset");
+}
+
+void moe_rt_stats_read(moe_rt *rt, moe_stats *s) {
+    const moe_program *p = rt->prog;
+    double *st = (double *)(rt->buf[MOE_BUF_STAGING] + p->stats_off);
+    check(rt, rt->dev->ops->download(rt->dev, st, rt->buf[MOE_BUF_IO] + p->stats_off, sizeof(double) * (size_t)p->n_stats),
+          "download");
+    memset(s, 0, sizeof *s);
+    s->lm = st[MOE_STAT_LM];
+    s->grad_norm = st[MOE_STAT_GNORM];
+    for (int i = 0; i < p->n_moe; i++) {
+        const double *l = st + MOE_STAT_LAYER(i);
+        s->aux += l[MOE_STAT_AUX];
+        s->z += l[MOE_STAT_Z];
+        s->dropped += l[MOE_STAT_DROPPED];
+        s->choices += l[MOE_STAT_CHOICES];
+    }
+    s->loads = st + MOE_STAT_LOADS(p->n_moe);
+}

@@ -1,65 +1,77 @@
-/* rt.h - the runtime around a generated program: buffers, executor, init, checkpoints.
+/* rt.h - the runtime around a generated program: device, buffers, executor, statistics,
+ * initialisation, checkpoints.
  *
- * One allocation per category through the device table (parameters, gradients, the two
- * AdamW moments, the arena); the executor walks the program's step table and keeps
- * per-step times for `bench`. Nothing here knows an op: the generated steps do the work.
+ * One allocation per buffer class on the device the command chose (device.h), sized by the
+ * program's plan: parameters, gradients, optimizer state, IO, and an activation arena per
+ * schedule; host staging mirrors IO. The executor walks a schedule's step table and keeps
+ * per-step times for `bench`. Everything the host needs of device memory (the statistics,
+ * the logits, the weights for a checkpoint) comes back through the device's download;
+ * everything it puts there (tokens, initial weights, a checkpoint) goes through upload.
+ * Nothing here knows an op: the generated steps do the work.
  */
 #ifndef MOE_RT_H
 #define MOE_RT_H
 #include <stddef.h>
 #include <stdint.h>
+#include "device.h"
 #include "moe_program.h"
 
-/* Device table: where buffers live and how bytes move. The CPU device is plain memory;
- * a GPU device slots in with the same entries. */
-typedef struct moe_device {
-    const char *name;
-    void *(*alloc)(size_t bytes);           /* zeroed, 64-byte aligned, NULL on failure */
-    void (*free)(void *p);
-    void (*upload)(void *dst, const void *src, size_t bytes);
-    void (*download)(void *dst, const void *src, size_t bytes);
-    void (*sync)(void);
-} moe_device;
-
-const moe_device *moe_device_cpu(void);
 const moe_comm *moe_comm_local(void);
 
-typedef struct moe_rt moe_rt;
-
-struct moe_rt {
+typedef struct moe_rt {
     const moe_program *prog;
-    const moe_device *dev;
+    moe_device *dev;
     moe_ctx ctx;
-    float *params, *grads, *adam_m, *adam_v, *arena, *dec_arena;
-    double *stats;                  /* aux, z, dropped, choices: 4 x n_moe */
-    int32_t *tokens, *targets;      /* [S_max] */
-    int64_t n_loads;                /* sum of experts */
-    double *step_ms;                /* [n_steps] accumulated time per step (bench) */
+    uint8_t *buf[MOE_BUF_COUNT];    /* device buffers by class; STAGING is host memory */
+    uint8_t *act, *dec_act;         /* the arenas of the two schedules (ACT) */
+    int32_t *tokens, *targets;      /* [S_max] host staging: fill, then moe_rt_upload_batch */
+    float *dec_logits;              /* [vocab] host copy of the last decode step's logits */
+    double *step_ms;                /* [train.n_steps] accumulated time per step (bench) */
     int timing;
-};
+    char err[320];                  /* the first device call that failed, or empty */
+} moe_rt;
 
 /* What a runtime holds besides the parameters and the arena. */
 enum { MOE_RT_INFER = 0, MOE_RT_GRADS = 1, MOE_RT_OPTIMIZER = 2 /* gradients and AdamW state */ };
 
-/* Returns NULL and fills err on failure (allocation). `need` is MOE_RT_*; `decode`
- * allocates the KV-cache arena. */
-moe_rt *moe_rt_create(const moe_program *p, int need, int decode, char *err, size_t errlen);
+/* Opens `device` (NULL: the default) and allocates the buffers; NULL with a message on
+ * failure. `need` is MOE_RT_*; `decode` allocates the decode schedule's arena (KV cache). */
+moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int decode, char *err, size_t errlen);
 void moe_rt_destroy(moe_rt *rt);
+/* NULL while every device call has succeeded, else the first failure (one line). A command
+ * checks it before it reports or writes a result. */
+const char *moe_rt_error(const moe_rt *rt);
 
-/* Initialises every parameter from the seed (moe-semantics.md section 1). */
-void moe_rt_init_params(moe_rt *rt, uint64_t seed);
-
-/* Runs the steps whose phase is in [first, last] of the training program. */
-void moe_rt_run(moe_rt *rt, int first_phase, int last_phase);
-/* Forward up to, not including, the loss: the logits of every position stay in the arena. */
-void moe_rt_logits(moe_rt *rt);
-/* One decode step for the token at position pos; returns the logits [vocab]. */
-const float *moe_rt_decode(moe_rt *rt, int32_t token, int pos);
+/* Initialises every parameter from the seed (moe-semantics.md section 1). 0 or -1 (err). */
+int moe_rt_init_params(moe_rt *rt, uint64_t seed, char *err, size_t errlen);
 
 /* Sets the batch shape; fails (with a message) past the compiled maximum. */
 int moe_rt_shape(moe_rt *rt, int B, int T, char *err, size_t errlen);
-/* Mean of the per-token LM loss of the last forward. */
-double moe_rt_lm_loss(const moe_rt *rt);
+/* Uploads the B*T tokens and targets of the host staging (rt->tokens, rt->targets). */
+void moe_rt_upload_batch(moe_rt *rt);
+/* Runs the training schedule's steps whose phase is in [first, last]. */
+void moe_rt_run(moe_rt *rt, int first_phase, int last_phase);
+/* The forward without its loss steps: the logits of every position stay in the arena. */
+void moe_rt_logits(moe_rt *rt);
+/* Downloads rows [row0, row0 + n) of the logits [S, vocab] of the last forward. */
+void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out);
+/* One decode step for the token at position pos; returns its logits [vocab] (host memory,
+ * valid until the next call). */
+const float *moe_rt_decode(moe_rt *rt, int32_t token, int pos);
+/* Clears the gradient buffer (once per optimizer step). */
+void moe_rt_zero_grads(moe_rt *rt);
+
+/* The statistics record (moe_abi.h): kernels add to it, the host clears it and reads it. */
+void moe_rt_stats_clear(moe_rt *rt);
+typedef struct moe_stats {
+    double lm;                      /* sum over forward passes of the mean per-token LM loss */
+    double aux, z, dropped, choices; /* sums over MoE layers (and passes) */
+    double grad_norm;               /* of the last optimizer step */
+    const double *loads;            /* [sum of experts] token-choices per expert, layer after layer */
+} moe_stats;
+/* Downloads the record and sums it up; `loads` points into host staging. */
+void moe_rt_stats_read(moe_rt *rt, moe_stats *s);
+
 /* Monotonic clock in milliseconds (step timing, bench, progress). */
 double moe_now_ms(void);
 

@@ -433,8 +433,26 @@ static int st_sync_dir(const char *path) {
     return rc;
 }
 
+/* tensor i's bytes: straight from memory, or through fetch in pieces of at most `cap` */
+static int st_write_tensor(int fd, const moe_st_out *t, size_t bytes, moe_st_fetch fetch, void *ctx, char *piece,
+                           size_t cap, const char **what) {
+    if (!fetch) return st_write_all(fd, t->data, bytes);
+    for (size_t off = 0; off < bytes; off += cap) {
+        size_t n = bytes - off < cap ? bytes - off : cap;
+        if (fetch(ctx, t, off, piece, n)) { *what = "reading the data"; errno = EIO; return -1; }
+        if (st_write_all(fd, piece, n)) return -1;
+    }
+    return 0;
+}
+
 int moe_st_write(const char *path, const moe_st_out *t, int n, const char *const *meta_kv, int n_meta,
                  char *err, size_t errlen) {
+    return moe_st_write_fetch(path, t, n, meta_kv, n_meta, NULL, NULL, err, errlen);
+}
+
+int moe_st_write_fetch(const char *path, const moe_st_out *t, int n, const char *const *meta_kv, int n_meta,
+                       moe_st_fetch fetch, void *ctx, char *err, size_t errlen) {
+    enum { PIECE = 8 << 20 };
     if (n < 0 || (n > 0 && !t)) { moe_errf(err, errlen, path, "bad tensor list"); return -1; }
     size_t hlen = 0;
     char *hdr = st_build_header(path, t, n, meta_kv, n_meta, &hlen, err, errlen);
@@ -453,12 +471,15 @@ int moe_st_write(const char *path, const moe_st_out *t, int n, const char *const
     unsigned char lb[8];
     for (int i = 0; i < 8; i++) lb[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
     const char *what = "write";
-    int ok = st_write_all(fd, lb, 8) == 0 && st_write_all(fd, hdr, hlen) == 0;
+    char *piece = fetch ? malloc(PIECE) : NULL;
+    int ok = (!fetch || piece) && st_write_all(fd, lb, 8) == 0 && st_write_all(fd, hdr, hlen) == 0;
+    if (fetch && !piece) { what = "allocating a buffer for"; errno = ENOMEM; }
     for (int i = 0; ok && i < n; i++) {
         uint64_t numel = 1;
         for (int d = 0; d < t[i].ndim; d++) numel *= (uint64_t)t[i].shape[d];
-        if (numel) ok = st_write_all(fd, t[i].data, (size_t)(numel * 4)) == 0;
+        if (numel) ok = st_write_tensor(fd, &t[i], (size_t)(numel * 4), fetch, ctx, piece, PIECE, &what) == 0;
     }
+    free(piece);
     if (ok && fsync(fd) != 0) { ok = 0; what = "fsync"; }
     int saved = errno;
     if (close(fd) != 0 && ok) { ok = 0; what = "close"; saved = errno; }

@@ -44,4 +44,11 @@ typedef struct moe_st_out {
  * (meta_kv[2*i] = key, meta_kv[2*i+1] = value) atomically. Returns 0 or -1 with err. */
 int moe_st_write(const char *path, const moe_st_out *t, int n, const char *const *meta_kv,
                  int n_meta, char *err, size_t errlen);
+
+/* As moe_st_write, for data the host cannot read directly (device memory): `data` is then
+ * only a handle, and fetch(ctx, t, off, dst, n) copies bytes [off, off + n) of tensor t into
+ * dst, a piece at a time (0, or -1 to abandon the file). */
+typedef int (*moe_st_fetch)(void *ctx, const moe_st_out *t, size_t off, void *dst, size_t n);
+int moe_st_write_fetch(const char *path, const moe_st_out *t, int n, const char *const *meta_kv, int n_meta,
+                       moe_st_fetch fetch, void *ctx, char *err, size_t errlen);
 #endif

@@ -12,7 +12,7 @@
  * samples can be read. With 16 <= vocab < 128 the newline is token 0 and source s owns
  * tokens [1 + s*w, 1 + (s+1)*w) with w = (vocab - 1) / 5; a character becomes
  * 1 + s*w + (its index in the source's alphabet mod w).
- * Everything is integer arithmetic on a fixed seed (splitmix64 from k_common.h), so the
+ * Everything is integer arithmetic on a fixed seed (splitmix64 from moe_rng.h), so the
  * corpus is the same on every machine; tests pin a hash of it, so a change to this file
  * that changes the stream must update the golden constant in tests/runtime/test_data.c.
  */
@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "k_common.h"
+#include "moe_rng.h"
 
 #define SYN_SEED 0x5EED5EED2024ull
 #define SYN_SOURCES 5
@@ -31,7 +31,7 @@ typedef struct syn_rng { uint64_t s; } syn_rng;
 
 static uint64_t syn_next(syn_rng *g) {
     g->s += 0x9E3779B97F4A7C15ull;
-    return k_mix64(g->s);
+    return moe_mix64(g->s);
 }
 static int syn_pick(syn_rng *g, int n) { return (int)(syn_next(g) % (uint64_t)n); }
 

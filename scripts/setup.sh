@@ -15,8 +15,6 @@ check "command -v pkg-config"                  pkg-config
 check "test -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h || test -e /usr/include/openblas/cblas.h || ls /usr/include/*/openblas-pthread/cblas.h" libopenblas-dev
 check "ls /usr/lib/*/openblas-openmp/libopenblas.so" libopenblas-openmp-dev
 check "pkg-config --exists jansson"            libjansson-dev
-check "command -v mpicc"                       libopenmpi-dev
-check "command -v mpirun"                      openmpi-bin
 check "command -v clang"                       clang
 check "command -v jq"                          jq
 check "command -v python3"                     python3

@@ -17,27 +17,28 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static float frand(uint64_t *s) { *s = k_mix64(*s); return (float)((double)(*s >> 11) / 9007199254740992.0 - 0.5); }
+static float frand(uint64_t *s) { *s = moe_mix64(*s); return (float)((double)(*s >> 11) / 9007199254740992.0 - 0.5); }
 
 typedef struct shape { int E, K, N, rows; } shape;
 
-/* counts[3E+3] with off[] from a skewed split of `rows` over E experts */
+/* a counts record (moe_abi.h) with cnt[] and off[] from a skewed split of `rows` over E experts */
 static void make_counts(int32_t *counts, int E, int rows, uint64_t seed) {
     int left = rows;
-    counts[E] = 0;
+    int32_t *cnt = counts + MOE_CNT(E), *off = counts + MOE_OFF(E);
+    off[0] = 0;
     for (int e = 0; e < E; e++) {
-        int n = e == E - 1 ? left : (int)(rows / E * (0.5 + (double)(k_mix64(seed + e) % 1000) / 1000.0));
+        int n = e == E - 1 ? left : (int)(rows / E * (0.5 + (double)(moe_mix64(seed + e) % 1000) / 1000.0));
         if (n > left) n = left;
-        counts[e] = n; left -= n;
-        counts[E + e + 1] = counts[E + e] + n;
+        cnt[e] = n; left -= n;
+        off[e + 1] = off[e] + n;
     }
 }
 
 static int validate(const shape *sh) {
     int E = sh->E, K = sh->K, N = sh->N, R = sh->rows, bad = 0;
-    int32_t counts[3 * 64 + 3];
+    int32_t counts[MOE_COUNTS_LEN(64)];
     make_counts(counts, E, R, 7);
-    const int32_t *off = counts + E;
+    const int32_t *off = counts + MOE_OFF(E);
     size_t nx = (size_t)R * K, ny = (size_t)R * N, nw = (size_t)E * K * N;
     float *x = malloc(nx * 4), *W = malloc(nw * 4), *b = malloc((size_t)E * N * 4), *dy = malloc(ny * 4);
     float *y[3], *dx[3], *dW[3], *db[3];
@@ -93,7 +94,7 @@ static int validate(const shape *sh) {
 
 static void timing(const shape *sh, int reps) {
     int E = sh->E, K = sh->K, N = sh->N, R = sh->rows;
-    int32_t counts[3 * 64 + 3];
+    int32_t counts[MOE_COUNTS_LEN(64)];
     make_counts(counts, E, R, 7);
     float *x = calloc((size_t)R * K, 4), *W = calloc((size_t)E * K * N, 4), *b = calloc((size_t)E * N, 4);
     float *y = calloc((size_t)R * N, 4), *dx = calloc((size_t)R * K, 4), *dW = calloc((size_t)E * K * N, 4);

@@ -1,5 +1,6 @@
 /* cg.c - see cg.h. */
 #include "cg.h"
+#include "../util/arena.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,3 +62,18 @@ void cg_close(cg *b, const char *suffix) {
 }
 void cg_raw(cg *b, const char *text) { put(b, text, strlen(text)); }
 const char *cg_finish(cg *b) { return b->failed ? NULL : (b->buf ? b->buf : ""); }
+
+const char *cg_cstr(arena *a, const char *s) {
+    size_t n = strlen(s);
+    char *out = arena_alloc(a, 4 * n + 3), *o = out;
+    if (!out) return "\"\"";
+    *o++ = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\\' || *p == '"' || *p == '?') { *o++ = '\\'; *o++ = (char)*p; }
+        else if (*p < 0x20 || *p >= 0x7f) o += sprintf(o, "\\%03o", *p);
+        else *o++ = (char)*p;
+    }
+    *o++ = '"';
+    *o = 0;
+    return out;
+}

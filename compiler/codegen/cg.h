@@ -17,4 +17,9 @@ void cg_close(cg *b, const char *suffix);   /* "}" + suffix ("" or ";") */
 void cg_raw(cg *b, const char *text);       /* verbatim, no indent */
 const char *cg_finish(cg *b);               /* the text, or NULL after any failure */
 size_t cg_len(const cg *b);
+
+struct arena;
+/* `s` as a C string literal, quotes included: backslash, quote, '?' (trigraphs) and every
+ * byte outside printable ASCII escaped, so any path or name is safe in generated C. */
+const char *cg_cstr(struct arena *a, const char *s);
 #endif

@@ -1,17 +1,21 @@
 /* cmd_build.c - `moec build` and `moec tune`.
  *
- * build: front end -> forward graph -> fusion -> autodiff -> optimizer -> memory plan
- * (and the same, without autodiff, for the decode graph) -> C for the CPU -> the system
- * C compiler links it with the runtime into OUT (written as OUT.tmp, then renamed).
+ * build: front end -> the pass pipeline (passes/pipeline.h: forward graph, fusion, autodiff,
+ * optimizer, communication, memory plan, each checked) for the training and the decode
+ * program -> the backend-neutral kernel lists (codegen/lower.h) -> the target's renderer
+ * (codegen/target.h) -> the system C compiler links the source with the runtime into OUT
+ * (written as OUT.tmp, then renamed). The C compiler runs from an argument vector, never
+ * through a shell, so no path can inject a command.
  */
 #include "commands.h"
 #include "front.h"
 #include "arena.h"
-#include "build.h"
-#include "passes.h"
-#include "codegen.h"
+#include "diag.h"
+#include "pipeline.h"
+#include "target.h"
 #include <errno.h>
 #include <limits.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +23,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #ifndef MOE_BUILD_RUNTIME_DIR
 #define MOE_BUILD_RUNTIME_DIR ""
@@ -48,11 +54,12 @@ static double now_ms(void) {
 static void build_usage(FILE *out) {
     fprintf(out,
         "usage: moec build FILE -o OUT [--model NAME] [--target cpu|cuda|all]\n"
-        "                  [--emit ast|ir|schedule|c|cuda] [-O0..-O3] [--tune-db FILE] [--timings]\n"
+        "                  [--emit ast|ir|schedule|kernels|c|cuda] [-O0..-O3] [--tune-db FILE] [--timings]\n"
         "  -o OUT        the executable to write\n"
         "  --model NAME  the model to compile (default: the last in FILE)\n"
         "  --target T    cpu (default); cuda and all need the CUDA back end (not in this build)\n"
-        "  --emit FORM   print an intermediate form instead of building: ast, ir, schedule, c\n"
+        "  --emit FORM   print an intermediate form instead of building: ast, ir, schedule\n"
+        "                (steps and the memory plan), kernels (the lowered kernel calls), c\n"
         "  -O0..-O3      -O0 turns fusion off; the level is passed to the C compiler (default -O3:\n"
         "                it vectorises the optimizer and elementwise loops, 2x on AdamW)\n"
         "  --tune-db F   kernel-variant database from `moec tune` (not read yet: a fixed rule picks variants)\n"
@@ -80,7 +87,21 @@ static int write_file(const char *path, const char *text) {
     return fclose(f) == 0 && ok ? 0 : -1;
 }
 
-static int run_cc(const char *dir, const char *out, int opt) {
+/* Runs argv[0] with argv (no shell); 0 when it exits with status 0. */
+static int run_argv(char *const *argv) {
+    pid_t pid;
+    int rc = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
+    if (rc != 0) {
+        fprintf(stderr, "moec: cannot run the C compiler '%s': %s\n", argv[0], strerror(rc));
+        return -1;
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+static int run_cc(arena *a, const char *dir, const cg_target *t, const char *out, int opt) {
     const char *rt = runtime_dir();
     if (!rt) {
         fprintf(stderr, "moec: cannot find the runtime library libmoert.a (set MOEC_RUNTIME_DIR)\n");
@@ -88,19 +109,37 @@ static int run_cc(const char *dir, const char *out, int opt) {
     }
     /* the compiler moec was built with: the runtime's objects need its OpenMP runtime */
     const char *cc = getenv("MOEC_CC") && *getenv("MOEC_CC") ? getenv("MOEC_CC") : MOE_CC;
-    char *cmd = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&cmd, &len);
-    if (!m) return -1;
-    fprintf(m, "%s -std=c11 -D_POSIX_C_SOURCE=200809L -O%d -march=native -fopenmp -fno-strict-aliasing -fno-math-errno %s "
-               "-w -I'%s' -I'%s' '%s/model.c' '%s/libmoert_main.a' '%s/libmoert.a' -L'%s' -Wl,-rpath,'%s' -lopenblas "
-               "-ljansson -lm -o '%s'",
-            cc, opt, MOE_SANITIZE_FLAGS, dir, MOE_BLAS_INCLUDE, dir, rt, rt, MOE_BLAS_LIBDIR, MOE_BLAS_LIBDIR, out);
-    fclose(m);
-    int rc = system(cmd);
-    if (rc != 0) fprintf(stderr, "moec: the C compiler failed (%s)\n", cmd);
-    free(cmd);
-    return rc == 0 ? 0 : -1;
+    const char *argv[40];
+    int n = 0;
+    argv[n++] = cc;
+    argv[n++] = "-std=c11";
+    argv[n++] = "-D_POSIX_C_SOURCE=200809L";
+    argv[n++] = arena_printf(a, "-O%d", opt);
+    argv[n++] = "-march=native";
+    argv[n++] = "-fopenmp";
+    argv[n++] = "-fno-math-errno";
+    if (*MOE_SANITIZE_FLAGS) argv[n++] = MOE_SANITIZE_FLAGS;
+    argv[n++] = "-w";
+    argv[n++] = arena_printf(a, "-I%s", dir);
+    argv[n++] = arena_printf(a, "-I%s", MOE_BLAS_INCLUDE);
+    argv[n++] = arena_printf(a, "%s/%s", dir, t->source_name);
+    argv[n++] = arena_printf(a, "%s/libmoert_main.a", rt);
+    argv[n++] = arena_printf(a, "%s/libmoert.a", rt);
+    argv[n++] = arena_printf(a, "-L%s", MOE_BLAS_LIBDIR);
+    argv[n++] = arena_printf(a, "-Wl,-rpath,%s", MOE_BLAS_LIBDIR);
+    argv[n++] = "-lopenblas";
+    argv[n++] = "-ljansson";
+    argv[n++] = "-lm";
+    argv[n++] = "-o";
+    argv[n++] = out;
+    argv[n] = NULL;
+    for (int i = 0; i < n; i++)
+        if (!argv[i]) { fprintf(stderr, "moec: out of memory\n"); return -1; }
+    if (run_argv((char *const *)argv) == 0) return 0;
+    fprintf(stderr, "moec: the C compiler failed:");
+    for (int i = 0; i < n; i++) fprintf(stderr, " %s", argv[i]);
+    fputc('\n', stderr);
+    return -1;
 }
 
 typedef struct opts {
@@ -141,14 +180,18 @@ static int parse(int argc, char **argv, opts *o) {
         fprintf(stderr, "moec build: unknown target '%s' (cpu, cuda, all)\n", o->target);
         return -1;
     }
-    if (strcmp(o->target, "cpu")) {
-        fprintf(stderr, "moec build: target '%s' is not available yet: this moec builds the CPU target only\n", o->target);
+    if (!cg_target_find(o->target)) {
+        fprintf(stderr, "moec build: target '%s' is not available yet: this moec builds the CPU target only\n",
+                o->target);
         return -1;
     }
-    static const char *const forms[] = {"ast", "ir", "schedule", "c", "cuda"};
+    static const char *const forms[] = {"ast", "ir", "schedule", "kernels", "c", "cuda"};
     int ok = !o->emit;
-    for (int i = 0; i < 5 && !ok; i++) ok = !strcmp(o->emit, forms[i]);
-    if (!ok) { fprintf(stderr, "moec build: unknown --emit form '%s' (ast, ir, schedule, c)\n", o->emit); return -1; }
+    for (int i = 0; i < 6 && !ok; i++) ok = !strcmp(o->emit, forms[i]);
+    if (!ok) {
+        fprintf(stderr, "moec build: unknown --emit form '%s' (ast, ir, schedule, kernels, c)\n", o->emit);
+        return -1;
+    }
     if (o->emit && !strcmp(o->emit, "cuda")) {
         fprintf(stderr, "moec build: --emit cuda needs the CUDA back end, which this moec does not have yet\n");
         return -1;
@@ -157,14 +200,53 @@ static int parse(int argc, char **argv, opts *o) {
     return 0;
 }
 
-/* forward graph -> passes; decode graphs skip autodiff and the optimizer */
-static ir_graph *lower(arena *a, const md_model *m, int decode, int opt) {
-    ir_graph *g = ir_build_forward(a, m, m->train.batch, m->context, decode);
-    if (!g) return NULL;
-    if (opt >= 1 && pass_fuse(g)) return NULL;
-    if (!decode && (pass_autodiff(g) || pass_optimizer(g))) return NULL;
-    if (pass_comm(g) || pass_plan(g)) return NULL;
-    return g;
+/* Every file the target needs, beside the source in dir. */
+static int write_sources(const char *dir, const cg_target *t, const char *src) {
+    char path[PATH_MAX];
+    for (int i = 0; t->files[i]; i++) {
+        const char *text = cg_embedded(t->files[i]);
+        if (!text) { fprintf(stderr, "moec: internal error: '%s' is not embedded in moec\n", t->files[i]); return -1; }
+        snprintf(path, sizeof path, "%s/%s", dir, t->files[i]);
+        if (write_file(path, text)) return -1;
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
+    return write_file(path, src);
+}
+
+static void remove_sources(const char *dir, const cg_target *t) {
+    char path[PATH_MAX];
+    for (int i = 0; t->files[i]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, t->files[i]);
+        unlink(path);
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* Compiles src into OUT through a private directory and OUT.tmp. */
+static int compile(arena *a, const cg_target *t, const char *src, const char *out, int opt, double *cc_ms) {
+    char dir[] = "/tmp/moec-XXXXXX";
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "moec: cannot create a temporary directory: %s\n", strerror(errno));
+        return 1;
+    }
+    int rc = 0;
+    if (write_sources(dir, t, src)) { fprintf(stderr, "moec: cannot write generated code under %s\n", dir); rc = 1; }
+    const char *tmp_out = arena_printf(a, "%s.tmp", out);
+    double t0 = now_ms();
+    if (!rc && tmp_out) {
+        rc = run_cc(a, dir, t, tmp_out, opt) ? 1 : 0;
+        if (!rc && rename(tmp_out, out)) {
+            fprintf(stderr, "moec: cannot write %s: %s\n", out, strerror(errno));
+            rc = 1;
+        }
+        if (rc) unlink(tmp_out);
+    }
+    *cc_ms = now_ms() - t0;
+    if (!getenv("MOEC_KEEP_GENERATED")) remove_sources(dir, t);
+    else fprintf(stderr, "moec: generated code kept in %s\n", dir);
+    return rc;
 }
 
 int moec_cmd_build(int argc, char **argv) {
@@ -175,80 +257,45 @@ int moec_cmd_build(int argc, char **argv) {
         char *args[] = {"check", "--dump-ast", (char *)o.file, o.model ? "--model" : NULL, (char *)o.model, NULL};
         return moec_cmd_check(o.model ? 5 : 3, args);
     }
+    const cg_target *t = cg_target_find(o.target);
     double t0 = now_ms();
     front *f = front_create();
     if (!f) { fprintf(stderr, "moec: out of memory\n"); return 1; }
     const md_model *m = front_load(f, o.file, o.model);
-    if (!m) {
-        front_print_diagnostics(f, stderr);
-        front_destroy(f);
-        return 1;
-    }
     double t1 = now_ms();
+    pl_result pr_ = {0};
+    pl_options po = {.caps = &t->caps, .opt_level = o.opt};
+    int failed = !m || pl_run(front_arena(f), front_diag(f), m, &po, &pr_) != 0;
+    front_print_diagnostics(f, stderr);     /* errors, or the pipeline's warnings */
+    if (failed) { front_destroy(f); return 1; }
     arena *a = front_arena(f);
-    ir_graph *g = lower(a, m, 0, o.opt);
-    ir_graph *dec = g ? lower(a, m, 1, o.opt) : NULL;
+    lw_program *ltr = lw_lower(pr_.train), *ldec = ltr ? lw_lower(pr_.decode) : NULL;
+    double t2 = now_ms();
     int rc = 0;
-    if (!g || !dec) {
+    if (!ltr || !ldec) {
         fprintf(stderr, "moec: out of memory while lowering %s\n", m->name);
         rc = 1;
     } else if (o.emit && !strcmp(o.emit, "ir")) {
-        ir_print(g, stdout);
-        ir_print(dec, stdout);
+        ir_print(pr_.train, stdout);
+        ir_print(pr_.decode, stdout);
     } else if (o.emit && !strcmp(o.emit, "schedule")) {
-        ir_print_schedule(g, stdout);
-        ir_print_schedule(dec, stdout);
+        ir_print_schedule(pr_.train, stdout);
+        ir_print_schedule(pr_.decode, stdout);
+    } else if (o.emit && !strcmp(o.emit, "kernels")) {
+        lw_print(ltr, t->name, stdout);
+        lw_print(ldec, t->name, stdout);
     }
     if (rc || (o.emit && strcmp(o.emit, "c"))) { front_destroy(f); return rc; }
-    double t2 = now_ms();
-    char *src = cg_cpu_program(g, dec, o.file);
-    double t3 = now_ms();
+    cg_unit u = {m, o.file, ltr, ldec, a};
+    char *src = t->render(&u);
+    double t3 = now_ms(), cc_ms = 0;
     if (!src) { fprintf(stderr, "moec: out of memory in code generation\n"); front_destroy(f); return 1; }
-    if (o.emit) {
-        fputs(src, stdout);
-        free(src);
-        front_destroy(f);
-        return 0;
-    }
-    /* generated sources go to a private directory, then the C compiler writes OUT.tmp */
-    char dir[] = "/tmp/moec-XXXXXX";
-    if (!mkdtemp(dir)) { fprintf(stderr, "moec: cannot create a temporary directory: %s\n", strerror(errno)); rc = 1; }
-    char path[PATH_MAX];
-    for (int i = 0; !rc && moe_embedded_files[i].name; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, moe_embedded_files[i].name);
-        if (write_file(path, moe_embedded_files[i].text)) rc = 1;
-    }
-    snprintf(path, sizeof path, "%s/model.c", dir);
-    if (!rc && write_file(path, src)) rc = 1;
-    if (rc) fprintf(stderr, "moec: cannot write generated code under %s\n", dir);
+    if (o.emit) fputs(src, stdout);
+    else rc = compile(a, t, src, o.out, o.opt, &cc_ms);
     free(src);
-    char *tmp_out = malloc(strlen(o.out) + 16);
-    double t4 = now_ms();
-    if (!rc && tmp_out) {
-        sprintf(tmp_out, "%s.tmp", o.out);
-        rc = run_cc(dir, tmp_out, o.opt) ? 1 : 0;
-        if (!rc && rename(tmp_out, o.out)) {
-            fprintf(stderr, "moec: cannot write %s: %s\n", o.out, strerror(errno));
-            rc = 1;
-        }
-        if (rc) unlink(tmp_out);
-    }
-    double t5 = now_ms();
-    free(tmp_out);
-    if (!getenv("MOEC_KEEP_GENERATED")) {
-        for (int i = 0; moe_embedded_files[i].name; i++) {
-            snprintf(path, sizeof path, "%s/%s", dir, moe_embedded_files[i].name);
-            unlink(path);
-        }
-        snprintf(path, sizeof path, "%s/model.c", dir);
-        unlink(path);
-        rmdir(dir);
-    } else {
-        fprintf(stderr, "moec: generated code kept in %s\n", dir);
-    }
-    if (!rc && o.timings)
+    if (!rc && o.timings && !o.emit)
         printf("{\"front_ms\": %.3f, \"lower_ms\": %.3f, \"codegen_ms\": %.3f, \"cc_ms\": %.3f}\n", t1 - t0, t2 - t1,
-               t3 - t2, t5 - t4);
+               t3 - t2, cc_ms);
     front_destroy(f);
     return rc;
 }

@@ -61,6 +61,7 @@ void front_destroy(front *f) {
 int front_error_count(const front *f) { return f ? diag_count(f->d) : 1; }
 void front_print_diagnostics(const front *f, FILE *out) { if (f) diag_print(f->d, out); }
 struct arena *front_arena(front *f) { return f ? f->a : NULL; }
+struct diag_ctx *front_diag(front *f) { return f ? f->d : NULL; }
 void front_allow_imports(front *f, bool allow) { if (f) f->no_imports = !allow; }
 
 /* Reads a whole regular file into the arena; NULL with errno set on failure. */
@@ -120,12 +121,7 @@ static ffile *add_file(front *f) {
 
 static void cycle_error(front *f, diag_loc at, int from, int depth, const char *again) {
     char buf[400];
-    int used = 0;
-    for (int i = from; i < depth && used < 300; i++)
-        used += snprintf(buf + used, sizeof buf - (size_t)used, "%s -> ", f->chain[i]);
-    if (used >= 300) used = 296;
-    snprintf(buf + used, sizeof buf - (size_t)used, "%s", used >= 296 ? "..." : again);
-    diag_error(f->d, at, "import cycle: %s", buf);
+    diag_error(f->d, at, "import cycle: %s", diag_chain(buf, sizeof buf, f->chain + from, depth - from, again));
 }
 
 /* Loads `shown` (or `text` when given) and, recursively, its imports. */

@@ -21,6 +21,9 @@ const md_model *front_load(front *f, const char *path, const char *name);
 int front_error_count(const front *f);
 void front_print_diagnostics(const front *f, FILE *out);
 struct arena *front_arena(front *f);    /* the compilation arena, for later phases */
+/* the diagnostics list, where later phases report with the model's locations (printed by
+ * front_print_diagnostics, source lines and all) */
+struct diag_ctx *front_diag(front *f);
 
 /* Additions for tools and tests. One load per front end. */
 /* As front_load, with the text of PATH given (imports still resolve against PATH). */

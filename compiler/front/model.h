@@ -25,6 +25,8 @@ typedef struct md_model md_model;
 struct md_model {
     const char *name;
     md_loc loc;                 /* where `model NAME` was written */
+    /* where the settings a target may refuse were written (file NULL: not written, defaulted) */
+    struct { md_loc dtype, dropout, tensor, expert_slicing; } where;
 
     /* 4.1 model */
     int64_t vocab, context, layers, hidden, heads, ffn;   /* ffn defaulted to 4*hidden */

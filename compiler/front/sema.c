@@ -16,6 +16,7 @@
 #include "sema.h"
 #include "sema_int.h"
 #include "arena.h"
+#include "hash.h"
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -270,15 +271,9 @@ int *sema_expand(sema *s, const sval *v) {
 
 /* ---- 2. names ---- */
 
-static uint64_t hash_name(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 smodel *sema_lookup(const sema *s, const char *name) {
     if (!s->table) return NULL;
-    for (size_t i = hash_name(name) & (s->tcap - 1);; i = (i + 1) & (s->tcap - 1)) {
+    for (size_t i = util_hash_str(name) & (s->tcap - 1);; i = (i + 1) & (s->tcap - 1)) {
         smodel *m = s->table[i];
         if (!m) return NULL;
         if (!strcmp(m->ast->name, name)) return m;
@@ -303,7 +298,7 @@ static bool build_table(sema *s) {
     if (!s->table) return false;
     for (int i = 0; i < s->n; i++) {
         smodel *m = &s->m[i];
-        size_t j = hash_name(m->ast->name) & (s->tcap - 1);
+        size_t j = util_hash_str(m->ast->name) & (s->tcap - 1);
         for (; s->table[j]; j = (j + 1) & (s->tcap - 1))
             if (!strcmp(s->table[j]->ast->name, m->ast->name)) break;
         if (!s->table[j]) { s->table[j] = m; continue; }
@@ -343,13 +338,12 @@ static void cycle_error(sema *s, smodel **stack, int from, int n) {
         diag_error(s->d, last->ast->parent_loc, "model '%s' inherits from itself", last->ast->name);
         return;
     }
+    const char **names = ARENA_ARRAY(s->a, const char *, n);
+    if (!names) return;
+    for (int i = from; i < n; i++) names[i] = stack[i]->ast->name;
     char buf[400];
-    int used = 0;
-    for (int i = from; i < n && used < 300; i++)
-        used += snprintf(buf + used, sizeof buf - (size_t)used, "%s -> ", stack[i]->ast->name);
-    if (used < 300) snprintf(buf + used, sizeof buf - (size_t)used, "%s", stack[from]->ast->name);
-    else snprintf(buf + 296, sizeof buf - 296, "...");
-    diag_error(s->d, last->ast->parent_loc, "inheritance cycle: %s", buf);
+    diag_error(s->d, last->ast->parent_loc, "inheritance cycle: %s",
+               diag_chain(buf, sizeof buf, names + from, n - from, stack[from]->ast->name));
 }
 
 /* Resolves m and its ancestors, oldest first. stack has room for every model. */

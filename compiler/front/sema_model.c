@@ -51,6 +51,11 @@ static bool get_b(build *b, key_id k, bool def) { const sval *v = get(b, k); ret
 static int get_w(build *b, key_id k, int def) { const sval *v = get(b, k); return v ? v->word : def; }
 
 static diag_loc key_loc(const sval *v) { return v->e->loc; }
+/* where key k of the model was written (its own entry or an inherited one), or nowhere */
+static md_loc written_at(build *b, key_id k) {
+    const sval *v = get(b, k);
+    return v ? (md_loc){v->e->loc.file, v->e->loc.line, v->e->loc.col} : (md_loc){NULL, 0, 0};
+}
 static diag_loc val_loc(const sval *v) { return v->e->value->loc; }
 
 /* The item of a list that holds entry i (for error locations). */
@@ -324,6 +329,10 @@ void sema_build(sema *s, smodel *m) {
     if (!m->failed && approx_params(md) > 9007199254740992.0)
         err(&b, NULL, m->ast->loc, "model '%s' has about %.3g parameters; the limit is 2^53",
             md->name, approx_params(md));
+    md->where.dtype = written_at(&b, K_DTYPE);
+    md->where.dropout = written_at(&b, K_DROPOUT);
+    md->where.tensor = written_at(&b, K_PAR_TENSOR);
+    md->where.expert_slicing = written_at(&b, K_PAR_SLICING);
     m->md = md;
 }
 

@@ -7,38 +7,48 @@
  *       -> all-to-all -> combine (weights, optional residual mix with the dense MLP)
  * then ln_f, the LM head (tied: x wte^T) and the cross-entropy. Adds are left
  * separate here; the fusion pass folds them into the producing matmul or combine.
+ * This is the last place that reads the model description: every size and setting a
+ * later pass or the lowering needs goes into a tensor's shape or a node's attributes.
  */
 #include "build.h"
 #include "../util/arena.h"
+#include "../util/diag.h"
 #include <string.h>
 
-typedef struct bld { ir_graph *g; arena *a; const md_model *m; } bld;
+typedef struct bld { ir_graph *g; arena *a; const md_model *m; int errors; } bld;
 
 static int param(bld *b, const char *name) {
-    for (int i = 0; i < b->g->n_params; i++)
+    for (int i = 0; name && i < b->g->n_params; i++)
         if (!strcmp(b->g->params[i].name, name)) return b->g->param_tensor[i];
+    diag_error(b->g->diag, (diag_loc){b->m->loc.file, b->m->loc.line, b->m->loc.col},
+               "internal error: model '%s' has no parameter '%s'", b->m->name, name ? name : "?");
+    b->errors++;
     return -1;
 }
-static int paramf(bld *b, const char *fmt, int blk, const char *suffix) {
-    return param(b, arena_printf(b->a, fmt, blk, suffix));
+static int paramf(bld *b, const char *prefix, const char *suffix) {
+    return param(b, arena_printf(b->a, "%s.%s", prefix, suffix));
 }
 static int act(bld *b, const char *name, ir_rows rows, int64_t w) {
-    return ir_tensor_new(b->g, name, IR_T_ACT, rows, w);
+    return ir_tensor_new(b->g, name, IR_T_ACT, MOE_F32, rows, w);
 }
-static int node(bld *b, ir_op op, const char *name, const int *in, const int *out) {
+static int typed(bld *b, const char *name, moe_dtype dt, ir_rows rows, int64_t w) {
+    return ir_tensor_new(b->g, name, IR_T_ACT, dt, rows, w);
+}
+static ir_node *node(bld *b, ir_op op, const char *name, const int *in, const int *out) {
     int n = ir_node_new(b->g, op, name, IR_PHASE_FWD);
+    if (n < 0) return NULL;
     ir_io(b->g, n, in, out);
-    return n;
+    return &b->g->n[n];
 }
 
 /* norm(x) under prefix ("h.3.ln_1"): layernorm or rmsnorm */
 static int norm(bld *b, int x, const char *prefix) {
     int64_t d = b->m->hidden;
     int y = act(b, arena_printf(b->a, "%s.out", prefix), IR_ROWS_S, d);
-    int w = param(b, arena_printf(b->a, "%s.weight", prefix));
+    int w = paramf(b, prefix, "weight");
     int rstd = act(b, arena_printf(b->a, "%s.rstd", prefix), IR_ROWS_S, 1);
     if (b->m->norm == MD_NORM_LAYERNORM) {
-        int bias = param(b, arena_printf(b->a, "%s.bias", prefix));
+        int bias = paramf(b, prefix, "bias");
         int mean = act(b, arena_printf(b->a, "%s.mean", prefix), IR_ROWS_S, 1);
         node(b, IR_LAYERNORM, prefix, (int[]){x, w, bias, -2}, (int[]){y, mean, rstd, -2});
     } else {
@@ -47,18 +57,31 @@ static int norm(bld *b, int x, const char *prefix) {
     return y;
 }
 
-static int matmul(bld *b, int x, int w, int bias, ir_rows rows, int64_t n, const char *name, int transw) {
-    int y = act(b, arena_printf(b->a, "%s.out", name), rows, n);
-    int nd = node(b, IR_MATMUL, name, (int[]){x, w, bias, -1, -2}, (int[]){y, -2});
-    if (nd >= 0) b->g->n[nd].a[0] = transw;
+/* y = x W + b under name ("h.0.attn.c_attn"): parameters NAME.weight and NAME.bias */
+static int linear(bld *b, int x, const char *name, int64_t n, int bias, int trans_w, const char *wname) {
+    int y = act(b, arena_printf(b->a, "%s.out", name), IR_ROWS_S, n);
+    int w = param(b, wname ? wname : arena_printf(b->a, "%s.weight", name));
+    int bi = bias ? paramf(b, name, "bias") : -1;
+    ir_node *nd = node(b, IR_MATMUL, name, (int[]){x, w, bi, -1, -2}, (int[]){y, -2});
+    if (nd) nd->at.matmul.trans_w = trans_w;
     return y;
 }
 
-/* counts >= 0: routed rows, only the real rows of the experts are computed */
-static int activation(bld *b, int x, int64_t f, const char *name, ir_rows rows, int counts) {
+static int act_fn(md_activation a) {
+    switch (a) {
+    case MD_ACT_GELU: return MOE_ACT_GELU;
+    case MD_ACT_GELU_ERF: return MOE_ACT_GELU_ERF;
+    case MD_ACT_RELU: return MOE_ACT_RELU;
+    case MD_ACT_SWIGLU: return MOE_ACT_SWIGLU;
+    }
+    return MOE_ACT_GELU;
+}
+
+/* counts >= 0: routed rows of `experts` experts, only their real rows are computed */
+static int activation(bld *b, int x, int64_t f, const char *name, ir_rows rows, int counts, int experts) {
     int y = act(b, arena_printf(b->a, "%s.out", name), rows, f);
-    int nd = node(b, IR_ACT, name, (int[]){x, counts, -2}, (int[]){y, -2});
-    if (nd >= 0) { b->g->n[nd].a[0] = b->m->activation; b->g->n[nd].a[1] = f; }
+    ir_node *nd = node(b, IR_ACT, name, (int[]){x, counts, -2}, (int[]){y, -2});
+    if (nd) nd->at.act = (ir_at_act){act_fn(b->m->activation), experts};
     return y;
 }
 
@@ -67,69 +90,89 @@ static int64_t fc_width(const md_model *m, int64_t f) { return m->activation == 
 /* The dense MLP under prefix ("h.2.mlp", "h.2.moe.mlp"). */
 static int mlp(bld *b, int x, const char *prefix) {
     int64_t f = b->m->ffn;
-    int h = matmul(b, x, param(b, arena_printf(b->a, "%s.c_fc.weight", prefix)),
-                   param(b, arena_printf(b->a, "%s.c_fc.bias", prefix)), IR_ROWS_S, fc_width(b->m, f),
-                   arena_printf(b->a, "%s.c_fc", prefix), 0);
-    int a = activation(b, h, f, arena_printf(b->a, "%s.act", prefix), IR_ROWS_S, -1);
-    return matmul(b, a, param(b, arena_printf(b->a, "%s.c_proj.weight", prefix)),
-                  param(b, arena_printf(b->a, "%s.c_proj.bias", prefix)), IR_ROWS_S, b->m->hidden,
-                  arena_printf(b->a, "%s.c_proj", prefix), 0);
+    int h = linear(b, x, arena_printf(b->a, "%s.c_fc", prefix), fc_width(b->m, f), 1, 0, NULL);
+    int a = activation(b, h, f, arena_printf(b->a, "%s.act", prefix), IR_ROWS_S, -1, 0);
+    return linear(b, a, arena_printf(b->a, "%s.c_proj", prefix), b->m->hidden, 1, 0, NULL);
 }
 
-/* Width of the gate's per-token routing record: expert[k], row[k], weight[k], probs[E],
- * logits[E], and the jittered input [d] when the gate has jitter noise. */
-static int64_t route_width(const md_model *m, int E) {
-    return 3 * m->moe.top_k + 2 * E + (m->moe.noisy_gate == MD_NOISE_JITTER ? m->hidden : 0);
+static int noise_kind(md_noise n) {
+    return n == MD_NOISE_JITTER ? MOE_NOISE_JITTER : n == MD_NOISE_RSAMPLE ? MOE_NOISE_RSAMPLE : MOE_NOISE_NONE;
+}
+
+/* The settings of MoE layer mi, shared by all of its nodes. */
+static ir_at_moe moe_attrs(const bld *b, int mi) {
+    const md_model *m = b->m;
+    ir_at_moe a = {0};
+    a.layer = mi;
+    a.experts = m->moe.experts[mi];
+    a.top_k = m->moe.top_k;
+    a.stat = MOE_STAT_LAYER(mi);
+    a.loads = b->g->stat_loads[mi];
+    a.drop_tokens = m->moe.drop_tokens;
+    a.noise = noise_kind(m->moe.noisy_gate);
+    a.rts = m->moe.random_token_selection;
+    a.second_sampling = m->moe.second_expert_sampling;
+    a.min_capacity = m->moe.min_capacity;
+    a.cf = m->moe.capacity_factor;
+    a.eval_cf = m->moe.eval_capacity_factor;
+    a.aux_coef = m->moe.aux_loss;
+    a.z_coef = m->moe.z_loss;
+    return a;
+}
+
+static ir_node *moe_node(bld *b, ir_op op, const char *name, const int *in, const int *out, const ir_at_moe *at) {
+    ir_node *n = node(b, op, name, in, out);
+    if (n) n->at.moe = *at;
+    return n;
+}
+
+static int alltoall(bld *b, int x, int counts, const char *name, int64_t width, int mi) {
+    int y = act(b, arena_printf(b->a, "%s.out", name), IR_ROWS_ROUTED, width);
+    ir_node *n = node(b, IR_ALLTOALL, name, (int[]){x, counts, -2}, (int[]){y, -2});
+    if (n) n->at.a2a = (ir_at_a2a){mi, b->m->moe.experts[mi], b->m->parallel.expert[mi], 0};
+    return y;
 }
 
 static int moe_layer(bld *b, int x, int blk, int mi) {
     const md_model *m = b->m;
-    int E = m->moe.experts[mi], k = m->moe.top_k;
-    int64_t d = m->hidden, f = m->moe.ffn;
+    ir_graph *g = b->g;
+    ir_at_moe at = moe_attrs(b, mi);
+    int E = at.experts, k = at.top_k;
+    int64_t d = m->hidden, f = m->moe.ffn, fw = fc_width(m, f);
+    int64_t dj = m->moe.noisy_gate == MD_NOISE_JITTER ? d : 0;
     const char *p = arena_printf(b->a, "h.%d.moe", blk);
-    int route = act(b, arena_printf(b->a, "%s.route", p), IR_ROWS_S, route_width(m, E));
-    b->g->t[route].is_int = 1;
-    /* counts: cnt[E], off[E+1], load[E], then C and dropped */
-    int counts = act(b, arena_printf(b->a, "%s.counts", p), IR_ROWS_ONE, 3 * E + 3);
-    b->g->t[counts].is_int = 1;
-    int n = node(b, IR_GATE, arena_printf(b->a, "%s.gate", p),
-                 (int[]){x, param(b, arena_printf(b->a, "%s.gate.weight", p)), -2}, (int[]){route, counts, -2});
-    if (n >= 0) { b->g->n[n].a[0] = mi; b->g->n[n].a[1] = E; b->g->n[n].a[2] = k; b->g->n[n].a[3] = blk; }
+    const char *ex = arena_printf(b->a, "%s.experts", p);
+    /* the gate's records (moe_abi.h) */
+    int route = typed(b, arena_printf(b->a, "%s.route", p), MOE_I32, IR_ROWS_S, 2 * k);
+    int weights = act(b, arena_printf(b->a, "%s.weights", p), IR_ROWS_S, k);
+    int state = act(b, arena_printf(b->a, "%s.gate_state", p), IR_ROWS_S, MOE_GSTATE_W(E, dj));
+    int counts = typed(b, arena_printf(b->a, "%s.counts", p), MOE_I32, IR_ROWS_ONE, MOE_COUNTS_LEN(E));
+    int scratch = typed(b, arena_printf(b->a, "%s.gate.scratch", p), MOE_F64, IR_ROWS_ONE,
+                        MOE_GATE_SCRATCH(g->S_max, E));
+    ir_node *gn = moe_node(b, IR_GATE, arena_printf(b->a, "%s.gate", p), (int[]){x, paramf(b, p, "gate.weight"), -2},
+                           (int[]){route, weights, state, counts, scratch, g->stats, -2}, &at);
+    if (gn) gn->acc[ir_slot_index(IR_GATE, 1, "stats")] = 1;
 
     int xd = act(b, arena_printf(b->a, "%s.dispatch.out", p), IR_ROWS_ROUTED, d);
-    n = node(b, IR_DISPATCH, arena_printf(b->a, "%s.dispatch", p), (int[]){x, route, counts, -2}, (int[]){xd, -2});
-    if (n >= 0) { b->g->n[n].a[0] = mi; b->g->n[n].a[1] = E; b->g->n[n].a[2] = k; }
-    int xe = act(b, arena_printf(b->a, "%s.a2a_in.out", p), IR_ROWS_ROUTED, d);
-    n = node(b, IR_ALLTOALL, arena_printf(b->a, "%s.a2a_in", p), (int[]){xd, counts, -2}, (int[]){xe, -2});
-    if (n >= 0) { b->g->n[n].a[0] = mi; b->g->n[n].a[1] = m->parallel.expert[mi]; }
-
-    int64_t fw = fc_width(m, f);
+    moe_node(b, IR_DISPATCH, arena_printf(b->a, "%s.dispatch", p), (int[]){x, route, -2}, (int[]){xd, -2}, &at);
+    int xe = alltoall(b, xd, counts, arena_printf(b->a, "%s.a2a_in", p), d, mi);
     int h = act(b, arena_printf(b->a, "%s.expert_fc.out", p), IR_ROWS_ROUTED, fw);
-    n = node(b, IR_EXPERT_MM, arena_printf(b->a, "%s.expert_fc", p),
-             (int[]){xe, paramf(b, "h.%d.moe.experts.c_fc.%s", blk, "weight"),
-                     paramf(b, "h.%d.moe.experts.c_fc.%s", blk, "bias"), counts, -2}, (int[]){h, -2});
-    if (n >= 0) { b->g->n[n].a[0] = mi; b->g->n[n].a[1] = E; }
-    int ha = activation(b, h, f, arena_printf(b->a, "%s.expert_act", p), IR_ROWS_ROUTED, counts);
+    moe_node(b, IR_EXPERT_MM, arena_printf(b->a, "%s.expert_fc", p),
+             (int[]){xe, paramf(b, ex, "c_fc.weight"), paramf(b, ex, "c_fc.bias"), counts, -2}, (int[]){h, -2}, &at);
+    int ha = activation(b, h, f, arena_printf(b->a, "%s.expert_act", p), IR_ROWS_ROUTED, counts, E);
     int y = act(b, arena_printf(b->a, "%s.expert_proj.out", p), IR_ROWS_ROUTED, d);
-    n = node(b, IR_EXPERT_MM, arena_printf(b->a, "%s.expert_proj", p),
-             (int[]){ha, paramf(b, "h.%d.moe.experts.c_proj.%s", blk, "weight"),
-                     paramf(b, "h.%d.moe.experts.c_proj.%s", blk, "bias"), counts, -2}, (int[]){y, -2});
-    if (n >= 0) { b->g->n[n].a[0] = mi; b->g->n[n].a[1] = E; }
-    int ye = act(b, arena_printf(b->a, "%s.a2a_out.out", p), IR_ROWS_ROUTED, d);
-    n = node(b, IR_ALLTOALL, arena_printf(b->a, "%s.a2a_out", p), (int[]){y, counts, -2}, (int[]){ye, -2});
-    if (n >= 0) { b->g->n[n].a[0] = mi; b->g->n[n].a[1] = m->parallel.expert[mi]; }
+    moe_node(b, IR_EXPERT_MM, arena_printf(b->a, "%s.expert_proj", p),
+             (int[]){ha, paramf(b, ex, "c_proj.weight"), paramf(b, ex, "c_proj.bias"), counts, -2}, (int[]){y, -2}, &at);
+    int ye = alltoall(b, y, counts, arena_printf(b->a, "%s.a2a_out", p), d, mi);
 
     int coef = -1, dense = -1;
     if (m->moe.residual) {
         dense = mlp(b, x, arena_printf(b->a, "%s.mlp", p));
-        coef = matmul(b, x, param(b, arena_printf(b->a, "%s.coefficient.weight", p)),
-                      param(b, arena_printf(b->a, "%s.coefficient.bias", p)), IR_ROWS_S, 2,
-                      arena_printf(b->a, "%s.coefficient", p), 0);
+        coef = linear(b, x, arena_printf(b->a, "%s.coefficient", p), 2, 1, 0, NULL);
     }
     int out = act(b, arena_printf(b->a, "%s.combine.out", p), IR_ROWS_S, d);
-    n = node(b, IR_COMBINE, arena_printf(b->a, "%s.combine", p),
-             (int[]){ye, route, counts, -1, coef, dense, -2}, (int[]){out, -2});
-    if (n >= 0) { b->g->n[n].a[0] = mi; b->g->n[n].a[1] = E; b->g->n[n].a[2] = k; }
+    moe_node(b, IR_COMBINE, arena_printf(b->a, "%s.combine", p), (int[]){ye, route, weights, -1, coef, dense, -2},
+             (int[]){out, -2}, &at);
     return out;
 }
 
@@ -142,58 +185,79 @@ static int add(bld *b, int x, int y, const char *name) {
 static int attention(bld *b, int qkv, int blk, int decode) {
     int64_t d = b->m->hidden;
     const char *p = arena_printf(b->a, "h.%d.attn", blk);
+    ir_at_attn at = {b->m->heads};
     if (b->m->position == MD_POS_ROPE) {
         int r = act(b, arena_printf(b->a, "%s.rope.out", p), IR_ROWS_S, 3 * d);
-        node(b, IR_ROPE, arena_printf(b->a, "%s.rope", p), (int[]){qkv, -2}, (int[]){r, -2});
+        ir_node *n = node(b, IR_ROPE, arena_printf(b->a, "%s.rope", p), (int[]){qkv, -2}, (int[]){r, -2});
+        if (n) n->at.attn = at;
         qkv = r;
     }
     int y = act(b, arena_printf(b->a, "%s.core.out", p), IR_ROWS_S, d);
+    ir_node *n;
     if (decode) {
-        int kc = ir_tensor_new(b->g, arena_printf(b->a, "%s.kcache", p), IR_T_CACHE, IR_ROWS_CTX, d);
-        int vc = ir_tensor_new(b->g, arena_printf(b->a, "%s.vcache", p), IR_T_CACHE, IR_ROWS_CTX, d);
-        node(b, IR_ATTN_DECODE, arena_printf(b->a, "%s.core", p), (int[]){qkv, kc, vc, -2}, (int[]){y, -2});
+        int kc = ir_tensor_new(b->g, arena_printf(b->a, "%s.kcache", p), IR_T_CACHE, MOE_F32, IR_ROWS_CTX, d);
+        int vc = ir_tensor_new(b->g, arena_printf(b->a, "%s.vcache", p), IR_T_CACHE, MOE_F32, IR_ROWS_CTX, d);
+        n = node(b, IR_ATTN_DECODE, arena_printf(b->a, "%s.core", p), (int[]){qkv, -2}, (int[]){y, kc, vc, -2});
+        if (n) n->acc[1] = n->acc[2] = 1;   /* appended to */
     } else {
         int att = act(b, arena_printf(b->a, "%s.probs", p), IR_ROWS_ATT, 1);
-        node(b, IR_ATTENTION, arena_printf(b->a, "%s.core", p), (int[]){qkv, -2}, (int[]){y, att, -2});
+        n = node(b, IR_ATTENTION, arena_printf(b->a, "%s.core", p), (int[]){qkv, -2}, (int[]){y, att, -2});
     }
+    if (n) n->at.attn = at;
     return y;
 }
 
-ir_graph *ir_build_forward(arena *a, const md_model *m, int64_t B_max, int64_t T_max, int decode) {
+/* the statistics record: its size and where each MoE layer's expert loads start */
+static void stats_layout(ir_graph *g, const md_model *m) {
+    int n_moe = m->moe.n_moe, total = 0;
+    g->n_moe = n_moe;
+    g->stat_loads = ARENA_ARRAY(g->arena, int, n_moe + 1);
+    if (!g->stat_loads) { g->oom = 1; return; }
+    for (int i = 0; i < n_moe; i++) {
+        g->stat_loads[i] = MOE_STAT_LOADS(n_moe) + total;
+        total += m->moe.experts[i];
+    }
+    g->n_stats = MOE_STATS_LEN(n_moe, total);
+}
+
+ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int64_t align, int decode) {
     md_param *params;
     int np = md_params(m, a, &params);
     if (np < 0) return NULL;
-    ir_graph *g = ir_graph_create(a, m, params, np);
+    ir_graph *g = ir_graph_create(a, m->name, params, np, align);
     if (!g) return NULL;
-    bld b = {g, a, m};
+    bld b = {g, a, m, 0};
+    g->diag = d;
+    g->loc = m->loc;
     g->decode = decode;
-    g->B_max = decode ? 1 : B_max;
-    g->T_max = decode ? 1 : T_max;
+    g->B_max = decode ? 1 : m->train.batch;
+    g->T_max = decode ? 1 : m->context;
     g->S_max = g->B_max * g->T_max;
+    g->S_io = m->train.batch * m->context;
+    g->heads = m->heads;
+    g->context = m->context;
     g->top_k = m->moe.n_moe ? m->moe.top_k : 1;
+    g->optim = (ir_at_optim){m->train.beta1, m->train.beta2, m->train.eps, m->train.weight_decay, m->train.grad_clip};
+    stats_layout(g, m);
     for (int i = 0; i < np; i++) {
         const md_param *p = &params[i];
-        int id = ir_tensor_new(g, p->name, IR_T_PARAM, IR_ROWS_ONE, p->numel);
+        int id = ir_tensor_new(g, p->name, IR_T_PARAM, MOE_F32, IR_ROWS_ONE, p->numel);
         if (id < 0) return NULL;
         g->t[id].param = i;
         g->t[id].offset = g->param_offset[i];
         g->param_tensor[i] = id;
     }
-    int64_t d = m->hidden;
-    g->tokens = ir_tensor_new(g, "tokens", IR_T_TOKENS, IR_ROWS_S, 1);
-    int x = act(&b, "embed.out", IR_ROWS_S, d);
-    int n = node(&b, IR_EMBED, "embed", (int[]){g->tokens, param(&b, "wte.weight"), param(&b, "wpe.weight"), -2},
-                 (int[]){x, -2});
-    if (n < 0) return NULL;
+    int64_t dm = m->hidden;
+    g->tokens = ir_tensor_new(g, "tokens", IR_T_INPUT, MOE_I32, IR_ROWS_S, 1);
+    g->stats = ir_tensor_new(g, "stats", IR_T_STATS, MOE_F64, IR_ROWS_ONE, g->n_stats);
+    int x = act(&b, "embed.out", IR_ROWS_S, dm);
+    int wpe = m->position == MD_POS_LEARNED ? param(&b, "wpe.weight") : -1;
+    node(&b, IR_EMBED, "embed", (int[]){g->tokens, param(&b, "wte.weight"), wpe, -2}, (int[]){x, -2});
     for (int i = 0; i < m->layers; i++) {
         int h = norm(&b, x, arena_printf(a, "h.%d.ln_1", i));
-        int qkv = matmul(&b, h, paramf(&b, "h.%d.attn.c_attn.%s", i, "weight"),
-                         paramf(&b, "h.%d.attn.c_attn.%s", i, "bias"), IR_ROWS_S, 3 * d,
-                         arena_printf(a, "h.%d.attn.c_attn", i), 0);
+        int qkv = linear(&b, h, arena_printf(a, "h.%d.attn.c_attn", i), 3 * dm, 1, 0, NULL);
         int y = attention(&b, qkv, i, decode);
-        int p = matmul(&b, y, paramf(&b, "h.%d.attn.c_proj.%s", i, "weight"),
-                       paramf(&b, "h.%d.attn.c_proj.%s", i, "bias"), IR_ROWS_S, d,
-                       arena_printf(a, "h.%d.attn.c_proj", i), 0);
+        int p = linear(&b, y, arena_printf(a, "h.%d.attn.c_proj", i), dm, 1, 0, NULL);
         x = add(&b, x, p, arena_printf(a, "h.%d.attn.residual", i));
         int h2 = norm(&b, x, arena_printf(a, "h.%d.ln_2", i));
         int mi = md_moe_index(m, i + 1);
@@ -202,12 +266,12 @@ ir_graph *ir_build_forward(arena *a, const md_model *m, int64_t B_max, int64_t T
     }
     int hf = norm(&b, x, "ln_f");
     int tied = m->tie_embeddings;
-    g->logits = matmul(&b, hf, param(&b, tied ? "wte.weight" : "lm_head.weight"), -1, IR_ROWS_S, m->vocab,
-                       "lm_head", tied);
+    g->logits = linear(&b, hf, "lm_head", m->vocab, 0, tied, tied ? "wte.weight" : NULL);
     if (!decode) {
-        g->targets = ir_tensor_new(g, "targets", IR_T_TARGETS, IR_ROWS_S, 1);
+        g->targets = ir_tensor_new(g, "targets", IR_T_INPUT, MOE_I32, IR_ROWS_S, 1);
         g->loss = act(&b, "xent.loss", IR_ROWS_S, 1);
-        node(&b, IR_XENT, "xent", (int[]){g->logits, g->targets, -2}, (int[]){g->loss, -2});
+        ir_node *n = node(&b, IR_XENT, "xent", (int[]){g->logits, g->targets, -2}, (int[]){g->loss, g->stats, -2});
+        if (n) n->acc[1] = 1;
     }
-    return g->oom || arena_failed(a) ? NULL : g;
+    return g->oom || b.errors || arena_failed(a) ? NULL : g;
 }

@@ -1,31 +1,120 @@
-/* ir.c - graph construction helpers, names of ops, printing. */
+/* ir.c - the op table's parsed signatures, graph construction helpers, printing. */
 #include "ir.h"
 #include "../util/arena.h"
 #include <string.h>
 
-static const char *const op_names[] = {
-#define OP(name, nin, nout, doc) #name,
+typedef struct opdef { const char *name, *ins, *outs, *doc; int attr; unsigned flags; } opdef;
+
+#define NONE IR_AT_NONE
+#define MATMUL IR_AT_MATMUL
+#define ACT IR_AT_ACT
+#define ATTN IR_AT_ATTN
+#define MOE IR_AT_MOE
+#define A2A IR_AT_A2A
+#define OPTIM IR_AT_OPTIM
+#define COMM IR_OPF_COMM
+#define LOSS IR_OPF_LOSS
+static const opdef op_defs[] = {
+#define OP(name, ins, outs, attr, flags, doc) {#name, ins, outs, doc, attr, flags},
 #include "ops.def"
 #undef OP
 };
-_Static_assert(sizeof op_names / sizeof op_names[0] == IR_OP_COUNT, "op name table out of step");
+#undef NONE
+#undef MATMUL
+#undef ACT
+#undef ATTN
+#undef MOE
+#undef A2A
+#undef OPTIM
+#undef COMM
+#undef LOSS
+_Static_assert(sizeof op_defs / sizeof op_defs[0] == IR_OP_COUNT, "op table out of step");
 
-const char *ir_op_name(ir_op op) { return op < IR_OP_COUNT ? op_names[op] : "?"; }
+static ir_opinfo op_info[IR_OP_COUNT];
+static int op_info_ready;
 
-ir_graph *ir_graph_create(arena *a, const md_model *m, const md_param *params, int n_params) {
+/* "x:f W:p b:p? res:f?" -> slots; a malformed row is a programming error caught by the tests
+ * (its slot gets type '?', which no tensor matches, so ir_verify reports it) */
+static int parse_slots(const char *sig, ir_slot *slots) {
+    int n = 0;
+    for (const char *p = sig; *p && n < IR_MAX_IO;) {
+        while (*p == ' ') p++;
+        if (!*p) break;
+        ir_slot *s = &slots[n++];
+        memset(s, 0, sizeof *s);
+        size_t len = 0;
+        while (*p && *p != ':' && *p != ' ' && len + 1 < sizeof s->name) s->name[len++] = *p++;
+        s->type = '?';
+        if (*p == ':') { p++; s->type = *p ? *p++ : '?'; }
+        for (; *p == '?' || *p == '+'; p++) {
+            if (*p == '?') s->optional = true;
+            else s->acc = true;
+        }
+        while (*p && *p != ' ') { s->type = '?'; p++; }
+    }
+    return n;
+}
+
+static void op_info_init(void) {
+    for (int i = 0; i < IR_OP_COUNT; i++) {
+        ir_opinfo *o = &op_info[i];
+        o->name = op_defs[i].name;
+        o->doc = op_defs[i].doc;
+        o->attr = op_defs[i].attr;
+        o->flags = op_defs[i].flags;
+        o->n_in = parse_slots(op_defs[i].ins, o->in);
+        o->n_out = parse_slots(op_defs[i].outs, o->out);
+    }
+    op_info_ready = 1;
+}
+
+const ir_opinfo *ir_op_info(ir_op op) {
+    if (!op_info_ready) op_info_init();
+    return (unsigned)op < IR_OP_COUNT ? &op_info[op] : NULL;
+}
+
+const char *ir_op_name(ir_op op) { return (unsigned)op < IR_OP_COUNT ? op_defs[op].name : "?"; }
+
+int ir_slot_index(ir_op op, int out, const char *name) {
+    const ir_opinfo *o = ir_op_info(op);
+    if (!o) return -1;
+    int n = out ? o->n_out : o->n_in;
+    const ir_slot *s = out ? o->out : o->in;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(s[i].name, name)) return i;
+    return -1;
+}
+
+size_t ir_dtype_size(moe_dtype dt) {
+    static const size_t sz[MOE_DTYPE_COUNT] = {4, 2, 2, 4, 8};
+    return (unsigned)dt < MOE_DTYPE_COUNT ? sz[dt] : 0;
+}
+const char *ir_dtype_name(moe_dtype dt) {
+    static const char *const nm[MOE_DTYPE_COUNT] = {"f32", "bf16", "f16", "i32", "f64"};
+    return (unsigned)dt < MOE_DTYPE_COUNT ? nm[dt] : "?";
+}
+const char *ir_buf_name(moe_buf b) {
+    static const char *const nm[MOE_BUF_COUNT] = {"act", "param", "grad", "opt", "io", "staging", "comm"};
+    return (unsigned)b < MOE_BUF_COUNT ? nm[b] : "?";
+}
+
+static int64_t align_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
+
+ir_graph *ir_graph_create(arena *a, const char *name, const md_param *params, int n_params, int64_t align) {
     ir_graph *g = ARENA_NEW(a, ir_graph);
     if (!g) return NULL;
-    g->arena = a; g->m = m; g->params = params; g->n_params = n_params;
+    g->arena = a; g->name = name; g->params = params; g->n_params = n_params;
+    g->align = align > 0 ? align : 64;
     g->param_offset = ARENA_ARRAY(a, int64_t, n_params + 1);
     g->param_tensor = ARENA_ARRAY(a, int, n_params + 1);
     if (!g->param_offset || !g->param_tensor) return NULL;
     int64_t off = 0;
     for (int i = 0; i < n_params; i++) {
         g->param_offset[i] = off;
-        off += (params[i].numel + 15) & ~(int64_t)15;   /* 64-byte aligned tensors */
+        off += align_up(params[i].numel * 4, g->align);
     }
-    g->param_floats = off;
-    g->tokens = g->targets = g->loss = g->logits = -1;
+    g->param_bytes = off;
+    g->tokens = g->targets = g->stats = g->loss = g->logits = -1;
     return g;
 }
 
@@ -44,25 +133,29 @@ int64_t ir_rows_max(const ir_graph *g, ir_rows r) {
     case IR_ROWS_ONE: return 1;
     case IR_ROWS_S: return g->S_max;
     case IR_ROWS_ROUTED: return g->S_max * g->top_k;
-    case IR_ROWS_ATT: return g->S_max * g->m->heads * g->T_max;
-    case IR_ROWS_CTX: return g->m->context;
+    case IR_ROWS_ATT: return g->S_max * g->heads * g->T_max;
+    case IR_ROWS_CTX: return g->context;
     }
     return 0;
 }
 
-int64_t ir_tensor_numel_max(const ir_graph *g, const ir_tensor *t) {
-    return ir_rows_max(g, t->rows) * t->width;
+int64_t ir_tensor_numel_max(const ir_graph *g, const ir_tensor *t) { return ir_rows_max(g, t->rows) * t->width; }
+int64_t ir_tensor_bytes_max(const ir_graph *g, const ir_tensor *t) {
+    return ir_tensor_numel_max(g, t) * (int64_t)ir_dtype_size(t->dtype);
 }
 
-int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, ir_rows rows, int64_t width) {
+int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, moe_dtype dt, ir_rows rows, int64_t width) {
     if (grow(g, (void **)&g->t, &g->capt, g->nt, sizeof(ir_tensor))) return -1;
     ir_tensor *t = &g->t[g->nt];
     memset(t, 0, sizeof *t);
-    t->name = name; t->kind = kind; t->rows = rows; t->width = width;
+    t->name = name; t->kind = kind; t->dtype = dt; t->rows = rows; t->width = width;
     t->param = -1; t->grad = -1; t->def = t->last = -1;
+    static const moe_buf buf[] = {MOE_BUF_ACT, MOE_BUF_PARAM, MOE_BUF_GRAD, MOE_BUF_IO, MOE_BUF_IO, MOE_BUF_ACT};
+    t->buf = buf[kind];
     static const char *const rn[] = {"1", "S", "S*k", "S*H*T", "ctx"};
     t->shape = rows == IR_ROWS_ONE ? arena_printf(g->arena, "[%lld]", (long long)width)
                                    : arena_printf(g->arena, "[%s, %lld]", rn[rows], (long long)width);
+    if (!name || !t->shape) g->oom = 1;
     return g->nt++;
 }
 
@@ -70,24 +163,47 @@ int ir_node_new(ir_graph *g, ir_op op, const char *name, int phase) {
     if (grow(g, (void **)&g->n, &g->capn, g->nn, sizeof(ir_node))) return -1;
     ir_node *n = &g->n[g->nn];
     memset(n, 0, sizeof *n);
+    const ir_opinfo *o = ir_op_info(op);
     n->op = op; n->name = name; n->phase = phase;
+    n->n_in = o->n_in; n->n_out = o->n_out;
     for (int i = 0; i < IR_MAX_IO; i++) n->in[i] = n->out[i] = -1;
+    if (!name) g->oom = 1;
     return g->nn++;
 }
 
 void ir_io(ir_graph *g, int node, const int *in, const int *out) {
     if (node < 0) return;
     ir_node *n = &g->n[node];
-    n->n_in = n->n_out = 0;
-    for (int i = 0; in && in[i] != -2 && i < IR_MAX_IO; i++) n->in[n->n_in++] = in[i];
-    for (int i = 0; out && out[i] != -2 && i < IR_MAX_IO; i++) n->out[n->n_out++] = out[i];
+    for (int i = 0; in && in[i] != -2 && i < IR_MAX_IO; i++) n->in[i] = in[i];
+    for (int i = 0; out && out[i] != -2 && i < IR_MAX_IO; i++) n->out[i] = out[i];
 }
+
+/* ---- printing ---- */
 
 static const char *tname(const ir_graph *g, int id) { return id < 0 ? "-" : g->t[id].name; }
 
+static void print_attr(const ir_node *n, FILE *out) {
+    switch (ir_op_info(n->op)->attr) {
+    case IR_AT_MATMUL: if (n->at.matmul.trans_w) fprintf(out, " {trans_w}"); break;
+    case IR_AT_ACT: {
+        static const char *const fn[] = {"gelu", "gelu_erf", "relu", "swiglu"};
+        fprintf(out, " {%s}", (unsigned)n->at.act.fn < 4 ? fn[n->at.act.fn] : "?");
+        break;
+    }
+    case IR_AT_ATTN: fprintf(out, " {heads=%lld}", (long long)n->at.attn.heads); break;
+    case IR_AT_MOE:
+        fprintf(out, " {layer=%d E=%d k=%d}", n->at.moe.layer, n->at.moe.experts, n->at.moe.top_k);
+        break;
+    case IR_AT_A2A:
+        fprintf(out, " {layer=%d ep=%d%s}", n->at.a2a.layer, n->at.a2a.degree, n->at.a2a.backward ? " bwd" : "");
+        break;
+    default: break;
+    }
+}
+
 void ir_print(const ir_graph *g, FILE *out) {
     static const char *const ph[] = {"forward", "backward", "optimizer"};
-    fprintf(out, "graph %s%s: %d tensors, %d nodes, S_max %lld (B %lld x T %lld)\n", g->m->name,
+    fprintf(out, "graph %s%s: %d tensors, %d nodes, S_max %lld (B %lld x T %lld)\n", g->name,
             g->decode ? " (decode)" : "", g->nt, g->nn, (long long)g->S_max, (long long)g->B_max,
             (long long)g->T_max);
     int phase = -1;
@@ -99,29 +215,39 @@ void ir_print(const ir_graph *g, FILE *out) {
         for (int j = 0; j < n->n_in; j++)
             fprintf(out, "%s%s", j ? ", " : "", tname(g, n->in[j]));
         fprintf(out, ") -> (");
-        for (int j = 0; j < n->n_out; j++)
-            fprintf(out, "%s%s%s%s", j ? ", " : "", n->acc[j] ? "+=" : "", tname(g, n->out[j]),
-                    n->out[j] >= 0 ? g->t[n->out[j]].shape : "");
-        fprintf(out, ")\n");
+        for (int j = 0; j < n->n_out; j++) {
+            int t = n->out[j];
+            fprintf(out, "%s%s%s", j ? ", " : "", n->acc[j] ? "+=" : "", tname(g, t));
+            if (t >= 0) fprintf(out, "%s%s%s", g->t[t].shape, g->t[t].dtype == MOE_F32 ? "" : " ",
+                                g->t[t].dtype == MOE_F32 ? "" : ir_dtype_name(g->t[t].dtype));
+        }
+        fprintf(out, ")");
+        print_attr(n, out);
+        fprintf(out, "\n");
     }
 }
 
 void ir_print_schedule(const ir_graph *g, FILE *out) {
-    int64_t peak = g->arena_floats * 4;
-    fprintf(out, "schedule %s%s: arena %lld bytes (%.2f MiB), params %lld bytes\n", g->m->name,
-            g->decode ? " (decode)" : "", (long long)peak, peak / 1048576.0,
-            (long long)g->param_floats * 4);
+    fprintf(out, "schedule %s%s: alignment %lld bytes\n", g->name, g->decode ? " (decode)" : "", (long long)g->align);
+    fprintf(out, "buffers:");
+    for (int b = 0; b < MOE_BUF_COUNT; b++)
+        fprintf(out, " %s %lld%s", ir_buf_name((moe_buf)b), (long long)g->buf_bytes[b], b + 1 < MOE_BUF_COUNT ? "," : "");
+    fprintf(out, " (bytes; act %.2f MiB)\n", g->buf_bytes[MOE_BUF_ACT] / 1048576.0);
+    int *step = arena_alloc(g->arena, sizeof(int) * ((size_t)g->nn + 1));  /* node -> step number */
     int k = 0;
     for (int i = 0; i < g->nn; i++) {
         const ir_node *n = &g->n[i];
+        if (step) step[i] = k;
         if (n->dead) continue;
         fprintf(out, "  step %3d  %-13s %s\n", k++, ir_op_name(n->op), n->name);
     }
-    fprintf(out, "plan (offsets in bytes, live steps):\n");
+    if (step) step[g->nn] = k;      /* live to the end of the program */
+    fprintf(out, "plan (buffer, dtype, offset and size in bytes, live steps):\n");
     for (int i = 0; i < g->nt; i++) {
         const ir_tensor *t = &g->t[i];
-        if ((t->kind != IR_T_ACT && t->kind != IR_T_CACHE) || t->def < 0) continue;
-        fprintf(out, "  %-32s %-14s @%-10lld %10lld B  [%d..%d]\n", t->name, t->shape,
-                (long long)t->offset * 4, (long long)ir_tensor_numel_max(g, t) * 4, t->def, t->last);
+        if (t->kind == IR_T_PARAM || t->kind == IR_T_GRAD || t->def < 0) continue;
+        fprintf(out, "  %-32s %-14s %-4s %-4s @%-10lld %10lld B  [%d..%d]\n", t->name, t->shape, ir_buf_name(t->buf),
+                ir_dtype_name(t->dtype), (long long)t->offset, (long long)ir_tensor_bytes_max(g, t),
+                step ? step[t->def] : t->def, step ? step[t->last] : t->last);
     }
 }

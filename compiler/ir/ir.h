@@ -1,41 +1,71 @@
-/* ir.h - the tensor graph: tensors with symbolic row counts, nodes from ops.def.
+/* ir.h - the tensor graph: typed tensors with symbolic rows, nodes from ops.def.
  *
  * A graph holds one model's whole training program: the forward nodes, the backward
  * nodes derived by autodiff, and the optimizer nodes, in execution order, split into
- * phases. Separate graphs hold the decode (KV-cache) program. Every tensor's size is
- * rows x width, where rows is symbolic in the runtime token count (S = B*T, at most
- * S_max) so one plan serves every batch shape up to the compiled maximum.
+ * phases. A separate graph holds the decode (KV-cache) program. Every tensor is
+ * rows x width elements of one dtype, where rows is symbolic in the run-time token count
+ * (S = B*T, at most S_max) so one plan serves every batch shape up to the compiled
+ * maximum; every tensor lives in one buffer class (moe_abi.h) at a byte offset the plan
+ * pass assigns. Nodes carry their attributes by name (ir_node.at, the member ops.def
+ * names); nothing after the builder reads the model description.
  */
 #ifndef MOE_IR_H
 #define MOE_IR_H
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include "model.h"
+#include "moe_abi.h"
 
 struct arena;
+struct diag_ctx;
+
+enum { IR_OPF_COMM = 1, IR_OPF_LOSS = 2 };     /* ops.def FLAGS */
+enum { IR_AT_NONE, IR_AT_MATMUL, IR_AT_ACT, IR_AT_ATTN, IR_AT_MOE, IR_AT_A2A, IR_AT_OPTIM };
+#define IR_MAX_IO 8
 
 typedef enum {
-#define OP(name, nin, nout, doc) IR_##name,
+#define OP(name, ins, outs, attr, flags, doc) IR_##name,
 #include "ops.def"
 #undef OP
     IR_OP_COUNT
 } ir_op;
 
+/* One slot of an op's signature, parsed from ops.def. */
+typedef struct ir_slot {
+    char name[16];
+    char type;              /* f i d c p g t s (ops.def) */
+    bool optional;          /* '?' */
+    bool acc;               /* '+': the node may add to it */
+} ir_slot;
+
+typedef struct ir_opinfo {
+    const char *name, *doc;
+    int attr;               /* IR_AT_* */
+    unsigned flags;         /* IR_OPF_* */
+    int n_in, n_out;
+    ir_slot in[IR_MAX_IO], out[IR_MAX_IO];
+} ir_opinfo;
+
+const ir_opinfo *ir_op_info(ir_op op);
 const char *ir_op_name(ir_op op);
+/* the slot of op named `name` among inputs (out = 0) or outputs, or -1 */
+int ir_slot_index(ir_op op, int out, const char *name);
 
 typedef enum {
-    IR_T_ACT,       /* activation or activation gradient: planned in the arena */
-    IR_T_PARAM,     /* a parameter: offset in the parameter buffer */
-    IR_T_GRAD,      /* a parameter's gradient: same offset in the gradient buffer */
-    IR_T_TOKENS,    /* the input token ids [S] */
-    IR_T_TARGETS,   /* the next-token targets [S] */
-    IR_T_CACHE,     /* persistent for a whole generation (KV cache) */
+    IR_T_ACT,       /* activation, activation gradient or kernel scratch: planned in the arena */
+    IR_T_PARAM,     /* a parameter: its offset in the parameter buffer */
+    IR_T_GRAD,      /* a parameter's gradient: the same offset in the gradient buffer */
+    IR_T_INPUT,     /* token ids or targets [S], uploaded by the host (IO buffer) */
+    IR_T_STATS,     /* the statistics record (IO buffer) */
+    IR_T_CACHE,     /* persistent for a whole generation (KV cache): planned, live throughout */
 } ir_tkind;
 
 typedef enum {
-    IR_ROWS_ONE,    /* rows = 1 */
+    IR_ROWS_ONE,    /* rows = 1: width is the whole size */
     IR_ROWS_S,      /* rows = S */
-    IR_ROWS_ROUTED, /* rows = S * top_k (routed token-choices, only real rows used) */
+    IR_ROWS_ROUTED, /* rows = S * top_k (routed token-choices, only the first R used) */
     IR_ROWS_ATT,    /* rows = S * H * T (attention probabilities [B,H,T,T]) */
     IR_ROWS_CTX,    /* rows = context (KV cache) */
 } ir_rows;
@@ -43,61 +73,110 @@ typedef enum {
 typedef struct ir_tensor {
     const char *name;
     ir_tkind kind;
-    int is_int;             /* int32 elements (routing tables); same size as fp32 */
+    moe_dtype dtype;
     ir_rows rows;
     int64_t width;          /* elements per row */
     const char *shape;      /* printable, e.g. "[S, 384]" */
-    int param;              /* index into the md_param table, or -1 */
-    int64_t offset;         /* elements from the start of its buffer (after planning) */
-    int def, last;          /* first and last node touching it (liveness) */
+    int param;              /* index into the parameter table, or -1 */
+    moe_buf buf;            /* buffer class */
+    int64_t offset;         /* bytes from the start of its buffer (after planning) */
+    int def, last;          /* first and last live node touching it (liveness) */
     int grad;               /* tensor id of its gradient, or -1 */
 } ir_tensor;
 
-#define IR_MAX_IO 8
+/* ---- node attributes, one struct per ATTR column of ops.def ---- */
+typedef struct ir_at_matmul { int trans_w; } ir_at_matmul;        /* W stored [N,K] */
+typedef struct ir_at_act { int fn, experts; } ir_at_act;          /* MOE_ACT_*; experts > 0: over routed rows */
+typedef struct ir_at_attn { int64_t heads; } ir_at_attn;
+typedef struct ir_at_moe {
+    int layer;                  /* 0-based MoE layer */
+    int experts, top_k;
+    int stat, loads;            /* the layer's entries in the statistics record */
+    int drop_tokens, noise, rts, second_sampling, min_capacity;   /* noise: MOE_NOISE_* */
+    double cf, eval_cf, aux_coef, z_coef;
+} ir_at_moe;
+typedef struct ir_at_a2a { int layer, experts, degree, backward; } ir_at_a2a;  /* degree: expert-parallel ranks */
+typedef struct ir_at_optim { double beta1, beta2, eps, weight_decay, grad_clip; } ir_at_optim;
+
 typedef struct ir_node {
     ir_op op;
     const char *name;       /* "h.1.moe.gate", shown in schedules and bench breakdowns */
-    int n_in, n_out;
+    int n_in, n_out;        /* the op's slot counts (ops.def) */
     int in[IR_MAX_IO];      /* tensor ids, -1 = absent */
     int out[IR_MAX_IO];
     int acc[IR_MAX_IO];     /* per output: 0 = overwrite, 1 = add to it */
-    int64_t a[8];           /* integer attributes, meaning per op */
-    double f[4];            /* float attributes */
+    union {
+        ir_at_matmul matmul;
+        ir_at_act act;
+        ir_at_attn attn;
+        ir_at_moe moe;
+        ir_at_a2a a2a;
+        ir_at_optim optim;
+    } at;
     int phase;              /* IR_PHASE_* */
     int dead;               /* removed by a pass */
 } ir_node;
 
 enum { IR_PHASE_FWD, IR_PHASE_BWD, IR_PHASE_OPT };
 
+/* What a target can run, as far as the passes need to know (codegen/target.c has one per
+ * target): the buffer alignment and the element types it computes in. */
+typedef struct ir_caps {
+    const char *target;
+    int64_t align;          /* bytes; every planned offset is a multiple */
+    unsigned dtypes;        /* 1 << moe_dtype of each compute type it supports */
+} ir_caps;
+
 typedef struct ir_graph {
     struct arena *arena;
-    const md_model *m;
+    struct diag_ctx *diag;  /* where passes report (may be NULL) */
+    md_loc loc;             /* the model's definition: where internal errors point */
+    const char *name;       /* the model's */
     const md_param *params;
     int n_params;
-    int64_t param_floats;   /* total parameter elements */
-    int64_t *param_offset;  /* [n_params] offsets in the parameter buffer */
+    int64_t align;          /* the target's buffer alignment */
+    int64_t param_bytes;    /* the parameter buffer (each tensor aligned) */
+    int64_t *param_offset;  /* [n_params] byte offsets in the parameter buffer */
     int *param_tensor;      /* [n_params] tensor id of each parameter */
 
     ir_tensor *t; int nt, capt;
     ir_node *n; int nn, capn;
 
-    int64_t B_max, T_max, S_max;    /* compiled maximum batch shape */
+    int64_t B_max, T_max, S_max;    /* compiled maximum batch shape of this program */
+    int64_t S_io;                    /* tokens the IO buffer holds (the training program's S_max) */
+    int64_t heads, context;          /* for the ATT and CTX row counts */
     int top_k;                       /* routed rows per token (max over MoE layers) */
     int decode;                      /* a single-token KV-cache graph */
-    int tokens, targets;             /* input tensor ids */
-    int loss;                        /* per-token LM loss tensor id */
+    int n_moe;
+    int n_stats;                     /* entries of the statistics record */
+    int *stat_loads;                 /* [n_moe] where each MoE layer's expert loads start in it */
+    ir_at_optim optim;               /* the train block's optimizer settings (pass_optimizer) */
+    int tokens, targets, stats;      /* IO tensor ids (targets -1 in decode) */
+    int loss;                        /* per-token LM loss tensor id (-1 in decode) */
     int logits;                      /* logits/probs tensor id */
-    int64_t arena_floats;            /* planned arena size in elements */
+    int64_t buf_bytes[MOE_BUF_COUNT];   /* sizes of the buffers (after planning) */
     int oom;
 } ir_graph;
 
-ir_graph *ir_graph_create(struct arena *a, const md_model *m, const md_param *params, int n_params);
-int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, ir_rows rows, int64_t width);
+ir_graph *ir_graph_create(struct arena *a, const char *name, const md_param *params, int n_params, int64_t align);
+int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, moe_dtype dt, ir_rows rows, int64_t width);
+/* A node of op with its slot counts from ops.def and every slot absent (-1). */
 int ir_node_new(ir_graph *g, ir_op op, const char *name, int phase);
-/* sets inputs/outputs from -2-terminated lists: ir_io(g, node, (int[]){x, w, -2}, (int[]){y, -2}) */
+/* sets inputs/outputs in slot order from -2-terminated lists (shorter lists leave the rest -1):
+ * ir_io(g, node, (int[]){x, w, -2}, (int[]){y, -2}) */
 void ir_io(ir_graph *g, int node, const int *in, const int *out);
 int64_t ir_rows_max(const ir_graph *g, ir_rows r);
 int64_t ir_tensor_numel_max(const ir_graph *g, const ir_tensor *t);
+int64_t ir_tensor_bytes_max(const ir_graph *g, const ir_tensor *t);
+size_t ir_dtype_size(moe_dtype dt);
+const char *ir_dtype_name(moe_dtype dt);    /* "f32", ... */
+const char *ir_buf_name(moe_buf b);         /* "act", "param", ... */
+
+/* Checks every live node against ops.def: slot counts, required slots, tensor types and
+ * buffer classes, accumulate flags, shapes of the ops whose shapes relate, and that every
+ * activation is written before it is read. Reports to g->diag at the model's location
+ * ("internal error: after PASS: ...") and returns the number of problems. */
+int ir_verify(const ir_graph *g, const char *after);
 
 /* Printing (moec build --emit ir / schedule): deterministic. */
 void ir_print(const ir_graph *g, FILE *out);

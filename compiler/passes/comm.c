@@ -19,11 +19,10 @@ static void replace_tensor(ir_graph *g, int from, int to) {
 int pass_comm(ir_graph *g) {
     for (int i = 0; i < g->nn; i++) {
         ir_node *n = &g->n[i];
-        if (n->dead || n->op != IR_ALLTOALL || n->a[1] != 1) continue;
+        if (n->dead || n->op != IR_ALLTOALL || n->at.a2a.degree != 1) continue;
         int in = n->in[0], out = n->out[0];
         if (in < 0 || out < 0 || in == out) continue;
         replace_tensor(g, out, in);
-        n->out[0] = in;     /* replace_tensor() made it so; said again for the reader */
     }
     return 0;
 }

@@ -1,7 +1,7 @@
 /* fuse.c - folds residual adds into the op that produces the added value.
  *
  * Pattern: y = P(...); z = ADD(x, y) where P is MATMUL or COMBINE, y has no other
- * consumer and P has no residual input yet  =>  z = P(..., res = x). The matmul then
+ * consumer and P's residual input `res` is free  =>  z = P(..., res = x). The matmul then
  * starts from x (beta = 1) and the combine writes x + mix(...) in its single pass, so
  * the residual stream is read and written once per sub-layer instead of three times.
  */
@@ -15,6 +15,7 @@ int pass_fuse(ir_graph *g) {
     for (int i = 0; i < g->nt; i++) producer[i] = -1;
     for (int i = 0; i < g->nn; i++) {
         ir_node *n = &g->n[i];
+        if (n->dead) continue;
         for (int j = 0; j < n->n_in; j++) if (n->in[j] >= 0) uses[n->in[j]]++;
         for (int j = 0; j < n->n_out; j++) if (n->out[j] >= 0) producer[n->out[j]] = i;
     }
@@ -26,9 +27,10 @@ int pass_fuse(ir_graph *g) {
             int p = producer[y];
             if (p < 0 || uses[y] != 1) continue;
             ir_node *pn = &g->n[p];
-            int res_slot = pn->op == IR_MATMUL ? 3 : pn->op == IR_COMBINE ? 3 : -1;
-            if (res_slot < 0 || pn->in[res_slot] >= 0) continue;
-            pn->in[res_slot] = x;
+            if (pn->op != IR_MATMUL && pn->op != IR_COMBINE) continue;
+            int res = ir_slot_index(pn->op, 0, "res");
+            if (pn->in[res] >= 0) continue;
+            pn->in[res] = x;
             pn->out[0] = add->out[0];
             producer[add->out[0]] = p;
             add->dead = 1;

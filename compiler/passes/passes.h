@@ -1,4 +1,5 @@
-/* passes.h - graph passes: fusion, autodiff, optimizer, memory plan. Each returns 0 or -1 (OOM). */
+/* passes.h - graph passes: fusion, autodiff, optimizer, communication, memory plan.
+ * Each returns 0 or -1 (out of memory). pipeline.h runs them in order, checked. */
 #ifndef MOE_PASSES_H
 #define MOE_PASSES_H
 #include "ir.h"
@@ -11,6 +12,6 @@ int pass_autodiff(ir_graph *g);
 int pass_optimizer(ir_graph *g);
 /* All-to-alls over one-rank expert groups become in-place identities (no copy). */
 int pass_comm(ir_graph *g);
-/* Liveness over the node order, then first-fit offsets in one arena: g->arena_floats. */
+/* Liveness over the node order, then byte offsets per buffer class: g->buf_bytes. */
 int pass_plan(ir_graph *g);
 #endif

@@ -1,10 +1,16 @@
-/* plan.c - the static memory plan: one arena, offsets from liveness.
+/* plan.c - the static memory plan: byte offsets in one buffer per class.
  *
- * A tensor lives from the first node that touches it to the last; the logits and
- * the per-token loss stay live to the end (the runtime reads them after a step), and
- * KV-cache tensors live for the whole program. Tensors are placed largest first at
- * the lowest offset that overlaps no already-placed tensor with an intersecting live
- * range (first fit), 64-byte aligned. The result is data: t->offset, g->arena_floats.
+ * Activations (and kernel scratch, and the KV cache) go in the program's arena: a tensor
+ * lives from the first live node that touches it to the last; the logits and the
+ * per-token loss stay live to the end (the runtime reads the logits after a step), and
+ * KV-cache tensors live for the whole program. Tensors are placed largest first at the
+ * lowest offset that overlaps no already-placed tensor with an intersecting live range
+ * (first fit), each offset and size a multiple of the target's alignment.
+ * Parameters and gradients keep the parameter table's offsets; the optimizer state is two
+ * copies of that layout (AdamW m, then v). The IO buffer holds tokens, targets and the
+ * statistics record at offsets that depend on the model only, so the training and the
+ * decode program share it; host staging mirrors it. The result is data: t->offset,
+ * g->buf_bytes.
  */
 #include "passes.h"
 #include "../util/arena.h"
@@ -17,11 +23,11 @@ static int by_lo(const void *a, const void *b) {
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-static int planned(const ir_tensor *t) {
-    return (t->kind == IR_T_ACT || t->kind == IR_T_CACHE) && t->def >= 0;
-}
+static int64_t align_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
-int pass_plan(ir_graph *g) {
+static int in_arena(const ir_tensor *t) { return t->buf == MOE_BUF_ACT && t->def >= 0; }
+
+static void liveness(ir_graph *g) {
     int end = g->nn;
     for (int i = 0; i < g->nt; i++) g->t[i].def = g->t[i].last = -1;
     for (int i = 0; i < g->nn; i++) {
@@ -44,39 +50,60 @@ int pass_plan(ir_graph *g) {
         if (t->kind == IR_T_CACHE) { t->def = 0; t->last = end; }
         if (i == g->logits || i == g->loss) t->last = end;
     }
+}
+
+/* tokens, targets and the statistics record: a layout of the model alone (S_io, n_stats) */
+static void plan_io(ir_graph *g) {
+    int64_t a = g->align, tok = align_up(g->S_io * 4, a), stats = 2 * tok;
+    if (g->tokens >= 0) g->t[g->tokens].offset = 0;
+    if (g->targets >= 0) g->t[g->targets].offset = tok;
+    if (g->stats >= 0) g->t[g->stats].offset = stats;
+    g->buf_bytes[MOE_BUF_IO] = g->buf_bytes[MOE_BUF_STAGING] = stats + align_up((int64_t)g->n_stats * 8, a);
+}
+
+int pass_plan(ir_graph *g) {
+    liveness(g);
     /* order: largest first, ties by id (deterministic) */
     int *order = ARENA_ARRAY(g->arena, int, g->nt + 1);
+    int64_t *size = ARENA_ARRAY(g->arena, int64_t, g->nt + 1);
     span *busy = ARENA_ARRAY(g->arena, span, g->nt + 1);
-    if (!order || !busy) return -1;
+    if (!order || !size || !busy) return -1;
     int n = 0;
-    for (int i = 0; i < g->nt; i++) if (planned(&g->t[i])) order[n++] = i;
+    for (int i = 0; i < g->nt; i++) {
+        if (!in_arena(&g->t[i])) continue;
+        size[i] = align_up(ir_tensor_bytes_max(g, &g->t[i]), g->align);
+        order[n++] = i;
+    }
     for (int i = 1; i < n; i++) {   /* insertion sort: stable, n is small */
         int v = order[i], j = i - 1;
-        int64_t sz = ir_tensor_numel_max(g, &g->t[v]);
-        while (j >= 0 && ir_tensor_numel_max(g, &g->t[order[j]]) < sz) { order[j + 1] = order[j]; j--; }
+        while (j >= 0 && size[order[j]] < size[v]) { order[j + 1] = order[j]; j--; }
         order[j + 1] = v;
     }
     int64_t top = 0;
     for (int a = 0; a < n; a++) {
         ir_tensor *t = &g->t[order[a]];
-        int64_t size = (ir_tensor_numel_max(g, t) + 15) & ~(int64_t)15;
+        int64_t sz = size[order[a]];
         int nb = 0;
         for (int b = 0; b < a; b++) {
             const ir_tensor *u = &g->t[order[b]];
             if (u->last < t->def || t->last < u->def) continue;
             busy[nb].lo = u->offset;
-            busy[nb].hi = u->offset + ((ir_tensor_numel_max(g, u) + 15) & ~(int64_t)15);
+            busy[nb].hi = u->offset + size[order[b]];
             nb++;
         }
         qsort(busy, (size_t)nb, sizeof *busy, by_lo);
         int64_t off = 0;
         for (int b = 0; b < nb; b++) {
-            if (busy[b].lo >= off + size) break;
+            if (busy[b].lo >= off + sz) break;
             if (busy[b].hi > off) off = busy[b].hi;
         }
         t->offset = off;
-        if (off + size > top) top = off + size;
+        if (off + sz > top) top = off + sz;
     }
-    g->arena_floats = top;
+    g->buf_bytes[MOE_BUF_ACT] = top;
+    g->buf_bytes[MOE_BUF_PARAM] = g->buf_bytes[MOE_BUF_GRAD] = g->param_bytes;
+    g->buf_bytes[MOE_BUF_OPT] = 2 * g->param_bytes;
+    g->buf_bytes[MOE_BUF_COMM] = 0;
+    plan_io(g);
     return 0;
 }

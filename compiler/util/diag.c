@@ -19,6 +19,7 @@ typedef struct drec {
     diag_loc loc;
     const char *msg, *hint;
     int seq;
+    int warning;
 } drec;
 
 typedef struct dsrc { const char *file, *text; size_t len; } dsrc;
@@ -26,7 +27,7 @@ typedef struct dsrc { const char *file, *text; size_t len; } dsrc;
 struct diag_ctx {
     arena *a;
     drec *rec;
-    int n, cap, max, count;
+    int n, cap, max, count, warnings;
     int last;                   /* index of the last stored error, -1 if dropped */
     dsrc *src;
     int nsrc, srccap;
@@ -74,15 +75,20 @@ void diag_error(diag_ctx *d, diag_loc loc, const char *fmt, ...) {
     va_end(ap);
 }
 
-void diag_verror(diag_ctx *d, diag_loc loc, const char *fmt, va_list ap) {
+/* stores one record; an identical one (same place, same text) is kept once */
+static void add(diag_ctx *d, diag_loc loc, int warning, const char *fmt, va_list ap) {
     if (!d) return;
-    d->count++;
+    int *count = warning ? &d->warnings : &d->count;
+    (*count)++;
     d->last = -1;
     if (d->n >= d->max) return;
     char buf[512];
     vsnprintf(buf, sizeof buf, fmt, ap);
     for (int i = 0; i < d->n; i++)
-        if (same_loc(d->rec[i].loc, loc) && !strcmp(d->rec[i].msg, buf)) { d->count--; return; }
+        if (same_loc(d->rec[i].loc, loc) && !strcmp(d->rec[i].msg, buf) && d->rec[i].warning == warning) {
+            (*count)--;
+            return;
+        }
     if (d->n == d->cap) {
         int cap = d->cap ? 2 * d->cap : 16;
         drec *nr = realloc(d->rec, sizeof *nr * (size_t)cap);
@@ -93,8 +99,31 @@ void diag_verror(diag_ctx *d, diag_loc loc, const char *fmt, va_list ap) {
     const char *file = loc.file ? arena_strdup(d->a, loc.file) : NULL;
     if (!msg || (loc.file && !file)) return;
     loc.file = file;
-    d->rec[d->n] = (drec){loc, msg, NULL, d->n};
+    d->rec[d->n] = (drec){loc, msg, NULL, d->n, warning};
     d->last = d->n++;
+}
+
+void diag_verror(diag_ctx *d, diag_loc loc, const char *fmt, va_list ap) { add(d, loc, 0, fmt, ap); }
+
+void diag_warning(diag_ctx *d, diag_loc loc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    add(d, loc, 1, fmt, ap);
+    va_end(ap);
+}
+
+int diag_warning_count(const diag_ctx *d) { return d ? d->warnings : 0; }
+
+const char *diag_chain(char *buf, size_t size, const char *const *names, int n, const char *last) {
+    size_t used = 0, cut = size / 4 * 3;       /* a quarter left for the last name */
+    buf[0] = 0;
+    for (int i = 0; i < n && used < cut; i++) {
+        int w = snprintf(buf + used, size - used, "%s -> ", names[i]);
+        used += w > 0 ? (size_t)w : 0;
+    }
+    if (used < cut) snprintf(buf + used, size - used, "%s", last);
+    else snprintf(buf + cut - 4, size - (cut - 4), "...");
+    return buf;
 }
 
 void diag_hint(diag_ctx *d, const char *fmt, ...) {
@@ -278,15 +307,18 @@ void diag_print(const diag_ctx *d, FILE *out) {
     qsort(k, (size_t)d->n, sizeof *k, cmp_key);
     for (int i = 0; i < d->n; i++) {
         const drec *r = k[i].r;
-        if (!r->loc.file) fprintf(out, "error: %s\n", r->msg);
-        else if (r->loc.line <= 0) fprintf(out, "%s: error: %s\n", r->loc.file, r->msg);
+        const char *what = r->warning ? "warning" : "error";
+        if (!r->loc.file) fprintf(out, "%s: %s\n", what, r->msg);
+        else if (r->loc.line <= 0) fprintf(out, "%s: %s: %s\n", r->loc.file, what, r->msg);
         else {
-            fprintf(out, "%s:%d:%d: error: %s\n", r->loc.file, r->loc.line, r->loc.col, r->msg);
+            fprintf(out, "%s:%d:%d: %s: %s\n", r->loc.file, r->loc.line, r->loc.col, what, r->msg);
             show_line(out, k[i].src < d->nsrc ? &d->src[k[i].src] : NULL, r->loc.line, r->loc.col);
         }
         if (r->hint) fprintf(out, "hint: %s\n", r->hint);
     }
-    if (d->count > d->n)
-        fprintf(out, "(%d more error%s not shown)\n", d->count - d->n, d->count - d->n == 1 ? "" : "s");
+    int shown = 0;
+    for (int i = 0; i < d->n; i++) shown += !d->rec[i].warning;
+    if (d->count > shown)
+        fprintf(out, "(%d more error%s not shown)\n", d->count - shown, d->count - shown == 1 ? "" : "s");
     free(k);
 }

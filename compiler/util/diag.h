@@ -44,7 +44,14 @@ void diag_hint(diag_ctx *d, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* A warning: printed like an error ("warning:" for "error:"), counted apart, never fatal. */
+void diag_warning(diag_ctx *d, diag_loc loc, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 int diag_count(const diag_ctx *d);              /* every error reported, stored or not */
+int diag_warning_count(const diag_ctx *d);
 void diag_print(const diag_ctx *d, FILE *out);
 
 /* UTF-8 helpers shared by the scanner and the printer, so both count columns alike. */
@@ -52,6 +59,10 @@ void diag_print(const diag_ctx *d, FILE *out);
 int diag_utf8_len(const unsigned char *s, size_t n);
 /* Bytes of s[0..n) advanced by one column: a valid sequence, or one invalid byte. */
 int diag_utf8_step(const unsigned char *s, size_t n);
+
+/* "a -> b -> ... -> last" into buf (size > 8), cut with "..." when it would not fit with
+ * room to spare: the path of an import or inheritance cycle. Returns buf. */
+const char *diag_chain(char *buf, size_t size, const char *const *names, int n, const char *last);
 
 /* Levenshtein distance of a and b, or limit+1 when it is larger than limit. */
 int diag_edit_distance(const char *a, const char *b, int limit);

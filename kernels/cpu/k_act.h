@@ -13,9 +13,6 @@
 #define MOE_K_ACT_H
 #include "k_common.h"
 
-#ifndef K_OMP_MIN_WORK
-#define K_OMP_MIN_WORK 32768L /* elements below which a kernel stays on one thread */
-#endif
 
 /* `omp simd` for a float max reduction: GCC vectorises `m = x > m ? x : m` under it, clang
  * (without -ffast-math) cannot and warns under -Wpass-failed, so there it is left out. */
@@ -188,5 +185,34 @@ static inline void k_accumulate(float *dst /* [n] */, const float *src /* [n] */
     }
 #pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
     for (long i = 0; i < n; i++) dst[i] += src[i];
+}
+
+/* dst[0 : rows*width] = src[0 : rows*width]: the one-process form of a row exchange */
+static inline void k_copy_rows(float *dst, const float *src, k_rows rows, long width) {
+    long n = k_rows_get(rows) * width;
+    if (dst != src && n > 0) memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+/* ---- the activation of an MLP as the generated code calls it: fn = MOE_ACT_*, rows known on
+ * the host (S) or read from device memory (an expert's routed rows), width = the output width
+ * (the input is twice as wide for SwiGLU) */
+static inline void k_act_fwd(int fn, float *out, const float *x, k_rows rows, long width) {
+    long r = k_rows_get(rows), n = r * width;
+    switch (fn) {
+    case MOE_ACT_GELU: k_gelu_fwd(out, x, n); break;
+    case MOE_ACT_GELU_ERF: k_gelu_erf_fwd(out, x, n); break;
+    case MOE_ACT_RELU: k_relu_fwd(out, x, n); break;
+    case MOE_ACT_SWIGLU: k_swiglu_fwd(out, x, (int)r, (int)width); break;
+    }
+}
+
+static inline void k_act_bwd(int fn, float *dx, const float *x, const float *dout, k_rows rows, long width, int acc) {
+    long r = k_rows_get(rows), n = r * width;
+    switch (fn) {
+    case MOE_ACT_GELU: k_gelu_bwd(dx, x, dout, n, acc); break;
+    case MOE_ACT_GELU_ERF: k_gelu_erf_bwd(dx, x, dout, n, acc); break;
+    case MOE_ACT_RELU: k_relu_bwd(dx, x, dout, n, acc); break;
+    case MOE_ACT_SWIGLU: k_swiglu_bwd(dx, x, dout, (int)r, (int)width, acc); break;
+    }
 }
 #endif

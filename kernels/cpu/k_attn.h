@@ -18,7 +18,7 @@
 #ifndef MOE_K_ATTN_H
 #define MOE_K_ATTN_H
 #include "k_common.h"
-#include "k_act.h" /* k_fast_expf */
+#include "k_act.h" /* k_fast_expf, K_SIMD_MAX */
 #include <cblas.h>
 #include <omp.h>
 
@@ -293,38 +293,46 @@ K_SIMD_MAX(cm)
 
 /* ---- Generation with a KV cache. n new queries (row i at q + i*qs, position pos0 + i) attend
  * to cached keys/values kc, vc [pos0+n, C] (row stride C). out [n, C]. Same function as the
- * matching rows of k_attention_fwd, to rounding. Prefill-sized n uses the blocked GEMM path
- * with a malloc'd [H, block, pos0+n] score scratch (there is no scratch argument); small n,
- * decode above all, takes k_attn_decode_row per (query, head) over OpenMP threads (it is bound
- * by reading the cache, so no GEMM). */
+ * matching rows of k_attention_fwd, to rounding. Prefill-sized n with a scratch of
+ * K_ATTN_CACHED_SCRATCH(n, pos0, H) floats uses the blocked GEMM path; otherwise (decode above
+ * all, which is bound by reading the cache) k_attn_decode_row runs per (query, head) over
+ * OpenMP threads and needs no scratch. */
+#define K_ATTN_CACHED_SCRATCH(n, pos0, H) \
+    ((long)(H) * ((n) < K_ATTN_BLOCK ? (n) : K_ATTN_BLOCK) * ((long)(pos0) + (n)))
 static inline void k_attention_cached(float *out /* [n, C] */, const float *q /* [n, qs] */, int qs,
                                       const float *kc /* [pos0+n, C] */, const float *vc /* [pos0+n, C] */, int n,
-                                      int pos0, int C, int H) {
+                                      int pos0, int C, int H, float *scratch /* K_ATTN_CACHED_SCRATCH or NULL */) {
     int hd = C / H, L = pos0 + n;
     if (n <= 0) return;
-    if (n >= K_ATTN_CACHED_GEMM_MIN) {
+    if (n >= K_ATTN_CACHED_GEMM_MIN && scratch) {
         int blk = n < K_ATTN_BLOCK ? n : K_ATTN_BLOCK;
-        float *sc = (float *)malloc((size_t)H * blk * L * sizeof(float)); /* [H, blk, L] */
-        if (sc) {
-            K_ATTN_BLOCKS(i0, m, n) {
-                for (int h = 0; h < H; h++)
-                    k_attn_qk_block(sc + (long)h * blk * L, L, q + (long)h * hd, qs, kc + (long)h * hd, C, i0, m, pos0, hd);
+        float *sc = scratch; /* [H, blk, L] */
+        K_ATTN_BLOCKS(i0, m, n) {
+            for (int h = 0; h < H; h++)
+                k_attn_qk_block(sc + (long)h * blk * L, L, q + (long)h * hd, qs, kc + (long)h * hd, C, i0, m, pos0, hd);
 #pragma omp parallel for schedule(static) if ((long)H * m * L >= K_OMP_MIN_WORK / 4)
-                for (int r = 0; r < H * m; r++)
-                    k_attn_softmax_row(sc + ((long)(r / m) * blk + r % m) * L, pos0 + i0 + r % m + 1, pos0 + i0 + m);
-                for (int h = 0; h < H; h++)
-                    k_attn_pv_block(out + (long)h * hd, C, sc + (long)h * blk * L, L, vc + (long)h * hd, C,
-                                    i0, m, pos0, hd);
-            }
-            free(sc);
-            return;
+            for (int r = 0; r < H * m; r++)
+                k_attn_softmax_row(sc + ((long)(r / m) * blk + r % m) * L, pos0 + i0 + r % m + 1, pos0 + i0 + m);
+            for (int h = 0; h < H; h++)
+                k_attn_pv_block(out + (long)h * hd, C, sc + (long)h * blk * L, L, vc + (long)h * hd, C, i0, m, pos0,
+                                hd);
         }
-    } /* out of memory falls through to the streaming path */
+        return;
+    }
     float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel for collapse(2) schedule(static) if ((long)n * H * L * hd >= K_OMP_MIN_WORK)
     for (int i = 0; i < n; i++)
         for (int h = 0; h < H; h++)
             k_attn_decode_row(out + (long)i * C + (long)h * hd, q + (long)i * qs + (long)h * hd, kc + (long)h * hd,
                               vc + (long)h * hd, C, pos0 + i + 1, hd, scale);
+}
+
+/* One decode step: the new token's k and v (columns C.. and 2C.. of its qkv row) are appended
+ * to the caches at row pos, then its query attends to rows 0..pos. */
+static inline void k_attention_decode(float *out /* [1, C] */, float *kc /* [ctx, C] */, float *vc /* [ctx, C] */,
+                                      const float *qkv /* [1, 3C] */, int pos, int C, int H) {
+    memcpy(kc + (long)pos * C, qkv + C, (size_t)C * sizeof(float));
+    memcpy(vc + (long)pos * C, qkv + 2L * C, (size_t)C * sizeof(float));
+    k_attention_cached(out, qkv, 3 * C, kc, vc, 1, pos, C, H, NULL);
 }
 #endif

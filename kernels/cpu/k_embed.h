@@ -9,9 +9,6 @@
 #define MOE_K_EMBED_H
 #include "k_common.h"
 
-#ifndef K_OMP_MIN_WORK
-#define K_OMP_MIN_WORK 32768L /* elements below which a kernel stays on one thread */
-#endif
 #define K_EMBED_COLS 64 /* column chunk owned by one thread in the backward */
 
 /* x[b*T+t] = wte[tok[b*T+t]] + (wpe ? wpe[pos0 + t] : 0) */

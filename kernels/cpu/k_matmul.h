@@ -10,9 +10,6 @@
 #include "k_common.h"
 #include <cblas.h>
 
-#ifndef K_OMP_MIN_WORK
-#define K_OMP_MIN_WORK 32768L /* elements below which a kernel stays on one thread */
-#endif
 #define K_MATMUL_COLS 64 /* column chunk of the bias gradient (one thread owns a chunk) */
 
 /* y[M,N] = x[M,K] @ W (+ b). transW = 0: W is [K,N]; transW = 1: W is stored [N,K]

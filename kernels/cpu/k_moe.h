@@ -3,35 +3,20 @@
  * Numerics: moe-semantics.md sections 2 and 3. Nothing is padded: the dispatch
  * buffer holds only the kept token-choices, expert e's rows are the contiguous block
  * [off[e], off[e] + cnt[e]) in slot order, and every expert GEMM runs on exactly its
- * real rows.
- *
- * route [S, W] per token s (int32 view and float view of the same row):
- *   int   [0, k)        expert of choice j (choice rank order)
- *   int   [k, 2k)       row in the dispatch buffer, -1 = dropped
- *   float [2k, 3k)      output weight of choice j (0 when dropped)
- *   float [3k, 3k+E)    probs (softmax of logits)
- *   float [3k+E, 3k+2E) logits
- *   float [3k+2E, +d)   jitter multipliers (noisy_gate = jitter only)
- * counts [3E+3] int32: cnt[E] kept per expert, off[E+1] prefix sums, load[E] choices per
- *   expert before dropping, then C (capacity) and the number of dropped choices.
- * Generated code compiles with -fno-strict-aliasing: route rows are read both ways.
+ * real rows. The records (route, weights, gate state, counts, statistics) are laid out
+ * as ../common/moe_abi.h says; the row count R = off[E] stays in device memory and the
+ * kernels read it from the counts record.
  */
 #ifndef MOE_K_MOE_H
 #define MOE_K_MOE_H
 #include "k_common.h"
 #include <cblas.h>
 
-enum { K_MODE_TRAIN, K_MODE_EVAL, K_MODE_GRAD, K_MODE_INFER };
-enum { K_NOISE_NONE, K_NOISE_JITTER, K_NOISE_RSAMPLE };
-
 typedef struct k_gate_cfg {
     int k, mode, drop_tokens, noise, rts, second_sampling, min_capacity;
     double cf, eval_cf;
     uint64_t stream;            /* RNG stream of this layer and micro-step */
 } k_gate_cfg;
-
-#define K_ROUTE_I(route, W, s) ((int32_t *)(route) + (int64_t)(s) * (W))
-#define K_ROUTE_F(route, W, s) ((float *)(route) + (int64_t)(s) * (W))
 
 /* argmax with ties to the lower index, excluding `skip` */
 static inline int k_argmax(const float *v, int n, int skip) {
@@ -51,32 +36,35 @@ static inline int k_rts_cmp(const void *a, const void *b) {
 static inline int k_moe_capacity(int S, int E, const k_gate_cfg *g) {
     /* cf_eff in double, rounded once to fp32 (DeepSpeed's arithmetic); the capacity
      * itself in fp32 as moe-semantics.md says */
-    double cf = g->mode == K_MODE_TRAIN || g->mode == K_MODE_GRAD ? g->cf : g->eval_cf;
+    double cf = g->mode == MOE_MODE_TRAIN || g->mode == MOE_MODE_GRAD ? g->cf : g->eval_cf;
     float cf_eff = (float)(g->k * cf);   /* k = 1: cf, k = 2: 2 cf, k > 2: k cf */
     int c = (int)ceilf((float)S / (float)E * cf_eff);
     return c > g->min_capacity ? c : g->min_capacity;
 }
 
-/* Gate forward: routing, capacity, slots, weights, l_aux, z; see the layout above.
- * out_stats[4] = {l_aux, z, dropped choices, all choices}; loads[E] += per-expert loads. */
-static inline void k_moe_gate_fwd(int32_t *route, int32_t *counts, const float *x, const float *Wg,
-                                  int S, int d, int E, int W, const k_gate_cfg *g,
-                                  double *out_stats, float *loads) {
-    const int k = g->k, train = g->mode == K_MODE_TRAIN;
-    const int jitter = g->noise == K_NOISE_JITTER && train;
-    const int has_jitter_cols = W > 3 * k + 2 * E;
-    int32_t *cnt = counts, *off = counts + E, *load = counts + 2 * E + 1;
-    /* logits = x32 W_gate, written straight into the route rows (ldc = W) */
+/* Gate forward: routing, capacity, slots, weights, l_aux, z (records: moe_abi.h).
+ * stats [4] += {l_aux, z, dropped choices, all choices}; loads [E] += choices per expert;
+ * scratch [MOE_GATE_SCRATCH(S, E)] f64. GW is the gate state's row width. */
+static inline void k_moe_gate(int32_t *route /* [S,2k] */, float *weights /* [S,k] */, float *gs /* [S,GW] */,
+                              int32_t *counts /* [MOE_COUNTS_LEN(E)] */, double *stats, double *loads,
+                              double *scratch, const float *x /* [S,d] */, const float *Wg /* [d,E] */,
+                              int S, int d, int E, int GW, const k_gate_cfg *g) {
+    const int k = g->k, train = g->mode == MOE_MODE_TRAIN;
+    const int jitter = g->noise == MOE_NOISE_JITTER && train;
+    const int has_jitter_cols = GW > 2 * E;
+    int32_t *cnt = counts + MOE_CNT(E), *off = counts + MOE_OFF(E), *load = counts + MOE_LOAD(E);
+    int32_t *first = counts + MOE_FIRST(E);
+    /* logits = x32 W_gate, written straight into the gate state rows (ldc = GW) */
     if (jitter) {
         for (int s = 0; s < S; s++) {
-            float *nz = K_ROUTE_F(route, W, s) + 3 * k + 2 * E;
+            float *nz = gs + (int64_t)s * GW + MOE_GS_JITTER(E);
             for (int i = 0; i < d; i++)
-                nz[i] = (float)(1.0 - 1e-2 + 2e-2 * k_uniform(g->stream ^ 0x6A177E5ull, (uint64_t)s * d + i));
+                nz[i] = (float)(1.0 - 1e-2 + 2e-2 * moe_uniform(g->stream ^ 0x6A177E5ull, (uint64_t)s * d + i));
         }
         #pragma omp parallel for schedule(static)
         for (int s = 0; s < S; s++) {
-            const float *nz = K_ROUTE_F(route, W, s) + 3 * k + 2 * E;
-            float *lg = K_ROUTE_F(route, W, s) + 3 * k + E;
+            const float *nz = gs + (int64_t)s * GW + MOE_GS_JITTER(E);
+            float *lg = gs + (int64_t)s * GW + MOE_GS_LOGITS(E);
             for (int e = 0; e < E; e++) {
                 float acc = 0.0f;
                 for (int i = 0; i < d; i++) acc += x[(int64_t)s * d + i] * nz[i] * Wg[(int64_t)i * E + e];
@@ -86,16 +74,16 @@ static inline void k_moe_gate_fwd(int32_t *route, int32_t *counts, const float *
     } else {
         if (has_jitter_cols)
             for (int s = 0; s < S; s++)
-                for (int i = 0; i < d; i++) K_ROUTE_F(route, W, s)[3 * k + 2 * E + i] = 1.0f;
+                for (int i = 0; i < d; i++) gs[(int64_t)s * GW + MOE_GS_JITTER(E) + i] = 1.0f;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, E, d, 1.0f, x, d, Wg, E, 0.0f,
-                    (float *)route + 3 * k + E, W);
+                    gs + MOE_GS_LOGITS(E), GW);
     }
     /* softmax, z, choices */
     double zsum = 0.0;
     #pragma omp parallel for schedule(static) reduction(+ : zsum)
     for (int s = 0; s < S; s++) {
-        int32_t *ri = K_ROUTE_I(route, W, s);
-        float *rf = K_ROUTE_F(route, W, s), *p = rf + 3 * k, *lg = p + E;
+        int32_t *ri = route + (int64_t)s * 2 * k;
+        float *p = gs + (int64_t)s * GW + MOE_GS_PROBS(E), *lg = gs + (int64_t)s * GW + MOE_GS_LOGITS(E);
         float mx = lg[0];
         for (int e = 1; e < E; e++) mx = lg[e] > mx ? lg[e] : mx;
         double sum = 0.0;
@@ -104,10 +92,10 @@ static inline void k_moe_gate_fwd(int32_t *route, int32_t *counts, const float *
         double lse = (double)mx + log(sum);
         zsum += lse * lse;
         if (k == 1) {
-            if (train && g->noise == K_NOISE_RSAMPLE) {
+            if (train && g->noise == MOE_NOISE_RSAMPLE) {
                 int best = 0; double bv = -INFINITY;
                 for (int e = 0; e < E; e++) {
-                    double v = lg[e] + k_gumbel(g->stream ^ 0x45A3B1ull, (uint64_t)s * E + e);
+                    double v = lg[e] + moe_gumbel(g->stream ^ 0x45A3B1ull, (uint64_t)s * E + e);
                     if (v > bv) { bv = v; best = e; }
                 }
                 ri[0] = best;
@@ -120,7 +108,7 @@ static inline void k_moe_gate_fwd(int32_t *route, int32_t *counts, const float *
                 int best = -1; double bv = -INFINITY;
                 for (int e = 0; e < E; e++) {
                     if (e == ri[0]) continue;
-                    double v = lg[e] + k_gumbel(g->stream ^ 0x2D0C5ull, (uint64_t)s * E + e);
+                    double v = lg[e] + moe_gumbel(g->stream ^ 0x2D0C5ull, (uint64_t)s * E + e);
                     if (best < 0 || v > bv) { bv = v; best = e; }
                 }
                 ri[1] = best;
@@ -141,22 +129,21 @@ static inline void k_moe_gate_fwd(int32_t *route, int32_t *counts, const float *
         }
     }
     /* loads before dropping; l_aux */
-    for (int e = 0; e < E; e++) load[e] = 0;
-    double *me = (double *)calloc((size_t)E * 2, sizeof(double)), *ce = me + E;
+    double *me = scratch, *ce = scratch + E;
+    for (int e = 0; e < E; e++) { load[e] = 0; first[e] = 0; me[e] = 0.0; }
     for (int s = 0; s < S; s++) {
-        const int32_t *ri = K_ROUTE_I(route, W, s);
-        const float *p = K_ROUTE_F(route, W, s) + 3 * k;
+        const int32_t *ri = route + (int64_t)s * 2 * k;
+        const float *p = gs + (int64_t)s * GW + MOE_GS_PROBS(E);
         for (int e = 0; e < E; e++) me[e] += p[e];
         for (int j = 0; j < k; j++) load[ri[j]]++;
-        if (k <= 2) ce[ri[0]] += 1.0;
+        first[ri[0]]++;
     }
     double laux = 0.0;
     for (int e = 0; e < E; e++) {
-        double c = k <= 2 ? ce[e] : (double)load[e];
-        laux += (me[e] / S) * (c / S);
+        ce[e] = k <= 2 ? (double)first[e] : (double)load[e];
+        laux += (me[e] / S) * (ce[e] / S);
     }
     laux *= k <= 2 ? (double)E : (double)E / k;
-    free(me);
     /* capacity */
     int C;
     if (g->drop_tokens) {
@@ -170,30 +157,28 @@ static inline void k_moe_gate_fwd(int32_t *route, int32_t *counts, const float *
     if (k == 1 && train && g->rts && g->drop_tokens) {
         /* random token selection: an over-full expert keeps a uniformly random subset of
          * C of its tokens (those with the C smallest random keys); slots in token order */
-        int *keep = (int *)malloc(sizeof(int) * (size_t)S);
+        k_rts_key *keys = (k_rts_key *)(scratch + 2 * E);           /* [S], 2 doubles each */
+        int32_t *keep = (int32_t *)(scratch + 2 * E + 2 * (int64_t)S);  /* [S] */
         for (int s = 0; s < S; s++) keep[s] = 1;
-        k_rts_key *keys = (k_rts_key *)malloc(sizeof(k_rts_key) * (size_t)S);
         for (int e = 0; e < E; e++) {
             if (load[e] <= C) continue;
             int n = 0;
             for (int s = 0; s < S; s++)
-                if (K_ROUTE_I(route, W, s)[0] == e) {
-                    keys[n].key = k_uniform(g->stream ^ 0x7A4D5Eull, (uint64_t)s);
+                if (route[(int64_t)s * 2] == e) {
+                    keys[n].key = moe_uniform(g->stream ^ 0x7A4D5Eull, (uint64_t)s);
                     keys[n++].token = s;
                 }
             qsort(keys, (size_t)n, sizeof *keys, k_rts_cmp);
             for (int i = C; i < n; i++) keep[keys[i].token] = 0;
         }
-        free(keys);
         for (int s = 0; s < S; s++) {
-            int32_t *ri = K_ROUTE_I(route, W, s);
+            int32_t *ri = route + (int64_t)s * 2;
             ri[1] = keep[s] ? cnt[ri[0]]++ : -1;
         }
-        free(keep);
     } else {
         for (int j = 0; j < k; j++)
             for (int s = 0; s < S; s++) {
-                int32_t *ri = K_ROUTE_I(route, W, s);
+                int32_t *ri = route + (int64_t)s * 2 * k;
                 int e = ri[j];
                 ri[k + j] = cnt[e] < C ? cnt[e]++ : -1;
             }
@@ -203,8 +188,9 @@ static inline void k_moe_gate_fwd(int32_t *route, int32_t *counts, const float *
     int dropped = 0;
     /* rows and output weights */
     for (int s = 0; s < S; s++) {
-        int32_t *ri = K_ROUTE_I(route, W, s);
-        float *rf = K_ROUTE_F(route, W, s), *p = rf + 3 * k;
+        int32_t *ri = route + (int64_t)s * 2 * k;
+        const float *p = gs + (int64_t)s * GW + MOE_GS_PROBS(E);
+        float *w = weights + (int64_t)s * k;
         float sum = 0.0f;
         for (int j = 0; j < k; j++) {
             if (ri[k + j] < 0) { dropped++; continue; }
@@ -213,44 +199,53 @@ static inline void k_moe_gate_fwd(int32_t *route, int32_t *counts, const float *
         }
         float denom = sum > FLT_EPSILON ? sum : FLT_EPSILON;
         for (int j = 0; j < k; j++)
-            rf[2 * k + j] = ri[k + j] < 0 ? 0.0f : k == 1 ? p[ri[j]] : p[ri[j]] / denom;
+            w[j] = ri[k + j] < 0 ? 0.0f : k == 1 ? p[ri[j]] : p[ri[j]] / denom;
     }
-    counts[3 * E + 1] = C;
-    counts[3 * E + 2] = dropped;
-    out_stats[0] = laux;
-    out_stats[1] = zsum / S;
-    out_stats[2] = dropped;
-    out_stats[3] = (double)S * k;
-    for (int e = 0; e < E; e++) loads[e] += (float)load[e];
+    counts[MOE_CAP(E)] = C;
+    counts[MOE_DROPPED(E)] = dropped;
+    stats[MOE_STAT_AUX] += laux;
+    stats[MOE_STAT_Z] += zsum / S;
+    stats[MOE_STAT_DROPPED] += dropped;
+    stats[MOE_STAT_CHOICES] += (double)S * k;
+    for (int e = 0; e < E; e++) loads[e] += (double)load[e];
+}
+
+/* The gate as generated code calls it: every setting a literal or a run-time scalar. The
+ * layer's noise stream derives from the micro-step's stream `rng` and the layer index. */
+static inline void k_moe_gate_fwd(int32_t *route, float *weights, float *gs, int32_t *counts, double *stats,
+                                  double *loads, double *scratch, const float *x, const float *Wg, int S, int d, int E,
+                                  int GW, int k, int mode, int drop_tokens, int noise, int rts, int second_sampling,
+                                  int min_capacity, double cf, double eval_cf, uint64_t rng, int layer) {
+    k_gate_cfg g = {k, mode, mode == MOE_MODE_INFER ? 0 : drop_tokens, noise, rts && mode == MOE_MODE_TRAIN,
+                    second_sampling, min_capacity, cf, eval_cf, moe_rng_stream(rng, 0x6A7E, (uint64_t)layer)};
+    k_moe_gate(route, weights, gs, counts, stats, loads, scratch, x, Wg, S, d, E, GW, &g);
 }
 
 /* Gate backward. dw [S,k]: gradient of the output weights (from the combine);
  * dlg [S,E] scratch. Adds l_aux (coefficient aux * scale) and z (z_coef * scale) terms.
  * dx (acc) = dlogits W^T (times the jitter multipliers); dWg += x32^T dlogits. */
-static inline void k_moe_gate_bwd(float *dx, float *dWg, float *dlg, const float *dw, const int32_t *route,
-                                  const float *x, const float *Wg, int S, int d, int E, int W, int k,
-                                  float aux_coef, float z_coef, float scale, int acc) {
-    const int has_jitter_cols = W > 3 * k + 2 * E;
-    double *ce = (double *)calloc((size_t)E, sizeof(double));
-    for (int s = 0; s < S; s++) {
-        const int32_t *ri = K_ROUTE_I(route, W, s);
-        if (k <= 2) ce[ri[0]] += 1.0;
-        else for (int j = 0; j < k; j++) ce[ri[j]] += 1.0;
-    }
+static inline void k_moe_gate_bwd(float *dx /* [S,d] */, float *dWg /* [d,E] */, float *dlg /* [S,E] */,
+                                  const float *dw /* [S,k] */, const int32_t *route, const float *weights,
+                                  const float *gs, const int32_t *counts, const float *x, const float *Wg, int S,
+                                  int d, int E, int GW, int k, float aux_coef, float z_coef, float scale, int acc) {
+    const int has_jitter_cols = GW > 2 * E;
+    /* f_e of l_aux: first choices (k <= 2) or all choices (k > 2), counted by the forward */
+    const int32_t *ce = counts + (k <= 2 ? MOE_FIRST(E) : MOE_LOAD(E));
     /* d l_aux / d probs[s,e] = E * ce[e]/S / S (/k for k > 2) */
     double aux_g = (double)aux_coef * scale * (k <= 2 ? E : (double)E / k) / ((double)S * S);
     #pragma omp parallel for schedule(static)
     for (int s = 0; s < S; s++) {
-        const int32_t *ri = K_ROUTE_I(route, W, s);
-        const float *rf = K_ROUTE_F(route, W, s), *p = rf + 3 * k, *lg = p + E;
+        const int32_t *ri = route + (int64_t)s * 2 * k;
+        const float *w = weights + (int64_t)s * k;
+        const float *p = gs + (int64_t)s * GW + MOE_GS_PROBS(E), *lg = gs + (int64_t)s * GW + MOE_GS_LOGITS(E);
         float *dl = dlg + (int64_t)s * E;
-        for (int e = 0; e < E; e++) dl[e] = (float)(aux_g * ce[e]);   /* dprobs first */
+        for (int e = 0; e < E; e++) dl[e] = (float)(aux_g * (double)ce[e]);   /* dprobs first */
         if (k == 1) {
             if (ri[1] >= 0) dl[ri[0]] += dw[s];
         } else {
             float sum = 0.0f, dot = 0.0f;
             for (int j = 0; j < k; j++) if (ri[k + j] >= 0) sum += p[ri[j]];
-            for (int j = 0; j < k; j++) if (ri[k + j] >= 0) dot += dw[(int64_t)s * k + j] * rf[2 * k + j];
+            for (int j = 0; j < k; j++) if (ri[k + j] >= 0) dot += dw[(int64_t)s * k + j] * w[j];
             if (sum > FLT_EPSILON) {
                 for (int j = 0; j < k; j++)
                     if (ri[k + j] >= 0) dl[ri[j]] += (dw[(int64_t)s * k + j] - dot) / sum;
@@ -270,7 +265,6 @@ static inline void k_moe_gate_bwd(float *dx, float *dWg, float *dlg, const float
         double zg = (double)z_coef * scale * 2.0 * lse / S;
         for (int e = 0; e < E; e++) dl[e] = (float)(p[e] * (dl[e] - pd) + zg * p[e]);
     }
-    free(ce);
     if (!has_jitter_cols) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, d, E, 1.0f, dlg, E, Wg, E, acc ? 1.0f : 0.0f, dx, d);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, E, S, 1.0f, x, d, dlg, E, 1.0f, dWg, E);
@@ -278,7 +272,7 @@ static inline void k_moe_gate_bwd(float *dx, float *dWg, float *dlg, const float
     }
     #pragma omp parallel for schedule(static)
     for (int s = 0; s < S; s++) {
-        const float *nz = K_ROUTE_F(route, W, s) + 3 * k + 2 * E;
+        const float *nz = gs + (int64_t)s * GW + MOE_GS_JITTER(E);
         for (int i = 0; i < d; i++) {
             float a = 0.0f;
             for (int e = 0; e < E; e++) a += dlg[(int64_t)s * E + e] * Wg[(int64_t)i * E + e];
@@ -289,30 +283,31 @@ static inline void k_moe_gate_bwd(float *dx, float *dWg, float *dlg, const float
     #pragma omp parallel for schedule(static)
     for (int i = 0; i < d; i++)
         for (int s = 0; s < S; s++) {
-            float xi = x[(int64_t)s * d + i] * K_ROUTE_F(route, W, s)[3 * k + 2 * E + i];
+            float xi = x[(int64_t)s * d + i] * gs[(int64_t)s * GW + MOE_GS_JITTER(E) + i];
             for (int e = 0; e < E; e++) dWg[(int64_t)i * E + e] += xi * dlg[(int64_t)s * E + e];
         }
 }
 
 /* xd[row] = x[s] for every kept choice (s, j). */
-static inline void k_moe_dispatch_fwd(float *xd, const float *x, const int32_t *route, int S, int d, int k, int W) {
+static inline void k_moe_dispatch_fwd(float *xd /* [R,d] */, const float *x /* [S,d] */, const int32_t *route,
+                                      int S, int d, int k) {
     #pragma omp parallel for schedule(static)
     for (int s = 0; s < S; s++)
         for (int j = 0; j < k; j++) {
-            int row = K_ROUTE_I(route, W, s)[k + j];
+            int row = route[(int64_t)s * 2 * k + k + j];
             if (row >= 0) memcpy(xd + (int64_t)row * d, x + (int64_t)s * d, sizeof(float) * (size_t)d);
         }
 }
 
 /* dx[s] (acc) = sum over kept choices of dxd[row]. */
-static inline void k_moe_dispatch_bwd(float *dx, const float *dxd, const int32_t *route, int S, int d, int k, int W,
-                                      int acc) {
+static inline void k_moe_dispatch_bwd(float *dx /* [S,d] */, const float *dxd /* [R,d] */, const int32_t *route,
+                                      int S, int d, int k, int acc) {
     #pragma omp parallel for schedule(static)
     for (int s = 0; s < S; s++) {
         float *o = dx + (int64_t)s * d;
         if (!acc) memset(o, 0, sizeof(float) * (size_t)d);
         for (int j = 0; j < k; j++) {
-            int row = K_ROUTE_I(route, W, s)[k + j];
+            int row = route[(int64_t)s * 2 * k + k + j];
             if (row < 0) continue;
             const float *g = dxd + (int64_t)row * d;
             for (int i = 0; i < d; i++) o[i] += g[i];
@@ -322,9 +317,9 @@ static inline void k_moe_dispatch_bwd(float *dx, const float *dxd, const int32_t
 
 /* Grouped GEMM, numbered variants (bench/kernels/expert_mm.c validates and times them;
  * the compiler picks one per layer):
- *   1: experts in turn, each GEMM threaded by BLAS   - few, large experts
- *   2: experts spread over OpenMP threads, each GEMM on one thread (OpenBLAS's OpenMP
- *      build runs single-threaded inside a parallel region) - many small experts
+ *   v1: experts in turn, each GEMM threaded by BLAS   - few, large experts
+ *   v2: experts spread over OpenMP threads, each GEMM on one thread (OpenBLAS's OpenMP
+ *       build runs single-threaded inside a parallel region) - many small experts
  * Every expert's block is computed by one fixed sequence of operations either way, so
  * both variants give bitwise the same result. */
 static inline void k_expert_fwd_one(int e, float *y, const float *x, const float *W, const float *b,
@@ -341,7 +336,7 @@ static inline void k_expert_fwd_one(int e, float *y, const float *x, const float
 /* y [R,N] = x [R,K] W[e] [K,N] + b[e] over expert e's rows [off[e], off[e+1]). */
 static inline void k_moe_expert_fwd(float *y, const float *x, const float *W, const float *b, const int32_t *counts,
                                     int E, int K, int N, int variant) {
-    const int32_t *off = counts + E;
+    const int32_t *off = counts + MOE_OFF(E);
     if (variant == 2) {
         #pragma omp parallel for schedule(dynamic, 1)
         for (int e = 0; e < E; e++) k_expert_fwd_one(e, y, x, W, b, off, K, N);
@@ -367,7 +362,7 @@ static inline void k_expert_bwd_one(int e, float *dx, float *dW, float *db, cons
 /* dx (acc) = dy W[e]^T; dW[e] += x^T dy; db[e] += column sums of dy, per expert block. */
 static inline void k_moe_expert_bwd(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
                                     const int32_t *counts, int E, int K, int N, int acc, int variant) {
-    const int32_t *off = counts + E;
+    const int32_t *off = counts + MOE_OFF(E);
     if (variant == 2) {
         #pragma omp parallel for schedule(dynamic, 1)
         for (int e = 0; e < E; e++) k_expert_bwd_one(e, dx, dW, db, dy, x, W, off, K, N, acc);
@@ -376,26 +371,45 @@ static inline void k_moe_expert_bwd(float *dx, float *dW, float *db, const float
     }
 }
 
+/* the numbered variants as the generated code names them */
+#define K_EXPERT_VARIANT(v)                                                                                   \
+    static inline void k_moe_expert_fwd_v##v(float *y, const float *x, const float *W, const float *b,        \
+                                             const int32_t *counts, int E, int K, int N) {                    \
+        k_moe_expert_fwd(y, x, W, b, counts, E, K, N, v);                                                     \
+    }                                                                                                         \
+    static inline void k_moe_expert_bwd_v##v(float *dx, float *dW, float *db, const float *dy, const float *x, \
+                                             const float *W, const int32_t *counts, int E, int K, int N,      \
+                                             int acc) {                                                       \
+        k_moe_expert_bwd(dx, dW, db, dy, x, W, counts, E, K, N, acc, v);                                      \
+    }
+K_EXPERT_VARIANT(1)
+K_EXPERT_VARIANT(2)
+#undef K_EXPERT_VARIANT
+
+/* a = softmax(coef[s]) over the 2 values of PR-MoE's mix */
+static inline void k_moe_mix(const float *coef, int64_t s, float *a0, float *a1) {
+    float c0 = coef[2 * s], c1 = coef[2 * s + 1], mx = c0 > c1 ? c0 : c1;
+    float e0 = expf(c0 - mx), e1 = expf(c1 - mx);
+    *a0 = e0 / (e0 + e1);
+    *a1 = e1 / (e0 + e1);
+}
+
 /* y[s] = (res ? res[s] : 0) + mix(sum_j w_j yd[row_j]); with coef (PR-MoE residual):
  * a = softmax(coef[s]) over 2, mix(m) = a0 m + a1 mlp[s]. */
-static inline void k_moe_combine_fwd(float *y, const float *yd, const int32_t *route, const float *res,
-                                     const float *coef, const float *mlp, int S, int d, int k, int W) {
+static inline void k_moe_combine_fwd(float *y /* [S,d] */, const float *yd /* [R,d] */, const int32_t *route,
+                                     const float *weights, const float *res, const float *coef, const float *mlp,
+                                     int S, int d, int k) {
     #pragma omp parallel for schedule(static)
     for (int s = 0; s < S; s++) {
-        const int32_t *ri = K_ROUTE_I(route, W, s);
-        const float *rf = K_ROUTE_F(route, W, s);
+        const int32_t *ri = route + (int64_t)s * 2 * k;
         float *o = y + (int64_t)s * d;
         float a0 = 1.0f, a1 = 0.0f;
-        if (coef) {
-            float c0 = coef[2 * s], c1 = coef[2 * s + 1], mx = c0 > c1 ? c0 : c1;
-            float e0 = expf(c0 - mx), e1 = expf(c1 - mx);
-            a0 = e0 / (e0 + e1); a1 = e1 / (e0 + e1);
-        }
+        if (coef) k_moe_mix(coef, s, &a0, &a1);
         for (int i = 0; i < d; i++) o[i] = 0.0f;
         for (int j = 0; j < k; j++) {
             int row = ri[k + j];
             if (row < 0) continue;
-            float w = rf[2 * k + j] * a0;
+            float w = weights[(int64_t)s * k + j] * a0;
             const float *v = yd + (int64_t)row * d;
             for (int i = 0; i < d; i++) o[i] += w * v[i];
         }
@@ -407,25 +421,21 @@ static inline void k_moe_combine_fwd(float *y, const float *yd, const int32_t *r
 /* Combine backward: dyd[row] = a0 w dy (each kept row written once), dw [S,k],
  * dres (acc_res) = dy, dcoef [S,2] (overwrite) and dmlp (acc_mlp) for PR-MoE. */
 static inline void k_moe_combine_bwd(float *dyd, float *dw, float *dres, float *dcoef, float *dmlp,
-                                     const float *dy, const float *yd, const int32_t *route, const float *coef,
-                                     const float *mlp, int S, int d, int k, int W, int acc_res, int acc_mlp) {
+                                     const float *dy, const float *yd, const int32_t *route, const float *weights,
+                                     const float *coef, const float *mlp, int S, int d, int k, int acc_res,
+                                     int acc_mlp) {
     #pragma omp parallel for schedule(static)
     for (int s = 0; s < S; s++) {
-        const int32_t *ri = K_ROUTE_I(route, W, s);
-        const float *rf = K_ROUTE_F(route, W, s);
+        const int32_t *ri = route + (int64_t)s * 2 * k;
         const float *g = dy + (int64_t)s * d;
         float a0 = 1.0f, a1 = 0.0f;
-        if (coef) {
-            float c0 = coef[2 * s], c1 = coef[2 * s + 1], mx = c0 > c1 ? c0 : c1;
-            float e0 = expf(c0 - mx), e1 = expf(c1 - mx);
-            a0 = e0 / (e0 + e1); a1 = e1 / (e0 + e1);
-        }
+        if (coef) k_moe_mix(coef, s, &a0, &a1);
         double dm = 0.0;        /* d loss / d a0 = dy . moe(x) */
         for (int j = 0; j < k; j++) {
             int row = ri[k + j];
             if (row < 0) { dw[(int64_t)s * k + j] = 0.0f; continue; }
             const float *v = yd + (int64_t)row * d;
-            float w = rf[2 * k + j], *o = dyd + (int64_t)row * d;
+            float w = weights[(int64_t)s * k + j], *o = dyd + (int64_t)row * d;
             double dot = 0.0;
             for (int i = 0; i < d; i++) { dot += (double)g[i] * v[i]; o[i] = w * a0 * g[i]; }
             dw[(int64_t)s * k + j] = (float)(a0 * dot);

@@ -10,9 +10,6 @@
 #define MOE_K_NORM_H
 #include "k_common.h"
 
-#ifndef K_OMP_MIN_WORK
-#define K_OMP_MIN_WORK 32768L /* elements below which a kernel stays on one thread */
-#endif
 #define K_NORM_EPS 1e-5f
 #define K_NORM_COLS 32 /* column chunk for the parameter-gradient reduction */
 

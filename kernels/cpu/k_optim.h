@@ -3,15 +3,15 @@
  *
  * k_sumsq splits x into K_SUMSQ_CHUNKS fixed chunks whatever the thread count, sums each in
  * double and adds the chunk sums in order: bitwise reproducible for any number of threads.
- * Not here: the cross-rank all-reduce of the norm (runtime).
+ * k_grad_norm and k_adamw_step are the forms the generated code calls: the norm and the clip
+ * factor go to the statistics record in device memory, and AdamW reads the factor from there,
+ * so the host never sees either until it downloads the record.
+ * Not here: the cross-rank all-reduce of the gradients (k_comm.h).
  */
 #ifndef MOE_K_OPTIM_H
 #define MOE_K_OPTIM_H
 #include "k_common.h"
 
-#ifndef K_OMP_MIN_WORK
-#define K_OMP_MIN_WORK 32768L /* elements below which a kernel stays on one thread */
-#endif
 #define K_SUMSQ_CHUNKS 256
 
 /* sum_i x[i]^2 in double */
@@ -29,6 +29,14 @@ static inline double k_sumsq(const float *x /* [n] */, long n) {
     double total = 0.0;
     for (int c = 0; c < K_SUMSQ_CHUNKS; c++) total += part[c];
     return total;
+}
+
+/* norm_clip[0] = ||g||, norm_clip[1] = the clip factor: max_norm / (||g|| + 1e-6) when the norm
+ * exceeds max_norm > 0, else 1 (moe-semantics.md section 4: the true global norm). */
+static inline void k_grad_norm(double *norm_clip /* [2] */, const float *g /* [n] */, long n, double max_norm) {
+    double norm = sqrt(k_sumsq(g, n));
+    norm_clip[0] = norm;
+    norm_clip[1] = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
 }
 
 /* x *= s (gradient clipping) */
@@ -56,5 +64,11 @@ static inline void k_adamw(float *p /* [n] */, const float *g /* [n] */, float *
         v[i] = vi;
         p[i] -= lr * (mi * ib1 / (sqrtf(vi * ib2) + eps) + wd * p[i]);
     }
+}
+
+/* k_adamw with the clip factor that k_grad_norm left in device memory */
+static inline void k_adamw_step(float *p, const float *g, float *m, float *v, long n, float lr, float beta1,
+                                float beta2, float eps, float wd, const double *clip, int t) {
+    k_adamw(p, g, m, v, n, lr, beta1, beta2, eps, wd, (float)*clip, t);
 }
 #endif

@@ -40,9 +40,10 @@ static inline double k_xent_exp_sum(float *dst, const float *z, int V, float a, 
     return total;
 }
 
-/* probs_inout: logits in, softmax out. losses[s] = logsumexp(z_s) - z_s[target]. */
-static inline void k_xent_fwd(float *probs_inout /* [S,V] */, float *losses /* [S] */, const int32_t *targets /* [S] */,
-                              int S, int V) {
+/* probs_inout: logits in, softmax out. losses[s] = logsumexp(z_s) - z_s[target].
+ * lm (the statistics record's LM entry, may be NULL) += the mean of losses, summed in order. */
+static inline void k_xent_fwd(float *probs_inout /* [S,V] */, float *losses /* [S] */, double *lm,
+                              const int32_t *targets /* [S] */, int S, int V) {
 #pragma omp parallel for schedule(static) if ((long)S * V >= K_OMP_MIN_WORK / 4)
     for (int s = 0; s < S; s++) {
         float *z = probs_inout + (long)s * V;
@@ -54,6 +55,11 @@ static inline void k_xent_fwd(float *probs_inout /* [S,V] */, float *losses /* [
 #pragma omp simd
         for (int v = 0; v < V; v++) z[v] *= inv;
         losses[s] = (t >= 0 && t < V) ? (float)(log(sum) + (double)mx - (double)zt) : 0.0f;
+    }
+    if (lm) {
+        double total = 0.0;
+        for (int s = 0; s < S; s++) total += losses[s];
+        *lm += total / (double)S;
     }
 }
 
@@ -74,6 +80,12 @@ static inline void k_xent_bwd(float *dlogits /* [S,V] */, const float *probs /* 
         for (int v = 0; v < V; v++) d[v] = p[v] * scale;
         d[t] -= scale;
     }
+}
+
+/* the gradient of loss_scale x the mean loss over the S tokens */
+static inline void k_xent_bwd_mean(float *dlogits /* [S,V] */, const float *probs /* [S,V] */,
+                                   const int32_t *targets /* [S] */, float loss_scale, int S, int V) {
+    k_xent_bwd(dlogits, probs, targets, loss_scale / (float)S, S, V);
 }
 
 /* kl[s] = sum_v pt (log pt - log ps), pt = softmax(zt/tau), ps = softmax(zs/tau); the logs come

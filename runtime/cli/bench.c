@@ -1,5 +1,6 @@
 /* bench.c - `bench`: tokens per second and the per-kernel (per-step) time breakdown. */
 #include "cli.h"
+#include "moe_rng.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +23,12 @@ static long long peak_rss_bytes(void) {
     return kb * 1024;
 }
 
-/* need: MOE_RT_INFER = forward, MOE_RT_GRADS = forward + backward, MOE_RT_OPTIMIZER = + AdamW */
+/* need: MOE_RT_INFER = forward, MOE_RT_GRADS = forward + backward, MOE_RT_OPTIMIZER = + AdamW.
+ * The statistics are cleared first, so they describe the last step. */
 static void one_step(moe_rt *rt, int need) {
+    moe_rt_stats_clear(rt);
     if (need == MOE_RT_INFER) { moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD); return; }
-    memset(rt->grads, 0, sizeof(float) * (size_t)rt->prog->param_floats);
+    moe_rt_zero_grads(rt);
     moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
     if (need == MOE_RT_GRADS) return;
     rt->ctx.opt_step++;
@@ -45,7 +48,6 @@ int cli_bench(int argc, char **argv) {
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "bench", argc, argv, f, nf);
     if (r) return r > 0 ? 0 : 1;
-    if (cli_check_device(moe_arg(f, nf, "--device"))) return 1;
     const moe_program *p = &moe_program_def;
     long long B, T, steps, warm;
     if (moe_arg_int(f, nf, "--batch", p->batch, 1, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, &T) ||
@@ -54,37 +56,47 @@ int cli_bench(int argc, char **argv) {
     int need = moe_arg(f, nf, "--infer") ? MOE_RT_INFER : moe_arg(f, nf, "--grad") ? MOE_RT_GRADS : MOE_RT_OPTIMIZER;
     int train = need != MOE_RT_INFER;
     static const char *const mode_name[] = {"infer", "grad", "train"};
-    moe_rt *rt = cli_rt(need, 0);
+    moe_rt *rt = cli_rt(need, 0, moe_arg(f, nf, "--device"));
     if (!rt) return 1;
     char err[512];
     moe_data *data = NULL;
     if (moe_rt_shape(rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); moe_rt_destroy(rt); return 1; }
     if (!(data = cli_data("synthetic"))) { moe_rt_destroy(rt); return 1; }
-    moe_rt_init_params(rt, (uint64_t)p->seed);
+    if (moe_rt_init_params(rt, (uint64_t)p->seed, err, sizeof err)) {
+        cli_fail("%s", err);
+        moe_data_close(data);
+        moe_rt_destroy(rt);
+        return 1;
+    }
     moe_data_train_batch(data, (uint64_t)p->seed, 0, 0, (int)B, (int)T, rt->tokens, rt->targets);
+    moe_rt_upload_batch(rt);
     rt->ctx.mode = train ? MOE_MODE_TRAIN : MOE_MODE_EVAL;
+    rt->ctx.rng = moe_rng_micro((uint64_t)p->seed, 0, 0);
+    rt->ctx.lr = (float)p->lr_at(0);
     for (long long i = 0; i < warm; i++) one_step(rt, need);
     rt->timing = 1;
-    memset(rt->step_ms, 0, sizeof(double) * (size_t)p->n_steps);
+    const moe_schedule *sc = &p->train;
+    memset(rt->step_ms, 0, sizeof(double) * (size_t)sc->n_steps);
     double t0 = moe_now_ms();
     for (long long i = 0; i < steps; i++) one_step(rt, need);
     double total = moe_now_ms() - t0, step_ms = total / (double)steps;
     long long rss = peak_rss_bytes();
-    double moe[4];
-    cli_moe_sums(rt, moe);      /* routing of the last step: the expert work actually done */
+    moe_stats st;
+    moe_rt_stats_read(rt, &st);     /* routing of the last step: the expert work actually done */
+    if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); moe_data_close(data); moe_rt_destroy(rt); return 1; }
     double tps = (double)B * T / (step_ms / 1e3);
     double sum = 0;
-    for (int i = 0; i < p->n_steps; i++) sum += rt->step_ms[i];
+    for (int i = 0; i < sc->n_steps; i++) sum += rt->step_ms[i];
     if (moe_arg(f, nf, "--json")) {
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"tokens_per_s\": %.3f, "
                "\"step_ms\": %.4f, \"peak_rss_bytes\": %lld, \"arena_bytes\": %lld, \"dropped_fraction\": %.6f, "
                "\"kernels\": [",
-               p->model, mode_name[need], B, T, tps, step_ms, rss, (long long)p->arena_floats * 4,
-               moe[3] > 0 ? moe[2] / moe[3] : 0.0);
+               p->model, mode_name[need], B, T, tps, step_ms, rss, (long long)sc->act_bytes,
+               st.choices > 0 ? st.dropped / st.choices : 0.0);
         int first = 1;
-        for (int i = 0; i < p->n_steps; i++) {
+        for (int i = 0; i < sc->n_steps; i++) {
             if (rt->step_ms[i] == 0.0) continue;
-            printf("%s{\"name\": \"%s\", \"ms\": %.5f, \"share\": %.5f}", first ? "" : ", ", p->steps[i].name,
+            printf("%s{\"name\": \"%s\", \"ms\": %.5f, \"share\": %.5f}", first ? "" : ", ", sc->steps[i].name,
                    rt->step_ms[i] / steps, sum > 0 ? rt->step_ms[i] / sum : 0.0);
             first = 0;
         }
@@ -93,16 +105,16 @@ int cli_bench(int argc, char **argv) {
         printf("%s %s: batch %lld x %lld, %.1f tokens/s, %.2f ms/step, peak RSS %.1f MiB\n", p->model,
                mode_name[need], B, T, tps, step_ms, rss / 1048576.0);
         /* the 25 most expensive steps */
-        int *idx = malloc(sizeof(int) * (size_t)p->n_steps);
-        for (int i = 0; idx && i < p->n_steps; i++) idx[i] = i;
-        for (int i = 1; idx && i < p->n_steps; i++) {
+        int *idx = malloc(sizeof(int) * (size_t)sc->n_steps);
+        for (int i = 0; idx && i < sc->n_steps; i++) idx[i] = i;
+        for (int i = 1; idx && i < sc->n_steps; i++) {
             int v = idx[i], j = i - 1;
             while (j >= 0 && rt->step_ms[idx[j]] < rt->step_ms[v]) { idx[j + 1] = idx[j]; j--; }
             idx[j + 1] = v;
         }
-        for (int i = 0; idx && i < p->n_steps && i < 25; i++)
+        for (int i = 0; idx && i < sc->n_steps && i < 25; i++)
             printf("  %8.3f ms  %5.1f%%  %s\n", rt->step_ms[idx[i]] / steps,
-                   sum > 0 ? 100.0 * rt->step_ms[idx[i]] / sum : 0.0, p->steps[idx[i]].name);
+                   sum > 0 ? 100.0 * rt->step_ms[idx[i]] / sum : 0.0, sc->steps[idx[i]].name);
         free(idx);
     }
     moe_data_close(data);

@@ -15,12 +15,14 @@ int cli_bench(int argc, char **argv);
 int cli_info(int argc, char **argv);
 
 /* shared helpers (main.c) */
-int cli_check_device(const char *dev);               /* 0 for cpu (or unset) */
-moe_rt *cli_rt(int need, int decode);                /* MOE_RT_*; message printed on failure */
+/* the runtime on --device (NULL: the default); MOE_RT_*; message printed on failure */
+moe_rt *cli_rt(int need, int decode, const char *device);
 int cli_load(moe_rt *rt, const char *path);          /* weights only; message printed */
 moe_data *cli_data(const char *spec);
 extern const char *moe_cmd_name;    /* the running subcommand */
 void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* sum over MoE layers of ctx stats (aux, z, dropped, choices) */
-void cli_moe_sums(const moe_rt *rt, double out[4]);
+/* Evaluation-mode forwards over nb batches of B consecutive windows of T tokens, from batch
+ * `first` on; s gets the statistics summed over them (s->lm: the sum of the batches' mean
+ * LM losses). 0, or -1 after a message (a device failure). */
+int cli_eval_windows(moe_rt *rt, const moe_data *data, int64_t first, int64_t nb, int B, int T, moe_stats *s);
 #endif

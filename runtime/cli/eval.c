@@ -10,12 +10,11 @@ typedef struct evopts { moe_rt *rt; moe_data *data; int B, T; } evopts;
 static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, int need, evopts *o) {
     int r = moe_args_parse(moe_prog_name, cmd, argc, argv, f, nf);
     if (r) return r > 0 ? 1 : -1;
-    if (cli_check_device(moe_arg(f, nf, "--device"))) return -1;
     const moe_program *p = &moe_program_def;
     long long B, T;
     if (moe_arg_int(f, nf, "--batch", p->batch, 1, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, &T)) return -1;
     if (!moe_arg(f, nf, "--data")) { cli_fail("--data FILE is required"); return -1; }
-    o->rt = cli_rt(need, 0);
+    o->rt = cli_rt(need, 0, moe_arg(f, nf, "--device"));
     if (!o->rt) return -1;
     char err[512];
     if (moe_rt_shape(o->rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); return -1; }
@@ -46,20 +45,12 @@ int cli_eval(int argc, char **argv) {
     evopts o = {0};
     int r = setup("eval", f, nf, argc, argv, MOE_RT_INFER, &o);
     if (r) { teardown(&o); return r > 0 ? 0 : 1; }
-    moe_rt *rt = o.rt;
-    rt->ctx.mode = MOE_MODE_EVAL;
     int64_t nb = moe_data_windows(o.data, o.T) / o.B;
-    double lm = 0, aux = 0, z = 0, dropped = 0, choices = 0;
-    for (int64_t b = 0; b < nb; b++) {
-        moe_data_window_batch(o.data, b * o.B, o.B, o.T, rt->tokens, rt->targets);
-        moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD);
-        double s[4];
-        cli_moe_sums(rt, s);
-        lm += moe_rt_lm_loss(rt);
-        aux += s[0]; z += s[1]; dropped += s[2]; choices += s[3];
-    }
+    moe_stats st;
+    if (cli_eval_windows(o.rt, o.data, 0, nb, o.B, o.T, &st)) { teardown(&o); return 1; }
     printf("{\"lm_loss\": %.9g, \"aux_loss\": %.9g, \"z_loss\": %.9g, \"tokens\": %lld, \"dropped_fraction\": %.9g}\n",
-           lm / nb, aux / nb, z / nb, (long long)(nb * o.B * o.T), choices > 0 ? dropped / choices : 0.0);
+           st.lm / nb, st.aux / nb, st.z / nb, (long long)(nb * o.B * o.T),
+           st.choices > 0 ? st.dropped / st.choices : 0.0);
     teardown(&o);
     return 0;
 }
@@ -80,6 +71,8 @@ int cli_grad(int argc, char **argv) {
     rt->ctx.mode = MOE_MODE_GRAD;
     rt->ctx.loss_scale = 1.0f;
     moe_data_window_batch(o.data, 0, o.B, o.T, rt->tokens, rt->targets);
+    moe_rt_upload_batch(rt);
+    moe_rt_zero_grads(rt);
     moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
     char err[1024];
     int rc = 0;

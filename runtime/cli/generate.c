@@ -6,7 +6,7 @@
  * nothing. --check-cache verifies exactly that against a full forward of the prompt.
  */
 #include "cli.h"
-#include "k_common.h"
+#include "moe_rng.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +35,7 @@ static int sample(const float *logits, int V, double temp, int topk, uint64_t st
     double mx = -INFINITY, sum = 0.0;
     for (int v = 0; v < V; v++) if (logits[v] >= cut && logits[v] > mx) mx = logits[v];
     for (int v = 0; v < V; v++) sum += probs[v] = logits[v] >= cut ? exp((logits[v] - mx) / temp) : 0.0;
-    double u = k_uniform(stream, i) * sum, acc = 0.0;
+    double u = moe_uniform(stream, i) * sum, acc = 0.0;
     for (int v = 0; v < V; v++) { acc += probs[v]; if (u < acc) return v; }
     return V - 1;
 }
@@ -65,12 +65,16 @@ static double check_cache(moe_rt *rt, const int32_t *tok, int n) {
     double worst = 0.0;
     char err[256];
     if (moe_rt_shape(rt, 1, n, err, sizeof err)) { cli_fail("%s", err); return INFINITY; }
+    float *full = malloc(sizeof(float) * (size_t)n * (size_t)V);
+    if (!full) { cli_fail("out of memory"); return INFINITY; }
     memcpy(rt->tokens, tok, sizeof(int32_t) * (size_t)n);
+    moe_rt_upload_batch(rt);
     rt->ctx.mode = MOE_MODE_EVAL;
+    moe_rt_stats_clear(rt);
     moe_rt_logits(rt);
-    double s[4];
-    cli_moe_sums(rt, s);
-    const float *full = rt->arena + p->logits_off;
+    moe_stats st;
+    moe_rt_stats_read(rt, &st);
+    moe_rt_read_logits(rt, 0, n, full);
     for (int t = 0; t < n; t++) {
         const float *lg = moe_rt_decode(rt, tok[t], t);
         for (int v = 0; v < V; v++) {
@@ -78,7 +82,9 @@ static double check_cache(moe_rt *rt, const int32_t *tok, int n) {
             if (d > worst) worst = d;
         }
     }
-    printf("{\"positions\": %d, \"max_abs_diff\": %.9g, \"eval_dropped\": %.0f}\n", n, worst, s[2]);
+    free(full);
+    if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); return INFINITY; }
+    printf("{\"positions\": %d, \"max_abs_diff\": %.9g, \"eval_dropped\": %.0f}\n", n, worst, st.dropped);
     return worst;
 }
 
@@ -94,7 +100,6 @@ int cli_generate(int argc, char **argv) {
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "generate", argc, argv, f, nf);
     if (r) return r > 0 ? 0 : 1;
-    if (cli_check_device(moe_arg(f, nf, "--device"))) return 1;
     const moe_program *p = &moe_program_def;
     long long ntok, topk, seed;
     double temp;
@@ -104,7 +109,7 @@ int cli_generate(int argc, char **argv) {
     int ctxlen = (int)p->context, V = (int)p->vocab;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)ctxlen);
     double *probs = malloc(sizeof(double) * (size_t)V);
-    moe_rt *rt = tok && probs ? cli_rt(MOE_RT_INFER, 1) : NULL;
+    moe_rt *rt = tok && probs ? cli_rt(MOE_RT_INFER, 1, moe_arg(f, nf, "--device")) : NULL;
     int rc = 0;
     if (!rt || cli_load(rt, moe_arg(f, nf, "--checkpoint"))) rc = 1;
     const char *prompt = moe_arg(f, nf, "--prompt") ? moe_arg(f, nf, "--prompt") : (V >= 256 ? "\n" : "0");
@@ -116,7 +121,7 @@ int cli_generate(int argc, char **argv) {
     if (!rc && moe_arg(f, nf, "--check-cache")) {
         rc = check_cache(rt, tok, n) <= 1e-4 ? 0 : 1;
     } else if (!rc) {
-        uint64_t stream = k_rng_stream((uint64_t)seed, 0x6E4E, 0);
+        uint64_t stream = moe_rng_stream((uint64_t)seed, 0x6E4E, 0);
         const float *lg = NULL;
         for (int t = 0; t < n; t++) {
             lg = moe_rt_decode(rt, tok[t], t);
@@ -129,6 +134,7 @@ int cli_generate(int argc, char **argv) {
             lg = moe_rt_decode(rt, next, n++);
         }
         putchar('\n');
+        if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); rc = 1; }
     }
     moe_rt_destroy(rt);
     free(tok);

@@ -19,20 +19,9 @@ void cli_fail(const char *fmt, ...) {
     va_end(ap);
 }
 
-int cli_check_device(const char *dev) {
-    if (!dev || !strcmp(dev, "cpu")) return 0;
-    if (!strcmp(dev, "cuda") || !strcmp(dev, "cuda-emu")) {
-        cli_fail("--device %s: this executable was built for the cpu target only "
-                 "(moec build --target cuda is not available yet)", dev);
-        return -1;
-    }
-    cli_fail("unknown device '%s' (cpu, cuda, cuda-emu)", dev);
-    return -1;
-}
-
-moe_rt *cli_rt(int need, int decode) {
+moe_rt *cli_rt(int need, int decode, const char *device) {
     char err[512];
-    moe_rt *rt = moe_rt_create(&moe_program_def, need, decode, err, sizeof err);
+    moe_rt *rt = moe_rt_create(&moe_program_def, device, need, decode, err, sizeof err);
     if (!rt) cli_fail("%s", err);
     return rt;
 }
@@ -58,32 +47,56 @@ moe_data *cli_data(const char *spec) {
     return d;
 }
 
-void cli_moe_sums(const moe_rt *rt, double out[4]) {
-    const moe_ctx *c = &rt->ctx;
-    out[0] = out[1] = out[2] = out[3] = 0.0;
-    for (int i = 0; i < rt->prog->n_moe; i++) {
-        out[0] += c->aux[i]; out[1] += c->z[i]; out[2] += c->dropped[i]; out[3] += c->choices[i];
+int cli_eval_windows(moe_rt *rt, const moe_data *data, int64_t first, int64_t nb, int B, int T, moe_stats *s) {
+    int mode = rt->ctx.mode;
+    rt->ctx.mode = MOE_MODE_EVAL;
+    moe_rt_stats_clear(rt);
+    for (int64_t b = first; b < first + nb; b++) {
+        moe_data_window_batch(data, b * B, B, T, rt->tokens, rt->targets);
+        moe_rt_upload_batch(rt);
+        moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD);
     }
+    moe_rt_stats_read(rt, s);
+    rt->ctx.mode = mode;
+    if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); return -1; }
+    return 0;
+}
+
+/* s as a JSON string (the source path may hold anything) */
+static void json_string(const char *s) {
+    putchar('"');
+    for (const unsigned char *q = (const unsigned char *)s; *q; q++) {
+        if (*q == '"' || *q == '\\') printf("\\%c", *q);
+        else if (*q < 0x20) printf("\\u%04x", *q);
+        else putchar(*q);
+    }
+    putchar('"');
 }
 
 int cli_info(int argc, char **argv) {
     moe_flag f[] = {{"--json", 0, "one JSON object", NULL}, {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int r = moe_args_parse(moe_prog_name, "info", argc, argv, f, 2);
     if (r) return r > 0 ? 0 : 1;
-    if (cli_check_device(f[1].value)) return 1;
     const moe_program *p = &moe_program_def;
+    char err[512];
+    moe_device *dev = moe_device_open(f[1].value, p->target, err, sizeof err);
+    if (!dev) { cli_fail("%s", err); return 1; }
+    moe_device_close(dev);
     int64_t n = 0, ne = 0;
     for (int i = 0; i < p->n_params; i++) {
         n += p->params[i].numel;
         if (p->params[i].expert) ne += p->params[i].numel;
     }
     if (f[0].value) {
-        printf("{\"model\": \"%s\", \"target\": \"%s\", \"source\": \"%s\", \"params\": %lld, \"expert_params\": %lld, "
-               "\"param_bytes\": %lld, \"arena_bytes\": %lld, \"decode_arena_bytes\": %lld, \"max_batch\": %lld, "
-               "\"max_seq\": %lld, \"steps\": %d, \"threads\": %d}\n",
-               p->model, p->target, p->source, (long long)n, (long long)ne, (long long)p->param_floats * 4,
-               (long long)p->arena_floats * 4, (long long)p->dec_arena_floats * 4, (long long)p->B_max,
-               (long long)p->T_max, p->n_steps, omp_get_max_threads());
+        printf("{\"model\": \"%s\", \"target\": \"%s\", \"source\": ", p->model, p->target);
+        json_string(p->source);
+        printf(", \"params\": %lld, \"expert_params\": %lld, \"param_bytes\": %lld, \"arena_bytes\": %lld, "
+               "\"decode_arena_bytes\": %lld, \"io_bytes\": %lld, \"align\": %lld, \"max_batch\": %lld, "
+               "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d}\n",
+               (long long)n, (long long)ne, (long long)p->buf_bytes[MOE_BUF_PARAM], (long long)p->train.act_bytes,
+               (long long)p->decode.act_bytes, (long long)p->buf_bytes[MOE_BUF_IO], (long long)p->align,
+               (long long)p->train.B_max, (long long)p->train.T_max, p->train.n_steps, p->decode.n_steps,
+               omp_get_max_threads());
         return 0;
     }
     printf("model %s (from %s), target %s\n", p->model, p->source, p->target);

@@ -6,6 +6,7 @@
  */
 #include "cli.h"
 #include "log.h"
+#include "moe_rng.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,17 +18,9 @@
 static double eval_loss(moe_rt *rt, const moe_data *data, int B, int T) {
     int64_t nb = moe_data_windows(data, T) / B;
     if (nb > 8) nb = 8;
-    if (nb == 0) return NAN;
-    int mode = rt->ctx.mode;
-    rt->ctx.mode = MOE_MODE_EVAL;
-    double sum = 0;
-    for (int64_t b = 0; b < nb; b++) {
-        moe_data_window_batch(data, b * B, B, T, rt->tokens, rt->targets);
-        moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD);
-        sum += moe_rt_lm_loss(rt);
-    }
-    rt->ctx.mode = mode;
-    return sum / (double)nb;
+    moe_stats st;
+    if (nb == 0 || cli_eval_windows(rt, data, 0, nb, B, T, &st)) return NAN;
+    return st.lm / (double)nb;
 }
 
 static int save(moe_rt *rt, const char *dir, int64_t step) {
@@ -49,7 +42,6 @@ int cli_train(int argc, char **argv) {
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "train", argc, argv, f, nf);
     if (r) return r > 0 ? 0 : 1;
-    if (cli_check_device(moe_arg(f, nf, "--device"))) return 1;
     const moe_program *p = &moe_program_def;
     long long steps, seed;
     if (moe_arg_int(f, nf, "--steps", p->train_steps, 0, &steps) || moe_arg_int(f, nf, "--seed", p->seed, 0, &seed)) return 1;
@@ -69,7 +61,7 @@ int cli_train(int argc, char **argv) {
     const char *spec = moe_arg(f, nf, "--data") ? moe_arg(f, nf, "--data") : "synthetic";
     moe_data *data = cli_data(spec);
     if (!data) return 1;
-    moe_rt *rt = cli_rt(MOE_RT_OPTIMIZER, 0);
+    moe_rt *rt = cli_rt(MOE_RT_OPTIMIZER, 0, moe_arg(f, nf, "--device"));
     if (!rt) { moe_data_close(data); return 1; }
     int B = (int)p->batch, T = (int)p->context, rc = 0;
     char err[1024];
@@ -89,7 +81,7 @@ int cli_train(int argc, char **argv) {
             fprintf(stderr, "no checkpoint in %s: starting from scratch\n", dir);
         }
     }
-    if (!rc && start == 0) moe_rt_init_params(rt, (uint64_t)seed);
+    if (!rc && start == 0 && moe_rt_init_params(rt, (uint64_t)seed, err, sizeof err)) { cli_fail("%s", err); rc = 1; }
     moe_log *log = NULL;
     if (!rc && moe_arg(f, nf, "--log")) {
         log = start > 0 ? moe_log_open_append(moe_arg(f, nf, "--log"), err, sizeof err)
@@ -97,46 +89,50 @@ int cli_train(int argc, char **argv) {
         if (!log) { cli_fail("%s", err); rc = 1; }
     }
     /* per-layer expert load fractions for the log */
+    int n_loads = 0;
+    for (int i = 0; i < p->n_moe; i++) n_loads += p->experts[i];
     float **loads = calloc((size_t)p->n_moe + 1, sizeof *loads);
-    float *load_buf = calloc((size_t)rt->n_loads + 1, sizeof(float));
-    for (int i = 0, o = 0; loads && i < p->n_moe; o += p->experts[i], i++) loads[i] = load_buf + o;
+    float *load_buf = calloc((size_t)n_loads + 1, sizeof(float));
+    for (int i = 0; loads && load_buf && i < p->n_moe; i++) loads[i] = load_buf + (p->stat_loads[i] - p->stat_loads[0]);
+    if (!rc && (!loads || !load_buf)) { cli_fail("out of memory"); rc = 1; }
     moe_ctx *c = &rt->ctx;
-    c->seed = (uint64_t)seed;
     c->loss_scale = 1.0f / (float)p->accumulate;
     double t_start = (moe_now_ms() / 1e3);
     int every = steps >= 20 ? (int)(steps / 20) : 1;
     for (int64_t step = start; !rc && step < steps; step++) {
         double t0 = (moe_now_ms() / 1e3);
-        memset(rt->grads, 0, sizeof(float) * (size_t)p->param_floats);
-        memset(c->loads, 0, sizeof(float) * (size_t)rt->n_loads);
-        c->step = step;
+        moe_rt_zero_grads(rt);
+        moe_rt_stats_clear(rt);
         c->mode = MOE_MODE_TRAIN;
-        double lm = 0, aux = 0, z = 0, dropped = 0, choices = 0;
         for (int u = 0; u < p->accumulate; u++) {
-            c->micro = u;
+            c->rng = moe_rng_micro((uint64_t)seed, (uint64_t)step, (uint64_t)u);
             moe_data_train_batch(data, (uint64_t)seed, step, u, B, T, rt->tokens, rt->targets);
+            moe_rt_upload_batch(rt);
             moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
-            double s[4];
-            cli_moe_sums(rt, s);
-            lm += moe_rt_lm_loss(rt);
-            aux += s[0]; z += s[1]; dropped += s[2]; choices += s[3];
         }
-        c->opt_step = step + 1;
+        c->opt_step = (int)(step + 1);
+        c->lr = (float)p->lr_at(step);
         moe_rt_run(rt, MOE_PHASE_OPT, MOE_PHASE_OPT);
+        moe_stats st;
+        moe_rt_stats_read(rt, &st);
         double n = (double)p->accumulate, t1 = (moe_now_ms() / 1e3);
         moe_step_metrics m = {
-            .step = step + 1, .steps = steps, .lm_loss = lm / n, .aux_loss = aux / n, .z_loss = z / n,
-            .lr = c->lr, .grad_norm = c->grad_norm, .tokens_per_s = (double)B * T * n / (t1 - t0),
-            .dropped_fraction = choices > 0 ? dropped / choices : 0.0, .elapsed_s = t1 - t_start,
+            .step = step + 1, .steps = steps, .lm_loss = st.lm / n, .aux_loss = st.aux / n, .z_loss = st.z / n,
+            .lr = c->lr, .grad_norm = st.grad_norm, .tokens_per_s = (double)B * T * n / (t1 - t0),
+            .dropped_fraction = st.choices > 0 ? st.dropped / st.choices : 0.0, .elapsed_s = t1 - t_start,
             .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads};
         m.loss = m.lm_loss + p->aux_loss * m.aux_loss + p->z_loss * m.z_loss;
-        m.eval_loss = p->eval_every > 0 && (step + 1) % p->eval_every == 0 ? eval_loss(rt, data, B, T) : NAN;
-        for (int i = 0, o = 0; i < p->n_moe; o += p->experts[i], i++) {
+        for (int i = 0; i < p->n_moe; i++) {
+            const double *l = st.loads + (p->stat_loads[i] - p->stat_loads[0]);
             double tot = 0;
-            for (int e = 0; e < p->experts[i]; e++) tot += c->loads[o + e];
-            for (int e = 0; e < p->experts[i]; e++) load_buf[o + e] = tot > 0 ? (float)(c->loads[o + e] / tot) : 0.0f;
+            for (int e = 0; e < p->experts[i]; e++) tot += l[e];
+            for (int e = 0; e < p->experts[i]; e++) loads[i][e] = tot > 0 ? (float)(l[e] / tot) : 0.0f;
         }
-        if (m.loss != m.loss) {
+        m.eval_loss = p->eval_every > 0 && (step + 1) % p->eval_every == 0 ? eval_loss(rt, data, B, T) : NAN;
+        if (moe_rt_error(rt)) {
+            cli_fail("%s", moe_rt_error(rt));
+            rc = 1;
+        } else if (m.loss != m.loss) {
             cli_fail("loss is NaN at step %lld; stopping", (long long)(step + 1));
             rc = 1;
         }

@@ -28,6 +28,8 @@ build $small $small -o $out/x
 build nonexistent.moe -o $out/x
 build $small --model nope -o $out/x
 build tests/front/bad/unknown_key_moe.moe -o $out/x
+build tests/compiler/bad/unimplemented.moe --model unimplemented -o $out/x
+build tests/compiler/bad/unimplemented.moe --model warned --emit ir
 tune $small
 CASES
 } > "$out/got"

@@ -1,11 +1,14 @@
-/* test_passes.c - the compiler's passes on hand-built models (no front end):
- * every parameter gets a gradient, the memory plan never overlaps two tensors that
- * are live at once, fusion removes the residual adds, and code generation is
- * deterministic. */
+/* test_passes.c - the compiler's pipeline on hand-built models (no front end):
+ *   - every parameter gets a gradient, fusion removes the residual adds, the memory plan
+ *     never overlaps two tensors that are live at once and respects the alignment;
+ *   - the lowering and the CPU renderer are deterministic, every op has a rule, and no step
+ *     of the generated C reads device memory on the host;
+ *   - ir_verify catches a graph that breaks the op table, naming the pass and the node;
+ *   - settings the target cannot honour are errors or warnings with the key's location. */
 #include "arena.h"
-#include "build.h"
-#include "codegen.h"
-#include "passes.h"
+#include "diag.h"
+#include "pipeline.h"
+#include "target.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +19,13 @@ static int failures;
 static md_model tiny(arena *a, int n_moe, int k, int residual, md_activation act, md_norm norm, md_position pos) {
     md_model m = {0};
     m.name = "t"; m.vocab = 64; m.context = 16; m.layers = 2; m.hidden = 32; m.heads = 4; m.ffn = 64;
+    m.loc = (md_loc){"t.moe", 1, 1};
     m.activation = act; m.norm = norm; m.position = pos; m.tie_embeddings = pos == MD_POS_LEARNED;
     m.init_std = 0.02;
     m.moe.n_moe = n_moe;
     m.moe.layer = ARENA_ARRAY(a, int, 2); m.moe.experts = ARENA_ARRAY(a, int, 2);
     m.parallel.expert = ARENA_ARRAY(a, int, 2);
+    m.parallel.tensor = m.parallel.expert_slicing = 1;
     for (int i = 0; i < n_moe; i++) { m.moe.layer[i] = 2 - n_moe + 1 + i; m.moe.experts[i] = 4 + 4 * i; m.parallel.expert[i] = 1; }
     m.moe.ffn = 48; m.moe.top_k = k; m.moe.residual = residual; m.moe.capacity_factor = 1.0;
     m.moe.eval_capacity_factor = 1.0; m.moe.min_capacity = 4; m.moe.drop_tokens = true;
@@ -30,16 +35,59 @@ static md_model tiny(arena *a, int n_moe, int k, int residual, md_activation act
     return m;
 }
 
-static ir_graph *lower(arena *a, const md_model *m, int decode) {
-    ir_graph *g = ir_build_forward(a, m, m->train.batch, m->context, decode);
-    if (!g || pass_fuse(g) || (!decode && (pass_autodiff(g) || pass_optimizer(g))) || pass_comm(g) || pass_plan(g)) return NULL;
-    return g;
+static const cg_target *cpu(void) { return cg_target_find("cpu"); }
+
+/* the diagnostics as printed */
+static char *printed(diag_ctx *d) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    diag_print(d, f);
+    fclose(f);
+    return buf;
+}
+
+static int run(arena *a, diag_ctx *d, const md_model *m, pl_result *r, void (*hook)(ir_graph *, const char *, void *)) {
+    pl_options o = {.caps = &cpu()->caps, .opt_level = 3, .after_pass = hook};
+    return pl_run(a, d, m, &o, r);
+}
+
+/* the bodies of the generated step functions may name only these host values of the context */
+static void check_no_host_reads(const char *what, const char *c) {
+    static const char *const ok[] = {"c->B", "c->T", "c->pos", "c->mode", "c->rng", "c->loss_scale", "c->lr",
+                                     "c->opt_step", "c->comm"};
+    int steps = 0;
+    for (const char *p = strstr(c, "(moe_ctx *c) {\n"); p; p = strstr(p + 1, "(moe_ctx *c) {\n")) {
+        const char *end = strstr(p, "\n}\n");
+        if (!end) break;
+        steps++;
+        for (const char *q = p + 15; q < end; q++) {
+            if (!strncmp(q, "/*", 2)) {         /* comments say anything */
+                const char *e = strstr(q + 2, "*/");
+                if (e) q = e + 1;
+                continue;
+            }
+            CHECK(*q != '[' && (*q != '*' || (q[-1] == ' ' && q[1] == ' ')),
+                  "%s: a step body indexes or dereferences memory: %.60s", what, q);
+            if (strncmp(q, "c->", 3)) continue;
+            int known = 0;
+            for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+                size_t n = strlen(ok[i]);
+                known |= !strncmp(q, ok[i], n) && !(q[n] == '_' || (q[n] >= 'a' && q[n] <= 'z'));
+            }
+            CHECK(known, "%s: a step reads %.20s", what, q);
+        }
+    }
+    CHECK(steps > 20, "%s: only %d step functions found", what, steps);
 }
 
 static void check_model(const char *what, const md_model *m, arena *a) {
-    ir_graph *g = lower(a, m, 0), *d = lower(a, m, 1);
-    CHECK(g && d, "%s: lowering failed", what);
-    if (!g || !d) return;
+    diag_ctx *d = diag_create(0);
+    pl_result r;
+    CHECK(run(a, d, m, &r, NULL) == 0 && diag_count(d) == 0 && diag_warning_count(d) == 0, "%s: pipeline failed", what);
+    diag_destroy(d);
+    ir_graph *g = r.train;
+    if (!g || !r.decode) return;
     /* every parameter's gradient is produced */
     for (int i = 0; i < g->n_params; i++) {
         int t = g->param_tensor[i], gt = g->t[t].grad, found = 0;
@@ -50,24 +98,128 @@ static void check_model(const char *what, const md_model *m, arena *a) {
     /* no residual ADD survives fusion */
     for (int n = 0; n < g->nn; n++)
         CHECK(g->n[n].op != IR_ADD || g->n[n].dead, "%s: unfused add %s", what, g->n[n].name);
-    /* the plan: live-overlapping tensors never share memory */
-    for (int i = 0; i < g->nt; i++) {
-        const ir_tensor *x = &g->t[i];
-        if (x->kind != IR_T_ACT || x->def < 0) continue;
-        CHECK(x->offset + ir_tensor_numel_max(g, x) <= g->arena_floats, "%s: %s outside the arena", what, x->name);
-        for (int j = i + 1; j < g->nt; j++) {
-            const ir_tensor *y = &g->t[j];
-            if (y->kind != IR_T_ACT || y->def < 0 || x->last < y->def || y->last < x->def) continue;
-            int disjoint = x->offset + ir_tensor_numel_max(g, x) <= y->offset ||
-                           y->offset + ir_tensor_numel_max(g, y) <= x->offset;
-            CHECK(disjoint, "%s: %s and %s overlap while both live", what, x->name, y->name);
+    /* the plan: aligned, inside its buffer, and live-overlapping tensors never share bytes */
+    const ir_graph *gs[2] = {r.train, r.decode};
+    for (int k = 0; k < 2; k++) {
+        const ir_graph *h = gs[k];
+        for (int i = 0; i < h->nt; i++) {
+            const ir_tensor *x = &h->t[i];
+            if (x->def < 0) continue;
+            CHECK(x->offset % h->align == 0, "%s: %s at %lld is not %lld-aligned", what, x->name, (long long)x->offset,
+                  (long long)h->align);
+            CHECK(x->buf == MOE_BUF_PARAM || x->buf == MOE_BUF_GRAD ||
+                  x->offset + ir_tensor_bytes_max(h, x) <= h->buf_bytes[x->buf],
+                  "%s: %s outside its buffer", what, x->name);
+            if (x->buf != MOE_BUF_ACT) continue;
+            for (int j = i + 1; j < h->nt; j++) {
+                const ir_tensor *y = &h->t[j];
+                if (y->buf != MOE_BUF_ACT || y->def < 0 || x->last < y->def || y->last < x->def) continue;
+                int disjoint = x->offset + ir_tensor_bytes_max(h, x) <= y->offset ||
+                               y->offset + ir_tensor_bytes_max(h, y) <= x->offset;
+                CHECK(disjoint, "%s: %s and %s overlap while both live", what, x->name, y->name);
+            }
         }
     }
-    /* deterministic code */
-    char *c1 = cg_cpu_program(g, d, "t.moe"), *c2 = cg_cpu_program(g, d, "t.moe");
+    CHECK(r.train->t[r.train->stats].offset == r.decode->t[r.decode->stats].offset &&
+          r.train->buf_bytes[MOE_BUF_IO] == r.decode->buf_bytes[MOE_BUF_IO],
+          "%s: the two programs disagree on the IO buffer", what);
+    /* lowering: every live node becomes a step; calls only where the op has work */
+    lw_program *lt = lw_lower(r.train), *ld = lw_lower(r.decode);
+    CHECK(lt && ld, "%s: lowering failed", what);
+    if (!lt || !ld) return;
+    for (int i = 0; i < lt->nsteps; i++)
+        CHECK(lt->steps[i].ncalls > 0 || lt->steps[i].note, "%s: step %s has no kernel", what, lt->steps[i].name);
+    /* deterministic code without host reads of device memory */
+    cg_unit u = {m, "t.moe", lt, ld, a};
+    char *c1 = cpu()->render(&u), *c2 = cpu()->render(&u);
     CHECK(c1 && c2 && !strcmp(c1, c2), "%s: code generation is not deterministic", what);
-    CHECK(c1 && !strstr(c1, "#error"), "%s: an op has no CPU code", what);
-    free(c1); free(c2);
+    if (c1) check_no_host_reads(what, c1);
+    free(c1);
+    free(c2);
+}
+
+/* ---- ir_verify: a pass that breaks the graph is caught and named ---- */
+static void drop_matmul_weight(ir_graph *g, const char *pass, void *ctx) {
+    (void)ctx;
+    if (strcmp(pass, "fuse")) return;
+    for (int i = 0; i < g->nn; i++)
+        if (g->n[i].op == IR_MATMUL && !g->n[i].dead) { g->n[i].in[1] = -1; return; }
+}
+static void wrong_type(ir_graph *g, const char *pass, void *ctx) {
+    (void)ctx;
+    if (strcmp(pass, "autodiff")) return;
+    for (int i = 0; i < g->nn; i++)     /* the layernorm's weight slot gets an activation */
+        if (g->n[i].op == IR_LAYERNORM) { g->n[i].in[1] = g->n[i].in[0]; return; }
+}
+static void read_before_write(ir_graph *g, const char *pass, void *ctx) {
+    (void)ctx;
+    if (strcmp(pass, "build")) return;
+    g->n[0].dead = 1;     /* the embedding: its output is read but never written */
+}
+static void bad_acc(ir_graph *g, const char *pass, void *ctx) {
+    (void)ctx;
+    if (strcmp(pass, "plan")) return;
+    for (int i = 0; i < g->nn; i++)
+        if (g->n[i].op == IR_EMBED) { g->n[i].acc[0] = 1; return; }
+}
+
+static void check_verify(arena *a) {
+    static const struct {
+        void (*hook)(ir_graph *, const char *, void *);
+        const char *want;
+    } cases[] = {
+        {drop_matmul_weight, "t.moe:1:1: error: internal error: the IR is broken after fuse: node %2 MATMUL "
+                             "'h.0.attn.c_attn': input 1 'W' is required but absent"},
+        {wrong_type, "error: internal error: the IR is broken after autodiff: node %1 LAYERNORM 'h.0.ln_1': input 1 'w' "
+                     "must be of type 'p', but 'embed.out' is a f32 activation tensor in act"},
+        {read_before_write, "after build: node %1 LAYERNORM 'h.0.ln_1': input 0 'x' reads 'embed.out' before any live "
+                            "node writes it"},
+        {bad_acc, "after plan: node %0 EMBED 'embed': output 0 'x' may not accumulate (ops.def has no '+')"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        md_model m = tiny(a, 1, 1, 0, MD_ACT_GELU, MD_NORM_LAYERNORM, MD_POS_LEARNED);
+        diag_ctx *d = diag_create(0);
+        pl_result r;
+        int rc = run(a, d, &m, &r, cases[i].hook);
+        char *text = printed(d);
+        CHECK(rc != 0 && diag_count(d) > 0, "verify case %zu: a broken graph was accepted", i);
+        CHECK(text && strstr(text, cases[i].want), "verify case %zu: expected\n  %s\ngot\n%s", i, cases[i].want,
+              text ? text : "(nothing)");
+        free(text);
+        diag_destroy(d);
+    }
+}
+
+/* ---- settings the CPU target cannot honour ---- */
+static void check_settings(arena *a) {
+    md_model m = tiny(a, 1, 1, 0, MD_ACT_GELU, MD_NORM_LAYERNORM, MD_POS_LEARNED);
+    m.parallel.tensor = 2;
+    m.where.tensor = (md_loc){"t.moe", 7, 16};
+    m.parallel.expert_slicing = 2;
+    diag_ctx *d = diag_create(0);
+    pl_result r;
+    CHECK(run(a, d, &m, &r, NULL) != 0 && diag_count(d) == 2, "tensor and expert slicing must be refused");
+    char *text = printed(d);
+    CHECK(text && strstr(text, "t.moe:7:16: error: parallel.tensor = 2: tensor slicing is not implemented yet"),
+          "tensor slicing message: %s", text ? text : "");
+    CHECK(text && strstr(text, "t.moe:1:1: error: parallel.expert_slicing = 2: expert slicing is not implemented yet"),
+          "expert slicing message (at the model when the key has no location): %s", text ? text : "");
+    free(text);
+    diag_destroy(d);
+
+    m = tiny(a, 1, 1, 0, MD_ACT_GELU, MD_NORM_LAYERNORM, MD_POS_LEARNED);
+    m.dtype = MD_DT_BF16;
+    m.where.dtype = (md_loc){"t.moe", 3, 5};
+    m.dropout = 0.1;
+    d = diag_create(0);
+    CHECK(run(a, d, &m, &r, NULL) == 0 && diag_count(d) == 0 && diag_warning_count(d) == 2,
+          "bf16 and dropout build, with two warnings");
+    text = printed(d);
+    CHECK(text && strstr(text, "t.moe:3:5: warning: dtype = bf16: the cpu target computes in fp32 only, so this model "
+                               "will compute in fp32"), "dtype warning: %s", text ? text : "");
+    CHECK(text && strstr(text, "warning: dropout = 0.1 is not applied"), "dropout warning: %s", text ? text : "");
+    free(text);
+    diag_destroy(d);
 }
 
 int main(void) {
@@ -79,6 +231,10 @@ int main(void) {
     m = tiny(a, 1, 2, 0, MD_ACT_SWIGLU, MD_NORM_RMSNORM, MD_POS_ROPE); check_model("modern", &m, a);
     m = tiny(a, 1, 1, 0, MD_ACT_GELU, MD_NORM_LAYERNORM, MD_POS_LEARNED);
     m.moe.noisy_gate = MD_NOISE_JITTER; check_model("jitter", &m, a);
+    m = tiny(a, 1, 1, 0, MD_ACT_GELU, MD_NORM_LAYERNORM, MD_POS_LEARNED);
+    m.parallel.expert[0] = 2; check_model("expert-parallel copy", &m, a);
+    check_verify(a);
+    check_settings(a);
     arena_destroy(a);
     printf("%d failed\n", failures);
     return failures != 0;

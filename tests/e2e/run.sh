@@ -2,8 +2,8 @@
 # run.sh - end-to-end tests of a built executable: training makes progress, runs are
 # bitwise reproducible, --resume repeats an uninterrupted run, the KV cache matches a
 # full forward, gradient accumulation equals a larger batch, and bad input gives its
-# golden message with exit status 1.
-#   run.sh MOEC WORKDIR TEST     (TEST: train | reproducible | resume | kv_cache | accumulate | bad_input)
+# golden message with exit status 1, and any path is safe to build from and to.
+#   run.sh MOEC WORKDIR TEST     (TEST: train | reproducible | resume | kv_cache | accumulate | bad_input | paths)
 set -uo pipefail
 moec=$1; work=$2; test=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -117,6 +117,16 @@ PY
   [ -e "$work/g.safetensors" ] && fail "grad wrote a file on bad input"
   echo "$pass passed, $((total - pass)) failed"
   [ "$pass" = "$total" ] || exit 1
+  ;;
+paths)
+  # a source directory with a quote and an output name that a shell would run as a command
+  rm -rf "$work/paths"; mkdir -p "$work/paths/q\"dir it's"
+  src="$work/paths/q\"dir it's/small.moe"
+  cp "$here/small.moe" "$src"
+  out="$work/paths/x'; touch PWNED; echo '"
+  (cd "$work/paths" && "$moec" build "$src" -o "$out") || fail "moec build from a path with quotes"
+  [ -e "$work/paths/PWNED" ] && fail "the output path ran a command"
+  "$out" info --json | jq -e --arg s "$src" '.source == $s' >/dev/null || fail "the program does not record its source"
   ;;
 *) fail "unknown test $test" ;;
 esac

@@ -40,8 +40,8 @@ static uint64_t kt_seed = 1;
 /* n floats uniform in [lo, hi), from a fresh stream each call */
 static inline float *kt_rand(long n, float lo, float hi) {
     float *x = KT_NEW(float, n);
-    uint64_t st = k_rng_stream(12345, kt_seed++, 0);
-    for (long i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * k_uniform(st, (uint64_t)i));
+    uint64_t st = moe_rng_stream(12345, kt_seed++, 0);
+    for (long i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * moe_uniform(st, (uint64_t)i));
     return x;
 }
 static inline float *kt_fill(long n, float value) {

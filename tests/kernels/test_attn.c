@@ -167,27 +167,29 @@ static void run_rope(int B, int T, int C, int H, int pos0) {
     free(x), free(R), free(y), free(c.qkv), free(c.R), free(c.out), free(y2), free(g), free(dx), free(d1), free(w1);
 }
 
-/* ---------- KV cache: prefill p tokens, then one token at a time, then p..T in one chunk;
- * every row must match the full forward's */
+/* ---------- KV cache: prefill p tokens (scratch GEMM path), then one token at a time through
+ * k_attention_decode (which appends its k, v to the caches), then p..T in one chunk; every row
+ * must match the full forward's */
 static void run_cached(int T, int C, int H, int p) {
     KT_CASE("cached T=%d C=%d H=%d prefill=%d", T, C, H, p);
     long nq = (long)T * 3 * C;
     float *qkv = kt_rand(nq, -2, 2), *full = KT_NEW(float, (long)T * C), *att = KT_NEW(float, (long)H * T * T);
-    float *kc = KT_NEW(float, (long)T * C), *vc = KT_NEW(float, (long)T * C), *out = kt_fill((long)T * C, NAN);
-    for (int t = 0; t < T; t++) {
+    float *kc = kt_fill((long)T * C, NAN), *vc = kt_fill((long)T * C, NAN), *out = kt_fill((long)T * C, NAN);
+    float *scratch = kt_fill(K_ATTN_CACHED_SCRATCH(T, 0, H), NAN);
+    for (int t = 0; t < p; t++) {
         memcpy(kc + (long)t * C, qkv + (long)t * 3 * C + C, sizeof(float) * C);
         memcpy(vc + (long)t * C, qkv + (long)t * 3 * C + 2 * C, sizeof(float) * C);
     }
     k_attention_fwd(full, att, qkv, 1, T, C, H);
     double *want = kt_dbl(full, (long)T * C);
-    k_attention_cached(out, qkv, 3 * C, kc, vc, p, 0, C, H);
+    k_attention_cached(out, qkv, 3 * C, kc, vc, p, 0, C, H, scratch);
     kt_close("prefill rows", out, want, (long)p * C, 1e-5);
-    for (int t = p; t < T; t++) k_attention_cached(out + (long)t * C, qkv + (long)t * 3 * C, 3 * C, kc, vc, 1, t, C, H);
+    for (int t = p; t < T; t++) k_attention_decode(out + (long)t * C, kc, vc, qkv + (long)t * 3 * C, t, C, H);
     kt_close("decoded rows", out + (long)p * C, want + (long)p * C, (long)(T - p) * C, 1e-5);
     float *out2 = kt_fill((long)T * C, NAN);
-    k_attention_cached(out2, qkv + (long)p * 3 * C, 3 * C, kc, vc, T - p, p, C, H);
+    k_attention_cached(out2, qkv + (long)p * 3 * C, 3 * C, kc, vc, T - p, p, C, H, scratch);
     kt_close("chunk after prefill", out2, want + (long)p * C, (long)(T - p) * C, 1e-5);
-    free(qkv), free(full), free(att), free(kc), free(vc), free(out), free(want), free(out2);
+    free(qkv), free(full), free(att), free(kc), free(vc), free(out), free(want), free(out2), free(scratch);
 }
 
 int main(void) {

@@ -62,9 +62,13 @@ static void run_xent(int S, int V, float range, int fd) {
     double *zd = kt_dbl(z, n), *rp = KT_NEW(double, n), *rl = KT_NEW(double, S);
     ref_xent(rp, rl, zd, tg, S, V);
     float *probs = kt_copy(z, n), *loss = kt_fill(S, NAN);
-    k_xent_fwd(probs, loss, tg, S, V);
+    double lm = 0.5, want_lm = 0.0; /* the statistics entry accumulates: starts at 0.5 here */
+    k_xent_fwd(probs, loss, &lm, tg, S, V);
     kt_close("probs", probs, rp, n, 1e-5);
     kt_close("losses", loss, rl, S, 1e-5);
+    for (int s = 0; s < S; s++) want_lm += rl[s];
+    want_lm = 0.5 + want_lm / S;
+    KT_EXPECT(fabs(lm - want_lm) <= 1e-5 * fabs(want_lm), "mean loss %.9g, want %.9g", lm, want_lm);
 
     float scale = 1.0f / S;
     double *g = KT_NEW(double, n);

@@ -1,0 +1,427 @@
+/* lower.c - every live node of a planned graph becomes a step of kernel calls (lower.h).
+ *
+ * One rule per op, in ops.def order. A rule reads the node's slots by their ops.def names,
+ * its attributes and the planned tensors, never the model: the sizes it bakes in are tensor
+ * widths and attribute values. The argument order of each call is the kernel's parameter
+ * order (kernels/cpu/k_*.h; the CUDA kernels keep the same signatures).
+ */
+#include "lower.h"
+#include "../util/arena.h"
+#include <string.h>
+
+#define LW_MAX_ARGS 32
+
+typedef struct lw {
+    arena *a;
+    const ir_graph *g;
+    const ir_node *n;       /* the node being lowered */
+    lw_step *st;
+    lw_call *c;             /* the call being built */
+    int cap;                /* calls the step has room for */
+    int oom;
+} lw;
+
+/* ---- slots and tensors ---- */
+static int in(const lw *L, const char *slot) { return L->n->in[ir_slot_index(L->n->op, 0, slot)]; }
+static int out(const lw *L, const char *slot) { return L->n->out[ir_slot_index(L->n->op, 1, slot)]; }
+static int acc(const lw *L, const char *slot) { return L->n->acc[ir_slot_index(L->n->op, 1, slot)]; }
+static int64_t width(const lw *L, int t) { return L->g->t[t].width; }
+
+/* ---- building calls ---- */
+static void call(lw *L, const char *kernel, int variant) {
+    L->c = NULL;
+    if (L->st->ncalls >= L->cap) { L->oom = 1; return; }
+    lw_call *c = &L->st->calls[L->st->ncalls];
+    c->args = ARENA_ARRAY(L->a, lw_arg, LW_MAX_ARGS);
+    if (!c->args) { L->oom = 1; return; }
+    c->kernel = kernel;
+    c->variant = variant;
+    c->nargs = 0;
+    L->st->ncalls++;
+    L->c = c;
+}
+
+static lw_arg *arg(lw *L, const char *name, lw_kind kind) {
+    if (!L->c || L->c->nargs >= LW_MAX_ARGS) { L->oom = 1; return NULL; }
+    lw_arg *a = &L->c->args[L->c->nargs++];
+    memset(a, 0, sizeof *a);
+    a->name = name;
+    a->kind = kind;
+    return a;
+}
+
+/* elements [elem, end) of tensor t; NULL for t < 0 */
+static lw_ref ref_of(const lw *L, int t, int64_t elem) {
+    lw_ref r = {0};
+    if (t < 0) { r.null = 1; r.tensor = -1; return r; }
+    const ir_tensor *x = &L->g->t[t];
+    int64_t es = (int64_t)ir_dtype_size(x->dtype);
+    r.tensor = t;
+    r.buf = x->buf;
+    r.dtype = x->dtype;
+    r.offset = x->offset + elem * es;
+    r.bytes = ir_tensor_bytes_max(L->g, x) - elem * es;
+    return r;
+}
+
+static void a_at(lw *L, const char *name, int t, int64_t elem) {
+    lw_arg *a = arg(L, name, LW_BUF);
+    if (a) a->ref = ref_of(L, t, elem);
+}
+static void a_buf(lw *L, const char *name, int t) { a_at(L, name, t, 0); }
+/* a part of a buffer class that is no IR tensor (whole gradient buffer, AdamW moments) */
+static void a_ref(lw *L, const char *name, moe_buf b, int64_t offset, int64_t bytes) {
+    lw_arg *a = arg(L, name, LW_BUF);
+    if (a) a->ref = (lw_ref){0, -1, b, MOE_F32, offset, bytes};
+}
+static void a_int(lw *L, const char *name, int64_t v) {
+    lw_arg *a = arg(L, name, LW_INT);
+    if (a) a->i = v;
+}
+static void a_real(lw *L, const char *name, double v) {
+    lw_arg *a = arg(L, name, LW_REAL);
+    if (a) a->f = v;
+}
+static void a_rt(lw *L, const char *name, lw_rt r, int64_t factor) {
+    lw_arg *a = arg(L, name, LW_RT);
+    if (a) { a->rt = r; a->i = factor; }
+}
+/* the rows a routed kernel runs over: R from the layer's counts record (device), or S */
+static void a_rows(lw *L, const char *name, int counts, int E) {
+    lw_arg *a = arg(L, name, LW_ROWS);
+    if (!a) return;
+    if (counts < 0) { a->rt = LW_RT_S; a->i = 1; return; }
+    a->device = 1;
+    a->ref = ref_of(L, counts, MOE_ROWS(E));
+    a->ref.bytes = 4;
+}
+/* the accumulate flag of an output, as the kernel's `name` parameter */
+static void a_acc_as(lw *L, const char *name, const char *slot) { a_int(L, name, acc(L, slot)); }
+static void a_acc(lw *L, const char *slot) { a_acc_as(L, "acc", slot); }
+/* the batch dimensions of a token-major kernel */
+static void a_BT(lw *L) { a_rt(L, "B", LW_RT_B, 1); a_rt(L, "T", LW_RT_T, 1); }
+static void a_S(lw *L) { a_rt(L, "S", LW_RT_S, 1); }
+static void a_pos0(lw *L) {
+    if (L->g->decode) a_rt(L, "pos0", LW_RT_POS, 1);
+    else a_int(L, "pos0", 0);
+}
+
+/* Grouped-GEMM variant (k_moe.h): experts across threads when there are many of them;
+ * until `moec tune` measures the machine, this rule stands in for its database. */
+static int expert_variant(const ir_node *n) { return n->at.moe.experts >= 4 ? 2 : 1; }
+
+/* ---- the rules ---- */
+static void lower_node(lw *L) {
+    const ir_graph *g = L->g;
+    const ir_node *n = L->n;
+    const ir_at_moe *m = &n->at.moe;
+    switch (n->op) {
+    case IR_EMBED:
+        call(L, "embed_fwd", 0);
+        a_buf(L, "x", out(L, "x")); a_buf(L, "tok", in(L, "tok")); a_buf(L, "wte", in(L, "wte"));
+        a_buf(L, "wpe", in(L, "wpe")); a_BT(L); a_int(L, "C", width(L, out(L, "x"))); a_pos0(L);
+        break;
+    case IR_EMBED_BWD:
+        call(L, "embed_bwd", 0);
+        a_buf(L, "dwte", out(L, "dwte")); a_buf(L, "dwpe", out(L, "dwpe")); a_buf(L, "dx", in(L, "dx"));
+        a_buf(L, "tok", in(L, "tok")); a_BT(L); a_int(L, "C", width(L, in(L, "dx")));
+        break;
+    case IR_LAYERNORM:
+        call(L, "layernorm_fwd", 0);
+        a_buf(L, "y", out(L, "y")); a_buf(L, "mean", out(L, "mean")); a_buf(L, "rstd", out(L, "rstd"));
+        a_buf(L, "x", in(L, "x")); a_buf(L, "w", in(L, "w")); a_buf(L, "b", in(L, "b"));
+        a_S(L); a_int(L, "C", width(L, in(L, "x")));
+        break;
+    case IR_LAYERNORM_BWD:
+        call(L, "layernorm_bwd", 0);
+        a_buf(L, "dx", out(L, "dx")); a_buf(L, "dw", out(L, "dw")); a_buf(L, "db", out(L, "db"));
+        a_buf(L, "dy", in(L, "dy")); a_buf(L, "x", in(L, "x")); a_buf(L, "w", in(L, "w"));
+        a_buf(L, "mean", in(L, "mean")); a_buf(L, "rstd", in(L, "rstd"));
+        a_S(L); a_int(L, "C", width(L, in(L, "x"))); a_acc(L, "dx");
+        break;
+    case IR_RMSNORM:
+        call(L, "rmsnorm_fwd", 0);
+        a_buf(L, "y", out(L, "y")); a_buf(L, "rstd", out(L, "rstd")); a_buf(L, "x", in(L, "x"));
+        a_buf(L, "w", in(L, "w")); a_S(L); a_int(L, "C", width(L, in(L, "x")));
+        break;
+    case IR_RMSNORM_BWD:
+        call(L, "rmsnorm_bwd", 0);
+        a_buf(L, "dx", out(L, "dx")); a_buf(L, "dw", out(L, "dw")); a_buf(L, "dy", in(L, "dy"));
+        a_buf(L, "x", in(L, "x")); a_buf(L, "w", in(L, "w")); a_buf(L, "rstd", in(L, "rstd"));
+        a_S(L); a_int(L, "C", width(L, in(L, "x"))); a_acc(L, "dx");
+        break;
+    case IR_MATMUL: {
+        int64_t K = width(L, in(L, "x")), N = width(L, out(L, "y"));
+        if (in(L, "res") >= 0) {
+            call(L, "matmul_res_fwd", 0);
+            a_buf(L, "y", out(L, "y")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
+            a_buf(L, "b", in(L, "b")); a_buf(L, "res", in(L, "res")); a_S(L); a_int(L, "K", K); a_int(L, "N", N);
+        } else {
+            call(L, "matmul_fwd", 0);
+            a_buf(L, "y", out(L, "y")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
+            a_buf(L, "b", in(L, "b")); a_S(L); a_int(L, "K", K); a_int(L, "N", N);
+            a_int(L, "trans_w", n->at.matmul.trans_w);
+        }
+        break;
+    }
+    case IR_MATMUL_BWD: {
+        int64_t K = width(L, in(L, "x")), N = width(L, in(L, "dy"));
+        call(L, "matmul_bwd", 0);
+        a_buf(L, "dx", out(L, "dx")); a_buf(L, "dW", out(L, "dW")); a_buf(L, "db", out(L, "db"));
+        a_buf(L, "dy", in(L, "dy")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
+        a_S(L); a_int(L, "K", K); a_int(L, "N", N); a_int(L, "trans_w", n->at.matmul.trans_w); a_acc(L, "dx");
+        if (out(L, "dres") >= 0) {      /* the fused residual's gradient is dy itself */
+            call(L, "accumulate", 0);
+            a_buf(L, "dst", out(L, "dres")); a_buf(L, "src", in(L, "dy")); a_rt(L, "n", LW_RT_S, N);
+            a_acc(L, "dres");
+        }
+        break;
+    }
+    case IR_ROPE:
+        call(L, "rope_fwd", 0);
+        a_buf(L, "y", out(L, "y")); a_buf(L, "qkv", in(L, "qkv")); a_BT(L);
+        a_int(L, "C", width(L, in(L, "qkv")) / 3); a_int(L, "H", n->at.attn.heads); a_pos0(L);
+        break;
+    case IR_ROPE_BWD:
+        call(L, "rope_bwd", 0);
+        a_buf(L, "dx", out(L, "dx")); a_buf(L, "dy", in(L, "dy")); a_BT(L);
+        a_int(L, "C", width(L, in(L, "dy")) / 3); a_int(L, "H", n->at.attn.heads); a_int(L, "pos0", 0);
+        a_acc(L, "dx");
+        break;
+    case IR_ATTENTION:
+        call(L, "attention_fwd", 0);
+        a_buf(L, "y", out(L, "y")); a_buf(L, "att", out(L, "att")); a_buf(L, "qkv", in(L, "qkv")); a_BT(L);
+        a_int(L, "C", width(L, out(L, "y"))); a_int(L, "H", n->at.attn.heads);
+        break;
+    case IR_ATTENTION_BWD:
+        call(L, "attention_bwd", 0);
+        a_buf(L, "dqkv", out(L, "dqkv")); a_buf(L, "scratch", out(L, "scratch")); a_buf(L, "dy", in(L, "dy"));
+        a_buf(L, "qkv", in(L, "qkv")); a_buf(L, "att", in(L, "att")); a_BT(L);
+        a_int(L, "C", width(L, in(L, "dy"))); a_int(L, "H", n->at.attn.heads); a_acc(L, "dqkv");
+        break;
+    case IR_ATTN_DECODE:
+        call(L, "attention_decode", 0);
+        a_buf(L, "y", out(L, "y")); a_buf(L, "kc", out(L, "kc")); a_buf(L, "vc", out(L, "vc"));
+        a_buf(L, "qkv", in(L, "qkv")); a_rt(L, "pos", LW_RT_POS, 1);
+        a_int(L, "C", width(L, out(L, "y"))); a_int(L, "H", n->at.attn.heads);
+        break;
+    case IR_ACT:
+        call(L, "act_fwd", 0);
+        a_int(L, "fn", n->at.act.fn); a_buf(L, "y", out(L, "y")); a_buf(L, "x", in(L, "x"));
+        a_rows(L, "rows", in(L, "counts"), n->at.act.experts); a_int(L, "width", width(L, out(L, "y")));
+        break;
+    case IR_ACT_BWD:
+        call(L, "act_bwd", 0);
+        a_int(L, "fn", n->at.act.fn); a_buf(L, "dx", out(L, "dx")); a_buf(L, "x", in(L, "x"));
+        a_buf(L, "dy", in(L, "dy")); a_rows(L, "rows", in(L, "counts"), n->at.act.experts);
+        a_int(L, "width", width(L, in(L, "dy"))); a_acc(L, "dx");
+        break;
+    case IR_ADD:
+        call(L, "add_fwd", 0);
+        a_buf(L, "y", out(L, "y")); a_buf(L, "a", in(L, "a")); a_buf(L, "b", in(L, "b"));
+        a_rt(L, "n", LW_RT_S, width(L, out(L, "y")));
+        break;
+    case IR_ADD_BWD: {
+        static const char *const side[] = {"da", "db"};
+        for (int j = 0; j < 2; j++) {
+            if (out(L, side[j]) < 0) continue;
+            call(L, "accumulate", 0);
+            a_buf(L, "dst", out(L, side[j])); a_buf(L, "src", in(L, "dy"));
+            a_rt(L, "n", LW_RT_S, width(L, in(L, "dy"))); a_acc(L, side[j]);
+        }
+        break;
+    }
+    case IR_GATE: {
+        int st = out(L, "stats"), gs = out(L, "state");
+        call(L, "moe_gate_fwd", 0);
+        a_buf(L, "route", out(L, "route")); a_buf(L, "weights", out(L, "weights")); a_buf(L, "state", gs);
+        a_buf(L, "counts", out(L, "counts")); a_at(L, "stats", st, m->stat); a_at(L, "loads", st, m->loads);
+        a_buf(L, "scratch", out(L, "scratch")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
+        a_S(L); a_int(L, "d", width(L, in(L, "x"))); a_int(L, "E", m->experts); a_int(L, "GW", width(L, gs));
+        a_int(L, "k", m->top_k); a_rt(L, "mode", LW_RT_MODE, 1); a_int(L, "drop_tokens", m->drop_tokens);
+        a_int(L, "noise", m->noise); a_int(L, "rts", m->rts); a_int(L, "second_sampling", m->second_sampling);
+        a_int(L, "min_capacity", m->min_capacity); a_real(L, "cf", m->cf); a_real(L, "eval_cf", m->eval_cf);
+        a_rt(L, "rng", LW_RT_RNG, 1); a_int(L, "layer", m->layer);
+        break;
+    }
+    case IR_GATE_BWD:
+        call(L, "moe_gate_bwd", 0);
+        a_buf(L, "dx", out(L, "dx")); a_buf(L, "dW", out(L, "dW")); a_buf(L, "dlogits", out(L, "scratch"));
+        a_buf(L, "dweights", in(L, "dweights")); a_buf(L, "route", in(L, "route"));
+        a_buf(L, "weights", in(L, "weights")); a_buf(L, "state", in(L, "state")); a_buf(L, "counts", in(L, "counts"));
+        a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W")); a_S(L); a_int(L, "d", width(L, in(L, "x")));
+        a_int(L, "E", m->experts); a_int(L, "GW", width(L, in(L, "state"))); a_int(L, "k", m->top_k);
+        a_real(L, "aux_coef", m->aux_coef); a_real(L, "z_coef", m->z_coef);
+        a_rt(L, "loss_scale", LW_RT_LOSS_SCALE, 1); a_acc(L, "dx");
+        break;
+    case IR_DISPATCH:
+        call(L, "moe_dispatch_fwd", 0);
+        a_buf(L, "xd", out(L, "xd")); a_buf(L, "x", in(L, "x")); a_buf(L, "route", in(L, "route"));
+        a_S(L); a_int(L, "d", width(L, in(L, "x"))); a_int(L, "k", m->top_k);
+        break;
+    case IR_DISPATCH_BWD:
+        call(L, "moe_dispatch_bwd", 0);
+        a_buf(L, "dx", out(L, "dx")); a_buf(L, "dxd", in(L, "dxd")); a_buf(L, "route", in(L, "route"));
+        a_S(L); a_int(L, "d", width(L, out(L, "dx"))); a_int(L, "k", m->top_k); a_acc(L, "dx");
+        break;
+    case IR_ALLTOALL: {
+        int x = in(L, "x"), y = out(L, "y");
+        if (x == y) {
+            L->st->note = "identity: the expert-parallel group has one rank";
+            break;
+        }
+        /* one process: the exchange is a copy of the R real rows, which the kernel reads from
+         * the counts record */
+        call(L, "copy_rows", 0);
+        a_buf(L, "dst", y); a_buf(L, "src", x);
+        a_rows(L, "rows", in(L, "counts"), n->at.a2a.experts); a_int(L, "width", width(L, x));
+        break;
+    }
+    case IR_EXPERT_MM:
+        call(L, "moe_expert_fwd", expert_variant(n));
+        a_buf(L, "y", out(L, "y")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W")); a_buf(L, "b", in(L, "b"));
+        a_buf(L, "counts", in(L, "counts")); a_int(L, "E", m->experts); a_int(L, "K", width(L, in(L, "x")));
+        a_int(L, "N", width(L, out(L, "y")));
+        break;
+    case IR_EXPERT_MM_BWD:
+        call(L, "moe_expert_bwd", expert_variant(n));
+        a_buf(L, "dx", out(L, "dx")); a_buf(L, "dW", out(L, "dW")); a_buf(L, "db", out(L, "db"));
+        a_buf(L, "dy", in(L, "dy")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
+        a_buf(L, "counts", in(L, "counts")); a_int(L, "E", m->experts); a_int(L, "K", width(L, in(L, "x")));
+        a_int(L, "N", width(L, in(L, "dy"))); a_acc(L, "dx");
+        break;
+    case IR_COMBINE:
+        call(L, "moe_combine_fwd", 0);
+        a_buf(L, "y", out(L, "y")); a_buf(L, "yd", in(L, "yd")); a_buf(L, "route", in(L, "route"));
+        a_buf(L, "weights", in(L, "weights")); a_buf(L, "res", in(L, "res")); a_buf(L, "coef", in(L, "coef"));
+        a_buf(L, "mlp", in(L, "mlp")); a_S(L); a_int(L, "d", width(L, out(L, "y"))); a_int(L, "k", m->top_k);
+        break;
+    case IR_COMBINE_BWD:
+        call(L, "moe_combine_bwd", 0);
+        a_buf(L, "dyd", out(L, "dyd")); a_buf(L, "dweights", out(L, "dweights")); a_buf(L, "dres", out(L, "dres"));
+        a_buf(L, "dcoef", out(L, "dcoef")); a_buf(L, "dmlp", out(L, "dmlp")); a_buf(L, "dy", in(L, "dy"));
+        a_buf(L, "yd", in(L, "yd")); a_buf(L, "route", in(L, "route")); a_buf(L, "weights", in(L, "weights"));
+        a_buf(L, "coef", in(L, "coef")); a_buf(L, "mlp", in(L, "mlp")); a_S(L); a_int(L, "d", width(L, in(L, "dy")));
+        a_int(L, "k", m->top_k); a_acc_as(L, "acc_res", "dres"); a_acc_as(L, "acc_mlp", "dmlp");
+        break;
+    case IR_XENT:
+        call(L, "xent_fwd", 0);
+        a_buf(L, "probs", in(L, "logits")); a_buf(L, "loss", out(L, "loss"));
+        a_at(L, "lm", out(L, "stats"), MOE_STAT_LM); a_buf(L, "targets", in(L, "targets")); a_S(L);
+        a_int(L, "V", width(L, in(L, "logits")));
+        break;
+    case IR_XENT_BWD:
+        call(L, "xent_bwd_mean", 0);
+        a_buf(L, "dlogits", out(L, "dlogits")); a_buf(L, "probs", in(L, "probs"));
+        a_buf(L, "targets", in(L, "targets")); a_rt(L, "loss_scale", LW_RT_LOSS_SCALE, 1); a_S(L);
+        a_int(L, "V", width(L, in(L, "probs")));
+        break;
+    case IR_ALLREDUCE:
+        call(L, "allreduce_mean", 0);
+        a_rt(L, "comm", LW_RT_COMM, 1); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->param_bytes);
+        a_int(L, "n", g->param_bytes / 4);
+        break;
+    case IR_GRAD_NORM:
+        call(L, "grad_norm", 0);
+        a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->param_bytes);
+        a_int(L, "n", g->param_bytes / 4); a_real(L, "max_norm", n->at.optim.grad_clip);
+        break;
+    case IR_ADAMW:
+        for (int i = 0; i < g->n_params; i++) {
+            const md_param *p = &g->params[i];
+            int64_t off = g->param_offset[i], bytes = p->numel * 4;
+            call(L, "adamw_step", 0);
+            a_buf(L, "p", g->param_tensor[i]); a_ref(L, "g", MOE_BUF_GRAD, off, bytes);
+            a_ref(L, "m", MOE_BUF_OPT, off, bytes); a_ref(L, "v", MOE_BUF_OPT, g->param_bytes + off, bytes);
+            a_int(L, "n", p->numel); a_rt(L, "lr", LW_RT_LR, 1); a_real(L, "beta1", n->at.optim.beta1);
+            a_real(L, "beta2", n->at.optim.beta2); a_real(L, "eps", n->at.optim.eps);
+            a_real(L, "wd", p->decay ? n->at.optim.weight_decay : 0.0);
+            a_at(L, "clip", in(L, "stats"), MOE_STAT_CLIP); a_rt(L, "t", LW_RT_OPT_STEP, 1);
+        }
+        break;
+    case IR_OP_COUNT:
+        break;
+    }
+}
+
+lw_program *lw_lower(const ir_graph *g) {
+    arena *a = g->arena;
+    lw_program *p = ARENA_NEW(a, lw_program);
+    if (!p) return NULL;
+    p->g = g;
+    int live = 0;
+    for (int i = 0; i < g->nn; i++) live += !g->n[i].dead;
+    p->steps = ARENA_ARRAY(a, lw_step, live + 1);
+    if (!p->steps) return NULL;
+    lw L = {.a = a, .g = g};
+    for (int i = 0; i < g->nn && !L.oom; i++) {
+        const ir_node *n = &g->n[i];
+        if (n->dead) continue;
+        const ir_opinfo *o = ir_op_info(n->op);
+        lw_step *st = &p->steps[p->nsteps++];
+        st->name = n->name;
+        st->op = n->op;
+        st->node = i;
+        st->phase = n->phase;
+        st->kind = (o->flags & IR_OPF_COMM ? MOE_STEP_COMM : MOE_STEP_COMPUTE) |
+                   (o->flags & IR_OPF_LOSS ? MOE_STEP_LOSS : 0);
+        L.cap = n->op == IR_ADAMW ? g->n_params : 2;
+        st->calls = ARENA_ARRAY(a, lw_call, L.cap + 1);
+        if (!st->calls) return NULL;
+        L.st = st;
+        L.n = n;
+        lower_node(&L);
+    }
+    return L.oom ? NULL : p;
+}
+
+const char *lw_rt_name(lw_rt r) {
+    static const char *const nm[LW_RT_COUNT] = {"B", "T", "S", "pos", "mode", "rng", "loss_scale", "lr", "opt_step",
+                                                "comm"};
+    return (unsigned)r < LW_RT_COUNT ? nm[r] : "?";
+}
+
+/* ---- --emit kernels ---- */
+
+static void print_ref(const lw_ref *r, FILE *out) {
+    if (r->null) { fputs("NULL", out); return; }
+    fprintf(out, "%s:%s@%lld+%lld", ir_buf_name(r->buf), ir_dtype_name(r->dtype), (long long)r->offset,
+            (long long)r->bytes);
+}
+
+static void print_arg(const lw_arg *a, FILE *out) {
+    fprintf(out, "%s=", a->name);
+    switch (a->kind) {
+    case LW_BUF: print_ref(&a->ref, out); break;
+    case LW_INT: fprintf(out, "%lld", (long long)a->i); break;
+    case LW_REAL: fprintf(out, "%.9g", a->f); break;
+    case LW_RT:
+    case LW_ROWS:
+        if (a->kind == LW_ROWS && a->device) { fputs("*", out); print_ref(&a->ref, out); break; }
+        fputs(lw_rt_name(a->rt), out);
+        if (a->i != 1) fprintf(out, "*%lld", (long long)a->i);
+        break;
+    }
+}
+
+void lw_print(const lw_program *p, const char *target, FILE *out) {
+    const ir_graph *g = p->g;
+    fprintf(out, "kernels %s%s: target %s, %d steps\n", g->name, g->decode ? " (decode)" : "", target, p->nsteps);
+    for (int i = 0; i < p->nsteps; i++) {
+        const lw_step *s = &p->steps[i];
+        fprintf(out, "step %d %s %s [%s%s%s]%s%s\n", i, ir_op_name(s->op), s->name,
+                s->kind & MOE_STEP_COMPUTE ? "compute" : "", s->kind & MOE_STEP_COMM ? "comm" : "",
+                s->kind & MOE_STEP_LOSS ? ",loss" : "", s->note ? " " : "", s->note ? s->note : "");
+        for (int c = 0; c < s->ncalls; c++) {
+            const lw_call *k = &s->calls[c];
+            fprintf(out, "  %s", k->kernel);
+            if (k->variant) fprintf(out, ".v%d", k->variant);
+            fputc('(', out);
+            for (int j = 0; j < k->nargs; j++) {
+                if (j) fputs(", ", out);
+                print_arg(&k->args[j], out);
+            }
+            fputs(")\n", out);
+        }
+    }
+}

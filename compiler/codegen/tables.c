@@ -1,0 +1,107 @@
+/* tables.c - the program's data, the same C for every target: the learning-rate schedule,
+ * the parameter table, the buffer sizes and IO layout, and moe_program_def (moe_program.h).
+ * These are the sizes and hyper-parameters the runtime reads; the model description is read
+ * here for them and for nothing else. Every string is escaped (cg_cstr).
+ */
+#include "target.h"
+#include "cg.h"
+#include "../util/arena.h"
+#include "../util/hash.h"
+
+static void emit_lr(cg *b, const md_model *m) {
+    cg_line(b, "/* learning rate at 0-based step: linear warmup, then %s decay to min_lr */",
+            m->train.schedule == MD_SCHED_COSINE ? "cosine" : m->train.schedule == MD_SCHED_LINEAR ? "linear" : "no");
+    cg_open(b, "static double lr_at(int64_t step)");
+    cg_line(b, "const double lr = %.17g, min_lr = %.17g;", m->train.lr, m->train.min_lr);
+    cg_line(b, "const int64_t warmup = %lld, steps = %lld;", (long long)m->train.warmup, (long long)m->train.steps);
+    cg_line(b, "if (step < warmup) return lr * (double)(step + 1) / (double)warmup;");
+    cg_line(b, "double p = steps > warmup ? (double)(step - warmup) / (double)(steps - warmup) : 1.0;");
+    cg_line(b, "if (p > 1.0) p = 1.0;");
+    cg_line(b, "(void)p; (void)min_lr;");
+    if (m->train.schedule == MD_SCHED_COSINE)
+        cg_line(b, "return min_lr + 0.5 * (lr - min_lr) * (1.0 + cos(3.14159265358979323846 * p));");
+    else if (m->train.schedule == MD_SCHED_LINEAR)
+        cg_line(b, "return lr - (lr - min_lr) * p;");
+    else
+        cg_line(b, "return lr;");
+    cg_close(b, "");
+}
+
+/* The text of `OUT info`: live steps by phase and the memory plan. */
+static void emit_summary(cg *b, arena *a, const lw_program *tr, const lw_program *dec) {
+    int counts[3] = {0, 0, 0};
+    for (int i = 0; i < tr->nsteps; i++) counts[tr->steps[i].phase]++;
+    const ir_graph *g = tr->g, *d = dec->g;
+    const char *s = arena_printf(a,
+        "schedule: %d forward, %d backward, %d optimizer steps; decode: %d steps\n"
+        "memory plan: arena %.2f MiB for %lld x %lld tokens (decode %.2f MiB), parameters %.2f MiB "
+        "(+ gradients and 2 AdamW moments of the same size), io %.2f KiB\n",
+        counts[0], counts[1], counts[2], dec->nsteps, g->buf_bytes[MOE_BUF_ACT] / 1048576.0, (long long)g->B_max,
+        (long long)g->T_max, d->buf_bytes[MOE_BUF_ACT] / 1048576.0, g->param_bytes / 1048576.0,
+        g->buf_bytes[MOE_BUF_IO] / 1024.0);
+    cg_line(b, "static const char summary[] = %s;", cg_cstr(a, s));
+}
+
+static void emit_ints(cg *b, arena *a, const char *name, const int *v, int n) {
+    cg_raw(b, arena_printf(a, "static const int %s[] = {", name));
+    for (int i = 0; i < n; i++) cg_raw(b, arena_printf(a, "%d, ", v[i]));
+    cg_raw(b, "0};\n");
+}
+
+static void emit_schedule(cg *b, const lw_program *p, const char *field, const char *steps) {
+    const ir_graph *g = p->g;
+    cg_line(b, ".%s = {(int)(sizeof %s / sizeof %s[0]), %s, %lld, %lld, %lld, %lld},", field, steps, steps, steps,
+            (long long)g->buf_bytes[MOE_BUF_ACT], (long long)g->B_max, (long long)g->T_max,
+            (long long)g->t[g->logits].offset);
+}
+
+void cg_emit_program(cg *b, const cg_unit *u, const char *target) {
+    const md_model *m = u->model;
+    const ir_graph *g = u->train->g;
+    arena *a = u->arena;
+    emit_lr(b, m);
+    emit_summary(b, a, u->train, u->decode);
+    cg_open(b, "static const moe_param_info params[] =");
+    for (int i = 0; i < g->n_params; i++) {
+        const md_param *p = &g->params[i];
+        cg_line(b, "{%s, %d, {%lld, %lld, %lld}, %lld, %lld, (float)%.9g, %d, %d, %d, 0x%016llxull},",
+                cg_cstr(a, p->name), p->ndim, (long long)p->shape[0], (long long)p->shape[1], (long long)p->shape[2],
+                (long long)g->param_offset[i], (long long)p->numel, p->init_std, p->init_one, p->decay,
+                p->kind == MD_P_EXPERT_W || p->kind == MD_P_EXPERT_B, (unsigned long long)util_hash_str(p->name));
+    }
+    cg_close(b, ";");
+    int nm = m->moe.n_moe;
+    int *blocks = ARENA_ARRAY(a, int, nm + 1);
+    for (int i = 0; blocks && i < nm; i++) blocks[i] = m->moe.layer[i] - 1;
+    emit_ints(b, a, "experts", m->moe.experts, nm);
+    emit_ints(b, a, "moe_block", blocks ? blocks : m->moe.experts, blocks ? nm : 0);
+    emit_ints(b, a, "stat_loads", g->stat_loads, nm);
+    cg_open(b, "const moe_program moe_program_def =");
+    cg_line(b, ".abi = MOE_ABI_VERSION, .model = %s, .target = %s, .source = %s,", cg_cstr(a, m->name),
+            cg_cstr(a, target), cg_cstr(a, u->source));
+    cg_line(b, ".vocab = %lld, .context = %lld, .layers = %lld, .hidden = %lld, .heads = %lld, .ffn = %lld,",
+            (long long)m->vocab, (long long)m->context, (long long)m->layers, (long long)m->hidden, (long long)m->heads,
+            (long long)m->ffn);
+    cg_line(b, ".n_moe = %d, .top_k = %d, .experts = experts, .moe_block = moe_block,", nm, g->top_k);
+    cg_line(b, ".batch = %lld, .accumulate = %lld, .train_steps = %lld, .seed = %lld, .warmup = %lld,",
+            (long long)m->train.batch, (long long)m->train.accumulate, (long long)m->train.steps,
+            (long long)m->train.seed, (long long)m->train.warmup);
+    cg_line(b, ".eval_every = %lld, .checkpoint_every = %lld,", (long long)m->train.eval_every,
+            (long long)m->train.checkpoint_every);
+    cg_line(b, ".lr = %.17g, .min_lr = %.17g, .beta1 = %.17g, .beta2 = %.17g, .eps = %.17g,", m->train.lr,
+            m->train.min_lr, m->train.beta1, m->train.beta2, m->train.eps);
+    cg_line(b, ".weight_decay = %.17g, .grad_clip = %.17g, .aux_loss = %.17g, .z_loss = %.17g, .lr_at = lr_at,",
+            m->train.weight_decay, m->train.grad_clip, nm ? m->moe.aux_loss : 0.0, nm ? m->moe.z_loss : 0.0);
+    cg_line(b, ".n_params = %d, .params = params, .align = %lld,", g->n_params, (long long)g->align);
+    cg_raw(b, "    .buf_bytes = {");
+    for (int i = 0; i < MOE_BUF_COUNT; i++)
+        cg_raw(b, arena_printf(a, "%lld, ", i == MOE_BUF_ACT ? 0LL : (long long)g->buf_bytes[i]));
+    cg_raw(b, "},\n");
+    cg_line(b, ".tokens_off = %lld, .targets_off = %lld, .stats_off = %lld, .n_stats = %d, .stat_loads = stat_loads,",
+            (long long)g->t[g->tokens].offset, (long long)g->t[g->targets].offset, (long long)g->t[g->stats].offset,
+            g->n_stats);
+    emit_schedule(b, u->train, "train", "train_steps");
+    emit_schedule(b, u->decode, "decode", "decode_steps");
+    cg_line(b, ".summary = summary,");
+    cg_close(b, ";");
+}

@@ -1,0 +1,68 @@
+/* pipeline.c - see pipeline.h. */
+#include "pipeline.h"
+#include "build.h"
+#include "passes.h"
+#include "../util/diag.h"
+
+static diag_loc loc_of(md_loc where, md_loc model) {
+    md_loc l = where.file ? where : model;
+    return (diag_loc){l.file, l.line, l.col};
+}
+
+/* Settings the language accepts that this compiler cannot honour on the target. */
+static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) {
+    if (m->parallel.tensor > 1) {
+        diag_error(d, loc_of(m->where.tensor, m->loc), "parallel.tensor = %d: tensor slicing is not implemented yet",
+                   m->parallel.tensor);
+        diag_hint(d, "set parallel.tensor = 1 (or remove it) to build this model");
+    }
+    if (m->parallel.expert_slicing > 1) {
+        diag_error(d, loc_of(m->where.expert_slicing, m->loc),
+                   "parallel.expert_slicing = %d: expert slicing is not implemented yet", m->parallel.expert_slicing);
+        diag_hint(d, "set parallel.expert_slicing = 1 (or remove it) to build this model");
+    }
+    if (m->dtype != MD_DT_FP32) {
+        moe_dtype dt = m->dtype == MD_DT_BF16 ? MOE_BF16 : MOE_F16;
+        if (!(caps->dtypes & (1u << dt)))
+            diag_warning(d, loc_of(m->where.dtype, m->loc),
+                         "dtype = %s: the %s target computes in fp32 only, so this model will compute in fp32",
+                         dt == MOE_BF16 ? "bf16" : "fp16", caps->target);
+    }
+    if (m->dropout > 0)
+        diag_warning(d, loc_of(m->where.dropout, m->loc),
+                     "dropout = %g is not applied: moec has no dropout yet, so this model trains without it",
+                     m->dropout);
+}
+
+/* one pass, then the test hook, then the check of the whole graph */
+static int step(ir_graph *g, const char *name, int (*pass)(ir_graph *), const pl_options *o, diag_ctx *d) {
+    if (pass && pass(g)) {
+        diag_error(d, loc_of(g->loc, g->loc), "out of memory in the %s pass", name);
+        return -1;
+    }
+    if (o->after_pass) o->after_pass(g, name, o->ctx);
+    return ir_verify(g, name) ? -1 : 0;
+}
+
+static ir_graph *lower(struct arena *a, diag_ctx *d, const md_model *m, const pl_options *o, int decode) {
+    ir_graph *g = ir_build_forward(a, d, m, o->caps->align, decode);
+    if (!g) {
+        if (!diag_count(d)) diag_error(d, loc_of(m->loc, m->loc), "out of memory building the graph of '%s'", m->name);
+        return NULL;
+    }
+    if (step(g, "build", NULL, o, d)) return NULL;
+    if (o->opt_level >= 1 && step(g, "fuse", pass_fuse, o, d)) return NULL;
+    if (!decode && (step(g, "autodiff", pass_autodiff, o, d) || step(g, "optimizer", pass_optimizer, o, d)))
+        return NULL;
+    if (step(g, "comm", pass_comm, o, d) || step(g, "plan", pass_plan, o, d)) return NULL;
+    return g;
+}
+
+int pl_run(struct arena *a, diag_ctx *d, const md_model *m, const pl_options *o, pl_result *out) {
+    out->train = out->decode = NULL;
+    check_settings(d, m, o->caps);
+    if (diag_count(d)) return -1;
+    out->train = lower(a, d, m, o, 0);
+    out->decode = out->train ? lower(a, d, m, o, 1) : NULL;
+    return out->train && out->decode ? 0 : -1;
+}

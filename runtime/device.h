@@ -1,0 +1,70 @@
+/* device.h - the device table: where buffers live, how bytes move, how kernels run.
+ *
+ * In the manner of ggml's backend interface: an instance (moe_device) is passed to every
+ * call; each implementation is one file set behind a table of functions (device_cpu.c; the
+ * CUDA device joins with the same entries), so the executor includes no CUDA, BLAS or MPI
+ * header. Calls are ordered on the device's stream and may return before the work is done;
+ * `sync` waits. Every call that can fail returns 0 or -1 with a one-line reason in d->err.
+ * Device memory is never dereferenced by the host: it is reached through upload, download
+ * and memset, and by kernels.
+ */
+#ifndef MOE_DEVICE_H
+#define MOE_DEVICE_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct moe_device moe_device;
+typedef struct moe_kernel moe_kernel;      /* a kernel compiled at run time (device-specific) */
+
+/* the launch geometry of a compiled kernel */
+typedef struct moe_launch { unsigned grid[3], block[3]; size_t shared_bytes; } moe_launch;
+
+/* C = alpha op(A) op(B) + beta C on device buffers, row-major, op(A) [m,k], op(B) [k,n];
+ * batched: `batch` products, matrices `stride_*` elements apart. */
+typedef struct moe_gemm {
+    int trans_a, trans_b;
+    int m, n, k;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+    int lda, ldb, ldc;
+    int batch;
+    int64_t stride_a, stride_b, stride_c;
+} moe_gemm;
+
+typedef struct moe_device_ops {
+    const char *name;
+    size_t alignment;                                       /* of every alloc */
+    int (*open)(moe_device *d);
+    void (*close)(moe_device *d);
+    void *(*alloc)(moe_device *d, size_t bytes);            /* zeroed; NULL on failure */
+    void (*free)(moe_device *d, void *p);
+    void *(*host_alloc)(moe_device *d, size_t bytes);       /* host memory fast to transfer (pinned) */
+    void (*host_free)(moe_device *d, void *p);
+    int (*memset)(moe_device *d, void *dst, int value, size_t bytes);
+    int (*upload)(moe_device *d, void *dst, const void *src, size_t bytes);     /* host -> device */
+    int (*download)(moe_device *d, void *dst, const void *src, size_t bytes);   /* device -> host */
+    int (*sync)(moe_device *d);
+    /* run-time compiled kernels (NVRTC on CUDA) */
+    int (*compile)(moe_device *d, const char *name, const char *source, moe_kernel **out);
+    void (*release)(moe_device *d, moe_kernel *k);
+    int (*launch)(moe_device *d, const moe_kernel *k, const moe_launch *cfg, void **args);
+    /* library GEMMs (cuBLAS on CUDA) */
+    int (*gemm)(moe_device *d, const moe_gemm *g);
+    int (*gemm_batched)(moe_device *d, const moe_gemm *g);
+} moe_device_ops;
+
+struct moe_device {
+    const moe_device_ops *ops;
+    void *impl;                 /* the implementation's state */
+    void *stream;               /* the queue calls are ordered on (NULL: synchronous) */
+    char err[256];              /* why the last call failed */
+};
+
+/* Opens device `name` (cpu, cuda, cuda-emu; NULL = the default for the program's target)
+ * for a program built for `target`. NULL with a message when it cannot. */
+moe_device *moe_device_open(const char *name, const char *target, char *err, size_t errlen);
+void moe_device_close(moe_device *d);
+/* the implementations */
+const moe_device_ops *moe_device_cpu_ops(void);
+#endif
