@@ -222,5 +222,5 @@ void moe_rt_stats_read(moe_rt *rt, moe_stats *s) {
         s->dropped += l[MOE_STAT_DROPPED];
         s->choices += l[MOE_STAT_CHOICES];
     }
-    s->loads = st + MOE_STAT_LOADS(p->n_moe);
+    s->record = st;
 }

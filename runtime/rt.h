@@ -67,9 +67,10 @@ typedef struct moe_stats {
     double lm;                      /* sum over forward passes of the mean per-token LM loss */
     double aux, z, dropped, choices; /* sums over MoE layers (and passes) */
     double grad_norm;               /* of the last optimizer step */
-    const double *loads;            /* [sum of experts] token-choices per expert, layer after layer */
+    const double *record;           /* the whole record (host staging): MoE layer i's expert
+                                     * loads start at record + prog->stat_loads[i] */
 } moe_stats;
-/* Downloads the record and sums it up; `loads` points into host staging. */
+/* Downloads the record and sums it up. */
 void moe_rt_stats_read(moe_rt *rt, moe_stats *s);
 
 /* Monotonic clock in milliseconds (step timing, bench, progress). */

@@ -88,12 +88,10 @@ int cli_train(int argc, char **argv) {
                         : moe_log_open(moe_arg(f, nf, "--log"), err, sizeof err);
         if (!log) { cli_fail("%s", err); rc = 1; }
     }
-    /* per-layer expert load fractions for the log */
-    int n_loads = 0;
-    for (int i = 0; i < p->n_moe; i++) n_loads += p->experts[i];
+    /* per-layer expert load fractions for the log, at the record's indices */
     float **loads = calloc((size_t)p->n_moe + 1, sizeof *loads);
-    float *load_buf = calloc((size_t)n_loads + 1, sizeof(float));
-    for (int i = 0; loads && load_buf && i < p->n_moe; i++) loads[i] = load_buf + (p->stat_loads[i] - p->stat_loads[0]);
+    float *load_buf = calloc((size_t)p->n_stats, sizeof(float));
+    for (int i = 0; loads && load_buf && i < p->n_moe; i++) loads[i] = load_buf + p->stat_loads[i];
     if (!rc && (!loads || !load_buf)) { cli_fail("out of memory"); rc = 1; }
     moe_ctx *c = &rt->ctx;
     c->loss_scale = 1.0f / (float)p->accumulate;
@@ -123,7 +121,7 @@ int cli_train(int argc, char **argv) {
             .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads};
         m.loss = m.lm_loss + p->aux_loss * m.aux_loss + p->z_loss * m.z_loss;
         for (int i = 0; i < p->n_moe; i++) {
-            const double *l = st.loads + (p->stat_loads[i] - p->stat_loads[0]);
+            const double *l = st.record + p->stat_loads[i];
             double tot = 0;
             for (int e = 0; e < p->experts[i]; e++) tot += l[e];
             for (int e = 0; e < p->experts[i]; e++) loads[i][e] = tot > 0 ? (float)(l[e] / tot) : 0.0f;

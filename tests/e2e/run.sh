@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # run.sh - end-to-end tests of a built executable: training makes progress, runs are
 # bitwise reproducible, --resume repeats an uninterrupted run, the KV cache matches a
-# full forward, gradient accumulation equals a larger batch, and bad input gives its
-# golden message with exit status 1, and any path is safe to build from and to.
+# full forward, gradient accumulation equals a larger batch, bad input gives its golden
+# message with exit status 1, and any path is safe to build from and to.
 #   run.sh MOEC WORKDIR TEST     (TEST: train | reproducible | resume | kv_cache | accumulate | bad_input | paths)
 set -uo pipefail
 moec=$1; work=$2; test=$3

@@ -341,11 +341,55 @@ static void test_mangled(void) {
     free(raw);
 }
 
+/* moe_st_fetch for the test: the "device" is a buffer of shifted values; a piece at offset
+ * fail_at makes it fail */
+typedef struct fetch_ctx { int calls; size_t fail_at; } fetch_ctx;
+static int fetch_shifted(void *ctx, const moe_st_out *t, size_t off, void *dst, size_t n) {
+    fetch_ctx *c = ctx;
+    c->calls++;
+    if (off == c->fail_at) return -1;
+    const float *src = t->data;
+    for (size_t i = 0; i < n / 4; i++) ((float *)dst)[i] = src[off / 4 + i] + 1.0f;
+    return 0;
+}
+
+/* data the host cannot read directly comes through fetch, in pieces of at most 8 MiB; a
+ * failing fetch leaves no file */
+static void test_fetch(void) {
+    enum { N = 3 << 20 };       /* 12 MiB: two pieces */
+    float *w = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) w[i] = (float)(i % 1000);
+    moe_st_out t[2] = {{.name = "a", .ndim = 1, .shape = {3}, .data = w}, {.name = "b", .ndim = 1, .shape = {N}, .data = w}};
+    char err[512];
+    const char *path = t_path("fetched.safetensors");
+    fetch_ctx c = {0, (size_t)-1};
+    CHECK(moe_st_write_fetch(path, t, 2, NULL, 0, fetch_shifted, &c, err, sizeof err) == 0);
+    CHECK(c.calls == 3);
+    moe_st *st = NULL;
+    CHECK(moe_st_read(path, &st, err, sizeof err) == 0);
+    const moe_st_tensor *b = st ? moe_st_find(st, "b") : NULL;
+    CHECK(b && b->numel == N);
+    int same = b != NULL;
+    for (int i = 0; same && i < N; i++) same = b->data[i] == w[i] + 1.0f;
+    CHECK(same);
+    moe_st_free(st);
+    remove(path);
+    c = (fetch_ctx){0, (size_t)8 << 20};     /* the second piece of b fails */
+    CHECK(moe_st_write_fetch(path, t, 2, NULL, 0, fetch_shifted, &c, err, sizeof err) == -1);
+    CHECK(strstr(err, "reading the data of") != NULL);
+    DIR *dir = opendir(t_dir);      /* neither the file nor its temporary */
+    struct dirent *e;
+    while (dir && (e = readdir(dir))) CHECK(strncmp(e->d_name, "fetched", 7) != 0);
+    if (dir) closedir(dir);
+    free(w);
+}
+
 int main(void) {
     t_mkdir();
     test_round_trip();
     test_atomic();
     test_hostile();
     test_mangled();
+    test_fetch();
     return t_done("test_st");
 }
