@@ -5,16 +5,27 @@
 #include <string.h>
 
 moe_device *moe_device_open(const char *name, const char *target, char *err, size_t errlen) {
-    if (!name) name = "cpu";    /* the default: a GPU when the program has the CUDA target */
+    int cuda_target = !strcmp(target, "cuda");
+    if (!name) name = cuda_target ? "cuda" : "cpu";    /* the device the program was built for */
     const moe_device_ops *ops = NULL;
+    if (strcmp(name, "cpu") && strcmp(name, "cuda") && strcmp(name, "cuda-emu")) {
+        snprintf(err, errlen, "unknown device '%s' (cpu, cuda, cuda-emu)", name);
+        return NULL;
+    }
+    if ((strcmp(name, "cpu") == 0) == cuda_target) {
+        snprintf(err, errlen, cuda_target ? "--device cpu: this executable was built for the cuda target: run it "
+                                            "with --device cuda, or --device cuda-emu to emulate the GPU on the CPU"
+                                          : "--device %s: this executable was built for the cpu target only "
+                                            "(build it with moec build --target cuda)", name);
+        return NULL;
+    }
     if (!strcmp(name, "cpu")) {
         ops = moe_device_cpu_ops();
-    } else if (!strcmp(name, "cuda") || !strcmp(name, "cuda-emu")) {
-        snprintf(err, errlen, "--device %s: this executable was built for the %s target only "
-                 "(moec build --target cuda is not available yet)", name, target);
-        return NULL;
+    } else if (!strcmp(name, "cuda-emu")) {
+        ops = moe_device_emu_ops();
     } else {
-        snprintf(err, errlen, "unknown device '%s' (cpu, cuda, cuda-emu)", name);
+        snprintf(err, errlen, "--device cuda: this runtime has no CUDA device yet; --device cuda-emu runs the same "
+                 "kernels on the CPU");
         return NULL;
     }
     moe_device *d = calloc(1, sizeof *d);

@@ -1,8 +1,9 @@
 /* device.h - the device table: where buffers live, how bytes move, how kernels run.
  *
  * In the manner of ggml's backend interface: an instance (moe_device) is passed to every
- * call; each implementation is one file set behind a table of functions (device_cpu.c; the
- * CUDA device joins with the same entries), so the executor includes no CUDA, BLAS or MPI
+ * call; each implementation is one file set behind a table of functions (device_cpu.c,
+ * device_emu.c: the cuda target's kernels run on the CPU; the CUDA device joins with the
+ * same entries), so the executor includes no CUDA, BLAS or MPI
  * header. Calls are ordered on the device's stream and may return before the work is done;
  * `sync` waits. Every call that can fail returns 0 or -1 with a one-line reason in d->err.
  * Device memory is never dereferenced by the host: it is reached through upload, download
@@ -16,8 +17,9 @@
 typedef struct moe_device moe_device;
 typedef struct moe_kernel moe_kernel;      /* a kernel compiled at run time (device-specific) */
 
-/* the launch geometry of a compiled kernel */
-typedef struct moe_launch { unsigned grid[3], block[3]; size_t shared_bytes; } moe_launch;
+/* the launch geometry of a compiled kernel; block_sync: its blocks synchronise (a GPU
+ * ignores it; the emulator runs such blocks' threads as fibers) */
+typedef struct moe_launch { unsigned grid[3], block[3]; size_t shared_bytes; int block_sync; } moe_launch;
 
 /* C = alpha op(A) op(B) + beta C on device buffers, row-major, op(A) [m,k], op(B) [k,n];
  * batched: `batch` products, matrices `stride_*` elements apart. */
@@ -67,4 +69,5 @@ moe_device *moe_device_open(const char *name, const char *target, char *err, siz
 void moe_device_close(moe_device *d);
 /* the implementations */
 const moe_device_ops *moe_device_cpu_ops(void);
+const moe_device_ops *moe_device_emu_ops(void);    /* cuda-emu: device_emu.c */
 #endif

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 2
+#define MOE_ABI_VERSION 3
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 
@@ -28,9 +28,28 @@ typedef struct moe_comm {
     void (*allreduce_f64)(const struct moe_comm *c, double *buf, int64_t n);
 } moe_comm;
 
+/* Device kernels (the cuda target): the program's distinct kernels, compiled by the device at
+ * start from kernel_source, and its launches, each a kernel with its grid and the byte
+ * offsets of its buffers. Blocks have MOE_BLOCK_THREADS threads. */
+typedef struct moe_kernel_def {
+    const char *name;               /* the extern "C" function in kernel_source */
+    int block_sync;                 /* its blocks synchronise (__syncthreads) */
+} moe_kernel_def;
+typedef struct moe_launch_def {
+    int kernel;                     /* index in moe_program.kernels */
+    unsigned grid;                  /* blocks */
+    int n_offs;
+    int64_t offs[MOE_MAX_OFFS];     /* byte offsets of its buffers, in argument order */
+} moe_launch_def;
+
 /* What a step sees: the device address of every buffer class, and host scalars. */
+struct moe_ctx;
 typedef struct moe_ctx {
     uint8_t *buf[MOE_BUF_COUNT];    /* base of each buffer class (ACT: the running schedule's) */
+    int64_t size[MOE_BUF_COUNT];    /* their sizes in bytes */
+    /* runs one launch of a device kernel (the cuda target); a failure is kept by the executor */
+    void (*launch)(struct moe_ctx *c, const moe_launch_def *l);
+    void *exec;                     /* the executor's */
     const moe_comm *comm;
     int B, T;                       /* this step's batch shape: B*T <= S_max, T <= T_max */
     int pos;                        /* decode: position of the token being generated */
@@ -89,6 +108,10 @@ typedef struct moe_program {
     const int *stat_loads;          /* [n_moe] first expert-load entry of each MoE layer */
     moe_schedule train, decode;
     const char *summary;            /* `info`: schedule summary and memory plan */
+    /* device kernels: the cuda target's, none on the cpu target */
+    const char *kernel_source;      /* CUDA C, NVRTC compiles it */
+    int n_kernels;
+    const moe_kernel_def *kernels;
 } moe_program;
 
 extern const moe_program moe_program_def;

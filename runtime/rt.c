@@ -21,6 +21,39 @@ static void check(moe_rt *rt, int rc, const char *what) {
 
 const char *moe_rt_error(const moe_rt *rt) { return rt->err[0] ? rt->err : NULL; }
 
+/* ctx.launch: one launch of a device kernel with the step's scalars (moe_abi.h) */
+static void rt_launch(moe_ctx *c, const moe_launch_def *l) {
+    moe_rt *rt = c->exec;
+    moe_kargs ka;
+    memset(&ka, 0, sizeof ka);
+    for (int b = 0; b < MOE_BUF_COUNT; b++) { ka.buf[b] = c->buf[b]; ka.size[b] = c->size[b]; }
+    ka.B = c->B; ka.T = c->T; ka.pos = c->pos; ka.mode = c->mode;
+    ka.rng = c->rng; ka.loss_scale = c->loss_scale; ka.lr = c->lr; ka.opt_step = c->opt_step;
+    moe_offs o;
+    memset(&o, 0, sizeof o);
+    for (int j = 0; j < l->n_offs; j++) o.off[j] = l->offs[j];
+    moe_launch cfg = {{l->grid, 1, 1}, {MOE_BLOCK_THREADS, 1, 1}, 0, rt->prog->kernels[l->kernel].block_sync};
+    void *args[2] = {&ka, &o};
+    char what[160];
+    snprintf(what, sizeof what, "launch of %s", rt->prog->kernels[l->kernel].name);
+    check(rt, rt->dev->ops->launch(rt->dev, rt->kern[l->kernel], &cfg, args), what);
+}
+
+/* the program's device kernels, compiled (or found) by the device */
+static int compile_kernels(moe_rt *rt, char *err, size_t errlen) {
+    const moe_program *p = rt->prog;
+    moe_device *d = rt->dev;
+    if (!p->n_kernels) return 0;
+    rt->kern = calloc((size_t)p->n_kernels, sizeof *rt->kern);
+    if (!rt->kern) { snprintf(err, errlen, "out of memory"); return -1; }
+    for (int i = 0; i < p->n_kernels; i++)
+        if (d->ops->compile(d, p->kernels[i].name, p->kernel_source, &rt->kern[i])) {
+            snprintf(err, errlen, "device %s: %s", d->ops->name, d->err);
+            return -1;
+        }
+    return 0;
+}
+
 moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int decode, char *err, size_t errlen) {
     if (p->abi != MOE_ABI_VERSION) {
         snprintf(err, errlen, "program ABI %d does not match the runtime's %d", p->abi, MOE_ABI_VERSION);
@@ -62,11 +95,18 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
         moe_rt_destroy(rt);
         return NULL;
     }
+    if (compile_kernels(rt, err, errlen)) { moe_rt_destroy(rt); return NULL; }
     rt->tokens = (int32_t *)(rt->buf[MOE_BUF_STAGING] + p->tokens_off);
     rt->targets = (int32_t *)(rt->buf[MOE_BUF_STAGING] + p->targets_off);
     moe_ctx *c = &rt->ctx;
-    for (int b = 0; b < MOE_BUF_COUNT; b++) c->buf[b] = rt->buf[b];
+    for (int b = 0; b < MOE_BUF_COUNT; b++) {
+        c->buf[b] = rt->buf[b];
+        c->size[b] = rt->buf[b] ? p->buf_bytes[b] : 0;
+    }
     c->buf[MOE_BUF_ACT] = rt->act;
+    c->size[MOE_BUF_ACT] = p->train.act_bytes;
+    c->launch = rt_launch;
+    c->exec = rt;
     c->comm = moe_comm_local();
     c->B = (int)p->train.B_max;
     c->T = (int)p->train.T_max;
@@ -84,11 +124,14 @@ void moe_rt_destroy(moe_rt *rt) {
             else d->ops->free(d, rt->buf[b]);
         }
         if (rt->act) d->ops->free(d, rt->act);
+        for (int i = 0; rt->kern && i < rt->prog->n_kernels; i++)
+            if (rt->kern[i]) d->ops->release(d, rt->kern[i]);
         if (rt->dec_act) d->ops->free(d, rt->dec_act);
         moe_device_close(d);
     }
     free(rt->dec_logits);
     free(rt->step_ms);
+    free(rt->kern);
     free(rt);
 }
 
@@ -187,6 +230,7 @@ const float *moe_rt_decode(moe_rt *rt, int32_t token, int pos) {
     rt->tokens[0] = token;
     check(rt, d->ops->upload(d, rt->buf[MOE_BUF_IO] + p->tokens_off, rt->tokens, sizeof(int32_t)), "upload");
     rt->ctx.buf[MOE_BUF_ACT] = rt->dec_act;
+    rt->ctx.size[MOE_BUF_ACT] = p->decode.act_bytes;
     rt->ctx.B = 1; rt->ctx.T = 1; rt->ctx.pos = pos;
     rt->ctx.mode = MOE_MODE_INFER;
     run_steps(rt, &p->decode, MOE_PHASE_FWD, MOE_PHASE_FWD, 0, 0);

@@ -27,8 +27,9 @@ typedef struct moe_rt {
     int32_t *tokens, *targets;      /* [S_max] host staging: fill, then moe_rt_upload_batch */
     float *dec_logits;              /* [vocab] host copy of the last decode step's logits */
     double *step_ms;                /* [train.n_steps] accumulated time per step (bench) */
+    moe_kernel **kern;              /* [prog->n_kernels] compiled by the device at creation */
     int timing;
-    char err[320];                  /* the first device call that failed, or empty */
+    char err[512];                  /* the first device call that failed, or empty */
 } moe_rt;
 
 /* What a runtime holds besides the parameters and the arena. */

@@ -8,6 +8,7 @@ need=()
 check() { if ! eval "$1" >/dev/null 2>&1; then need+=("$2"); fi; }
 check "command -v cmake"                       cmake
 check "command -v cc"                          gcc
+check "command -v g++"                         g++
 check "command -v make"                        make
 check "command -v flex"                        flex
 check "command -v bison"                       bison
@@ -16,6 +17,7 @@ check "test -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h || test -e
 check "ls /usr/lib/*/openblas-openmp/libopenblas.so" libopenblas-openmp-dev
 check "pkg-config --exists jansson"            libjansson-dev
 check "command -v clang"                       clang
+check "command -v clang++"                     clang
 check "command -v jq"                          jq
 check "command -v python3"                     python3
 check "ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" libclang-rt-dev

@@ -13,7 +13,7 @@ ctest --test-dir build --output-on-failure -j"$jobs"
 
 if [ -n "${MOE_SANITIZE:-}" ]; then
   # the sanitizer build also hosts the fuzzer (clang + libFuzzer), run for about a minute
-  cmake -S . -B build-san -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
+  cmake -S . -B build-san -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
         -DMOE_SANITIZE="${MOE_SANITIZE//,/;}" -DMOE_FUZZ=ON >/dev/null
   cmake --build build-san -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-san --output-on-failure -j"$jobs" -E '^ref_'

@@ -30,10 +30,8 @@ static const char *rt_expr(lw_rt r) {
 }
 
 static const char *ref_expr(arena *a, const lw_ref *r) {
-    static const char *const ty[MOE_DTYPE_COUNT] = {"F32", "BF16", "F16", "I32", "F64"};
-    static const char *const buf[MOE_BUF_COUNT] = {"ACT", "PARAM", "GRAD", "OPT", "IO", "STAGING", "COMM"};
     if (r->null) return "NULL";
-    return arena_printf(a, "%s(%s, %lld)", ty[r->dtype], buf[r->buf], (long long)r->offset);
+    return arena_printf(a, "%s(%s, %lld)", cg_dtype_macro[r->dtype], cg_buf_macro[r->buf], (long long)r->offset);
 }
 
 static const char *scaled(arena *a, lw_rt r, int64_t factor) {
@@ -80,12 +78,7 @@ static void emit_steps(cg *b, arena *a, const lw_program *p, const char *pre, co
         for (int k = 0; k < s->ncalls; k++) emit_call(b, a, &s->calls[k]);
         cg_close(b, "");
     }
-    cg_open(b, "static const moe_step %s[] =", table);
-    for (int i = 0; i < p->nsteps; i++) {
-        const lw_step *s = &p->steps[i];
-        cg_line(b, "{%s, %s%d, %d, %uu},", cg_cstr(a, s->name), pre, s->node, s->phase, s->kind);
-    }
-    cg_close(b, ";");
+    cg_emit_step_table(b, a, p, pre, table);
 }
 
 char *cg_cpu_render(const cg_unit *u) {
@@ -102,7 +95,7 @@ char *cg_cpu_render(const cg_unit *u) {
     cg_line(b, "#define F64(b, o) ((double *)(c->buf[MOE_BUF_##b] + (o)))");
     emit_steps(b, a, u->train, "s", "train_steps");
     emit_steps(b, a, u->decode, "d", "decode_steps");
-    cg_emit_program(b, u, "cpu");
+    cg_emit_program(b, u, "cpu", ".kernel_source = NULL, .n_kernels = 0, .kernels = NULL,");
     const char *text = cg_finish(b);
     char *res = text ? strdup(text) : NULL;
     cg_destroy(b);

@@ -8,6 +8,9 @@
 #include "../util/arena.h"
 #include "../util/hash.h"
 
+const char *const cg_dtype_macro[MOE_DTYPE_COUNT] = {"F32", "BF16", "F16", "I32", "F64"};
+const char *const cg_buf_macro[MOE_BUF_COUNT] = {"ACT", "PARAM", "GRAD", "OPT", "IO", "STAGING", "COMM"};
+
 static void emit_lr(cg *b, const md_model *m) {
     cg_line(b, "/* learning rate at 0-based step: linear warmup, then %s decay to min_lr */",
             m->train.schedule == MD_SCHED_COSINE ? "cosine" : m->train.schedule == MD_SCHED_LINEAR ? "linear" : "no");
@@ -55,7 +58,16 @@ static void emit_schedule(cg *b, const lw_program *p, const char *field, const c
             (long long)g->t[g->logits].offset);
 }
 
-void cg_emit_program(cg *b, const cg_unit *u, const char *target) {
+void cg_emit_step_table(cg *b, arena *a, const lw_program *p, const char *pre, const char *table) {
+    cg_open(b, "static const moe_step %s[] =", table);
+    for (int i = 0; i < p->nsteps; i++) {
+        const lw_step *s = &p->steps[i];
+        cg_line(b, "{%s, %s%d, %d, %uu},", cg_cstr(a, s->name), pre, s->node, s->phase, s->kind);
+    }
+    cg_close(b, ";");
+}
+
+void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *kernels) {
     const md_model *m = u->model;
     const ir_graph *g = u->train->g;
     arena *a = u->arena;
@@ -103,5 +115,6 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target) {
     emit_schedule(b, u->train, "train", "train_steps");
     emit_schedule(b, u->decode, "decode", "decode_steps");
     cg_line(b, ".summary = summary,");
+    cg_line(b, "%s", kernels);
     cg_close(b, ";");
 }

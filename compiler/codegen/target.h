@@ -26,7 +26,9 @@ typedef struct cg_target {
     const char *name;
     ir_caps caps;
     char *(*render)(const cg_unit *u);  /* malloc'ed source text, NULL on out of memory */
+    char *(*kernel_source)(const cg_unit *u);   /* device code (--emit cuda), or NULL */
     const char *source_name;            /* the file the text is compiled from */
+    const char *device_source_name;     /* the file kernel_source is written to, or NULL */
     const char *const *files;           /* embedded files written beside it, NULL-terminated */
 } cg_target;
 
@@ -37,11 +39,40 @@ typedef struct { const char *name, *text; } moe_embedded_file;
 extern const moe_embedded_file moe_embedded_files[];
 const char *cg_embedded(const char *name);     /* the text of an embedded file, or NULL */
 
-/* tables.c: the learning-rate schedule and moe_program_def, after the step tables named
- * train_steps and decode_steps. */
-void cg_emit_program(struct cg *b, const cg_unit *u, const char *target);
+/* tables.c: the step table `table` of program p, whose step functions are named pre<node>;
+ * the learning-rate schedule and moe_program_def, after the step tables named train_steps
+ * and decode_steps, with `kernels` the initialisers of its device-kernel fields. */
+/* how generated code names a dtype's typed view (F32(...)) and a buffer class (ACT, ...) */
+extern const char *const cg_dtype_macro[MOE_DTYPE_COUNT];
+extern const char *const cg_buf_macro[MOE_BUF_COUNT];
+void cg_emit_step_table(struct cg *b, struct arena *a, const lw_program *p, const char *pre, const char *table);
+void cg_emit_program(struct cg *b, const cg_unit *u, const char *target, const char *kernels);
 
 /* the CPU renderer (cpu.c) and its files */
 char *cg_cpu_render(const cg_unit *u);
 extern const char *const cg_cpu_files[];
+/* the CUDA renderer (cuda.c): the self-contained kernel source NVRTC compiles, and the plan
+ * behind it: the distinct kernels (a kernel is its template, part and literal arguments;
+ * where its buffers live is a launch argument) and the launches of each program's steps */
+typedef struct cg_cuda_kernel {
+    const char *name, *body;
+    int sync;                   /* its blocks synchronise */
+    int serial;                 /* one thread's work (launch bounds ask for no occupancy) */
+} cg_cuda_kernel;
+typedef struct cg_cuda_launch { int kernel; unsigned grid; int n_offs; int64_t offs[MOE_MAX_OFFS]; } cg_cuda_launch;
+typedef struct cg_cuda_launches {
+    int n;
+    cg_cuda_launch *launch;
+    int *first;                 /* [nsteps + 1]: step i launches first[i] .. first[i+1]-1 */
+} cg_cuda_launches;
+typedef struct cg_cuda_plan {
+    int n_kernels, cap_kernels;
+    cg_cuda_kernel *kernels;
+    cg_cuda_launches train, decode;
+} cg_cuda_plan;
+/* 0; -1 out of memory; -2 a lowered kernel without a CUDA template (a table error) */
+int cg_cuda_plan_make(const cg_unit *u, cg_cuda_plan *pl);
+char *cg_cuda_source(const cg_unit *u);
+char *cg_cuda_render(const cg_unit *u);     /* the host side: launch tables, steps, program */
+extern const char *const cg_cuda_files[];
 #endif

@@ -57,9 +57,11 @@ static void build_usage(FILE *out) {
         "                  [--emit ast|ir|schedule|kernels|c|cuda] [-O0..-O3] [--tune-db FILE] [--timings]\n"
         "  -o OUT        the executable to write\n"
         "  --model NAME  the model to compile (default: the last in FILE)\n"
-        "  --target T    cpu (default); cuda and all need the CUDA back end (not in this build)\n"
+        "  --target T    cpu (default), or cuda: CUDA kernels, which the executable runs under\n"
+        "                --device cuda-emu until the GPU device lands (docs/cuda.md); all: not yet\n"
         "  --emit FORM   print an intermediate form instead of building: ast, ir, schedule\n"
-        "                (steps and the memory plan), kernels (the lowered kernel calls), c\n"
+        "                (steps and the memory plan), kernels (the lowered kernel calls), c,\n"
+        "                cuda (the model's CUDA kernels, self-contained; needs --target cuda)\n"
         "  -O0..-O3      -O0 turns fusion off; the level is passed to the C compiler (default -O3:\n"
         "                it vectorises the optimizer and elementwise loops, 2x on AdamW)\n"
         "  --tune-db F   kernel-variant database from `moec tune` (not read yet: a fixed rule picks variants)\n"
@@ -101,6 +103,54 @@ static int run_argv(char *const *argv) {
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/* The C++ compiler that matches the C compiler (the emulated kernels are C++): MOEC_CXX, or
+ * clang -> clang++, gcc -> g++, cc -> c++ in the C compiler's name. */
+static const char *cxx_of(arena *a, const char *cc) {
+    const char *env = getenv("MOEC_CXX");
+    if (env && *env) return env;
+    const char *base = strrchr(cc, '/') ? strrchr(cc, '/') + 1 : cc;
+    size_t dir = (size_t)(base - cc);
+    const char *sub = !strncmp(base, "clang", 5) ? "clang++" : !strncmp(base, "gcc", 3) ? "g++" : "c++";
+    const char *ver = !strncmp(base, "clang", 5) ? base + 5 : !strncmp(base, "gcc", 3) ? base + 3 : "";
+    return arena_printf(a, "%.*s%s%s", (int)dir, cc, sub, ver);     /* keeps a -NN version suffix */
+}
+
+static int run_logged(const char **argv, int n, const char *what) {
+    for (int i = 0; i < n; i++)
+        if (!argv[i]) { fprintf(stderr, "moec: out of memory\n"); return -1; }
+    if (run_argv((char *const *)argv) == 0) return 0;
+    fprintf(stderr, "moec: the %s failed:", what);
+    for (int i = 0; i < n; i++) fprintf(stderr, " %s", argv[i]);
+    fputc('\n', stderr);
+    return -1;
+}
+
+/* The emulated kernels (cuda-emu): the device source compiled as C++ with the emulation
+ * prelude, into dir/kernels_emu.o. */
+static int run_cxx_emu(arena *a, const char *dir, const cg_target *t, const char *cc) {
+    const char *argv[24];
+    int n = 0;
+    argv[n++] = cxx_of(a, cc);
+    argv[n++] = "-std=c++17";
+    argv[n++] = "-x";
+    argv[n++] = "c++";
+    argv[n++] = "-O2";
+    argv[n++] = "-fno-exceptions";
+    argv[n++] = "-fno-rtti";
+    argv[n++] = "-fno-math-errno";
+    if (*MOE_SANITIZE_FLAGS) argv[n++] = MOE_SANITIZE_FLAGS;
+    argv[n++] = "-w";
+    argv[n++] = "-include";
+    argv[n++] = arena_printf(a, "%s/cu_emu.h", dir);
+    argv[n++] = arena_printf(a, "-I%s", dir);
+    argv[n++] = "-c";
+    argv[n++] = arena_printf(a, "%s/%s", dir, t->device_source_name);
+    argv[n++] = "-o";
+    argv[n++] = arena_printf(a, "%s/kernels_emu.o", dir);
+    argv[n] = NULL;
+    return run_logged(argv, n, "C++ compiler (emulated kernels)");
+}
+
 static int run_cc(arena *a, const char *dir, const cg_target *t, const char *out, int opt) {
     const char *rt = runtime_dir();
     if (!rt) {
@@ -109,6 +159,7 @@ static int run_cc(arena *a, const char *dir, const cg_target *t, const char *out
     }
     /* the compiler moec was built with: the runtime's objects need its OpenMP runtime */
     const char *cc = getenv("MOEC_CC") && *getenv("MOEC_CC") ? getenv("MOEC_CC") : MOE_CC;
+    if (t->device_source_name && run_cxx_emu(a, dir, t, cc)) return -1;
     const char *argv[40];
     int n = 0;
     argv[n++] = cc;
@@ -123,23 +174,23 @@ static int run_cc(arena *a, const char *dir, const cg_target *t, const char *out
     argv[n++] = arena_printf(a, "-I%s", dir);
     argv[n++] = arena_printf(a, "-I%s", MOE_BLAS_INCLUDE);
     argv[n++] = arena_printf(a, "%s/%s", dir, t->source_name);
+    if (t->device_source_name) {
+        /* the cuda-emu device finds the emulated kernels by name (dlsym) */
+        argv[n++] = arena_printf(a, "%s/kernels_emu.o", dir);
+        argv[n++] = "-rdynamic";
+    }
     argv[n++] = arena_printf(a, "%s/libmoert_main.a", rt);
     argv[n++] = arena_printf(a, "%s/libmoert.a", rt);
     argv[n++] = arena_printf(a, "-L%s", MOE_BLAS_LIBDIR);
     argv[n++] = arena_printf(a, "-Wl,-rpath,%s", MOE_BLAS_LIBDIR);
     argv[n++] = "-lopenblas";
     argv[n++] = "-ljansson";
+    argv[n++] = "-ldl";
     argv[n++] = "-lm";
     argv[n++] = "-o";
     argv[n++] = out;
     argv[n] = NULL;
-    for (int i = 0; i < n; i++)
-        if (!argv[i]) { fprintf(stderr, "moec: out of memory\n"); return -1; }
-    if (run_argv((char *const *)argv) == 0) return 0;
-    fprintf(stderr, "moec: the C compiler failed:");
-    for (int i = 0; i < n; i++) fprintf(stderr, " %s", argv[i]);
-    fputc('\n', stderr);
-    return -1;
+    return run_logged(argv, n, "C compiler");
 }
 
 typedef struct opts {
@@ -180,20 +231,20 @@ static int parse(int argc, char **argv, opts *o) {
         fprintf(stderr, "moec build: unknown target '%s' (cpu, cuda, all)\n", o->target);
         return -1;
     }
-    if (!cg_target_find(o->target)) {
-        fprintf(stderr, "moec build: target '%s' is not available yet: this moec builds the CPU target only\n",
-                o->target);
+    const cg_target *t = cg_target_find(o->target);
+    if (!t) {
+        fprintf(stderr, "moec build: target '%s' is not available yet (cpu and cuda are)\n", o->target);
         return -1;
     }
     static const char *const forms[] = {"ast", "ir", "schedule", "kernels", "c", "cuda"};
     int ok = !o->emit;
     for (int i = 0; i < 6 && !ok; i++) ok = !strcmp(o->emit, forms[i]);
     if (!ok) {
-        fprintf(stderr, "moec build: unknown --emit form '%s' (ast, ir, schedule, kernels, c)\n", o->emit);
+        fprintf(stderr, "moec build: unknown --emit form '%s' (ast, ir, schedule, kernels, c, cuda)\n", o->emit);
         return -1;
     }
-    if (o->emit && !strcmp(o->emit, "cuda")) {
-        fprintf(stderr, "moec build: --emit cuda needs the CUDA back end, which this moec does not have yet\n");
+    if (o->emit && !strcmp(o->emit, "cuda") && !t->kernel_source) {
+        fprintf(stderr, "moec build: --emit cuda prints the kernels of the cuda target: add --target cuda\n");
         return -1;
     }
     if (!o->emit && !o->out) { fprintf(stderr, "moec build: -o OUT is required\n"); return -1; }
@@ -201,13 +252,17 @@ static int parse(int argc, char **argv, opts *o) {
 }
 
 /* Every file the target needs, beside the source in dir. */
-static int write_sources(const char *dir, const cg_target *t, const char *src) {
+static int write_sources(const char *dir, const cg_target *t, const char *src, const char *dev_src) {
     char path[PATH_MAX];
     for (int i = 0; t->files[i]; i++) {
         const char *text = cg_embedded(t->files[i]);
         if (!text) { fprintf(stderr, "moec: internal error: '%s' is not embedded in moec\n", t->files[i]); return -1; }
         snprintf(path, sizeof path, "%s/%s", dir, t->files[i]);
         if (write_file(path, text)) return -1;
+    }
+    if (t->device_source_name) {
+        snprintf(path, sizeof path, "%s/%s", dir, t->device_source_name);
+        if (write_file(path, dev_src)) return -1;
     }
     snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
     return write_file(path, src);
@@ -219,20 +274,27 @@ static void remove_sources(const char *dir, const cg_target *t) {
         snprintf(path, sizeof path, "%s/%s", dir, t->files[i]);
         unlink(path);
     }
+    if (t->device_source_name) {
+        snprintf(path, sizeof path, "%s/%s", dir, t->device_source_name);
+        unlink(path);
+        snprintf(path, sizeof path, "%s/kernels_emu.o", dir);
+        unlink(path);
+    }
     snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
     unlink(path);
     rmdir(dir);
 }
 
 /* Compiles src into OUT through a private directory and OUT.tmp. */
-static int compile(arena *a, const cg_target *t, const char *src, const char *out, int opt, double *cc_ms) {
+static int compile(arena *a, const cg_target *t, const char *src, const char *dev_src, const char *out, int opt,
+                   double *cc_ms) {
     char dir[] = "/tmp/moec-XXXXXX";
     if (!mkdtemp(dir)) {
         fprintf(stderr, "moec: cannot create a temporary directory: %s\n", strerror(errno));
         return 1;
     }
     int rc = 0;
-    if (write_sources(dir, t, src)) { fprintf(stderr, "moec: cannot write generated code under %s\n", dir); rc = 1; }
+    if (write_sources(dir, t, src, dev_src)) { fprintf(stderr, "moec: cannot write generated code under %s\n", dir); rc = 1; }
     const char *tmp_out = arena_printf(a, "%s.tmp", out);
     double t0 = now_ms();
     if (!rc && tmp_out) {
@@ -284,15 +346,24 @@ int moec_cmd_build(int argc, char **argv) {
     } else if (o.emit && !strcmp(o.emit, "kernels")) {
         lw_print(ltr, t->name, stdout);
         lw_print(ldec, t->name, stdout);
+    } else if (o.emit && !strcmp(o.emit, "cuda")) {
+        cg_unit u = {m, o.file, ltr, ldec, a};
+        char *src = t->kernel_source(&u);
+        if (src) fputs(src, stdout);
+        else { fprintf(stderr, "moec: out of memory in code generation\n"); rc = 1; }
+        free(src);
     }
     if (rc || (o.emit && strcmp(o.emit, "c"))) { front_destroy(f); return rc; }
     cg_unit u = {m, o.file, ltr, ldec, a};
     char *src = t->render(&u);
     double t3 = now_ms(), cc_ms = 0;
     if (!src) { fprintf(stderr, "moec: out of memory in code generation\n"); front_destroy(f); return 1; }
+    char *dev_src = t->kernel_source && !o.emit ? t->kernel_source(&u) : NULL;
     if (o.emit) fputs(src, stdout);
-    else rc = compile(a, t, src, o.out, o.opt, &cc_ms);
+    else if (t->kernel_source && !dev_src) { fprintf(stderr, "moec: out of memory in code generation\n"); rc = 1; }
+    else rc = compile(a, t, src, dev_src, o.out, o.opt, &cc_ms);
     free(src);
+    free(dev_src);
     if (!rc && o.timings && !o.emit)
         printf("{\"front_ms\": %.3f, \"lower_ms\": %.3f, \"codegen_ms\": %.3f, \"cc_ms\": %.3f}\n", t1 - t0, t2 - t1,
                t3 - t2, cc_ms);

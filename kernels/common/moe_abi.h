@@ -1,13 +1,21 @@
 /* moe_abi.h - the constants shared by the compiler, the kernels of every target, the code
  * moec generates and the runtime: buffer classes, element types, modes, the MoE layer's
- * records and the statistics record. Definitions only, no code; host and device code
- * include it alike.
+ * records, the statistics record, the arguments of a kernel launch. Definitions only, no
+ * code; host and device code include it alike.
  *
  * Nothing here may change without the compiler, the kernels and the runtime changing with
  * it: it is the one description of memory that all three read.
  */
 #ifndef MOE_ABI_H
 #define MOE_ABI_H
+#if defined(__CUDACC_RTC__)     /* NVRTC has no <stdint.h> */
+typedef int int32_t;
+typedef long long int64_t;
+typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t;
+#else
+#include <stdint.h>
+#endif
 
 /* ---- buffer classes: one allocation each, offsets planned by the compiler (bytes) ---- */
 typedef enum moe_buf {
@@ -28,6 +36,21 @@ typedef enum moe_dtype { MOE_F32, MOE_BF16, MOE_F16, MOE_I32, MOE_F64, MOE_DTYPE
 enum { MOE_MODE_TRAIN, MOE_MODE_EVAL, MOE_MODE_GRAD, MOE_MODE_INFER };
 enum { MOE_NOISE_NONE, MOE_NOISE_JITTER, MOE_NOISE_RSAMPLE };
 enum { MOE_ACT_GELU, MOE_ACT_GELU_ERF, MOE_ACT_RELU, MOE_ACT_SWIGLU };
+
+/* ---- kernel launches (the cuda target): every generated kernel takes the run-time scalars
+ * (moe_kargs) and the byte offsets of its buffers in argument order (moe_offs), so a kernel
+ * is compiled once for all calls with the same sizes, wherever their tensors live ---- */
+#define MOE_MAX_OFFS 16
+#define MOE_BLOCK_THREADS 256   /* threads of every block */
+typedef struct moe_kargs {
+    unsigned char *buf[MOE_BUF_COUNT];  /* device base of each buffer class */
+    int64_t size[MOE_BUF_COUNT];        /* their sizes in bytes (the emulator checks against them) */
+    int B, T, pos, mode;
+    uint64_t rng;
+    float loss_scale, lr;
+    int opt_step, pad;
+} moe_kargs;
+typedef struct moe_offs { int64_t off[MOE_MAX_OFFS]; } moe_offs;
 
 /* ---- step kinds (flags of a schedule step) ---- */
 enum { MOE_STEP_COMPUTE = 1, MOE_STEP_COMM = 2, MOE_STEP_LOSS = 4 };

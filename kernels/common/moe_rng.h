@@ -12,7 +12,7 @@
 #define MOE_RNG_H
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-#define MOE_HD static __host__ __device__ __forceinline__
+#define MOE_HD __host__ __device__ __forceinline__
 #else
 #define MOE_HD static inline
 #endif

@@ -78,10 +78,12 @@ int cli_info(int argc, char **argv) {
     int r = moe_args_parse(moe_prog_name, "info", argc, argv, f, 2);
     if (r) return r > 0 ? 0 : 1;
     const moe_program *p = &moe_program_def;
-    char err[512];
-    moe_device *dev = moe_device_open(f[1].value, p->target, err, sizeof err);
-    if (!dev) { cli_fail("%s", err); return 1; }
-    moe_device_close(dev);
+    if (f[1].value) {           /* a device named: say whether it can run this program */
+        char err[512];
+        moe_device *dev = moe_device_open(f[1].value, p->target, err, sizeof err);
+        if (!dev) { cli_fail("%s", err); return 1; }
+        moe_device_close(dev);
+    }
     int64_t n = 0, ne = 0;
     for (int i = 0; i < p->n_params; i++) {
         n += p->params[i].numel;

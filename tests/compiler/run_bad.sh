@@ -18,7 +18,7 @@ small=tests/e2e/small.moe
     echo "exit ${PIPESTATUS[0]}"
   done <<CASES
 build $small
-build $small -o $out/x --target cuda
+build $small -o $out/x --target all
 build $small --emit bogus
 build $small --emit cuda
 build $small -o

@@ -10,7 +10,8 @@
 #     -> must match CASE_DIR/grads.safetensors (st_compare, per-tensor rtol; extra args such
 #        as --rtol or --tol GLOB=R are passed on)
 # Both are run even when the first fails, so one ctest log shows everything. The device is
-# the executable's default unless MOE_REF_DEVICE is set (cpu, cuda, cuda-emu).
+# the executable's default unless MOE_REF_DEVICE is set (cpu, cuda, cuda-emu); the target is
+# moec's default unless MOE_REF_TARGET is set (cpu, cuda).
 # Exit 0 when both match, 1 otherwise.
 set -u
 if [ $# -lt 5 ]; then
@@ -27,7 +28,7 @@ if [ -n "${MOE_REF_DEVICE:-}" ]; then dev="--device $MOE_REF_DEVICE"; fi
 
 echo "== $name: build"
 rm -f "$exe"
-"$moec" build "$case_dir/model.moe" -o "$exe" || { echo "FAIL: moec build"; exit 1; }
+"$moec" build "$case_dir/model.moe" -o "$exe" --target "${MOE_REF_TARGET:-cpu}" || { echo "FAIL: moec build"; exit 1; }
 
 status=0
 echo "== $name: eval"

@@ -82,12 +82,12 @@ static void test_refusals(moe_device *d) {
     CHECK(d->ops->compile(d, "k_x", "__global__ void k_x() {}", &k) == -1 && k == NULL);
     CHECK_STR(d->err, "kernel 'k_x': the cpu device runs the kernels linked into the executable and compiles none "
                       "at run time");
-    moe_launch cfg = {{1, 1, 1}, {32, 1, 1}, 0};
+    moe_launch cfg = {{1, 1, 1}, {32, 1, 1}, 0, 0};
     CHECK(d->ops->launch(d, NULL, &cfg, NULL) == -1);
     char err[256];
     CHECK(moe_device_open("cuda", "cpu", err, sizeof err) == NULL);
-    CHECK_STR(err, "--device cuda: this executable was built for the cpu target only (moec build --target cuda is "
-                   "not available yet)");
+    CHECK_STR(err, "--device cuda: this executable was built for the cpu target only (build it with moec build "
+                   "--target cuda)");
     CHECK(moe_device_open("tpu", "cpu", err, sizeof err) == NULL);
     CHECK_STR(err, "unknown device 'tpu' (cpu, cuda, cuda-emu)");
 }

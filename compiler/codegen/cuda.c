@@ -1,0 +1,351 @@
+/* cuda.c - the CUDA renderer: the lowered kernel lists as one self-contained CUDA source.
+ *
+ * The source is the kernel templates of kernels/cuda (and the shared headers of
+ * kernels/common), inlined in order, then one `extern "C" __global__` function per call and
+ * part with distinct sizes: `k<n>_<kernel>_p<part>(const moe_kargs ka, const moe_offs o)`,
+ * which calls the template with every size a literal, each buffer at the byte offset the
+ * launch passes in o, and the run-time scalars (B, T, pos, mode, rng, loss scale, lr, AdamW
+ * step) from ka. The 24 identical layers of a model are thus one set of kernels. A kernel
+ * whose work needs a grid-wide barrier has several parts, each a launch (the table below);
+ * every template loops grid-stride, so the grid is sized here from the compiled maxima and
+ * stays correct for smaller batches. What NVRTC and `nvcc -cubin` compile is exactly this
+ * text (`moec build --target cuda --emit cuda`).
+ *
+ * The plan (cg_cuda_plan_make) lists the distinct kernels, whether their blocks
+ * synchronise, and every launch of each program's steps with its grid and offsets.
+ * Communication calls are not kernels: in one process the all-reduce is the identity.
+ */
+#include "target.h"
+#include "cg.h"
+#include "../util/arena.h"
+#include <stdlib.h>
+#include <string.h>
+
+/* written beside the host source: the ABI headers, and the emulation prelude with which
+ * the host C++ compiler builds the cuda-emu form of kernels.cu */
+const char *const cg_cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_program.h", "cu_emu.h", "cu_common.cuh",
+                                     "cu_dense.cuh", "cu_attn.cuh", "cu_moe.cuh", NULL};
+
+/* the files inlined into the source, in order */
+static const char *const cuda_files[] = {"moe_abi.h", "moe_rng.h", "cu_common.cuh", "cu_dense.cuh",
+                                         "cu_attn.cuh", "cu_moe.cuh", NULL};
+
+enum { G_ITEMS, G_ROWS, G_ONE, G_BLOCK, G_HOST };   /* grid kinds */
+#define CU_NT MOE_BLOCK_THREADS
+#define CU_GRID_MAX 65535
+
+/* a kernel's parts: grid kind and the work that sizes it, "a*b*c" over the call's argument
+ * names (a buffer counts its elements at the compiled maximum, a run-time scalar its maximum) */
+typedef struct { int kind; const char *work; } cu_part;
+typedef struct { const char *kernel; int nparts; cu_part part[3]; } cu_kernel;
+
+static const cu_kernel kernels[] = {
+    {"embed_fwd", 1, {{G_ITEMS, "B*T*C"}}},
+    {"embed_bwd", 1, {{G_ITEMS, "C"}}},
+    {"layernorm_fwd", 1, {{G_ROWS, "S"}}},
+    {"layernorm_bwd", 2, {{G_ROWS, "S"}, {G_ITEMS, "C"}}},
+    {"rmsnorm_fwd", 1, {{G_ROWS, "S"}}},
+    {"rmsnorm_bwd", 2, {{G_ROWS, "S"}, {G_ITEMS, "C"}}},
+    {"matmul_fwd", 1, {{G_ITEMS, "S*N"}}},
+    {"matmul_res_fwd", 1, {{G_ITEMS, "S*N"}}},
+    {"matmul_bwd", 3, {{G_ITEMS, "S*K"}, {G_ITEMS, "K*N"}, {G_ITEMS, "N"}}},
+    {"accumulate", 1, {{G_ITEMS, "n"}}},
+    {"add_fwd", 1, {{G_ITEMS, "n"}}},
+    {"copy_rows", 1, {{G_ITEMS, "dst"}}},
+    {"rope_fwd", 1, {{G_ITEMS, "B*T*C*3"}}},
+    {"rope_bwd", 1, {{G_ITEMS, "B*T*C*3"}}},
+    {"attention_fwd", 2, {{G_ITEMS, "B*T*H"}, {G_ITEMS, "B*T*C"}}},
+    {"attention_bwd", 2, {{G_ITEMS, "B*T*H"}, {G_ITEMS, "B*T*C*3"}}},
+    {"attention_decode", 2, {{G_ITEMS, "C"}, {G_ITEMS, "C"}}},
+    {"act_fwd", 1, {{G_ITEMS, "y"}}},
+    {"act_bwd", 1, {{G_ITEMS, "dy"}}},
+    {"moe_gate_fwd", 2, {{G_ITEMS, "S"}, {G_ONE, ""}}},
+    {"moe_gate_bwd", 3, {{G_ITEMS, "S"}, {G_ITEMS, "S*d"}, {G_ITEMS, "d*E"}}},
+    {"moe_dispatch_fwd", 1, {{G_ITEMS, "S*k*d"}}},
+    {"moe_dispatch_bwd", 1, {{G_ITEMS, "S*d"}}},
+    {"moe_expert_fwd", 1, {{G_ITEMS, "y"}}},
+    {"moe_expert_bwd", 3, {{G_ITEMS, "x"}, {G_ITEMS, "E*K*N"}, {G_ITEMS, "E*N"}}},
+    {"moe_combine_fwd", 1, {{G_ITEMS, "S*d"}}},
+    {"moe_combine_bwd", 1, {{G_ITEMS, "S"}}},
+    {"xent_fwd", 2, {{G_ITEMS, "S"}, {G_ONE, ""}}},
+    {"xent_bwd_mean", 1, {{G_ITEMS, "S*V"}}},
+    {"grad_norm", 1, {{G_BLOCK, ""}}},
+    {"adamw_step", 1, {{G_ITEMS, "n"}}},
+    {"allreduce_mean", 1, {{G_HOST, ""}}},
+};
+
+static const cu_kernel *find_kernel(const char *name) {
+    for (size_t i = 0; i < sizeof kernels / sizeof kernels[0]; i++)
+        if (!strcmp(kernels[i].kernel, name)) return &kernels[i];
+    return NULL;
+}
+
+/* the largest value of argument `name` of call k */
+static int64_t arg_max(const ir_graph *g, const lw_call *k, const char *name, size_t len) {
+    for (int j = 0; j < k->nargs; j++) {
+        const lw_arg *x = &k->args[j];
+        if (strlen(x->name) != len || strncmp(x->name, name, len)) continue;
+        switch (x->kind) {
+        case LW_INT: return x->i;
+        case LW_REAL: return 1;
+        case LW_BUF: return x->ref.null ? 0 : x->ref.bytes / (int64_t)ir_dtype_size(x->ref.dtype);
+        case LW_RT:
+        case LW_ROWS: {
+            int64_t v = x->rt == LW_RT_B ? g->B_max : x->rt == LW_RT_T ? g->T_max : x->rt == LW_RT_S ? g->S_max : 1;
+            return v * x->i;
+        }
+        }
+    }
+    return -1;
+}
+
+/* the product named by a work string; -1 when it names no argument (a table error) */
+static int64_t work_of(const ir_graph *g, const lw_call *k, const char *work) {
+    if (!*work) return 1;
+    int64_t w = 1;
+    for (const char *p = work; *p;) {
+        const char *e = strchr(p, '*');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        int64_t v = (*p >= '0' && *p <= '9') ? atoll(p) : arg_max(g, k, p, len);
+        if (v < 0) return -1;
+        w *= v;
+        p += len + (e != NULL);
+    }
+    return w;
+}
+
+static unsigned grid_of(int kind, int64_t work) {
+    int64_t n = kind == G_ITEMS ? (work + CU_NT - 1) / CU_NT : kind == G_ROWS ? work : 1;
+    return (unsigned)(n < 1 ? 1 : n > CU_GRID_MAX ? CU_GRID_MAX : n);
+}
+
+/* ---- arguments, as in the CPU renderer but reading the launch's scalars from ka and each
+ * buffer's byte offset from the launch's offset list o (so that kernels differing only in
+ * where their tensors live are one kernel) ---- */
+static const char *rt_expr(lw_rt r) {
+    static const char *const e[LW_RT_COUNT] = {"B", "T", "S", "ka.pos", "ka.mode", "ka.rng", "ka.loss_scale",
+                                               "ka.lr", "ka.opt_step", "0"};
+    return (unsigned)r < LW_RT_COUNT ? e[r] : "0";
+}
+
+static const char *ref_expr(arena *a, const lw_ref *r, int slot) {
+    if (r->null) return "nullptr";
+    return arena_printf(a, "%s(%s, o.off[%d], %lld)", cg_dtype_macro[r->dtype], cg_buf_macro[r->buf], slot,
+                        (long long)r->bytes);
+}
+
+/* the argument list of a call; buffer j takes offset slot j in order */
+static const char *args_expr(arena *a, const lw_call *k) {
+    char *line = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&line, &len);
+    if (!m) return NULL;
+    int slot = 0;
+    for (int j = 0; j < k->nargs; j++) {
+        const lw_arg *x = &k->args[j];
+        fputs(", ", m);
+        switch (x->kind) {
+        case LW_BUF: fputs(ref_expr(a, &x->ref, x->ref.null ? -1 : slot), m); slot += !x->ref.null; break;
+        case LW_INT: fprintf(m, "%lld", (long long)x->i); break;
+        case LW_REAL: fprintf(m, "%.17g", x->f); break;
+        case LW_RT:
+            if (x->i == 1) fputs(rt_expr(x->rt), m);
+            else fprintf(m, "(long long)%s * %lld", rt_expr(x->rt), (long long)x->i);
+            break;
+        case LW_ROWS:
+            if (x->device) { fprintf(m, "K_ROWS_DEV(%s)", ref_expr(a, &x->ref, slot)); slot++; }
+            else fprintf(m, "K_ROWS((long long)%s * %lld)", rt_expr(x->rt), (long long)x->i);
+            break;
+        }
+    }
+    fclose(m);
+    const char *res = arena_printf(a, "%s", line);
+    free(line);
+    return res;
+}
+
+/* the byte offsets of a call's buffers, in slot order */
+static int offsets_of(const lw_call *k, int64_t *off) {
+    int n = 0;
+    for (int j = 0; j < k->nargs; j++) {
+        const lw_arg *x = &k->args[j];
+        if ((x->kind == LW_BUF && !x->ref.null) || (x->kind == LW_ROWS && x->device)) {
+            if (n < MOE_MAX_OFFS) off[n] = x->ref.offset;
+            n++;
+        }
+    }
+    return n;
+}
+
+/* ---- the plan: distinct kernels, and every launch of both programs ---- */
+static int find_or_add(cg_cuda_plan *pl, arena *a, const lw_call *k, const cu_kernel *ki, int part,
+                       const char *body) {
+    for (int i = 0; i < pl->n_kernels; i++)
+        if (!strcmp(pl->kernels[i].body, body)) return i;
+    if (pl->n_kernels == pl->cap_kernels) {
+        int cap = pl->cap_kernels ? 2 * pl->cap_kernels : 64;
+        cg_cuda_kernel *nk = ARENA_ARRAY(a, cg_cuda_kernel, cap);
+        if (!nk) return -1;
+        if (pl->n_kernels) memcpy(nk, pl->kernels, sizeof *nk * (size_t)pl->n_kernels);
+        pl->kernels = nk;
+        pl->cap_kernels = cap;
+    }
+    cg_cuda_kernel *e = &pl->kernels[pl->n_kernels];
+    int kind = ki->part[part].kind;
+    e->name = arena_printf(a, "k%d_%s%s%s_p%d", pl->n_kernels, k->kernel, k->variant ? "_v" : "",
+                           k->variant ? arena_printf(a, "%d", k->variant) : "", part);
+    e->body = body;
+    e->sync = kind == G_ROWS || kind == G_BLOCK;
+    e->serial = kind == G_ONE;
+    return e->name ? pl->n_kernels++ : -1;
+}
+
+static int plan_program(cg_cuda_plan *pl, arena *a, const lw_program *p, cg_cuda_launches *out) {
+    int n = 0;
+    for (int i = 0; i < p->nsteps; i++)
+        for (int c = 0; c < p->steps[i].ncalls; c++) n += 3;
+    out->launch = ARENA_ARRAY(a, cg_cuda_launch, n + 1);
+    out->first = ARENA_ARRAY(a, int, p->nsteps + 1);
+    if (!out->launch || !out->first) return -1;
+    out->n = 0;
+    for (int i = 0; i < p->nsteps; i++) {
+        const lw_step *s = &p->steps[i];
+        out->first[i] = out->n;
+        for (int c = 0; c < s->ncalls; c++) {
+            const lw_call *k = &s->calls[c];
+            const cu_kernel *ki = find_kernel(k->kernel);
+            if (!ki) return -2;
+            const char *args = args_expr(a, k);
+            if (!args) return -1;
+            for (int part = 0; part < ki->nparts; part++) {
+                if (ki->part[part].kind == G_HOST) continue;
+                int64_t w = work_of(p->g, k, ki->part[part].work);
+                if (w < 0) return -2;
+                const char *body = arena_printf(a, "cu_%s(%d%s);", k->kernel, part, args);
+                int id = body ? find_or_add(pl, a, k, ki, part, body) : -1;
+                if (id < 0) return -1;
+                cg_cuda_launch *l = &out->launch[out->n++];
+                l->kernel = id;
+                l->grid = grid_of(ki->part[part].kind, w);
+                l->n_offs = offsets_of(k, l->offs);
+                if (l->n_offs > MOE_MAX_OFFS) return -2;
+            }
+        }
+    }
+    out->first[p->nsteps] = out->n;
+    return 0;
+}
+
+int cg_cuda_plan_make(const cg_unit *u, cg_cuda_plan *pl) {
+    memset(pl, 0, sizeof *pl);
+    int rc = plan_program(pl, u->arena, u->train, &pl->train);
+    return rc ? rc : plan_program(pl, u->arena, u->decode, &pl->decode);
+}
+
+/* one embedded file, without the #include lines of our own headers (all inlined in order) */
+static void inline_file(cg *b, const char *name) {
+    const char *text = cg_embedded(name);
+    if (!text) { cg_line(b, "#error \"%s is not embedded in moec\"", name); return; }
+    cg_line(b, "/* ---- %s ---- */", name);
+    for (const char *p = text; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p + 1) : strlen(p);
+        if (strncmp(p, "#include \"", 10)) {
+            char *l = strndup(p, len);
+            if (l) cg_raw(b, l);
+            free(l);
+        }
+        p += len;
+    }
+}
+
+static char *source_text(const cg_unit *u, const cg_cuda_plan *pl, int rc) {
+    cg *b = cg_create();
+    if (!b) return NULL;
+    cg_line(b, "/* generated by moec for the cuda target (model %s), do not edit: the model's %d distinct",
+            u->train->g->name, pl->n_kernels);
+    cg_line(b, " * kernels, self-contained (NVRTC, or nvcc -cubin as one translation unit) */");
+    for (int i = 0; cuda_files[i]; i++) inline_file(b, cuda_files[i]);
+    cg_line(b, "/* ---- the model's kernels ---- */");
+    if (rc) cg_line(b, "#error \"a lowered kernel has no CUDA template\"");
+    for (int i = 0; i < pl->n_kernels; i++) {
+        /* a serial part (one thread) asks for no occupancy: ptxas would cut it to 32
+         * registers and spill */
+        cg_open(b, "extern \"C\" __global__ void __launch_bounds__(CU_NT%s) %s(const moe_kargs ka, const moe_offs o)",
+                pl->kernels[i].serial ? ", 1" : "", pl->kernels[i].name);
+        cg_line(b, "const int B = ka.B, T = ka.T, S = B * T;");
+        cg_line(b, "(void)B; (void)T; (void)S; (void)o;");
+        cg_line(b, "%s", pl->kernels[i].body);
+        cg_close(b, "");
+    }
+    const char *text = cg_finish(b);
+    char *res = text ? strdup(text) : NULL;
+    cg_destroy(b);
+    return res;
+}
+
+char *cg_cuda_source(const cg_unit *u) {
+    cg_cuda_plan pl;
+    int rc = cg_cuda_plan_make(u, &pl);
+    return rc == -1 ? NULL : source_text(u, &pl, rc);
+}
+
+/* ---- the host side: launch tables and step functions ---- */
+static void emit_launches(cg *b, arena *a, const lw_program *p, const cg_cuda_launches *L, const char *pre) {
+    const char *table = arena_printf(a, "%s_launches", pre);
+    cg_open(b, "static const moe_launch_def %s[] =", table);
+    for (int i = 0; i < L->n; i++) {
+        const cg_cuda_launch *l = &L->launch[i];
+        char *line = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&line, &len);
+        if (!m) { cg_line(b, "#error \"out of memory\""); continue; }
+        fprintf(m, "{%d, %uu, %d, {", l->kernel, l->grid, l->n_offs);
+        for (int j = 0; j < l->n_offs; j++) fprintf(m, "%s%lld", j ? ", " : "", (long long)l->offs[j]);
+        fputs("}},", m);
+        fclose(m);
+        cg_line(b, "%s", line);
+        free(line);
+    }
+    if (!L->n) cg_line(b, "{0, 0, 0, {0}},");
+    cg_close(b, ";");
+    for (int i = 0; i < p->nsteps; i++) {
+        const lw_step *s = &p->steps[i];
+        cg_line(b, "/* %s %s */", ir_op_name(s->op), s->name);
+        cg_open(b, "static void %c%d(moe_ctx *c)", pre[0], s->node);
+        if (s->note) cg_line(b, "/* %s */", s->note);
+        cg_line(b, "for (int i = %d; i < %d; i++) c->launch(c, &%s[i]);", L->first[i], L->first[i + 1], table);
+        cg_close(b, "");
+    }
+}
+
+char *cg_cuda_render(const cg_unit *u) {
+    cg_cuda_plan pl;
+    int rc = cg_cuda_plan_make(u, &pl);
+    if (rc == -1) return NULL;
+    char *src = source_text(u, &pl, rc);
+    cg *b = cg_create();
+    if (!src || !b) { free(src); cg_destroy(b); return NULL; }
+    arena *a = u->arena;
+    cg_line(b, "/* generated by moec for the cuda target (model %s), do not edit: the host side */",
+            u->train->g->name);
+    cg_line(b, "#include \"moe_program.h\"");
+    cg_line(b, "#include <math.h>");
+    cg_line(b, "#include <stddef.h>");
+    cg_line(b, "static const char kernel_source[] = %s;", cg_cstr(a, src));
+    free(src);
+    cg_open(b, "static const moe_kernel_def kernels[] =");
+    for (int i = 0; i < pl.n_kernels; i++) cg_line(b, "{\"%s\", %d},", pl.kernels[i].name, pl.kernels[i].sync);
+    if (!pl.n_kernels) cg_line(b, "{NULL, 0},");
+    cg_close(b, ";");
+    emit_launches(b, a, u->train, &pl.train, "s");
+    cg_emit_step_table(b, a, u->train, "s", "train_steps");
+    emit_launches(b, a, u->decode, &pl.decode, "d");
+    cg_emit_step_table(b, a, u->decode, "d", "decode_steps");
+    cg_emit_program(b, u, "cuda", arena_printf(a, ".kernel_source = kernel_source, .n_kernels = %d, .kernels = kernels,",
+                                              pl.n_kernels));
+    const char *text = cg_finish(b);
+    char *res = text ? strdup(text) : NULL;
+    cg_destroy(b);
+    return res;
+}

@@ -1,0 +1,86 @@
+/* cu_common.cuh - shared by every CUDA kernel template: types, pointer kinds, launch shape,
+ * reductions.
+ *
+ * The templates are `__device__` functions with the CPU kernels' parameters (kernels/cpu,
+ * same names, same order) plus a `part`: a kernel whose work needs a grid-wide barrier is
+ * split into parts, each its own launch. The cuda renderer (compiler/codegen/cuda.c) writes
+ * one `extern "C" __global__` function per distinct (template, part, sizes) that takes the
+ * run-time scalars (moe_kargs) and the byte offsets of its buffers (moe_offs) and passes
+ * every size as a literal. Every template loops
+ * grid-stride over its work, so any grid is correct; the renderer sizes it from the
+ * compiled maxima.
+ *
+ * Pointers are written as f32p, cf32p (const), i32p, ci32p, f64p: raw pointers for NVRTC and
+ * nvcc, bounds-checked handles under the emulator (runtime/emu/cu_emu.h defines MOE_CU_EMU
+ * and its own forms before including this file). Templates index them (p[i]) and offset
+ * them (p + i), nothing else.
+ *
+ * Determinism: every reduction runs in a fixed order (a tree over a fixed block size, or
+ * one thread walking its items in order); there are no floating-point atomics.
+ */
+#ifndef MOE_CU_COMMON_CUH
+#define MOE_CU_COMMON_CUH
+
+#if !defined(__CUDACC_RTC__) && !defined(MOE_CU_EMU)
+#include <math.h>
+#endif
+#include "moe_abi.h"
+#include "moe_rng.h"
+
+#define CU_NT MOE_BLOCK_THREADS
+#define CU_FLT_EPSILON 1.19209290e-07f
+
+#ifndef MOE_CU_EMU
+#define CU_D __device__ __forceinline__
+typedef float *__restrict__ f32p;
+typedef const float *__restrict__ cf32p;
+typedef int32_t *__restrict__ i32p;
+typedef const int32_t *__restrict__ ci32p;
+typedef double *__restrict__ f64p;
+typedef const double *__restrict__ cf64p;
+/* a tensor of n bytes in buffer class b at byte offset o, as the renderer writes arguments
+ * (n is the emulator's bounds check) */
+#define F32(b, o, n) ((float *)(ka.buf[MOE_BUF_##b] + (o)))
+#define I32(b, o, n) ((int32_t *)(ka.buf[MOE_BUF_##b] + (o)))
+#define F64(b, o, n) ((double *)(ka.buf[MOE_BUF_##b] + (o)))
+#endif
+#if defined(__CUDACC_RTC__) && !defined(INFINITY)
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
+
+/* A row count known on the host (n) or read by the kernel from the counts record (dev). */
+typedef struct cu_rows { long long n; ci32p dev; } cu_rows;
+#define K_ROWS(n) cu_rows{(long long)(n), ci32p()}
+#define K_ROWS_DEV(p) cu_rows{0, (p)}
+CU_D long long cu_rows_get(const cu_rows &r) { return r.dev ? (long long)r.dev[0] : r.n; }
+
+/* grid-stride loops: over items (one thread each), and over rows (one block each) */
+#define CU_FOR(i, n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(n); \
+                          i += (long long)gridDim.x * blockDim.x)
+#define CU_FOR_ROWS(r, n) for (long long r = blockIdx.x; r < (long long)(n); r += gridDim.x)
+
+/* The sum of v over the block (CU_NT threads), in a fixed tree order; every thread gets it.
+ * sh: CU_NT doubles of shared memory. */
+CU_D double cu_block_sum(double v, double *sh) {
+    int t = threadIdx.x;
+    sh[t] = v;
+    __syncthreads();
+    for (int w = CU_NT / 2; w > 0; w >>= 1) {
+        if (t < w) sh[t] += sh[t + w];
+        __syncthreads();
+    }
+    double r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+CU_D float cu_maxf(float a, float b) { return a > b ? a : b; }
+
+/* a loop of one thread's serial work: kept rolled (unrolled, such loops spill registers) */
+#ifdef MOE_CU_EMU
+#define CU_SERIAL
+#else
+#define CU_SERIAL _Pragma("unroll 1")
+#endif
+#endif

@@ -1,0 +1,352 @@
+/* cu_dense.cuh - the dense kernels on CUDA: embedding, norms, linear layers, activations,
+ * element-wise updates, cross-entropy, gradient norm, AdamW, RoPE.
+ *
+ * Each function has the parameters of its CPU twin (kernels/cpu, same order) after `part`;
+ * the numerics follow the CPU kernels (row statistics and column sums in double, fixed
+ * reduction orders). The linear layers here are the simple generated form (one output per
+ * thread, a dot product in order): correct everywhere, and what the emulator runs; the
+ * cuBLAS path is a device entry (gemm) of the real device.
+ * Parts: layernorm_bwd/rmsnorm_bwd 0 = dx (a block per row), 1 = dw, db (a thread per column);
+ * matmul_bwd 0 = dx, 1 = dW, 2 = db; embed_bwd and the dW parts walk tokens in order.
+ */
+#ifndef MOE_CU_DENSE_CUH
+#define MOE_CU_DENSE_CUH
+#include "cu_common.cuh"
+
+#define CU_NORM_EPS 1e-5
+
+/* ---- embedding ---- */
+CU_D void cu_embed_fwd(int part, f32p x, ci32p tok, cf32p wte, cf32p wpe, int B, int T, int C, int pos0) {
+    (void)part;
+    CU_FOR(i, (long long)B * T * C) {
+        long long s = i / C, c = i % C;
+        float v = wte[(long long)tok[s] * C + c];
+        if (wpe) v += wpe[(long long)(pos0 + (int)(s % T)) * C + c];
+        x[i] = v;
+    }
+}
+
+CU_D void cu_embed_bwd(int part, f32p dwte, f32p dwpe, cf32p dx, ci32p tok, int B, int T, int C) {
+    (void)part;
+    long long S = (long long)B * T;
+    CU_FOR(c, C) {      /* one thread per column walks the tokens in order */
+        for (long long s = 0; s < S; s++) {
+            float d = dx[s * C + c];
+            dwte[(long long)tok[s] * C + c] += d;
+            if (dwpe) dwpe[(s % T) * C + c] += d;
+        }
+    }
+}
+
+/* ---- LayerNorm and RMSNorm ---- */
+CU_D void cu_layernorm_fwd(int part, f32p y, f32p mean, f32p rstd, cf32p x, cf32p w, cf32p b, int S, int C) {
+    (void)part;
+    __shared__ double sh[CU_NT];
+    CU_FOR_ROWS(s, S) {
+        cf32p xr = x + s * C;
+        double sum = 0.0;
+        for (int c = threadIdx.x; c < C; c += CU_NT) sum += xr[c];
+        float m = (float)(cu_block_sum(sum, sh) / C);
+        double var = 0.0;
+        for (int c = threadIdx.x; c < C; c += CU_NT) { float d = xr[c] - m; var += (double)d * d; }
+        float r = (float)(1.0 / sqrt(cu_block_sum(var, sh) / C + CU_NORM_EPS));
+        for (int c = threadIdx.x; c < C; c += CU_NT) y[s * C + c] = (xr[c] - m) * r * w[c] + b[c];
+        if (threadIdx.x == 0) {
+            if (mean) mean[s] = m;
+            if (rstd) rstd[s] = r;
+        }
+    }
+}
+
+CU_D void cu_layernorm_bwd(int part, f32p dx, f32p dw, f32p db, cf32p dy, cf32p x, cf32p w, cf32p mean,
+                           cf32p rstd, int S, int C, int acc) {
+    __shared__ double sh[CU_NT];
+    if (part == 0) {
+        if (!dx) return;
+        CU_FOR_ROWS(s, S) {
+            cf32p xr = x + s * C;
+            cf32p d = dy + s * C;
+            float m = mean[s], r = rstd[s];
+            double s1 = 0.0, s2 = 0.0;
+            for (int c = threadIdx.x; c < C; c += CU_NT) {
+                float g = w[c] * d[c];
+                s1 += g;
+                s2 += g * (xr[c] - m) * r;
+            }
+            float a1 = (float)(cu_block_sum(s1, sh) / C), a2 = (float)(cu_block_sum(s2, sh) / C);
+            for (int c = threadIdx.x; c < C; c += CU_NT) {
+                float v = r * (w[c] * d[c] - a1 - (xr[c] - m) * r * a2);
+                dx[s * C + c] = acc ? dx[s * C + c] + v : v;
+            }
+        }
+    } else {
+        CU_FOR(c, C) {
+            double aw = 0.0, ab = 0.0;
+            for (long long s = 0; s < S; s++) {
+                float d = dy[s * C + c];
+                aw += d * ((x[s * C + c] - mean[s]) * rstd[s]);
+                ab += d;
+            }
+            if (dw) dw[c] += (float)aw;
+            if (db) db[c] += (float)ab;
+        }
+    }
+}
+
+CU_D void cu_rmsnorm_fwd(int part, f32p y, f32p rstd, cf32p x, cf32p w, int S, int C) {
+    (void)part;
+    __shared__ double sh[CU_NT];
+    CU_FOR_ROWS(s, S) {
+        cf32p xr = x + s * C;
+        double ss = 0.0;
+        for (int c = threadIdx.x; c < C; c += CU_NT) ss += (double)xr[c] * xr[c];
+        float r = (float)(1.0 / sqrt(cu_block_sum(ss, sh) / C + CU_NORM_EPS));
+        for (int c = threadIdx.x; c < C; c += CU_NT) y[s * C + c] = xr[c] * r * w[c];
+        if (threadIdx.x == 0 && rstd) rstd[s] = r;
+    }
+}
+
+CU_D void cu_rmsnorm_bwd(int part, f32p dx, f32p dw, cf32p dy, cf32p x, cf32p w, cf32p rstd, int S, int C,
+                         int acc) {
+    __shared__ double sh[CU_NT];
+    if (part == 0) {
+        if (!dx) return;
+        CU_FOR_ROWS(s, S) {
+            cf32p xr = x + s * C;
+            cf32p d = dy + s * C;
+            float r = rstd[s];
+            double s2 = 0.0;
+            for (int c = threadIdx.x; c < C; c += CU_NT) s2 += w[c] * d[c] * xr[c] * r;
+            float a2 = (float)(cu_block_sum(s2, sh) / C);
+            for (int c = threadIdx.x; c < C; c += CU_NT) {
+                float v = r * (w[c] * d[c] - xr[c] * r * a2);
+                dx[s * C + c] = acc ? dx[s * C + c] + v : v;
+            }
+        }
+    } else {
+        if (!dw) return;
+        CU_FOR(c, C) {
+            double aw = 0.0;
+            for (long long s = 0; s < S; s++) aw += dy[s * C + c] * (x[s * C + c] * rstd[s]);
+            dw[c] += (float)aw;
+        }
+    }
+}
+
+/* ---- linear layers: y[M,N] = x[M,K] W (+ b) (+ res); W [K,N], or [N,K] with trans_w ---- */
+CU_D float cu_dot_w(cf32p x, cf32p W, long long K, long long N, long long n, int trans_w) {
+    float acc = 0.0f;
+    if (trans_w) for (long long k = 0; k < K; k++) acc += x[k] * W[n * K + k];
+    else for (long long k = 0; k < K; k++) acc += x[k] * W[k * N + n];
+    return acc;
+}
+
+CU_D void cu_matmul_fwd(int part, f32p y, cf32p x, cf32p W, cf32p b, int S, int K, int N, int trans_w) {
+    (void)part;
+    CU_FOR(i, (long long)S * N) {
+        long long r = i / N, n = i % N;
+        y[i] = (b ? b[n] : 0.0f) + cu_dot_w(x + r * K, W, K, N, n, trans_w);
+    }
+}
+
+CU_D void cu_matmul_res_fwd(int part, f32p y, cf32p x, cf32p W, cf32p b, cf32p res, int S, int K, int N) {
+    (void)part;
+    CU_FOR(i, (long long)S * N) {
+        long long r = i / N, n = i % N;
+        y[i] = res[i] + (b ? b[n] : 0.0f) + cu_dot_w(x + r * K, W, K, N, n, 0);
+    }
+}
+
+CU_D void cu_matmul_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, int S, int K, int N,
+                        int trans_w, int acc) {
+    if (part == 0) {            /* dx[S,K] = dy W^T */
+        if (!dx) return;
+        CU_FOR(i, (long long)S * K) {
+            long long r = i / K, k = i % K;
+            float v = 0.0f;
+            for (long long n = 0; n < N; n++) v += dy[r * N + n] * (trans_w ? W[n * K + k] : W[k * N + n]);
+            dx[i] = acc ? dx[i] + v : v;
+        }
+    } else if (part == 1) {     /* dW += x^T dy, in W's layout */
+        if (!dW) return;
+        CU_FOR(i, (long long)K * N) {
+            long long k = trans_w ? i % K : i / N, n = trans_w ? i / K : i % N;
+            float v = 0.0f;
+            for (long long r = 0; r < S; r++) v += x[r * K + k] * dy[r * N + n];
+            dW[i] += v;
+        }
+    } else {                    /* db += column sums of dy */
+        if (!db) return;
+        CU_FOR(n, N) {
+            double v = 0.0;
+            for (long long r = 0; r < S; r++) v += dy[r * N + n];
+            db[n] += (float)v;
+        }
+    }
+}
+
+/* ---- activations and element-wise ---- */
+CU_D float cu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+CU_D float cu_gelu(float x) { return x * cu_sigmoid(1.5957691216057308f * (x + 0.044715f * x * x * x)); }
+CU_D float cu_gelu_grad(float x) {
+    float u = 1.5957691216057308f * (x + 0.044715f * x * x * x), s = cu_sigmoid(u);
+    return s + x * s * (1.0f - s) * 1.5957691216057308f * (1.0f + 3.0f * 0.044715f * x * x);
+}
+CU_D float cu_gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+CU_D float cu_gelu_erf_grad(float x) {
+    return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
+}
+
+/* y = act(x) over rows x width outputs (SwiGLU: x rows are [gate | up], 2 width wide) */
+CU_D void cu_act_fwd(int part, int fn, f32p y, cf32p x, cu_rows rows, long long width) {
+    (void)part;
+    long long n = cu_rows_get(rows) * width;
+    CU_FOR(i, n) {
+        if (fn == MOE_ACT_SWIGLU) {
+            long long r = i / width, j = i % width;
+            float g = x[r * 2 * width + j], u = x[r * 2 * width + width + j];
+            y[i] = g * cu_sigmoid(g) * u;
+        } else {
+            float v = x[i];
+            y[i] = fn == MOE_ACT_GELU ? cu_gelu(v) : fn == MOE_ACT_GELU_ERF ? cu_gelu_erf(v) : (v > 0.0f ? v : 0.0f);
+        }
+    }
+}
+
+CU_D void cu_act_bwd(int part, int fn, f32p dx, cf32p x, cf32p dy, cu_rows rows, long long width, int acc) {
+    (void)part;
+    long long n = cu_rows_get(rows) * width;
+    CU_FOR(i, n) {
+        if (fn == MOE_ACT_SWIGLU) {
+            long long r = i / width, j = i % width, gi = r * 2 * width + j, ui = gi + width;
+            float g = x[gi], u = x[ui], d = dy[i], sg = cu_sigmoid(g);
+            float dg = d * u * sg * (1.0f + g * (1.0f - sg)), du = d * g * sg;
+            dx[gi] = acc ? dx[gi] + dg : dg;
+            dx[ui] = acc ? dx[ui] + du : du;
+        } else {
+            float v = x[i];
+            float gr = fn == MOE_ACT_GELU ? cu_gelu_grad(v) : fn == MOE_ACT_GELU_ERF ? cu_gelu_erf_grad(v)
+                                                                                   : (v > 0.0f ? 1.0f : 0.0f);
+            float d = dy[i] * gr;
+            dx[i] = acc ? dx[i] + d : d;
+        }
+    }
+}
+
+CU_D void cu_add_fwd(int part, f32p y, cf32p a, cf32p b, long long n) {
+    (void)part;
+    CU_FOR(i, n) y[i] = a[i] + b[i];
+}
+
+CU_D void cu_accumulate(int part, f32p dst, cf32p src, long long n, int acc) {
+    (void)part;
+    CU_FOR(i, n) dst[i] = acc ? dst[i] + src[i] : src[i];
+}
+
+CU_D void cu_copy_rows(int part, f32p dst, cf32p src, cu_rows rows, long long width) {
+    (void)part;
+    CU_FOR(i, cu_rows_get(rows) * width) dst[i] = src[i];
+}
+
+/* ---- cross-entropy: a thread per token; part 1 adds the mean loss to the record in order ---- */
+CU_D void cu_xent_fwd(int part, f32p probs, f32p loss, f64p lm, ci32p targets, int S, int V) {
+    if (part == 1) {
+        if (lm && blockIdx.x == 0 && threadIdx.x == 0) {
+            double total = 0.0;
+            for (int s = 0; s < S; s++) total += loss[s];
+            lm[0] += total / (double)S;
+        }
+        return;
+    }
+    CU_FOR(s, S) {
+        f32p z = probs + s * V;
+        int t = targets[s];
+        float mx = z[0];
+        for (int v = 1; v < V; v++) mx = cu_maxf(mx, z[v]);
+        float zt = (t >= 0 && t < V) ? z[t] : 0.0f;
+        double sum = 0.0;
+        for (int v = 0; v < V; v++) { float e = expf(z[v] - mx); z[v] = e; sum += e; }
+        float inv = (float)(1.0 / sum);
+        for (int v = 0; v < V; v++) z[v] *= inv;
+        loss[s] = (t >= 0 && t < V) ? (float)(log(sum) + (double)mx - (double)zt) : 0.0f;
+    }
+}
+
+CU_D void cu_xent_bwd_mean(int part, f32p dlogits, cf32p probs, ci32p targets, float loss_scale, int S, int V) {
+    (void)part;
+    float scale = loss_scale / (float)S;
+    CU_FOR(i, (long long)S * V) {
+        long long s = i / V, v = i % V;
+        int t = targets[s];
+        dlogits[i] = (t < 0 || t >= V) ? 0.0f : probs[i] * scale - (v == t ? scale : 0.0f);
+    }
+}
+
+/* ---- optimizer: the global norm in 256 fixed chunks (the CPU's order), then AdamW ---- */
+#define CU_SUMSQ_CHUNKS 256
+CU_D void cu_grad_norm(int part, f64p norm_clip, cf32p g, long long n, double max_norm) {
+    (void)part;
+    __shared__ double part_sum[CU_SUMSQ_CHUNKS];
+    if (blockIdx.x != 0) return;
+    long long len = (n + CU_SUMSQ_CHUNKS - 1) / CU_SUMSQ_CHUNKS;
+    for (int c = threadIdx.x; c < CU_SUMSQ_CHUNKS; c += CU_NT) {
+        long long i0 = c * len, i1 = i0 + len < n ? i0 + len : n;
+        double acc = 0.0;
+        for (long long i = i0; i < i1; i++) acc += (double)g[i] * g[i];
+        part_sum[c] = acc;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double total = 0.0;
+        for (int c = 0; c < CU_SUMSQ_CHUNKS; c++) total += part_sum[c];
+        double norm = sqrt(total);
+        norm_clip[0] = norm;
+        norm_clip[1] = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+    }
+}
+
+CU_D void cu_adamw_step(int part, f32p p, cf32p g, f32p m, f32p v, long long n, float lr, float beta1, float beta2,
+                        float eps, float wd, cf64p clip, int t) {
+    (void)part;
+    float ib1 = (float)(1.0 / (1.0 - pow((double)beta1, t))), ib2 = (float)(1.0 / (1.0 - pow((double)beta2, t)));
+    float c1 = 1.0f - beta1, c2 = 1.0f - beta2, scale = (float)clip[0];
+    CU_FOR(i, n) {
+        float gi = g[i] * scale;
+        float mi = beta1 * m[i] + c1 * gi, vi = beta2 * v[i] + c2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= lr * (mi * ib1 / (sqrtf(vi * ib2) + eps) + wd * p[i]);
+    }
+}
+
+/* ---- RoPE, rotate half: dims i and i + hd/2 of q and k rotate by pos * 10000^(-2i/hd) ---- */
+CU_D void cu_rope_apply(f32p out, cf32p in, int B, int T, int C, int H, int pos0, int inverse, int acc) {
+    int hd = C / H, half = hd / 2;
+    /* items: (b, t, column of q|k|v); the first of each rotated pair writes both, so out may be in */
+    CU_FOR(i, (long long)B * T * 3 * C) {
+        int col = (int)(i % (3 * C)), t = (int)((i / (3 * C)) % T);
+        if (col >= 2 * C) {         /* v passes through */
+            out[i] = acc ? out[i] + in[i] : in[i];
+            continue;
+        }
+        int j = col % C % hd;
+        if (j >= half) continue;
+        double ang = (double)(pos0 + t) * pow(10000.0, -2.0 * j / hd);
+        float cs = (float)cos(ang), sn = (float)(inverse ? -sin(ang) : sin(ang));
+        float x1 = in[i], x2 = in[i + half];
+        float y1 = x1 * cs - x2 * sn, y2 = x2 * cs + x1 * sn;
+        out[i] = acc ? out[i] + y1 : y1;
+        out[i + half] = acc ? out[i + half] + y2 : y2;
+    }
+}
+
+CU_D void cu_rope_fwd(int part, f32p y, cf32p qkv, int B, int T, int C, int H, int pos0) {
+    (void)part;
+    cu_rope_apply(y, qkv, B, T, C, H, pos0, 0, 0);
+}
+
+CU_D void cu_rope_bwd(int part, f32p dx, cf32p dy, int B, int T, int C, int H, int pos0, int acc) {
+    (void)part;
+    cu_rope_apply(dx, dy, B, T, C, H, pos0, 1, acc);
+}
+#endif

@@ -1,0 +1,78 @@
+/* cu_emu.h - the emulation prelude: the CUDA kernel source compiled as C++ for the CPU.
+ *
+ * `moec build --target cuda` compiles the same kernels.cu that NVRTC compiles a second time,
+ * with the host C++ compiler and `-include cu_emu.h`, into the executable; the cuda-emu
+ * device (runtime/device_emu.c) finds each kernel by its name and runs its grid on the CPU.
+ * What this file supplies:
+ *   - threadIdx, blockIdx, blockDim, gridDim: the running emulated thread's (moe_emu_cur);
+ *   - __syncthreads: a real barrier: blocks whose kernels synchronise run their threads as
+ *     fibers (device_emu.c), and a fiber yields here until every thread of its block arrives;
+ *   - __shared__: one instance per kernel function (blocks run one at a time);
+ *   - bounds-checked buffers: every pointer a kernel receives is an emu_ptr that knows the
+ *     tensor it points into; an access outside it is recorded with the kernel's name and the
+ *     index (the launch then fails, in the manner of compute-sanitizer) and goes to a dummy
+ *     cell instead of memory.
+ * Warp shuffles, votes, atomics and bf16/fp16 types join when a kernel template uses them.
+ */
+#ifndef MOE_CU_EMU_H
+#define MOE_CU_EMU_H
+#define MOE_CU_EMU 1
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+typedef struct moe_emu_dim { unsigned x, y, z; } moe_emu_dim;
+typedef struct moe_emu_thread { moe_emu_dim tid, bid, bdim, gdim; } moe_emu_thread;
+extern moe_emu_thread *moe_emu_cur;     /* the emulated thread that is running */
+void moe_emu_syncthreads(void);
+/* records an out-of-bounds access (the first of a launch) and returns a dummy cell */
+void *moe_emu_oob(long long index, long long count, size_t elem);
+}
+
+#define threadIdx (moe_emu_cur->tid)
+#define blockIdx (moe_emu_cur->bid)
+#define blockDim (moe_emu_cur->bdim)
+#define gridDim (moe_emu_cur->gdim)
+#define __syncthreads() moe_emu_syncthreads()
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+
+/* a pointer into one tensor: [p - (p - lo), hi) is what it may touch */
+template <class T> struct emu_ptr {
+    T *p;
+    const unsigned char *lo, *hi;
+    emu_ptr() : p(nullptr), lo(nullptr), hi(nullptr) {}
+    emu_ptr(decltype(nullptr)) : p(nullptr), lo(nullptr), hi(nullptr) {}
+    emu_ptr(T *q, const unsigned char *l, const unsigned char *h) : p(q), lo(l), hi(h) {}
+    template <class U> emu_ptr(const emu_ptr<U> &o) : p(o.p), lo(o.lo), hi(o.hi) {}
+    T &operator[](long long i) const {
+        const unsigned char *a = (const unsigned char *)(p + i);
+        if (!p || a < lo || a + sizeof(T) > hi)
+            return *(T *)moe_emu_oob(i, p ? (long long)((hi - (const unsigned char *)p) / (long long)sizeof(T)) : 0,
+                                     sizeof(T));
+        return p[i];
+    }
+    T &operator*() const { return (*this)[0]; }
+    emu_ptr operator+(long long i) const { return emu_ptr(p + i, lo, hi); }
+    explicit operator bool() const { return p != nullptr; }
+};
+
+#define CU_D inline
+typedef emu_ptr<float> f32p;
+typedef emu_ptr<const float> cf32p;
+typedef emu_ptr<int32_t> i32p;
+typedef emu_ptr<const int32_t> ci32p;
+typedef emu_ptr<double> f64p;
+typedef emu_ptr<const double> cf64p;
+/* buffer class b at byte offset o, a tensor of n bytes */
+#define MOE_EMU_VIEW(T, b, o, n) \
+    emu_ptr<T>((T *)(ka.buf[MOE_BUF_##b] + (o)), ka.buf[MOE_BUF_##b] + (o), ka.buf[MOE_BUF_##b] + (o) + (n))
+#define F32(b, o, n) MOE_EMU_VIEW(float, b, o, n)
+#define I32(b, o, n) MOE_EMU_VIEW(int32_t, b, o, n)
+#define F64(b, o, n) MOE_EMU_VIEW(double, b, o, n)
+#endif

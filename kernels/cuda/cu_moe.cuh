@@ -1,0 +1,383 @@
+/* cu_moe.cuh - the MoE layer on CUDA: gate, dispatch, grouped expert GEMMs, combine.
+ *
+ * Records as kernels/common/moe_abi.h; numerics as kernels/cpu/k_moe.h, which these follow
+ * step for step. Routed rows R stay in device memory (counts[MOE_ROWS(E)]); kernels over
+ * routed rows loop to the compiled maximum and skip rows >= R. Nothing is padded to capacity.
+ * Gate parts: 0 = a thread per token (jitter, logits, softmax, z, choices); 1 = one thread in
+ * token order (loads, l_aux, capacity, slots, random token selection, rows, weights,
+ * statistics), the order DeepSpeed's cumsum defines. Part 1 is serial in this first form,
+ * its loops kept rolled (CU_SERIAL): unrolled, they spill.
+ */
+#ifndef MOE_CU_MOE_CUH
+#define MOE_CU_MOE_CUH
+#include "cu_common.cuh"
+
+CU_D int cu_argmax(cf32p v, int n, int skip) {
+    int best = -1;
+    for (int e = 0; e < n; e++)
+        if (e != skip && (best < 0 || v[e] > v[best])) best = e;
+    return best;
+}
+
+CU_D void cu_moe_gate_fwd(int part, i32p route, f32p weights, f32p gs, i32p counts, f64p stats, f64p loads,
+                          f64p scratch, cf32p x, cf32p Wg, int S, int d, int E, int GW, int k, int mode,
+                          int drop_tokens, int noise, int rts, int second_sampling, int min_capacity, double cf,
+                          double eval_cf, uint64_t rng, int layer) {
+    const int train = mode == MOE_MODE_TRAIN;
+    const uint64_t stream = moe_rng_stream(rng, 0x6A7E, (uint64_t)layer);
+    if (mode == MOE_MODE_INFER) drop_tokens = 0;
+    rts = rts && train;
+    f64p zsq = scratch + 2 * E + 2 * (long long)S;     /* per-token lse^2 until part 1 sums it */
+    if (part == 0) {
+        const int jitter = noise == MOE_NOISE_JITTER && train, has_jitter_cols = GW > 2 * E;
+        CU_FOR(s, S) {
+            f32p row = gs + s * GW;
+            if (has_jitter_cols)
+                for (int i = 0; i < d; i++)
+                    row[MOE_GS_JITTER(E) + i] = jitter ? (float)(1.0 - 1e-2 + 2e-2 * moe_uniform(stream ^ 0x6A177E5ull,
+                                                                                  (uint64_t)s * d + i)) : 1.0f;
+            f32p lg = row + MOE_GS_LOGITS(E);
+            f32p p = row + MOE_GS_PROBS(E);
+            for (int e = 0; e < E; e++) {
+                float acc = 0.0f;
+                for (int i = 0; i < d; i++)
+                    acc += (jitter ? x[s * d + i] * row[MOE_GS_JITTER(E) + i] : x[s * d + i]) * Wg[(long long)i * E + e];
+                lg[e] = acc;
+            }
+            float mx = lg[0];
+            for (int e = 1; e < E; e++) mx = cu_maxf(mx, lg[e]);
+            double sum = 0.0;
+            for (int e = 0; e < E; e++) sum += exp((double)(lg[e] - mx));
+            for (int e = 0; e < E; e++) p[e] = (float)(exp((double)(lg[e] - mx)) / sum);
+            double lse = (double)mx + log(sum);
+            zsq[s] = lse * lse;
+            i32p ri = route + s * 2 * k;
+            if (k == 1) {
+                if (train && noise == MOE_NOISE_RSAMPLE) {
+                    int best = 0;
+                    double bv = -INFINITY;
+                    for (int e = 0; e < E; e++) {
+                        double v = lg[e] + moe_gumbel(stream ^ 0x45A3B1ull, (uint64_t)s * E + e);
+                        if (v > bv) { bv = v; best = e; }
+                    }
+                    ri[0] = best;
+                } else {
+                    ri[0] = cu_argmax(p, E, -1);
+                }
+            } else if (k == 2) {
+                ri[0] = cu_argmax(p, E, -1);
+                if (train && second_sampling) {
+                    int best = -1;
+                    double bv = -INFINITY;
+                    for (int e = 0; e < E; e++) {
+                        if (e == ri[0]) continue;
+                        double v = lg[e] + moe_gumbel(stream ^ 0x2D0C5ull, (uint64_t)s * E + e);
+                        if (best < 0 || v > bv) { bv = v; best = e; }
+                    }
+                    ri[1] = best;
+                } else {
+                    ri[1] = cu_argmax(lg, E, ri[0]);
+                }
+            } else {
+                for (int j = 0; j < k; j++) {
+                    int best = -1;
+                    for (int e = 0; e < E; e++) {
+                        int taken = 0;
+                        for (int q = 0; q < j; q++) taken |= ri[q] == e;
+                        if (!taken && (best < 0 || p[e] > p[best])) best = e;
+                    }
+                    ri[j] = best;
+                }
+            }
+        }
+        return;
+    }
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    i32p cnt = counts + MOE_CNT(E);
+    i32p off = counts + MOE_OFF(E);
+    i32p load = counts + MOE_LOAD(E);
+    i32p first = counts + MOE_FIRST(E);
+    double zsum = 0.0;
+    CU_SERIAL for (int s = 0; s < S; s++) zsum += zsq[s];
+    f64p me = scratch;
+    f64p ce = scratch + E;
+    CU_SERIAL for (int e = 0; e < E; e++) { load[e] = 0; first[e] = 0; me[e] = 0.0; }
+    CU_SERIAL for (int s = 0; s < S; s++) {
+        CU_SERIAL for (int e = 0; e < E; e++) me[e] += gs[(long long)s * GW + MOE_GS_PROBS(E) + e];
+        CU_SERIAL for (int j = 0; j < k; j++) load[route[(long long)s * 2 * k + j]]++;
+        first[route[(long long)s * 2 * k]]++;
+    }
+    double laux = 0.0;
+    CU_SERIAL for (int e = 0; e < E; e++) {
+        ce[e] = k <= 2 ? (double)first[e] : (double)load[e];
+        laux += me[e] * ce[e];
+    }
+    /* one division, not one per expert: a double division is a call, and calls spill */
+    laux *= (k <= 2 ? (double)E : (double)E / k) / ((double)S * S);
+    int C = 0;
+    if (drop_tokens) {
+        double c = train || mode == MOE_MODE_GRAD ? cf : eval_cf;
+        float cf_eff = (float)(k * c);
+        C = (int)ceilf((float)S / (float)E * cf_eff);
+        if (C < min_capacity) C = min_capacity;
+    } else {
+        CU_SERIAL for (int e = 0; e < E; e++) C = load[e] > C ? load[e] : C;
+    }
+    CU_SERIAL for (int e = 0; e < E; e++) cnt[e] = 0;
+    if (k == 1 && rts && drop_tokens) {
+        /* an over-full expert keeps the C tokens with the smallest random keys (ties: token
+         * order); keys [S] as (key, token) pairs, then keep flags [S] */
+        f64p keys = scratch + 2 * E;
+        f64p keep = zsq;
+        CU_SERIAL for (int s = 0; s < S; s++) keep[s] = 1.0;
+        CU_SERIAL for (int e = 0; e < E; e++) {
+            if (load[e] <= C) continue;
+            int n = 0;
+            CU_SERIAL for (int s = 0; s < S; s++)
+                if (route[(long long)s * 2] == e) {
+                    keys[2 * n] = moe_uniform(stream ^ 0x7A4D5Eull, (uint64_t)s);
+                    keys[2 * n + 1] = s;
+                    n++;
+                }
+            CU_SERIAL for (int i = 1; i < n; i++) {   /* insertion sort by (key, token) */
+                double kk = keys[2 * i], kt = keys[2 * i + 1];
+                int j = i - 1;
+                while (j >= 0 && (keys[2 * j] > kk || (keys[2 * j] == kk && keys[2 * j + 1] > kt))) {
+                    keys[2 * j + 2] = keys[2 * j];
+                    keys[2 * j + 3] = keys[2 * j + 1];
+                    j--;
+                }
+                keys[2 * j + 2] = kk;
+                keys[2 * j + 3] = kt;
+            }
+            CU_SERIAL for (int i = C; i < n; i++) keep[(int)keys[2 * i + 1]] = 0.0;
+        }
+        CU_SERIAL for (int s = 0; s < S; s++) {
+            i32p ri = route + (long long)s * 2;
+            ri[1] = keep[s] != 0.0 ? cnt[ri[0]]++ : -1;
+        }
+    } else {
+        CU_SERIAL for (int j = 0; j < k; j++)
+            CU_SERIAL for (int s = 0; s < S; s++) {
+                i32p ri = route + (long long)s * 2 * k;
+                int e = ri[j];
+                ri[k + j] = cnt[e] < C ? cnt[e]++ : -1;
+            }
+    }
+    off[0] = 0;
+    CU_SERIAL for (int e = 0; e < E; e++) off[e + 1] = off[e] + cnt[e];
+    int dropped = 0;
+    CU_SERIAL for (int s = 0; s < S; s++) {
+        i32p ri = route + (long long)s * 2 * k;
+        cf32p p = gs + (long long)s * GW + MOE_GS_PROBS(E);
+        f32p w = weights + (long long)s * k;
+        float sum = 0.0f;
+        CU_SERIAL for (int j = 0; j < k; j++) {
+            if (ri[k + j] < 0) { dropped++; continue; }
+            ri[k + j] += off[ri[j]];
+            sum += p[ri[j]];
+        }
+        float denom = sum > CU_FLT_EPSILON ? sum : CU_FLT_EPSILON;
+        CU_SERIAL for (int j = 0; j < k; j++) w[j] = ri[k + j] < 0 ? 0.0f : k == 1 ? p[ri[j]] : p[ri[j]] / denom;
+    }
+    counts[MOE_CAP(E)] = C;
+    counts[MOE_DROPPED(E)] = dropped;
+    stats[MOE_STAT_AUX] += laux;
+    stats[MOE_STAT_Z] += zsum / S;
+    stats[MOE_STAT_DROPPED] += dropped;
+    stats[MOE_STAT_CHOICES] += (double)S * k;
+    CU_SERIAL for (int e = 0; e < E; e++) loads[e] += (double)load[e];
+}
+
+/* parts: 0 = d logits per token (into dlg), 1 = dx (acc), 2 = dW += */
+CU_D void cu_moe_gate_bwd(int part, f32p dx, f32p dWg, f32p dlg, cf32p dw, ci32p route, cf32p weights, cf32p gs,
+                          ci32p counts, cf32p x, cf32p Wg, int S, int d, int E, int GW, int k, float aux_coef,
+                          float z_coef, float scale, int acc) {
+    const int has_jitter_cols = GW > 2 * E;
+    if (part == 0) {
+        ci32p ce = counts + (k <= 2 ? MOE_FIRST(E) : MOE_LOAD(E));
+        double aux_g = (double)aux_coef * scale * (k <= 2 ? E : (double)E / k) / ((double)S * S);
+        CU_FOR(s, S) {
+            ci32p ri = route + s * 2 * k;
+            cf32p w = weights + s * k;
+            cf32p p = gs + s * GW + MOE_GS_PROBS(E);
+            cf32p lg = gs + s * GW + MOE_GS_LOGITS(E);
+            f32p dl = dlg + s * E;
+            for (int e = 0; e < E; e++) dl[e] = (float)(aux_g * (double)ce[e]);
+            if (k == 1) {
+                if (ri[1] >= 0) dl[ri[0]] += dw[s];
+            } else {
+                float sum = 0.0f, dot = 0.0f;
+                for (int j = 0; j < k; j++) if (ri[k + j] >= 0) sum += p[ri[j]];
+                for (int j = 0; j < k; j++) if (ri[k + j] >= 0) dot += dw[s * k + j] * w[j];
+                for (int j = 0; j < k; j++)
+                    if (ri[k + j] >= 0)
+                        dl[ri[j]] += sum > CU_FLT_EPSILON ? (dw[s * k + j] - dot) / sum : dw[s * k + j] / CU_FLT_EPSILON;
+            }
+            double pd = 0.0;
+            for (int e = 0; e < E; e++) pd += (double)p[e] * dl[e];
+            float mx = lg[0];
+            for (int e = 1; e < E; e++) mx = cu_maxf(mx, lg[e]);
+            double sum = 0.0;
+            for (int e = 0; e < E; e++) sum += exp((double)(lg[e] - mx));
+            double zg = (double)z_coef * scale * 2.0 * ((double)mx + log(sum)) / S;
+            for (int e = 0; e < E; e++) dl[e] = (float)(p[e] * (dl[e] - pd) + zg * p[e]);
+        }
+    } else if (part == 1) {
+        CU_FOR(i, (long long)S * d) {
+            long long s = i / d, c = i % d;
+            float v = 0.0f;
+            for (int e = 0; e < E; e++) v += dlg[s * E + e] * Wg[c * E + e];
+            if (has_jitter_cols) v *= gs[s * GW + MOE_GS_JITTER(E) + c];
+            dx[i] = acc ? dx[i] + v : v;
+        }
+    } else {
+        CU_FOR(i, (long long)d * E) {
+            long long c = i / E, e = i % E;
+            float v = 0.0f;
+            for (long long s = 0; s < S; s++) {
+                float xi = x[s * d + c] * (has_jitter_cols ? gs[s * GW + MOE_GS_JITTER(E) + c] : 1.0f);
+                v += xi * dlg[s * E + e];
+            }
+            dWg[i] += v;
+        }
+    }
+}
+
+CU_D void cu_moe_dispatch_fwd(int part, f32p xd, cf32p x, ci32p route, int S, int d, int k) {
+    (void)part;
+    CU_FOR(i, (long long)S * k * d) {
+        long long s = i / ((long long)k * d), j = i / d % k, c = i % d;
+        int row = route[s * 2 * k + k + j];
+        if (row >= 0) xd[(long long)row * d + c] = x[s * d + c];
+    }
+}
+
+CU_D void cu_moe_dispatch_bwd(int part, f32p dx, cf32p dxd, ci32p route, int S, int d, int k, int acc) {
+    (void)part;
+    CU_FOR(i, (long long)S * d) {
+        long long s = i / d, c = i % d;
+        float v = acc ? dx[i] : 0.0f;
+        for (int j = 0; j < k; j++) {
+            int row = route[s * 2 * k + k + j];
+            if (row >= 0) v += dxd[(long long)row * d + c];
+        }
+        dx[i] = v;
+    }
+}
+
+/* the expert that owns routed row r (off ascending, E small) */
+CU_D int cu_expert_of(ci32p off, int E, long long r) {
+    int e = 0;
+    while (e + 1 < E && off[e + 1] <= r) e++;
+    return e;
+}
+
+/* y [R,N] = x [R,K] W[e] [K,N] + b[e]; a thread per output, rows past R skipped.
+ * Grid sized by the renderer for the compiled maximum of R (the y buffer). */
+CU_D void cu_moe_expert_fwd(int part, f32p y, cf32p x, cf32p W, cf32p b, ci32p counts, int E, int K, int N) {
+    (void)part;
+    ci32p off = counts + MOE_OFF(E);
+    long long R = counts[MOE_ROWS(E)];
+    CU_FOR(i, R * N) {
+        long long r = i / N, n = i % N;
+        int e = cu_expert_of(off, E, r);
+        cf32p We = W + (long long)e * K * N;
+        float acc = b[(long long)e * N + n];
+        for (long long q = 0; q < K; q++) acc += x[r * K + q] * We[q * N + n];
+        y[i] = acc;
+    }
+}
+
+/* parts: 0 = dx (acc) = dy W[e]^T, 1 = dW[e] += x^T dy over e's rows, 2 = db[e] += column sums */
+CU_D void cu_moe_expert_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, ci32p counts, int E,
+                            int K, int N, int acc) {
+    ci32p off = counts + MOE_OFF(E);
+    if (part == 0) {
+        if (!dx) return;
+        long long R = counts[MOE_ROWS(E)];
+        CU_FOR(i, R * K) {
+            long long r = i / K, q = i % K;
+            cf32p We = W + (long long)cu_expert_of(off, E, r) * K * N;
+            float v = 0.0f;
+            for (long long n = 0; n < N; n++) v += dy[r * N + n] * We[q * N + n];
+            dx[i] = acc ? dx[i] + v : v;
+        }
+    } else if (part == 1) {
+        CU_FOR(i, (long long)E * K * N) {
+            long long e = i / ((long long)K * N), q = i / N % K, n = i % N;
+            float v = 0.0f;
+            for (long long r = off[e]; r < off[e + 1]; r++) v += x[r * K + q] * dy[r * N + n];
+            dW[i] += v;
+        }
+    } else {
+        CU_FOR(i, (long long)E * N) {
+            long long e = i / N, n = i % N;
+            double v = 0.0;
+            for (long long r = off[e]; r < off[e + 1]; r++) v += dy[r * N + n];
+            db[i] += (float)v;
+        }
+    }
+}
+
+CU_D void cu_moe_mix(cf32p coef, long long s, float &a0, float &a1) {
+    float c0 = coef[2 * s], c1 = coef[2 * s + 1], mx = cu_maxf(c0, c1);
+    float e0 = expf(c0 - mx), e1 = expf(c1 - mx);
+    a0 = e0 / (e0 + e1);
+    a1 = e1 / (e0 + e1);
+}
+
+CU_D void cu_moe_combine_fwd(int part, f32p y, cf32p yd, ci32p route, cf32p weights, cf32p res, cf32p coef,
+                             cf32p mlp, int S, int d, int k) {
+    (void)part;
+    CU_FOR(i, (long long)S * d) {
+        long long s = i / d, c = i % d;
+        float a0 = 1.0f, a1 = 0.0f;
+        if (coef) cu_moe_mix(coef, s, a0, a1);
+        float v = 0.0f;
+        for (int j = 0; j < k; j++) {
+            int row = route[s * 2 * k + k + j];
+            if (row >= 0) v += weights[s * k + j] * a0 * yd[(long long)row * d + c];
+        }
+        if (coef) v += a1 * mlp[i];
+        if (res) v += res[i];
+        y[i] = v;
+    }
+}
+
+/* a thread per token: dyd rows (each written by its one token), dw, dres, dmlp, dcoef */
+CU_D void cu_moe_combine_bwd(int part, f32p dyd, f32p dw, f32p dres, f32p dcoef, f32p dmlp, cf32p dy, cf32p yd,
+                             ci32p route, cf32p weights, cf32p coef, cf32p mlp, int S, int d, int k, int acc_res,
+                             int acc_mlp) {
+    (void)part;
+    CU_FOR(s, S) {
+        cf32p g = dy + s * d;
+        float a0 = 1.0f, a1 = 0.0f;
+        if (coef) cu_moe_mix(coef, s, a0, a1);
+        double dm = 0.0;
+        for (int j = 0; j < k; j++) {
+            int row = route[s * 2 * k + k + j];
+            if (row < 0) { dw[s * k + j] = 0.0f; continue; }
+            cf32p v = yd + (long long)row * d;
+            f32p o = dyd + (long long)row * d;
+            float w = weights[s * k + j];
+            double dot = 0.0;
+            for (int i = 0; i < d; i++) { dot += (double)g[i] * v[i]; o[i] = w * a0 * g[i]; }
+            dw[s * k + j] = (float)(a0 * dot);
+            dm += w * dot;
+        }
+        if (dres)
+            for (int i = 0; i < d; i++) dres[s * d + i] = acc_res ? dres[s * d + i] + g[i] : g[i];
+        if (coef) {
+            double dr = 0.0;
+            for (int i = 0; i < d; i++) {
+                dr += (double)g[i] * mlp[s * d + i];
+                dmlp[s * d + i] = acc_mlp ? dmlp[s * d + i] + a1 * g[i] : a1 * g[i];
+            }
+            double mean = a0 * dm + a1 * dr;
+            dcoef[2 * s] = (float)(a0 * (dm - mean));
+            dcoef[2 * s + 1] = (float)(a1 * (dr - mean));
+        }
+    }
+}
+#endif
