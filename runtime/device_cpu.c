@@ -12,11 +12,11 @@
 static int cpu_open(moe_device *d) { (void)d; return 0; }
 static void cpu_close(moe_device *d) { (void)d; }
 
+/* zeroed host memory at the device's alignment (the cuda-emu device shares it) */
 static void *cpu_alloc(moe_device *d, size_t bytes) {
-    (void)d;
-    size_t n = (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
-    void *p = aligned_alloc(CPU_ALIGN, n ? n : CPU_ALIGN);
-    if (p) memset(p, 0, n ? n : CPU_ALIGN);
+    size_t al = d->ops->alignment, n = (bytes + al - 1) / al * al;
+    void *p = aligned_alloc(al, n ? n : al);
+    if (p) memset(p, 0, n ? n : al);
     return p;
 }
 static void cpu_free(moe_device *d, void *p) { (void)d; free(p); }

@@ -185,14 +185,6 @@ static void emu_close(moe_device *d) {
     d->impl = NULL;
 }
 
-static void *emu_alloc(moe_device *d, size_t bytes) {
-    (void)d;
-    size_t n = (bytes + EMU_ALIGN - 1) / EMU_ALIGN * EMU_ALIGN;
-    void *p = aligned_alloc(EMU_ALIGN, n ? n : EMU_ALIGN);
-    if (p) memset(p, 0, n ? n : EMU_ALIGN);
-    return p;
-}
-
 static int emu_compile(moe_device *d, const char *name, const char *source, moe_kernel **out) {
     (void)source;       /* compiled when the executable was built */
     *out = NULL;
@@ -267,12 +259,11 @@ static int emu_launch(moe_device *d, const moe_kernel *k, const moe_launch *cfg,
 const moe_device_ops *moe_device_emu_ops(void) {
     static moe_device_ops ops;
     if (!ops.name) {
-        ops = *moe_device_cpu_ops();    /* host memory, copies and OpenBLAS GEMMs */
+        ops = *moe_device_cpu_ops();    /* host memory (at EMU_ALIGN), copies and OpenBLAS GEMMs */
         ops.name = "cuda-emu";
         ops.alignment = EMU_ALIGN;
         ops.open = emu_open;
         ops.close = emu_close;
-        ops.alloc = emu_alloc;
         ops.compile = emu_compile;
         ops.release = emu_release;
         ops.launch = emu_launch;

@@ -13,6 +13,7 @@
 #include "diag.h"
 #include "pipeline.h"
 #include "target.h"
+#include "nvrtc.h"
 #include <errno.h>
 #include <limits.h>
 #include <spawn.h>
@@ -178,6 +179,7 @@ static int run_cc(arena *a, const char *dir, const cg_target *t, const char *out
         /* the cuda-emu device finds the emulated kernels by name (dlsym) */
         argv[n++] = arena_printf(a, "%s/kernels_emu.o", dir);
         argv[n++] = "-rdynamic";
+        if (*MOE_SANITIZE_FLAGS) argv[n++] = "-lstdc++";   /* UBSan's C++ checks use its type info */
     }
     argv[n++] = arena_printf(a, "%s/libmoert_main.a", rt);
     argv[n++] = arena_printf(a, "%s/libmoert.a", rt);
@@ -285,7 +287,9 @@ static void remove_sources(const char *dir, const cg_target *t) {
     rmdir(dir);
 }
 
-/* Compiles src into OUT through a private directory and OUT.tmp. */
+/* Compiles src into OUT through a private directory and a temporary file beside OUT with a
+ * unique name (OUT.tmp.XXXXXX), renamed over OUT when the compiler succeeds: concurrent
+ * builds to one OUT each write their own file, and OUT is always one whole executable. */
 static int compile(arena *a, const cg_target *t, const char *src, const char *dev_src, const char *out, int opt,
                    double *cc_ms) {
     char dir[] = "/tmp/moec-XXXXXX";
@@ -295,11 +299,20 @@ static int compile(arena *a, const cg_target *t, const char *src, const char *de
     }
     int rc = 0;
     if (write_sources(dir, t, src, dev_src)) { fprintf(stderr, "moec: cannot write generated code under %s\n", dir); rc = 1; }
-    const char *tmp_out = arena_printf(a, "%s.tmp", out);
+    char tmp_out[PATH_MAX];
+    int fd = -1;
+    if (!rc && snprintf(tmp_out, sizeof tmp_out, "%s.tmp.XXXXXX", out) < (int)sizeof tmp_out) fd = mkstemp(tmp_out);
+    if (!rc && fd < 0) {
+        fprintf(stderr, "moec: cannot create a temporary file beside %s: %s\n", out, strerror(errno));
+        rc = 1;
+    }
+    if (fd >= 0) close(fd);
     double t0 = now_ms();
-    if (!rc && tmp_out) {
+    if (!rc) {
         rc = run_cc(a, dir, t, tmp_out, opt) ? 1 : 0;
-        if (!rc && rename(tmp_out, out)) {
+        mode_t mask = umask(0);         /* mkstemp made it 0600: give it an executable's mode */
+        umask(mask);
+        if (!rc && (chmod(tmp_out, 0777 & ~mask) || rename(tmp_out, out))) {
             fprintf(stderr, "moec: cannot write %s: %s\n", out, strerror(errno));
             rc = 1;
         }
@@ -309,6 +322,22 @@ static int compile(arena *a, const cg_target *t, const char *src, const char *de
     if (!getenv("MOEC_KEEP_GENERATED")) remove_sources(dir, t);
     else fprintf(stderr, "moec: generated code kept in %s\n", dir);
     return rc;
+}
+
+/* The device kernels compiled with NVRTC for the architectures the cuda target supports,
+ * so that kernel errors show at build time, with NVRTC's log. */
+static int check_device_source(const char *dev_src, cg_nvrtc_result *nv) {
+    static const char *const archs[] = {"sm_80", "sm_90"};
+    char *log = NULL;
+    if (cg_nvrtc_check(dev_src, "kernels.cu", archs, 2, nv, &log)) {
+        fprintf(stderr, "moec: the model's CUDA kernels do not compile with NVRTC:\n%s", log ? log : "");
+        free(log);
+        return -1;
+    }
+    if (!nv->available)
+        fprintf(stderr, "moec: warning: NVRTC (libnvrtc.so) was not found, so the CUDA kernels were not compiled for "
+                        "sm_80 and sm_90 at build time\n");
+    return 0;
 }
 
 int moec_cmd_build(int argc, char **argv) {
@@ -359,14 +388,16 @@ int moec_cmd_build(int argc, char **argv) {
     double t3 = now_ms(), cc_ms = 0;
     if (!src) { fprintf(stderr, "moec: out of memory in code generation\n"); front_destroy(f); return 1; }
     char *dev_src = t->kernel_source && !o.emit ? t->kernel_source(&u) : NULL;
+    cg_nvrtc_result nv = {0};
     if (o.emit) fputs(src, stdout);
     else if (t->kernel_source && !dev_src) { fprintf(stderr, "moec: out of memory in code generation\n"); rc = 1; }
+    else if (dev_src && check_device_source(dev_src, &nv)) rc = 1;
     else rc = compile(a, t, src, dev_src, o.out, o.opt, &cc_ms);
     free(src);
     free(dev_src);
     if (!rc && o.timings && !o.emit)
-        printf("{\"front_ms\": %.3f, \"lower_ms\": %.3f, \"codegen_ms\": %.3f, \"cc_ms\": %.3f}\n", t1 - t0, t2 - t1,
-               t3 - t2, cc_ms);
+        printf("{\"front_ms\": %.3f, \"lower_ms\": %.3f, \"codegen_ms\": %.3f, \"nvrtc_ms\": %.3f, "
+               "\"nvrtc_cached\": %d, \"cc_ms\": %.3f}\n", t1 - t0, t2 - t1, t3 - t2, nv.ms, nv.cached, cc_ms);
     front_destroy(f);
     return rc;
 }

@@ -127,6 +127,17 @@ paths)
   (cd "$work/paths" && "$moec" build "$src" -o "$out") || fail "moec build from a path with quotes"
   [ -e "$work/paths/PWNED" ] && fail "the output path ran a command"
   "$out" info --json | jq -e --arg s "$src" '.source == $s' >/dev/null || fail "the program does not record its source"
+  # two builds of different models to one -o at once: both succeed, the output is one of
+  # them whole and executable, and no temporary file is left beside it
+  same="$work/paths/same"
+  "$moec" build "$here/small.moe" -o "$same" & p1=$!
+  "$moec" build "$here/accum.moe" --model whole -o "$same" & p2=$!
+  wait $p1 || fail "the first of two concurrent builds failed"
+  wait $p2 || fail "the second of two concurrent builds failed"
+  m=$("$same" info --json | jq -r .model) || fail "the output of concurrent builds does not run"
+  [ "$m" = small ] || [ "$m" = whole ] || fail "the output of concurrent builds is model '$m'"
+  [ -x "$same" ] && [ -r "$same" ] || fail "the output is not a readable executable"
+  ls "$work/paths"/same.tmp* >/dev/null 2>&1 && fail "temporary files left beside the output"
   ;;
 *) fail "unknown test $test" ;;
 esac
