@@ -5,13 +5,13 @@
  * same names, same order) plus a `part`: a kernel whose work needs a grid-wide barrier is
  * split into parts, each its own launch. The cuda renderer (compiler/codegen/cuda.c) writes
  * one `extern "C" __global__` function per distinct (template, part, sizes) that takes the
- * run-time scalars (moe_kargs) and the byte offsets of its buffers (moe_offs) and passes
- * every size as a literal. Every template loops
+ * run-time scalars (moe_kargs) and the byte offsets of its buffers (moe_offs, both in
+ * kernels/common/moe_abi.h) and passes every size as a literal. Every template loops
  * grid-stride over its work, so any grid is correct; the renderer sizes it from the
  * compiled maxima.
  *
  * Pointers are written as f32p, cf32p (const), i32p, ci32p, f64p: raw pointers for NVRTC and
- * nvcc, bounds-checked handles under the emulator (runtime/emu/cu_emu.h defines MOE_CU_EMU
+ * nvcc, bounds-checked handles under the emulator (cu_emu.h defines MOE_CU_EMU
  * and its own forms before including this file). Templates index them (p[i]) and offset
  * them (p + i), nothing else.
  *
