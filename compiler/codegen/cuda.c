@@ -23,11 +23,11 @@
 
 /* written beside the host source: the ABI headers, and the emulation prelude with which
  * the host C++ compiler builds the cuda-emu form of kernels.cu */
-const char *const cg_cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_program.h", "cu_emu.h", "cu_common.cuh",
-                                     "cu_dense.cuh", "cu_attn.cuh", "cu_moe.cuh", NULL};
+const char *const cg_cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_gate.h", "moe_program.h", "cu_emu.h",
+                                     "cu_common.cuh", "cu_dense.cuh", "cu_attn.cuh", "cu_moe.cuh", NULL};
 
 /* the files inlined into the source, in order */
-static const char *const cuda_files[] = {"moe_abi.h", "moe_rng.h", "cu_common.cuh", "cu_dense.cuh",
+static const char *const cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_gate.h", "cu_common.cuh", "cu_dense.cuh",
                                          "cu_attn.cuh", "cu_moe.cuh", NULL};
 
 enum { G_ITEMS, G_ROWS, G_ONE, G_BLOCK, G_HOST };   /* grid kinds */

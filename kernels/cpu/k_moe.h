@@ -10,6 +10,7 @@
 #ifndef MOE_K_MOE_H
 #define MOE_K_MOE_H
 #include "k_common.h"
+#include "moe_gate.h"
 #include <cblas.h>
 
 typedef struct k_gate_cfg {
@@ -17,14 +18,6 @@ typedef struct k_gate_cfg {
     double cf, eval_cf;
     uint64_t stream;            /* RNG stream of this layer and micro-step */
 } k_gate_cfg;
-
-/* argmax with ties to the lower index, excluding `skip` */
-static inline int k_argmax(const float *v, int n, int skip) {
-    int best = -1;
-    for (int e = 0; e < n; e++)
-        if (e != skip && (best < 0 || v[e] > v[best])) best = e;
-    return best;
-}
 
 /* random token selection: a token's key, sorted ascending (ties by token index) */
 typedef struct k_rts_key { double key; int token; } k_rts_key;
@@ -91,42 +84,8 @@ static inline void k_moe_gate(int32_t *route /* [S,2k] */, float *weights /* [S,
         for (int e = 0; e < E; e++) p[e] = (float)(exp((double)(lg[e] - mx)) / sum);
         double lse = (double)mx + log(sum);
         zsum += lse * lse;
-        if (k == 1) {
-            if (train && g->noise == MOE_NOISE_RSAMPLE) {
-                int best = 0; double bv = -INFINITY;
-                for (int e = 0; e < E; e++) {
-                    double v = lg[e] + moe_gumbel(g->stream ^ 0x45A3B1ull, (uint64_t)s * E + e);
-                    if (v > bv) { bv = v; best = e; }
-                }
-                ri[0] = best;
-            } else {
-                ri[0] = k_argmax(p, E, -1);
-            }
-        } else if (k == 2) {
-            ri[0] = k_argmax(p, E, -1);
-            if (train && g->second_sampling) {
-                int best = -1; double bv = -INFINITY;
-                for (int e = 0; e < E; e++) {
-                    if (e == ri[0]) continue;
-                    double v = lg[e] + moe_gumbel(g->stream ^ 0x2D0C5ull, (uint64_t)s * E + e);
-                    if (best < 0 || v > bv) { bv = v; best = e; }
-                }
-                ri[1] = best;
-            } else {
-                ri[1] = k_argmax(lg, E, ri[0]);
-            }
-        } else {
-            /* the k largest probs, ties to the lower index */
-            for (int j = 0; j < k; j++) {
-                int best = -1;
-                for (int e = 0; e < E; e++) {
-                    int taken = 0;
-                    for (int q = 0; q < j; q++) taken |= ri[q] == e;
-                    if (!taken && (best < 0 || p[e] > p[best])) best = e;
-                }
-                ri[j] = best;
-            }
-        }
+        moe_gate_choose(ri, p, lg, E, k, train && g->noise == MOE_NOISE_RSAMPLE, train && g->second_sampling,
+                        g->stream, (uint64_t)s);
     }
     /* loads before dropping; l_aux */
     double *me = scratch, *ce = scratch + E;

@@ -11,13 +11,7 @@
 #ifndef MOE_CU_MOE_CUH
 #define MOE_CU_MOE_CUH
 #include "cu_common.cuh"
-
-CU_D int cu_argmax(cf32p v, int n, int skip) {
-    int best = -1;
-    for (int e = 0; e < n; e++)
-        if (e != skip && (best < 0 || v[e] > v[best])) best = e;
-    return best;
-}
+#include "moe_gate.h"
 
 CU_D void cu_moe_gate_fwd(int part, i32p route, f32p weights, f32p gs, i32p counts, f64p stats, f64p loads,
                           f64p scratch, cf32p x, cf32p Wg, int S, int d, int E, int GW, int k, int mode,
@@ -51,44 +45,8 @@ CU_D void cu_moe_gate_fwd(int part, i32p route, f32p weights, f32p gs, i32p coun
             for (int e = 0; e < E; e++) p[e] = (float)(exp((double)(lg[e] - mx)) / sum);
             double lse = (double)mx + log(sum);
             zsq[s] = lse * lse;
-            i32p ri = route + s * 2 * k;
-            if (k == 1) {
-                if (train && noise == MOE_NOISE_RSAMPLE) {
-                    int best = 0;
-                    double bv = -INFINITY;
-                    for (int e = 0; e < E; e++) {
-                        double v = lg[e] + moe_gumbel(stream ^ 0x45A3B1ull, (uint64_t)s * E + e);
-                        if (v > bv) { bv = v; best = e; }
-                    }
-                    ri[0] = best;
-                } else {
-                    ri[0] = cu_argmax(p, E, -1);
-                }
-            } else if (k == 2) {
-                ri[0] = cu_argmax(p, E, -1);
-                if (train && second_sampling) {
-                    int best = -1;
-                    double bv = -INFINITY;
-                    for (int e = 0; e < E; e++) {
-                        if (e == ri[0]) continue;
-                        double v = lg[e] + moe_gumbel(stream ^ 0x2D0C5ull, (uint64_t)s * E + e);
-                        if (best < 0 || v > bv) { bv = v; best = e; }
-                    }
-                    ri[1] = best;
-                } else {
-                    ri[1] = cu_argmax(lg, E, ri[0]);
-                }
-            } else {
-                for (int j = 0; j < k; j++) {
-                    int best = -1;
-                    for (int e = 0; e < E; e++) {
-                        int taken = 0;
-                        for (int q = 0; q < j; q++) taken |= ri[q] == e;
-                        if (!taken && (best < 0 || p[e] > p[best])) best = e;
-                    }
-                    ri[j] = best;
-                }
-            }
+            moe_gate_choose(&route[s * 2 * k], &p[0], &lg[0], E, k, train && noise == MOE_NOISE_RSAMPLE,
+                            train && second_sampling, stream, (uint64_t)s);
         }
         return;
     }
