@@ -2,6 +2,7 @@
 #include "args.h"
 #include "cli.h"
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,14 +41,17 @@ const char *moe_arg(const moe_flag *flags, int n, const char *name) {
     return NULL;
 }
 
-int moe_arg_int(const moe_flag *flags, int n, const char *name, long long def, long long min, long long *out) {
+/* parsed in 64 bits and range-checked, so that no value is cut to fit an int */
+int moe_arg_int(const moe_flag *flags, int n, const char *name, long long def, long long min, long long max,
+                long long *out) {
     const char *v = moe_arg(flags, n, name);
     if (!v) { *out = def; return 0; }
     char *end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
-    if (errno || *end || end == v || x < min) {
-        fprintf(stderr, "%s %s: %s expects an integer >= %lld, got '%s'\n", moe_prog_name, moe_cmd_name, name, min, v);
+    if (errno || *end || end == v || x < min || x > max) {
+        fprintf(stderr, "%s %s: %s expects an integer from %lld to %lld, got '%s'\n", moe_prog_name, moe_cmd_name,
+                name, min, max, v);
         return -1;
     }
     *out = x;

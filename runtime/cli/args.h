@@ -14,6 +14,7 @@ typedef struct moe_flag {
 int moe_args_parse(const char *prog, const char *cmd, int argc, char **argv, moe_flag *flags, int n);
 const char *moe_arg(const moe_flag *flags, int n, const char *name);
 /* integer flag with a default and a lower bound; -1 on a malformed value (message printed) */
-int moe_arg_int(const moe_flag *flags, int n, const char *name, long long def, long long min, long long *out);
+int moe_arg_int(const moe_flag *flags, int n, const char *name, long long def, long long min, long long max,
+                long long *out);
 int moe_arg_double(const moe_flag *flags, int n, const char *name, double def, double *out);
 #endif

@@ -1,6 +1,7 @@
 /* bench.c - `bench`: tokens per second and the per-kernel (per-step) time breakdown. */
 #include "cli.h"
 #include "moe_rng.h"
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,8 +51,8 @@ int cli_bench(int argc, char **argv) {
     if (r) return r > 0 ? 0 : 1;
     const moe_program *p = &moe_program_def;
     long long B, T, steps, warm;
-    if (moe_arg_int(f, nf, "--batch", p->batch, 1, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, &T) ||
-        moe_arg_int(f, nf, "--steps", 10, 1, &steps) || moe_arg_int(f, nf, "--warmup", 2, 0, &warm))
+    if (moe_arg_int(f, nf, "--batch", p->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, INT_MAX, &T) ||
+        moe_arg_int(f, nf, "--steps", 10, 1, INT_MAX, &steps) || moe_arg_int(f, nf, "--warmup", 2, 0, INT_MAX, &warm))
         return 1;
     int need = moe_arg(f, nf, "--infer") ? MOE_RT_INFER : moe_arg(f, nf, "--grad") ? MOE_RT_GRADS : MOE_RT_OPTIMIZER;
     int train = need != MOE_RT_INFER;

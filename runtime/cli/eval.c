@@ -1,6 +1,7 @@
 /* eval.c - `eval` (mean losses over consecutive windows) and `grad` (gradient of the
  * training loss on the first batch, written as safetensors). */
 #include "cli.h"
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,7 +13,7 @@ static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, in
     if (r) return r > 0 ? 1 : -1;
     const moe_program *p = &moe_program_def;
     long long B, T;
-    if (moe_arg_int(f, nf, "--batch", p->batch, 1, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, &T)) return -1;
+    if (moe_arg_int(f, nf, "--batch", p->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, INT_MAX, &T)) return -1;
     if (!moe_arg(f, nf, "--data")) { cli_fail("--data FILE is required"); return -1; }
     o->rt = cli_rt(need, 0, moe_arg(f, nf, "--device"));
     if (!o->rt) return -1;

@@ -7,6 +7,7 @@
  */
 #include "cli.h"
 #include "moe_rng.h"
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,8 +104,8 @@ int cli_generate(int argc, char **argv) {
     const moe_program *p = &moe_program_def;
     long long ntok, topk, seed;
     double temp;
-    if (moe_arg_int(f, nf, "--tokens", 200, 0, &ntok) || moe_arg_int(f, nf, "--top-k", 0, 0, &topk) ||
-        moe_arg_int(f, nf, "--seed", p->seed, 0, &seed) || moe_arg_double(f, nf, "--temperature", 1.0, &temp))
+    if (moe_arg_int(f, nf, "--tokens", 200, 0, INT_MAX, &ntok) || moe_arg_int(f, nf, "--top-k", 0, 0, p->vocab, &topk) ||
+        moe_arg_int(f, nf, "--seed", p->seed, 0, LLONG_MAX, &seed) || moe_arg_double(f, nf, "--temperature", 1.0, &temp))
         return 1;
     int ctxlen = (int)p->context, V = (int)p->vocab;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)ctxlen);

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "log.h"
 #include "moe_rng.h"
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +45,7 @@ int cli_train(int argc, char **argv) {
     if (r) return r > 0 ? 0 : 1;
     const moe_program *p = &moe_program_def;
     long long steps, seed;
-    if (moe_arg_int(f, nf, "--steps", p->train_steps, 0, &steps) || moe_arg_int(f, nf, "--seed", p->seed, 0, &seed)) return 1;
+    if (moe_arg_int(f, nf, "--steps", p->train_steps, 0, INT_MAX, &steps) || moe_arg_int(f, nf, "--seed", p->seed, 0, LLONG_MAX, &seed)) return 1;
     const char *dir = moe_arg(f, nf, "--checkpoint");
     if (moe_arg(f, nf, "--resume") && !dir) { cli_fail("--resume needs --checkpoint DIR"); return 1; }
     if (moe_arg(f, nf, "--teacher")) {

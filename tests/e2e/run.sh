@@ -114,6 +114,8 @@ PY
   check unknown_flag "$exe" train --stpes 3
   check resume_without_dir "$exe" train --resume
   check bad_number "$exe" bench --steps ten
+  check big_batch "$exe" eval --checkpoint "$ck" --data synthetic --batch 4294967297
+  check big_top_k "$exe" generate --checkpoint "$ck" --top-k 4294967297
   [ -e "$work/g.safetensors" ] && fail "grad wrote a file on bad input"
   echo "$pass passed, $((total - pass)) failed"
   [ "$pass" = "$total" ] || exit 1
