@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "moe_rng.h"
 
@@ -44,15 +45,10 @@ static int data_ends_with(const char *s, const char *suffix) {
 
 /* Opens path for reading as a regular file and reports its size. */
 static FILE *data_fopen(const char *path, int64_t *size, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { moe_errf(err, errlen, path, "cannot open: %s", strerror(errno)); return NULL; }
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        moe_errf(err, errlen, path, "not a regular file");
-        fclose(f);
-        return NULL;
-    }
-    *size = (int64_t)sb.st_size;
+    int fd = moe_open_regular(path, size, err, errlen);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) { moe_errf(err, errlen, path, "cannot open: %s", strerror(errno)); close(fd); }
     return f;
 }
 

@@ -1,5 +1,10 @@
 /* errbuf.c - see errbuf.h. */
 #include "errbuf.h"
+#include <unistd.h>
+#include <sys/stat.h>
+#include <string.h>
+#include <fcntl.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -13,4 +18,18 @@ void moe_errf(char *err, size_t errlen, const char *path, const char *fmt, ...) 
     va_end(ap);
     for (char *c = err; *c; c++)
         if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+}
+
+int moe_open_regular(const char *path, int64_t *size, char *err, size_t errlen) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) { moe_errf(err, errlen, path, "cannot open: %s", strerror(errno)); return -1; }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        moe_errf(err, errlen, path, "not a regular file");
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    *size = (int64_t)sb.st_size;
+    return fd;
 }

@@ -247,19 +247,14 @@ static int st_parse_header(const char *path, int fd, uint64_t fsize, moe_st *st,
 
 int moe_st_read(const char *path, moe_st **out, char *err, size_t errlen) {
     *out = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) { moe_errf(err, errlen, path, "cannot open: %s", strerror(errno)); return -1; }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        moe_errf(err, errlen, path, "not a regular file");
-        close(fd);
-        return -1;
-    }
+    int64_t size = 0;
+    int fd = moe_open_regular(path, &size, err, errlen);
+    if (fd < 0) return -1;
     moe_st *st = calloc(1, sizeof *st);
     st_span *spans = NULL;
     uint64_t data_start = 0;
     if (!st) { moe_errf(err, errlen, path, "out of memory"); close(fd); return -1; }
-    if (st_parse_header(path, fd, (uint64_t)sb.st_size, st, &spans, &data_start, err, errlen) != 0) goto fail;
+    if (st_parse_header(path, fd, (uint64_t)size, st, &spans, &data_start, err, errlen) != 0) goto fail;
 
     /* One aligned buffer; tensors packed in header order, each rounded up to ST_ALIGN. */
     uint64_t total = 0;

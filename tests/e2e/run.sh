@@ -114,6 +114,9 @@ PY
   check unknown_flag "$exe" train --stpes 3
   check resume_without_dir "$exe" train --resume
   check bad_number "$exe" bench --steps ten
+  rm -f "$work/fifo"; mkfifo "$work/fifo"     # must be refused, not block in open()
+  check fifo_data timeout 20 "$exe" eval --checkpoint "$ck" --data "$work/fifo"
+  check fifo_checkpoint timeout 20 "$exe" eval --checkpoint "$work/fifo" --data synthetic
   check big_batch "$exe" eval --checkpoint "$ck" --data synthetic --batch 4294967297
   check big_top_k "$exe" generate --checkpoint "$ck" --top-k 4294967297
   [ -e "$work/g.safetensors" ] && fail "grad wrote a file on bad input"
