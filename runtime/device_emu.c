@@ -59,6 +59,8 @@ typedef struct moe_emu_thread { moe_emu_dim tid, bid, bdim, gdim; } moe_emu_thre
 moe_emu_thread *moe_emu_cur;
 
 typedef void (*emu_fn)(moe_kargs, moe_offs);
+enum { EMU_RUN, EMU_AT_BLOCK, EMU_AT_WARP };
+#define EMU_WARP 32
 struct moe_kernel { emu_fn fn; char name[96]; };
 
 typedef struct emu {
@@ -68,10 +70,14 @@ typedef struct emu {
     moe_offs o;
     int fibers;                     /* the block's threads are fibers */
     int cur;                        /* running fiber */
-    int nthreads;
+    int nthreads;                   /* fibers allocated */
+    int nthreads_run;               /* threads of the running launch's blocks */
     moe_emu_thread *th;             /* [nthreads] */
     unsigned char *stacks;          /* nthreads x EMU_STACK */
     int *done;
+    int *wait;                      /* [nthreads] what a fiber waits at: EMU_RUN, EMU_AT_BLOCK, EMU_AT_WARP */
+    unsigned *ops;                  /* [nthreads] warp operations done (the parity picks slot) */
+    uint64_t *slot[2];              /* [nthreads] each a value a lane offers its warp */
 #ifdef EMU_UCONTEXT
     ucontext_t sched, *ctx;         /* [nthreads] */
 #else
@@ -83,12 +89,12 @@ typedef struct emu {
     _Alignas(16) unsigned char dummy[64];
 } emu;
 
-static emu *g_emu;
+static emu *g_emu;                  /* the device whose launch is running (one at a time) */
 #ifdef EMU_UCONTEXT
 #define EMU_SAVES(e) ((e)->ctx)
 #else
 #define EMU_SAVES(e) ((e)->sp)
-#endif                  /* the device whose launch is running (one at a time) */
+#endif
 
 /* ---- fibers: start the block's threads, yield to the scheduler, resume a thread ---- */
 static void fiber_main(void);
@@ -123,17 +129,50 @@ static void fiber_resume(emu *e, int t) { moe_emu_switch(&e->sched_sp, e->sp[t])
 static void fiber_exit(emu *e) { moe_emu_switch(&e->sp[e->cur], e->sched_sp); }
 #endif
 
+/* the launch fails with the first fault's message */
+static void fault(emu *e, const char *fmt, const char *what) {
+    if (e->oob) return;
+    e->oob = 1;
+    snprintf(e->oob_msg, sizeof e->oob_msg, fmt, e->k->name, what);
+}
+
+static int can_wait(emu *e, const char *what) {
+    if (e->fibers) return 1;        /* a kernel that synchronises was launched without block_sync */
+    fault(e, "kernel %s uses %s but was launched as a kernel whose blocks do not synchronise", what);
+    return 0;
+}
+
 void moe_emu_syncthreads(void) {
     emu *e = g_emu;
-    if (!e->fibers) {               /* a kernel that synchronises was launched without block_sync */
-        if (!e->oob) {
-            e->oob = 1;
-            snprintf(e->oob_msg, sizeof e->oob_msg, "kernel %s calls __syncthreads but was launched as a kernel "
-                     "whose blocks do not synchronise", e->k->name);
-        }
-        return;
-    }
+    if (!can_wait(e, "__syncthreads")) return;
+    e->wait[e->cur] = EMU_AT_BLOCK;
     fiber_yield(e);
+}
+
+/* A warp operation: the lane offers v, waits for the other lanes of its warp, and gets what
+ * lane `src` of the warp offered. Slots alternate by the operation's parity: a lane cannot
+ * be two operations ahead of another, since it waits for them at the next one. */
+uint64_t moe_emu_warp_exchange(uint64_t v, int src) {
+    emu *e = g_emu;
+    if (!can_wait(e, "warp operations")) return v;
+    int t = e->cur, par = (int)(e->ops[t]++ & 1), base = t / EMU_WARP * EMU_WARP;
+    e->slot[par][t] = v;
+    e->wait[t] = EMU_AT_WARP;
+    fiber_yield(e);
+    int s = base + (src & (EMU_WARP - 1));
+    return s < e->nthreads_run && !e->done[s] ? e->slot[par][s] : v;
+}
+
+/* the lanes of the running thread's warp whose offer (the last exchange) was nonzero */
+unsigned moe_emu_warp_ballot(int pred) {
+    emu *e = g_emu;
+    int t = e->cur, base = t / EMU_WARP * EMU_WARP;
+    int par = (int)(e->ops[t] & 1);
+    moe_emu_warp_exchange(pred != 0, 0);
+    unsigned mask = 0;
+    for (int l = 0; l < EMU_WARP && base + l < e->nthreads_run; l++)
+        if (!e->done[base + l] && e->slot[par][base + l]) mask |= 1u << l;
+    return mask;
 }
 
 void *moe_emu_oob(long long index, long long count, size_t elem) {
@@ -155,6 +194,11 @@ static void fiber_main(void) {
     fiber_exit(e);
 }
 
+static void emu_free(emu *e) {
+    free(e->th); free(EMU_SAVES(e)); free(e->done); free(e->wait); free(e->ops); free(e->slot[0]); free(e->slot[1]);
+    free(e);
+}
+
 static int emu_open(moe_device *d) {
     emu *e = calloc(1, sizeof *e);
     if (!e) { snprintf(d->err, sizeof d->err, "out of memory"); return -1; }
@@ -166,10 +210,15 @@ static int emu_open(moe_device *d) {
     e->sp = calloc((size_t)e->nthreads, sizeof *e->sp);
 #endif
     e->done = calloc((size_t)e->nthreads, sizeof *e->done);
+    e->wait = calloc((size_t)e->nthreads, sizeof *e->wait);
+    e->ops = calloc((size_t)e->nthreads, sizeof *e->ops);
+    e->slot[0] = calloc((size_t)e->nthreads, sizeof *e->slot[0]);
+    e->slot[1] = calloc((size_t)e->nthreads, sizeof *e->slot[1]);
     e->stacks = mmap(NULL, (size_t)e->nthreads * EMU_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (!e->th || !EMU_SAVES(e) || !e->done || e->stacks == MAP_FAILED) {
+    if (!e->th || !EMU_SAVES(e) || !e->done || !e->wait || !e->ops || !e->slot[0] || !e->slot[1] ||
+        e->stacks == MAP_FAILED) {
         if (e->stacks != MAP_FAILED && e->stacks) munmap(e->stacks, (size_t)e->nthreads * EMU_STACK);
-        free(e->th); free(EMU_SAVES(e)); free(e->done); free(e);
+        emu_free(e);
         snprintf(d->err, sizeof d->err, "out of memory for the emulator's threads");
         return -1;
     }
@@ -181,7 +230,7 @@ static void emu_close(moe_device *d) {
     emu *e = d->impl;
     if (!e) return;
     munmap(e->stacks, (size_t)e->nthreads * EMU_STACK);
-    free(e->th); free(EMU_SAVES(e)); free(e->done); free(e);
+    emu_free(e);
     d->impl = NULL;
 }
 
@@ -205,6 +254,50 @@ static int emu_compile(moe_device *d, const char *name, const char *source, moe_
 
 static void emu_release(moe_device *d, moe_kernel *k) { (void)d; free(k); }
 
+/* One block's fibers: each runs to its next wait or its end; then a warp whose live lanes
+ * all wait at a warp operation goes on, and the block goes on when all its threads wait at
+ * __syncthreads. Threads that wait at different barriers, or a __syncthreads that some
+ * threads exit without reaching, would hang a GPU or be undefined: here the launch fails.
+ * 0, or -1 on such a fault. */
+static int run_fibers(emu *e, unsigned nt) {
+    for (unsigned alive = nt; alive > 0;) {
+        for (unsigned t = 0; t < nt; t++) {
+            if (e->done[t] || e->wait[t] != EMU_RUN) continue;
+            e->cur = (int)t;
+            moe_emu_cur = &e->th[t];
+            fiber_resume(e, (int)t);
+            if (e->done[t]) alive--;
+        }
+        if (!alive) break;
+        int block = 1, released = 0, exited = 0;
+        for (unsigned t = 0; t < nt; t++) {
+            block &= e->done[t] || e->wait[t] == EMU_AT_BLOCK;
+            exited |= e->done[t];
+        }
+        if (block && exited) {      /* undefined on a GPU, where it may hang */
+            fault(e, "kernel %s: %s is not reached by every thread of the block (a divergent barrier)",
+                  "__syncthreads");
+            return -1;
+        }
+        for (unsigned w = 0; w < nt; w += EMU_WARP) {
+            int all = 1, any = 0;
+            for (unsigned t = w; t < w + EMU_WARP && t < nt; t++) {
+                if (e->done[t]) continue;
+                any = 1;
+                all &= block || e->wait[t] == EMU_AT_WARP;
+            }
+            if (!any || !all) continue;
+            for (unsigned t = w; t < w + EMU_WARP && t < nt; t++) e->wait[t] = EMU_RUN;
+            released = 1;
+        }
+        if (!released) {
+            fault(e, "kernel %s: %s (threads of a block wait at different barriers)", "deadlock");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int emu_launch(moe_device *d, const moe_kernel *k, const moe_launch *cfg, void **args) {
     emu *e = d->impl;
     unsigned nt = cfg->block[0] * cfg->block[1] * cfg->block[2];
@@ -219,6 +312,7 @@ static int emu_launch(moe_device *d, const moe_kernel *k, const moe_launch *cfg,
     e->ka = *(const moe_kargs *)args[0];
     e->o = *(const moe_offs *)args[1];
     e->fibers = cfg->block_sync;
+    e->nthreads_run = (int)nt;
     e->oob = 0;
     g_emu = e;
     moe_emu_dim gdim = {cfg->grid[0], 1, 1}, bdim = {nt, 1, 1};
@@ -236,17 +330,10 @@ static int emu_launch(moe_device *d, const moe_kernel *k, const moe_launch *cfg,
         for (unsigned t = 0; t < nt; t++) {
             fiber_start(e, (int)t);
             e->done[t] = 0;
+            e->wait[t] = EMU_RUN;
+            e->ops[t] = 0;
         }
-        /* rounds: every live fiber runs to its next barrier or its end */
-        for (unsigned alive = nt; alive > 0;) {
-            for (unsigned t = 0; t < nt; t++) {
-                if (e->done[t]) continue;
-                e->cur = (int)t;
-                moe_emu_cur = &e->th[t];
-                fiber_resume(e, (int)t);
-                if (e->done[t]) alive--;
-            }
-        }
+        if (run_fibers(e, nt)) break;
     }
     g_emu = NULL;
     if (e->oob) {

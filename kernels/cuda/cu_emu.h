@@ -12,7 +12,12 @@
  *     tensor it points into; an access outside it is recorded with the kernel's name and the
  *     index (the launch then fails, in the manner of compute-sanitizer) and goes to a dummy
  *     cell instead of memory.
- * Warp shuffles, votes, atomics and bf16/fp16 types join when a kernel template uses them.
+ *   - warp shuffles (__shfl_sync, _xor, _up, _down; width 32) and votes (__ballot_sync,
+ *     __any_sync, __all_sync): the lanes of a warp wait for each other as at a barrier;
+ *     kernels that use them are launched as kernels whose blocks synchronise;
+ *   - atomics (atomicAdd, atomicMax, atomicMin, atomicExch, atomicCAS): plain updates, as
+ *     one emulated thread runs at a time.
+ * bf16/fp16 types join with the templates that use them.
  */
 #ifndef MOE_CU_EMU_H
 #define MOE_CU_EMU_H
@@ -28,6 +33,8 @@ extern moe_emu_thread *moe_emu_cur;     /* the emulated thread that is running *
 void moe_emu_syncthreads(void);
 /* records an out-of-bounds access (the first of a launch) and returns a dummy cell */
 void *moe_emu_oob(long long index, long long count, size_t elem);
+uint64_t moe_emu_warp_exchange(uint64_t v, int src_lane);
+unsigned moe_emu_warp_ballot(int pred);
 }
 
 #define threadIdx (moe_emu_cur->tid)
@@ -41,6 +48,36 @@ void *moe_emu_oob(long long index, long long count, size_t elem);
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
+
+/* ---- warp operations ---- */
+template <class T> inline T emu_shfl(T v, int src) {
+    static_assert(sizeof(T) <= 8, "a shuffled value is at most 8 bytes");
+    uint64_t bits = 0, got;
+    __builtin_memcpy(&bits, &v, sizeof v);
+    got = moe_emu_warp_exchange(bits, src);
+    T r;
+    __builtin_memcpy(&r, &got, sizeof r);
+    return r;
+}
+#define EMU_LANE ((int)(threadIdx.x % 32))
+template <class T> inline T __shfl_sync(unsigned, T v, int src) { return emu_shfl(v, src); }
+template <class T> inline T __shfl_xor_sync(unsigned, T v, int m) { return emu_shfl(v, EMU_LANE ^ m); }
+template <class T> inline T __shfl_down_sync(unsigned, T v, unsigned d) {
+    return emu_shfl(v, EMU_LANE + (int)d < 32 ? EMU_LANE + (int)d : EMU_LANE);
+}
+template <class T> inline T __shfl_up_sync(unsigned, T v, unsigned d) {
+    return emu_shfl(v, EMU_LANE >= (int)d ? EMU_LANE - (int)d : EMU_LANE);
+}
+inline unsigned __ballot_sync(unsigned mask, int pred) { return moe_emu_warp_ballot(pred) & mask; }
+inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, !pred) == 0; }
+
+/* ---- atomics: one emulated thread runs at a time ---- */
+template <class T> inline T atomicAdd(T *a, T v) { T o = *a; *a = o + v; return o; }
+template <class T> inline T atomicMax(T *a, T v) { T o = *a; *a = o > v ? o : v; return o; }
+template <class T> inline T atomicMin(T *a, T v) { T o = *a; *a = o < v ? o : v; return o; }
+template <class T> inline T atomicExch(T *a, T v) { T o = *a; *a = v; return o; }
+template <class T> inline T atomicCAS(T *a, T cmp, T v) { T o = *a; if (o == cmp) *a = v; return o; }
 
 /* a pointer into one tensor: [p - (p - lo), hi) is what it may touch */
 template <class T> struct emu_ptr {

@@ -17,3 +17,43 @@ extern "C" void t_block_sum(const moe_kargs ka, const moe_offs o) {
     double s = cu_block_sum(threadIdx.x + 1.0, sh);
     if (threadIdx.x == 0) out[blockIdx.x] = s;
 }
+
+// warp operations: out[4 * warp + 0..3] = xor-reduced lane sum (496), down-reduced sum at
+// lane 0, ballot of odd lanes, any/all of (lane < 32)
+extern "C" void t_warp(const moe_kargs ka, const moe_offs o) {
+    f64p out = F64(ACT, o.off[0], 8 * 4 * 8);
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    double v = lane;
+    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+    double d = lane;
+    for (unsigned m = 16; m > 0; m >>= 1) d += __shfl_down_sync(0xffffffffu, d, m);
+    unsigned odd = __ballot_sync(0xffffffffu, lane & 1);
+    int any = __any_sync(0xffffffffu, lane == 7), all = __all_sync(0xffffffffu, lane < 32);
+    if (lane == 0) {
+        out[4 * warp] = v;
+        out[4 * warp + 1] = d;
+        out[4 * warp + 2] = odd;
+        out[4 * warp + 3] = any * 10 + all;
+    }
+}
+
+// atomics: every thread of every block adds 1
+extern "C" void t_atomic(const moe_kargs ka, const moe_offs o) {
+    f64p out = F64(ACT, o.off[0], 8);
+    atomicAdd(&out[0], 1.0);
+}
+
+// half the block waits at __syncthreads, the other half shuffles and exits: a divergent
+// barrier, undefined on a GPU
+extern "C" void t_divergent(const moe_kargs ka, const moe_offs o) {
+    (void)ka; (void)o;
+    if (threadIdx.x < 128) __syncthreads();
+    else (void)__shfl_xor_sync(0xffffffffu, 1, 1);
+}
+
+// lanes 0-15 of each warp wait at __syncthreads, lanes 16-31 at a shuffle: a hang on a GPU
+extern "C" void t_deadlock(const moe_kargs ka, const moe_offs o) {
+    (void)ka; (void)o;
+    if (threadIdx.x % 32 < 16) __syncthreads();
+    else (void)__shfl_xor_sync(0xffffffffu, 1, 1);
+}

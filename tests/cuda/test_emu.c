@@ -1,5 +1,6 @@
-/* test_emu.c - the cuda-emu device: barriers are real, out-of-bounds accesses are caught
- * with the kernel's name and index, launch limits are checked, kernels are found by name. */
+/* test_emu.c - the cuda-emu device: barriers are real, warp shuffles, votes and atomics
+ * give the GPU's results, a deadlock and out-of-bounds accesses are caught with the
+ * kernel's name (and index), launch limits are checked, kernels are found by name. */
 #include "device.h"
 #include "moe_abi.h"
 #include <stdio.h>
@@ -41,6 +42,28 @@ int main(void) {
     d->ops->download(d, sums, act + 256, sizeof sums);
     for (int b = 0; b < 4; b++) CHECK(sums[b] == 32896.0);
 
+    /* warp operations: 8 warps of 32 lanes */
+    CHECK(launch(d, "t_warp", 1, MOE_BLOCK_THREADS, 1, act) == 0);
+    double w[32];
+    d->ops->download(d, w, act + 256, sizeof w);
+    for (int i = 0; i < 8; i++) {
+        CHECK(w[4 * i] == 496.0 && w[4 * i + 1] == 496.0);
+        CHECK(w[4 * i + 2] == (double)0xAAAAAAAAu && w[4 * i + 3] == 11.0);
+    }
+    /* atomics */
+    d->ops->memset(d, act + 256, 0, 8);
+    CHECK(launch(d, "t_atomic", 3, 64, 0, act) == 0);
+    d->ops->download(d, w, act + 256, 8);
+    CHECK(w[0] == 192.0);
+    /* a barrier that half the block never reaches */
+    CHECK(launch(d, "t_divergent", 1, MOE_BLOCK_THREADS, 1, act) == -1);
+    CHECK_STR(d->err, "kernel t_divergent: __syncthreads is not reached by every thread of the block (a divergent "
+                      "barrier)");
+
+    /* lanes of one warp waiting at different barriers */
+    CHECK(launch(d, "t_deadlock", 1, MOE_BLOCK_THREADS, 1, act) == -1);
+    CHECK_STR(d->err, "kernel t_deadlock: deadlock (threads of a block wait at different barriers)");
+
     /* the deliberate out-of-bounds write */
     CHECK(launch(d, "t_oob_write", 1, 32, 0, act) == -1);
     CHECK_STR(d->err, "kernel t_oob_write: out-of-bounds access to element 16 of a tensor of 16 (4-byte elements), "
@@ -51,7 +74,7 @@ int main(void) {
 
     /* a kernel that synchronises, launched as one that does not */
     CHECK(launch(d, "t_block_sum", 1, MOE_BLOCK_THREADS, 0, act) == -1);
-    CHECK_STR(d->err, "kernel t_block_sum calls __syncthreads but was launched as a kernel whose blocks do not "
+    CHECK_STR(d->err, "kernel t_block_sum uses __syncthreads but was launched as a kernel whose blocks do not "
                       "synchronise");
     /* limits and names */
     CHECK(launch(d, "t_oob_write", 1, 1024, 0, act) == -1);
