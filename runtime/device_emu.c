@@ -3,15 +3,20 @@
  * `moec build --target cuda` compiles the model's kernels.cu a second time as C++ with the
  * emulation prelude (kernels/cuda/cu_emu.h) and links it into the executable; `compile`
  * finds a kernel by its name (dlsym, as cuModuleGetFunction finds it in a module), and
- * `launch` runs its grid block after block. A block whose kernel synchronises runs its
- * threads as fibers: a fiber that reaches __syncthreads yields, and the block's threads are
- * resumed round after round, so every thread reaches the barrier before any passes it. The
- * switch is six pushes and pops on x86-64 (ucontext's swapcontext makes a system call per
- * switch, 20x slower here), ucontext elsewhere and under the address sanitizer. Other blocks run their threads one after another. Buffers are host memory at
- * the CUDA allocation alignment; every buffer a kernel touches is bounds-checked by the
- * prelude, and the first access outside its tensor fails the launch with the kernel's name
- * and the index. GEMMs are OpenBLAS (the cpu device's). Slow, and meant for tests and for
- * debugging kernels.
+ * `launch` runs its grid block after block.
+ *
+ * A block whose kernel synchronises runs its threads as fibers. A fiber that reaches
+ * __syncthreads or a warp operation yields; the scheduler (run_fibers) resumes a warp when
+ * all its lanes wait at a warp operation and the block when all its threads wait at the
+ * barrier, so no thread passes a barrier early. The switch is six pushes and pops on x86-64
+ * (ucontext's swapcontext makes a system call per switch, 20x slower here); ucontext
+ * elsewhere and under the address sanitizer. Other blocks run their threads one after
+ * another.
+ *
+ * Buffers are host memory at the CUDA allocation alignment; every buffer a kernel touches
+ * is bounds-checked by the prelude, and the first fault (an access outside its tensor, a
+ * deadlock, a divergent barrier) fails the launch with the kernel's name. GEMMs are
+ * OpenBLAS (the cpu device's). Slow, and meant for tests and for debugging kernels.
  */
 #define _GNU_SOURCE
 #include "device.h"

@@ -1,5 +1,6 @@
-/* moe_gate.h - the gate's choice of experts for one token, shared by the CPU and the CUDA
- * kernels (host and device code: MOE_HD), so that every target routes identically.
+/* moe_gate.h - the gate's rules that decide routing, shared by the CPU and the CUDA kernels
+ * (host and device code: MOE_HD), so that every target routes identically: the choice of
+ * experts for one token, the capacity, and a token's rows and output weights.
  *
  * k = 1: the expert of the largest probability, or with rsample (noisy_gate = rsample, in
  * training) the largest logit plus Gumbel noise. k = 2: the first as for k = 1 without
@@ -10,6 +11,7 @@
  */
 #ifndef MOE_GATE_H
 #define MOE_GATE_H
+#include "moe_abi.h"
 #include "moe_rng.h"
 
 /* argmax of v[0..n) without `skip`, ties to the lower index */
@@ -51,5 +53,34 @@ MOE_HD void moe_gate_choose(int32_t *ri, const float *p, const float *lg, int E,
             ri[j] = best;
         }
     }
+}
+
+#define MOE_FLT_EPSILON 1.19209290e-07f
+
+/* The capacity with token dropping: ceil(S / E * cf_eff), cf_eff = k * cf (eval_cf outside
+ * training and grad) in double rounded once to fp32, the rest in fp32 (DeepSpeed's
+ * arithmetic, moe-semantics.md); at least min_capacity. */
+MOE_HD int moe_gate_capacity(int S, int E, int k, int mode, double cf, double eval_cf, int min_capacity) {
+    double c = mode == MOE_MODE_TRAIN || mode == MOE_MODE_GRAD ? cf : eval_cf;
+    float cf_eff = (float)(k * c);
+    int cap = (int)ceilf((float)S / (float)E * cf_eff);
+    return cap > min_capacity ? cap : min_capacity;
+}
+
+/* Once the slots are known (ri[k + j]: the slot in its expert, -1 when dropped): the rows
+ * (slot + the expert's first row off[e]) and the output weights w [k] of one token:
+ * p[e] for k = 1, p[e] over the kept choices' sum otherwise, 0 when dropped. Returns the
+ * token's dropped choices. */
+MOE_HD int moe_gate_rows(int32_t *ri, float *w, const float *p, const int32_t *off, int k) {
+    int dropped = 0;
+    float sum = 0.0f;
+    for (int j = 0; j < k; j++) {
+        if (ri[k + j] < 0) { dropped++; continue; }
+        ri[k + j] += off[ri[j]];
+        sum += p[ri[j]];
+    }
+    float denom = sum > MOE_FLT_EPSILON ? sum : MOE_FLT_EPSILON;
+    for (int j = 0; j < k; j++) w[j] = ri[k + j] < 0 ? 0.0f : k == 1 ? p[ri[j]] : p[ri[j]] / denom;
+    return dropped;
 }
 #endif

@@ -26,15 +26,6 @@ static inline int k_rts_cmp(const void *a, const void *b) {
     return x->key < y->key ? -1 : x->key > y->key ? 1 : x->token - y->token;
 }
 
-static inline int k_moe_capacity(int S, int E, const k_gate_cfg *g) {
-    /* cf_eff in double, rounded once to fp32 (DeepSpeed's arithmetic); the capacity
-     * itself in fp32 as moe-semantics.md says */
-    double cf = g->mode == MOE_MODE_TRAIN || g->mode == MOE_MODE_GRAD ? g->cf : g->eval_cf;
-    float cf_eff = (float)(g->k * cf);   /* k = 1: cf, k = 2: 2 cf, k > 2: k cf */
-    int c = (int)ceilf((float)S / (float)E * cf_eff);
-    return c > g->min_capacity ? c : g->min_capacity;
-}
-
 /* Gate forward: routing, capacity, slots, weights, l_aux, z (records: moe_abi.h).
  * stats [4] += {l_aux, z, dropped choices, all choices}; loads [E] += choices per expert;
  * scratch [MOE_GATE_SCRATCH(S, E)] f64. GW is the gate state's row width. */
@@ -106,7 +97,7 @@ static inline void k_moe_gate(int32_t *route /* [S,2k] */, float *weights /* [S,
     /* capacity */
     int C;
     if (g->drop_tokens) {
-        C = k_moe_capacity(S, E, g);
+        C = moe_gate_capacity(S, E, k, g->mode, g->cf, g->eval_cf, g->min_capacity);
     } else {
         C = 0;
         for (int e = 0; e < E; e++) C = load[e] > C ? load[e] : C;
@@ -145,21 +136,9 @@ static inline void k_moe_gate(int32_t *route /* [S,2k] */, float *weights /* [S,
     off[0] = 0;
     for (int e = 0; e < E; e++) off[e + 1] = off[e] + cnt[e];
     int dropped = 0;
-    /* rows and output weights */
-    for (int s = 0; s < S; s++) {
-        int32_t *ri = route + (int64_t)s * 2 * k;
-        const float *p = gs + (int64_t)s * GW + MOE_GS_PROBS(E);
-        float *w = weights + (int64_t)s * k;
-        float sum = 0.0f;
-        for (int j = 0; j < k; j++) {
-            if (ri[k + j] < 0) { dropped++; continue; }
-            ri[k + j] += off[ri[j]];
-            sum += p[ri[j]];
-        }
-        float denom = sum > FLT_EPSILON ? sum : FLT_EPSILON;
-        for (int j = 0; j < k; j++)
-            w[j] = ri[k + j] < 0 ? 0.0f : k == 1 ? p[ri[j]] : p[ri[j]] / denom;
-    }
+    for (int s = 0; s < S; s++)
+        dropped += moe_gate_rows(route + (int64_t)s * 2 * k, weights + (int64_t)s * k,
+                                 gs + (int64_t)s * GW + MOE_GS_PROBS(E), off, k);
     counts[MOE_CAP(E)] = C;
     counts[MOE_DROPPED(E)] = dropped;
     stats[MOE_STAT_AUX] += laux;

@@ -28,7 +28,6 @@
 #include "moe_rng.h"
 
 #define CU_NT MOE_BLOCK_THREADS
-#define CU_FLT_EPSILON 1.19209290e-07f
 
 #ifndef MOE_CU_EMU
 #define CU_D __device__ __forceinline__

@@ -74,10 +74,7 @@ CU_D void cu_moe_gate_fwd(int part, i32p route, f32p weights, f32p gs, i32p coun
     laux *= (k <= 2 ? (double)E : (double)E / k) / ((double)S * S);
     int C = 0;
     if (drop_tokens) {
-        double c = train || mode == MOE_MODE_GRAD ? cf : eval_cf;
-        float cf_eff = (float)(k * c);
-        C = (int)ceilf((float)S / (float)E * cf_eff);
-        if (C < min_capacity) C = min_capacity;
+        C = moe_gate_capacity(S, E, k, mode, cf, eval_cf, min_capacity);
     } else {
         CU_SERIAL for (int e = 0; e < E; e++) C = load[e] > C ? load[e] : C;
     }
@@ -125,19 +122,9 @@ CU_D void cu_moe_gate_fwd(int part, i32p route, f32p weights, f32p gs, i32p coun
     off[0] = 0;
     CU_SERIAL for (int e = 0; e < E; e++) off[e + 1] = off[e] + cnt[e];
     int dropped = 0;
-    CU_SERIAL for (int s = 0; s < S; s++) {
-        i32p ri = route + (long long)s * 2 * k;
-        cf32p p = gs + (long long)s * GW + MOE_GS_PROBS(E);
-        f32p w = weights + (long long)s * k;
-        float sum = 0.0f;
-        CU_SERIAL for (int j = 0; j < k; j++) {
-            if (ri[k + j] < 0) { dropped++; continue; }
-            ri[k + j] += off[ri[j]];
-            sum += p[ri[j]];
-        }
-        float denom = sum > CU_FLT_EPSILON ? sum : CU_FLT_EPSILON;
-        CU_SERIAL for (int j = 0; j < k; j++) w[j] = ri[k + j] < 0 ? 0.0f : k == 1 ? p[ri[j]] : p[ri[j]] / denom;
-    }
+    CU_SERIAL for (int s = 0; s < S; s++)
+        dropped += moe_gate_rows(&route[(long long)s * 2 * k], &weights[(long long)s * k],
+                                 &gs[(long long)s * GW + MOE_GS_PROBS(E)], &off[0], k);
     counts[MOE_CAP(E)] = C;
     counts[MOE_DROPPED(E)] = dropped;
     stats[MOE_STAT_AUX] += laux;
@@ -170,7 +157,7 @@ CU_D void cu_moe_gate_bwd(int part, f32p dx, f32p dWg, f32p dlg, cf32p dw, ci32p
                 for (int j = 0; j < k; j++) if (ri[k + j] >= 0) dot += dw[s * k + j] * w[j];
                 for (int j = 0; j < k; j++)
                     if (ri[k + j] >= 0)
-                        dl[ri[j]] += sum > CU_FLT_EPSILON ? (dw[s * k + j] - dot) / sum : dw[s * k + j] / CU_FLT_EPSILON;
+                        dl[ri[j]] += sum > MOE_FLT_EPSILON ? (dw[s * k + j] - dot) / sum : dw[s * k + j] / MOE_FLT_EPSILON;
             }
             double pd = 0.0;
             for (int e = 0; e < E; e++) pd += (double)p[e] * dl[e];
