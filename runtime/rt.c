@@ -34,9 +34,10 @@ static void rt_launch(moe_ctx *c, const moe_launch_def *l) {
     for (int j = 0; j < l->n_offs; j++) o.off[j] = l->offs[j];
     moe_launch cfg = {{l->grid, 1, 1}, {MOE_BLOCK_THREADS, 1, 1}, 0, rt->prog->kernels[l->kernel].block_sync};
     void *args[2] = {&ka, &o};
-    char what[160];
+    if (rt->dev->ops->launch(rt->dev, rt->kern[l->kernel], &cfg, args) == 0) return;
+    char what[160];     /* named only on failure: launches are the step's hot path */
     snprintf(what, sizeof what, "launch of %s", rt->prog->kernels[l->kernel].name);
-    check(rt, rt->dev->ops->launch(rt->dev, rt->kern[l->kernel], &cfg, args), what);
+    check(rt, -1, what);
 }
 
 /* the program's device kernels, compiled (or found) by the device */

@@ -23,20 +23,9 @@ const char *const cg_cpu_files[] = {
     "k_moe.h", "k_fused.h", "k_comm.h", NULL,
 };
 
-static const char *rt_expr(lw_rt r) {
-    static const char *const e[LW_RT_COUNT] = {"B", "T", "S", "c->pos", "c->mode", "c->rng", "c->loss_scale",
-                                               "c->lr", "c->opt_step", "c->comm"};
-    return (unsigned)r < LW_RT_COUNT ? e[r] : "0";
-}
-
 static const char *ref_expr(arena *a, const lw_ref *r) {
     if (r->null) return "NULL";
     return arena_printf(a, "%s(%s, %lld)", cg_dtype_macro[r->dtype], cg_buf_macro[r->buf], (long long)r->offset);
-}
-
-static const char *scaled(arena *a, lw_rt r, int64_t factor) {
-    if (factor == 1) return rt_expr(r);
-    return arena_printf(a, "(long)%s * %lld", rt_expr(r), (long long)factor);
 }
 
 static const char *arg_expr(arena *a, const lw_arg *x) {
@@ -44,10 +33,10 @@ static const char *arg_expr(arena *a, const lw_arg *x) {
     case LW_BUF: return ref_expr(a, &x->ref);
     case LW_INT: return arena_printf(a, "%lld", (long long)x->i);
     case LW_REAL: return arena_printf(a, "%.17g", x->f);
-    case LW_RT: return scaled(a, x->rt, x->i);
+    case LW_RT: return cg_rt_expr(a, x->rt, x->i, "c->");
     case LW_ROWS:
         return x->device ? arena_printf(a, "K_ROWS_DEV(%s)", ref_expr(a, &x->ref))
-                         : arena_printf(a, "K_ROWS(%s)", scaled(a, x->rt, x->i));
+                         : arena_printf(a, "K_ROWS(%s)", cg_rt_expr(a, x->rt, x->i, "c->"));
     }
     return "0";
 }

@@ -122,12 +122,6 @@ static unsigned grid_of(int kind, int64_t work) {
 /* ---- arguments, as in the CPU renderer but reading the launch's scalars from ka and each
  * buffer's byte offset from the launch's offset list o (so that kernels differing only in
  * where their tensors live are one kernel) ---- */
-static const char *rt_expr(lw_rt r) {
-    static const char *const e[LW_RT_COUNT] = {"B", "T", "S", "ka.pos", "ka.mode", "ka.rng", "ka.loss_scale",
-                                               "ka.lr", "ka.opt_step", "0"};
-    return (unsigned)r < LW_RT_COUNT ? e[r] : "0";
-}
-
 static const char *ref_expr(arena *a, const lw_ref *r, int slot) {
     if (r->null) return "nullptr";
     return arena_printf(a, "%s(%s, o.off[%d], %lld)", cg_dtype_macro[r->dtype], cg_buf_macro[r->buf], slot,
@@ -148,13 +142,10 @@ static const char *args_expr(arena *a, const lw_call *k) {
         case LW_BUF: fputs(ref_expr(a, &x->ref, x->ref.null ? -1 : slot), m); slot += !x->ref.null; break;
         case LW_INT: fprintf(m, "%lld", (long long)x->i); break;
         case LW_REAL: fprintf(m, "%.17g", x->f); break;
-        case LW_RT:
-            if (x->i == 1) fputs(rt_expr(x->rt), m);
-            else fprintf(m, "(long long)%s * %lld", rt_expr(x->rt), (long long)x->i);
-            break;
+        case LW_RT: fprintf(m, "%s", cg_rt_expr(a, x->rt, x->i, "ka.")); break;
         case LW_ROWS:
             if (x->device) { fprintf(m, "K_ROWS_DEV(%s)", ref_expr(a, &x->ref, slot)); slot++; }
-            else fprintf(m, "K_ROWS((long long)%s * %lld)", rt_expr(x->rt), (long long)x->i);
+            else fprintf(m, "K_ROWS(%s)", cg_rt_expr(a, x->rt, x->i, "ka."));
             break;
         }
     }

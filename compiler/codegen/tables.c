@@ -11,6 +11,12 @@
 const char *const cg_dtype_macro[MOE_DTYPE_COUNT] = {"F32", "BF16", "F16", "I32", "F64"};
 const char *const cg_buf_macro[MOE_BUF_COUNT] = {"ACT", "PARAM", "GRAD", "OPT", "IO", "STAGING", "COMM"};
 
+const char *cg_rt_expr(arena *a, lw_rt r, int64_t factor, const char *ctx) {
+    const char *v = r == LW_RT_B || r == LW_RT_T || r == LW_RT_S ? lw_rt_name(r)
+                                                                 : arena_printf(a, "%s%s", ctx, lw_rt_name(r));
+    return factor == 1 || !v ? v : arena_printf(a, "(long long)%s * %lld", v, (long long)factor);
+}
+
 static void emit_lr(cg *b, const md_model *m) {
     cg_line(b, "/* learning rate at 0-based step: linear warmup, then %s decay to min_lr */",
             m->train.schedule == MD_SCHED_COSINE ? "cosine" : m->train.schedule == MD_SCHED_LINEAR ? "linear" : "no");

@@ -45,6 +45,9 @@ const char *cg_embedded(const char *name);     /* the text of an embedded file, 
 /* how generated code names a dtype's typed view (F32(...)) and a buffer class (ACT, ...) */
 extern const char *const cg_dtype_macro[MOE_DTYPE_COUNT];
 extern const char *const cg_buf_macro[MOE_BUF_COUNT];
+/* a host run-time scalar times factor: B, T and S as the step's locals, the others as fields
+ * of the context `ctx` ("c->", "ka.") named as lw_rt_name names them */
+const char *cg_rt_expr(struct arena *a, lw_rt r, int64_t factor, const char *ctx);
 void cg_emit_step_table(struct cg *b, struct arena *a, const lw_program *p, const char *pre, const char *table);
 void cg_emit_program(struct cg *b, const cg_unit *u, const char *target, const char *kernels);
 

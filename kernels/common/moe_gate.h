@@ -1,6 +1,7 @@
 /* moe_gate.h - the gate's rules that decide routing, shared by the CPU and the CUDA kernels
  * (host and device code: MOE_HD), so that every target routes identically: the choice of
- * experts for one token, the capacity, and a token's rows and output weights.
+ * experts for one token, the capacity, a token's rows and output weights, and the record
+ * of the layer's results.
  *
  * k = 1: the expert of the largest probability, or with rsample (noisy_gate = rsample, in
  * training) the largest logit plus Gumbel noise. k = 2: the first as for k = 1 without
@@ -82,5 +83,19 @@ MOE_HD int moe_gate_rows(int32_t *ri, float *w, const float *p, const int32_t *o
     float denom = sum > MOE_FLT_EPSILON ? sum : MOE_FLT_EPSILON;
     for (int j = 0; j < k; j++) w[j] = ri[k + j] < 0 ? 0.0f : k == 1 ? p[ri[j]] : p[ri[j]] / denom;
     return dropped;
+}
+
+/* The layer's results once every token is routed: capacity and drops into its counts
+ * record; l_aux, z (the mean of lse^2), drops, choices and per-expert loads added to its
+ * statistics (moe_abi.h). */
+MOE_HD void moe_gate_record(int32_t *counts, double *stats, double *loads, int E, int C, int dropped, double laux,
+                            double z, int S, int k) {
+    counts[MOE_CAP(E)] = C;
+    counts[MOE_DROPPED(E)] = dropped;
+    stats[MOE_STAT_AUX] += laux;
+    stats[MOE_STAT_Z] += z;
+    stats[MOE_STAT_DROPPED] += dropped;
+    stats[MOE_STAT_CHOICES] += (double)S * k;
+    for (int e = 0; e < E; e++) loads[e] += (double)counts[MOE_LOAD(E) + e];
 }
 #endif

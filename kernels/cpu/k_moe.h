@@ -139,13 +139,7 @@ static inline void k_moe_gate(int32_t *route /* [S,2k] */, float *weights /* [S,
     for (int s = 0; s < S; s++)
         dropped += moe_gate_rows(route + (int64_t)s * 2 * k, weights + (int64_t)s * k,
                                  gs + (int64_t)s * GW + MOE_GS_PROBS(E), off, k);
-    counts[MOE_CAP(E)] = C;
-    counts[MOE_DROPPED(E)] = dropped;
-    stats[MOE_STAT_AUX] += laux;
-    stats[MOE_STAT_Z] += zsum / S;
-    stats[MOE_STAT_DROPPED] += dropped;
-    stats[MOE_STAT_CHOICES] += (double)S * k;
-    for (int e = 0; e < E; e++) loads[e] += (double)load[e];
+    moe_gate_record(counts, stats, loads, E, C, dropped, laux, zsum / S, S, k);
 }
 
 /* The gate as generated code calls it: every setting a literal or a run-time scalar. The

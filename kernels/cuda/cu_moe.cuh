@@ -125,13 +125,7 @@ CU_D void cu_moe_gate_fwd(int part, i32p route, f32p weights, f32p gs, i32p coun
     CU_SERIAL for (int s = 0; s < S; s++)
         dropped += moe_gate_rows(&route[(long long)s * 2 * k], &weights[(long long)s * k],
                                  &gs[(long long)s * GW + MOE_GS_PROBS(E)], &off[0], k);
-    counts[MOE_CAP(E)] = C;
-    counts[MOE_DROPPED(E)] = dropped;
-    stats[MOE_STAT_AUX] += laux;
-    stats[MOE_STAT_Z] += zsum / S;
-    stats[MOE_STAT_DROPPED] += dropped;
-    stats[MOE_STAT_CHOICES] += (double)S * k;
-    CU_SERIAL for (int e = 0; e < E; e++) loads[e] += (double)load[e];
+    moe_gate_record(&counts[0], &stats[0], &loads[0], E, C, dropped, laux, zsum / S, S, k);
 }
 
 /* parts: 0 = d logits per token (into dlg), 1 = dx (acc), 2 = dW += */
