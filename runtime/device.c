@@ -24,15 +24,14 @@ moe_device *moe_device_open(const char *name, const char *target, char *err, siz
     } else if (!strcmp(name, "cuda-emu")) {
         ops = moe_device_emu_ops();
     } else {
-        snprintf(err, errlen, "--device cuda: this runtime has no CUDA device yet; --device cuda-emu runs the same "
-                 "kernels on the CPU");
-        return NULL;
+        ops = moe_device_cuda_ops();
     }
     moe_device *d = calloc(1, sizeof *d);
     if (!d) { snprintf(err, errlen, "out of memory"); return NULL; }
     d->ops = ops;
     if (ops->open(d)) {
-        snprintf(err, errlen, "device %s: %s", name, d->err);
+        snprintf(err, errlen, "device %s: %s%s", name, d->err,
+                 ops == moe_device_cuda_ops() ? "; without a GPU, --device cuda-emu runs the same kernels on the CPU" : "");
         free(d);
         return NULL;
     }

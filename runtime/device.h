@@ -1,10 +1,9 @@
 /* device.h - the device table: where buffers live, how bytes move, how kernels run.
  *
  * In the manner of ggml's backend interface: an instance (moe_device) is passed to every
- * call; each implementation is one file set behind a table of functions (device_cpu.c,
- * device_emu.c: the cuda target's kernels run on the CPU; the CUDA device joins with the
- * same entries), so the executor includes no CUDA, BLAS or MPI
- * header. Calls are ordered on the device's stream and may return before the work is done;
+ * call; each implementation is one file behind a table of functions (device_cpu.c;
+ * device_cuda.c: the driver, NVRTC and cuBLAS loaded with dlopen; device_emu.c: the cuda
+ * target's kernels run on the CPU), so the executor includes no CUDA, BLAS or MPI header. Calls are ordered on the device's stream and may return before the work is done;
  * `sync` waits. Every call that can fail returns 0 or -1 with a one-line reason in d->err.
  * Device memory is never dereferenced by the host: it is reached through upload, download
  * and memset, and by kernels.
@@ -61,6 +60,7 @@ struct moe_device {
     void *impl;                 /* the implementation's state */
     void *stream;               /* the queue calls are ordered on (NULL: synchronous) */
     char err[256];              /* why the last call failed */
+    char desc[192];             /* what it is, for `info` (set by open) */
 };
 
 /* Opens device `name` (cpu, cuda, cuda-emu; NULL = the default for the program's target)
@@ -70,4 +70,5 @@ void moe_device_close(moe_device *d);
 /* the implementations */
 const moe_device_ops *moe_device_cpu_ops(void);
 const moe_device_ops *moe_device_emu_ops(void);    /* cuda-emu: device_emu.c */
+const moe_device_ops *moe_device_cuda_ops(void);   /* cuda: device_cuda.c */
 #endif

@@ -9,7 +9,10 @@
 
 #define CPU_ALIGN 64
 
-static int cpu_open(moe_device *d) { (void)d; return 0; }
+static int cpu_open(moe_device *d) {
+    snprintf(d->desc, sizeof d->desc, "the host CPU (OpenBLAS GEMMs)");
+    return 0;
+}
 static void cpu_close(moe_device *d) { (void)d; }
 
 /* zeroed host memory at the device's alignment (the cuda-emu device shares it) */

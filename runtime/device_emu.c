@@ -228,6 +228,8 @@ static int emu_open(moe_device *d) {
         return -1;
     }
     d->impl = e;
+    snprintf(d->desc, sizeof d->desc, "the CUDA emulator (the cuda target's kernels on the CPU, %d threads a block)",
+             e->nthreads);
     return 0;
 }
 

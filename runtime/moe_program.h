@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 3
+#define MOE_ABI_VERSION 4
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 
@@ -30,16 +30,30 @@ typedef struct moe_comm {
 
 /* Device kernels (the cuda target): the program's distinct kernels, compiled by the device at
  * start from kernel_source, and its launches, each a kernel with its grid and the byte
- * offsets of its buffers. Blocks have MOE_BLOCK_THREADS threads. */
+ * offsets of its buffers, or a library GEMM. Blocks have MOE_BLOCK_THREADS threads. */
 typedef struct moe_kernel_def {
     const char *name;               /* the extern "C" function in kernel_source */
     int block_sync;                 /* its blocks synchronise (__syncthreads) */
 } moe_kernel_def;
+/* A library GEMM (cuBLAS; OpenBLAS under cuda-emu), row-major: C = alpha op(A) op(B) + beta C
+ * with op(A) [m,k], op(B) [k,n]. One of m and k (`rows`) counts the step's tokens: it is
+ * B*T times the value given here. */
+enum { MOE_GEMM_ROWS_NONE, MOE_GEMM_ROWS_M, MOE_GEMM_ROWS_K };
+typedef struct moe_gemm_def {
+    int trans_a, trans_b;
+    int rows;                       /* MOE_GEMM_ROWS_* */
+    int64_t m, n, k;
+    float alpha, beta;
+    int buf[3];                     /* the buffer classes of A, B and C */
+    int64_t off[3];                 /* their byte offsets */
+    int64_t ld[3];                  /* their leading dimensions (elements) */
+} moe_gemm_def;
 typedef struct moe_launch_def {
-    int kernel;                     /* index in moe_program.kernels */
+    int kernel;                     /* index in moe_program.kernels, or -1: the GEMM `gemm` */
     unsigned grid;                  /* blocks */
     int n_offs;
     int64_t offs[MOE_MAX_OFFS];     /* byte offsets of its buffers, in argument order */
+    moe_gemm_def gemm;
 } moe_launch_def;
 
 /* What a step sees: the device address of every buffer class, and host scalars. */
@@ -47,7 +61,7 @@ struct moe_ctx;
 typedef struct moe_ctx {
     uint8_t *buf[MOE_BUF_COUNT];    /* base of each buffer class (ACT: the running schedule's) */
     int64_t size[MOE_BUF_COUNT];    /* their sizes in bytes */
-    /* runs one launch of a device kernel (the cuda target); a failure is kept by the executor */
+    /* runs one launch (a device kernel or a GEMM; the cuda target); a failure is kept by the executor */
     void (*launch)(struct moe_ctx *c, const moe_launch_def *l);
     void *exec;                     /* the executor's */
     const moe_comm *comm;

@@ -21,9 +21,21 @@ static void check(moe_rt *rt, int rc, const char *what) {
 
 const char *moe_rt_error(const moe_rt *rt) { return rt->err[0] ? rt->err : NULL; }
 
-/* ctx.launch: one launch of a device kernel with the step's scalars (moe_abi.h) */
+/* a launch's library GEMM, its token dimension sized by the step's batch */
+static void rt_gemm(moe_ctx *c, const moe_gemm_def *g) {
+    moe_rt *rt = c->exec;
+    int64_t rows = (int64_t)c->B * c->T;
+    moe_gemm m = {g->trans_a, g->trans_b, (int)(g->rows == MOE_GEMM_ROWS_M ? rows * g->m : g->m), (int)g->n,
+                  (int)(g->rows == MOE_GEMM_ROWS_K ? rows * g->k : g->k), g->alpha, g->beta,
+                  (const float *)(c->buf[g->buf[0]] + g->off[0]), (const float *)(c->buf[g->buf[1]] + g->off[1]),
+                  (float *)(c->buf[g->buf[2]] + g->off[2]), (int)g->ld[0], (int)g->ld[1], (int)g->ld[2], 1, 0, 0, 0};
+    check(rt, rt->dev->ops->gemm(rt->dev, &m), "gemm");
+}
+
+/* ctx.launch: one launch of a device kernel with the step's scalars (moe_abi.h), or a GEMM */
 static void rt_launch(moe_ctx *c, const moe_launch_def *l) {
     moe_rt *rt = c->exec;
+    if (l->kernel < 0) { rt_gemm(c, &l->gemm); return; }
     moe_kargs ka;
     memset(&ka, 0, sizeof ka);
     for (int b = 0; b < MOE_BUF_COUNT; b++) { ka.buf[b] = c->buf[b]; ka.size[b] = c->size[b]; }
@@ -92,7 +104,8 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     rt->step_ms = calloc((size_t)p->train.n_steps + 1, sizeof(double));
     ok = ok && rt->step_ms;
     if (!ok) {
-        snprintf(err, errlen, "out of memory allocating %.1f MiB of buffers on device %s", total / 1048576.0, o->name);
+        snprintf(err, errlen, "out of memory allocating %.1f MiB of buffers on device %s%s%s", total / 1048576.0,
+                 o->name, d->err[0] ? ": " : "", d->err);
         moe_rt_destroy(rt);
         return NULL;
     }

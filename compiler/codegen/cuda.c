@@ -49,6 +49,7 @@ static const cu_kernel kernels[] = {
     {"matmul_fwd", 1, {{G_ITEMS, "S*N"}}},
     {"matmul_res_fwd", 1, {{G_ITEMS, "S*N"}}},
     {"matmul_bwd", 3, {{G_ITEMS, "S*K"}, {G_ITEMS, "K*N"}, {G_ITEMS, "N"}}},
+    {"gemm_init", 1, {{G_ITEMS, "S*N"}}},
     {"accumulate", 1, {{G_ITEMS, "n"}}},
     {"add_fwd", 1, {{G_ITEMS, "n"}}},
     {"copy_rows", 1, {{G_ITEMS, "dst"}}},
@@ -191,7 +192,86 @@ static int find_or_add(cg_cuda_plan *pl, arena *a, const lw_call *k, const cu_ke
     return e->name ? pl->n_kernels++ : -1;
 }
 
-static int plan_program(cg_cuda_plan *pl, arena *a, const lw_program *p, cg_cuda_launches *out) {
+/* the launch of part `part` of call k */
+static int add_launch(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_call *k, int part,
+                      cg_cuda_launches *out) {
+    const cu_kernel *ki = find_kernel(k->kernel);
+    if (!ki) return -2;
+    const char *args = args_expr(a, k);
+    int64_t w = work_of(p->g, k, ki->part[part].work);
+    if (!args) return -1;
+    if (w < 0) return -2;
+    const char *body = arena_printf(a, "cu_%s(%d%s);", k->kernel, part, args);
+    int id = body ? find_or_add(pl, a, k, ki, part, body) : -1;
+    if (id < 0) return -1;
+    cg_cuda_launch *l = &out->launch[out->n++];
+    memset(l, 0, sizeof *l);
+    l->kernel = id;
+    l->grid = grid_of(ki->part[part].kind, w);
+    l->n_offs = offsets_of(k, l->offs);
+    return l->n_offs > MOE_MAX_OFFS ? -2 : 0;
+}
+
+static const lw_arg *arg_named(const lw_call *k, const char *name) {
+    for (int j = 0; j < k->nargs; j++)
+        if (!strcmp(k->args[j].name, name)) return &k->args[j];
+    return NULL;
+}
+static const lw_ref *ref_named(const lw_call *k, const char *name) {
+    const lw_arg *x = arg_named(k, name);
+    return x && x->kind == LW_BUF && !x->ref.null ? &x->ref : NULL;
+}
+static int64_t int_named(const lw_call *k, const char *name) {
+    const lw_arg *x = arg_named(k, name);
+    return x && x->kind == LW_INT ? x->i : 0;
+}
+
+/* a library GEMM C = op(A) op(B) + beta C over the refs a, b, c (rows: which of m and k is
+ * the step's tokens) */
+static void add_gemm(cg_cuda_launches *out, int ta, int tb, int rows, int64_t m, int64_t n, int64_t k, float beta,
+                     const lw_ref *ra, int64_t lda, const lw_ref *rb, int64_t ldb, const lw_ref *rc, int64_t ldc) {
+    cg_cuda_launch *l = &out->launch[out->n++];
+    memset(l, 0, sizeof *l);
+    l->kernel = -1;
+    l->gemm = (moe_gemm_def){ta, tb, rows, m, n, k, 1.0f, beta, {ra->buf, rb->buf, rc->buf},
+                             {ra->offset, rb->offset, rc->offset}, {lda, ldb, ldc}};
+}
+
+/* A linear layer as library GEMMs: forward y = x op(W) (after gemm_init has written the
+ * residual and bias into y, when there are any); backward dx = dy op(W)^T and dW += x^T dy in
+ * W's layout, and db by the generated kernel (part 2). 1 when k is not a linear layer. */
+static int add_linear(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_call *k, cg_cuda_launches *out) {
+    int fwd = !strcmp(k->kernel, "matmul_fwd") || !strcmp(k->kernel, "matmul_res_fwd");
+    if (!fwd && strcmp(k->kernel, "matmul_bwd")) return 1;
+    const lw_arg *S = arg_named(k, "S");
+    if (!S || S->kind != LW_RT || S->rt != LW_RT_S) return -2;
+    int64_t K = int_named(k, "K"), N = int_named(k, "N"), tw = int_named(k, "trans_w");
+    const lw_ref *W = ref_named(k, "W");
+    if (fwd) {
+        const lw_ref *y = ref_named(k, "y"), *x = ref_named(k, "x");
+        int init = ref_named(k, "b") || ref_named(k, "res");
+        if (init) {
+            const lw_arg none = {.name = "res", .kind = LW_BUF, .ref = {.null = 1}};
+            const lw_arg *res = arg_named(k, "res");
+            lw_arg args[5] = {*arg_named(k, "y"), *arg_named(k, "b"), res ? *res : none, *S, *arg_named(k, "N")};
+            lw_call c = {"gemm_init", 0, 5, args};
+            int rc = add_launch(pl, a, p, &c, 0, out);
+            if (rc) return rc;
+        }
+        add_gemm(out, 0, (int)tw, MOE_GEMM_ROWS_M, S->i, N, K, init ? 1.0f : 0.0f, x, K, W, tw ? K : N, y, N);
+        return 0;
+    }
+    const lw_ref *dx = ref_named(k, "dx"), *dW = ref_named(k, "dW"), *dy = ref_named(k, "dy"), *x = ref_named(k, "x");
+    if (dx)
+        add_gemm(out, 0, !tw, MOE_GEMM_ROWS_M, S->i, K, N, int_named(k, "acc") ? 1.0f : 0.0f, dy, N, W, tw ? K : N,
+                 dx, K);
+    if (dW && !tw) add_gemm(out, 1, 0, MOE_GEMM_ROWS_K, K, N, S->i, 1.0f, x, K, dy, N, dW, N);
+    if (dW && tw) add_gemm(out, 1, 0, MOE_GEMM_ROWS_K, N, K, S->i, 1.0f, dy, N, x, K, dW, K);
+    return ref_named(k, "db") ? add_launch(pl, a, p, k, 2, out) : 0;
+}
+
+static int plan_program(cg_cuda_plan *pl, const cg_unit *u, const lw_program *p, cg_cuda_launches *out) {
+    arena *a = u->arena;
     int n = 0;
     for (int i = 0; i < p->nsteps; i++)
         for (int c = 0; c < p->steps[i].ncalls; c++) n += 3;
@@ -206,21 +286,13 @@ static int plan_program(cg_cuda_plan *pl, arena *a, const lw_program *p, cg_cuda
             const lw_call *k = &s->calls[c];
             const cu_kernel *ki = find_kernel(k->kernel);
             if (!ki) return -2;
-            const char *args = args_expr(a, k);
-            if (!args) return -1;
-            for (int part = 0; part < ki->nparts; part++) {
-                if (ki->part[part].kind == G_HOST) continue;
-                int64_t w = work_of(p->g, k, ki->part[part].work);
-                if (w < 0) return -2;
-                const char *body = arena_printf(a, "cu_%s(%d%s);", k->kernel, part, args);
-                int id = body ? find_or_add(pl, a, k, ki, part, body) : -1;
-                if (id < 0) return -1;
-                cg_cuda_launch *l = &out->launch[out->n++];
-                l->kernel = id;
-                l->grid = grid_of(ki->part[part].kind, w);
-                l->n_offs = offsets_of(k, l->offs);
-                if (l->n_offs > MOE_MAX_OFFS) return -2;
+            int rc = u->gemm_generated ? 1 : add_linear(pl, a, p, k, out);
+            if (rc == 1) {      /* the call's kernels, part after part */
+                rc = 0;
+                for (int part = 0; !rc && part < ki->nparts; part++)
+                    if (ki->part[part].kind != G_HOST) rc = add_launch(pl, a, p, k, part, out);
             }
+            if (rc) return rc;
         }
     }
     out->first[p->nsteps] = out->n;
@@ -229,8 +301,8 @@ static int plan_program(cg_cuda_plan *pl, arena *a, const lw_program *p, cg_cuda
 
 int cg_cuda_plan_make(const cg_unit *u, cg_cuda_plan *pl) {
     memset(pl, 0, sizeof *pl);
-    int rc = plan_program(pl, u->arena, u->train, &pl->train);
-    return rc ? rc : plan_program(pl, u->arena, u->decode, &pl->decode);
+    int rc = plan_program(pl, u, u->train, &pl->train);
+    return rc ? rc : plan_program(pl, u, u->decode, &pl->decode);
 }
 
 /* one embedded file, without the #include lines of our own headers (all inlined in order) */
@@ -291,9 +363,20 @@ static void emit_launches(cg *b, arena *a, const lw_program *p, const cg_cuda_la
         size_t len = 0;
         FILE *m = open_memstream(&line, &len);
         if (!m) { cg_line(b, "#error \"out of memory\""); continue; }
-        fprintf(m, "{%d, %uu, %d, {", l->kernel, l->grid, l->n_offs);
-        for (int j = 0; j < l->n_offs; j++) fprintf(m, "%s%lld", j ? ", " : "", (long long)l->offs[j]);
-        fputs("}},", m);
+        if (l->kernel >= 0) {
+            fprintf(m, "{%d, %uu, %d, {", l->kernel, l->grid, l->n_offs);
+            for (int j = 0; j < l->n_offs; j++) fprintf(m, "%s%lld", j ? ", " : "", (long long)l->offs[j]);
+            fputs("}},", m);
+        } else {
+            static const char *const rows[] = {"MOE_GEMM_ROWS_NONE", "MOE_GEMM_ROWS_M", "MOE_GEMM_ROWS_K"};
+            const moe_gemm_def *g = &l->gemm;
+            fprintf(m, "{-1, 0u, 0, {0}, {%d, %d, %s, %lld, %lld, %lld, %.9g, %.9g, ", g->trans_a, g->trans_b,
+                    rows[g->rows], (long long)g->m, (long long)g->n, (long long)g->k, g->alpha, g->beta);
+            fprintf(m, "{MOE_BUF_%s, MOE_BUF_%s, MOE_BUF_%s}, {%lld, %lld, %lld}, {%lld, %lld, %lld}}},",
+                    cg_buf_macro[g->buf[0]], cg_buf_macro[g->buf[1]], cg_buf_macro[g->buf[2]], (long long)g->off[0],
+                    (long long)g->off[1], (long long)g->off[2], (long long)g->ld[0], (long long)g->ld[1],
+                    (long long)g->ld[2]);
+        }
         fclose(m);
         cg_line(b, "%s", line);
         free(line);

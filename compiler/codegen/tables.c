@@ -6,7 +6,7 @@
 #include "target.h"
 #include "cg.h"
 #include "../util/arena.h"
-#include "../util/hash.h"
+#include "moe_hash.h"
 
 const char *const cg_dtype_macro[MOE_DTYPE_COUNT] = {"F32", "BF16", "F16", "I32", "F64"};
 const char *const cg_buf_macro[MOE_BUF_COUNT] = {"ACT", "PARAM", "GRAD", "OPT", "IO", "STAGING", "COMM"};

@@ -9,6 +9,7 @@
 #ifndef MOE_TARGET_H
 #define MOE_TARGET_H
 #include "lower.h"
+#include "moe_program.h"    /* moe_gemm_def */
 
 struct cg;
 struct arena;
@@ -20,6 +21,7 @@ typedef struct cg_unit {
     const char *source;
     const lw_program *train, *decode;
     struct arena *arena;
+    int gemm_generated;                 /* cuda: linear layers as generated kernels, not cuBLAS */
 } cg_unit;
 
 typedef struct cg_target {
@@ -62,7 +64,14 @@ typedef struct cg_cuda_kernel {
     int sync;                   /* its blocks synchronise */
     int serial;                 /* one thread's work (launch bounds ask for no occupancy) */
 } cg_cuda_kernel;
-typedef struct cg_cuda_launch { int kernel; unsigned grid; int n_offs; int64_t offs[MOE_MAX_OFFS]; } cg_cuda_launch;
+/* a kernel launch (kernel >= 0) or a library GEMM (kernel -1) */
+typedef struct cg_cuda_launch {
+    int kernel;
+    unsigned grid;
+    int n_offs;
+    int64_t offs[MOE_MAX_OFFS];
+    moe_gemm_def gemm;
+} cg_cuda_launch;
 typedef struct cg_cuda_launches {
     int n;
     cg_cuda_launch *launch;

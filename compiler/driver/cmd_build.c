@@ -54,12 +54,13 @@ static double now_ms(void) {
 
 static void build_usage(FILE *out) {
     fprintf(out,
-        "usage: moec build FILE -o OUT [--model NAME] [--target cpu|cuda|all]\n"
+        "usage: moec build FILE -o OUT [--model NAME] [--target cpu|cuda|all] [--gemm cublas|generated]\n"
         "                  [--emit ast|ir|schedule|kernels|c|cuda] [-O0..-O3] [--tune-db FILE] [--timings]\n"
         "  -o OUT        the executable to write\n"
         "  --model NAME  the model to compile (default: the last in FILE)\n"
-        "  --target T    cpu (default), or cuda: CUDA kernels, which the executable runs under\n"
-        "                --device cuda-emu until the GPU device lands (docs/cuda.md); all: not yet\n"
+        "  --target T    cpu (default), or cuda: CUDA kernels, which the executable runs with\n"
+        "                --device cuda (a GPU) or cuda-emu (on the CPU; docs/cuda.md); all: not yet\n"
+        "  --gemm G      cuda: the linear layers on cublas (default), or as generated kernels\n"
         "  --emit FORM   print an intermediate form instead of building: ast, ir, schedule\n"
         "                (steps and the memory plan), kernels (the lowered kernel calls), c,\n"
         "                cuda (the model's CUDA kernels, self-contained; needs --target cuda)\n"
@@ -196,7 +197,7 @@ static int run_cc(arena *a, const char *dir, const cg_target *t, const char *out
 }
 
 typedef struct opts {
-    const char *file, *out, *model, *target, *emit;
+    const char *file, *out, *model, *target, *emit, *gemm;
     int opt, timings;
 } opts;
 
@@ -206,7 +207,8 @@ static int parse(int argc, char **argv, opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = !strcmp(a, "-o") ? &o->out : !strcmp(a, "--model") ? &o->model
-                         : !strcmp(a, "--target") ? &o->target : !strcmp(a, "--emit") ? &o->emit : NULL;
+                         : !strcmp(a, "--target") ? &o->target : !strcmp(a, "--emit") ? &o->emit
+                         : !strcmp(a, "--gemm") ? &o->gemm : NULL;
         if (dst || !strcmp(a, "--tune-db")) {
             if (i + 1 >= argc) { fprintf(stderr, "moec build: %s needs a value\n", a); return -1; }
             if (dst) *dst = argv[i + 1];
@@ -236,6 +238,15 @@ static int parse(int argc, char **argv, opts *o) {
     const cg_target *t = cg_target_find(o->target);
     if (!t) {
         fprintf(stderr, "moec build: target '%s' is not available yet (cpu and cuda are)\n", o->target);
+        return -1;
+    }
+    if (o->gemm && strcmp(o->gemm, "cublas") && strcmp(o->gemm, "generated")) {
+        fprintf(stderr, "moec build: unknown --gemm '%s' (cublas, generated)\n", o->gemm);
+        return -1;
+    }
+    if (o->gemm && !t->kernel_source) {
+        fprintf(stderr, "moec build: --gemm chooses the cuda target's linear layers: add --target cuda (the cpu "
+                        "target's are OpenBLAS)\n");
         return -1;
     }
     static const char *const forms[] = {"ast", "ir", "schedule", "kernels", "c", "cuda"};
@@ -326,10 +337,10 @@ static int compile(arena *a, const cg_target *t, const char *src, const char *de
 
 /* The device kernels compiled with NVRTC for the architectures the cuda target supports,
  * so that kernel errors show at build time, with NVRTC's log. */
-static int check_device_source(const char *dev_src, cg_nvrtc_result *nv) {
+static int check_device_source(const char *dev_src, moe_nvrtc_result *nv) {
     static const char *const archs[] = {"sm_80", "sm_90"};
     char *log = NULL;
-    if (cg_nvrtc_check(dev_src, "kernels.cu", archs, 2, nv, &log)) {
+    if (moe_nvrtc_compile(dev_src, "kernels.cu", archs, 2, nv, &log, NULL)) {
         fprintf(stderr, "moec: the model's CUDA kernels do not compile with NVRTC:\n%s", log ? log : "");
         free(log);
         return -1;
@@ -363,6 +374,7 @@ int moec_cmd_build(int argc, char **argv) {
     lw_program *ltr = lw_lower(pr_.train), *ldec = ltr ? lw_lower(pr_.decode) : NULL;
     double t2 = now_ms();
     int rc = 0;
+    cg_unit u = {m, o.file, ltr, ldec, a, o.gemm && !strcmp(o.gemm, "generated")};
     if (!ltr || !ldec) {
         fprintf(stderr, "moec: out of memory while lowering %s\n", m->name);
         rc = 1;
@@ -376,19 +388,17 @@ int moec_cmd_build(int argc, char **argv) {
         lw_print(ltr, t->name, stdout);
         lw_print(ldec, t->name, stdout);
     } else if (o.emit && !strcmp(o.emit, "cuda")) {
-        cg_unit u = {m, o.file, ltr, ldec, a};
         char *src = t->kernel_source(&u);
         if (src) fputs(src, stdout);
         else { fprintf(stderr, "moec: out of memory in code generation\n"); rc = 1; }
         free(src);
     }
     if (rc || (o.emit && strcmp(o.emit, "c"))) { front_destroy(f); return rc; }
-    cg_unit u = {m, o.file, ltr, ldec, a};
     char *src = t->render(&u);
     double t3 = now_ms(), cc_ms = 0;
     if (!src) { fprintf(stderr, "moec: out of memory in code generation\n"); front_destroy(f); return 1; }
     char *dev_src = t->kernel_source && !o.emit ? t->kernel_source(&u) : NULL;
-    cg_nvrtc_result nv = {0};
+    moe_nvrtc_result nv = {0};
     if (o.emit) fputs(src, stdout);
     else if (t->kernel_source && !dev_src) { fprintf(stderr, "moec: out of memory in code generation\n"); rc = 1; }
     else if (dev_src && check_device_source(dev_src, &nv)) rc = 1;

@@ -16,7 +16,7 @@
 #include "sema.h"
 #include "sema_int.h"
 #include "arena.h"
-#include "hash.h"
+#include "moe_hash.h"
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>

@@ -3,9 +3,10 @@
  *
  * Each function has the parameters of its CPU twin (kernels/cpu, same order) after `part`;
  * the numerics follow the CPU kernels (row statistics and column sums in double, fixed
- * reduction orders). The linear layers here are the simple generated form (one output per
- * thread, a dot product in order): correct everywhere, and what the emulator runs; the
- * cuBLAS path is a device entry (gemm) of the real device.
+ * reduction orders). The linear layers here are the generated variant (one output per
+ * thread, a dot product in order; `moec build --gemm generated`); by default the renderer
+ * calls the library GEMM instead (cuBLAS, OpenBLAS under cuda-emu), after gemm_init has
+ * written the bias and the residual into the output.
  * Parts: layernorm_bwd/rmsnorm_bwd 0 = dx (a block per row), 1 = dw, db (a thread per column);
  * matmul_bwd 0 = dx, 1 = dW, 2 = db; embed_bwd and the dW parts walk tokens in order.
  */
@@ -183,6 +184,12 @@ CU_D void cu_matmul_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, 
             db[n] += (float)v;
         }
     }
+}
+
+/* the output of a library GEMM that adds to it (beta = 1): the residual plus the bias */
+CU_D void cu_gemm_init(int part, f32p y, cf32p b, cf32p res, int S, int N) {
+    (void)part;
+    CU_FOR(i, (long long)S * N) y[i] = (res ? res[i] : 0.0f) + (b ? b[i % N] : 0.0f);
 }
 
 /* ---- activations and element-wise ---- */

@@ -78,10 +78,12 @@ int cli_info(int argc, char **argv) {
     int r = moe_args_parse(moe_prog_name, "info", argc, argv, f, 2);
     if (r) return r > 0 ? 0 : 1;
     const moe_program *p = &moe_program_def;
-    if (f[1].value) {           /* a device named: say whether it can run this program */
+    char desc[sizeof ((moe_device *)0)->desc] = "";
+    if (f[1].value) {           /* a device named: say whether it can run this program, and what it is */
         char err[512];
         moe_device *dev = moe_device_open(f[1].value, p->target, err, sizeof err);
         if (!dev) { cli_fail("%s", err); return 1; }
+        snprintf(desc, sizeof desc, "%s", dev->desc);
         moe_device_close(dev);
     }
     int64_t n = 0, ne = 0;
@@ -94,11 +96,18 @@ int cli_info(int argc, char **argv) {
         json_string(p->source);
         printf(", \"params\": %lld, \"expert_params\": %lld, \"param_bytes\": %lld, \"arena_bytes\": %lld, "
                "\"decode_arena_bytes\": %lld, \"io_bytes\": %lld, \"align\": %lld, \"max_batch\": %lld, "
-               "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d}\n",
+               "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d",
                (long long)n, (long long)ne, (long long)p->buf_bytes[MOE_BUF_PARAM], (long long)p->train.act_bytes,
                (long long)p->decode.act_bytes, (long long)p->buf_bytes[MOE_BUF_IO], (long long)p->align,
                (long long)p->train.B_max, (long long)p->train.T_max, p->train.n_steps, p->decode.n_steps,
                omp_get_max_threads());
+        if (desc[0]) {      /* the device named */
+            printf(", \"device\": ");
+            json_string(f[1].value);
+            printf(", \"device_desc\": ");
+            json_string(desc);
+        }
+        printf("}\n");
         return 0;
     }
     printf("model %s (from %s), target %s\n", p->model, p->source, p->target);
@@ -107,6 +116,7 @@ int cli_info(int argc, char **argv) {
     printf("  parameters %lld (%lld in experts), %d MoE layers, top-%d\n", (long long)n, (long long)ne, p->n_moe, p->top_k);
     printf("  %s", p->summary);
     printf("  threads %d\n", omp_get_max_threads());
+    if (desc[0]) printf("  device %s: %s\n", f[1].value, desc);
     return 0;
 }
 

@@ -128,10 +128,12 @@ int cli_train(int argc, char **argv) {
             for (int e = 0; e < p->experts[i]; e++) loads[i][e] = tot > 0 ? (float)(l[e] / tot) : 0.0f;
         }
         m.eval_loss = p->eval_every > 0 && (step + 1) % p->eval_every == 0 ? eval_loss(rt, data, B, T) : NAN;
-        if (moe_rt_error(rt)) {
+        if (moe_rt_error(rt)) {     /* the step's figures are not to be trusted: none is logged */
             cli_fail("%s", moe_rt_error(rt));
             rc = 1;
-        } else if (m.loss != m.loss) {
+            break;
+        }
+        if (m.loss != m.loss) {
             cli_fail("loss is NaN at step %lld; stopping", (long long)(step + 1));
             rc = 1;
         }

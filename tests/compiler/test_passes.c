@@ -130,7 +130,7 @@ static void check_model(const char *what, const md_model *m, arena *a) {
     for (int i = 0; i < lt->nsteps; i++)
         CHECK(lt->steps[i].ncalls > 0 || lt->steps[i].note, "%s: step %s has no kernel", what, lt->steps[i].name);
     /* deterministic code without host reads of device memory */
-    cg_unit u = {m, "t.moe", lt, ld, a};
+    cg_unit u = {m, "t.moe", lt, ld, a, 0};
     char *c1 = cpu()->render(&u), *c2 = cpu()->render(&u);
     CHECK(c1 && c2 && !strcmp(c1, c2), "%s: code generation is not deterministic", what);
     if (c1) check_no_host_reads(what, c1);

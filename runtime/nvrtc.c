@@ -1,7 +1,7 @@
-/* nvrtc.c - the build-time NVRTC compile of the cuda target's kernels (nvrtc.h). */
+/* nvrtc.c - NVRTC and the kernel cache (nvrtc.h). */
 #define _GNU_SOURCE
 #include "nvrtc.h"
-#include "../util/hash.h"
+#include "moe_hash.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-/* the few entries of NVRTC's C API moec uses (nvrtc.h of the CUDA toolkit) */
+/* the few entries of NVRTC's C API we use (nvrtc.h of the CUDA toolkit) */
 typedef struct nv_prog *nv_program;
 typedef struct nvrtc_api {
     int (*version)(int *major, int *minor);
@@ -42,7 +42,7 @@ static int load(nvrtc_api *api) {
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++)
         if (!(*syms[i].dst = dlsym(h, syms[i].sym))) return -1;
-    return 0;       /* the library stays loaded for the life of moec */
+    return 0;       /* the library stays loaded for the life of the process */
 }
 
 /* ---- the kernel cache ---- */
@@ -65,19 +65,20 @@ static int cache_dir(char *dir, size_t n) {
     return mkdir(dir, 0755) && errno != EEXIST ? -1 : 0;
 }
 
-/* 1 when path holds a whole, uncorrupted entry */
-static int cache_valid(const char *path) {
+/* the cubin of a whole, uncorrupted entry (malloc'ed, its size in *len), or NULL */
+static char *cache_read(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) return 0;
+    if (!f) return NULL;
     char magic[8];
-    uint64_t len = 0, sum = 0;
-    int ok = fread(magic, 1, 8, f) == 8 && !memcmp(magic, CACHE_MAGIC, 8) && fread(&len, 8, 1, f) == 1 &&
-             fread(&sum, 8, 1, f) == 1 && len > 0 && len < ((uint64_t)1 << 32);
-    char *data = ok ? malloc((size_t)len + 1) : NULL;
-    ok = ok && data && fread(data, 1, (size_t)len + 1, f) == (size_t)len && util_hash_bytes(data, (size_t)len) == sum;
-    free(data);
+    uint64_t n = 0, sum = 0;
+    int ok = fread(magic, 1, 8, f) == 8 && !memcmp(magic, CACHE_MAGIC, 8) && fread(&n, 8, 1, f) == 1 &&
+             fread(&sum, 8, 1, f) == 1 && n > 0 && n < ((uint64_t)1 << 32);
+    char *data = ok ? malloc((size_t)n + 1) : NULL;
+    ok = ok && data && fread(data, 1, (size_t)n + 1, f) == (size_t)n && util_hash_bytes(data, (size_t)n) == sum;
     fclose(f);
-    return ok;
+    if (!ok) { free(data); return NULL; }
+    *len = (size_t)n;
+    return data;
 }
 
 static void cache_write(const char *path, const char *data, size_t len) {
@@ -98,26 +99,36 @@ typedef struct job {
     const char *cache;  /* the entry's path, or NULL */
     int rc, hit;
     char *log;      /* NVRTC's log on failure */
+    moe_cubin *out; /* where the cubin goes, or NULL */
 } job;
 
 static void *compile_one(void *arg) {
     job *j = arg;
     const nvrtc_api *api = j->api;
-    if (j->cache && cache_valid(j->cache)) { j->hit = 1; return NULL; }
+    size_t n = 0;
+    char *hit = j->cache ? cache_read(j->cache, &n) : NULL;
+    if (hit) {
+        j->hit = 1;
+        if (j->out) *j->out = (moe_cubin){hit, n};
+        else free(hit);
+        return NULL;
+    }
     nv_program p = NULL;
     char opt_arch[64];
     snprintf(opt_arch, sizeof opt_arch, "--gpu-architecture=%s", j->arch);
     const char *opts[] = {opt_arch, "--std=c++17"};
     int rc = api->create(&p, j->source, j->name, 0, NULL, NULL);
     if (rc == 0) rc = api->compile(p, 2, opts);
-    size_t n = 0;
     if (p && api->log_size(p, &n) == 0 && n > 1 && rc != 0) {
         j->log = malloc(n);
         if (j->log && api->log(p, j->log) != 0) { free(j->log); j->log = NULL; }
     }
-    if (rc == 0 && j->cache && api->cubin_size(p, &n) == 0 && n > 0) {
+    if (rc == 0 && (j->cache || j->out) && api->cubin_size(p, &n) == 0 && n > 0) {
         char *bin = malloc(n);
-        if (bin && api->cubin(p, bin) == 0) cache_write(j->cache, bin, n);
+        if (bin && api->cubin(p, bin) == 0) {
+            if (j->cache) cache_write(j->cache, bin, n);
+            if (j->out) { *j->out = (moe_cubin){bin, n}; bin = NULL; }
+        }
         free(bin);
     }
     if (rc != 0 && !j->log) {
@@ -129,12 +140,13 @@ static void *compile_one(void *arg) {
     return NULL;
 }
 
-int cg_nvrtc_check(const char *source, const char *name, const char *const *archs, int narch, cg_nvrtc_result *r,
-                   char **log) {
+int moe_nvrtc_compile(const char *source, const char *name, const char *const *archs, int narch, moe_nvrtc_result *r,
+                      char **log, moe_cubin *out) {
     static nvrtc_api api;
     static int loaded = 0;          /* 0 not tried, 1 loaded, -1 missing */
     memset(r, 0, sizeof *r);
     *log = NULL;
+    if (out) memset(out, 0, sizeof *out * (size_t)(narch < 8 ? narch : 8));
     if (!loaded) loaded = load(&api) == 0 ? 1 : -1;
     if (loaded < 0) return 0;
     r->available = 1;
@@ -150,7 +162,7 @@ int cg_nvrtc_check(const char *source, const char *name, const char *const *arch
     if (narch > 8) narch = 8;
     for (int i = 0; i < narch; i++) {
         snprintf(paths[i], sizeof paths[i], "%s/%016llx-%s-nvrtc%d.%d.cubin", dir, key, archs[i], r->major, r->minor);
-        jobs[i] = (job){&api, source, name, archs[i], have_dir ? paths[i] : NULL, 0, 0, NULL};
+        jobs[i] = (job){&api, source, name, archs[i], have_dir ? paths[i] : NULL, 0, 0, NULL, out ? &out[i] : NULL};
         started[i] = pthread_create(&th[i], NULL, compile_one, &jobs[i]) == 0;
         if (!started[i]) compile_one(&jobs[i]);
     }

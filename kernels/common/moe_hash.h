@@ -1,6 +1,6 @@
-/* hash.h - FNV-1a of a string: the compiler's name tables, and the key of a parameter's
- * init stream (the program carries it, so the runtime needs no hash of its own); of bytes:
- * the kernel cache's keys and checksums. */
+/* moe_hash.h - FNV-1a of a string: the compiler's name tables, and the key of a parameter's
+ * init stream (the program carries it); of bytes: the kernel cache's keys and checksums
+ * (runtime/nvrtc.c, shared by moec and the runtime). */
 #ifndef MOE_HASH_H
 #define MOE_HASH_H
 #include <stdint.h>

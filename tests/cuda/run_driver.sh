@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# run_driver.sh MOEC MOCK.so MODEL.moe - the cuda device (runtime/device_cuda.c) through a
+# stand-in driver and cuBLAS (mock_cuda.c) that run the kernels on the emulator: a short
+# training run under --device cuda gives --device cuda-emu's figures bit for bit, with the
+# kernels compiled by NVRTC at start (a cold kernel cache) and then found in the cache; a
+# failing driver call stops the command with a message naming the call, its error, and the
+# file and line, and a non-zero exit; the device frees what it allocated.
+set -uo pipefail
+moec=$1; mock=$2; model=$3
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+fail=0
+bad() { echo "FAIL: $*"; fail=1; }
+export MOEC_CACHE_DIR=$work/build-cache
+"$moec" build "$model" -o "$work/m" --target cuda || exit 1
+export MOEC_LIBCUDA=$mock MOEC_LIBCUBLAS=$mock MOEC_CACHE_DIR=$work/cache
+fields='select(.loss) | [.step, .loss, .lm_loss, .aux_loss, .grad_norm, .dropped_fraction] | @tsv'
+"$work/m" train --steps 3 --log "$work/emu.jsonl" --device cuda-emu > /dev/null 2>&1 || bad "cuda-emu run"
+for run in cold warm; do
+    "$work/m" train --steps 3 --log "$work/$run.jsonl" --device cuda > /dev/null 2> "$work/$run.err" || bad "$run run: $(cat "$work/$run.err")"
+    if ! cmp -s <(jq -r "$fields" "$work/emu.jsonl") <(jq -r "$fields" "$work/$run.jsonl"); then
+        bad "$run run under --device cuda differs from cuda-emu:"; diff <(jq -r "$fields" "$work/emu.jsonl") <(jq -r "$fields" "$work/$run.jsonl")
+    fi
+    grep -q "never freed" "$work/$run.err" && bad "$run run: $(grep "never freed" "$work/$run.err")"
+done
+ls "$work"/cache/kernels/*-sm_90-*.cubin > /dev/null 2>&1 || bad "no sm_90 cubin in the kernel cache"
+[ "$(ls "$work"/cache/kernels | wc -l)" = 1 ] || bad "the warm run compiled again: $(ls "$work"/cache/kernels)"
+"$work/m" info --device cuda | grep -qx "  device cuda: mock GPU 0, the cuda-emu emulator (compute capability 9.0)" \
+    || bad "info --device cuda does not describe the GPU"
+
+# expect ENV... -- MESSAGE: train fails with exit 1 and MESSAGE on stderr
+expect() {
+    local envs=() msg
+    while [ "$1" != -- ]; do envs+=("$1"); shift; done
+    msg=$2
+    env "${envs[@]}" "$work/m" train --steps 2 --device cuda > "$work/out" 2> "$work/err"
+    local rc=$?
+    [ $rc = 1 ] || bad "${envs[*]}: exit $rc, want 1"
+    grep -qF -- "$msg" "$work/err" || bad "${envs[*]}: want '$msg' in: $(cat "$work/err")"
+    [ -s "$work/out" ] && bad "${envs[*]}: printed steps after the failure: $(cat "$work/out")"
+}
+hint="; without a GPU, --device cuda-emu runs the same kernels on the CPU"
+expect MOEC_LIBCUDA=$work/none.so -- "device cuda: no CUDA driver: cannot load $work/none.so ($work/none.so: cannot open shared object file: No such file or directory)$hint"
+expect MOCK_CUDA_NO_DEVICE=1 -- "device cuda: cuInit failed: CUDA_ERROR_NO_DEVICE (no CUDA-capable device is detected) at device_cuda.c:"
+expect MOCK_CUDA_CC=7.5 -- "device cuda: mock GPU 0, the cuda-emu emulator has compute capability 7.5; the cuda target needs 8.0 or newer$hint"
+expect MOCK_CUDA_FAIL=cuMemAlloc -- "on device cuda: cuMemAlloc failed: CUDA_ERROR_OUT_OF_MEMORY (out of memory) at device_cuda.c:"
+expect MOCK_CUDA_FAIL=cuModuleLoadData -- "device cuda: cuModuleLoadData failed: CUDA_ERROR_OUT_OF_MEMORY"
+expect MOCK_CUDA_FAIL=cuLaunchKernel -- "device cuda: launch of k0_embed_fwd_p0 failed: cuLaunchKernel failed: CUDA_ERROR_OUT_OF_MEMORY (out of memory) at device_cuda.c:"
+expect MOCK_CUDA_FAIL=cuMemcpyDtoHAsync -- "device cuda: download failed: cuMemcpyDtoHAsync failed:"
+# a cache entry that is not a CUDA image is refused by the driver, not run
+for f in "$work"/cache/kernels/*.cubin; do printf 'MOECUBIN' > "$f"; done
+"$work/m" train --steps 1 --device cuda > /dev/null 2> "$work/err" || bad "a corrupt cache entry is not rebuilt: $(cat "$work/err")"
+[ $fail = 0 ] && echo "ok: --device cuda through the stand-in driver matches cuda-emu; driver failures are reported"
+exit $fail
