@@ -71,4 +71,5 @@ void moe_device_close(moe_device *d);
 const moe_device_ops *moe_device_cpu_ops(void);
 const moe_device_ops *moe_device_emu_ops(void);    /* cuda-emu: device_emu.c */
 const moe_device_ops *moe_device_cuda_ops(void);   /* cuda: device_cuda.c */
+int moe_device_cuda_present(void);      /* a CUDA driver loads and sees a GPU */
 #endif

@@ -149,22 +149,32 @@ static void cuda_close(moe_device *d) {
     if (c->module) c->cu.cuModuleUnload(c->module);
     if (c->stream) c->cu.cuStreamDestroy(c->stream);
     if (c->ctx) c->cu.cuDevicePrimaryCtxRelease(c->dev);
-    if (c->blas_lib) dlclose(c->blas_lib);
-    if (c->lib) dlclose(c->lib);
-    free(c);
+    free(c);        /* the libraries stay loaded: the driver's exit handlers live in them */
     d->impl = NULL;
+}
+
+/* the driver's library and entries, initialised, and its first GPU; 0 or -1 with why */
+static int load_driver(moe_device *d, cuda *c) {
+#define API_SYM(field, sym, params) {sym, (void **)&c->cu.field},
+    const api_sym syms[] = {CU_API(API_SYM)};
+#undef API_SYM
+    static const char *const names[] = {"libcuda.so.1", "libcuda.so", NULL};
+    return load_lib(d, &c->lib, "MOEC_LIBCUDA", names, syms, sizeof syms / sizeof syms[0], "CUDA driver") ||
+                   CU(d, cuInit, (0)) || CU(d, cuDeviceGet, (&c->dev, 0))
+               ? -1 : 0;
+}
+
+int moe_device_cuda_present(void) {
+    cuda c = {0};
+    moe_device d = {.impl = &c};
+    return load_driver(&d, &c) == 0;
 }
 
 static int cuda_open(moe_device *d) {
     cuda *c = calloc(1, sizeof *c);
     if (!c) { snprintf(d->err, sizeof d->err, "out of memory"); return -1; }
     d->impl = c;
-#define API_SYM(field, sym, params) {sym, (void **)&c->cu.field},
-    const api_sym syms[] = {CU_API(API_SYM)};
-#undef API_SYM
-    static const char *const names[] = {"libcuda.so.1", "libcuda.so", NULL};
-    int rc = load_lib(d, &c->lib, "MOEC_LIBCUDA", names, syms, sizeof syms / sizeof syms[0], "CUDA driver") ||
-             CU(d, cuInit, (0)) || CU(d, cuDeviceGet, (&c->dev, 0)) ||
+    int rc = load_driver(d, c) ||
              CU(d, cuDeviceGetAttribute, (&c->major, CU_ATTR_CC_MAJOR, c->dev)) ||
              CU(d, cuDeviceGetAttribute, (&c->minor, CU_ATTR_CC_MINOR, c->dev)) ||
              CU(d, cuDeviceGetName, (c->name, (int)sizeof c->name - 1, c->dev)) ||

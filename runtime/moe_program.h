@@ -1,7 +1,7 @@
 /* moe_program.h - the interface between generated code and the runtime (the ABI).
  *
  * moec writes this file beside the code it generates; the runtime is compiled against the
- * same text. Generated code defines `moe_program_def`: the model's sizes and hyper-
+ * same text. Generated code defines a moe_program per target: the model's sizes and hyper-
  * parameters, the parameter table (names, shapes, byte offsets, init), the sizes of the
  * buffer classes, the layout of the IO buffer, and two schedules (training/evaluation, and
  * KV-cache decoding). A schedule is a list of steps, each a generated function with every
@@ -128,5 +128,7 @@ typedef struct moe_program {
     const moe_kernel_def *kernels;
 } moe_program;
 
-extern const moe_program moe_program_def;
+/* The executable's programs, one per target it was built for (moec build --target cpu, cuda,
+ * or all: both), NULL-terminated. Each is moe_program_<target> of its generated source. */
+extern const moe_program *const moe_programs[];
 #endif

@@ -1,5 +1,5 @@
 /* tables.c - the program's data, the same C for every target: the learning-rate schedule,
- * the parameter table, the buffer sizes and IO layout, and moe_program_def (moe_program.h).
+ * the parameter table, the buffer sizes and IO layout, and moe_program_<target> (moe_program.h).
  * These are the sizes and hyper-parameters the runtime reads; the model description is read
  * here for them and for nothing else. Every string is escaped (cg_cstr).
  */
@@ -94,7 +94,7 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     emit_ints(b, a, "experts", m->moe.experts, nm);
     emit_ints(b, a, "moe_block", blocks ? blocks : m->moe.experts, blocks ? nm : 0);
     emit_ints(b, a, "stat_loads", g->stat_loads, nm);
-    cg_open(b, "const moe_program moe_program_def =");
+    cg_open(b, "const moe_program moe_program_%s =", target);
     cg_line(b, ".abi = MOE_ABI_VERSION, .model = %s, .target = %s, .source = %s,", cg_cstr(a, m->name),
             cg_cstr(a, target), cg_cstr(a, u->source));
     cg_line(b, ".vocab = %lld, .context = %lld, .layers = %lld, .hidden = %lld, .heads = %lld, .ffn = %lld,",

@@ -6,7 +6,7 @@ static const cg_target targets[] = {
     {"cpu", {"cpu", 64, 1u << MOE_F32 | 1u << MOE_I32 | 1u << MOE_F64}, cg_cpu_render, NULL, "model.c", NULL,
      cg_cpu_files},
     {"cuda", {"cuda", 256, 1u << MOE_F32 | 1u << MOE_I32 | 1u << MOE_F64}, cg_cuda_render, cg_cuda_source,
-     "model.c", "kernels.cu", cg_cuda_files},
+     "model_cuda.c", "kernels.cu", cg_cuda_files},
 };
 
 const cg_target *cg_target_find(const char *name) {

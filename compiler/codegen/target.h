@@ -42,7 +42,7 @@ extern const moe_embedded_file moe_embedded_files[];
 const char *cg_embedded(const char *name);     /* the text of an embedded file, or NULL */
 
 /* tables.c: the step table `table` of program p, whose step functions are named pre<node>;
- * the learning-rate schedule and moe_program_def, after the step tables named train_steps
+ * the learning-rate schedule and moe_program_<target>, after the step tables named train_steps
  * and decode_steps, with `kernels` the initialisers of its device-kernel fields. */
 /* how generated code names a dtype's typed view (F32(...)) and a buffer class (ACT, ...) */
 extern const char *const cg_dtype_macro[MOE_DTYPE_COUNT];

@@ -58,8 +58,9 @@ static void build_usage(FILE *out) {
         "                  [--emit ast|ir|schedule|kernels|c|cuda] [-O0..-O3] [--tune-db FILE] [--timings]\n"
         "  -o OUT        the executable to write\n"
         "  --model NAME  the model to compile (default: the last in FILE)\n"
-        "  --target T    cpu (default), or cuda: CUDA kernels, which the executable runs with\n"
-        "                --device cuda (a GPU) or cuda-emu (on the CPU; docs/cuda.md); all: not yet\n"
+        "  --target T    cpu (default); cuda: CUDA kernels, which the executable runs with\n"
+        "                --device cuda (a GPU) or cuda-emu (on the CPU; docs/cuda.md); all: both\n"
+        "                in one executable (the GPU where there is one, else the CPU)\n"
         "  --gemm G      cuda: the linear layers on cublas (default), or as generated kernels\n"
         "  --emit FORM   print an intermediate form instead of building: ast, ir, schedule\n"
         "                (steps and the memory plan), kernels (the lowered kernel calls), c,\n"
@@ -67,7 +68,8 @@ static void build_usage(FILE *out) {
         "  -O0..-O3      -O0 turns fusion off; the level is passed to the C compiler (default -O3:\n"
         "                it vectorises the optimizer and elementwise loops, 2x on AdamW)\n"
         "  --tune-db F   kernel-variant database from `moec tune` (not read yet: a fixed rule picks variants)\n"
-        "  --timings     print {\"front_ms\", \"lower_ms\", \"codegen_ms\", \"cc_ms\"} on stdout\n");
+        "  --timings     print {\"front_ms\", \"lower_ms\", \"codegen_ms\", \"nvrtc_ms\", \"nvrtc_cached\",\n"
+        "                \"cc_ms\"} on stdout\n");
 }
 
 /* the runtime libraries: beside the build tree, or installed */
@@ -82,6 +84,9 @@ static const char *runtime_dir(void) {
     }
     return NULL;
 }
+
+/* one target's generated code: the host source and, for cuda, the device source */
+typedef struct gen { const cg_target *t; char *src, *dev_src; } gen;
 
 static int write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
@@ -153,7 +158,7 @@ static int run_cxx_emu(arena *a, const char *dir, const cg_target *t, const char
     return run_logged(argv, n, "C++ compiler (emulated kernels)");
 }
 
-static int run_cc(arena *a, const char *dir, const cg_target *t, const char *out, int opt) {
+static int run_cc(arena *a, const char *dir, const gen *gs, int ng, const char *out, int opt) {
     const char *rt = runtime_dir();
     if (!rt) {
         fprintf(stderr, "moec: cannot find the runtime library libmoert.a (set MOEC_RUNTIME_DIR)\n");
@@ -161,22 +166,28 @@ static int run_cc(arena *a, const char *dir, const cg_target *t, const char *out
     }
     /* the compiler moec was built with: the runtime's objects need its OpenMP runtime */
     const char *cc = getenv("MOEC_CC") && *getenv("MOEC_CC") ? getenv("MOEC_CC") : MOE_CC;
-    if (t->device_source_name && run_cxx_emu(a, dir, t, cc)) return -1;
+    const cg_target *dev = NULL;        /* the target with device kernels */
+    for (int i = 0; i < ng; i++)
+        if (gs[i].t->device_source_name) dev = gs[i].t;
+    if (dev && run_cxx_emu(a, dir, dev, cc)) return -1;
     const char *argv[40];
     int n = 0;
     argv[n++] = cc;
     argv[n++] = "-std=c11";
     argv[n++] = "-D_POSIX_C_SOURCE=200809L";
     argv[n++] = arena_printf(a, "-O%d", opt);
-    argv[n++] = "-march=native";
+    /* the executable runs where it is built, unless MOEC_MARCH names another processor */
+    const char *march = getenv("MOEC_MARCH");
+    argv[n++] = arena_printf(a, "-march=%s", march && *march ? march : "native");
     argv[n++] = "-fopenmp";
     argv[n++] = "-fno-math-errno";
     if (*MOE_SANITIZE_FLAGS) argv[n++] = MOE_SANITIZE_FLAGS;
     argv[n++] = "-w";
     argv[n++] = arena_printf(a, "-I%s", dir);
     argv[n++] = arena_printf(a, "-I%s", MOE_BLAS_INCLUDE);
-    argv[n++] = arena_printf(a, "%s/%s", dir, t->source_name);
-    if (t->device_source_name) {
+    for (int i = 0; i < ng; i++) argv[n++] = arena_printf(a, "%s/%s", dir, gs[i].t->source_name);
+    argv[n++] = arena_printf(a, "%s/programs.c", dir);
+    if (dev) {
         /* the cuda-emu device finds the emulated kernels by name (dlsym) */
         argv[n++] = arena_printf(a, "%s/kernels_emu.o", dir);
         argv[n++] = "-rdynamic";
@@ -235,9 +246,10 @@ static int parse(int argc, char **argv, opts *o) {
         fprintf(stderr, "moec build: unknown target '%s' (cpu, cuda, all)\n", o->target);
         return -1;
     }
-    const cg_target *t = cg_target_find(o->target);
-    if (!t) {
-        fprintf(stderr, "moec build: target '%s' is not available yet (cpu and cuda are)\n", o->target);
+    int all = !strcmp(o->target, "all");
+    const cg_target *t = cg_target_find(all ? "cuda" : o->target);
+    if (all && o->emit) {
+        fprintf(stderr, "moec build: --emit prints one target's form: use --target cpu or cuda\n");
         return -1;
     }
     if (o->gemm && strcmp(o->gemm, "cublas") && strcmp(o->gemm, "generated")) {
@@ -264,52 +276,78 @@ static int parse(int argc, char **argv, opts *o) {
     return 0;
 }
 
-/* Every file the target needs, beside the source in dir. */
-static int write_sources(const char *dir, const cg_target *t, const char *src, const char *dev_src) {
-    char path[PATH_MAX];
-    for (int i = 0; t->files[i]; i++) {
-        const char *text = cg_embedded(t->files[i]);
-        if (!text) { fprintf(stderr, "moec: internal error: '%s' is not embedded in moec\n", t->files[i]); return -1; }
-        snprintf(path, sizeof path, "%s/%s", dir, t->files[i]);
-        if (write_file(path, text)) return -1;
-    }
-    if (t->device_source_name) {
-        snprintf(path, sizeof path, "%s/%s", dir, t->device_source_name);
-        if (write_file(path, dev_src)) return -1;
-    }
-    snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
-    return write_file(path, src);
+/* The table of the executable's programs (moe_program.h), one per target. */
+static char *programs_source(const gen *gs, int ng) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    if (!m) return NULL;
+    fputs("/* generated by moec: the programs of this executable, one per target */\n#include \"moe_program.h\"\n", m);
+    for (int i = 0; i < ng; i++) fprintf(m, "extern const moe_program moe_program_%s;\n", gs[i].t->name);
+    fputs("const moe_program *const moe_programs[] = {", m);
+    for (int i = 0; i < ng; i++) fprintf(m, "&moe_program_%s, ", gs[i].t->name);
+    fputs("0};\n", m);
+    return fclose(m) == 0 ? text : (free(text), NULL);
 }
 
-static void remove_sources(const char *dir, const cg_target *t) {
+/* Every file the targets need, beside their sources in dir. */
+static int write_sources(const char *dir, const gen *gs, int ng) {
     char path[PATH_MAX];
-    for (int i = 0; t->files[i]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, t->files[i]);
+    for (int g = 0; g < ng; g++) {
+        const cg_target *t = gs[g].t;
+        for (int i = 0; t->files[i]; i++) {
+            const char *text = cg_embedded(t->files[i]);
+            if (!text) { fprintf(stderr, "moec: internal error: '%s' is not embedded in moec\n", t->files[i]); return -1; }
+            snprintf(path, sizeof path, "%s/%s", dir, t->files[i]);
+            if (write_file(path, text)) return -1;
+        }
+        if (t->device_source_name) {
+            snprintf(path, sizeof path, "%s/%s", dir, t->device_source_name);
+            if (write_file(path, gs[g].dev_src)) return -1;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
+        if (write_file(path, gs[g].src)) return -1;
+    }
+    char *table = programs_source(gs, ng);
+    snprintf(path, sizeof path, "%s/programs.c", dir);
+    int rc = table ? write_file(path, table) : -1;
+    free(table);
+    return rc;
+}
+
+static void remove_sources(const char *dir, const gen *gs, int ng) {
+    char path[PATH_MAX];
+    for (int g = 0; g < ng; g++) {
+        const cg_target *t = gs[g].t;
+        for (int i = 0; t->files[i]; i++) {
+            snprintf(path, sizeof path, "%s/%s", dir, t->files[i]);
+            unlink(path);
+        }
+        if (t->device_source_name) {
+            snprintf(path, sizeof path, "%s/%s", dir, t->device_source_name);
+            unlink(path);
+            snprintf(path, sizeof path, "%s/kernels_emu.o", dir);
+            unlink(path);
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
         unlink(path);
     }
-    if (t->device_source_name) {
-        snprintf(path, sizeof path, "%s/%s", dir, t->device_source_name);
-        unlink(path);
-        snprintf(path, sizeof path, "%s/kernels_emu.o", dir);
-        unlink(path);
-    }
-    snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
+    snprintf(path, sizeof path, "%s/programs.c", dir);
     unlink(path);
     rmdir(dir);
 }
 
-/* Compiles src into OUT through a private directory and a temporary file beside OUT with a
+/* Compiles the generated code into OUT through a private directory and a temporary file beside OUT with a
  * unique name (OUT.tmp.XXXXXX), renamed over OUT when the compiler succeeds: concurrent
  * builds to one OUT each write their own file, and OUT is always one whole executable. */
-static int compile(arena *a, const cg_target *t, const char *src, const char *dev_src, const char *out, int opt,
-                   double *cc_ms) {
+static int compile(arena *a, const gen *gs, int ng, const char *out, int opt, double *cc_ms) {
     char dir[] = "/tmp/moec-XXXXXX";
     if (!mkdtemp(dir)) {
         fprintf(stderr, "moec: cannot create a temporary directory: %s\n", strerror(errno));
         return 1;
     }
     int rc = 0;
-    if (write_sources(dir, t, src, dev_src)) { fprintf(stderr, "moec: cannot write generated code under %s\n", dir); rc = 1; }
+    if (write_sources(dir, gs, ng)) { fprintf(stderr, "moec: cannot write generated code under %s\n", dir); rc = 1; }
     char tmp_out[PATH_MAX];
     int fd = -1;
     if (!rc && snprintf(tmp_out, sizeof tmp_out, "%s.tmp.XXXXXX", out) < (int)sizeof tmp_out) fd = mkstemp(tmp_out);
@@ -320,7 +358,7 @@ static int compile(arena *a, const cg_target *t, const char *src, const char *de
     if (fd >= 0) close(fd);
     double t0 = now_ms();
     if (!rc) {
-        rc = run_cc(a, dir, t, tmp_out, opt) ? 1 : 0;
+        rc = run_cc(a, dir, gs, ng, tmp_out, opt) ? 1 : 0;
         mode_t mask = umask(0);         /* mkstemp made it 0600: give it an executable's mode */
         umask(mask);
         if (!rc && (chmod(tmp_out, 0777 & ~mask) || rename(tmp_out, out))) {
@@ -330,7 +368,7 @@ static int compile(arena *a, const cg_target *t, const char *src, const char *de
         if (rc) unlink(tmp_out);
     }
     *cc_ms = now_ms() - t0;
-    if (!getenv("MOEC_KEEP_GENERATED")) remove_sources(dir, t);
+    if (!getenv("MOEC_KEEP_GENERATED")) remove_sources(dir, gs, ng);
     else fprintf(stderr, "moec: generated code kept in %s\n", dir);
     return rc;
 }
@@ -351,6 +389,55 @@ static int check_device_source(const char *dev_src, moe_nvrtc_result *nv) {
     return 0;
 }
 
+/* The code of one target: the pipeline with its capabilities, the lowering, and the
+ * renderers; or, with --emit, the form asked for on stdout (*printed = 1). The pipeline's
+ * diagnostics go to d. 0, or 1 after an error (reported). */
+typedef struct timings { double lower_ms, codegen_ms; moe_nvrtc_result nv; } timings;
+static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, const cg_target *t, gen *out,
+                      int *printed, timings *tm) {
+    arena *a = front_arena(f);
+    double t0 = now_ms();
+    pl_result pr = {0};
+    pl_options po = {.caps = &t->caps, .opt_level = o->opt};
+    if (pl_run(a, d, m, &po, &pr) != 0) return 1;
+    lw_program *ltr = lw_lower(pr.train), *ldec = ltr ? lw_lower(pr.decode) : NULL;
+    if (!ltr || !ldec) { fprintf(stderr, "moec: out of memory while lowering %s\n", m->name); return 1; }
+    double t1 = now_ms();
+    tm->lower_ms += t1 - t0;
+    cg_unit u = {m, o->file, ltr, ldec, a, o->gemm && !strcmp(o->gemm, "generated")};
+    *printed = 1;
+    if (o->emit && !strcmp(o->emit, "ir")) {
+        ir_print(pr.train, stdout);
+        ir_print(pr.decode, stdout);
+        return 0;
+    }
+    if (o->emit && !strcmp(o->emit, "schedule")) {
+        ir_print_schedule(pr.train, stdout);
+        ir_print_schedule(pr.decode, stdout);
+        return 0;
+    }
+    if (o->emit && !strcmp(o->emit, "kernels")) {
+        lw_print(ltr, t->name, stdout);
+        lw_print(ldec, t->name, stdout);
+        return 0;
+    }
+    int emit_cuda = o->emit && !strcmp(o->emit, "cuda");
+    *printed = o->emit != NULL;
+    out->t = t;
+    out->src = emit_cuda ? NULL : t->render(&u);
+    out->dev_src = t->kernel_source && (!o->emit || emit_cuda) ? t->kernel_source(&u) : NULL;
+    tm->codegen_ms += now_ms() - t1;
+    if ((!emit_cuda && !out->src) || (t->kernel_source && (!o->emit || emit_cuda) && !out->dev_src)) {
+        fprintf(stderr, "moec: out of memory in code generation\n");
+        return 1;
+    }
+    if (o->emit) {
+        fputs(emit_cuda ? out->dev_src : out->src, stdout);
+        return 0;
+    }
+    return out->dev_src && check_device_source(out->dev_src, &tm->nv) ? 1 : 0;
+}
+
 int moec_cmd_build(int argc, char **argv) {
     opts o = {0};
     int pr = parse(argc, argv, &o);
@@ -359,55 +446,35 @@ int moec_cmd_build(int argc, char **argv) {
         char *args[] = {"check", "--dump-ast", (char *)o.file, o.model ? "--model" : NULL, (char *)o.model, NULL};
         return moec_cmd_check(o.model ? 5 : 3, args);
     }
-    const cg_target *t = cg_target_find(o.target);
+    /* --target all: the cpu and cuda programs in one executable */
+    const char *names[2] = {o.target, NULL};
+    if (!strcmp(o.target, "all")) { names[0] = "cpu"; names[1] = "cuda"; }
     double t0 = now_ms();
     front *f = front_create();
     if (!f) { fprintf(stderr, "moec: out of memory\n"); return 1; }
     const md_model *m = front_load(f, o.file, o.model);
     double t1 = now_ms();
-    pl_result pr_ = {0};
-    pl_options po = {.caps = &t->caps, .opt_level = o.opt};
-    int failed = !m || pl_run(front_arena(f), front_diag(f), m, &po, &pr_) != 0;
-    front_print_diagnostics(f, stderr);     /* errors, or the pipeline's warnings */
-    if (failed) { front_destroy(f); return 1; }
-    arena *a = front_arena(f);
-    lw_program *ltr = lw_lower(pr_.train), *ldec = ltr ? lw_lower(pr_.decode) : NULL;
-    double t2 = now_ms();
-    int rc = 0;
-    cg_unit u = {m, o.file, ltr, ldec, a, o.gemm && !strcmp(o.gemm, "generated")};
-    if (!ltr || !ldec) {
-        fprintf(stderr, "moec: out of memory while lowering %s\n", m->name);
-        rc = 1;
-    } else if (o.emit && !strcmp(o.emit, "ir")) {
-        ir_print(pr_.train, stdout);
-        ir_print(pr_.decode, stdout);
-    } else if (o.emit && !strcmp(o.emit, "schedule")) {
-        ir_print_schedule(pr_.train, stdout);
-        ir_print_schedule(pr_.decode, stdout);
-    } else if (o.emit && !strcmp(o.emit, "kernels")) {
-        lw_print(ltr, t->name, stdout);
-        lw_print(ldec, t->name, stdout);
-    } else if (o.emit && !strcmp(o.emit, "cuda")) {
-        char *src = t->kernel_source(&u);
-        if (src) fputs(src, stdout);
-        else { fprintf(stderr, "moec: out of memory in code generation\n"); rc = 1; }
-        free(src);
+    gen gs[2] = {{0}};
+    int ng = 0, rc = m ? 0 : 1, printed = 0;
+    timings tm = {0};
+    diag_ctx *quiet = diag_create(0);   /* the second target's pipeline says again what the first said */
+    for (int i = 0; i < 2 && names[i] && !rc && !printed; i++) {
+        rc = gen_target(f, i ? quiet : front_diag(f), m, &o, cg_target_find(names[i]), &gs[ng], &printed, &tm);
+        ng += gs[ng].t != NULL;
     }
-    if (rc || (o.emit && strcmp(o.emit, "c"))) { front_destroy(f); return rc; }
-    char *src = t->render(&u);
-    double t3 = now_ms(), cc_ms = 0;
-    if (!src) { fprintf(stderr, "moec: out of memory in code generation\n"); front_destroy(f); return 1; }
-    char *dev_src = t->kernel_source && !o.emit ? t->kernel_source(&u) : NULL;
-    moe_nvrtc_result nv = {0};
-    if (o.emit) fputs(src, stdout);
-    else if (t->kernel_source && !dev_src) { fprintf(stderr, "moec: out of memory in code generation\n"); rc = 1; }
-    else if (dev_src && check_device_source(dev_src, &nv)) rc = 1;
-    else rc = compile(a, t, src, dev_src, o.out, o.opt, &cc_ms);
-    free(src);
-    free(dev_src);
+    front_print_diagnostics(f, stderr);     /* errors, or the pipeline's warnings */
+    if (!quiet || (diag_count(quiet) && !rc)) {
+        if (quiet) diag_print(quiet, stderr);
+        rc = 1;
+    }
+    diag_destroy(quiet);
+    double cc_ms = 0;
+    if (!rc && !printed) rc = compile(front_arena(f), gs, ng, o.out, o.opt, &cc_ms);
+    for (int i = 0; i < ng; i++) { free(gs[i].src); free(gs[i].dev_src); }
     if (!rc && o.timings && !o.emit)
         printf("{\"front_ms\": %.3f, \"lower_ms\": %.3f, \"codegen_ms\": %.3f, \"nvrtc_ms\": %.3f, "
-               "\"nvrtc_cached\": %d, \"cc_ms\": %.3f}\n", t1 - t0, t2 - t1, t3 - t2, nv.ms, nv.cached, cc_ms);
+               "\"nvrtc_cached\": %d, \"cc_ms\": %.3f}\n", t1 - t0, tm.lower_ms, tm.codegen_ms, tm.nv.ms, tm.nv.cached,
+               cc_ms);
     front_destroy(f);
     return rc;
 }

@@ -6,6 +6,10 @@
 #include "data.h"
 
 extern const char *moe_prog_name;   /* argv[0] */
+/* the program this run uses: of the executable's programs (one per target it was built
+ * for), the one for the device named by --device; without one, the cuda program where
+ * there is a GPU, else the cpu program */
+extern const moe_program *cli_prog;
 
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);

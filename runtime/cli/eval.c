@@ -11,7 +11,7 @@ typedef struct evopts { moe_rt *rt; moe_data *data; int B, T; } evopts;
 static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, int need, evopts *o) {
     int r = moe_args_parse(moe_prog_name, cmd, argc, argv, f, nf);
     if (r) return r > 0 ? 1 : -1;
-    const moe_program *p = &moe_program_def;
+    const moe_program *p = cli_prog;
     long long B, T;
     if (moe_arg_int(f, nf, "--batch", p->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, INT_MAX, &T)) return -1;
     if (!moe_arg(f, nf, "--data")) { cli_fail("--data FILE is required"); return -1; }

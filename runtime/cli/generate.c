@@ -61,7 +61,7 @@ static int tokenize(const char *prompt, int V, int32_t *out, int cap) {
 }
 
 static double check_cache(moe_rt *rt, const int32_t *tok, int n) {
-    const moe_program *p = &moe_program_def;
+    const moe_program *p = cli_prog;
     int V = (int)p->vocab;
     double worst = 0.0;
     char err[256];
@@ -101,7 +101,7 @@ int cli_generate(int argc, char **argv) {
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "generate", argc, argv, f, nf);
     if (r) return r > 0 ? 0 : 1;
-    const moe_program *p = &moe_program_def;
+    const moe_program *p = cli_prog;
     long long ntok, topk, seed;
     double temp;
     if (moe_arg_int(f, nf, "--tokens", 200, 0, INT_MAX, &ntok) || moe_arg_int(f, nf, "--top-k", 0, 0, p->vocab, &topk) ||

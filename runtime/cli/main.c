@@ -8,6 +8,18 @@
 
 const char *moe_prog_name = "moe";
 const char *moe_cmd_name = "";
+const moe_program *cli_prog;
+
+static const moe_program *pick_program(int argc, char **argv) {
+    const char *dev = NULL;
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--device")) dev = argv[i + 1];
+    if (!moe_programs[1]) return moe_programs[0];
+    const char *want = dev ? (strcmp(dev, "cpu") ? "cuda" : "cpu") : moe_device_cuda_present() ? "cuda" : "cpu";
+    for (int i = 0; moe_programs[i]; i++)
+        if (!strcmp(moe_programs[i]->target, want)) return moe_programs[i];
+    return moe_programs[0];
+}
 
 /* every message of the executable: "PROG CMD: what is wrong" */
 void cli_fail(const char *fmt, ...) {
@@ -21,7 +33,7 @@ void cli_fail(const char *fmt, ...) {
 
 moe_rt *cli_rt(int need, int decode, const char *device) {
     char err[512];
-    moe_rt *rt = moe_rt_create(&moe_program_def, device, need, decode, err, sizeof err);
+    moe_rt *rt = moe_rt_create(cli_prog, device, need, decode, err, sizeof err);
     if (!rt) cli_fail("%s", err);
     return rt;
 }
@@ -40,7 +52,7 @@ int cli_load(moe_rt *rt, const char *path) {
 moe_data *cli_data(const char *spec) {
     char err[1024];
     moe_data *d = NULL;
-    if (moe_data_open(spec, moe_program_def.vocab, &d, err, sizeof err)) {
+    if (moe_data_open(spec, cli_prog->vocab, &d, err, sizeof err)) {
         cli_fail("%s", err);
         return NULL;
     }
@@ -77,7 +89,7 @@ int cli_info(int argc, char **argv) {
     moe_flag f[] = {{"--json", 0, "one JSON object", NULL}, {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int r = moe_args_parse(moe_prog_name, "info", argc, argv, f, 2);
     if (r) return r > 0 ? 0 : 1;
-    const moe_program *p = &moe_program_def;
+    const moe_program *p = cli_prog;
     char desc[sizeof ((moe_device *)0)->desc] = "";
     if (f[1].value) {           /* a device named: say whether it can run this program, and what it is */
         char err[512];
@@ -96,11 +108,14 @@ int cli_info(int argc, char **argv) {
         json_string(p->source);
         printf(", \"params\": %lld, \"expert_params\": %lld, \"param_bytes\": %lld, \"arena_bytes\": %lld, "
                "\"decode_arena_bytes\": %lld, \"io_bytes\": %lld, \"align\": %lld, \"max_batch\": %lld, "
-               "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d",
+               "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d, \"vocab\": %lld, "
+               "\"context\": %lld, \"layers\": %lld, \"hidden\": %lld, \"heads\": %lld, \"ffn\": %lld, "
+               "\"n_moe\": %d, \"top_k\": %d",
                (long long)n, (long long)ne, (long long)p->buf_bytes[MOE_BUF_PARAM], (long long)p->train.act_bytes,
                (long long)p->decode.act_bytes, (long long)p->buf_bytes[MOE_BUF_IO], (long long)p->align,
                (long long)p->train.B_max, (long long)p->train.T_max, p->train.n_steps, p->decode.n_steps,
-               omp_get_max_threads());
+               omp_get_max_threads(), (long long)p->vocab, (long long)p->context, (long long)p->layers,
+               (long long)p->hidden, (long long)p->heads, (long long)p->ffn, p->n_moe, p->top_k);
         if (desc[0]) {      /* the device named */
             printf(", \"device\": ");
             json_string(f[1].value);
@@ -110,7 +125,10 @@ int cli_info(int argc, char **argv) {
         printf("}\n");
         return 0;
     }
-    printf("model %s (from %s), target %s\n", p->model, p->source, p->target);
+    printf("model %s (from %s), target %s", p->model, p->source, p->target);
+    for (int i = 0; moe_programs[1] && moe_programs[i]; i++)
+        printf("%s%s", i ? ", " : " (this executable carries ", moe_programs[i]->target);
+    printf("%s\n", moe_programs[1] ? ")" : "");
     printf("  vocab %lld, context %lld, %lld layers, hidden %lld, %lld heads, ffn %lld\n", (long long)p->vocab,
            (long long)p->context, (long long)p->layers, (long long)p->hidden, (long long)p->heads, (long long)p->ffn);
     printf("  parameters %lld (%lld in experts), %d MoE layers, top-%d\n", (long long)n, (long long)ne, p->n_moe, p->top_k);
@@ -130,11 +148,12 @@ static void usage(FILE *out) {
         "  bench     [--train|--grad|--infer] [--batch B] [--seq T] [--steps N] [--json]\n"
         "  info      [--json]\n"
         "every command takes --device cpu|cuda|cuda-emu and -h\n",
-        moe_prog_name, moe_program_def.model);
+        moe_prog_name, cli_prog->model);
 }
 
 int main(int argc, char **argv) {
     moe_prog_name = argv[0];
+    cli_prog = pick_program(argc, argv);
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {

@@ -43,7 +43,7 @@ int cli_train(int argc, char **argv) {
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "train", argc, argv, f, nf);
     if (r) return r > 0 ? 0 : 1;
-    const moe_program *p = &moe_program_def;
+    const moe_program *p = cli_prog;
     long long steps, seed;
     if (moe_arg_int(f, nf, "--steps", p->train_steps, 0, INT_MAX, &steps) || moe_arg_int(f, nf, "--seed", p->seed, 0, LLONG_MAX, &seed)) return 1;
     const char *dir = moe_arg(f, nf, "--checkpoint");

@@ -18,7 +18,10 @@ small=tests/e2e/small.moe
     echo "exit ${PIPESTATUS[0]}"
   done <<CASES
 build $small
-build $small -o $out/x --target all
+build $small -o $out/x --target gpu
+build $small --target all --emit c
+build $small -o $out/x --gemm generated
+build $small -o $out/x --target cuda --gemm tiled
 build $small --emit bogus
 build $small --emit cuda
 build $small -o

@@ -4,7 +4,9 @@
 # training run under --device cuda gives --device cuda-emu's figures bit for bit, with the
 # kernels compiled by NVRTC at start (a cold kernel cache) and then found in the cache; a
 # failing driver call stops the command with a message naming the call, its error, and the
-# file and line, and a non-zero exit; the device frees what it allocated.
+# file and line, and a non-zero exit; the device frees what it allocated. An executable
+# built with --target all runs its cuda program where a GPU answers and its cpu program
+# where none does.
 set -uo pipefail
 moec=$1; mock=$2; model=$3
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -26,6 +28,20 @@ ls "$work"/cache/kernels/*-sm_90-*.cubin > /dev/null 2>&1 || bad "no sm_90 cubin
 [ "$(ls "$work"/cache/kernels | wc -l)" = 1 ] || bad "the warm run compiled again: $(ls "$work"/cache/kernels)"
 "$work/m" info --device cuda | grep -qx "  device cuda: mock GPU 0, the cuda-emu emulator (compute capability 9.0)" \
     || bad "info --device cuda does not describe the GPU"
+
+# --target all: the GPU by default where there is one (here, the stand-in), else the CPU
+"$moec" build "$model" -o "$work/all" --target all || exit 1
+carries="(this executable carries cpu, cuda)"
+[ "$("$work/all" info | head -1)" = "model small (from $model), target cuda $carries" ] || bad "all: $("$work/all" info | head -1)"
+[ "$(MOEC_LIBCUDA=$work/none.so "$work/all" info | head -1)" = "model small (from $model), target cpu $carries" ] \
+    || bad "all without a driver: $(MOEC_LIBCUDA=$work/none.so "$work/all" info | head -1)"
+"$work/all" train --steps 3 --log "$work/all.jsonl" > /dev/null 2>&1 || bad "all: train on the GPU"
+cmp -s <(jq -r "$fields" "$work/emu.jsonl") <(jq -r "$fields" "$work/all.jsonl") || bad "all: the GPU run differs from cuda-emu"
+MOEC_LIBCUDA=$work/none.so "$work/all" train --steps 3 --log "$work/allcpu.jsonl" > /dev/null 2>&1 || bad "all: train on the CPU"
+paste <(jq -r "$fields" "$work/emu.jsonl") <(jq -r "$fields" "$work/allcpu.jsonl") | awk '
+    function rel(a, b) { d = a - b; if (d < 0) d = -d; return d / (a < 0 ? -a : a) }
+    { n++; if (rel($2, $8) > 1e-4) bad = 1 }
+    END { exit bad || n != 3 }' || bad "all: the CPU run's losses are not cuda-emu's"
 
 # expect ENV... -- MESSAGE: train fails with exit 1 and MESSAGE on stderr
 expect() {
@@ -49,5 +65,5 @@ expect MOCK_CUDA_FAIL=cuMemcpyDtoHAsync -- "device cuda: download failed: cuMemc
 # a cache entry that is not a CUDA image is refused by the driver, not run
 for f in "$work"/cache/kernels/*.cubin; do printf 'MOECUBIN' > "$f"; done
 "$work/m" train --steps 1 --device cuda > /dev/null 2> "$work/err" || bad "a corrupt cache entry is not rebuilt: $(cat "$work/err")"
-[ $fail = 0 ] && echo "ok: --device cuda through the stand-in driver matches cuda-emu; driver failures are reported"
+[ $fail = 0 ] && echo "ok: --device cuda through the stand-in driver matches cuda-emu; driver failures are reported; --target all picks its device"
 exit $fail

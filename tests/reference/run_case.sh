@@ -11,7 +11,8 @@
 #        as --rtol or --tol GLOB=R are passed on)
 # Both are run even when the first fails, so one ctest log shows everything. The device is
 # the executable's default unless MOE_REF_DEVICE is set (cpu, cuda, cuda-emu); the target is
-# moec's default unless MOE_REF_TARGET is set (cpu, cuda).
+# moec's default unless MOE_REF_TARGET is set (cpu, cuda). MOEC "prebuilt" skips the build
+# and runs WORK_DIR/<case>.exe as it is (bench/gpu.sh: executables built elsewhere).
 # Exit 0 when both match, 1 otherwise.
 set -u
 if [ $# -lt 5 ]; then
@@ -26,9 +27,11 @@ mkdir -p "$work" || exit 1
 dev=""
 if [ -n "${MOE_REF_DEVICE:-}" ]; then dev="--device $MOE_REF_DEVICE"; fi
 
-echo "== $name: build"
-rm -f "$exe"
-"$moec" build "$case_dir/model.moe" -o "$exe" --target "${MOE_REF_TARGET:-cpu}" || { echo "FAIL: moec build"; exit 1; }
+if [ "$moec" != prebuilt ]; then
+    echo "== $name: build"
+    rm -f "$exe"
+    "$moec" build "$case_dir/model.moe" -o "$exe" --target "${MOE_REF_TARGET:-cpu}" || { echo "FAIL: moec build"; exit 1; }
+fi
 
 status=0
 echo "== $name: eval"
