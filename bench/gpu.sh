@@ -4,7 +4,8 @@
 #
 #   bash bench/gpu.sh pack DIR   here, no GPU needed: build the executables into DIR
 #   bash bench/gpu.sh run DIR    on the GPU machine: run them; results go to $OUT (or
-#                                bench/results/gpu), log, tables and JSON; under 8 minutes
+#                                bench/results/gpu): gpu.md (the tables), gpu.log, and
+#                                raw.tar.gz (every log and JSON); under 8 minutes
 #   bash bench/gpu.sh all        a GPU machine with moec's build dependencies: both
 # GPU_MODELS (default "tiny gpu_medium") and GPU_TINY_STEPS (300) shorten a run.
 #
@@ -43,15 +44,20 @@ pack() {
 }
 
 run() {
-    local out=${OUT:-$ROOT/bench/results/gpu} b=$dir/bin
-    mkdir -p "$out"
+    local dest=${OUT:-$ROOT/bench/results/gpu} b=$dir/bin out
+    out=$(mktemp -d)        # the raw results, packed into $dest at the end
+    mkdir -p "$dest"
     export LD_LIBRARY_PATH="$dir/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export MOEC_CACHE_DIR=$out/kernel-cache OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
-    exec > >(tee "$out/gpu.log") 2>&1
+    exec > >(tee "$dest/gpu.log") 2>&1
     log "device"
     nvidia-smi -L || true
     "$b/tiny" info --device cuda || { echo "FAIL: no usable GPU"; exit 1; }
     local dev; dev=$("$b/tiny" info --device cuda --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["device_desc"])')
+
+    log "verify: every op of the cuda program against the cpu program's, on the GPU"
+    "$b/tiny" verify --device cuda > "$out/verify_tiny.txt" 2>&1 && tail -1 "$out/verify_tiny.txt" \
+        || { echo "FAIL: verify"; grep -E "FAIL|verify" "$out/verify_tiny.txt"; }
 
     log "reference goldens under --device cuda (eval outputs and every gradient)"
     local pass=0 fail=0
@@ -61,7 +67,7 @@ run() {
             "$dir/ref/json_compare" > "$out/ref_$(basename "$c").log" 2>&1; then pass=$((pass + 1)); else
             fail=$((fail + 1)); echo "FAIL: reference case $(basename "$c") (ref_$(basename "$c").log)"; fi
     done
-    echo "reference goldens: $pass passed, $fail failed"
+    echo "reference goldens: $pass passed, $fail failed" | tee "$out/ref_summary.txt"
 
     local steps=${GPU_TINY_STEPS:-300}
     log "tiny: $steps training steps on the GPU and on the CPU"
@@ -76,11 +82,18 @@ run() {
         done
         "$b/$m" info --json > "$out/info_$m.json"
     done
-    DEV="$dev" OUTDIR="$out" python3 - <<'PY'
+    DEV="$dev" OUTDIR="$out" DEST="$dest" python3 - <<'PY'
 import json, os
 out, dev = os.environ["OUTDIR"], os.environ["DEV"]
 peak = 67.0 if ("H100" in dev or "H200" in dev) else 19.5 if "A100" in dev else None   # fp32 (no TF32), TFLOP/s
 lines = [f"# moec cuda target on {dev}", ""]
+def first_line(path, last=False):
+    try:
+        text = open(path).read().strip().splitlines()
+        return text[-1] if last else text[0]
+    except Exception as e: return f"(missing: {e})"
+lines += ["- " + first_line(f"{out}/ref_summary.txt") + " (11 PyTorch reference cases, --device cuda)",
+          "- verify, tiny (each op on the GPU against the CPU, same inputs): " + first_line(f"{out}/verify_tiny.txt", True), ""]
 def curve(name):
     return [json.loads(l) for l in open(f"{out}/tiny_{name}.jsonl") if '"loss"' in l]
 g, c = curve("cuda"), curve("cpu")
@@ -125,9 +138,11 @@ try:
         lines.append(f"| {kern['name']} | {kern['ms']:.3f} | {100 * kern['share']:.1f}% |")
 except Exception as e:
     lines.append(f"(no profile: {e})")
-open(f"{out}/gpu.md", "w").write("\n".join(lines) + "\n")
+open(f"{os.environ['DEST']}/gpu.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
+    rm -rf "$out/kernel-cache"
+    tar -czf "$dest/raw.tar.gz" -C "$out" . && rm -rf "$out"
 }
 
 case $mode in

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 4
+#define MOE_ABI_VERSION 5
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 
@@ -75,11 +75,20 @@ typedef struct moe_ctx {
 } moe_ctx;
 
 typedef void (*moe_step_fn)(moe_ctx *c);
+/* a tensor a step writes, at the compiled maximum batch (for `verify`) */
+typedef struct moe_region {
+    const char *name;               /* the op's output slot ("y", "dW", ...) */
+    int buf;                        /* MOE_BUF_* */
+    int dtype;                      /* MOE_F32, ... */
+    int64_t offset, bytes;
+} moe_region;
 typedef struct moe_step {
     const char *name;               /* "h.1.moe.gate", "h.1.moe.gate.bwd" */
     moe_step_fn fn;
     int phase;                      /* MOE_PHASE_* */
     unsigned kind;                  /* MOE_STEP_* flags */
+    int n_outs;
+    const moe_region *outs;         /* what it writes (the optimizer: the whole param and opt buffers) */
 } moe_step;
 
 typedef struct moe_param_info {

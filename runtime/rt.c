@@ -226,6 +226,11 @@ void moe_rt_run(moe_rt *rt, int first, int last) {
     run_steps(rt, &rt->prog->train, first, last, 0, rt->timing);
 }
 
+void moe_rt_run_step(moe_rt *rt, int i) {
+    rt->ctx.buf[MOE_BUF_ACT] = rt->act;
+    rt->prog->train.steps[i].fn(&rt->ctx);
+}
+
 void moe_rt_logits(moe_rt *rt) {
     rt->ctx.buf[MOE_BUF_ACT] = rt->act;
     run_steps(rt, &rt->prog->train, MOE_PHASE_FWD, MOE_PHASE_FWD, MOE_STEP_LOSS, 0);

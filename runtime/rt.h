@@ -52,6 +52,8 @@ int moe_rt_shape(moe_rt *rt, int B, int T, char *err, size_t errlen);
 void moe_rt_upload_batch(moe_rt *rt);
 /* Runs the training schedule's steps whose phase is in [first, last]. */
 void moe_rt_run(moe_rt *rt, int first_phase, int last_phase);
+/* Runs step i of the training schedule alone (`verify`). */
+void moe_rt_run_step(moe_rt *rt, int i);
 /* The forward without its loss steps: the logits of every position stay in the arena. */
 void moe_rt_logits(moe_rt *rt);
 /* Downloads rows [row0, row0 + n) of the logits [S, vocab] of the last forward. */

@@ -7,6 +7,7 @@
 #include "cg.h"
 #include "../util/arena.h"
 #include "moe_hash.h"
+#include <string.h>
 
 const char *const cg_dtype_macro[MOE_DTYPE_COUNT] = {"F32", "BF16", "F16", "I32", "F64"};
 const char *const cg_buf_macro[MOE_BUF_COUNT] = {"ACT", "PARAM", "GRAD", "OPT", "IO", "STAGING", "COMM"};
@@ -64,12 +65,45 @@ static void emit_schedule(cg *b, const lw_program *p, const char *field, const c
             (long long)g->t[g->logits].offset);
 }
 
-void cg_emit_step_table(cg *b, arena *a, const lw_program *p, const char *pre, const char *table) {
-    cg_open(b, "static const moe_step %s[] =", table);
-    for (int i = 0; i < p->nsteps; i++) {
-        const lw_step *s = &p->steps[i];
-        cg_line(b, "{%s, %s%d, %d, %uu},", cg_cstr(a, s->name), pre, s->node, s->phase, s->kind);
+/* Whether output j of node n is checked by `verify`: not a kernel's scratch, whose contents
+ * each target lays out its own way. */
+static int verified_out(const ir_node *n, int j) {
+    return n->out[j] >= 0 && strcmp(ir_op_info(n->op)->out[j].name, "scratch") != 0;
+}
+
+/* the regions step s writes: its node's output tensors; the optimizer's, whole buffers */
+static int emit_regions(cg *b, const ir_graph *g, const lw_step *s, const char *name) {
+    const ir_node *n = &g->n[s->node];
+    int count = 0;
+    cg_open(b, "static const moe_region %s[] =", name);
+    if (s->phase == IR_PHASE_OPT && n->n_out == 0) {
+        cg_line(b, "{\"param\", MOE_BUF_PARAM, MOE_F32, 0, %lld},", (long long)g->buf_bytes[MOE_BUF_PARAM]);
+        cg_line(b, "{\"opt\", MOE_BUF_OPT, MOE_F32, 0, %lld},", (long long)g->buf_bytes[MOE_BUF_OPT]);
+        count = 2;
     }
+    for (int j = 0; j < n->n_out; j++) {
+        if (!verified_out(n, j)) continue;
+        const ir_tensor *t = &g->t[n->out[j]];
+        cg_line(b, "{\"%s\", MOE_BUF_%s, %d, %lld, %lld},", ir_op_info(n->op)->out[j].name, cg_buf_macro[t->buf],
+                (int)t->dtype, (long long)t->offset, (long long)ir_tensor_bytes_max(g, t));
+        count++;
+    }
+    cg_line(b, "{0, 0, 0, 0, 0}");
+    cg_close(b, ";");
+    return count;
+}
+
+void cg_emit_step_table(cg *b, arena *a, const lw_program *p, const char *pre, const char *table) {
+    int *nouts = ARENA_ARRAY(a, int, p->nsteps + 1);
+    for (int i = 0; nouts && i < p->nsteps; i++)
+        nouts[i] = emit_regions(b, p->g, &p->steps[i], arena_printf(a, "%s_outs%d", table, i));
+    cg_open(b, "static const moe_step %s[] =", table);
+    for (int i = 0; nouts && i < p->nsteps; i++) {
+        const lw_step *s = &p->steps[i];
+        cg_line(b, "{%s, %s%d, %d, %uu, %d, %s_outs%d},", cg_cstr(a, s->name), pre, s->node, s->phase, s->kind,
+                nouts[i], table, i);
+    }
+    if (!nouts) cg_line(b, "#error \"out of memory\"");
     cg_close(b, ";");
 }
 

@@ -389,16 +389,18 @@ static int check_device_source(const char *dev_src, moe_nvrtc_result *nv) {
     return 0;
 }
 
-/* The code of one target: the pipeline with its capabilities, the lowering, and the
- * renderers; or, with --emit, the form asked for on stdout (*printed = 1). The pipeline's
- * diagnostics go to d. 0, or 1 after an error (reported). */
+/* The code of one target: the pipeline with its capabilities (planned at alignment `align`
+ * at least), the lowering, and the renderers; or, with --emit, the form asked for on stdout
+ * (*printed = 1). The pipeline's diagnostics go to d. 0, or 1 after an error (reported). */
 typedef struct timings { double lower_ms, codegen_ms; moe_nvrtc_result nv; } timings;
-static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, const cg_target *t, gen *out,
-                      int *printed, timings *tm) {
+static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, const cg_target *t, int64_t align,
+                      gen *out, int *printed, timings *tm) {
     arena *a = front_arena(f);
     double t0 = now_ms();
     pl_result pr = {0};
-    pl_options po = {.caps = &t->caps, .opt_level = o->opt};
+    ir_caps caps = t->caps;
+    if (caps.align < align) caps.align = align;
+    pl_options po = {.caps = &caps, .opt_level = o->opt};
     if (pl_run(a, d, m, &po, &pr) != 0) return 1;
     lw_program *ltr = lw_lower(pr.train), *ldec = ltr ? lw_lower(pr.decode) : NULL;
     if (!ltr || !ldec) { fprintf(stderr, "moec: out of memory while lowering %s\n", m->name); return 1; }
@@ -446,9 +448,13 @@ int moec_cmd_build(int argc, char **argv) {
         char *args[] = {"check", "--dump-ast", (char *)o.file, o.model ? "--model" : NULL, (char *)o.model, NULL};
         return moec_cmd_check(o.model ? 5 : 3, args);
     }
-    /* --target all: the cpu and cuda programs in one executable */
+    /* --target all: the cpu and cuda programs in one executable, planned alike (the larger
+     * alignment), so that `verify` can compare them tensor by tensor */
     const char *names[2] = {o.target, NULL};
     if (!strcmp(o.target, "all")) { names[0] = "cpu"; names[1] = "cuda"; }
+    int64_t align = 0;
+    for (int i = 0; i < 2 && names[i]; i++)
+        if (cg_target_find(names[i])->caps.align > align) align = cg_target_find(names[i])->caps.align;
     double t0 = now_ms();
     front *f = front_create();
     if (!f) { fprintf(stderr, "moec: out of memory\n"); return 1; }
@@ -459,7 +465,8 @@ int moec_cmd_build(int argc, char **argv) {
     timings tm = {0};
     diag_ctx *quiet = diag_create(0);   /* the second target's pipeline says again what the first said */
     for (int i = 0; i < 2 && names[i] && !rc && !printed; i++) {
-        rc = gen_target(f, i ? quiet : front_diag(f), m, &o, cg_target_find(names[i]), &gs[ng], &printed, &tm);
+        rc = gen_target(f, i ? quiet : front_diag(f), m, &o, cg_target_find(names[i]), align, &gs[ng],
+                        &printed, &tm);
         ng += gs[ng].t != NULL;
     }
     front_print_diagnostics(f, stderr);     /* errors, or the pipeline's warnings */

@@ -17,6 +17,7 @@ int cli_grad(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_info(int argc, char **argv);
+int cli_verify(int argc, char **argv);
 
 /* shared helpers (main.c) */
 /* the runtime on --device (NULL: the default); MOE_RT_*; message printed on failure */

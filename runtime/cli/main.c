@@ -147,6 +147,7 @@ static void usage(FILE *out) {
         "  generate  --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]\n"
         "  bench     [--train|--grad|--infer] [--batch B] [--seq T] [--steps N] [--json]\n"
         "  info      [--json]\n"
+        "  verify    [--batch B] [--seq T]   (--target all: each op of the cuda program against the cpu's)\n"
         "every command takes --device cpu|cuda|cuda-emu and -h\n",
         moe_prog_name, cli_prog->model);
 }
@@ -158,7 +159,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"train", cli_train}, {"eval", cli_eval}, {"grad", cli_grad}, {"generate", cli_generate},
-        {"bench", cli_bench}, {"info", cli_info},
+        {"bench", cli_bench}, {"info", cli_info}, {"verify", cli_verify},
     };
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) { usage(stdout); return 0; }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

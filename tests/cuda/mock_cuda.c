@@ -10,7 +10,8 @@
  *
  * Faults for tests: MOCK_CUDA_NO_DEVICE=1 fails cuInit as a machine without a GPU does;
  * MOCK_CUDA_CC=7.5 plays an older GPU; MOCK_CUDA_FAIL=cuMemAlloc (any entry's name) makes
- * that entry fail with CUDA_ERROR_OUT_OF_MEMORY. At exit, memory never freed is reported.
+ * that entry fail with CUDA_ERROR_OUT_OF_MEMORY; MOCK_CUBLAS_SKEW=1 makes every GEMM's first
+ * element 1% wrong. At exit, memory never freed is reported.
  */
 #include "device.h"
 #include <cblas.h>
@@ -202,9 +203,11 @@ int cublasSgemmStridedBatched(void *h, int ta, int tb, int m, int n, int k, cons
                               long long sa, const float *b, int ldb, long long sb, const float *beta, float *c, int ldc,
                               long long sc, int batch) {
     if (h != &blas_token || fail("cublasSgemm")) return 7;
-    for (int i = 0; i < batch; i++)
+    for (int i = 0; i < batch; i++) {
         cblas_sgemm(CblasColMajor, op(ta), op(tb), m, n, k, *alpha, a + i * sa, lda, b + i * sb, ldb, *beta,
                     c + i * sc, ldc);
+        if (getenv("MOCK_CUBLAS_SKEW") && m > 0 && n > 0) c[i * sc] = c[i * sc] * 1.01f + 0.01f;
+    }
     return 0;
 }
 int cublasSgemm_v2(void *h, int ta, int tb, int m, int n, int k, const float *alpha, const float *a, int lda,
