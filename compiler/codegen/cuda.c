@@ -30,7 +30,9 @@ const char *const cg_cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_gate.h", "mo
 static const char *const cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_gate.h", "cu_common.cuh", "cu_dense.cuh",
                                          "cu_attn.cuh", "cu_moe.cuh", NULL};
 
-enum { G_ITEMS, G_ROWS, G_ONE, G_BLOCK, G_HOST };   /* grid kinds */
+/* grid kinds: a thread per item, a block per row, one thread, one block, a block per 64 x 64
+ * tile (cu_grouped_mm), none (host) */
+enum { G_ITEMS, G_ROWS, G_ONE, G_BLOCK, G_TILES, G_HOST };
 #define CU_NT MOE_BLOCK_THREADS
 #define CU_GRID_MAX 65535
 
@@ -66,6 +68,8 @@ static const cu_kernel kernels[] = {
     {"moe_dispatch_bwd", 1, {{G_ITEMS, "S*d"}}},
     {"moe_expert_fwd", 1, {{G_ITEMS, "y"}}},
     {"moe_expert_bwd", 3, {{G_ITEMS, "x"}, {G_ITEMS, "E*K*N"}, {G_ITEMS, "E*N"}}},
+    {"moe_expert_fwd_tiled", 1, {{G_TILES, "y"}}},
+    {"moe_expert_bwd_tiled", 3, {{G_TILES, "x"}, {G_ITEMS, "E*K*N"}, {G_ITEMS, "E*N"}}},
     {"moe_combine_fwd", 1, {{G_ITEMS, "S*d"}}},
     {"moe_combine_bwd", 1, {{G_ITEMS, "S"}}},
     {"xent_fwd", 2, {{G_ITEMS, "S"}, {G_ONE, ""}}},
@@ -116,7 +120,8 @@ static int64_t work_of(const ir_graph *g, const lw_call *k, const char *work) {
 }
 
 static unsigned grid_of(int kind, int64_t work) {
-    int64_t n = kind == G_ITEMS ? (work + CU_NT - 1) / CU_NT : kind == G_ROWS ? work : 1;
+    int64_t n = kind == G_ITEMS ? (work + CU_NT - 1) / CU_NT : kind == G_ROWS ? work
+              : kind == G_TILES ? (work + 4095) / 4096 : 1;
     return (unsigned)(n < 1 ? 1 : n > CU_GRID_MAX ? CU_GRID_MAX : n);
 }
 
@@ -187,7 +192,7 @@ static int find_or_add(cg_cuda_plan *pl, arena *a, const lw_call *k, const cu_ke
     e->name = arena_printf(a, "k%d_%s%s%s_p%d", pl->n_kernels, k->kernel, k->variant ? "_v" : "",
                            k->variant ? arena_printf(a, "%d", k->variant) : "", part);
     e->body = body;
-    e->sync = kind == G_ROWS || kind == G_BLOCK;
+    e->sync = kind == G_ROWS || kind == G_BLOCK || kind == G_TILES;
     e->serial = kind == G_ONE;
     return e->name ? pl->n_kernels++ : -1;
 }
@@ -283,7 +288,14 @@ static int plan_program(cg_cuda_plan *pl, const cg_unit *u, const lw_program *p,
         const lw_step *s = &p->steps[i];
         out->first[i] = out->n;
         for (int c = 0; c < s->ncalls; c++) {
+            lw_call tiled;
             const lw_call *k = &s->calls[c];
+            if (!u->gemm_generated && (!strcmp(k->kernel, "moe_expert_fwd") || !strcmp(k->kernel, "moe_expert_bwd"))) {
+                tiled = *k;     /* the expert GEMMs tiled */
+                tiled.kernel = arena_printf(a, "%s_tiled", k->kernel);
+                tiled.variant = 0;
+                k = &tiled;
+            }
             const cu_kernel *ki = find_kernel(k->kernel);
             if (!ki) return -2;
             int rc = u->gemm_generated ? 1 : add_linear(pl, a, p, k, out);
