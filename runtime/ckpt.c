@@ -5,7 +5,9 @@
  * moe-language.md section 7) and DIR/step-NNNNNNNN.optim.safetensors (AdamW moments
  * "m.NAME" and "v.NAME", metadata "step"). The optimizer file is written first and the
  * weights file last, each atomically, so a weights file under its final name means the
- * checkpoint is complete.
+ * checkpoint is complete. Every file says what it holds (metadata "content": weights,
+ * optimizer or gradients), and a reader refuses a file that holds something else. Loaded
+ * values must be finite.
  */
 #include "rt.h"
 #include "st.h"
@@ -14,7 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* A checkpoint file holds one or more groups: a device buffer in the parameter layout whose
  * tensors are named PREFIX + parameter name ("" for weights, "m." and "v." for AdamW). */
@@ -27,7 +33,7 @@ static int fetch(void *ctx, const moe_st_out *t, size_t off, void *dst, size_t n
 }
 
 static int save_groups(const moe_rt *rt, const group *g, int ng, const char *path, const char *const *meta,
-                       char *err, size_t errlen) {
+                       int n_meta, char *err, size_t errlen) {
     const moe_program *p = rt->prog;
     int n = p->n_params * ng;
     moe_st_out *t = calloc((size_t)n, sizeof *t);
@@ -48,7 +54,7 @@ static int save_groups(const moe_rt *rt, const group *g, int ng, const char *pat
                 for (int d = 0; d < q->ndim; d++) t[j].shape[d] = q->shape[d];
                 t[j].data = (const float *)(g[k].buf + q->offset);     /* a device address */
             }
-        rc = moe_st_write_fetch(path, t, n, meta, 3, fetch, rt->dev, err, errlen);
+        rc = moe_st_write_fetch(path, t, n, meta, n_meta, fetch, rt->dev, err, errlen);
     }
     free(names);
     free(t);
@@ -68,20 +74,21 @@ static int optim_path(const char *path, char *out, size_t n) {
 int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, int with_optimizer, char *err, size_t errlen) {
     char stepbuf[32], opath[4096];
     snprintf(stepbuf, sizeof stepbuf, "%" PRId64, step);
-    const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "step", stepbuf};
+    const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "step", stepbuf, "content", "optimizer"};
     if (with_optimizer && rt->buf[MOE_BUF_OPT]) {
         if (optim_path(path, opath, sizeof opath)) { snprintf(err, errlen, "%s: path too long", path); return -1; }
         group g[2] = {{rt->buf[MOE_BUF_OPT], "m."}, {rt->buf[MOE_BUF_OPT] + rt->prog->buf_bytes[MOE_BUF_PARAM], "v."}};
-        if (save_groups(rt, g, 2, opath, meta, err, errlen)) return -1;
+        if (save_groups(rt, g, 2, opath, meta, 4, err, errlen)) return -1;
     }
+    meta[7] = "weights";
     group w = {rt->buf[MOE_BUF_PARAM], ""};
-    return save_groups(rt, &w, 1, path, meta, err, errlen);
+    return save_groups(rt, &w, 1, path, meta, 4, err, errlen);
 }
 
 int moe_ckpt_save_grads(const moe_rt *rt, const char *path, char *err, size_t errlen) {
     const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "content", "gradients"};
     group g = {rt->buf[MOE_BUF_GRAD], ""};
-    return save_groups(rt, &g, 1, path, meta, err, errlen);
+    return save_groups(rt, &g, 1, path, meta, 3, err, errlen);
 }
 
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
@@ -92,13 +99,25 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
 
 /* Reads PATH into the groups' buffers: every parameter of every group must be there
  * with its exact shape, and nothing else may be. */
-static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, char **step, char *err,
-                       size_t errlen) {
+/* the index of the first value of t that is not finite, or -1 */
+static int64_t first_nonfinite(const moe_st_tensor *t, int64_t numel) {
+    for (int64_t i = 0; i < numel; i++)
+        if (!isfinite(t->data[i])) return i;
+    return -1;
+}
+
+static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, const char *content, char **step,
+                       char *err, size_t errlen) {
     const moe_program *p = rt->prog;
     moe_st *st = NULL;
     if (moe_st_read(path, &st, err, errlen)) return -1;
     char name[512];
     int rc = 0;
+    const char *holds = moe_st_meta(st, "content");   /* absent in files of other tools */
+    if (holds && strcmp(holds, content)) {
+        snprintf(err, errlen, "%s holds %s, not %s", path, holds, content);
+        rc = -1;
+    }
     for (int k = 0; k < ng && !rc; k++)
         for (int i = 0; i < p->n_params && !rc; i++) {
             const moe_param_info *q = &p->params[i];
@@ -115,6 +134,11 @@ static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, cha
                 shape_str(a, sizeof a, t->ndim, t->shape);
                 shape_str(b, sizeof b, q->ndim, q->shape);
                 snprintf(err, errlen, "%s: tensor '%s' has shape %s but model %s needs %s", path, name, a, p->model, b);
+                rc = -1;
+            } else if (first_nonfinite(t, q->numel) >= 0) {
+                int64_t at = first_nonfinite(t, q->numel);
+                snprintf(err, errlen, "%s: tensor '%s' holds %g at element %" PRId64 " (values must be finite)", path,
+                         name, (double)t->data[at], at);
                 rc = -1;
             } else if (rt->dev->ops->upload(rt->dev, g[k].buf + q->offset, t->data, sizeof(float) * (size_t)q->numel)) {
                 snprintf(err, errlen, "%s: uploading '%s' to device %s failed: %s", path, name, rt->dev->ops->name,
@@ -149,12 +173,12 @@ static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, cha
 
 int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *opt_step, char *err, size_t errlen) {
     group w = {rt->buf[MOE_BUF_PARAM], ""};
-    if (load_groups(rt, path, &w, 1, NULL, err, errlen)) return -1;
+    if (load_groups(rt, path, &w, 1, "weights", NULL, err, errlen)) return -1;
     if (!opt_step) return 0;
     char opath[4096], *step = NULL;
     if (optim_path(path, opath, sizeof opath)) { snprintf(err, errlen, "%s: path too long", path); return -1; }
     group g[2] = {{rt->buf[MOE_BUF_OPT], "m."}, {rt->buf[MOE_BUF_OPT] + rt->prog->buf_bytes[MOE_BUF_PARAM], "v."}};
-    if (load_groups(rt, opath, g, 2, &step, err, errlen)) return -1;
+    if (load_groups(rt, opath, g, 2, "optimizer", &step, err, errlen)) return -1;
     *opt_step = step ? strtoll(step, NULL, 10) : 0;
     free(step);
     return 0;
@@ -177,6 +201,29 @@ int64_t moe_ckpt_latest(const char *dir, char *path, size_t pathlen) {
     }
     closedir(d);
     return best;
+}
+
+int moe_ckpt_clean_stale(const char *dir, char *names, size_t n) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    size_t used = 0;
+    if (n) names[0] = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        char *end;
+        if (!t) continue;
+        long pid = strtol(t + 5, &end, 10);
+        if (*end || end == t + 5 || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char full[4096];
+        if (snprintf(full, sizeof full, "%s/%s", dir, e->d_name) >= (int)sizeof full || unlink(full) != 0) continue;
+        removed++;
+        int w = snprintf(names + used, n > used ? n - used : 0, "%s%s", removed > 1 ? ", " : "", e->d_name);
+        if (w > 0 && used + (size_t)w < n) used += (size_t)w;
+    }
+    closedir(d);
+    return removed;
 }
 
 int moe_ckpt_resolve(const char *path, char *out, size_t outlen, char *err, size_t errlen) {

@@ -85,6 +85,9 @@ int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, int with_opt
 int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *opt_step, char *err, size_t errlen);
 /* The newest complete checkpoint in DIR ("DIR/step-000123.safetensors"), or -1 if none. */
 int64_t moe_ckpt_latest(const char *dir, char *path, size_t pathlen);
+/* Removes the temporary files (NAME.tmp.PID) in DIR left by writers that were killed (no
+ * process PID); their names go to `names`. The number removed. */
+int moe_ckpt_clean_stale(const char *dir, char *names, size_t n);
 /* PATH as given, or the newest checkpoint when PATH is a directory. */
 int moe_ckpt_resolve(const char *path, char *out, size_t outlen, char *err, size_t errlen);
 /* Writes the gradient buffer with the checkpoint's tensor names. */

@@ -453,6 +453,13 @@ int moe_st_write_fetch(const char *path, const moe_st_out *t, int n, const char 
     char *hdr = st_build_header(path, t, n, meta_kv, n_meta, &hlen, err, errlen);
     if (!hdr) return -1;
 
+    if (!*path) { free(hdr); moe_errf(err, errlen, "(empty path)", "no file name given"); return -1; }
+    struct stat sb;     /* the rename below would replace a device or FIFO with a file */
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        free(hdr);
+        moe_errf(err, errlen, path, "exists and is not a regular file (a device, FIFO or directory); not replaced");
+        return -1;
+    }
     size_t tlen = strlen(path) + 32;
     char *tmp = malloc(tlen);
     if (!tmp) { free(hdr); moe_errf(err, errlen, path, "out of memory"); return -1; }

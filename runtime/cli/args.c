@@ -2,6 +2,8 @@
 #include "args.h"
 #include "cli.h"
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +66,7 @@ int moe_arg_double(const moe_flag *flags, int n, const char *name, double def, d
     char *end;
     errno = 0;
     double x = strtod(v, &end);
+    if (errno == ERANGE && fabs(x) <= DBL_MIN) errno = 0;     /* underflow: a tiny number is a number */
     if (errno || *end || end == v || x != x) {
         fprintf(stderr, "%s %s: %s expects a number, got '%s'\n", moe_prog_name, moe_cmd_name, name, v);
         return -1;

@@ -22,7 +22,12 @@ int cli_verify(int argc, char **argv);
 /* shared helpers (main.c) */
 /* the runtime on --device (NULL: the default); MOE_RT_*; message printed on failure */
 moe_rt *cli_rt(int need, int decode, const char *device);
-int cli_load(moe_rt *rt, const char *path);          /* weights only; message printed */
+/* weights only, from a file or a directory's newest checkpoint; the file read goes to
+ * `resolved` (may be NULL); message printed */
+int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n);
+/* a number for JSON: %.9g, or null when it is not finite (JSON has no nan) */
+typedef struct { char s[32]; } cli_num;
+cli_num cli_json_num(double v);
 moe_data *cli_data(const char *spec);
 extern const char *moe_cmd_name;    /* the running subcommand */
 void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

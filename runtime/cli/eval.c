@@ -4,8 +4,15 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
-typedef struct evopts { moe_rt *rt; moe_data *data; int B, T; } evopts;
+typedef struct evopts { moe_rt *rt; moe_data *data; int B, T; char ckpt[4096]; } evopts;
+
+/* a and b name one existing file */
+static int same_file(const char *a, const char *b) {
+    struct stat x, y;
+    return a && b && stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
 
 /* common set-up: flags, device, runtime, checkpoint, data, batch shape */
 static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, int need, evopts *o) {
@@ -19,7 +26,7 @@ static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, in
     if (!o->rt) return -1;
     char err[512];
     if (moe_rt_shape(o->rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); return -1; }
-    if (cli_load(o->rt, moe_arg(f, nf, "--checkpoint"))) return -1;
+    if (cli_load(o->rt, moe_arg(f, nf, "--checkpoint"), o->ckpt, sizeof o->ckpt)) return -1;
     if (!(o->data = cli_data(moe_arg(f, nf, "--data")))) return -1;
     o->B = (int)B; o->T = (int)T;
     if (moe_data_windows(o->data, T) < B) {
@@ -49,9 +56,9 @@ int cli_eval(int argc, char **argv) {
     int64_t nb = moe_data_windows(o.data, o.T) / o.B;
     moe_stats st;
     if (cli_eval_windows(o.rt, o.data, 0, nb, o.B, o.T, &st)) { teardown(&o); return 1; }
-    printf("{\"lm_loss\": %.9g, \"aux_loss\": %.9g, \"z_loss\": %.9g, \"tokens\": %lld, \"dropped_fraction\": %.9g}\n",
-           st.lm / nb, st.aux / nb, st.z / nb, (long long)(nb * o.B * o.T),
-           st.choices > 0 ? st.dropped / st.choices : 0.0);
+    printf("{\"lm_loss\": %s, \"aux_loss\": %s, \"z_loss\": %s, \"tokens\": %lld, \"dropped_fraction\": %.9g}\n",
+           cli_json_num(st.lm / nb).s, cli_json_num(st.aux / nb).s, cli_json_num(st.z / nb).s,
+           (long long)(nb * o.B * o.T), st.choices > 0 ? st.dropped / st.choices : 0.0);
     teardown(&o);
     return 0;
 }
@@ -67,6 +74,10 @@ int cli_grad(int argc, char **argv) {
     evopts o = {0};
     int r = setup("grad", f, nf, argc, argv, MOE_RT_GRADS, &o);
     if (!r && !moe_arg(f, nf, "--out")) { cli_fail("--out FILE is required"); r = -1; }
+    if (!r && same_file(moe_arg(f, nf, "--out"), o.ckpt)) {
+        cli_fail("--out %s is the checkpoint being read: the gradients would replace the weights", moe_arg(f, nf, "--out"));
+        r = -1;
+    }
     if (r) { teardown(&o); return r > 0 ? 0 : 1; }
     moe_rt *rt = o.rt;
     rt->ctx.mode = MOE_MODE_GRAD;

@@ -85,7 +85,14 @@ static double check_cache(moe_rt *rt, const int32_t *tok, int n) {
     }
     free(full);
     if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); return INFINITY; }
-    printf("{\"positions\": %d, \"max_abs_diff\": %.9g, \"eval_dropped\": %.0f}\n", n, worst, st.dropped);
+    printf("{\"positions\": %d, \"max_abs_diff\": %s, \"eval_dropped\": %.0f}\n", n, cli_json_num(worst).s,
+           st.dropped);
+    if (!(worst <= 1e-4) && st.dropped > 0)
+        cli_fail("the KV cache's logits differ from the full forward's by %.3g: the full forward dropped %.0f token "
+                 "choices at capacity (evaluation mode), which decoding never does; a prompt that drops none "
+                 "compares exactly", worst, st.dropped);
+    else if (!(worst <= 1e-4))
+        cli_fail("the KV cache's logits differ from the full forward's by %.3g (more than 1e-4)", worst);
     return worst;
 }
 
@@ -108,15 +115,19 @@ int cli_generate(int argc, char **argv) {
         moe_arg_int(f, nf, "--seed", p->seed, 0, LLONG_MAX, &seed) || moe_arg_double(f, nf, "--temperature", 1.0, &temp))
         return 1;
     int ctxlen = (int)p->context, V = (int)p->vocab;
-    int32_t *tok = malloc(sizeof(int32_t) * (size_t)ctxlen);
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)(ctxlen + 1));     /* one more: a prompt too long shows */
     double *probs = malloc(sizeof(double) * (size_t)V);
     moe_rt *rt = tok && probs ? cli_rt(MOE_RT_INFER, 1, moe_arg(f, nf, "--device")) : NULL;
     int rc = 0;
-    if (!rt || cli_load(rt, moe_arg(f, nf, "--checkpoint"))) rc = 1;
+    if (!rc && temp < 0) { cli_fail("--temperature %g: must be 0 (greedy) or positive", temp); rc = 1; }
+    if (!rc && (!rt || cli_load(rt, moe_arg(f, nf, "--checkpoint"), NULL, 0))) rc = 1;
     const char *prompt = moe_arg(f, nf, "--prompt") ? moe_arg(f, nf, "--prompt") : (V >= 256 ? "\n" : "0");
-    int n = rc ? 0 : tokenize(prompt, V, tok, ctxlen);
+    int n = rc ? 0 : tokenize(prompt, V, tok, ctxlen + 1);
     if (!rc && n <= 0) {
         cli_fail("%s", V >= 256 ? "the prompt is empty" : "the prompt must be token ids within the vocabulary");
+        rc = 1;
+    } else if (!rc && n > ctxlen) {
+        cli_fail("the prompt is longer than the model's context of %d tokens; shorten it", ctxlen);
         rc = 1;
     }
     if (!rc && moe_arg(f, nf, "--check-cache")) {
@@ -128,7 +139,8 @@ int cli_generate(int argc, char **argv) {
             lg = moe_rt_decode(rt, tok[t], t);
             if (V >= 256) putchar(tok[t]); else printf("%d ", tok[t]);
         }
-        for (long long i = 0; i < ntok && n < ctxlen; i++) {
+        long long i = 0;
+        for (; i < ntok && n < ctxlen; i++) {
             int next = sample(lg, V, temp, (int)topk, stream, (uint64_t)i, probs);
             tok[n] = next;
             if (V >= 256) putchar(next); else printf("%d ", next);
@@ -136,6 +148,9 @@ int cli_generate(int argc, char **argv) {
         }
         putchar('\n');
         if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); rc = 1; }
+        else if (i < ntok)
+            fprintf(stderr, "%s generate: generated %lld of %lld tokens: stopped at the model's context of %d\n",
+                    moe_prog_name, i, ntok, ctxlen);
     }
     moe_rt_destroy(rt);
     free(tok);

@@ -1,5 +1,6 @@
 /* main.c - the built executable's entry: dispatch, `info`, and helpers shared by commands. */
 #include "cli.h"
+#include <math.h>
 #include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,15 +39,22 @@ moe_rt *cli_rt(int need, int decode, const char *device) {
     return rt;
 }
 
-int cli_load(moe_rt *rt, const char *path) {
-    char err[1024], resolved[4096];
+int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n) {
+    char err[1024], file[4096];
     if (!path) { cli_fail("--checkpoint PATH is required"); return -1; }
-    if (moe_ckpt_resolve(path, resolved, sizeof resolved, err, sizeof err) ||
-        moe_ckpt_load(rt, resolved, NULL, err, sizeof err)) {
+    if (moe_ckpt_resolve(path, file, sizeof file, err, sizeof err) || moe_ckpt_load(rt, file, NULL, err, sizeof err)) {
         cli_fail("%s", err);
         return -1;
     }
+    if (resolved) snprintf(resolved, n, "%s", file);
     return 0;
+}
+
+cli_num cli_json_num(double v) {
+    cli_num r;
+    if (isfinite(v)) snprintf(r.s, sizeof r.s, "%.9g", v);
+    else snprintf(r.s, sizeof r.s, "null");
+    return r;
 }
 
 moe_data *cli_data(const char *spec) {

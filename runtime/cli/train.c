@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "log.h"
 #include "moe_rng.h"
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -54,11 +55,16 @@ int cli_train(int argc, char **argv) {
     }
     if (dir && mkdir(dir, 0777) != 0) {
         struct stat sb;
+        int why = errno;
         if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            cli_fail("cannot create checkpoint directory %s", dir);
+            cli_fail("cannot create checkpoint directory %s: %s", dir, strerror(why == EEXIST ? ENOTDIR : why));
             return 1;
         }
     }
+    char stale[1024];
+    int cleaned = dir ? moe_ckpt_clean_stale(dir, stale, sizeof stale) : 0;
+    if (cleaned) fprintf(stderr, "%s: removed %d temporary file%s of killed writers: %s\n", dir, cleaned,
+                         cleaned > 1 ? "s" : "", stale);
     const char *spec = moe_arg(f, nf, "--data") ? moe_arg(f, nf, "--data") : "synthetic";
     moe_data *data = cli_data(spec);
     if (!data) return 1;

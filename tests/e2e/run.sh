@@ -91,6 +91,17 @@ def binfile(path, toks, count=None):
 binfile(w + '/oov.bin', [1, 2, 3, 300, 5] * 40)
 binfile(w + '/short.bin', list(range(100)), count=1000)
 PY
+  # a checkpoint with one NaN weight (element 7 of the first tensor's data)
+  python3 - "$ck" "$work/nan.safetensors" <<'PY'
+import json, struct, sys
+b = bytearray(open(sys.argv[1], 'rb').read()); n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n]); name = min((k for k in h if k != '__metadata__'), key=lambda k: h[k]['data_offsets'][0])
+struct.pack_into('<f', b, 8 + n + h[name]['data_offsets'][0] + 4 * 7, float('nan'))
+open(sys.argv[2], 'wb').write(b)
+print(name, file=open(sys.argv[2] + '.name', 'w'))
+PY
+  "$exe" grad --checkpoint "$ck" --data synthetic --out "$work/grads.safetensors" || fail "grad"
+  cp "$ck" "$work/ck.backup"
   pass=0; total=0
   check() {  # name, then the command; compares stderr (paths replaced by WORK) and status
     local name=$1; shift
@@ -119,7 +130,28 @@ PY
   check fifo_checkpoint timeout 20 "$exe" eval --checkpoint "$work/fifo" --data synthetic
   check big_batch "$exe" eval --checkpoint "$ck" --data synthetic --batch 4294967297
   check big_top_k "$exe" generate --checkpoint "$ck" --top-k 4294967297
+  check grad_over_checkpoint "$exe" grad --checkpoint "$ck" --data synthetic --out "$ck"
+  check gradients_as_weights "$exe" eval --checkpoint "$work/grads.safetensors" --data synthetic
+  check nonfinite_weights "$exe" eval --checkpoint "$work/nan.safetensors" --data synthetic
+  check out_fifo timeout 20 "$exe" grad --checkpoint "$ck" --data synthetic --out "$work/fifo"
+  check out_empty "$exe" grad --checkpoint "$ck" --data synthetic --out ""
+  check prompt_too_long "$exe" generate --checkpoint "$ck" --prompt "$(printf '%040d' 0)"
+  check negative_temperature "$exe" generate --checkpoint "$ck" --temperature -1
+  cmp -s "$ck" "$work/ck.backup" || fail "a refused command changed the checkpoint"
+  [ -p "$work/fifo" ] || fail "the FIFO given as --out was replaced"
   [ -e "$work/g.safetensors" ] && fail "grad wrote a file on bad input"
+  # generating past the context says so; a tiny temperature is a number
+  "$exe" generate --checkpoint "$ck" --tokens 100 --temperature 1e-320 2>"$work/gen.err" >/dev/null || fail "generate"
+  grep -qx "EXE generate: generated 31 of 100 tokens: stopped at the model's context of 32" \
+      <(sed "s#$exe#EXE#g" "$work/gen.err") || fail "generate past the context: $(cat "$work/gen.err")"
+  # temporaries of killed writers are removed when a run starts in their directory
+  pid=999999; while kill -0 $pid 2>/dev/null; do pid=$((pid + 1)); done
+  touch "$work/ok/step-00000002.safetensors.tmp.$pid" "$work/ok/step-00000002.safetensors.tmp.$$"
+  "$exe" train --steps 1 --checkpoint "$work/ok" --resume 2>"$work/stale.err" >/dev/null || fail "train --resume"
+  [ -e "$work/ok/step-00000002.safetensors.tmp.$pid" ] && fail "a stale temporary was left"
+  [ -e "$work/ok/step-00000002.safetensors.tmp.$$" ] || fail "the temporary of a live process was removed"
+  grep -q "removed 1 temporary file of killed writers: step-00000002.safetensors.tmp.$pid" "$work/stale.err" \
+      || fail "no word of the removed temporary: $(cat "$work/stale.err")"
   echo "$pass passed, $((total - pass)) failed"
   [ "$pass" = "$total" ] || exit 1
   ;;
