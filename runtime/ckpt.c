@@ -11,6 +11,7 @@
  */
 #include "rt.h"
 #include "st.h"
+#include "moe_hash.h"
 #include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,6 +22,17 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* The model's identity in a checkpoint: FNV-1a over its name and parameter table (names and
+ * shapes), so that --resume refuses another model's run even where tensor names agree. */
+static uint64_t model_hash(const moe_program *p) {
+    uint64_t h = util_hash_str(p->model);
+    for (int i = 0; i < p->n_params; i++) {
+        h = (h ^ util_hash_str(p->params[i].name)) * 1099511628211ull;
+        h = (h ^ util_hash_bytes(p->params[i].shape, sizeof p->params[i].shape)) * 1099511628211ull;
+    }
+    return h;
+}
 
 /* A checkpoint file holds one or more groups: a device buffer in the parameter layout whose
  * tensors are named PREFIX + parameter name ("" for weights, "m." and "v." for AdamW). */
@@ -71,18 +83,22 @@ static int optim_path(const char *path, char *out, size_t n) {
     return k < 0 || (size_t)k >= n ? -1 : 0;
 }
 
-int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, int with_optimizer, char *err, size_t errlen) {
-    char stepbuf[32], opath[4096];
+int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, uint64_t seed, int with_optimizer, char *err,
+                  size_t errlen) {
+    char stepbuf[32], seedbuf[32], hashbuf[32], opath[4096];
     snprintf(stepbuf, sizeof stepbuf, "%" PRId64, step);
-    const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "step", stepbuf, "content", "optimizer"};
+    snprintf(seedbuf, sizeof seedbuf, "%" PRIu64, seed);
+    snprintf(hashbuf, sizeof hashbuf, "%016" PRIx64, model_hash(rt->prog));
+    const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "step", stepbuf, "seed", seedbuf,
+                          "model_hash", hashbuf, "content", "optimizer"};
     if (with_optimizer && rt->buf[MOE_BUF_OPT]) {
         if (optim_path(path, opath, sizeof opath)) { snprintf(err, errlen, "%s: path too long", path); return -1; }
         group g[2] = {{rt->buf[MOE_BUF_OPT], "m."}, {rt->buf[MOE_BUF_OPT] + rt->prog->buf_bytes[MOE_BUF_PARAM], "v."}};
-        if (save_groups(rt, g, 2, opath, meta, 4, err, errlen)) return -1;
+        if (save_groups(rt, g, 2, opath, meta, 6, err, errlen)) return -1;
     }
-    meta[7] = "weights";
+    meta[11] = "weights";
     group w = {rt->buf[MOE_BUF_PARAM], ""};
-    return save_groups(rt, &w, 1, path, meta, 4, err, errlen);
+    return save_groups(rt, &w, 1, path, meta, 6, err, errlen);
 }
 
 int moe_ckpt_save_grads(const moe_rt *rt, const char *path, char *err, size_t errlen) {
@@ -106,7 +122,10 @@ static int64_t first_nonfinite(const moe_st_tensor *t, int64_t numel) {
     return -1;
 }
 
-static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, const char *content, char **step,
+/* the metadata a resume checks */
+typedef struct run_meta { char step[32], seed[32], hash[32]; } run_meta;
+
+static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, const char *content, run_meta *meta,
                        char *err, size_t errlen) {
     const moe_program *p = rt->prog;
     moe_st *st = NULL;
@@ -163,25 +182,105 @@ static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, con
             }
         }
     }
-    if (!rc && step) {
-        const char *s = moe_st_meta(st, "step");
-        *step = s ? strdup(s) : NULL;
+    if (!rc && meta) {
+        const char *v;
+        snprintf(meta->step, sizeof meta->step, "%s", (v = moe_st_meta(st, "step")) ? v : "");
+        snprintf(meta->seed, sizeof meta->seed, "%s", (v = moe_st_meta(st, "seed")) ? v : "");
+        snprintf(meta->hash, sizeof meta->hash, "%s", (v = moe_st_meta(st, "model_hash")) ? v : "");
     }
     moe_st_free(st);
     return rc;
 }
 
-int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *opt_step, char *err, size_t errlen) {
+int moe_ckpt_load(moe_rt *rt, const char *path, char *err, size_t errlen) {
     group w = {rt->buf[MOE_BUF_PARAM], ""};
-    if (load_groups(rt, path, &w, 1, "weights", NULL, err, errlen)) return -1;
-    if (!opt_step) return 0;
-    char opath[4096], *step = NULL;
+    return load_groups(rt, path, &w, 1, "weights", NULL, err, errlen);
+}
+
+/* a step written by us: decimal digits only, 1 .. 10^15 */
+static int64_t parse_step(const char *s) {
+    if (!*s || strlen(s) > 15) return -1;
+    for (const char *c = s; *c; c++)
+        if (*c < '0' || *c > '9') return -1;
+    int64_t v = strtoll(s, NULL, 10);
+    return v >= 1 ? v : -1;
+}
+
+int moe_ckpt_resume(moe_rt *rt, const char *path, int64_t step, uint64_t seed, char *err, size_t errlen) {
+    char opath[4096], want_seed[32], want_hash[32];
     if (optim_path(path, opath, sizeof opath)) { snprintf(err, errlen, "%s: path too long", path); return -1; }
+    run_meta mw, mo;
+    group w = {rt->buf[MOE_BUF_PARAM], ""};
     group g[2] = {{rt->buf[MOE_BUF_OPT], "m."}, {rt->buf[MOE_BUF_OPT] + rt->prog->buf_bytes[MOE_BUF_PARAM], "v."}};
-    if (load_groups(rt, opath, g, 2, "optimizer", &step, err, errlen)) return -1;
-    *opt_step = step ? strtoll(step, NULL, 10) : 0;
-    free(step);
+    if (load_groups(rt, path, &w, 1, "weights", &mw, err, errlen) ||
+        load_groups(rt, opath, g, 2, "optimizer", &mo, err, errlen))
+        return -1;
+    snprintf(want_seed, sizeof want_seed, "%" PRIu64, seed);
+    snprintf(want_hash, sizeof want_hash, "%016" PRIx64, model_hash(rt->prog));
+    /* every piece of metadata must be there and agree: the file name, both files, the run */
+    const run_meta *m[2] = {&mw, &mo};
+    const char *name[2] = {path, opath};
+    for (int i = 0; i < 2; i++) {
+        int64_t s = parse_step(m[i]->step);
+        if (s < 0) {
+            snprintf(err, errlen, "%s: its step metadata '%s' is missing or not a step number", name[i], m[i]->step);
+            return -1;
+        }
+        if (s != step) {
+            snprintf(err, errlen, "%s: its step metadata says %" PRId64 " but its name says %" PRId64, name[i], s, step);
+            return -1;
+        }
+        if (strcmp(m[i]->hash, want_hash)) {
+            snprintf(err, errlen, "%s: a checkpoint of another model (model hash '%s', this model's %s)", name[i],
+                     m[i]->hash, want_hash);
+            return -1;
+        }
+        if (strcmp(m[i]->seed, want_seed)) {
+            snprintf(err, errlen, "%s: a run with seed '%s', not %s (pass --seed %s to continue it)", name[i],
+                     m[i]->seed, want_seed, m[i]->seed);
+            return -1;
+        }
+    }
     return 0;
+}
+
+int moe_ckpt_scan(const char *dir, int64_t *newest) {
+    DIR *d = opendir(dir);
+    *newest = -1;
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long step;
+        int used = 0;
+        if (sscanf(e->d_name, "step-%lld.%n", &step, &used) != 1) continue;
+        if (strcmp(e->d_name + used, "safetensors") && strcmp(e->d_name + used, "optim.safetensors")) continue;
+        n++;
+        if (step > *newest) *newest = step;
+    }
+    closedir(d);
+    return n;
+}
+
+int moe_ckpt_remove_all(const char *dir, char *err, size_t errlen) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && !rc) {
+        long long step;
+        int used = 0;
+        if (sscanf(e->d_name, "step-%lld.%n", &step, &used) != 1) continue;
+        if (strcmp(e->d_name + used, "safetensors") && strcmp(e->d_name + used, "optim.safetensors")) continue;
+        char full[4096];
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        if (unlink(full) != 0) {
+            snprintf(err, errlen, "cannot remove %s: %s", full, strerror(errno));
+            rc = -1;
+        }
+    }
+    closedir(d);
+    return rc;
 }
 
 int64_t moe_ckpt_latest(const char *dir, char *path, size_t pathlen) {

@@ -2,7 +2,9 @@
  *
  * The log is the one writer of the metrics format: one compact JSON object per step,
  * built with jansson (so strings and numbers are always valid JSON) and flushed at once,
- * so a crash loses at most the line being written and `tail -f` sees every step.
+ * so a crash loses at most the line being written and `tail -f` sees every step. A write
+ * that fails (a full disk) is cut back off the file, so the log never keeps half a line;
+ * a resumed run first cuts the log back to the checkpoint's step, so no step is logged twice.
  * Numbers are printed with 9 significant digits: floats (expert loads) round-trip exactly
  * and metrics need no more. NaN and infinities, which JSON lacks, become null.
  * The progress line is plain text, never parsed by us.
@@ -18,6 +20,7 @@
 
 struct moe_log {
     FILE *f;   /* NULL: no file, steps are dropped */
+    int err;   /* errno of the last failed write */
 };
 
 static moe_log *log_open(const char *path, const char *mode, char *err, size_t errlen) {
@@ -35,7 +38,42 @@ static moe_log *log_open(const char *path, const char *mode, char *err, size_t e
 }
 
 moe_log *moe_log_open(const char *path, char *err, size_t errlen) { return log_open(path, "w", err, errlen); }
-moe_log *moe_log_open_append(const char *path, char *err, size_t errlen) { return log_open(path, "a", err, errlen); }
+
+/* the step of one log line, or -1 when it is not a whole step object */
+static int64_t line_step(const char *line) {
+    json_t *o = json_loads(line, 0, NULL);
+    json_t *s = o ? json_object_get(o, "step") : NULL;
+    int64_t v = json_is_integer(s) ? (int64_t)json_integer_value(s) : -1;
+    json_decref(o);
+    return v;
+}
+
+moe_log *moe_log_open_resume(const char *path, int64_t step, char *err, size_t errlen) {
+    if (!path) return log_open(NULL, "a", err, errlen);
+    FILE *in = fopen(path, "r");
+    if (in) {       /* keep the whole lines of steps up to `step`, written aside and renamed */
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+        FILE *out = fopen(tmp, "w");
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        int ok = out != NULL;
+        while (ok && (n = getline(&line, &cap, in)) > 0)
+            if (line[n - 1] == '\n' && line_step(line) >= 1 && line_step(line) <= step) ok = fputs(line, out) >= 0;
+        free(line);
+        fclose(in);
+        int why = errno;
+        if (out && fclose(out) != 0) ok = 0;
+        if (!ok || rename(tmp, path) != 0) {
+            if (err && errlen) snprintf(err, errlen, "%s: cannot cut the log back to step %lld: %s", path,
+                                        (long long)step, strerror(ok ? errno : why));
+            unlink(tmp);
+            return NULL;
+        }
+    }
+    return log_open(path, "a", err, errlen);
+}
 
 void moe_log_close(moe_log *l) {
     if (!l) return;
@@ -96,10 +134,19 @@ int moe_log_step(moe_log *l, const moe_step_metrics *m) {
     char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(o);
     if (!line) return -1;
+    long at = ftell(l->f);
     int ok = fputs(line, l->f) >= 0 && fputc('\n', l->f) != EOF && fflush(l->f) == 0;
     free(line);
-    return ok ? 0 : -1;
+    if (ok) return 0;
+    l->err = errno;
+    if (at >= 0 && ftruncate(fileno(l->f), at) == 0) {     /* no half line stays behind */
+        clearerr(l->f);
+        fseek(l->f, at, SEEK_SET);
+    }
+    return -1;
 }
+
+const char *moe_log_why(const moe_log *l) { return l && l->err ? strerror(l->err) : "unknown error"; }
 
 /* "1:02", or "1:02:03" from an hour on. */
 static void log_clock(char *buf, size_t n, double s) {

@@ -80,9 +80,20 @@ void moe_rt_stats_read(moe_rt *rt, moe_stats *s);
 double moe_now_ms(void);
 
 /* Checkpoints (safetensors, moe-language.md section 7). */
-int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, int with_optimizer, char *err, size_t errlen);
-/* Loads weights (and, when opt_step != NULL, the optimizer state and step) from PATH. */
-int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *opt_step, char *err, size_t errlen);
+/* Writes PATH (and its optimizer file first), with metadata: format, model, step, seed,
+ * model_hash (of the model's parameter table), content. */
+int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, uint64_t seed, int with_optimizer, char *err,
+                  size_t errlen);
+/* Loads the weights of PATH. */
+int moe_ckpt_load(moe_rt *rt, const char *path, char *err, size_t errlen);
+/* Loads weights and optimizer state of checkpoint PATH of step `step` to continue a run with
+ * seed `seed`: both files' step metadata must be that step, and their model hash and seed
+ * this model's and this run's; an error names the file and what disagrees. */
+int moe_ckpt_resume(moe_rt *rt, const char *path, int64_t step, uint64_t seed, char *err, size_t errlen);
+/* The checkpoint files (weights or optimizer) in DIR; *newest: the highest step, or -1. */
+int moe_ckpt_scan(const char *dir, int64_t *newest);
+/* Removes every checkpoint file in DIR (train --overwrite). */
+int moe_ckpt_remove_all(const char *dir, char *err, size_t errlen);
 /* The newest complete checkpoint in DIR ("DIR/step-000123.safetensors"), or -1 if none. */
 int64_t moe_ckpt_latest(const char *dir, char *path, size_t pathlen);
 /* Removes the temporary files (NAME.tmp.PID) in DIR left by writers that were killed (no

@@ -42,7 +42,7 @@ moe_rt *cli_rt(int need, int decode, const char *device) {
 int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n) {
     char err[1024], file[4096];
     if (!path) { cli_fail("--checkpoint PATH is required"); return -1; }
-    if (moe_ckpt_resolve(path, file, sizeof file, err, sizeof err) || moe_ckpt_load(rt, file, NULL, err, sizeof err)) {
+    if (moe_ckpt_resolve(path, file, sizeof file, err, sizeof err) || moe_ckpt_load(rt, file, err, sizeof err)) {
         cli_fail("%s", err);
         return -1;
     }
@@ -149,7 +149,8 @@ int cli_info(int argc, char **argv) {
 static void usage(FILE *out) {
     fprintf(out,
         "usage: %s <command> [options]     (model %s, compiled by moec)\n"
-        "  train     [--data FILE|synthetic] [--steps N] [--checkpoint DIR] [--resume] [--log FILE.jsonl] [--seed N]\n"
+        "  train     [--data FILE|synthetic] [--steps N] [--checkpoint DIR] [--resume|--overwrite] [--log FILE.jsonl]\n"
+        "            [--seed N]\n"
         "  eval      --checkpoint PATH --data FILE [--batch B] [--seq T]\n"
         "  grad      --checkpoint PATH --data FILE --out FILE [--batch B] [--seq T]\n"
         "  generate  --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]\n"

@@ -25,10 +25,34 @@ static double eval_loss(moe_rt *rt, const moe_data *data, int B, int T) {
     return st.lm / (double)nb;
 }
 
-static int save(moe_rt *rt, const char *dir, int64_t step) {
+static int save(moe_rt *rt, const char *dir, int64_t step, uint64_t seed) {
     char path[4096], err[1024];
     snprintf(path, sizeof path, "%s/step-%08lld.safetensors", dir, (long long)step);
-    if (moe_ckpt_save(rt, path, step, 1, err, sizeof err)) { cli_fail("%s", err); return -1; }
+    if (moe_ckpt_save(rt, path, step, seed, 1, err, sizeof err)) { cli_fail("%s", err); return -1; }
+    return 0;
+}
+
+/* What DIR may hold for this run: nothing of another run unless --overwrite (then it is
+ * removed), and for --resume a complete checkpoint if there is any checkpoint at all.
+ * *resume_from: the newest complete checkpoint's path and step (-1: none). 0 or -1 after a
+ * message. */
+static int check_dir(const char *dir, int resume, int overwrite, char *path, size_t n, int64_t *step) {
+    int64_t newest;
+    int files = moe_ckpt_scan(dir, &newest);
+    *step = resume ? moe_ckpt_latest(dir, path, n) : -1;
+    if (resume && files && *step < 0) {
+        cli_fail("%s holds checkpoint files (step %lld) but no complete checkpoint (weights and optimizer state): "
+                 "nothing to resume; pass --overwrite instead of --resume to start afresh",
+                 dir, (long long)newest);
+        return -1;
+    }
+    if (!resume && files && !overwrite) {
+        cli_fail("%s holds checkpoints of another run (up to step %lld): continue it with --resume, or pass "
+                 "--overwrite to replace them", dir, (long long)newest);
+        return -1;
+    }
+    char err[1024];
+    if (!resume && files && moe_ckpt_remove_all(dir, err, sizeof err)) { cli_fail("%s", err); return -1; }
     return 0;
 }
 
@@ -37,6 +61,7 @@ int cli_train(int argc, char **argv) {
                     {"--steps", 1, "optimizer steps (default train.steps)", NULL},
                     {"--checkpoint", 1, "directory for checkpoints", NULL},
                     {"--resume", 0, "continue from the newest complete checkpoint in --checkpoint", NULL},
+                    {"--overwrite", 0, "start afresh in a --checkpoint directory that holds another run", NULL},
                     {"--log", 1, "JSONL metrics, one object per step", NULL},
                     {"--teacher", 1, "teacher checkpoint (Mixture-of-Students)", NULL},
                     {"--seed", 1, "seed for init, data order and noise (default train.seed)", NULL},
@@ -61,10 +86,14 @@ int cli_train(int argc, char **argv) {
             return 1;
         }
     }
-    char stale[1024];
+    char stale[1024], resume_path[4096];
     int cleaned = dir ? moe_ckpt_clean_stale(dir, stale, sizeof stale) : 0;
     if (cleaned) fprintf(stderr, "%s: removed %d temporary file%s of killed writers: %s\n", dir, cleaned,
                          cleaned > 1 ? "s" : "", stale);
+    int64_t resume_step = -1;
+    if (dir && check_dir(dir, moe_arg(f, nf, "--resume") != NULL, moe_arg(f, nf, "--overwrite") != NULL, resume_path,
+                         sizeof resume_path, &resume_step))
+        return 1;
     const char *spec = moe_arg(f, nf, "--data") ? moe_arg(f, nf, "--data") : "synthetic";
     moe_data *data = cli_data(spec);
     if (!data) return 1;
@@ -80,10 +109,14 @@ int cli_train(int argc, char **argv) {
     }
     int64_t start = 0;
     if (!rc && moe_arg(f, nf, "--resume")) {
-        char path[4096];
-        if (moe_ckpt_latest(dir, path, sizeof path) >= 0) {
-            if (moe_ckpt_load(rt, path, &start, err, sizeof err)) { cli_fail("%s", err); rc = 1; }
-            else fprintf(stderr, "resuming from %s (step %lld)\n", path, (long long)start);
+        if (resume_step >= 0) {
+            if (moe_ckpt_resume(rt, resume_path, resume_step, (uint64_t)seed, err, sizeof err)) {
+                cli_fail("%s", err);
+                rc = 1;
+            } else {
+                start = resume_step;
+                fprintf(stderr, "resuming from %s (step %lld)\n", resume_path, (long long)start);
+            }
         } else {
             fprintf(stderr, "no checkpoint in %s: starting from scratch\n", dir);
         }
@@ -91,7 +124,7 @@ int cli_train(int argc, char **argv) {
     if (!rc && start == 0 && moe_rt_init_params(rt, (uint64_t)seed, err, sizeof err)) { cli_fail("%s", err); rc = 1; }
     moe_log *log = NULL;
     if (!rc && moe_arg(f, nf, "--log")) {
-        log = start > 0 ? moe_log_open_append(moe_arg(f, nf, "--log"), err, sizeof err)
+        log = start > 0 ? moe_log_open_resume(moe_arg(f, nf, "--log"), start, err, sizeof err)
                         : moe_log_open(moe_arg(f, nf, "--log"), err, sizeof err);
         if (!log) { cli_fail("%s", err); rc = 1; }
     }
@@ -143,10 +176,10 @@ int cli_train(int argc, char **argv) {
             cli_fail("loss is NaN at step %lld; stopping", (long long)(step + 1));
             rc = 1;
         }
-        if (log && moe_log_step(log, &m)) { cli_fail("cannot write the log"); rc = 1; }
+        if (log && moe_log_step(log, &m)) { cli_fail("cannot write the log: %s", moe_log_why(log)); rc = 1; }
         moe_progress(stderr, &m, every);
         if (!rc && dir && ((p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0) || step + 1 == steps))
-            rc = save(rt, dir, step + 1) ? 1 : 0;
+            rc = save(rt, dir, step + 1, (uint64_t)seed) ? 1 : 0;
     }
     moe_log_close(log);
     free(loads);

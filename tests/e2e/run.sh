@@ -46,6 +46,8 @@ resume)
   rm -rf "$work/full" "$work/part"
   "$exe" train --steps 20 --checkpoint "$work/full" --log "$work/full.jsonl" 2>/dev/null || fail "uninterrupted run"
   "$exe" train --steps 10 --checkpoint "$work/part" --log "$work/part.jsonl" 2>/dev/null || fail "first half"
+  # as if the run had gone on past its checkpoint and been killed while logging step 12
+  printf '{"step": 11, "loss": 9}\n{"step": 12, "lo' >> "$work/part.jsonl"
   "$exe" train --steps 20 --checkpoint "$work/part" --log "$work/part.jsonl" --resume 2>/dev/null || fail "resumed half"
   diff <(losses "$work/full.jsonl") <(losses "$work/part.jsonl") || fail "resumed losses differ from the uninterrupted run"
   cmp "$work/full/step-00000020.safetensors" "$work/part/step-00000020.safetensors" || fail "final weights differ"
@@ -101,6 +103,21 @@ open(sys.argv[2], 'wb').write(b)
 print(name, file=open(sys.argv[2] + '.name', 'w'))
 PY
   "$exe" grad --checkpoint "$ck" --data synthetic --out "$work/grads.safetensors" || fail "grad"
+  # checkpoint directories for --resume: weights only; an optimizer file whose step is bad
+  rm -rf "$work/wonly" "$work/badstep" "$work/otherstep"; mkdir -p "$work/wonly"; cp "$ck" "$work/wonly/"
+  cp -r "$work/ok" "$work/badstep"; cp -r "$work/ok" "$work/otherstep"
+  setmeta() {   # FILE KEY VALUE: rewrites one metadata entry of a safetensors header
+    python3 - "$@" <<'PY'
+import json, struct, sys
+path, key, value = sys.argv[1:4]
+b = open(path, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n]); h['__metadata__'][key] = value
+hb = json.dumps(h).encode(); hb += b' ' * (-len(hb) % 8)
+open(path, 'wb').write(struct.pack('<Q', len(hb)) + hb + b[8 + n:])
+PY
+  }
+  setmeta "$work/badstep/step-00000001.optim.safetensors" step -4
+  setmeta "$work/otherstep/step-00000001.optim.safetensors" step 5
   cp "$ck" "$work/ck.backup"
   pass=0; total=0
   check() {  # name, then the command; compares stderr (paths replaced by WORK) and status
@@ -137,6 +154,11 @@ PY
   check out_empty "$exe" grad --checkpoint "$ck" --data synthetic --out ""
   check prompt_too_long "$exe" generate --checkpoint "$ck" --prompt "$(printf '%040d' 0)"
   check negative_temperature "$exe" generate --checkpoint "$ck" --temperature -1
+  check used_dir "$exe" train --steps 1 --checkpoint "$work/ok"
+  check resume_other_seed "$exe" train --steps 2 --checkpoint "$work/ok" --resume --seed 5
+  check resume_weights_only "$exe" train --steps 2 --checkpoint "$work/wonly" --resume
+  check resume_bad_step "$exe" train --steps 2 --checkpoint "$work/badstep" --resume
+  check resume_step_mismatch "$exe" train --steps 2 --checkpoint "$work/otherstep" --resume
   cmp -s "$ck" "$work/ck.backup" || fail "a refused command changed the checkpoint"
   [ -p "$work/fifo" ] || fail "the FIFO given as --out was replaced"
   [ -e "$work/g.safetensors" ] && fail "grad wrote a file on bad input"

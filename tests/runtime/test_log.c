@@ -48,8 +48,12 @@ static void test_jsonl(void) {
     }
     moe_log_close(l);
 
-    /* resume: append a fourth line */
-    l = moe_log_open_append(p, err, sizeof err);
+    /* a run killed after step 5 was logged (and in the middle of step 6's line), resumed from
+     * the checkpoint of step 3: the log is cut back to step 3, then step 4 follows */
+    FILE *g = fopen(p, "a");
+    CHECK(g && fputs("{\"step\": 4, \"loss\": 1}\n{\"step\": 5, \"loss\": 1}\n{\"step\": 6, \"lo", g) >= 0);
+    if (g) fclose(g);
+    l = moe_log_open_resume(p, 3, err, sizeof err);
     moe_step_metrics m4 = metrics(4, loads);
     m4.n_moe = 0;                              /* a dense model: empty lists */
     CHECK(l && moe_log_step(l, &m4) == 0);
@@ -58,6 +62,7 @@ static void test_jsonl(void) {
     FILE *f = fopen(p, "r");
     char line[4096];
     int k = 0;
+    /* four whole lines, steps 1 to 4 */
     while (f && fgets(line, sizeof line, f)) {
         k++;
         json_error_t je;
