@@ -283,7 +283,7 @@ int moe_ckpt_remove_all(const char *dir, char *err, size_t errlen) {
     return rc;
 }
 
-int64_t moe_ckpt_latest(const char *dir, char *path, size_t pathlen) {
+int64_t moe_ckpt_latest(const char *dir, int need_optimizer, char *path, size_t pathlen) {
     DIR *d = opendir(dir);
     if (!d) return -1;
     int64_t best = -1;
@@ -295,11 +295,27 @@ int64_t moe_ckpt_latest(const char *dir, char *path, size_t pathlen) {
         char opath[4096], full[4096];
         snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
         struct stat sb;
-        if (optim_path(full, opath, sizeof opath) || stat(opath, &sb) != 0) continue;
+        if (need_optimizer && (optim_path(full, opath, sizeof opath) || stat(opath, &sb) != 0)) continue;
         if (step > best) { best = step; snprintf(path, pathlen, "%s", full); }
     }
     closedir(d);
     return best;
+}
+
+int moe_ckpt_writable(const char *dir, char *err, size_t errlen) {
+    char probe[4096];
+    if (snprintf(probe, sizeof probe, "%s/.moec-probe-XXXXXX", dir) >= (int)sizeof probe) {
+        snprintf(err, errlen, "%s: path too long", dir);
+        return -1;
+    }
+    int fd = mkstemp(probe);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot write checkpoints in %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    unlink(probe);
+    return 0;
 }
 
 int moe_ckpt_clean_stale(const char *dir, char *names, size_t n) {
@@ -329,8 +345,8 @@ int moe_ckpt_resolve(const char *path, char *out, size_t outlen, char *err, size
     struct stat sb;
     if (stat(path, &sb) != 0) { snprintf(err, errlen, "%s: no such checkpoint", path); return -1; }
     if (!S_ISDIR(sb.st_mode)) { snprintf(out, outlen, "%s", path); return 0; }
-    if (moe_ckpt_latest(path, out, outlen) < 0) {
-        snprintf(err, errlen, "%s: no complete checkpoint in this directory", path);
+    if (moe_ckpt_latest(path, 0, out, outlen) < 0) {     /* weights are enough here */
+        snprintf(err, errlen, "%s: no checkpoint (step-N.safetensors) in this directory", path);
         return -1;
     }
     return 0;

@@ -53,6 +53,7 @@ typedef struct moe_device_ops {
     /* library GEMMs (cuBLAS on CUDA) */
     int (*gemm)(moe_device *d, const moe_gemm *g);
     int (*gemm_batched)(moe_device *d, const moe_gemm *g);
+    int host_memory;            /* its buffers are the host's memory (cpu, cuda-emu) */
 } moe_device_ops;
 
 struct moe_device {

@@ -75,7 +75,7 @@ static int cpu_gemm_batched(moe_device *d, const moe_gemm *g) {
 const moe_device_ops *moe_device_cpu_ops(void) {
     static const moe_device_ops ops = {
         "cpu", CPU_ALIGN, cpu_open, cpu_close, cpu_alloc, cpu_free, cpu_alloc, cpu_free, cpu_memset, cpu_copy,
-        cpu_copy, cpu_sync, cpu_compile, cpu_release, cpu_launch, cpu_gemm, cpu_gemm_batched,
+        cpu_copy, cpu_sync, cpu_compile, cpu_release, cpu_launch, cpu_gemm, cpu_gemm_batched, 1,
     };
     return &ops;
 }

@@ -338,7 +338,7 @@ const moe_device_ops *moe_device_cuda_ops(void) {
     static const moe_device_ops ops = {
         "cuda", CUDA_ALIGN, cuda_open, cuda_close, cuda_alloc, cuda_free, cuda_host_alloc, cuda_host_free,
         cuda_memset, cuda_upload, cuda_download, cuda_sync, cuda_compile, cuda_release, cuda_launch, cuda_gemm,
-        cuda_gemm_batched,
+        cuda_gemm_batched, 0,
     };
     return &ops;
 }

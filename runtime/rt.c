@@ -86,6 +86,22 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     want[MOE_BUF_GRAD] = need >= MOE_RT_GRADS;
     want[MOE_BUF_OPT] = need >= MOE_RT_OPTIMIZER;
     want[MOE_BUF_COMM] = p->buf_bytes[MOE_BUF_COMM] > 0;
+    /* a host-memory device: refuse a plan the machine (or its cgroup, or a ulimit) cannot hold,
+     * rather than be killed half-way with no message */
+    int64_t plan = decode ? p->decode.act_bytes : 0;
+    for (int b = 0; b < MOE_BUF_COUNT; b++) plan += want[b] ? p->buf_bytes[b] : 0;
+    plan += p->train.act_bytes;
+    char why[64];
+    int64_t avail = o->host_memory ? moe_mem_available(why, sizeof why) : -1;
+    if (avail >= 0 && plan > avail) {
+        snprintf(err, errlen, "this run needs %.2f GiB of memory (parameters %.2f, activations %.2f GiB) but %.2f GiB "
+                 "are available (%s); lower train.batch or the context", plan / 1073741824.0,
+                 p->buf_bytes[MOE_BUF_PARAM] / 1073741824.0, p->train.act_bytes / 1073741824.0,
+                 avail / 1073741824.0, why);
+        moe_device_close(rt->dev);
+        free(rt);
+        return NULL;
+    }
     int ok = 1;
     for (int b = 0; b < MOE_BUF_COUNT && ok; b++) {
         if (!want[b]) continue;

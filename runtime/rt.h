@@ -76,6 +76,10 @@ typedef struct moe_stats {
 /* Downloads the record and sums it up. */
 void moe_rt_stats_read(moe_rt *rt, moe_stats *s);
 
+/* Bytes this process may still allocate (mem.c), or -1 if unknown; `why` names the limit
+ * that binds (MemAvailable, the cgroup's memory.max, ulimit -v, ...). */
+int64_t moe_mem_available(char *why, size_t n);
+
 /* Monotonic clock in milliseconds (step timing, bench, progress). */
 double moe_now_ms(void);
 
@@ -94,12 +98,15 @@ int moe_ckpt_resume(moe_rt *rt, const char *path, int64_t step, uint64_t seed, c
 int moe_ckpt_scan(const char *dir, int64_t *newest);
 /* Removes every checkpoint file in DIR (train --overwrite). */
 int moe_ckpt_remove_all(const char *dir, char *err, size_t errlen);
-/* The newest complete checkpoint in DIR ("DIR/step-000123.safetensors"), or -1 if none. */
-int64_t moe_ckpt_latest(const char *dir, char *path, size_t pathlen);
+/* The step of the newest checkpoint in DIR ("DIR/step-000123.safetensors", its path in
+ * `path`) with its optimizer file when need_optimizer, or -1 if none. */
+int64_t moe_ckpt_latest(const char *dir, int need_optimizer, char *path, size_t pathlen);
+/* 0 when a file can be created in DIR; else -1 with the reason (checked before a run). */
+int moe_ckpt_writable(const char *dir, char *err, size_t errlen);
 /* Removes the temporary files (NAME.tmp.PID) in DIR left by writers that were killed (no
  * process PID); their names go to `names`. The number removed. */
 int moe_ckpt_clean_stale(const char *dir, char *names, size_t n);
-/* PATH as given, or the newest checkpoint when PATH is a directory. */
+/* PATH as given, or the newest checkpoint's weights when PATH is a directory. */
 int moe_ckpt_resolve(const char *path, char *out, size_t outlen, char *err, size_t errlen);
 /* Writes the gradient buffer with the checkpoint's tensor names. */
 int moe_ckpt_save_grads(const moe_rt *rt, const char *path, char *err, size_t errlen);

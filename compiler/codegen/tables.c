@@ -45,10 +45,12 @@ static void emit_summary(cg *b, arena *a, const lw_program *tr, const lw_program
     const char *s = arena_printf(a,
         "schedule: %d forward, %d backward, %d optimizer steps; decode: %d steps\n"
         "memory plan: arena %.2f MiB for %lld x %lld tokens (decode %.2f MiB), parameters %.2f MiB "
-        "(+ gradients and 2 AdamW moments of the same size), io %.2f KiB\n",
+        "(+ gradients and 2 AdamW moments of the same size), io %.2f KiB\n"
+        "memory per process: %.2f GiB to train, %.2f GiB for inference\n",
         counts[0], counts[1], counts[2], dec->nsteps, g->buf_bytes[MOE_BUF_ACT] / 1048576.0, (long long)g->B_max,
         (long long)g->T_max, d->buf_bytes[MOE_BUF_ACT] / 1048576.0, g->param_bytes / 1048576.0,
-        g->buf_bytes[MOE_BUF_IO] / 1024.0);
+        g->buf_bytes[MOE_BUF_IO] / 1024.0, ir_plan_bytes(g, 1) / 1073741824.0,
+        (ir_plan_bytes(g, 0) + d->buf_bytes[MOE_BUF_ACT]) / 1073741824.0);
     cg_line(b, "static const char summary[] = %s;", cg_cstr(a, s));
 }
 

@@ -85,6 +85,9 @@ static const char *runtime_dir(void) {
     return NULL;
 }
 
+/* a plan larger than this (per process) draws a warning: 4 TiB, more than any one machine */
+#define MOEC_SANE_BYTES (4.0 * 1099511627776.0)
+
 /* one target's generated code: the host source and, for cuda, the device source */
 typedef struct gen { const cg_target *t; char *src, *dev_src; } gen;
 
@@ -402,6 +405,12 @@ static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, c
     if (caps.align < align) caps.align = align;
     pl_options po = {.caps = &caps, .opt_level = o->opt};
     if (pl_run(a, d, m, &po, &pr) != 0) return 1;
+    const double tib = 1099511627776.0, need = (double)ir_plan_bytes(pr.train, 1);
+    if (need > MOEC_SANE_BYTES && d == front_diag(f) && !o->emit)     /* once: the first target's pipeline */
+        fprintf(stderr, "moec: warning: model %s plans %.1f TiB per process to train (%.1f TiB of activations for "
+                "%lld x %lld tokens): no machine has that much memory; lower train.batch or the context, or spread "
+                "the model over processes\n", m->name, need / tib, pr.train->buf_bytes[MOE_BUF_ACT] / tib,
+                (long long)pr.train->B_max, (long long)pr.train->T_max);
     lw_program *ltr = lw_lower(pr.train), *ldec = ltr ? lw_lower(pr.decode) : NULL;
     if (!ltr || !ldec) { fprintf(stderr, "moec: out of memory while lowering %s\n", m->name); return 1; }
     double t1 = now_ms();

@@ -140,6 +140,12 @@ int64_t ir_rows_max(const ir_graph *g, ir_rows r) {
 }
 
 int64_t ir_tensor_numel_max(const ir_graph *g, const ir_tensor *t) { return ir_rows_max(g, t->rows) * t->width; }
+int64_t ir_plan_bytes(const ir_graph *g, int train) {
+    int64_t b = g->buf_bytes[MOE_BUF_PARAM] + g->buf_bytes[MOE_BUF_ACT] + 2 * g->buf_bytes[MOE_BUF_IO] +
+                g->buf_bytes[MOE_BUF_COMM];     /* IO twice: the device's and its host staging */
+    return train ? b + g->buf_bytes[MOE_BUF_GRAD] + g->buf_bytes[MOE_BUF_OPT] : b;
+}
+
 int64_t ir_tensor_bytes_max(const ir_graph *g, const ir_tensor *t) {
     return ir_tensor_numel_max(g, t) * (int64_t)ir_dtype_size(t->dtype);
 }

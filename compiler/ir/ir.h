@@ -168,6 +168,9 @@ void ir_io(ir_graph *g, int node, const int *in, const int *out);
 int64_t ir_rows_max(const ir_graph *g, ir_rows r);
 int64_t ir_tensor_numel_max(const ir_graph *g, const ir_tensor *t);
 int64_t ir_tensor_bytes_max(const ir_graph *g, const ir_tensor *t);
+/* what one process allocates for a planned graph: parameters, activations and IO; to train,
+ * also gradients and optimizer state */
+int64_t ir_plan_bytes(const ir_graph *g, int train);
 size_t ir_dtype_size(moe_dtype dt);
 const char *ir_dtype_name(moe_dtype dt);    /* "f32", ... */
 const char *ir_buf_name(moe_buf b);         /* "act", "param", ... */

@@ -39,7 +39,7 @@ static int save(moe_rt *rt, const char *dir, int64_t step, uint64_t seed) {
 static int check_dir(const char *dir, int resume, int overwrite, char *path, size_t n, int64_t *step) {
     int64_t newest;
     int files = moe_ckpt_scan(dir, &newest);
-    *step = resume ? moe_ckpt_latest(dir, path, n) : -1;
+    *step = resume ? moe_ckpt_latest(dir, 1, path, n) : -1;
     if (resume && files && *step < 0) {
         cli_fail("%s holds checkpoint files (step %lld) but no complete checkpoint (weights and optimizer state): "
                  "nothing to resume; pass --overwrite instead of --resume to start afresh",
@@ -86,7 +86,8 @@ int cli_train(int argc, char **argv) {
             return 1;
         }
     }
-    char stale[1024], resume_path[4096];
+    char stale[1024], resume_path[4096], why[1024];
+    if (dir && moe_ckpt_writable(dir, why, sizeof why)) { cli_fail("%s", why); return 1; }
     int cleaned = dir ? moe_ckpt_clean_stale(dir, stale, sizeof stale) : 0;
     if (cleaned) fprintf(stderr, "%s: removed %d temporary file%s of killed writers: %s\n", dir, cleaned,
                          cleaned > 1 ? "s" : "", stale);

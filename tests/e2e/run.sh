@@ -162,6 +162,15 @@ PY
   cmp -s "$ck" "$work/ck.backup" || fail "a refused command changed the checkpoint"
   [ -p "$work/fifo" ] || fail "the FIFO given as --out was replaced"
   [ -e "$work/g.safetensors" ] && fail "grad wrote a file on bad input"
+  # eval needs weights only: a directory without optimizer files will do
+  "$exe" eval --checkpoint "$work/wonly" --data synthetic --batch 2 --seq 16 >/dev/null || fail "eval on a weights-only directory"
+  # a checkpoint directory that cannot be written is refused before the run (root writes anyway)
+  if [ "$(id -u)" != 0 ]; then
+    rm -rf "$work/ro"; mkdir "$work/ro"; chmod 555 "$work/ro"
+    "$exe" train --steps 1 --checkpoint "$work/ro" 2>"$work/ro.err" >/dev/null && fail "train into a read-only directory"
+    grep -q "cannot write checkpoints in $work/ro: Permission denied" "$work/ro.err" || fail "read-only: $(cat "$work/ro.err")"
+    chmod 755 "$work/ro"
+  fi
   # generating past the context says so; a tiny temperature is a number
   "$exe" generate --checkpoint "$ck" --tokens 100 --temperature 1e-320 2>"$work/gen.err" >/dev/null || fail "generate"
   grep -qx "EXE generate: generated 31 of 100 tokens: stopped at the model's context of 32" \
