@@ -143,6 +143,7 @@ static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, con
             snprintf(name, sizeof name, "%s%s", g[k].prefix, q->name);
             const moe_st_tensor *t = moe_st_find(st, name);
             int same = t && t->ndim == q->ndim;
+            int64_t at;
             for (int j = 0; same && j < q->ndim; j++) same = t->shape[j] == q->shape[j];
             if (!t) {
                 snprintf(err, errlen, "%s: missing tensor '%s' of model %s (a checkpoint of another model?)", path, name,
@@ -154,8 +155,7 @@ static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, con
                 shape_str(b, sizeof b, q->ndim, q->shape);
                 snprintf(err, errlen, "%s: tensor '%s' has shape %s but model %s needs %s", path, name, a, p->model, b);
                 rc = -1;
-            } else if (first_nonfinite(t, q->numel) >= 0) {
-                int64_t at = first_nonfinite(t, q->numel);
+            } else if ((at = first_nonfinite(t, q->numel)) >= 0) {
                 snprintf(err, errlen, "%s: tensor '%s' holds %g at element %" PRId64 " (values must be finite)", path,
                          name, (double)t->data[at], at);
                 rc = -1;
@@ -244,6 +244,16 @@ int moe_ckpt_resume(moe_rt *rt, const char *path, int64_t step, uint64_t seed, c
     return 0;
 }
 
+/* the step of a checkpoint file's name: step-N.safetensors (weights, *optim = 0) or
+ * step-N.optim.safetensors (*optim = 1); -1 for any other name */
+static int64_t name_step(const char *name, int *optim) {
+    long long step;
+    int used = 0;
+    if (sscanf(name, "step-%lld.%n", &step, &used) != 1 || used == 0) return -1;
+    *optim = !strcmp(name + used, "optim.safetensors");
+    return *optim || !strcmp(name + used, "safetensors") ? step : -1;
+}
+
 int moe_ckpt_scan(const char *dir, int64_t *newest) {
     DIR *d = opendir(dir);
     *newest = -1;
@@ -251,10 +261,9 @@ int moe_ckpt_scan(const char *dir, int64_t *newest) {
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        long long step;
-        int used = 0;
-        if (sscanf(e->d_name, "step-%lld.%n", &step, &used) != 1) continue;
-        if (strcmp(e->d_name + used, "safetensors") && strcmp(e->d_name + used, "optim.safetensors")) continue;
+        int optim;
+        int64_t step = name_step(e->d_name, &optim);
+        if (step < 0) continue;
         n++;
         if (step > *newest) *newest = step;
     }
@@ -268,10 +277,8 @@ int moe_ckpt_remove_all(const char *dir, char *err, size_t errlen) {
     int rc = 0;
     struct dirent *e;
     while ((e = readdir(d)) && !rc) {
-        long long step;
-        int used = 0;
-        if (sscanf(e->d_name, "step-%lld.%n", &step, &used) != 1) continue;
-        if (strcmp(e->d_name + used, "safetensors") && strcmp(e->d_name + used, "optim.safetensors")) continue;
+        int optim;
+        if (name_step(e->d_name, &optim) < 0) continue;
         char full[4096];
         snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
         if (unlink(full) != 0) {
@@ -289,9 +296,9 @@ int64_t moe_ckpt_latest(const char *dir, int need_optimizer, char *path, size_t 
     int64_t best = -1;
     struct dirent *e;
     while ((e = readdir(d))) {
-        long long step;
-        int used = 0;
-        if (sscanf(e->d_name, "step-%lld.safetensors%n", &step, &used) != 1 || e->d_name[used]) continue;
+        int optim;
+        int64_t step = name_step(e->d_name, &optim);
+        if (step < 0 || optim) continue;
         char opath[4096], full[4096];
         snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
         struct stat sb;
