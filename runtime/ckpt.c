@@ -113,8 +113,6 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     if (o < n) snprintf(buf + o, n - o, "]");
 }
 
-/* Reads PATH into the groups' buffers: every parameter of every group must be there
- * with its exact shape, and nothing else may be. */
 /* the index of the first value of t that is not finite, or -1 */
 static int64_t first_nonfinite(const moe_st_tensor *t, int64_t numel) {
     for (int64_t i = 0; i < numel; i++)
@@ -125,6 +123,8 @@ static int64_t first_nonfinite(const moe_st_tensor *t, int64_t numel) {
 /* the metadata a resume checks */
 typedef struct run_meta { char step[32], seed[32], hash[32]; } run_meta;
 
+/* Reads PATH into the groups' buffers: every parameter of every group must be there
+ * with its exact shape, and nothing else may be. */
 static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, const char *content, run_meta *meta,
                        char *err, size_t errlen) {
     const moe_program *p = rt->prog;
@@ -192,9 +192,14 @@ static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, con
     return rc;
 }
 
-int moe_ckpt_load(moe_rt *rt, const char *path, char *err, size_t errlen) {
+static int64_t parse_step(const char *s);
+
+int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *step, char *err, size_t errlen) {
     group w = {rt->buf[MOE_BUF_PARAM], ""};
-    return load_groups(rt, path, &w, 1, "weights", NULL, err, errlen);
+    run_meta m;
+    int rc = load_groups(rt, path, &w, 1, "weights", &m, err, errlen);
+    if (step) *step = rc ? -1 : parse_step(m.step);
+    return rc;
 }
 
 /* a step written by us: decimal digits only, 1 .. 10^15 */

@@ -83,12 +83,50 @@ void moe_log_close(moe_log *l) {
 
 static json_t *log_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
+static json_t *log_str(const char *s) { return s ? json_string(s) : json_null(); }
+
+/* the run header; NULL when out of memory */
+static json_t *run_object(const moe_run_info *r) {
+    json_t *o = json_object();
+    if (!o) return NULL;
+    int bad = 0;
+    bad |= json_object_set_new(o, "model", log_str(r->model));
+    bad |= json_object_set_new(o, "device", log_str(r->device));
+    bad |= json_object_set_new(o, "processes", json_integer(r->processes));
+    bad |= json_object_set_new(o, "threads", json_integer(r->threads));
+    bad |= json_object_set_new(o, "data", log_str(r->data));
+    bad |= json_object_set_new(o, "data_tokens", json_integer(r->data_tokens));
+    bad |= json_object_set_new(o, "eval_data", log_str(r->eval_data));
+    bad |= json_object_set_new(o, "resumed_from", r->resumed_from >= 0 ? json_integer(r->resumed_from) : json_null());
+    bad |= json_object_set_new(o, "steps", json_integer(r->steps));
+    bad |= json_object_set_new(o, "batch", json_integer(r->batch));
+    bad |= json_object_set_new(o, "context", json_integer(r->context));
+    bad |= json_object_set_new(o, "accumulate", json_integer(r->accumulate));
+    bad |= json_object_set_new(o, "seed", json_integer((json_int_t)r->seed));
+    bad |= json_object_set_new(o, "schedule", log_str(r->schedule));
+    bad |= json_object_set_new(o, "lr", log_num(r->lr));
+    bad |= json_object_set_new(o, "min_lr", log_num(r->min_lr));
+    bad |= json_object_set_new(o, "warmup", json_integer(r->warmup));
+    bad |= json_object_set_new(o, "steps_total", json_integer(r->steps_total));
+    bad |= json_object_set_new(o, "eval_every", json_integer(r->eval_every));
+    bad |= json_object_set_new(o, "eval_batches", json_integer(r->eval_batches));
+    bad |= json_object_set_new(o, "checkpoint_every", json_integer(r->checkpoint_every));
+    bad |= json_object_set_new(o, "overrides", log_str(r->overrides));
+    if (bad) { json_decref(o); return NULL; }
+    return o;
+}
+
 /* The step's object; NULL when out of memory. */
 static json_t *log_object(const moe_step_metrics *m) {
     json_t *o = json_object(), *blocks = json_array(), *loads = json_array();
     if (!o || !blocks || !loads) goto fail;
     int bad = 0;
     bad |= json_object_set_new(o, "step", json_integer(m->step));
+    if (m->run) {
+        json_t *r = run_object(m->run);
+        if (!r) goto fail;
+        bad |= json_object_set_new(o, "run", r);
+    }
     bad |= json_object_set_new(o, "loss", log_num(m->loss));
     bad |= json_object_set_new(o, "lm_loss", log_num(m->lm_loss));
     bad |= json_object_set_new(o, "aux_loss", log_num(m->aux_loss));
@@ -100,6 +138,7 @@ static json_t *log_object(const moe_step_metrics *m) {
     bad |= json_object_set_new(o, "dropped_fraction", log_num(m->dropped_fraction));
     bad |= json_object_set_new(o, "elapsed_s", log_num(m->elapsed_s));
     if (m->eval_loss == m->eval_loss) bad |= json_object_set_new(o, "eval_loss", log_num(m->eval_loss));
+    if (m->warning) bad |= json_object_set_new(o, "warning", json_string(m->warning));
     for (int i = 0; i < m->n_moe; i++) {
         bad |= json_array_append_new(blocks, json_integer(m->moe_block ? m->moe_block[i] : i));
         const float *ld = m->loads ? m->loads[i] : NULL;
@@ -148,6 +187,52 @@ int moe_log_step(moe_log *l, const moe_step_metrics *m) {
 
 const char *moe_log_why(const moe_log *l) { return l && l->err ? strerror(l->err) : "unknown error"; }
 
+void moe_spike_init(moe_spike *s, int64_t vocab) {
+    memset(s, 0, sizeof *s);
+    s->uniform = log(vocab > 1 ? (double)vocab : 2.0);
+}
+
+static int spike_cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* the median of the finite values among the last k of ring r; NaN when none */
+static double spike_median(const double *r, int k) {
+    double v[MOE_SPIKE_WINDOW];
+    int m = 0;
+    for (int i = 0; i < k; i++)
+        if (isfinite(r[i])) v[m++] = r[i];
+    if (m == 0) return NAN;
+    qsort(v, (size_t)m, sizeof *v, spike_cmp);
+    return m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
+}
+
+/* Thresholds: the loss of a model that has learnt nothing is ln(vocab), so 3x that is
+ * divergence whatever the history; against the history (from 8 steps on) a loss 2x or a
+ * gradient norm 10x the recent median is a spike. */
+const char *moe_spike_check(moe_spike *s, double loss, double grad_norm, char *buf, size_t n) {
+    int k = s->n < MOE_SPIKE_WINDOW ? s->n : MOE_SPIKE_WINDOW;
+    double ml = spike_median(s->loss, k), mg = spike_median(s->gnorm, k);
+    const char *found = NULL;
+    if (isfinite(loss) && loss > 3.0 * s->uniform) {
+        snprintf(buf, n, "loss %.4g is far above %.4g, the loss of uniform guessing (ln vocab): the run is diverging",
+                 loss, s->uniform);
+        found = buf;
+    } else if (k >= 8 && isfinite(loss) && loss > 2.0 * ml) {
+        snprintf(buf, n, "loss spike: %.4g against a median of %.4g over the last %d steps", loss, ml, k);
+        found = buf;
+    } else if (k >= 8 && isfinite(grad_norm) && mg > 0 && grad_norm > 10.0 * mg) {
+        snprintf(buf, n, "gradient norm spike: %.4g, %.0fx the median of %.4g over the last %d steps", grad_norm,
+                 grad_norm / mg, mg, k);
+        found = buf;
+    }
+    s->loss[s->n % MOE_SPIKE_WINDOW] = loss;
+    s->gnorm[s->n % MOE_SPIKE_WINDOW] = grad_norm;
+    s->n++;
+    return found;
+}
+
 /* "1:02", or "1:02:03" from an hour on. */
 static void log_clock(char *buf, size_t n, double s) {
     if (!(s >= 0) || s > 359999999.0) { snprintf(buf, n, "--:--"); return; }
@@ -177,8 +262,8 @@ void moe_progress(FILE *out, const moe_step_metrics *m, int every) {
     if (last) {
         clock_label = "time";
         log_clock(clock, sizeof clock, m->elapsed_s);
-    } else if (m->step > 0 && m->steps > 0 && m->elapsed_s > 0) {
-        log_clock(clock, sizeof clock, m->elapsed_s / (double)m->step * (double)(m->steps - m->step));
+    } else if (m->step > m->first_step && m->steps > 0 && m->elapsed_s > 0) {
+        log_clock(clock, sizeof clock, m->elapsed_s / (double)(m->step - m->first_step) * (double)(m->steps - m->step));
     } else {
         log_clock(clock, sizeof clock, -1);
     }

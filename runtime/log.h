@@ -6,8 +6,23 @@
 
 typedef struct moe_log moe_log;
 
+/* What a run is: written once, as "run" in the first line a process logs (so a resumed run
+ * records its own), and printed as the run's first line on stderr. */
+typedef struct moe_run_info {
+    const char *model, *device, *data, *eval_data;   /* eval_data NULL: the training data */
+    int64_t data_tokens, resumed_from;                /* resumed_from -1: a fresh run */
+    int64_t steps, batch, context, accumulate, eval_every, eval_batches, checkpoint_every;
+    int processes, threads;
+    uint64_t seed;
+    const char *schedule;                             /* cosine | linear | constant */
+    double lr, min_lr;
+    int64_t warmup, steps_total;
+    const char *overrides;                            /* the flags that overrode the .moe, e.g. "--lr --warmup" */
+} moe_run_info;
+
 typedef struct moe_step_metrics {
     int64_t step, steps;                /* step is 1-based; steps = total planned */
+    int64_t first_step;                 /* steps done before this process started (resume): the ETA counts the rest */
     double loss, lm_loss, aux_loss, z_loss, kd_loss;
     double eval_loss;                   /* evaluation-mode LM loss at train.eval_every steps, else NaN */
     double lr, grad_norm, tokens_per_s, dropped_fraction;
@@ -16,17 +31,33 @@ typedef struct moe_step_metrics {
     const int *experts;                 /* [n_moe] experts per MoE layer */
     const int *moe_block;               /* [n_moe] 0-based block index of each MoE layer */
     const float *const *loads;          /* [n_moe][experts] fraction of token-choices per expert */
+    const char *warning;                /* the spike detector's finding, or NULL */
+    const moe_run_info *run;            /* set on the first step this process logs, else NULL */
 } moe_step_metrics;
+
+/* The spike detector: a loss far above that of uniform guessing (ln vocab), or a loss or
+ * gradient norm far outside the run's own recent history (the median of the last
+ * MOE_SPIKE_WINDOW steps). It warns; the NaN stop stays the training loop's. */
+#define MOE_SPIKE_WINDOW 32
+typedef struct moe_spike {
+    double uniform;                                     /* ln(vocab) */
+    double loss[MOE_SPIKE_WINDOW], gnorm[MOE_SPIKE_WINDOW];
+    int n;                                              /* steps seen */
+} moe_spike;
+void moe_spike_init(moe_spike *s, int64_t vocab);
+/* Adds the step's figures; returns NULL, or buf holding what is wrong with them. */
+const char *moe_spike_check(moe_spike *s, double loss, double grad_norm, char *buf, size_t n);
 
 /* path NULL = no JSONL file. Returns NULL and fills err on failure. */
 moe_log *moe_log_open(const char *path, char *err, size_t errlen);
 /* For --resume from checkpoint `step`: keeps the existing file's whole lines of steps up to
  * `step` (the steps logged after the checkpoint are run again) and appends after them. */
 moe_log *moe_log_open_resume(const char *path, int64_t step, char *err, size_t errlen);
-/* Appends the step's JSON line (flushed): step, loss, lm_loss, aux_loss, z_loss, kd_loss, lr,
- * grad_norm, tokens_per_s, dropped_fraction, elapsed_s, moe_layers [n_moe] (block indices)
- * and expert_load [n_moe][experts]. Non-finite numbers are written as null. Returns 0 or -1;
- * a failed write leaves the file as it was, and moe_log_why says why. */
+/* Appends the step's JSON line (flushed): step, run (when set), loss, lm_loss, aux_loss,
+ * z_loss, kd_loss, lr, grad_norm, tokens_per_s, dropped_fraction, elapsed_s, eval_loss (when
+ * evaluated), warning (when set), moe_layers [n_moe] (block indices) and expert_load
+ * [n_moe][experts]. Non-finite numbers are written as null. Returns 0 or -1; a failed write
+ * leaves the file as it was, and moe_log_why says why. */
 int moe_log_step(moe_log *l, const moe_step_metrics *m);
 const char *moe_log_why(const moe_log *l);
 void moe_log_close(moe_log *l);

@@ -2,7 +2,8 @@
  *
  * The smallest of: MemAvailable (/proc/meminfo); the cgroup's limit less its usage
  * (cgroup v2 memory.max and memory.current, or v1 memory.limit_in_bytes and usage_in_bytes);
- * and the address-space and data limits (ulimit -v, -d) less what the process maps now.
+ * and the address-space and data limits (ulimit -v, -d) less what the process maps now
+ * (and, for -v, what its threads will map).
  * A container killed by its cgroup gives no message, so the runtime compares its plan with
  * this before it allocates and refuses with the numbers.
  */
@@ -10,6 +11,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* the first number in FILE (after `key`, when given), times `unit`; -1 if none */
 static int64_t read_num(const char *path, const char *key, int64_t unit) {
@@ -51,6 +55,20 @@ static int cgroup_dir(char *dir, size_t n, int *v2) {
     return found;
 }
 
+/* Address space that the threads map beside our plan: OpenBLAS's 128 MiB work buffer, a
+ * malloc arena (reserved in 64 MiB heaps) and a stack per thread. Measured: below about
+ * this, OpenBLAS retries its failing buffer allocation forever instead of failing. */
+static int64_t address_reserve(void) {
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    return ((int64_t)128 + 160 * (int64_t)threads) << 20;
+}
+
+static int64_t clamp0(int64_t v) { return v > 0 ? v : 0; }
+
+/* v < 0: unknown; a limit already passed is given as 0 */
 static void take(int64_t *best, int64_t v, char *why, size_t n, const char *what) {
     if (v < 0 || (*best >= 0 && v >= *best)) return;
     *best = v;
@@ -69,13 +87,13 @@ int64_t moe_mem_available(char *why, size_t n) {
         snprintf(path, sizeof path, "%s/%s", dir, v2 ? "memory.current" : "memory.usage_in_bytes");
         int64_t used = read_num(path, NULL, 1);
         if (lim >= 0 && lim < ((int64_t)1 << 60))
-            take(&best, lim - (used > 0 ? used : 0), why, n, v2 ? "the cgroup's memory.max" : "the cgroup's limit");
+            take(&best, clamp0(lim - (used > 0 ? used : 0)), why, n, v2 ? "the cgroup's memory.max" : "the cgroup's limit");
     }
     int64_t vm = read_num("/proc/self/status", "VmSize:", 1024), data = read_num("/proc/self/status", "VmData:", 1024);
     struct rlimit rl;
     if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && vm >= 0)
-        take(&best, (int64_t)rl.rlim_cur - vm, why, n, "ulimit -v");
+        take(&best, clamp0((int64_t)rl.rlim_cur - vm - address_reserve()), why, n, "ulimit -v, less the threads' reserve");
     if (getrlimit(RLIMIT_DATA, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && data >= 0)
-        take(&best, (int64_t)rl.rlim_cur - data, why, n, "ulimit -d");
+        take(&best, clamp0((int64_t)rl.rlim_cur - data), why, n, "ulimit -d");
     return best;
 }

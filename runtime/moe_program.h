@@ -14,9 +14,11 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 5
+#define MOE_ABI_VERSION 6
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
+/* the learning-rate schedule after warmup (rt.h, moe_lr_at) */
+enum { MOE_SCHED_COSINE, MOE_SCHED_CONSTANT, MOE_SCHED_LINEAR };
 
 /* Communication table: in one process every call is the identity. Buffers are device
  * memory of the running device. */
@@ -119,7 +121,8 @@ typedef struct moe_program {
     /* train block of the .moe */
     int64_t batch, accumulate, train_steps, seed, warmup, eval_every, checkpoint_every;
     double lr, min_lr, beta1, beta2, eps, weight_decay, grad_clip, aux_loss, z_loss;
-    double (*lr_at)(int64_t step);  /* the learning rate of 0-based step `step` */
+    int schedule;                   /* MOE_SCHED_*: warmup, then this decay to min_lr */
+    double capacity_factor, eval_capacity_factor;  /* of the moe block (0 when dense) */
     /* parameters and buffers */
     int n_params;
     const moe_param_info *params;

@@ -1,10 +1,24 @@
 /* rt.c - buffers, initialisation, statistics and the executor of a generated program. */
 #include "rt.h"
 #include "moe_rng.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+moe_lr_sched moe_lr_program(const moe_program *p) {
+    return (moe_lr_sched){p->schedule, p->lr, p->min_lr, p->warmup, p->train_steps};
+}
+
+double moe_lr_at(const moe_lr_sched *s, int64_t step) {
+    if (step < s->warmup) return s->lr * (double)(step + 1) / (double)s->warmup;
+    double f = s->steps > s->warmup ? (double)(step - s->warmup) / (double)(s->steps - s->warmup) : 1.0;
+    if (f > 1.0) f = 1.0;
+    if (s->kind == MOE_SCHED_COSINE) return s->min_lr + 0.5 * (s->lr - s->min_lr) * (1.0 + cos(3.14159265358979323846 * f));
+    if (s->kind == MOE_SCHED_LINEAR) return s->lr - (s->lr - s->min_lr) * f;
+    return s->lr;
+}
 
 double moe_now_ms(void) {
     struct timespec ts;
@@ -67,6 +81,13 @@ static int compile_kernels(moe_rt *rt, char *err, size_t errlen) {
     return 0;
 }
 
+/* "1.50 GiB", "12.0 MiB" */
+static const char *rt_size(char *buf, int64_t bytes) {
+    if (bytes >= ((int64_t)1 << 30)) snprintf(buf, 32, "%.2f GiB", bytes / 1073741824.0);
+    else snprintf(buf, 32, "%.1f MiB", bytes / 1048576.0);
+    return buf;
+}
+
 moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int decode, char *err, size_t errlen) {
     if (p->abi != MOE_ABI_VERSION) {
         snprintf(err, errlen, "program ABI %d does not match the runtime's %d", p->abi, MOE_ABI_VERSION);
@@ -94,10 +115,12 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     char why[64];
     int64_t avail = o->host_memory ? moe_mem_available(why, sizeof why) : -1;
     if (avail >= 0 && plan > avail) {
-        snprintf(err, errlen, "this run needs %.2f GiB of memory (parameters %.2f, activations %.2f GiB) but %.2f GiB "
-                 "are available (%s); lower train.batch or the context", plan / 1073741824.0,
-                 p->buf_bytes[MOE_BUF_PARAM] / 1073741824.0, p->train.act_bytes / 1073741824.0,
-                 avail / 1073741824.0, why);
+        char a[32], b[32], c[32], e[32];
+        snprintf(err, errlen, "this run needs %s of memory (parameters %s, activations %s) but %s %s available (%s); %s",
+                 rt_size(a, plan), rt_size(b, p->buf_bytes[MOE_BUF_PARAM]), rt_size(c, p->train.act_bytes),
+                 rt_size(e, avail), avail == 0 ? "is" : "are", why,
+                 !strncmp(why, "ulimit -v", 9) ? "raise ulimit -v, or use fewer threads (OMP_NUM_THREADS)"
+                                               : "lower train.batch or the context");
         moe_device_close(rt->dev);
         free(rt);
         return NULL;

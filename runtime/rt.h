@@ -80,6 +80,16 @@ void moe_rt_stats_read(moe_rt *rt, moe_stats *s);
  * that binds (MemAvailable, the cgroup's memory.max, ulimit -v, ...). */
 int64_t moe_mem_available(char *why, size_t n);
 
+/* The learning rate: linear warmup over `warmup` steps, then the `kind` (MOE_SCHED_*) decay
+ * from lr to min_lr, reached at step `steps` (the schedule's length, not necessarily the run's). */
+typedef struct moe_lr_sched {
+    int kind;
+    double lr, min_lr;
+    int64_t warmup, steps;
+} moe_lr_sched;
+moe_lr_sched moe_lr_program(const moe_program *p);     /* the .moe's train block */
+double moe_lr_at(const moe_lr_sched *s, int64_t step);  /* of 0-based step `step` */
+
 /* Monotonic clock in milliseconds (step timing, bench, progress). */
 double moe_now_ms(void);
 
@@ -88,8 +98,8 @@ double moe_now_ms(void);
  * model_hash (of the model's parameter table), content. */
 int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, uint64_t seed, int with_optimizer, char *err,
                   size_t errlen);
-/* Loads the weights of PATH. */
-int moe_ckpt_load(moe_rt *rt, const char *path, char *err, size_t errlen);
+/* Loads the weights of PATH; *step (may be NULL): its step metadata, -1 when it has none. */
+int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *step, char *err, size_t errlen);
 /* Loads weights and optimizer state of checkpoint PATH of step `step` to continue a run with
  * seed `seed`: both files' step metadata must be that step, and their model hash and seed
  * this model's and this run's; an error names the file and what disagrees. */

@@ -18,39 +18,22 @@ const char *cg_rt_expr(arena *a, lw_rt r, int64_t factor, const char *ctx) {
     return factor == 1 || !v ? v : arena_printf(a, "(long long)%s * %lld", v, (long long)factor);
 }
 
-static void emit_lr(cg *b, const md_model *m) {
-    cg_line(b, "/* learning rate at 0-based step: linear warmup, then %s decay to min_lr */",
-            m->train.schedule == MD_SCHED_COSINE ? "cosine" : m->train.schedule == MD_SCHED_LINEAR ? "linear" : "no");
-    cg_open(b, "static double lr_at(int64_t step)");
-    cg_line(b, "const double lr = %.17g, min_lr = %.17g;", m->train.lr, m->train.min_lr);
-    cg_line(b, "const int64_t warmup = %lld, steps = %lld;", (long long)m->train.warmup, (long long)m->train.steps);
-    cg_line(b, "if (step < warmup) return lr * (double)(step + 1) / (double)warmup;");
-    cg_line(b, "double p = steps > warmup ? (double)(step - warmup) / (double)(steps - warmup) : 1.0;");
-    cg_line(b, "if (p > 1.0) p = 1.0;");
-    cg_line(b, "(void)p; (void)min_lr;");
-    if (m->train.schedule == MD_SCHED_COSINE)
-        cg_line(b, "return min_lr + 0.5 * (lr - min_lr) * (1.0 + cos(3.14159265358979323846 * p));");
-    else if (m->train.schedule == MD_SCHED_LINEAR)
-        cg_line(b, "return lr - (lr - min_lr) * p;");
-    else
-        cg_line(b, "return lr;");
-    cg_close(b, "");
-}
-
 /* The text of `OUT info`: live steps by phase and the memory plan. */
 static void emit_summary(cg *b, arena *a, const lw_program *tr, const lw_program *dec) {
     int counts[3] = {0, 0, 0};
     for (int i = 0; i < tr->nsteps; i++) counts[tr->steps[i].phase]++;
     const ir_graph *g = tr->g, *d = dec->g;
+    double train_b = (double)ir_plan_bytes(g, 1), infer_b = (double)(ir_plan_bytes(g, 0) + d->buf_bytes[MOE_BUF_ACT]);
+    int gib = train_b >= 1073741824.0;      /* small plans in MiB */
     const char *s = arena_printf(a,
         "schedule: %d forward, %d backward, %d optimizer steps; decode: %d steps\n"
-        "memory plan: arena %.2f MiB for %lld x %lld tokens (decode %.2f MiB), parameters %.2f MiB "
+        "  memory plan: arena %.2f MiB for %lld x %lld tokens (decode %.2f MiB), parameters %.2f MiB "
         "(+ gradients and 2 AdamW moments of the same size), io %.2f KiB\n"
-        "memory per process: %.2f GiB to train, %.2f GiB for inference\n",
+        "  memory per process: %.2f %s to train, %.2f %s for inference\n",
         counts[0], counts[1], counts[2], dec->nsteps, g->buf_bytes[MOE_BUF_ACT] / 1048576.0, (long long)g->B_max,
         (long long)g->T_max, d->buf_bytes[MOE_BUF_ACT] / 1048576.0, g->param_bytes / 1048576.0,
-        g->buf_bytes[MOE_BUF_IO] / 1024.0, ir_plan_bytes(g, 1) / 1073741824.0,
-        (ir_plan_bytes(g, 0) + d->buf_bytes[MOE_BUF_ACT]) / 1073741824.0);
+        g->buf_bytes[MOE_BUF_IO] / 1024.0, train_b / (gib ? 1073741824.0 : 1048576.0), gib ? "GiB" : "MiB",
+        infer_b / (gib ? 1073741824.0 : 1048576.0), gib ? "GiB" : "MiB");
     cg_line(b, "static const char summary[] = %s;", cg_cstr(a, s));
 }
 
@@ -113,7 +96,6 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     const md_model *m = u->model;
     const ir_graph *g = u->train->g;
     arena *a = u->arena;
-    emit_lr(b, m);
     emit_summary(b, a, u->train, u->decode);
     cg_open(b, "static const moe_param_info params[] =");
     for (int i = 0; i < g->n_params; i++) {
@@ -144,8 +126,12 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
             (long long)m->train.checkpoint_every);
     cg_line(b, ".lr = %.17g, .min_lr = %.17g, .beta1 = %.17g, .beta2 = %.17g, .eps = %.17g,", m->train.lr,
             m->train.min_lr, m->train.beta1, m->train.beta2, m->train.eps);
-    cg_line(b, ".weight_decay = %.17g, .grad_clip = %.17g, .aux_loss = %.17g, .z_loss = %.17g, .lr_at = lr_at,",
+    cg_line(b, ".weight_decay = %.17g, .grad_clip = %.17g, .aux_loss = %.17g, .z_loss = %.17g,",
             m->train.weight_decay, m->train.grad_clip, nm ? m->moe.aux_loss : 0.0, nm ? m->moe.z_loss : 0.0);
+    cg_line(b, ".schedule = %s, .capacity_factor = %.17g, .eval_capacity_factor = %.17g,",
+            m->train.schedule == MD_SCHED_COSINE ? "MOE_SCHED_COSINE"
+            : m->train.schedule == MD_SCHED_LINEAR ? "MOE_SCHED_LINEAR" : "MOE_SCHED_CONSTANT",
+            nm ? m->moe.capacity_factor : 0.0, nm ? m->moe.eval_capacity_factor : 0.0);
     cg_line(b, ".n_params = %d, .params = params, .align = %lld,", g->n_params, (long long)g->align);
     cg_raw(b, "    .buf_bytes = {");
     for (int i = 0; i < MOE_BUF_COUNT; i++)

@@ -1,6 +1,7 @@
 /* args.c - see args.h. */
 #include "args.h"
 #include "cli.h"
+#include "moe_nearest.h"
 #include <errno.h>
 #include <float.h>
 #include <math.h>
@@ -23,8 +24,14 @@ int moe_args_parse(const char *prog, const char *cmd, int argc, char **argv, moe
         int k = 0;
         while (k < n && strcmp(flags[k].name, a)) k++;
         if (k == n) {
-            fprintf(stderr, "%s %s: unknown option '%s'\n", prog, cmd, a);
-            usage(prog, cmd, flags, n, stderr);
+            const char *near = moe_nearest(a, flags, n, sizeof *flags);
+            if (near) {
+                fprintf(stderr, "%s %s: unknown option '%s'; did you mean '%s'? (%s %s -h lists the options)\n", prog,
+                        cmd, a, near, prog, cmd);
+            } else {
+                fprintf(stderr, "%s %s: unknown option '%s'\n", prog, cmd, a);
+                usage(prog, cmd, flags, n, stderr);
+            }
             return -1;
         }
         if (flags[k].takes_value) {
@@ -67,7 +74,7 @@ int moe_arg_double(const moe_flag *flags, int n, const char *name, double def, d
     errno = 0;
     double x = strtod(v, &end);
     if (errno == ERANGE && fabs(x) <= DBL_MIN) errno = 0;     /* underflow: a tiny number is a number */
-    if (errno || *end || end == v || x != x) {
+    if (errno || *end || end == v || !isfinite(x)) {
         fprintf(stderr, "%s %s: %s expects a number, got '%s'\n", moe_prog_name, moe_cmd_name, name, v);
         return -1;
     }

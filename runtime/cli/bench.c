@@ -48,12 +48,12 @@ int cli_bench(int argc, char **argv) {
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "bench", argc, argv, f, nf);
-    if (r) return r > 0 ? 0 : 1;
+    if (r) return r > 0 ? MOE_EXIT_OK : MOE_EXIT_USAGE;
     const moe_program *p = cli_prog;
     long long B, T, steps, warm;
     if (moe_arg_int(f, nf, "--batch", p->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, INT_MAX, &T) ||
         moe_arg_int(f, nf, "--steps", 10, 1, INT_MAX, &steps) || moe_arg_int(f, nf, "--warmup", 2, 0, INT_MAX, &warm))
-        return 1;
+        return MOE_EXIT_USAGE;
     int need = moe_arg(f, nf, "--infer") ? MOE_RT_INFER : moe_arg(f, nf, "--grad") ? MOE_RT_GRADS : MOE_RT_OPTIMIZER;
     int train = need != MOE_RT_INFER;
     static const char *const mode_name[] = {"infer", "grad", "train"};
@@ -73,7 +73,8 @@ int cli_bench(int argc, char **argv) {
     moe_rt_upload_batch(rt);
     rt->ctx.mode = train ? MOE_MODE_TRAIN : MOE_MODE_EVAL;
     rt->ctx.rng = moe_rng_micro((uint64_t)p->seed, 0, 0);
-    rt->ctx.lr = (float)p->lr_at(0);
+    moe_lr_sched sched = moe_lr_program(p);
+    rt->ctx.lr = (float)moe_lr_at(&sched, 0);
     for (long long i = 0; i < warm; i++) one_step(rt, need);
     /* A device that queues work (a GPU) is timed twice: the steps as they run, ended by
      * reading the statistics back; then step by step, each waited for, for the breakdown. On

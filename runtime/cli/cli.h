@@ -23,11 +23,16 @@ int cli_verify(int argc, char **argv);
 /* the runtime on --device (NULL: the default); MOE_RT_*; message printed on failure */
 moe_rt *cli_rt(int need, int decode, const char *device);
 /* weights only, from a file or a directory's newest checkpoint; the file read goes to
- * `resolved` (may be NULL); message printed */
-int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n);
+ * `resolved` and its step to *step (both may be NULL). 0, or the exit status after a
+ * message (no --checkpoint: a usage error). */
+int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n, int64_t *step);
 /* a number for JSON: %.9g, or null when it is not finite (JSON has no nan) */
 typedef struct { char s[32]; } cli_num;
 cli_num cli_json_num(double v);
+/* "cosine", "linear" or "constant" (MOE_SCHED_*) */
+const char *cli_sched_name(int kind);
+/* prints s as a JSON string on stdout (a path may hold anything) */
+void cli_json_string(const char *s);
 moe_data *cli_data(const char *spec);
 extern const char *moe_cmd_name;    /* the running subcommand */
 void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -2,11 +2,12 @@
  * training loss on the first batch, written as safetensors). */
 #include "cli.h"
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
-typedef struct evopts { moe_rt *rt; moe_data *data; int B, T; char ckpt[4096]; } evopts;
+typedef struct evopts { moe_rt *rt; moe_data *data; int B, T; char ckpt[4096]; int64_t step; } evopts;
 
 /* a and b name one existing file */
 static int same_file(const char *a, const char *b) {
@@ -14,26 +15,29 @@ static int same_file(const char *a, const char *b) {
     return a && b && stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
-/* common set-up: flags, device, runtime, checkpoint, data, batch shape */
+/* common set-up: flags, device, runtime, checkpoint, data, batch shape. 0 to go on, -1 after
+ * --help, else the exit status after a message. */
 static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, int need, evopts *o) {
     int r = moe_args_parse(moe_prog_name, cmd, argc, argv, f, nf);
-    if (r) return r > 0 ? 1 : -1;
+    if (r) return r > 0 ? -1 : MOE_EXIT_USAGE;
     const moe_program *p = cli_prog;
     long long B, T;
-    if (moe_arg_int(f, nf, "--batch", p->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, INT_MAX, &T)) return -1;
-    if (!moe_arg(f, nf, "--data")) { cli_fail("--data FILE is required"); return -1; }
+    if (moe_arg_int(f, nf, "--batch", p->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, INT_MAX, &T))
+        return MOE_EXIT_USAGE;
+    if (!moe_arg(f, nf, "--data")) { cli_fail("--data FILE is required"); return MOE_EXIT_USAGE; }
+    if (!moe_arg(f, nf, "--checkpoint")) { cli_fail("--checkpoint PATH is required"); return MOE_EXIT_USAGE; }
     o->rt = cli_rt(need, 0, moe_arg(f, nf, "--device"));
-    if (!o->rt) return -1;
+    if (!o->rt) return MOE_EXIT_FAIL;
     char err[512];
-    if (moe_rt_shape(o->rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); return -1; }
-    if (cli_load(o->rt, moe_arg(f, nf, "--checkpoint"), o->ckpt, sizeof o->ckpt)) return -1;
-    if (!(o->data = cli_data(moe_arg(f, nf, "--data")))) return -1;
+    if (moe_rt_shape(o->rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); return MOE_EXIT_FAIL; }
+    if ((r = cli_load(o->rt, moe_arg(f, nf, "--checkpoint"), o->ckpt, sizeof o->ckpt, &o->step))) return r;
+    if (!(o->data = cli_data(moe_arg(f, nf, "--data")))) return MOE_EXIT_FAIL;
     o->B = (int)B; o->T = (int)T;
     if (moe_data_windows(o->data, T) < B) {
         snprintf(err, sizeof err, "%s: %lld tokens do not fill one batch of %d x %d (+1 target)",
                  moe_data_name(o->data), (long long)moe_data_tokens(o->data), o->B, o->T);
         cli_fail("%s", err);
-        return -1;
+        return MOE_EXIT_FAIL;
     }
     return 0;
 }
@@ -43,24 +47,35 @@ static void teardown(evopts *o) {
     moe_rt_destroy(o->rt);
 }
 
+/* {"lm_loss", "aux_loss", "z_loss", "tokens", "batches", "dropped_fraction", "perplexity",
+ * "bits_per_token" (or "bits_per_byte" for a byte vocabulary), "checkpoint", "step"} */
 int cli_eval(int argc, char **argv) {
     moe_flag f[] = {{"--checkpoint", 1, "weights (a file, or a directory: its newest checkpoint)", NULL},
                     {"--data", 1, "token file (.bin), bytes file, or synthetic", NULL},
                     {"--batch", 1, "sequences per forward pass (default train.batch)", NULL},
                     {"--seq", 1, "tokens per sequence (default context)", NULL},
+                    {"--max-batches", 1, "evaluate at most N batches (default: all the data holds)", NULL},
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     evopts o = {0};
+    long long maxb;
     int r = setup("eval", f, nf, argc, argv, MOE_RT_INFER, &o);
-    if (r) { teardown(&o); return r > 0 ? 0 : 1; }
+    if (!r && moe_arg_int(f, nf, "--max-batches", LLONG_MAX, 1, LLONG_MAX, &maxb)) r = MOE_EXIT_USAGE;
+    if (r) { teardown(&o); return r < 0 ? MOE_EXIT_OK : r; }
     int64_t nb = moe_data_windows(o.data, o.T) / o.B;
+    if (nb > maxb) nb = maxb;
     moe_stats st;
-    if (cli_eval_windows(o.rt, o.data, 0, nb, o.B, o.T, &st)) { teardown(&o); return 1; }
-    printf("{\"lm_loss\": %s, \"aux_loss\": %s, \"z_loss\": %s, \"tokens\": %lld, \"dropped_fraction\": %.9g}\n",
-           cli_json_num(st.lm / nb).s, cli_json_num(st.aux / nb).s, cli_json_num(st.z / nb).s,
-           (long long)(nb * o.B * o.T), st.choices > 0 ? st.dropped / st.choices : 0.0);
+    if (cli_eval_windows(o.rt, o.data, 0, nb, o.B, o.T, &st)) { teardown(&o); return MOE_EXIT_FAIL; }
+    double lm = st.lm / (double)nb;
+    printf("{\"lm_loss\": %s, \"aux_loss\": %s, \"z_loss\": %s, \"tokens\": %lld, \"batches\": %lld, "
+           "\"dropped_fraction\": %.9g, \"perplexity\": %s, \"%s\": %s, \"checkpoint\": ",
+           cli_json_num(lm).s, cli_json_num(st.aux / nb).s, cli_json_num(st.z / nb).s, (long long)(nb * o.B * o.T),
+           (long long)nb, st.choices > 0 ? st.dropped / st.choices : 0.0, cli_json_num(exp(lm)).s,
+           cli_prog->vocab == 256 ? "bits_per_byte" : "bits_per_token", cli_json_num(lm / log(2.0)).s);
+    cli_json_string(o.ckpt);
+    printf(", \"step\": %s}\n", o.step >= 0 ? cli_json_num((double)o.step).s : "null");
     teardown(&o);
-    return 0;
+    return MOE_EXIT_OK;
 }
 
 int cli_grad(int argc, char **argv) {
@@ -73,12 +88,12 @@ int cli_grad(int argc, char **argv) {
     int nf = (int)(sizeof f / sizeof f[0]);
     evopts o = {0};
     int r = setup("grad", f, nf, argc, argv, MOE_RT_GRADS, &o);
-    if (!r && !moe_arg(f, nf, "--out")) { cli_fail("--out FILE is required"); r = -1; }
+    if (!r && !moe_arg(f, nf, "--out")) { cli_fail("--out FILE is required"); r = MOE_EXIT_USAGE; }
     if (!r && same_file(moe_arg(f, nf, "--out"), o.ckpt)) {
         cli_fail("--out %s is the checkpoint being read: the gradients would replace the weights", moe_arg(f, nf, "--out"));
-        r = -1;
+        r = MOE_EXIT_FAIL;
     }
-    if (r) { teardown(&o); return r > 0 ? 0 : 1; }
+    if (r) { teardown(&o); return r < 0 ? MOE_EXIT_OK : r; }
     moe_rt *rt = o.rt;
     rt->ctx.mode = MOE_MODE_GRAD;
     rt->ctx.loss_scale = 1.0f;

@@ -7,6 +7,7 @@
  */
 #include "cli.h"
 #include "moe_rng.h"
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -41,23 +42,41 @@ static int sample(const float *logits, int V, double temp, int topk, uint64_t st
     return V - 1;
 }
 
-/* prompt -> tokens: bytes for a bytes vocabulary, otherwise space-separated token ids */
+/* prompt -> tokens: bytes for a byte vocabulary (256), otherwise token ids separated by
+ * spaces or commas. Returns the count (cap + 1 never written: a longer prompt returns cap + 1
+ * so that it shows), or -1 after a message. */
 static int tokenize(const char *prompt, int V, int32_t *out, int cap) {
     int n = 0;
-    if (V >= 256) {
+    if (V == 256) {
         for (const unsigned char *s = (const unsigned char *)prompt; *s && n < cap; s++) out[n++] = *s;
         return n;
     }
-    for (const char *s = prompt; *s && n < cap;) {
+    for (const char *s = prompt;;) {
+        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n') s++;
+        if (!*s) break;
         char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s) return -1;
-        if (v < 0 || v >= V) return -1;
-        out[n++] = (int32_t)v;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (end == s || errno || (*end && !strchr(" ,\t\n", *end))) {
+            cli_fail("--prompt: '%.*s' is not a token id (this model's vocabulary of %d is not bytes: the prompt is "
+                     "token ids such as \"15496 11 995\")", (int)strcspn(s, " ,\t\n"), s, V);
+            return -1;
+        }
+        if (v < 0 || v >= V) {
+            cli_fail("--prompt: token id %lld is outside the vocabulary (0 to %d)", v, V - 1);
+            return -1;
+        }
+        if (n < cap) out[n] = (int32_t)v;
+        n++;
         s = end;
-        while (*s == ' ') s++;
     }
     return n;
+}
+
+/* a token on stdout: the byte itself, or its id and a space */
+static void put_token(int V, int32_t t) {
+    if (V == 256) putchar(t);
+    else printf("%d ", t);
 }
 
 static double check_cache(moe_rt *rt, const int32_t *tok, int n) {
@@ -98,7 +117,7 @@ static double check_cache(moe_rt *rt, const int32_t *tok, int n) {
 
 int cli_generate(int argc, char **argv) {
     moe_flag f[] = {{"--checkpoint", 1, "weights", NULL},
-                    {"--prompt", 1, "text to continue (token ids for a non-byte vocabulary)", NULL},
+                    {"--prompt", 1, "text to continue (vocab 256); otherwise token ids: \"15496 11 995\"", NULL},
                     {"--tokens", 1, "tokens to generate (default 200)", NULL},
                     {"--temperature", 1, "sampling temperature, 0 = greedy (default 1.0)", NULL},
                     {"--top-k", 1, "sample among the k most likely tokens (default 0 = all)", NULL},
@@ -107,28 +126,31 @@ int cli_generate(int argc, char **argv) {
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "generate", argc, argv, f, nf);
-    if (r) return r > 0 ? 0 : 1;
+    if (r) return r > 0 ? MOE_EXIT_OK : MOE_EXIT_USAGE;
     const moe_program *p = cli_prog;
     long long ntok, topk, seed;
     double temp;
     if (moe_arg_int(f, nf, "--tokens", 200, 0, INT_MAX, &ntok) || moe_arg_int(f, nf, "--top-k", 0, 0, p->vocab, &topk) ||
         moe_arg_int(f, nf, "--seed", p->seed, 0, LLONG_MAX, &seed) || moe_arg_double(f, nf, "--temperature", 1.0, &temp))
-        return 1;
+        return MOE_EXIT_USAGE;
     int ctxlen = (int)p->context, V = (int)p->vocab;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)(ctxlen + 1));     /* one more: a prompt too long shows */
     double *probs = malloc(sizeof(double) * (size_t)V);
     moe_rt *rt = tok && probs ? cli_rt(MOE_RT_INFER, 1, moe_arg(f, nf, "--device")) : NULL;
     int rc = 0;
-    if (!rc && temp < 0) { cli_fail("--temperature %g: must be 0 (greedy) or positive", temp); rc = 1; }
-    if (!rc && (!rt || cli_load(rt, moe_arg(f, nf, "--checkpoint"), NULL, 0))) rc = 1;
-    const char *prompt = moe_arg(f, nf, "--prompt") ? moe_arg(f, nf, "--prompt") : (V >= 256 ? "\n" : "0");
+    if (temp < 0) { cli_fail("--temperature %g: must be 0 (greedy) or positive", temp); rc = MOE_EXIT_USAGE; }
+    if (!rc && !rt) rc = MOE_EXIT_FAIL;
+    if (!rc) rc = cli_load(rt, moe_arg(f, nf, "--checkpoint"), NULL, 0, NULL);
+    const char *prompt = moe_arg(f, nf, "--prompt") ? moe_arg(f, nf, "--prompt") : (V == 256 ? "\n" : "0");
     int n = rc ? 0 : tokenize(prompt, V, tok, ctxlen + 1);
-    if (!rc && n <= 0) {
-        cli_fail("%s", V >= 256 ? "the prompt is empty" : "the prompt must be token ids within the vocabulary");
-        rc = 1;
+    if (!rc && n < 0) {
+        rc = MOE_EXIT_USAGE;
+    } else if (!rc && n == 0) {
+        cli_fail("the prompt is empty");
+        rc = MOE_EXIT_USAGE;
     } else if (!rc && n > ctxlen) {
         cli_fail("the prompt is longer than the model's context of %d tokens; shorten it", ctxlen);
-        rc = 1;
+        rc = MOE_EXIT_USAGE;
     }
     if (!rc && moe_arg(f, nf, "--check-cache")) {
         rc = check_cache(rt, tok, n) <= 1e-4 ? 0 : 1;
@@ -137,13 +159,13 @@ int cli_generate(int argc, char **argv) {
         const float *lg = NULL;
         for (int t = 0; t < n; t++) {
             lg = moe_rt_decode(rt, tok[t], t);
-            if (V >= 256) putchar(tok[t]); else printf("%d ", tok[t]);
+            put_token(V, tok[t]);
         }
         long long i = 0;
         for (; i < ntok && n < ctxlen; i++) {
             int next = sample(lg, V, temp, (int)topk, stream, (uint64_t)i, probs);
             tok[n] = next;
-            if (V >= 256) putchar(next); else printf("%d ", next);
+            put_token(V, next);
             lg = moe_rt_decode(rt, next, n++);
         }
         putchar('\n');

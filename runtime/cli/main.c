@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *moe_prog_name = "moe";
 const char *moe_cmd_name = "";
@@ -39,12 +40,12 @@ moe_rt *cli_rt(int need, int decode, const char *device) {
     return rt;
 }
 
-int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n) {
+int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n, int64_t *step) {
     char err[1024], file[4096];
-    if (!path) { cli_fail("--checkpoint PATH is required"); return -1; }
-    if (moe_ckpt_resolve(path, file, sizeof file, err, sizeof err) || moe_ckpt_load(rt, file, err, sizeof err)) {
+    if (!path) { cli_fail("--checkpoint PATH is required"); return MOE_EXIT_USAGE; }
+    if (moe_ckpt_resolve(path, file, sizeof file, err, sizeof err) || moe_ckpt_load(rt, file, step, err, sizeof err)) {
         cli_fail("%s", err);
-        return -1;
+        return MOE_EXIT_FAIL;
     }
     if (resolved) snprintf(resolved, n, "%s", file);
     return 0;
@@ -71,10 +72,14 @@ int cli_eval_windows(moe_rt *rt, const moe_data *data, int64_t first, int64_t nb
     int mode = rt->ctx.mode;
     rt->ctx.mode = MOE_MODE_EVAL;
     moe_rt_stats_clear(rt);
+    int show = nb >= 20 && isatty(2);   /* a long evaluation shows its progress on a terminal */
     for (int64_t b = first; b < first + nb; b++) {
         moe_data_window_batch(data, b * B, B, T, rt->tokens, rt->targets);
         moe_rt_upload_batch(rt);
         moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD);
+        if (show && ((b - first) % 10 == 9 || b + 1 == first + nb))
+            fprintf(stderr, "\r%s: batch %lld/%lld%s", moe_cmd_name, (long long)(b - first + 1), (long long)nb,
+                    b + 1 == first + nb ? "\n" : "");
     }
     moe_rt_stats_read(rt, s);
     rt->ctx.mode = mode;
@@ -82,8 +87,11 @@ int cli_eval_windows(moe_rt *rt, const moe_data *data, int64_t first, int64_t nb
     return 0;
 }
 
-/* s as a JSON string (the source path may hold anything) */
-static void json_string(const char *s) {
+const char *cli_sched_name(int kind) {
+    return kind == MOE_SCHED_COSINE ? "cosine" : kind == MOE_SCHED_LINEAR ? "linear" : "constant";
+}
+
+void cli_json_string(const char *s) {
     putchar('"');
     for (const unsigned char *q = (const unsigned char *)s; *q; q++) {
         if (*q == '"' || *q == '\\') printf("\\%c", *q);
@@ -96,7 +104,7 @@ static void json_string(const char *s) {
 int cli_info(int argc, char **argv) {
     moe_flag f[] = {{"--json", 0, "one JSON object", NULL}, {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int r = moe_args_parse(moe_prog_name, "info", argc, argv, f, 2);
-    if (r) return r > 0 ? 0 : 1;
+    if (r) return r > 0 ? MOE_EXIT_OK : MOE_EXIT_USAGE;
     const moe_program *p = cli_prog;
     char desc[sizeof ((moe_device *)0)->desc] = "";
     if (f[1].value) {           /* a device named: say whether it can run this program, and what it is */
@@ -113,7 +121,7 @@ int cli_info(int argc, char **argv) {
     }
     if (f[0].value) {
         printf("{\"model\": \"%s\", \"target\": \"%s\", \"source\": ", p->model, p->target);
-        json_string(p->source);
+        cli_json_string(p->source);
         printf(", \"params\": %lld, \"expert_params\": %lld, \"param_bytes\": %lld, \"arena_bytes\": %lld, "
                "\"decode_arena_bytes\": %lld, \"io_bytes\": %lld, \"align\": %lld, \"max_batch\": %lld, "
                "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d, \"vocab\": %lld, "
@@ -124,11 +132,20 @@ int cli_info(int argc, char **argv) {
                (long long)p->train.B_max, (long long)p->train.T_max, p->train.n_steps, p->decode.n_steps,
                omp_get_max_threads(), (long long)p->vocab, (long long)p->context, (long long)p->layers,
                (long long)p->hidden, (long long)p->heads, (long long)p->ffn, p->n_moe, p->top_k);
+        printf(", \"train\": {\"batch\": %lld, \"accumulate\": %lld, \"steps\": %lld, \"seed\": %lld, \"schedule\": \"%s\", "
+               "\"lr\": %.9g, \"min_lr\": %.9g, \"warmup\": %lld, \"beta1\": %.9g, \"beta2\": %.9g, \"eps\": %.9g, "
+               "\"weight_decay\": %.9g, \"grad_clip\": %.9g, \"eval_every\": %lld, \"checkpoint_every\": %lld}",
+               (long long)p->batch, (long long)p->accumulate, (long long)p->train_steps, (long long)p->seed,
+               cli_sched_name(p->schedule), p->lr, p->min_lr, (long long)p->warmup, p->beta1, p->beta2, p->eps,
+               p->weight_decay, p->grad_clip, (long long)p->eval_every, (long long)p->checkpoint_every);
+        if (p->n_moe)
+            printf(", \"moe\": {\"capacity_factor\": %.9g, \"eval_capacity_factor\": %.9g, \"aux_loss\": %.9g, "
+                   "\"z_loss\": %.9g}", p->capacity_factor, p->eval_capacity_factor, p->aux_loss, p->z_loss);
         if (desc[0]) {      /* the device named */
             printf(", \"device\": ");
-            json_string(f[1].value);
+            cli_json_string(f[1].value);
             printf(", \"device_desc\": ");
-            json_string(desc);
+            cli_json_string(desc);
         }
         printf("}\n");
         return 0;
@@ -140,6 +157,14 @@ int cli_info(int argc, char **argv) {
     printf("  vocab %lld, context %lld, %lld layers, hidden %lld, %lld heads, ffn %lld\n", (long long)p->vocab,
            (long long)p->context, (long long)p->layers, (long long)p->hidden, (long long)p->heads, (long long)p->ffn);
     printf("  parameters %lld (%lld in experts), %d MoE layers, top-%d\n", (long long)n, (long long)ne, p->n_moe, p->top_k);
+    printf("  train: batch %lld x %lld tokens (accumulate %lld), %lld steps, seed %lld; AdamW lr %g, %s to %g after "
+           "%lld warmup steps, betas %g/%g, eps %g, weight decay %g, clip %g; eval every %lld, checkpoint every %lld\n",
+           (long long)p->batch, (long long)p->context, (long long)p->accumulate, (long long)p->train_steps,
+           (long long)p->seed, p->lr, cli_sched_name(p->schedule), p->min_lr, (long long)p->warmup, p->beta1, p->beta2,
+           p->eps, p->weight_decay, p->grad_clip, (long long)p->eval_every, (long long)p->checkpoint_every);
+    if (p->n_moe)
+        printf("  moe: capacity factor %g (eval %g), aux_loss %g, z_loss %g\n", p->capacity_factor,
+               p->eval_capacity_factor, p->aux_loss, p->z_loss);
     printf("  %s", p->summary);
     printf("  threads %d\n", omp_get_max_threads());
     if (desc[0]) printf("  device %s: %s\n", f[1].value, desc);
@@ -149,15 +174,18 @@ int cli_info(int argc, char **argv) {
 static void usage(FILE *out) {
     fprintf(out,
         "usage: %s <command> [options]     (model %s, compiled by moec)\n"
-        "  train     [--data FILE|synthetic] [--steps N] [--checkpoint DIR] [--resume|--overwrite] [--log FILE.jsonl]\n"
-        "            [--seed N]\n"
-        "  eval      --checkpoint PATH --data FILE [--batch B] [--seq T]\n"
+        "  train     [--data FILE|synthetic] [--eval-data FILE] [--steps N] [--checkpoint DIR] [--resume|--overwrite]\n"
+        "            [--log FILE.jsonl] [--seed N] [--lr X] [--min-lr X] [--warmup N] [--steps-total N]\n"
+        "            [--eval-every N] [--eval-batches N]\n"
+        "  eval      --checkpoint PATH --data FILE [--batch B] [--seq T] [--max-batches N]\n"
         "  grad      --checkpoint PATH --data FILE --out FILE [--batch B] [--seq T]\n"
-        "  generate  --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]\n"
-        "  bench     [--train|--grad|--infer] [--batch B] [--seq T] [--steps N] [--json]\n"
+        "  generate  --checkpoint PATH [--prompt TEXT|IDS] [--tokens N] [--temperature T] [--top-k K] [--seed N]\n"
+        "            [--check-cache]\n"
+        "  bench     [--train|--grad|--infer] [--batch B] [--seq T] [--steps N] [--warmup N] [--json]\n"
         "  info      [--json]\n"
         "  verify    [--batch B] [--seq T]   (--target all: each op of the cuda program against the cpu's)\n"
-        "every command takes --device cpu|cuda|cuda-emu and -h\n",
+        "every command takes --device cpu|cuda|cuda-emu and -h; exit status 0 ok, 1 failure, 2 usage error;\n"
+        "Ctrl-C in train saves a checkpoint after the current step (a second one stops at once)\n",
         moe_prog_name, cli_prog->model);
 }
 
@@ -171,6 +199,16 @@ int main(int argc, char **argv) {
         {"bench", cli_bench}, {"info", cli_info}, {"verify", cli_verify},
     };
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) { usage(stdout); return 0; }
+    /* started as one of several processes (mpirun, srun): each would run the whole job alone */
+    static const char *const world[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS", "MPI_LOCALNRANKS"};
+    for (size_t i = 0; i < sizeof world / sizeof world[0]; i++) {
+        const char *v = getenv(world[i]);
+        if (v && atoi(v) > 1) {
+            fprintf(stderr, "%s: started as one of %d processes (%s), but this executable runs as a single process: "
+                    "multi-process training is not built yet; run it without mpirun\n", moe_prog_name, atoi(v), world[i]);
+            return MOE_EXIT_FAIL;
+        }
+    }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) {
             moe_cmd_name = cmds[i].name;

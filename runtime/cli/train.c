@@ -3,6 +3,8 @@
  * Step s, micro-step u reads the batch drawn from (seed, s, u) and the gates draw
  * their noise from the same counters, so a run resumed from the checkpoint of step s
  * repeats exactly the losses of an uninterrupted run (same thread count).
+ * Ctrl-C ends the run after the current step, with a checkpoint when there is a --checkpoint
+ * directory (exit 130); a second Ctrl-C stops at once.
  */
 #include "cli.h"
 #include "log.h"
@@ -10,19 +12,42 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-/* Evaluation-mode LM loss over the first (up to) 8 batches of consecutive windows of the
- * training data: a fixed set, so the numbers are comparable across steps and runs. */
-static double eval_loss(moe_rt *rt, const moe_data *data, int B, int T) {
-    int64_t nb = moe_data_windows(data, T) / B;
-    if (nb > 8) nb = 8;
+/* Evaluation-mode LM loss over the first (up to) nb batches of consecutive windows of `data`
+ * (held-out data, or the training data): a fixed set, so values compare across steps and runs. */
+static double eval_loss(moe_rt *rt, const moe_data *data, int64_t nb, int B, int T) {
+    if (moe_data_windows(data, T) / B < nb) nb = moe_data_windows(data, T) / B;
     moe_stats st;
     if (nb == 0 || cli_eval_windows(rt, data, 0, nb, B, T, &st)) return NAN;
     return st.lm / (double)nb;
+}
+
+static volatile sig_atomic_t interrupts;
+
+static void on_interrupt(int sig) {
+    if (interrupts++) {         /* the second: stop at once */
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+}
+
+/* a line of its own on stderr, below the progress line on a terminal */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (isatty(2)) fputc('\n', stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
 }
 
 static int save(moe_rt *rt, const char *dir, int64_t step, uint64_t seed) {
@@ -56,64 +81,106 @@ static int check_dir(const char *dir, int resume, int overwrite, char *path, siz
     return 0;
 }
 
+/* the schedule as the .moe has it, with the flags that override it; usage errors print */
+static int schedule(moe_flag *f, int nf, moe_lr_sched *sc, char *given, size_t n) {
+    const moe_program *p = cli_prog;
+    long long warmup, total;
+    *sc = moe_lr_program(p);
+    if (moe_arg_double(f, nf, "--lr", p->lr, &sc->lr) || moe_arg_double(f, nf, "--min-lr", p->min_lr, &sc->min_lr) ||
+        moe_arg_int(f, nf, "--warmup", p->warmup, 0, INT_MAX, &warmup) ||
+        moe_arg_int(f, nf, "--steps-total", p->train_steps, 1, INT_MAX, &total))
+        return -1;
+    if (!(sc->lr > 0) || !(sc->min_lr >= 0) || sc->min_lr > sc->lr) {
+        cli_fail("--lr must be positive and --min-lr from 0 to --lr (lr %g, min_lr %g)", sc->lr, sc->min_lr);
+        return -1;
+    }
+    sc->warmup = warmup;
+    sc->steps = total;
+    given[0] = 0;
+    static const char *const names[] = {"--lr", "--min-lr", "--warmup", "--steps-total", "--eval-every",
+                                        "--eval-batches", "--seed", "--steps"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (moe_arg(f, nf, names[i]))
+            snprintf(given + strlen(given), n - strlen(given), "%s%s", given[0] ? " " : "", names[i]);
+    return 0;
+}
+
 int cli_train(int argc, char **argv) {
-    moe_flag f[] = {{"--data", 1, "token file (.bin), bytes file, or synthetic (default)", NULL},
+    moe_flag f[] = {{"--data", 1, "token file (.bin), bytes file, or synthetic (default: the built-in corpus)", NULL},
+                    {"--eval-data", 1, "held-out data for the evaluations every train.eval_every steps", NULL},
+                    {"--eval-batches", 1, "batches per evaluation (default 8)", NULL},
+                    {"--eval-every", 1, "evaluate every N steps, 0 = never (default train.eval_every)", NULL},
                     {"--steps", 1, "optimizer steps (default train.steps)", NULL},
+                    {"--steps-total", 1, "the schedule's length: the step where lr reaches min_lr (default train.steps)", NULL},
+                    {"--lr", 1, "peak learning rate (default train.lr)", NULL},
+                    {"--min-lr", 1, "final learning rate (default train.min_lr)", NULL},
+                    {"--warmup", 1, "warmup steps (default train.warmup)", NULL},
                     {"--checkpoint", 1, "directory for checkpoints", NULL},
                     {"--resume", 0, "continue from the newest complete checkpoint in --checkpoint", NULL},
                     {"--overwrite", 0, "start afresh in a --checkpoint directory that holds another run", NULL},
                     {"--log", 1, "JSONL metrics, one object per step", NULL},
-                    {"--teacher", 1, "teacher checkpoint (Mixture-of-Students)", NULL},
+                    {"--teacher", 1, "teacher checkpoint (Mixture-of-Students; not in this build)", NULL},
                     {"--seed", 1, "seed for init, data order and noise (default train.seed)", NULL},
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "train", argc, argv, f, nf);
-    if (r) return r > 0 ? 0 : 1;
+    if (r) return r > 0 ? MOE_EXIT_OK : MOE_EXIT_USAGE;
     const moe_program *p = cli_prog;
-    long long steps, seed;
-    if (moe_arg_int(f, nf, "--steps", p->train_steps, 0, INT_MAX, &steps) || moe_arg_int(f, nf, "--seed", p->seed, 0, LLONG_MAX, &seed)) return 1;
+    long long steps, seed, eval_every, eval_batches;
+    moe_lr_sched sched;
+    char overrides[160];
+    if (moe_arg_int(f, nf, "--steps", p->train_steps, 0, INT_MAX, &steps) ||
+        moe_arg_int(f, nf, "--seed", p->seed, 0, LLONG_MAX, &seed) ||
+        moe_arg_int(f, nf, "--eval-every", p->eval_every, 0, INT_MAX, &eval_every) ||
+        moe_arg_int(f, nf, "--eval-batches", 8, 1, INT_MAX, &eval_batches) ||
+        schedule(f, nf, &sched, overrides, sizeof overrides))
+        return MOE_EXIT_USAGE;
     const char *dir = moe_arg(f, nf, "--checkpoint");
-    if (moe_arg(f, nf, "--resume") && !dir) { cli_fail("--resume needs --checkpoint DIR"); return 1; }
+    if (moe_arg(f, nf, "--resume") && !dir) { cli_fail("--resume needs --checkpoint DIR"); return MOE_EXIT_USAGE; }
     if (moe_arg(f, nf, "--teacher")) {
         cli_fail("--teacher: this model has no distill block, or distillation is not built into this moec yet");
-        return 1;
+        return MOE_EXIT_USAGE;
     }
     if (dir && mkdir(dir, 0777) != 0) {
         struct stat sb;
         int why = errno;
         if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
             cli_fail("cannot create checkpoint directory %s: %s", dir, strerror(why == EEXIST ? ENOTDIR : why));
-            return 1;
+            return MOE_EXIT_FAIL;
         }
     }
     char stale[1024], resume_path[4096], why[1024];
-    if (dir && moe_ckpt_writable(dir, why, sizeof why)) { cli_fail("%s", why); return 1; }
+    if (dir && moe_ckpt_writable(dir, why, sizeof why)) { cli_fail("%s", why); return MOE_EXIT_FAIL; }
     int cleaned = dir ? moe_ckpt_clean_stale(dir, stale, sizeof stale) : 0;
     if (cleaned) fprintf(stderr, "%s: removed %d temporary file%s of killed writers: %s\n", dir, cleaned,
                          cleaned > 1 ? "s" : "", stale);
     int64_t resume_step = -1;
     if (dir && check_dir(dir, moe_arg(f, nf, "--resume") != NULL, moe_arg(f, nf, "--overwrite") != NULL, resume_path,
                          sizeof resume_path, &resume_step))
-        return 1;
+        return MOE_EXIT_FAIL;
     const char *spec = moe_arg(f, nf, "--data") ? moe_arg(f, nf, "--data") : "synthetic";
-    moe_data *data = cli_data(spec);
-    if (!data) return 1;
+    const char *eval_spec = moe_arg(f, nf, "--eval-data");
+    moe_data *data = cli_data(spec), *held = data && eval_spec ? cli_data(eval_spec) : NULL;
+    if (!data || (eval_spec && !held)) { moe_data_close(data); return MOE_EXIT_FAIL; }
     moe_rt *rt = cli_rt(MOE_RT_OPTIMIZER, 0, moe_arg(f, nf, "--device"));
-    if (!rt) { moe_data_close(data); return 1; }
+    if (!rt) { moe_data_close(data); moe_data_close(held); return MOE_EXIT_FAIL; }
     int B = (int)p->batch, T = (int)p->context, rc = 0;
     char err[1024];
-    if (moe_data_tokens(data) < (int64_t)T + 1) {
-        snprintf(err, sizeof err, "%s: %lld tokens, fewer than one sequence of %d (+1 target)", moe_data_name(data),
-                 (long long)moe_data_tokens(data), T);
+    const moe_data *short_src = moe_data_tokens(data) < (int64_t)T + 1 ? data
+                                : held && moe_data_windows(held, T) < B ? held : NULL;
+    if (short_src) {
+        snprintf(err, sizeof err, "%s: %lld tokens, fewer than %s of %d (+1 target)", moe_data_name(short_src),
+                 (long long)moe_data_tokens(short_src), short_src == data ? "one sequence" : "one batch of sequences",
+                 T);
         cli_fail("%s", err);
-        rc = 1;
+        rc = MOE_EXIT_FAIL;
     }
     int64_t start = 0;
     if (!rc && moe_arg(f, nf, "--resume")) {
         if (resume_step >= 0) {
             if (moe_ckpt_resume(rt, resume_path, resume_step, (uint64_t)seed, err, sizeof err)) {
                 cli_fail("%s", err);
-                rc = 1;
+                rc = MOE_EXIT_FAIL;
             } else {
                 start = resume_step;
                 fprintf(stderr, "resuming from %s (step %lld)\n", resume_path, (long long)start);
@@ -122,22 +189,52 @@ int cli_train(int argc, char **argv) {
             fprintf(stderr, "no checkpoint in %s: starting from scratch\n", dir);
         }
     }
-    if (!rc && start == 0 && moe_rt_init_params(rt, (uint64_t)seed, err, sizeof err)) { cli_fail("%s", err); rc = 1; }
+    if (!rc && start == 0 && moe_rt_init_params(rt, (uint64_t)seed, err, sizeof err)) {
+        cli_fail("%s", err);
+        rc = MOE_EXIT_FAIL;
+    }
     moe_log *log = NULL;
     if (!rc && moe_arg(f, nf, "--log")) {
         log = start > 0 ? moe_log_open_resume(moe_arg(f, nf, "--log"), start, err, sizeof err)
                         : moe_log_open(moe_arg(f, nf, "--log"), err, sizeof err);
-        if (!log) { cli_fail("%s", err); rc = 1; }
+        if (!log) { cli_fail("%s", err); rc = MOE_EXIT_FAIL; }
     }
     /* per-layer expert load fractions for the log, at the record's indices */
     float **loads = calloc((size_t)p->n_moe + 1, sizeof *loads);
     float *load_buf = calloc((size_t)p->n_stats, sizeof(float));
     for (int i = 0; loads && load_buf && i < p->n_moe; i++) loads[i] = load_buf + p->stat_loads[i];
-    if (!rc && (!loads || !load_buf)) { cli_fail("out of memory"); rc = 1; }
+    if (!rc && (!loads || !load_buf)) { cli_fail("out of memory"); rc = MOE_EXIT_FAIL; }
+    moe_run_info run = {
+        .model = p->model, .device = rt->dev->ops->name, .data = moe_data_name(data),
+        .eval_data = held ? moe_data_name(held) : NULL, .data_tokens = moe_data_tokens(data),
+        .resumed_from = start > 0 ? start : -1, .steps = steps, .batch = B, .context = T, .accumulate = p->accumulate,
+        .eval_every = eval_every, .eval_batches = eval_batches, .checkpoint_every = p->checkpoint_every,
+        .processes = 1, .threads = omp_get_max_threads(), .seed = (uint64_t)seed,
+        .schedule = cli_sched_name(sched.kind), .lr = sched.lr, .min_lr = sched.min_lr, .warmup = sched.warmup,
+        .steps_total = sched.steps, .overrides = overrides[0] ? overrides : NULL};
+    if (!rc) {
+        fprintf(stderr, "train %s on %s: %s, %lld tokens%s; %lld steps of %d x %d x %lld tokens; lr %g (%s to %g over %lld "
+                "steps, warmup %lld); %d thread%s%s%s\n", p->model, run.device, run.data, (long long)run.data_tokens,
+                moe_arg(f, nf, "--data") ? "" : " (the built-in corpus: no --data given)", steps, B, T,
+                (long long)p->accumulate, sched.lr, run.schedule, sched.min_lr, (long long)sched.steps,
+                (long long)sched.warmup, run.threads, run.threads > 1 ? "s" : "", overrides[0] ? "; overrides: " : "",
+                overrides);
+        if (eval_every > 0)
+            fprintf(stderr, "evaluating every %lld steps on %s%s\n", eval_every, held ? moe_data_name(held) : run.data,
+                    held ? " (held out)" : " (the training data: pass --eval-data FILE for a held-out loss)");
+    }
+    struct sigaction sa = {.sa_handler = on_interrupt, .sa_flags = SA_RESTART}, old_sa;
+    sigemptyset(&sa.sa_mask);
+    interrupts = 0;
+    sigaction(SIGINT, &sa, &old_sa);
     moe_ctx *c = &rt->ctx;
     c->loss_scale = 1.0f / (float)p->accumulate;
     double t_start = (moe_now_ms() / 1e3);
     int every = steps >= 20 ? (int)(steps / 20) : 1;
+    moe_spike spike;
+    moe_spike_init(&spike, p->vocab);
+    int warned = 0;
+    char warning[256];
     for (int64_t step = start; !rc && step < steps; step++) {
         double t0 = (moe_now_ms() / 1e3);
         moe_rt_zero_grads(rt);
@@ -150,16 +247,17 @@ int cli_train(int argc, char **argv) {
             moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
         }
         c->opt_step = (int)(step + 1);
-        c->lr = (float)p->lr_at(step);
+        c->lr = (float)moe_lr_at(&sched, step);
         moe_rt_run(rt, MOE_PHASE_OPT, MOE_PHASE_OPT);
         moe_stats st;
         moe_rt_stats_read(rt, &st);
         double n = (double)p->accumulate, t1 = (moe_now_ms() / 1e3);
         moe_step_metrics m = {
-            .step = step + 1, .steps = steps, .lm_loss = st.lm / n, .aux_loss = st.aux / n, .z_loss = st.z / n,
-            .lr = c->lr, .grad_norm = st.grad_norm, .tokens_per_s = (double)B * T * n / (t1 - t0),
+            .step = step + 1, .steps = steps, .first_step = start, .lm_loss = st.lm / n, .aux_loss = st.aux / n,
+            .z_loss = st.z / n, .lr = c->lr, .grad_norm = st.grad_norm, .tokens_per_s = (double)B * T * n / (t1 - t0),
             .dropped_fraction = st.choices > 0 ? st.dropped / st.choices : 0.0, .elapsed_s = t1 - t_start,
-            .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads};
+            .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads,
+            .run = step == start ? &run : NULL};
         m.loss = m.lm_loss + p->aux_loss * m.aux_loss + p->z_loss * m.z_loss;
         for (int i = 0; i < p->n_moe; i++) {
             const double *l = st.record + p->stat_loads[i];
@@ -167,25 +265,41 @@ int cli_train(int argc, char **argv) {
             for (int e = 0; e < p->experts[i]; e++) tot += l[e];
             for (int e = 0; e < p->experts[i]; e++) loads[i][e] = tot > 0 ? (float)(l[e] / tot) : 0.0f;
         }
-        m.eval_loss = p->eval_every > 0 && (step + 1) % p->eval_every == 0 ? eval_loss(rt, data, B, T) : NAN;
+        m.eval_loss = eval_every > 0 && (step + 1) % eval_every == 0 ? eval_loss(rt, held ? held : data, eval_batches, B, T)
+                                                                      : NAN;
         if (moe_rt_error(rt)) {     /* the step's figures are not to be trusted: none is logged */
             cli_fail("%s", moe_rt_error(rt));
-            rc = 1;
+            rc = MOE_EXIT_FAIL;
             break;
         }
         if (m.loss != m.loss) {
             cli_fail("loss is NaN at step %lld; stopping", (long long)(step + 1));
-            rc = 1;
+            rc = MOE_EXIT_FAIL;
         }
-        if (log && moe_log_step(log, &m)) { cli_fail("cannot write the log: %s", moe_log_why(log)); rc = 1; }
+        m.warning = moe_spike_check(&spike, m.loss, m.grad_norm, warning, sizeof warning);
+        if (m.warning && warned++ < 5)
+            say("warning: step %lld: %s%s", (long long)(step + 1), m.warning,
+                warned < 5 ? "" : log ? " (further warnings go to the log only)" : " (no further warnings are shown)");
+        if (log && moe_log_step(log, &m)) { cli_fail("cannot write the log: %s", moe_log_why(log)); rc = MOE_EXIT_FAIL; }
         moe_progress(stderr, &m, every);
-        if (!rc && dir && ((p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0) || step + 1 == steps))
-            rc = save(rt, dir, step + 1, (uint64_t)seed) ? 1 : 0;
+        if (m.eval_loss == m.eval_loss)
+            say("step %lld: eval loss %.4f (%s)", (long long)(step + 1), m.eval_loss, held ? "held out" : "training data");
+        int due = dir && ((p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0) || step + 1 == steps);
+        if (!rc && (due || (dir && interrupts))) rc = save(rt, dir, step + 1, (uint64_t)seed) ? MOE_EXIT_FAIL : 0;
+        if (!rc && interrupts && step + 1 < steps) {
+            if (dir)
+                say("interrupted: saved %s/step-%08lld.safetensors; continue with --resume", dir, (long long)(step + 1));
+            else
+                say("interrupted after step %lld (no --checkpoint: nothing saved)", (long long)(step + 1));
+            rc = 130;
+        }
     }
+    sigaction(SIGINT, &old_sa, NULL);
     moe_log_close(log);
     free(loads);
     free(load_buf);
     moe_data_close(data);
+    moe_data_close(held);
     moe_rt_destroy(rt);
     return rc;
 }

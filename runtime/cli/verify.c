@@ -87,18 +87,18 @@ int cli_verify(int argc, char **argv) {
                     {"--device", 1, "cuda|cuda-emu, checked against cpu (default cuda)", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "verify", argc, argv, f, nf);
-    if (r) return r > 0 ? 0 : 1;
+    if (r) return r > 0 ? MOE_EXIT_OK : MOE_EXIT_USAGE;
     const moe_program *pc = program_of("cpu"), *pd = program_of("cuda");
     const char *dev = moe_arg(f, nf, "--device") ? moe_arg(f, nf, "--device") : "cuda";
     if (!pc || !pd) { cli_fail("verify compares the cpu and cuda programs: build with moec build --target all"); return 1; }
-    if (!strcmp(dev, "cpu")) { cli_fail("--device names the device checked against the cpu: cuda or cuda-emu"); return 1; }
+    if (!strcmp(dev, "cpu")) { cli_fail("--device names the device checked against the cpu: cuda or cuda-emu"); return MOE_EXIT_USAGE; }
     if (!same_plan(pc, pd)) {
         cli_fail("the cpu and cuda programs are planned differently: rebuild with moec build --target all");
         return 1;
     }
     long long B, T;
     if (moe_arg_int(f, nf, "--batch", pc->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", pc->context, 1, INT_MAX, &T))
-        return 1;
+        return MOE_EXIT_USAGE;
     char err[512];
     moe_rt *rc = moe_rt_create(pc, "cpu", MOE_RT_OPTIMIZER, 0, err, sizeof err), *rd = NULL;
     moe_data *data = NULL;
@@ -122,11 +122,12 @@ int cli_verify(int argc, char **argv) {
     moe_rt_zero_grads(rc);
     moe_rt_stats_clear(rc);
     moe_rt *both[2] = {rc, rd};
+    moe_lr_sched sched = moe_lr_program(pc);
     for (int k = 0; k < 2; k++) {
         moe_ctx *c = &both[k]->ctx;
         c->mode = MOE_MODE_TRAIN;
         c->rng = moe_rng_micro((uint64_t)pc->seed, 0, 0);
-        c->lr = (float)pc->lr_at(0);
+        c->lr = (float)moe_lr_at(&sched, 0);
         c->opt_step = 1;
     }
     printf("verify: the cuda program on %s against the cpu program, one training step of %lld x %lld tokens,\n"

@@ -128,8 +128,9 @@ CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, void *s) {
     return OK;
 }
 
-/* a module is a copy of its image, so that kernel names can be checked against it */
-typedef struct { unsigned char *image; size_t size; } module;
+/* a module is a copy of its image, so that kernel names can be checked against it, and
+ * owns the functions taken from it (freed with it, as the driver does) */
+typedef struct { unsigned char *image; size_t size; moe_kernel **fns; size_t n_fns; } module;
 CUresult cuModuleLoadData(module **m, const void *image) {
     ENTRY(cuModuleLoadData);
     const unsigned char *e = image;
@@ -155,20 +156,31 @@ CUresult cuModuleLoadData(module **m, const void *image) {
         memcpy(&len, sh + 32, 8);
         if (type != 8 && off + len > size) size = off + len;     /* 8: SHT_NOBITS, no bytes in the file */
     }
-    *m = malloc(sizeof **m);
+    *m = calloc(1, sizeof **m);
     if (!*m || !((*m)->image = malloc(size))) { free(*m); return ERR_OUT_OF_MEMORY; }
     memcpy((*m)->image, image, size);
     (*m)->size = size;
     return OK;
 }
-CUresult cuModuleUnload(module *m) { free(m->image); free(m); return OK; }
+CUresult cuModuleUnload(module *m) {
+    for (size_t i = 0; i < m->n_fns; i++) emu.ops->release(&emu, m->fns[i]);
+    free(m->fns);
+    free(m->image);
+    free(m);
+    return OK;
+}
 CUresult cuModuleGetFunction(moe_kernel **f, module *m, const char *name) {
     ENTRY(cuModuleGetFunction);
     size_t n = strlen(name) + 1;    /* the name with its terminator, as in the string table */
     int found = 0;
     for (size_t i = 0; i + n <= m->size && !found; i++) found = !memcmp(m->image + i, name, n);
     if (!found) return ERR_NOT_FOUND;
-    return emu.ops->compile(&emu, name, NULL, f) ? ERR_NOT_FOUND : OK;
+    moe_kernel **fns = realloc(m->fns, (m->n_fns + 1) * sizeof *fns);
+    if (!fns) return ERR_OUT_OF_MEMORY;
+    m->fns = fns;
+    if (emu.ops->compile(&emu, name, NULL, f)) return ERR_NOT_FOUND;
+    m->fns[m->n_fns++] = *f;
+    return OK;
 }
 CUresult cuLaunchKernel(moe_kernel *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned shared, void *s, void **params, void **extra) {

@@ -177,8 +177,30 @@ static void test_progress_tty(void) {
     CHECK(strstr(buf, "time 0:12") != NULL);
 }
 
+/* The spike detector: quiet on a falling loss with noisy norms; warns on divergence at
+ * once, on relative spikes only with 8 steps of history; the spike enters the history. */
+static void test_spike(void) {
+    moe_spike s;
+    char buf[256];
+    moe_spike_init(&s, 256);    /* ln 256 = 5.545 */
+    CHECK_STR(moe_spike_check(&s, 3.5e7, 1e10, buf, sizeof buf),
+              "loss 3.5e+07 is far above 5.545, the loss of uniform guessing (ln vocab): the run is diverging");
+    moe_spike_init(&s, 256);
+    CHECK(moe_spike_check(&s, 5.5, 50.0, buf, sizeof buf) == NULL);    /* no history: no relative spike */
+    moe_spike_init(&s, 256);
+    for (int i = 0; i < 40; i++)
+        CHECK(moe_spike_check(&s, 5.5 - 0.05 * i, i % 2 ? 0.5 : 2.0, buf, sizeof buf) == NULL);
+    /* the last 32 norms alternate 0.5 and 2.0: median 1.25 */
+    CHECK_STR(moe_spike_check(&s, 3.5, 40.0, buf, sizeof buf),
+              "gradient norm spike: 40, 32x the median of 1.25 over the last 32 steps");
+    CHECK(moe_spike_check(&s, 3.5, 10.0, buf, sizeof buf) == NULL);    /* 8x: within bounds */
+    CHECK(moe_spike_check(&s, NAN, NAN, buf, sizeof buf) == NULL);     /* NaN: the loop's own stop */
+    CHECK(moe_spike_check(&s, 9.0, 1.0, buf, sizeof buf) != NULL && strncmp(buf, "loss spike: 9 against", 21) == 0);
+}
+
 int main(void) {
     t_mkdir();
+    test_spike();
     test_jsonl();
     test_progress_plain();
     test_progress_tty();
