@@ -19,8 +19,9 @@
 #include <unistd.h>
 
 struct moe_log {
-    FILE *f;   /* NULL: no file, steps are dropped */
-    int err;   /* errno of the last failed write */
+    FILE *f;            /* NULL: no file, steps are dropped */
+    int err;            /* errno of the last failed write */
+    double elapsed;     /* the elapsed_s of the last step kept on resume */
 };
 
 static moe_log *log_open(const char *path, const char *mode, char *err, size_t errlen) {
@@ -39,17 +40,19 @@ static moe_log *log_open(const char *path, const char *mode, char *err, size_t e
 
 moe_log *moe_log_open(const char *path, char *err, size_t errlen) { return log_open(path, "w", err, errlen); }
 
-/* the step of one log line, or -1 when it is not a whole step object */
-static int64_t line_step(const char *line) {
+/* the step of one log line, or -1 when it is not a whole step object; *elapsed: its elapsed_s */
+static int64_t line_step(const char *line, double *elapsed) {
     json_t *o = json_loads(line, 0, NULL);
-    json_t *s = o ? json_object_get(o, "step") : NULL;
+    json_t *s = o ? json_object_get(o, "step") : NULL, *e = o ? json_object_get(o, "elapsed_s") : NULL;
     int64_t v = json_is_integer(s) ? (int64_t)json_integer_value(s) : -1;
+    *elapsed = json_is_number(e) ? json_number_value(e) : 0.0;
     json_decref(o);
     return v;
 }
 
 moe_log *moe_log_open_resume(const char *path, int64_t step, char *err, size_t errlen) {
     if (!path) return log_open(NULL, "a", err, errlen);
+    double elapsed = 0.0;
     FILE *in = fopen(path, "r");
     if (in) {       /* keep the whole lines of steps up to `step`, written aside and renamed */
         char tmp[4096];
@@ -59,8 +62,13 @@ moe_log *moe_log_open_resume(const char *path, int64_t step, char *err, size_t e
         size_t cap = 0;
         ssize_t n;
         int ok = out != NULL;
+        int64_t s;
+        double e;
         while (ok && (n = getline(&line, &cap, in)) > 0)
-            if (line[n - 1] == '\n' && line_step(line) >= 1 && line_step(line) <= step) ok = fputs(line, out) >= 0;
+            if (line[n - 1] == '\n' && (s = line_step(line, &e)) >= 1 && s <= step) {
+                ok = fputs(line, out) >= 0;
+                elapsed = e;
+            }
         free(line);
         fclose(in);
         int why = errno;
@@ -72,8 +80,12 @@ moe_log *moe_log_open_resume(const char *path, int64_t step, char *err, size_t e
             return NULL;
         }
     }
-    return log_open(path, "a", err, errlen);
+    moe_log *l = log_open(path, "a", err, errlen);
+    if (l) l->elapsed = elapsed;
+    return l;
 }
+
+double moe_log_elapsed(const moe_log *l) { return l ? l->elapsed : 0.0; }
 
 void moe_log_close(moe_log *l) {
     if (!l) return;
@@ -137,6 +149,9 @@ static json_t *log_object(const moe_step_metrics *m) {
     bad |= json_object_set_new(o, "tokens_per_s", log_num(m->tokens_per_s));
     bad |= json_object_set_new(o, "dropped_fraction", log_num(m->dropped_fraction));
     bad |= json_object_set_new(o, "elapsed_s", log_num(m->elapsed_s));
+    bad |= json_object_set_new(o, "tokens", json_integer((json_int_t)m->tokens));
+    bad |= json_object_set_new(o, "step_ms", log_num(m->step_ms));
+    bad |= json_object_set_new(o, "gflops", log_num(m->gflops));
     if (m->eval_loss == m->eval_loss) bad |= json_object_set_new(o, "eval_loss", log_num(m->eval_loss));
     if (m->warning) bad |= json_object_set_new(o, "warning", json_string(m->warning));
     for (int i = 0; i < m->n_moe; i++) {
@@ -262,8 +277,9 @@ void moe_progress(FILE *out, const moe_step_metrics *m, int every) {
     if (last) {
         clock_label = "time";
         log_clock(clock, sizeof clock, m->elapsed_s);
-    } else if (m->step > m->first_step && m->steps > 0 && m->elapsed_s > 0) {
-        log_clock(clock, sizeof clock, m->elapsed_s / (double)(m->step - m->first_step) * (double)(m->steps - m->step));
+    } else if (m->step > m->first_step && m->steps > 0 && m->elapsed_s > m->elapsed_before) {
+        log_clock(clock, sizeof clock,
+                  (m->elapsed_s - m->elapsed_before) / (double)(m->step - m->first_step) * (double)(m->steps - m->step));
     } else {
         log_clock(clock, sizeof clock, -1);
     }

@@ -26,7 +26,10 @@ typedef struct moe_step_metrics {
     double loss, lm_loss, aux_loss, z_loss, kd_loss;
     double eval_loss;                   /* evaluation-mode LM loss at train.eval_every steps, else NaN */
     double lr, grad_norm, tokens_per_s, dropped_fraction;
-    double elapsed_s;                   /* wall time since training started (for ETA) */
+    double elapsed_s;                   /* wall time of the run, continued across resumes */
+    double elapsed_before;              /* of that, the time before this process (ETA counts the rest) */
+    double tokens;                      /* tokens trained on, from step 1 */
+    double step_ms, gflops;             /* this step's wall time; its model FLOPs per second / 1e9 */
     int n_moe;                          /* MoE layers */
     const int *experts;                 /* [n_moe] experts per MoE layer */
     const int *moe_block;               /* [n_moe] 0-based block index of each MoE layer */
@@ -53,8 +56,12 @@ moe_log *moe_log_open(const char *path, char *err, size_t errlen);
 /* For --resume from checkpoint `step`: keeps the existing file's whole lines of steps up to
  * `step` (the steps logged after the checkpoint are run again) and appends after them. */
 moe_log *moe_log_open_resume(const char *path, int64_t step, char *err, size_t errlen);
+/* The elapsed_s of the last step kept by moe_log_open_resume (0 when none), so that a
+ * resumed run's clock goes on. */
+double moe_log_elapsed(const moe_log *l);
 /* Appends the step's JSON line (flushed): step, run (when set), loss, lm_loss, aux_loss,
- * z_loss, kd_loss, lr, grad_norm, tokens_per_s, dropped_fraction, elapsed_s, eval_loss (when
+ * z_loss, kd_loss, lr, grad_norm, tokens_per_s, dropped_fraction, elapsed_s, tokens, step_ms,
+ * gflops, eval_loss (when
  * evaluated), warning (when set), moe_layers [n_moe] (block indices) and expert_load
  * [n_moe][experts]. Non-finite numbers are written as null. Returns 0 or -1; a failed write
  * leaves the file as it was, and moe_log_why says why. */

@@ -20,6 +20,15 @@ double moe_lr_at(const moe_lr_sched *s, int64_t step) {
     return s->lr;
 }
 
+double moe_train_flops_per_token(const moe_program *p, int64_t T) {
+    double active = 0.0;
+    for (int i = 0; i < p->n_params; i++) {
+        const moe_param_info *q = &p->params[i];
+        active += q->expert ? (double)q->numel * p->top_k / (double)q->shape[0] : (double)q->numel;
+    }
+    return 6.0 * active + 12.0 * (double)p->layers * (double)T * (double)p->hidden;
+}
+
 double moe_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -90,6 +90,11 @@ typedef struct moe_lr_sched {
 moe_lr_sched moe_lr_program(const moe_program *p);     /* the .moe's train block */
 double moe_lr_at(const moe_lr_sched *s, int64_t step);  /* of 0-based step `step` */
 
+/* Model FLOPs of training on one token at sequence length T (forward and backward, no
+ * recomputation): 6 per active parameter (an expert tensor counts top_k of its E experts)
+ * plus 12 x layers x T x hidden for attention's scores and mixing (PaLM's accounting). */
+double moe_train_flops_per_token(const moe_program *p, int64_t T);
+
 /* Monotonic clock in milliseconds (step timing, bench, progress). */
 double moe_now_ms(void);
 

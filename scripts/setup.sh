@@ -13,13 +13,14 @@ check "command -v make"                        make
 check "command -v flex"                        flex
 check "command -v bison"                       bison
 check "command -v pkg-config"                  pkg-config
-check "test -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h || test -e /usr/include/openblas/cblas.h || ls /usr/include/*/openblas-pthread/cblas.h" libopenblas-dev
+check "dpkg-query -W -f='\${Status}' libopenblas-dev | grep -q 'ok installed'" libopenblas-dev
 check "ls /usr/lib/*/openblas-openmp/libopenblas.so" libopenblas-openmp-dev
 check "pkg-config --exists jansson"            libjansson-dev
 check "command -v clang"                       clang
 check "command -v clang++"                     clang
 check "command -v jq"                          jq
 check "command -v python3"                     python3
+check "/usr/bin/python3 -c 'import matplotlib'" python3-matplotlib   # scripts/plot.py
 check "ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" libclang-rt-dev
 check "ls /usr/lib/llvm-*/lib/libomp.so* || ls /usr/lib/x86_64-linux-gnu/libomp.so*" libomp-dev
 

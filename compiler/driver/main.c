@@ -1,7 +1,9 @@
-/* main.c - moec's command line: dispatches to the subcommands of moe-language.md section 6. */
+/* main.c - moec's command line: dispatches to the subcommands of moe-language.md section 6.
+ * Exit status 0 success, 1 failure, 2 a bad command line (cli.h). */
 #include <stdio.h>
 #include <string.h>
 #include "commands.h"
+#include "diag.h"
 
 #ifndef MOE_VERSION
 #define MOE_VERSION "0.0.0"
@@ -18,9 +20,13 @@ static void usage(FILE *out) {
         "        [--emit ast|ir|schedule|c|cuda] [-O0..-O3] [--tune-db FILE]\n"
         "                                       compile to an executable\n"
         "  tune FILE [--target cpu|cuda] [--db FILE]\n"
-        "                                       measure kernel variants, record winners\n"
+        "                                       measure kernel variants (not built yet)\n"
         "\n"
-        "  moec --help | --version; COMMAND -h for a command's options\n");
+        "  moec --help | --version; COMMAND -h for a command's options\n"
+        "  FILE - reads the model from standard input\n"
+        "\n"
+        "exit status: 0 success, 1 failure (errors in the model, a failed build),\n"
+        "2 a bad command line\n");
 }
 
 int main(int argc, char **argv) {
@@ -32,6 +38,12 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "stats")) return moec_cmd_stats(argc - 1, argv + 1);
     if (!strcmp(cmd, "build")) return moec_cmd_build(argc - 1, argv + 1);
     if (!strcmp(cmd, "tune")) return moec_cmd_tune(argc - 1, argv + 1);
+    static const char *const commands[] = {"check", "stats", "build", "tune", "help"};
+    const char *near = diag_nearest(cmd, commands, 5);
+    if (near) {
+        fprintf(stderr, "moec: unknown command '%s'; did you mean '%s'?\n", cmd, near);
+        return 2;
+    }
     fprintf(stderr, "moec: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -1,8 +1,8 @@
 /* front.c - the front end's driver: files and imports in, one md_model out.
  *
- * Reads the file (regular files only, at most FRONT_MAX_FILE bytes), parses it,
- * follows its imports depth first (paths relative to the importing file; a file
- * reached twice is loaded once, by its real path; a cycle is an error at the import
+ * Reads the file (regular files only, at most FRONT_MAX_FILE bytes; or standard input),
+ * parses it, follows its imports depth first (paths relative to the importing file; a
+ * file reached twice is loaded once, by its real path; a cycle is an error at the import
  * that closes it), then runs the semantic pass over every model of every file and
  * picks the one asked for. Any error anywhere means no model: all of them are kept
  * for front_print_diagnostics.
@@ -64,16 +64,27 @@ struct arena *front_arena(front *f) { return f ? f->a : NULL; }
 struct diag_ctx *front_diag(front *f) { return f ? f->d : NULL; }
 void front_allow_imports(front *f, bool allow) { if (f) f->no_imports = !allow; }
 
-/* Reads a whole regular file into the arena; NULL with errno set on failure. */
-static char *read_file(arena *a, const char *path, size_t *len) {
+static const char not_regular_fifo[] = "a named pipe (FIFO), not a regular file";
+
+/* What a path that is not a regular file is, for the message. */
+static const char *not_regular(mode_t mode) {
+    if (S_ISFIFO(mode)) return not_regular_fifo;
+    if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device, not a regular file";
+    if (S_ISSOCK(mode)) return "a socket, not a regular file";
+    return "not a regular file";
+}
+
+/* Reads a whole regular file into the arena; NULL with *err (why) on failure. */
+static char *read_file(arena *a, const char *path, size_t *len, const char **err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* a FIFO must not block */
-    if (fd < 0) return NULL;
+    if (fd < 0) { *err = strerror(errno); return NULL; }
     struct stat st;
     char *buf = NULL;
+    *err = NULL;
     if (fstat(fd, &st) < 0) goto fail;
     if (S_ISDIR(st.st_mode)) { errno = EISDIR; goto fail; }
-    if (!S_ISREG(st.st_mode)) { errno = EINVAL; goto fail; }
-    if (st.st_size > FRONT_MAX_FILE) { errno = EFBIG; goto fail; }
+    if (!S_ISREG(st.st_mode)) { *err = not_regular(st.st_mode); goto fail; }
+    if (st.st_size > FRONT_MAX_FILE) { *err = "larger than 64 MiB"; goto fail; }
     size_t size = (size_t)st.st_size, got = 0;
     buf = arena_alloc(a, size + 1);
     if (!buf) { errno = ENOMEM; goto fail; }
@@ -88,14 +99,37 @@ static char *read_file(arena *a, const char *path, size_t *len) {
     *len = got;
     return buf;
 fail:
-    { int e = errno; close(fd); errno = e; }
+    if (!*err) *err = strerror(errno);
+    close(fd);
     return NULL;
 }
 
-static const char *why(int e) {
-    if (e == EINVAL) return "not a regular file";
-    if (e == EFBIG) return "larger than 64 MiB";
-    return strerror(e);
+/* Reads standard input to its end into the arena; NULL with *err (why) on failure. */
+static char *read_stdin(arena *a, size_t *len, const char **err) {
+    size_t cap = 0, n = 0;
+    char *buf = NULL;
+    for (;;) {
+        if (n == cap) {
+            if (cap > FRONT_MAX_FILE) { *err = "larger than 64 MiB"; free(buf); return NULL; }
+            size_t ncap = cap ? 2 * cap : 65536;
+            if (ncap > (size_t)FRONT_MAX_FILE + 1) ncap = (size_t)FRONT_MAX_FILE + 1;
+            char *nb = realloc(buf, ncap);
+            if (!nb) { *err = strerror(ENOMEM); free(buf); return NULL; }
+            buf = nb;
+            cap = ncap;
+        }
+        ssize_t r = read(STDIN_FILENO, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { *err = strerror(errno); free(buf); return NULL; }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    char *text = arena_alloc(a, n + 1);
+    if (text) { memcpy(text, buf, n); text[n] = 0; }
+    else *err = strerror(ENOMEM);
+    free(buf);
+    *len = n;
+    return text;
 }
 
 /* `rel` relative to the directory of `from` (as shown in messages). */
@@ -130,7 +164,7 @@ static void load(front *f, const char *shown, const char *text, size_t len, diag
     const char *real = shown;
     if (!text) {
         if (!realpath(shown, realbuf)) {
-            diag_error(f->d, at, "cannot read '%s': %s", shown, why(errno));
+            diag_error(f->d, at, "cannot read '%s': %s", shown, strerror(errno));
             return;
         }
         real = realbuf;
@@ -148,8 +182,14 @@ static void load(front *f, const char *shown, const char *text, size_t len, diag
         return;
     }
     if (!text) {
-        text = read_file(f->a, shown, &len);
-        if (!text) { diag_error(f->d, at, "cannot read '%s': %s", shown, why(errno)); return; }
+        const char *err;
+        text = read_file(f->a, shown, &len, &err);
+        if (!text) {
+            diag_error(f->d, at, "cannot read '%s': %s", shown, err);
+            if (depth == 0 && err == not_regular_fifo)
+                diag_hint(f->d, "to read a pipe, give - as the file and redirect the pipe to standard input");
+            return;
+        }
     }
     ast_file *af = ARENA_NEW(f->a, ast_file);
     const char *realcopy = arena_strdup(f->a, real);
@@ -218,6 +258,18 @@ static const md_model *run(front *f, const char *path, const char *text, size_t 
 
 const md_model *front_load(front *f, const char *path, const char *name) {
     return run(f, path, NULL, 0, name);
+}
+
+const md_model *front_load_stdin(front *f, const char *name) {
+    if (!f) return NULL;
+    const char *err = NULL;
+    size_t len = 0;
+    char *text = read_stdin(f->a, &len, &err);
+    if (!text) {
+        diag_error(f->d, (diag_loc){"<stdin>", 0, 0}, "cannot read '<stdin>': %s", err);
+        return NULL;
+    }
+    return run(f, "<stdin>", text, len, name);
 }
 
 const md_model *front_load_text(front *f, const char *path, const char *text, size_t len,

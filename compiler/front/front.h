@@ -25,6 +25,11 @@ struct arena *front_arena(front *f);    /* the compilation arena, for later phas
  * front_print_diagnostics, source lines and all) */
 struct diag_ctx *front_diag(front *f);
 
+/* As front_load, with the text read from standard input to its end (a pipe, a file, a
+ * terminal; at most 64 MiB), named "<stdin>" in diagnostics; its imports resolve against
+ * the current directory. */
+const md_model *front_load_stdin(front *f, const char *name);
+
 /* Additions for tools and tests. One load per front end. */
 /* As front_load, with the text of PATH given (imports still resolve against PATH). */
 const md_model *front_load_text(front *f, const char *path, const char *text, size_t len,

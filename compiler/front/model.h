@@ -26,7 +26,9 @@ struct md_model {
     const char *name;
     md_loc loc;                 /* where `model NAME` was written */
     /* where the settings a target may refuse were written (file NULL: not written, defaulted) */
-    struct { md_loc dtype, dropout, tensor, expert_slicing; } where;
+    struct {
+        md_loc dtype, dropout, tensor, expert_slicing, data, expert, teacher, noisy_gate, rts, second_sampling;
+    } where;
 
     /* 4.1 model */
     int64_t vocab, context, layers, hidden, heads, ffn;   /* ffn defaulted to 4*hidden */

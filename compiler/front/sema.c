@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- 1. entries ---- */
 
@@ -188,6 +189,79 @@ static sval *bad_value(sema *s, smodel *m, const ast_entry *e) {
     return v;
 }
 
+/* Names a DeepSpeed-MoE user reaches for (the arguments of deepspeed.moe.layer.MoE, and
+ * "dropless"), with the key that means the same here (keys.c, defaults in sema_model.c).
+ * The names that are the same here (capacity_factor, eval_capacity_factor, min_capacity,
+ * drop_tokens) need no entry. */
+typedef struct ds_name {
+    const char *name;
+    key_id key;
+    bool invert;                /* a boolean of the opposite sense */
+    const char *what;           /* said after the suggestion, or NULL */
+} ds_name;
+static const ds_name ds_names[] = {
+    {"num_experts", K_MOE_EXPERTS, false, NULL},
+    {"k", K_MOE_TOP_K, false, NULL},
+    {"ep_size", K_PAR_EXPERT, false, "the expert-parallel degree"},
+    {"use_residual", K_MOE_RESIDUAL, false, "PR-MoE's residual MLP"},
+    {"noisy_gate_policy", K_MOE_NOISY, false, "'Jitter', 'RSample', None are jitter, rsample, none"},
+    {"dropless", K_MOE_DROP, true, "dropless: capacity grows to the largest expert load"},
+    {"use_rts", K_MOE_RTS, false, NULL},
+    {"top2_2nd_expert_sampling", K_MOE_SES, false, NULL},
+};
+
+/* Value x (NULL for a block) as written for dn's key: "8", "[...]", "false", "jitter"; "..."
+ * when it does not carry over. */
+static const char *ds_value(const ds_name *dn, const ast_value *x, char *buf, size_t size) {
+    const key_info *k = &key_table[dn->key];
+    bool is_bool = x && x->kind == AV_BOOL;
+    snprintf(buf, size, "...");
+    if (k->type == KT_BOOL)     /* a boolean is what the name asks for, whatever was written */
+        snprintf(buf, size, "%s", (is_bool ? x->b : true) != dn->invert ? "true" : "false");
+    else if (x && x->kind == AV_INT && (k->type == KT_INT || k->type == KT_INTS))
+        snprintf(buf, size, "%" PRId64, x->i);
+    else if (x && x->kind == AV_LIST && k->type == KT_INTS)
+        snprintf(buf, size, "[...]");
+    else if (x && (x->kind == AV_STRING || x->kind == AV_IDENT) && k->type == KT_ENUM)
+        for (int i = 0; k->words[i]; i++)
+            if (!strcasecmp(k->words[i], x->s)) snprintf(buf, size, "%s", k->words[i]);
+    return buf;
+}
+
+static bool ds_hint(sema *s, smodel *m, key_block b, const ast_entry *e) {
+    const ds_name *dn = NULL;
+    for (size_t i = 0; i < sizeof ds_names / sizeof ds_names[0]; i++)
+        if (!strcmp(ds_names[i].name, e->key)) dn = &ds_names[i];
+    if (!dn) return false;
+    const key_info *k = &key_table[dn->key];
+    char v[64], write[160];
+    ds_value(dn, e->block ? NULL : e->value, v, sizeof v);
+    if (k->block == b)
+        snprintf(write, sizeof write, "%s = %s", k->name, v);
+    else
+        snprintf(write, sizeof write, "%s { %s = %s }", key_block_name(k->block), k->name, v);
+    const char *what = dn->invert && !strcmp(v, "true") ? NULL : dn->what;  /* "dropless = false" */
+    diag_hint(s->d, "%s'%s' is %s here: write %s%s%s%s", dn->invert ? "" : "DeepSpeed's ", e->key, k->qname,
+              write, what ? " (" : "", what ? what : "", what ? ")" : "");
+    /* the entry stands for the key it translates to (no "missing moe.experts" after it) */
+    if (k->block == b && !m->eff[dn->key]) m->eff[dn->key] = bad_value(s, m, e);
+    return true;
+}
+
+/* note: the keys of block b, when nothing near what was written exists */
+static void note_keys(sema *s, key_block b) {
+    char buf[480];
+    int used = 0;
+    for (int k = 0; k < K_COUNT && used < (int)sizeof buf; k++)
+        if (key_table[k].block == b)
+            used += snprintf(buf + used, sizeof buf - (size_t)used, "%s%s", used ? ", " : "", key_table[k].name);
+    if (b != BLK_MODEL) {
+        diag_note(s->d, "the keys of the %s block are %s", key_block_name(b), buf);
+        return;
+    }
+    diag_note(s->d, "the keys of a model are %s; its blocks are moe, parallel, train, distill", buf);
+}
+
 static void unknown_key(sema *s, smodel *m, key_block b, const ast_entry *e) {
     const char *words[K_COUNT + BLK_COUNT];
     int n = key_names(b, words);
@@ -195,6 +269,7 @@ static void unknown_key(sema *s, smodel *m, key_block b, const ast_entry *e) {
         diag_error(s->d, e->loc, "unknown key '%s' in model '%s'", e->key, m->ast->name);
     else
         diag_error(s->d, e->loc, "unknown key '%s' in the %s block", e->key, key_block_name(b));
+    if (ds_hint(s, m, b, e)) return;
     const char *near = diag_nearest(e->key, words, n);
     int other = 0;
     while (other < BLK_COUNT && key_find((key_block)other, e->key) < 0) other++;
@@ -208,6 +283,8 @@ static void unknown_key(sema *s, smodel *m, key_block b, const ast_entry *e) {
     else if (where)
         diag_hint(s->d, "'%s' belongs in the %s block: %s { %s = ... }", e->key, where, where,
                   e->key);
+    else
+        note_keys(s, b);
     if (!near) return;
     /* the misspelt entry stands for the key it resembles */
     int k = key_find(b, near);

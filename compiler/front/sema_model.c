@@ -266,7 +266,7 @@ static void parallel_keys(build *b) {
             md->parallel.expert_slicing, md->moe.ffn);
 }
 
-/* train and distill: defaults and min_lr <= lr (the teacher is linked later). */
+/* train and distill: defaults, and min_lr <= lr (the teacher is linked later). */
 static void train_keys(build *b) {
     md_model *md = b->md;
     md->train.batch = get_int(b, K_TR_BATCH, 8);
@@ -285,12 +285,13 @@ static void train_keys(build *b) {
     md->train.grad_clip = get_f(b, K_TR_CLIP, 1.0);
     md->train.eval_every = get_int(b, K_TR_EVAL_EVERY, 100);
     md->train.checkpoint_every = get_int(b, K_TR_CKPT_EVERY, 500);
-    const sval *lr = get(b, K_TR_LR), *min_lr = get(b, K_TR_MIN_LR);
-    if ((lr || min_lr) && md->train.min_lr > md->train.lr) {
-        const sval *at = min_lr ? min_lr : lr;
-        err(b, at, key_loc(at), "train.min_lr = %g is larger than train.lr = %g",
-            md->train.min_lr, md->train.lr);
-    }
+    /* min_lr unwritten follows a small lr down (a tenth of it below the default); written, it
+     * must not exceed lr where a schedule decays to it */
+    const sval *min_lr = get(b, K_TR_MIN_LR);
+    if (!min_lr && md->train.min_lr > md->train.lr) md->train.min_lr = md->train.lr / 10;
+    if (min_lr && md->train.schedule != MD_SCHED_CONSTANT && md->train.min_lr > md->train.lr)
+        err(b, min_lr, key_loc(min_lr), "train.min_lr = %g is larger than train.lr = %g", md->train.min_lr,
+            md->train.lr);
     md->distill.temperature = get_f(b, K_DI_TEMP, 1.0);
     md->distill.weight = get_f(b, K_DI_WEIGHT, 1.0);
     md->distill.stop_step = get_int(b, K_DI_STOP, -1);
@@ -333,6 +334,12 @@ void sema_build(sema *s, smodel *m) {
     md->where.dropout = written_at(&b, K_DROPOUT);
     md->where.tensor = written_at(&b, K_PAR_TENSOR);
     md->where.expert_slicing = written_at(&b, K_PAR_SLICING);
+    md->where.data = written_at(&b, K_PAR_DATA);
+    md->where.expert = written_at(&b, K_PAR_EXPERT);
+    md->where.teacher = written_at(&b, K_DI_TEACHER);
+    md->where.noisy_gate = written_at(&b, K_MOE_NOISY);
+    md->where.rts = written_at(&b, K_MOE_RTS);
+    md->where.second_sampling = written_at(&b, K_MOE_SES);
     m->md = md;
 }
 

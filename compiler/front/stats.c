@@ -90,5 +90,6 @@ int md_stats_compute(const md_model *m, arena *a, md_stats *out) {
     out->n_layers = L;
     out->layers = g;
     out->n_tensors = n;
+    out->act = (md_act){-1, m->train.batch, m->context, NULL};
     return 0;
 }

@@ -9,6 +9,7 @@
  * parameters divided by their layer's expert-parallel degree, all others by the
  * tensor degree) costs weights and gradients in the compute dtype, and AdamW state
  * m + v in fp32, plus an fp32 master copy when the compute dtype is not fp32.
+ * Activations come from the memory planner, which the caller runs (md_act).
  */
 #ifndef MOE_STATS_H
 #define MOE_STATS_H
@@ -29,10 +30,21 @@ typedef struct md_group_stats {
     md_mem mem;                 /* per rank */
 } md_group_stats;
 
+/* The activation arena of one training step of train.batch x context on one rank, as the
+ * memory planner lays it out. The front end does not plan memory: md_stats_compute leaves
+ * bytes = -1 and a caller that runs the planner (moec's driver) fills it in, or says in
+ * why_not why it did not; printed only when one of the two is set. */
+typedef struct md_act {
+    int64_t bytes;              /* -1: not planned */
+    int64_t batch, context;     /* the step's shape: train.batch, context */
+    const char *why_not;        /* bytes < 0: the reason, or NULL (nobody asked) */
+} md_act;
+
 typedef struct md_stats {
     int64_t params, expert_params, non_expert_params, active_params;
     int64_t flops;
     md_mem mem;
+    md_act act;
     md_group_stats embed;       /* wte, wpe */
     md_group_stats head;        /* ln_f, lm_head (and the LM head matmul, tied or not) */
     int n_layers;

@@ -2,9 +2,9 @@
  *
  * The JSON has the keys of moe-language.md section 6 (model, params{total, expert,
  * non_expert, active_per_token}, flops_per_token, memory_per_rank{weights, grads,
- * optimizer}, layers[...]) plus `total` memory, the embedding and head groups and
- * the configuration the numbers came from. Built with jansson and written in one
- * piece, so a failure never leaves half an object.
+ * optimizer}, layers[...]) plus `total` memory, the activations when the caller planned
+ * them, the embedding and head groups and the configuration the numbers came from.
+ * Built with jansson and written in one piece, so a failure never leaves half an object.
  */
 #include "stats.h"
 #include <inttypes.h>
@@ -52,7 +52,8 @@ static const char *bytes(int64_t v, char *buf) {
     double x = (double)v;
     if (x < 1024.0 * 1024) snprintf(buf, NUM, "%.1f KiB", x / 1024);
     else if (x < 1024.0 * 1024 * 1024) snprintf(buf, NUM, "%.1f MiB", x / (1024.0 * 1024));
-    else snprintf(buf, NUM, "%.2f GiB", x / (1024.0 * 1024 * 1024));
+    else if (x < 1024.0 * 1024 * 1024 * 1024) snprintf(buf, NUM, "%.2f GiB", x / (1024.0 * 1024 * 1024));
+    else snprintf(buf, NUM, "%.2f TiB", x / (1024.0 * 1024 * 1024 * 1024));
     return buf;
 }
 
@@ -117,8 +118,11 @@ void md_stats_print(FILE *out, const md_model *m, const md_stats *s) {
             count(s->active_params, c), (double)s->flops / 1e9, bytes(mem_total(s->mem), d));
     fprintf(out, "parameters         %s total: %s expert, %s non-expert\n", commas(s->params, a),
             commas(s->expert_params, b), commas(s->non_expert_params, c));
-    fprintf(out, "active per token   %s (top-%d experts of each MoE layer + all non-expert)\n",
-            commas(s->active_params, a), m->moe.n_moe ? m->moe.top_k : 0);
+    if (m->moe.n_moe)
+        fprintf(out, "active per token   %s (top-%d experts of each MoE layer + all non-expert)\n",
+                commas(s->active_params, a), m->moe.top_k);
+    else
+        fprintf(out, "active per token   %s (dense: every parameter)\n", commas(s->active_params, a));
     fprintf(out, "forward FLOPs      %s per token (2 per multiply-add; attention over %" PRId64
             " positions)\n", commas(s->flops, a), m->context);
     fprintf(out, "memory per rank    weights %s + grads %s + optimizer %s = %s\n",
@@ -127,6 +131,11 @@ void md_stats_print(FILE *out, const md_model *m, const md_stats *s) {
     fprintf(out, "                   (%s weights and grads, AdamW m + v%s in fp32; experts / "
             "expert-parallel degree, the rest / tensor %d)\n", dtype_name(m->dtype),
             m->dtype == MD_DT_FP32 ? "" : " + master weights", m->parallel.tensor);
+    if (s->act.bytes >= 0)
+        fprintf(out, "activations        %s per rank for one training step of train.batch %" PRId64 " x context %"
+                PRId64 " (fp32, as moec build plans it)\n", bytes(s->act.bytes, a), s->act.batch, s->act.context);
+    else if (s->act.why_not)
+        fprintf(out, "activations        not planned: %s\n", s->act.why_not);
 }
 
 /* ---- JSON ---- */
@@ -174,6 +183,11 @@ int md_stats_print_json(FILE *out, const md_model *m, const md_stats *s) {
         "active_per_token", (json_int_t)s->active_params));
     json_object_set_new(root, "flops_per_token", json_integer((json_int_t)s->flops));
     json_object_set_new(root, "memory_per_rank", mem_json(s->mem));
+    if (s->act.bytes >= 0)
+        json_object_set_new(root, "activations_per_rank", json_pack("{s:I, s:I, s:I}", "bytes",
+            (json_int_t)s->act.bytes, "batch", (json_int_t)s->act.batch, "context", (json_int_t)s->act.context));
+    else if (s->act.why_not)
+        json_object_set_new(root, "activations_per_rank", json_pack("{s:n, s:s}", "bytes", "why_not", s->act.why_not));
     for (int i = 0; i < s->n_layers; i++) json_array_append_new(layers, group_json(m, &s->layers[i]));
     json_object_set_new(root, "layers", layers);
     json_object_set_new(root, "embedding", group_json(m, &s->embed));

@@ -9,7 +9,8 @@ static diag_loc loc_of(md_loc where, md_loc model) {
     return (diag_loc){l.file, l.line, l.col};
 }
 
-/* Settings the language accepts that this compiler cannot honour on the target. */
+/* Settings the language accepts that this compiler cannot honour on the target, and gate
+ * options written where they have no effect. */
 static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) {
     if (m->parallel.tensor > 1) {
         diag_error(d, loc_of(m->where.tensor, m->loc), "parallel.tensor = %d: tensor slicing is not implemented yet",
@@ -32,6 +33,28 @@ static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) 
         diag_warning(d, loc_of(m->where.dropout, m->loc),
                      "dropout = %g is not applied: moec has no dropout yet, so this model trains without it",
                      m->dropout);
+    if (m->distill.teacher)
+        diag_warning(d, loc_of(m->where.teacher, m->loc),
+                     "distillation is not built yet: this model trains as a student without its teacher "
+                     "(kd_loss stays 0, and train --teacher is refused)");
+    int ep = 1;
+    for (int i = 0; i < m->moe.n_moe; i++) ep = m->parallel.expert[i] > ep ? m->parallel.expert[i] : ep;
+    if (m->parallel.data > 1 || ep > 1)
+        diag_warning(d, loc_of(m->parallel.data > 1 ? m->where.data : m->where.expert, m->loc),
+                     "parallel.%s = %d asks for several processes, but the executable runs as one process "
+                     "(multi-process training is not built yet; it refuses to start under mpirun)",
+                     m->parallel.data > 1 ? "data" : "expert", m->parallel.data > 1 ? m->parallel.data : ep);
+    if (m->moe.n_moe && m->moe.noisy_gate == MD_NOISE_RSAMPLE && m->moe.top_k > 1)
+        diag_warning(d, loc_of(m->where.noisy_gate, m->loc),
+                     "noisy_gate = rsample acts on top-1 gates only (as in DeepSpeed-MoE): with top_k = %d the "
+                     "gate has no noise", m->moe.top_k);
+    if (m->moe.n_moe && m->where.rts.file && m->moe.random_token_selection && (m->moe.top_k != 1 || !m->moe.drop_tokens))
+        diag_warning(d, loc_of(m->where.rts, m->loc),
+                     "random_token_selection acts on top-1 gates that drop tokens only (as in DeepSpeed-MoE): "
+                     "it has no effect here");
+    if (m->moe.n_moe && m->where.second_sampling.file && m->moe.second_expert_sampling && m->moe.top_k != 2)
+        diag_warning(d, loc_of(m->where.second_sampling, m->loc),
+                     "second_expert_sampling acts on top-2 gates only: with top_k = %d it has no effect", m->moe.top_k);
 }
 
 /* one pass, then the test hook, then the check of the whole graph */

@@ -7,6 +7,7 @@
  * invalid UTF-8) are echoed as '?', so any input prints as plain text.
  */
 #include "diag.h"
+#include "moe_nearest.h"
 #include "arena.h"
 #include <stdarg.h>
 #include <stdint.h>
@@ -17,7 +18,7 @@ enum { DIAG_WIDE = 160, DIAG_CTX = 60 };
 
 typedef struct drec {
     diag_loc loc;
-    const char *msg, *hint;
+    const char *msg, *hint, *note;
     int seq;
     int warning;
 } drec;
@@ -99,7 +100,7 @@ static void add(diag_ctx *d, diag_loc loc, int warning, const char *fmt, va_list
     const char *file = loc.file ? arena_strdup(d->a, loc.file) : NULL;
     if (!msg || (loc.file && !file)) return;
     loc.file = file;
-    d->rec[d->n] = (drec){loc, msg, NULL, d->n, warning};
+    d->rec[d->n] = (drec){loc, msg, NULL, NULL, d->n, warning};
     d->last = d->n++;
 }
 
@@ -136,6 +137,22 @@ void diag_hint(diag_ctx *d, const char *fmt, ...) {
     d->rec[d->last].hint = arena_strdup(d->a, buf);
 }
 
+void diag_note(diag_ctx *d, const char *fmt, ...) {
+    if (!d || d->last < 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    d->rec[d->last].note = arena_strdup(d->a, buf);
+}
+
+const char *diag_first_error(const diag_ctx *d) {
+    for (int i = 0; d && i < d->n; i++)
+        if (!d->rec[i].warning) return d->rec[i].msg;
+    return NULL;
+}
+
 int diag_count(const diag_ctx *d) { return d ? d->count : 0; }
 
 /* ---- UTF-8 ---- */
@@ -170,39 +187,10 @@ int diag_utf8_step(const unsigned char *s, size_t n) {
 
 /* ---- nearest word ---- */
 
-int diag_edit_distance(const char *a, const char *b, int limit) {
-    size_t la = strlen(a), lb = strlen(b);
-    size_t diff = la > lb ? la - lb : lb - la;
-    if (diff > (size_t)limit || lb > 255) return limit + 1;
-    int row[257];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        int prev = row[0], best;
-        row[0] = (int)i;
-        best = row[0];
-        for (size_t j = 1; j <= lb; j++) {
-            int cur = row[j];
-            int sub = prev + (a[i - 1] != b[j - 1]);
-            int v = row[j] + 1 < row[j - 1] + 1 ? row[j] + 1 : row[j - 1] + 1;
-            row[j] = sub < v ? sub : v;
-            if (row[j] < best) best = row[j];
-            prev = cur;
-        }
-        if (best > limit) return limit + 1;
-    }
-    return row[lb] <= limit ? row[lb] : limit + 1;
-}
+int diag_edit_distance(const char *a, const char *b, int limit) { return moe_edit_distance(a, b, limit); }
 
 const char *diag_nearest(const char *w, const char *const *words, int n) {
-    size_t lw = strlen(w);
-    int limit = lw <= 3 ? 1 : lw <= 6 ? 2 : 3;
-    const char *best = NULL;
-    int bestd = limit + 1;
-    for (int i = 0; i < n; i++) {
-        int dist = diag_edit_distance(w, words[i], limit);
-        if (dist < bestd) { bestd = dist; best = words[i]; }
-    }
-    return best;
+    return moe_nearest(w, words, n, sizeof *words);
 }
 
 /* ---- printing ---- */
@@ -315,6 +303,7 @@ void diag_print(const diag_ctx *d, FILE *out) {
             show_line(out, k[i].src < d->nsrc ? &d->src[k[i].src] : NULL, r->loc.line, r->loc.col);
         }
         if (r->hint) fprintf(out, "hint: %s\n", r->hint);
+        if (r->note) fprintf(out, "note: %s\n", r->note);
     }
     int shown = 0;
     for (int i = 0; i < d->n; i++) shown += !d->rec[i].warning;

@@ -8,6 +8,7 @@
  *     the source line
  *         ^
  *     hint: ...
+ *     note: ...
  *
  * sorted by file (in the order the sources were added), line and column; an error
  * reported twice at the same place with the same text is kept once. Columns are
@@ -44,6 +45,16 @@ void diag_hint(diag_ctx *d, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* Attaches a note to the last error reported, printed after its hint as `note: ...`:
+ * facts that help (the valid keys of a block), where the hint is a suggestion. */
+void diag_note(diag_ctx *d, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* The message of the first error stored (in report order), or NULL: for a caller that
+ * says in a word why a phase it ran quietly did not succeed. */
+const char *diag_first_error(const diag_ctx *d);
 /* A warning: printed like an error ("warning:" for "error:"), counted apart, never fatal. */
 void diag_warning(diag_ctx *d, diag_loc loc, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -90,6 +90,7 @@ static int schedule(moe_flag *f, int nf, moe_lr_sched *sc, char *given, size_t n
         moe_arg_int(f, nf, "--warmup", p->warmup, 0, INT_MAX, &warmup) ||
         moe_arg_int(f, nf, "--steps-total", p->train_steps, 1, INT_MAX, &total))
         return -1;
+    if (!moe_arg(f, nf, "--min-lr") && sc->min_lr > sc->lr) sc->min_lr = sc->lr / 10;     /* as moec does */
     if (!(sc->lr > 0) || !(sc->min_lr >= 0) || sc->min_lr > sc->lr) {
         cli_fail("--lr must be positive and --min-lr from 0 to --lr (lr %g, min_lr %g)", sc->lr, sc->min_lr);
         return -1;
@@ -229,7 +230,8 @@ int cli_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, &old_sa);
     moe_ctx *c = &rt->ctx;
     c->loss_scale = 1.0f / (float)p->accumulate;
-    double t_start = (moe_now_ms() / 1e3);
+    double before = moe_log_elapsed(log), t_start = moe_now_ms() / 1e3 - before;
+    double flops_per_step = moe_train_flops_per_token(p, T) * B * T * (double)p->accumulate;
     int every = steps >= 20 ? (int)(steps / 20) : 1;
     moe_spike spike;
     moe_spike_init(&spike, p->vocab);
@@ -256,6 +258,8 @@ int cli_train(int argc, char **argv) {
             .step = step + 1, .steps = steps, .first_step = start, .lm_loss = st.lm / n, .aux_loss = st.aux / n,
             .z_loss = st.z / n, .lr = c->lr, .grad_norm = st.grad_norm, .tokens_per_s = (double)B * T * n / (t1 - t0),
             .dropped_fraction = st.choices > 0 ? st.dropped / st.choices : 0.0, .elapsed_s = t1 - t_start,
+            .elapsed_before = before, .tokens = (double)(step + 1) * B * T * n, .step_ms = (t1 - t0) * 1e3,
+            .gflops = flops_per_step / (t1 - t0) / 1e9,
             .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads,
             .run = step == start ? &run : NULL};
         m.loss = m.lm_loss + p->aux_loss * m.aux_loss + p->z_loss * m.z_loss;

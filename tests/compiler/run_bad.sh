@@ -21,6 +21,7 @@ build $small
 build $small -o $out/x --target gpu
 build $small --target all --emit c
 build $small -o $out/x --gemm generated
+build $small -o $out/x --tune-db $out/missing.json
 build $small -o $out/x --target cuda --gemm tiled
 build $small --emit bogus
 build $small --emit cuda
@@ -33,6 +34,7 @@ build $small --model nope -o $out/x
 build tests/front/bad/unknown_key_moe.moe -o $out/x
 build tests/compiler/bad/unimplemented.moe --model unimplemented -o $out/x
 build tests/compiler/bad/unimplemented.moe --model warned --emit ir
+build tests/compiler/bad/unimplemented.moe --model ineffective --emit ir
 tune $small
 CASES
 } > "$out/got"

@@ -28,8 +28,13 @@ train)
   echo "mean loss of steps 1-5: $first, of steps 36-40: $last"
   awk -v a="$first" -v b="$last" 'BEGIN {exit !(b < a - 1.0)}' || fail "the loss did not fall by 1.0"
   [ "$(jq -s 'length' "$work/t.jsonl")" = 40 ] || fail "the log does not have 40 lines"
-  jq -e 'select(.step == 40) | (.lr | . > 0) and (.grad_norm > 0) and (.expert_load | length == 1)' "$work/t.jsonl" >/dev/null \
-    || fail "log line lacks lr, grad_norm or expert loads"
+  jq -e 'select(.step == 40) | (.lr | . > 0) and (.grad_norm > 0) and (.expert_load | length == 1) and .tokens == 5120
+         and .step_ms > 0 and .gflops > 0' "$work/t.jsonl" >/dev/null \
+    || fail "log line lacks lr, grad_norm, expert loads, tokens, step_ms or gflops"
+  # the picture of the log (matplotlib from Debian's python3-matplotlib, which setup.sh installs)
+  /usr/bin/python3 "$here/../../scripts/plot.py" "$work/t.jsonl" -o "$work/t.png" || fail "plot.py"
+  [ "$(head -c 8 "$work/t.png" | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ] && [ "$(wc -c < "$work/t.png")" -gt 20000 ] \
+    || fail "plot.py wrote no PNG"
   # eval_every = 20: an evaluation-mode loss at steps 20 and 40 only, falling
   [ "$(jq -s '[.[] | select(.eval_loss != null) | .step] == [20, 40]' "$work/t.jsonl")" = true ] || fail "eval_loss not at steps 20 and 40"
   jq -s -e '(.[19].eval_loss > .[39].eval_loss)' "$work/t.jsonl" >/dev/null || fail "eval_loss did not fall"
@@ -53,6 +58,8 @@ resume)
   printf '{"step": 11, "loss": 9}\n{"step": 12, "lo' >> "$work/part.jsonl"
   "$exe" train --steps 20 --checkpoint "$work/part" --log "$work/part.jsonl" --resume 2>/dev/null || fail "resumed half"
   diff <(losses "$work/full.jsonl") <(losses "$work/part.jsonl") || fail "resumed losses differ from the uninterrupted run"
+  jq -s -e '.[10].elapsed_s > .[9].elapsed_s and .[10].run.resumed_from == 10' "$work/part.jsonl" >/dev/null \
+    || fail "the resumed run's clock starts again or its header is missing"
   cmp "$work/full/step-00000020.safetensors" "$work/part/step-00000020.safetensors" || fail "final weights differ"
   ;;
 kv_cache)
@@ -285,8 +292,14 @@ first_day)
   echo "$out" | jq -e --argjson h "$held" '.batches == 2 and .step == 20 and (.lm_loss - $h | fabs) < 1e-6
       and (.perplexity - (.lm_loss | exp) | fabs) < 1e-4 and (.bits_per_byte - .lm_loss / (2 | log) | fabs) < 1e-6
       and (.checkpoint | endswith("step-00000020.safetensors"))' >/dev/null || fail "eval: $out (held-out loss $held)"
+  # a small lr alone takes min_lr = lr / 10; a constant schedule never uses min_lr
+  sed 's/lr = 3e-3  min_lr = 3e-4/lr = 1e-5/' "$here/small.moe" > "$work/smalllr.moe"
+  sed 's/lr = 3e-3  min_lr = 3e-4/lr = 1e-5  min_lr = 1e-3  schedule = constant/' "$here/small.moe" > "$work/const.moe"
+  for m in smalllr const; do "$moec" build "$work/$m.moe" -o "$work/$m" || fail "moec build $m"; done
+  "$work/smalllr" info --json | jq -e '.train.min_lr == 1e-6' >/dev/null || fail "min_lr of lr = 1e-5 alone"
+  "$work/smalllr" train --steps 1 --lr 1e-7 2>/dev/null >/dev/null || fail "--lr below the model's min_lr"
   # Ctrl-C: a checkpoint of the step the run was in, exit status 130
-  rm -rf "$work/int"
+  rm -rf "$work/int" "$work/int.jsonl" "$work/int.err"
   "$exe" train --steps 100000 --checkpoint "$work/int" --log "$work/int.jsonl" 2>"$work/int.err" & pid=$!
   until [ -s "$work/int.jsonl" ] || ! kill -0 $pid 2>/dev/null; do sleep 0.05; done
   kill -INT $pid; wait $pid; rc=$?
@@ -301,6 +314,7 @@ first_day)
   "$work/v300" train --steps 2 --checkpoint "$work/v300ck" --overwrite 2>/dev/null || fail "train v300"
   ids=$("$work/v300" generate --checkpoint "$work/v300ck" --prompt "1, 2 299" --tokens 5 --temperature 0) || fail "generate ids"
   echo "$ids" | grep -Eq '^1 2 299( [0-9]+){5} $' || fail "generate printed '$ids'"
+  rm -f "$work/ids.err"
   for bad in "1 300" "12 abc" "-1"; do
     "$work/v300" generate --checkpoint "$work/v300ck" --prompt "$bad" >/dev/null 2>>"$work/ids.err"; rc=$?
     [ $rc = 2 ] || fail "prompt '$bad': status $rc"
