@@ -107,6 +107,12 @@ int moe_ckpt_save_grads(const moe_rt *rt, const char *path, char *err, size_t er
     return save_groups(rt, &g, 1, path, meta, 3, err, errlen);
 }
 
+int moe_ckpt_save_hf(const moe_rt *rt, const char *path, char *err, size_t errlen) {
+    const char *meta[] = {"format", "pt"};      /* what Hugging Face's loader requires */
+    group w = {rt->buf[MOE_BUF_PARAM], ""};
+    return save_groups(rt, &w, 1, path, meta, 1, err, errlen);
+}
+
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t o = (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < ndim && o < n; i++) o += (size_t)snprintf(buf + o, n - o, "%s%" PRId64, i ? ", " : "", shape[i]);

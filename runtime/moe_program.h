@@ -115,6 +115,8 @@ typedef struct moe_program {
     int abi;
     const char *model, *target, *source;
     int64_t vocab, context, layers, hidden, heads, ffn;
+    const char *activation, *norm, *position;   /* the .moe's words: gelu|gelu_erf|relu|swiglu, ... */
+    int tied;                                   /* lm_head is wte */
     int n_moe, top_k;
     const int *experts;             /* [n_moe] */
     const int *moe_block;           /* [n_moe] 0-based block of each MoE layer */
@@ -143,4 +145,6 @@ typedef struct moe_program {
 /* The executable's programs, one per target it was built for (moec build --target cpu, cuda,
  * or all: both), NULL-terminated. Each is moe_program_<target> of its generated source. */
 extern const moe_program *const moe_programs[];
+/* the .moe text the executable was built from: every file read, each after "# file: PATH" */
+extern const char moe_model_text[];
 #endif

@@ -109,7 +109,6 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     if (!rt->dev) { free(rt); return NULL; }
     moe_device *d = rt->dev;
     const moe_device_ops *o = d->ops;
-    size_t total = 0;
     /* which classes this command needs: the optimizer state only for training, ... */
     int want[MOE_BUF_COUNT] = {0};
     want[MOE_BUF_PARAM] = want[MOE_BUF_IO] = want[MOE_BUF_STAGING] = 1;
@@ -140,19 +139,17 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
         size_t bytes = (size_t)p->buf_bytes[b];
         rt->buf[b] = b == MOE_BUF_STAGING ? o->host_alloc(d, bytes) : o->alloc(d, bytes);
         ok = rt->buf[b] != NULL;
-        total += bytes;
     }
-    if (ok) { rt->act = o->alloc(d, (size_t)p->train.act_bytes); ok = rt->act != NULL; total += (size_t)p->train.act_bytes; }
+    if (ok) { rt->act = o->alloc(d, (size_t)p->train.act_bytes); ok = rt->act != NULL; }
     if (ok && decode) {
         rt->dec_act = o->alloc(d, (size_t)p->decode.act_bytes);
         rt->dec_logits = malloc(sizeof(float) * (size_t)p->vocab);
         ok = rt->dec_act && rt->dec_logits;
-        total += (size_t)p->decode.act_bytes;
     }
     rt->step_ms = calloc((size_t)p->train.n_steps + 1, sizeof(double));
     ok = ok && rt->step_ms;
     if (!ok) {
-        snprintf(err, errlen, "out of memory allocating %.1f MiB of buffers on device %s%s%s", total / 1048576.0,
+        snprintf(err, errlen, "out of memory allocating %.1f MiB of buffers on device %s%s%s", plan / 1048576.0,
                  o->name, d->err[0] ? ": " : "", d->err);
         moe_rt_destroy(rt);
         return NULL;

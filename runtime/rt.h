@@ -124,5 +124,7 @@ int moe_ckpt_clean_stale(const char *dir, char *names, size_t n);
 /* PATH as given, or the newest checkpoint's weights when PATH is a directory. */
 int moe_ckpt_resolve(const char *path, char *out, size_t outlen, char *err, size_t errlen);
 /* Writes the gradient buffer with the checkpoint's tensor names. */
+/* The weights as a Hugging Face safetensors file (metadata format "pt", our tensor names). */
+int moe_ckpt_save_hf(const moe_rt *rt, const char *path, char *err, size_t errlen);
 int moe_ckpt_save_grads(const moe_rt *rt, const char *path, char *err, size_t errlen);
 #endif

@@ -118,6 +118,10 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     cg_line(b, ".vocab = %lld, .context = %lld, .layers = %lld, .hidden = %lld, .heads = %lld, .ffn = %lld,",
             (long long)m->vocab, (long long)m->context, (long long)m->layers, (long long)m->hidden, (long long)m->heads,
             (long long)m->ffn);
+    static const char *const act[] = {"gelu", "gelu_erf", "relu", "swiglu"};
+    cg_line(b, ".activation = \"%s\", .norm = \"%s\", .position = \"%s\", .tied = %d,", act[m->activation],
+            m->norm == MD_NORM_RMSNORM ? "rmsnorm" : "layernorm", m->position == MD_POS_ROPE ? "rope" : "learned",
+            m->tie_embeddings ? 1 : 0);
     cg_line(b, ".n_moe = %d, .top_k = %d, .experts = experts, .moe_block = moe_block,", nm, g->top_k);
     cg_line(b, ".batch = %lld, .accumulate = %lld, .train_steps = %lld, .seed = %lld, .warmup = %lld,",
             (long long)m->train.batch, (long long)m->train.accumulate, (long long)m->train.steps,

@@ -93,6 +93,15 @@ const char *cli_file_name(const char *file) { return strcmp(file, "-") ? file : 
 int cli_out_open(cli_out *o, const char *cmd, const char *path) {
     o->f = NULL;
     o->path = path;
+    o->tmp[0] = 0;
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {     /* /dev/stdout, a FIFO: written, never replaced */
+        if (!(o->f = fopen(path, "w"))) {
+            fprintf(stderr, "moec %s: cannot write %s: %s\n", cmd, path, strerror(errno));
+            return CLI_FAILED;
+        }
+        return CLI_OK;
+    }
     int fd = -1;
     if (snprintf(o->tmp, sizeof o->tmp, "%s.tmp.XXXXXX", path) < (int)sizeof o->tmp) fd = mkstemp(o->tmp);
     else errno = ENAMETOOLONG;
@@ -114,8 +123,8 @@ int cli_out_close(cli_out *o, const char *cmd, int ok) {
     int bad = ferror(o->f);
     bad |= fclose(o->f) != 0;
     o->f = NULL;
-    if (ok && !bad && rename(o->tmp, o->path) == 0) return CLI_OK;
+    if (ok && !bad && (!o->tmp[0] || rename(o->tmp, o->path) == 0)) return CLI_OK;
     if (ok) fprintf(stderr, "moec %s: cannot write %s: %s\n", cmd, o->path, strerror(errno ? errno : EIO));
-    unlink(o->tmp);
+    if (o->tmp[0]) unlink(o->tmp);
     return CLI_FAILED;
 }

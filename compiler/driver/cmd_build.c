@@ -286,11 +286,31 @@ static int parse(int argc, char **argv, opts *o) {
         return CLI_USAGE;
     }
     if (!o->emit && !o->out) { fprintf(stderr, "moec build: -o OUT is required\n"); return CLI_USAGE; }
+    struct stat st;
+    if (!o->emit && stat(o->out, &st) == 0 && !S_ISREG(st.st_mode)) {   /* never replaced by the rename */
+        fprintf(stderr, "moec build: -o %s is not a regular file: the executable is written only to a file path\n",
+                o->out);
+        return CLI_FAILED;
+    }
     return CLI_OK;
 }
 
-/* The table of the executable's programs (moe_program.h), one per target. */
-static char *programs_source(const gen *gs, int ng) {
+/* s as a C string literal, split into lines */
+static void c_literal(FILE *m, const char *s, size_t n) {
+    fputs("\"", m);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n') fputs(i + 1 < n ? "\\n\"\n    \"" : "\\n", m);
+        else if (c == '"' || c == '\\') fprintf(m, "\\%c", c);
+        else if (c < 0x20 || c >= 0x7f) fprintf(m, "\\%03o", c);
+        else fputc(c, m);
+    }
+    fputs("\"", m);
+}
+
+/* The table of the executable's programs (moe_program.h), one per target, and the model's
+ * .moe text: every file the front end read, each after a "# file: PATH" line. */
+static char *programs_source(const gen *gs, int ng, const diag_ctx *d) {
     char *text = NULL;
     size_t len = 0;
     FILE *m = open_memstream(&text, &len);
@@ -299,12 +319,22 @@ static char *programs_source(const gen *gs, int ng) {
     for (int i = 0; i < ng; i++) fprintf(m, "extern const moe_program moe_program_%s;\n", gs[i].t->name);
     fputs("const moe_program *const moe_programs[] = {", m);
     for (int i = 0; i < ng; i++) fprintf(m, "&moe_program_%s, ", gs[i].t->name);
-    fputs("0};\n", m);
+    fputs("0};\nconst char moe_model_text[] =\n    ", m);
+    const char *file, *src;
+    size_t n;
+    for (int i = 0; diag_source(d, i, &file, &src, &n) == 0; i++) {
+        fputs("\"# file: \" ", m);
+        c_literal(m, file, strlen(file));
+        fputs(" \"\\n\"\n    ", m);
+        c_literal(m, src, n);
+        fputs("\n    \"\\n\"\n    ", m);
+    }
+    fputs("\"\";\n", m);
     return fclose(m) == 0 ? text : (free(text), NULL);
 }
 
 /* Every file the targets need, beside their sources in dir. */
-static int write_sources(const char *dir, const gen *gs, int ng) {
+static int write_sources(const char *dir, const gen *gs, int ng, const diag_ctx *d) {
     char path[PATH_MAX];
     for (int g = 0; g < ng; g++) {
         const cg_target *t = gs[g].t;
@@ -321,7 +351,7 @@ static int write_sources(const char *dir, const gen *gs, int ng) {
         snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
         if (write_file(path, gs[g].src)) return -1;
     }
-    char *table = programs_source(gs, ng);
+    char *table = programs_source(gs, ng, d);
     snprintf(path, sizeof path, "%s/programs.c", dir);
     int rc = table ? write_file(path, table) : -1;
     free(table);
@@ -353,14 +383,14 @@ static void remove_sources(const char *dir, const gen *gs, int ng) {
 /* Compiles the generated code into OUT through a private directory and a temporary file beside OUT with a
  * unique name (OUT.tmp.XXXXXX), renamed over OUT when the compiler succeeds: concurrent
  * builds to one OUT each write their own file, and OUT is always one whole executable. */
-static int compile(arena *a, const gen *gs, int ng, const char *out, int opt, double *cc_ms) {
+static int compile(arena *a, const gen *gs, int ng, const diag_ctx *d, const char *out, int opt, double *cc_ms) {
     char dir[] = "/tmp/moec-XXXXXX";
     if (!mkdtemp(dir)) {
         fprintf(stderr, "moec: cannot create a temporary directory: %s\n", strerror(errno));
         return 1;
     }
     int rc = 0;
-    if (write_sources(dir, gs, ng)) { fprintf(stderr, "moec: cannot write generated code under %s\n", dir); rc = 1; }
+    if (write_sources(dir, gs, ng, d)) { fprintf(stderr, "moec: cannot write generated code under %s\n", dir); rc = 1; }
     char tmp_out[PATH_MAX];
     int fd = -1;
     if (!rc && snprintf(tmp_out, sizeof tmp_out, "%s.tmp.XXXXXX", out) < (int)sizeof tmp_out) fd = mkstemp(tmp_out);
@@ -489,7 +519,7 @@ static int build(const opts *o) {
     }
     diag_destroy(quiet);
     double cc_ms = 0;
-    if (!rc && !printed) rc = compile(front_arena(f), gs, ng, o->out, o->opt, &cc_ms);
+    if (!rc && !printed) rc = compile(front_arena(f), gs, ng, front_diag(f), o->out, o->opt, &cc_ms);
     for (int i = 0; i < ng; i++) { free(gs[i].src); free(gs[i].dev_src); }
     if (!rc && o->timings && !o->emit)
         printf("{\"front_ms\": %.3f, \"lower_ms\": %.3f, \"codegen_ms\": %.3f, \"nvrtc_ms\": %.3f, "

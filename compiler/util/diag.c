@@ -52,6 +52,14 @@ void diag_destroy(diag_ctx *d) {
     free(d);
 }
 
+int diag_source(const diag_ctx *d, int i, const char **file, const char **text, size_t *len) {
+    if (!d || i < 0 || i >= d->nsrc) return -1;
+    *file = d->src[i].file;
+    *text = d->src[i].text;
+    *len = d->src[i].len;
+    return 0;
+}
+
 void diag_add_source(diag_ctx *d, const char *file, const char *text, size_t len) {
     if (!d || !file) return;
     if (d->nsrc == d->srccap) {

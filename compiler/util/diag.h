@@ -32,6 +32,8 @@ void diag_destroy(diag_ctx *d);
 /* Registers the text of FILE so that errors in it show their source line. The text
  * is not copied: it must outlive the context. */
 void diag_add_source(diag_ctx *d, const char *file, const char *text, size_t len);
+/* The i-th source registered (0-based): 0 and its file and text, or -1 past the last. */
+int diag_source(const diag_ctx *d, int i, const char **file, const char **text, size_t *len);
 
 void diag_error(diag_ctx *d, diag_loc loc, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -18,6 +18,7 @@ int cli_generate(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_verify(int argc, char **argv);
+int cli_export(int argc, char **argv);
 
 /* shared helpers (main.c) */
 /* the runtime on --device (NULL: the default); MOE_RT_*; message printed on failure */
@@ -26,6 +27,9 @@ moe_rt *cli_rt(int need, int decode, const char *device);
  * `resolved` and its step to *step (both may be NULL). 0, or the exit status after a
  * message (no --checkpoint: a usage error). */
 int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n, int64_t *step);
+/* export.c: DIR/config.json, the model as Hugging Face-style fields (GPT-2's keys, our own
+ * under "moec"), written atomically; 0 or -1 with err filled */
+int cli_write_config(const char *dir, char *err, size_t errlen);
 /* a number for JSON: %.9g, or null when it is not finite (JSON has no nan) */
 typedef struct { char s[32]; } cli_num;
 cli_num cli_json_num(double v);

@@ -184,6 +184,7 @@ static void usage(FILE *out) {
         "  bench     [--train|--grad|--infer] [--batch B] [--seq T] [--steps N] [--warmup N] [--json]\n"
         "  info      [--json]\n"
         "  verify    [--batch B] [--seq T]   (--target all: each op of the cuda program against the cpu's)\n"
+        "  export    --hf DIR --checkpoint PATH   (a Hugging Face GPT-2 checkpoint of a GPT-2-shaped model)\n"
         "every command takes --device cpu|cuda|cuda-emu and -h; exit status 0 ok, 1 failure, 2 usage error;\n"
         "Ctrl-C in train saves a checkpoint after the current step (a second one stops at once)\n",
         moe_prog_name, cli_prog->model);
@@ -196,7 +197,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"train", cli_train}, {"eval", cli_eval}, {"grad", cli_grad}, {"generate", cli_generate},
-        {"bench", cli_bench}, {"info", cli_info}, {"verify", cli_verify},
+        {"bench", cli_bench}, {"info", cli_info}, {"verify", cli_verify}, {"export", cli_export},
     };
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) { usage(stdout); return 0; }
     /* started as one of several processes (mpirun, srun): each would run the whole job alone */

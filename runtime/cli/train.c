@@ -159,6 +159,7 @@ int cli_train(int argc, char **argv) {
     if (dir && check_dir(dir, moe_arg(f, nf, "--resume") != NULL, moe_arg(f, nf, "--overwrite") != NULL, resume_path,
                          sizeof resume_path, &resume_step))
         return MOE_EXIT_FAIL;
+    if (dir && cli_write_config(dir, why, sizeof why)) { cli_fail("%s", why); return MOE_EXIT_FAIL; }
     const char *spec = moe_arg(f, nf, "--data") ? moe_arg(f, nf, "--data") : "synthetic";
     const char *eval_spec = moe_arg(f, nf, "--eval-data");
     moe_data *data = cli_data(spec), *held = data && eval_spec ? cli_data(eval_spec) : NULL;

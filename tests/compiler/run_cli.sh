@@ -55,6 +55,14 @@ printf 'model wide {\n    vocab = 256  context = 16777216  layers = 2  hidden = 
     case_ "a directory" '$moec check $out/dir'
     case_ "a FIFO (no hang)" 'timeout 10 $moec check $out/fifo'
     case_ "a FIFO to stats (no hang)" 'timeout 10 $moec stats $out/fifo'
+    # an -o that is not a regular file: the executable is refused, an --emit form is written
+    # into it (a FIFO, /dev/stdout), and neither is replaced by a rename
+    case_ "build -o a FIFO (refused)" '$moec build $small -o $out/fifo'
+    (timeout 20 cat "$out/fifo" >"$out/fromfifo") & reader=$!
+    case_ "build --emit ir -o a FIFO" 'timeout 20 $moec build $small --emit ir -o $out/fifo'
+    wait $reader
+    if [ -p "$out/fifo" ] && grep -q . "$out/fromfifo"; then echo "== the FIFO is still a FIFO and got the IR";
+    else echo "== the FIFO was replaced, or got nothing"; fi
     # standard input
     case_ "check - (a good model)" '$moec check - <$small'
     case_ "check - (errors: <stdin>:line:col)" '$moec check - <$out/bad.moe'

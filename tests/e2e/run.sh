@@ -6,7 +6,7 @@
 # lose nothing, a diverging run is warned about, and the first-day flow works (held-out
 # eval, overrides, Ctrl-C, token-id prompts).
 #   run.sh MOEC WORKDIR TEST     (TEST: train | reproducible | resume | kv_cache | accumulate | bad_input | paths
-#                                 | kill9 | enospc | spike | first_day)
+#                                 | kill9 | enospc | spike | first_day | export)
 set -uo pipefail
 moec=$1; work=$2; test=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -323,6 +323,51 @@ first_day)
 WORK/v300 generate: --prompt: token id 300 is outside the vocabulary (0 to 299)
 WORK/v300 generate: --prompt: 'abc' is not a token id (this model's vocabulary of 300 is not bytes: the prompt is token ids such as "15496 11 995")
 WORK/v300 generate: --prompt: token id -1 is outside the vocabulary (0 to 299)
+EOF
+  ;;
+export)
+  # export --hf of a GPT-2-shaped model: the names, shapes, metadata and config fields of
+  # Hugging Face's GPT-2 (scripts/check_hf.sh loads it in transformers); other shapes refused;
+  # every checkpoint directory holds a config.json
+  "$moec" build "$here/gpt2.moe" -o "$work/gpt2" || fail "moec build"
+  rm -rf "$work/ck" "$work/hf"
+  "$work/gpt2" train --steps 3 --checkpoint "$work/ck" 2>/dev/null || fail "train"
+  "$work/gpt2" export --hf "$work/hf" --checkpoint "$work/ck" 2>/dev/null || fail "export"
+  python3 - "$work/hf" <<'PY' || fail "the export is not GPT-2's layout"
+import json, struct, sys
+d = sys.argv[1]
+c = json.load(open(d + "/config.json"))
+want = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 256, "n_positions": 32,
+        "n_embd": 32, "n_layer": 2, "n_head": 2, "n_inner": 128, "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True}
+bad = {k: (c.get(k), v) for k, v in want.items() if c.get(k) != v}
+assert not bad, "config.json: %s" % bad
+b = open(d + "/model.safetensors", "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); meta = h.pop("__metadata__")
+assert meta.get("format") == "pt", meta
+E, L, F, V, P = 32, 2, 128, 256, 32
+shapes = {"wte.weight": [V, E], "wpe.weight": [P, E], "ln_f.weight": [E], "ln_f.bias": [E]}
+for i in range(L):
+    for k, s in {"ln_1.weight": [E], "ln_1.bias": [E], "ln_2.weight": [E], "ln_2.bias": [E],
+                 "attn.c_attn.weight": [E, 3 * E], "attn.c_attn.bias": [3 * E], "attn.c_proj.weight": [E, E],
+                 "attn.c_proj.bias": [E], "mlp.c_fc.weight": [E, F], "mlp.c_fc.bias": [F],
+                 "mlp.c_proj.weight": [F, E], "mlp.c_proj.bias": [E]}.items():
+        shapes["h.%d.%s" % (i, k)] = s
+got = {k: v["shape"] for k, v in h.items()}
+assert got == shapes, "tensors: missing %s, extra %s, shapes %s" % (
+    sorted(set(shapes) - set(got)), sorted(set(got) - set(shapes)),
+    {k: (got[k], shapes[k]) for k in got if k in shapes and got[k] != shapes[k]})
+assert all(v["dtype"] == "F32" for v in h.values())
+PY
+  jq -e --rawfile src "$here/gpt2.moe" '.moec.model == "gpt2" and .model_type == "gpt2" and .n_layer == 2
+         and .moec.moe_text == "# file: \(.moec.source)\n\($src)\n"' "$work/ck/config.json" >/dev/null \
+    || fail "no config.json in the checkpoint directory"
+  "$exe" train --steps 1 --checkpoint "$work/ckm" --overwrite 2>/dev/null || fail "train small"
+  jq -e '.model_type == "moec" and .moec.num_local_experts == [4] and .moec.moe_blocks == [1]' "$work/ckm/config.json" \
+    >/dev/null || fail "the MoE model's config.json: $(cat "$work/ckm/config.json")"
+  "$exe" export --hf "$work/hfm" --checkpoint "$work/ckm" 2>"$work/exm.err" && fail "a MoE model was exported as GPT-2"
+  diff - <(sed "s#$exe#EXE#g" "$work/exm.err") <<'EOF' || fail "the refusal"
+EXE export: export --hf writes GPT-2-shaped models (dense, layernorm, gelu or relu, learned positions, tied embeddings); model small is not one: it has MoE layers (GPT-2 is dense). (A Mixtral-shaped export needs bias-free layers, which moec does not build yet.)
 EOF
   ;;
 paths)
