@@ -155,7 +155,8 @@ static json_t *log_object(const moe_step_metrics *m) {
     if (m->eval_loss == m->eval_loss) bad |= json_object_set_new(o, "eval_loss", log_num(m->eval_loss));
     if (m->warning) bad |= json_object_set_new(o, "warning", json_string(m->warning));
     for (int i = 0; i < m->n_moe; i++) {
-        bad |= json_array_append_new(blocks, json_integer(m->moe_block ? m->moe_block[i] : i));
+        /* layers counted from 1, as the language and stats count them (tensor names: block = layer - 1) */
+        bad |= json_array_append_new(blocks, json_integer((m->moe_block ? m->moe_block[i] : i) + 1));
         const float *ld = m->loads ? m->loads[i] : NULL;
         int e = m->experts ? m->experts[i] : 0;
         if (!ld || e <= 0) {

@@ -62,7 +62,7 @@ double moe_log_elapsed(const moe_log *l);
 /* Appends the step's JSON line (flushed): step, run (when set), loss, lm_loss, aux_loss,
  * z_loss, kd_loss, lr, grad_norm, tokens_per_s, dropped_fraction, elapsed_s, tokens, step_ms,
  * gflops, eval_loss (when
- * evaluated), warning (when set), moe_layers [n_moe] (block indices) and expert_load
+ * evaluated), warning (when set), moe_layers [n_moe] (1-based layers: block + 1) and expert_load
  * [n_moe][experts]. Non-finite numbers are written as null. Returns 0 or -1; a failed write
  * leaves the file as it was, and moe_log_why says why. */
 int moe_log_step(moe_log *l, const moe_step_metrics *m);

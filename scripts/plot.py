@@ -83,8 +83,8 @@ def main(argv):
         warn = [(r["step"], r["grad_norm"]) for r in rows if r.get("warning") and r.get("grad_norm")]
         if warn:
             gn_ax.plot(*zip(*warn), "x", color="red", ms=6, label=label + " spike warnings")
-        blocks = rows[-1].get("moe_layers") or []
-        for i, block in enumerate(blocks):
+        layers = rows[-1].get("moe_layers") or []
+        for i, layer in enumerate(layers):
             pts = []
             for r in rows:
                 loads = r.get("expert_load") or []
@@ -93,7 +93,7 @@ def main(argv):
                     if share:
                         pts.append((r["step"], max(share) * len(loads[i])))
             if pts:
-                load_ax.plot(*zip(*pts), lw=1, label="%s block %d" % (label, block))
+                load_ax.plot(*zip(*pts), lw=1, label="%s layer %d" % (label, layer))
 
     loss_ax.set_title("loss")
     lr_ax.set_title("learning rate")

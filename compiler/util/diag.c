@@ -135,24 +135,30 @@ const char *diag_chain(char *buf, size_t size, const char *const *names, int n, 
     return buf;
 }
 
+/* the text of a hint or note of the last diagnostic, in the context's arena */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 0)))
+#endif
+static const char *annotation(diag_ctx *d, const char *fmt, va_list ap) {
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    return arena_strdup(d->a, buf);
+}
+
 void diag_hint(diag_ctx *d, const char *fmt, ...) {
     if (!d || d->last < 0) return;
     va_list ap;
     va_start(ap, fmt);
-    char buf[512];
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    d->rec[d->last].hint = annotation(d, fmt, ap);
     va_end(ap);
-    d->rec[d->last].hint = arena_strdup(d->a, buf);
 }
 
 void diag_note(diag_ctx *d, const char *fmt, ...) {
     if (!d || d->last < 0) return;
     va_list ap;
     va_start(ap, fmt);
-    char buf[512];
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    d->rec[d->last].note = annotation(d, fmt, ap);
     va_end(ap);
-    d->rec[d->last].note = arena_strdup(d->a, buf);
 }
 
 const char *diag_first_error(const diag_ctx *d) {

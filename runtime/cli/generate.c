@@ -43,8 +43,8 @@ static int sample(const float *logits, int V, double temp, int topk, uint64_t st
 }
 
 /* prompt -> tokens: bytes for a byte vocabulary (256), otherwise token ids separated by
- * spaces or commas. Returns the count (cap + 1 never written: a longer prompt returns cap + 1
- * so that it shows), or -1 after a message. */
+ * spaces or commas. At most cap tokens are written; the count returned may exceed cap (a
+ * prompt too long shows), or is -1 after a message. */
 static int tokenize(const char *prompt, int V, int32_t *out, int cap) {
     int n = 0;
     if (V == 256) {

@@ -139,8 +139,9 @@ int cli_train(int argc, char **argv) {
     const char *dir = moe_arg(f, nf, "--checkpoint");
     if (moe_arg(f, nf, "--resume") && !dir) { cli_fail("--resume needs --checkpoint DIR"); return MOE_EXIT_USAGE; }
     if (moe_arg(f, nf, "--teacher")) {
-        cli_fail("--teacher: this model has no distill block, or distillation is not built into this moec yet");
-        return MOE_EXIT_USAGE;
+        cli_fail("--teacher: distillation (Mixture-of-Students) is not built into this moec yet, so no model "
+                 "can take a teacher");
+        return MOE_EXIT_FAIL;
     }
     if (dir && mkdir(dir, 0777) != 0) {
         struct stat sb;

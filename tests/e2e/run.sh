@@ -167,6 +167,7 @@ PY
   want=2 check negative_temperature "$exe" generate --checkpoint "$ck" --temperature -1
   check used_dir "$exe" train --steps 1 --checkpoint "$work/ok"
   check under_mpirun env OMPI_COMM_WORLD_SIZE=2 "$exe" train --steps 1
+  check teacher "$exe" train --steps 1 --teacher "$ck"
   check resume_other_seed "$exe" train --steps 2 --checkpoint "$work/ok" --resume --seed 5
   check resume_weights_only "$exe" train --steps 2 --checkpoint "$work/wonly" --resume
   check resume_bad_step "$exe" train --steps 2 --checkpoint "$work/badstep" --resume

@@ -91,8 +91,8 @@ static void test_jsonl(void) {
             CHECK(json_is_array(el) && json_array_size(el) == 0);
         } else {
             CHECK(json_array_size(blocks) == 2);
-            CHECK(json_integer_value(json_array_get(blocks, 0)) == 1);
-            CHECK(json_integer_value(json_array_get(blocks, 1)) == 3);
+            CHECK(json_integer_value(json_array_get(blocks, 0)) == 2);     /* blocks 1 and 3: layers 2 and 4 */
+            CHECK(json_integer_value(json_array_get(blocks, 1)) == 4);
             CHECK(json_array_size(el) == 2);
             CHECK(json_array_size(json_array_get(el, 0)) == 4 && json_array_size(json_array_get(el, 1)) == 8);
             for (int e = 0; e < 4; e++)   /* floats round-trip exactly */
