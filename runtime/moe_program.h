@@ -121,7 +121,7 @@ typedef struct moe_program {
     const int *experts;             /* [n_moe] */
     const int *moe_block;           /* [n_moe] 0-based block of each MoE layer */
     /* train block of the .moe */
-    int64_t batch, accumulate, train_steps, seed, warmup, eval_every, checkpoint_every;
+    int64_t batch, accumulate, train_steps, seed, warmup, eval_every, eval_batches, checkpoint_every;
     double lr, min_lr, beta1, beta2, eps, weight_decay, grad_clip, aux_loss, z_loss;
     int schedule;                   /* MOE_SCHED_*: warmup, then this decay to min_lr */
     double capacity_factor, eval_capacity_factor;  /* of the moe block (0 when dense) */

@@ -126,7 +126,8 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     cg_line(b, ".batch = %lld, .accumulate = %lld, .train_steps = %lld, .seed = %lld, .warmup = %lld,",
             (long long)m->train.batch, (long long)m->train.accumulate, (long long)m->train.steps,
             (long long)m->train.seed, (long long)m->train.warmup);
-    cg_line(b, ".eval_every = %lld, .checkpoint_every = %lld,", (long long)m->train.eval_every,
+    cg_line(b, ".eval_every = %lld, .eval_batches = %lld, .checkpoint_every = %lld,", (long long)m->train.eval_every,
+            (long long)m->train.eval_batches,
             (long long)m->train.checkpoint_every);
     cg_line(b, ".lr = %.17g, .min_lr = %.17g, .beta1 = %.17g, .beta2 = %.17g, .eps = %.17g,", m->train.lr,
             m->train.min_lr, m->train.beta1, m->train.beta2, m->train.eps);

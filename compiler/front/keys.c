@@ -86,6 +86,7 @@ const key_info key_table[K_COUNT] = {
     [K_TR_WD]      = F(BLK_TRAIN, "weight_decay", "train.weight_decay", 0, INF, false, false),
     [K_TR_CLIP]    = F(BLK_TRAIN, "grad_clip", "train.grad_clip", 0, INF, false, false),
     [K_TR_EVAL_EVERY] = I(BLK_TRAIN, "eval_every", "train.eval_every", 0, BIG, false),
+    [K_TR_EVAL_BATCHES] = I(BLK_TRAIN, "eval_batches", "train.eval_batches", 1, BIG, false),
     [K_TR_CKPT_EVERY] = I(BLK_TRAIN, "checkpoint_every", "train.checkpoint_every", 0, BIG,
                           false),
 

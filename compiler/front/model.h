@@ -73,7 +73,7 @@ struct md_model {
         int64_t warmup;
         md_schedule schedule;
         double beta1, beta2, eps, weight_decay, grad_clip;
-        int64_t eval_every, checkpoint_every;
+        int64_t eval_every, eval_batches, checkpoint_every;
     } train;
 
     /* 4.5 distill: teacher == NULL means no distillation */

@@ -284,6 +284,7 @@ static void train_keys(build *b) {
     md->train.weight_decay = get_f(b, K_TR_WD, 0.1);
     md->train.grad_clip = get_f(b, K_TR_CLIP, 1.0);
     md->train.eval_every = get_int(b, K_TR_EVAL_EVERY, 100);
+    md->train.eval_batches = get_int(b, K_TR_EVAL_BATCHES, 8);
     md->train.checkpoint_every = get_int(b, K_TR_CKPT_EVERY, 500);
     /* min_lr unwritten follows a small lr down (a tenth of it below the default); written, it
      * must not exceed lr where a schedule decays to it */

@@ -109,7 +109,7 @@ static int schedule(moe_flag *f, int nf, moe_lr_sched *sc, char *given, size_t n
 int cli_train(int argc, char **argv) {
     moe_flag f[] = {{"--data", 1, "token file (.bin), bytes file, or synthetic (default: the built-in corpus)", NULL},
                     {"--eval-data", 1, "held-out data for the evaluations every train.eval_every steps", NULL},
-                    {"--eval-batches", 1, "batches per evaluation (default 8)", NULL},
+                    {"--eval-batches", 1, "batches per evaluation (default train.eval_batches)", NULL},
                     {"--eval-every", 1, "evaluate every N steps, 0 = never (default train.eval_every)", NULL},
                     {"--steps", 1, "optimizer steps (default train.steps)", NULL},
                     {"--steps-total", 1, "the schedule's length: the step where lr reaches min_lr (default train.steps)", NULL},
@@ -133,7 +133,7 @@ int cli_train(int argc, char **argv) {
     if (moe_arg_int(f, nf, "--steps", p->train_steps, 0, INT_MAX, &steps) ||
         moe_arg_int(f, nf, "--seed", p->seed, 0, LLONG_MAX, &seed) ||
         moe_arg_int(f, nf, "--eval-every", p->eval_every, 0, INT_MAX, &eval_every) ||
-        moe_arg_int(f, nf, "--eval-batches", 8, 1, INT_MAX, &eval_batches) ||
+        moe_arg_int(f, nf, "--eval-batches", p->eval_batches, 1, INT_MAX, &eval_batches) ||
         schedule(f, nf, &sched, overrides, sizeof overrides))
         return MOE_EXIT_USAGE;
     const char *dir = moe_arg(f, nf, "--checkpoint");

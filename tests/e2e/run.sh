@@ -297,7 +297,8 @@ first_day)
   sed 's/lr = 3e-3  min_lr = 3e-4/lr = 1e-5/' "$here/small.moe" > "$work/smalllr.moe"
   sed 's/lr = 3e-3  min_lr = 3e-4/lr = 1e-5  min_lr = 1e-3  schedule = constant/' "$here/small.moe" > "$work/const.moe"
   for m in smalllr const; do "$moec" build "$work/$m.moe" -o "$work/$m" || fail "moec build $m"; done
-  "$work/smalllr" info --json | jq -e '.train.min_lr == 1e-6' >/dev/null || fail "min_lr of lr = 1e-5 alone"
+  "$work/smalllr" info --json | jq -e '.train.min_lr == 1e-6 and .train.eval_batches == 8' >/dev/null \
+    || fail "min_lr of lr = 1e-5 alone, or eval_batches"
   "$work/smalllr" train --steps 1 --lr 1e-7 2>/dev/null >/dev/null || fail "--lr below the model's min_lr"
   # Ctrl-C: a checkpoint of the step the run was in, exit status 130
   rm -rf "$work/int" "$work/int.jsonl" "$work/int.err"
