@@ -4,11 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+int moe_device_known(const char *name) {
+    return name && (!strcmp(name, "cpu") || !strcmp(name, "cuda") || !strcmp(name, "cuda-emu"));
+}
+
 moe_device *moe_device_open(const char *name, const char *target, char *err, size_t errlen) {
     int cuda_target = !strcmp(target, "cuda");
     if (!name) name = cuda_target ? "cuda" : "cpu";    /* the device the program was built for */
     const moe_device_ops *ops = NULL;
-    if (strcmp(name, "cpu") && strcmp(name, "cuda") && strcmp(name, "cuda-emu")) {
+    if (!moe_device_known(name)) {
         snprintf(err, errlen, "unknown device '%s' (cpu, cuda, cuda-emu)", name);
         return NULL;
     }

@@ -64,6 +64,8 @@ struct moe_device {
     char desc[192];             /* what it is, for `info` (set by open) */
 };
 
+/* whether NAME is a device this runtime knows (cpu, cuda, cuda-emu) */
+int moe_device_known(const char *name);
 /* Opens device `name` (cpu, cuda, cuda-emu; NULL = the default for the program's target)
  * for a program built for `target`. NULL with a message when it cannot. */
 moe_device *moe_device_open(const char *name, const char *target, char *err, size_t errlen);

@@ -95,7 +95,11 @@ void moe_log_close(moe_log *l) {
 
 static json_t *log_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
-static json_t *log_str(const char *s) { return s ? json_string(s) : json_null(); }
+/* a string, or null when absent or not UTF-8 (a path may hold any bytes) */
+static json_t *log_str(const char *s) {
+    json_t *v = s ? json_string(s) : NULL;
+    return v ? v : json_null();
+}
 
 /* the run header; NULL when out of memory */
 static json_t *run_object(const moe_run_info *r) {

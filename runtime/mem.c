@@ -91,8 +91,12 @@ int64_t moe_mem_available(char *why, size_t n) {
     }
     int64_t vm = read_num("/proc/self/status", "VmSize:", 1024), data = read_num("/proc/self/status", "VmData:", 1024);
     struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && vm >= 0)
-        take(&best, clamp0((int64_t)rl.rlim_cur - vm - address_reserve()), why, n, "ulimit -v, less the threads' reserve");
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && vm >= 0) {
+        char what[96];
+        snprintf(what, sizeof what, "ulimit -v, less %lld MiB kept for the threads' buffers and stacks",
+                 (long long)(address_reserve() >> 20));
+        take(&best, clamp0((int64_t)rl.rlim_cur - vm - address_reserve()), why, n, what);
+    }
     if (getrlimit(RLIMIT_DATA, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && data >= 0)
         take(&best, clamp0((int64_t)rl.rlim_cur - data), why, n, "ulimit -d");
     return best;

@@ -120,7 +120,7 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     int64_t plan = decode ? p->decode.act_bytes : 0;
     for (int b = 0; b < MOE_BUF_COUNT; b++) plan += want[b] ? p->buf_bytes[b] : 0;
     plan += p->train.act_bytes;
-    char why[64];
+    char why[128];
     int64_t avail = o->host_memory ? moe_mem_available(why, sizeof why) : -1;
     if (avail >= 0 && plan > avail) {
         char a[32], b[32], c[32], e[32];

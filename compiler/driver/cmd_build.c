@@ -301,7 +301,7 @@ static void c_literal(FILE *m, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '\n') fputs(i + 1 < n ? "\\n\"\n    \"" : "\\n", m);
-        else if (c == '"' || c == '\\') fprintf(m, "\\%c", c);
+        else if (c == '"' || c == '\\' || c == '?') fprintf(m, "\\%c", c);     /* '?': no trigraphs */
         else if (c < 0x20 || c >= 0x7f) fprintf(m, "\\%03o", c);
         else fputc(c, m);
     }

@@ -73,7 +73,8 @@ int cli_eval(int argc, char **argv) {
            (long long)nb, st.choices > 0 ? st.dropped / st.choices : 0.0, cli_json_num(exp(lm)).s,
            cli_prog->vocab == 256 ? "bits_per_byte" : "bits_per_token", cli_json_num(lm / log(2.0)).s);
     cli_json_string(o.ckpt);
-    printf(", \"step\": %s}\n", o.step >= 0 ? cli_json_num((double)o.step).s : "null");
+    if (o.step >= 0) printf(", \"step\": %lld}\n", (long long)o.step);
+    else printf(", \"step\": null}\n");
     teardown(&o);
     return MOE_EXIT_OK;
 }

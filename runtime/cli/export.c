@@ -31,6 +31,12 @@ static const char *hf_activation(const char *ours) {
     return !strcmp(ours, "gelu") ? "gelu_new" : !strcmp(ours, "gelu_erf") ? "gelu" : ours;
 }
 
+/* a string, or null when it is not UTF-8 (a path or a file may hold any bytes) */
+static json_t *utf8_or_null(const char *s) {
+    json_t *v = json_string(s);
+    return v ? v : json_null();
+}
+
 json_t *cli_model_config(const moe_program *p) {
     json_t *o = json_object(), *m = json_object(), *experts = json_array(), *blocks = json_array();
     int gpt2 = not_gpt2(p) == NULL, bad = !o || !m || !experts || !blocks;
@@ -60,10 +66,9 @@ json_t *cli_model_config(const moe_program *p) {
         bad |= json_object_set_new(o, "eos_token_id", json_integer(p->vocab - 1));
         bad |= json_object_set_new(o, "torch_dtype", json_string("float32"));
         /* what Hugging Face has no key for: ours */
-        bad |= json_object_set_new(m, "model", json_string(p->model));
-        bad |= json_object_set_new(m, "source", json_string(p->source));
-        json_t *text = json_string(moe_model_text);     /* NULL when not UTF-8: null */
-        bad |= json_object_set_new(m, "moe_text", text ? text : json_null());
+        bad |= json_object_set_new(m, "model", utf8_or_null(p->model));
+        bad |= json_object_set_new(m, "source", utf8_or_null(p->source));
+        bad |= json_object_set_new(m, "moe_text", utf8_or_null(moe_model_text));
         bad |= json_object_set_new(m, "norm", json_string(p->norm));
         bad |= json_object_set_new(m, "position", json_string(p->position));
         bad |= json_object_set_new(m, "activation", json_string(p->activation));

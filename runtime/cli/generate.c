@@ -59,7 +59,7 @@ static int tokenize(const char *prompt, int V, int32_t *out, int cap) {
         long long v = strtoll(s, &end, 10);
         if (end == s || errno || (*end && !strchr(" ,\t\n", *end))) {
             cli_fail("--prompt: '%.*s' is not a token id (this model's vocabulary of %d is not bytes: the prompt is "
-                     "token ids such as \"15496 11 995\")", (int)strcspn(s, " ,\t\n"), s, V);
+                     "token ids from 0 to %d separated by spaces)", (int)strcspn(s, " ,\t\n"), s, V, V - 1);
             return -1;
         }
         if (v < 0 || v >= V) {

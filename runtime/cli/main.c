@@ -1,5 +1,6 @@
 /* main.c - the built executable's entry: dispatch, `info`, and helpers shared by commands. */
 #include "cli.h"
+#include <jansson.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -92,13 +93,11 @@ const char *cli_sched_name(int kind) {
 }
 
 void cli_json_string(const char *s) {
-    putchar('"');
-    for (const unsigned char *q = (const unsigned char *)s; *q; q++) {
-        if (*q == '"' || *q == '\\') printf("\\%c", *q);
-        else if (*q < 0x20) printf("\\u%04x", *q);
-        else putchar(*q);
-    }
-    putchar('"');
+    json_t *v = json_string(s);     /* NULL when not UTF-8: then null */
+    char *text = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+    fputs(text ? text : "null", stdout);
+    free(text);
+    json_decref(v);
 }
 
 int cli_info(int argc, char **argv) {
@@ -217,6 +216,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) {
             moe_cmd_name = cmds[i].name;
+            for (int a = 2; a + 1 < argc; a++)      /* a device name is checked as flags are: a usage error */
+                if (!strcmp(argv[a], "--device") && !moe_device_known(argv[a + 1])) {
+                    cli_fail("unknown device '%s' (cpu, cuda, cuda-emu)", argv[a + 1]);
+                    return MOE_EXIT_USAGE;
+                }
             return cmds[i].fn(argc - 2, argv + 2);
         }
     fprintf(stderr, "%s: unknown command '%s'\n", moe_prog_name, cmd);

@@ -160,7 +160,6 @@ int cli_train(int argc, char **argv) {
     if (dir && check_dir(dir, moe_arg(f, nf, "--resume") != NULL, moe_arg(f, nf, "--overwrite") != NULL, resume_path,
                          sizeof resume_path, &resume_step))
         return MOE_EXIT_FAIL;
-    if (dir && cli_write_config(dir, why, sizeof why)) { cli_fail("%s", why); return MOE_EXIT_FAIL; }
     const char *spec = moe_arg(f, nf, "--data") ? moe_arg(f, nf, "--data") : "synthetic";
     const char *eval_spec = moe_arg(f, nf, "--eval-data");
     moe_data *data = cli_data(spec), *held = data && eval_spec ? cli_data(eval_spec) : NULL;
@@ -196,6 +195,8 @@ int cli_train(int argc, char **argv) {
         cli_fail("%s", err);
         rc = MOE_EXIT_FAIL;
     }
+    /* the directory's config.json, once its checkpoints are known to be this model's */
+    if (!rc && dir && cli_write_config(dir, err, sizeof err)) { cli_fail("%s", err); rc = MOE_EXIT_FAIL; }
     moe_log *log = NULL;
     if (!rc && moe_arg(f, nf, "--log")) {
         log = start > 0 ? moe_log_open_resume(moe_arg(f, nf, "--log"), start, err, sizeof err)
@@ -222,6 +223,11 @@ int cli_train(int argc, char **argv) {
                 (long long)p->accumulate, sched.lr, run.schedule, sched.min_lr, (long long)sched.steps,
                 (long long)sched.warmup, run.threads, run.threads > 1 ? "s" : "", overrides[0] ? "; overrides: " : "",
                 overrides);
+        if (eval_every > 0 && moe_data_windows(held ? held : data, T) < B) {
+            fprintf(stderr, "no evaluations: %s holds fewer than one batch of %d windows of %d tokens\n",
+                    moe_data_name(held ? held : data), B, T);
+            eval_every = 0;
+        }
         if (eval_every > 0)
             fprintf(stderr, "evaluating every %lld steps on %s%s\n", eval_every, held ? moe_data_name(held) : run.data,
                     held ? " (held out)" : " (the training data: pass --eval-data FILE for a held-out loss)");

@@ -168,6 +168,7 @@ PY
   check used_dir "$exe" train --steps 1 --checkpoint "$work/ok"
   check under_mpirun env OMPI_COMM_WORLD_SIZE=2 "$exe" train --steps 1
   check teacher "$exe" train --steps 1 --teacher "$ck"
+  want=2 check unknown_device "$exe" eval --checkpoint "$ck" --data synthetic --device tpu
   check resume_other_seed "$exe" train --steps 2 --checkpoint "$work/ok" --resume --seed 5
   check resume_weights_only "$exe" train --steps 2 --checkpoint "$work/wonly" --resume
   check resume_bad_step "$exe" train --steps 2 --checkpoint "$work/badstep" --resume
@@ -188,7 +189,7 @@ PY
   # numbers, not hung in OpenBLAS's allocation loop (ASan builds map too much to be limited)
   if [ "$(nm "$exe" 2>/dev/null | grep -c __asan_init)" = 0 ]; then
     (ulimit -v 350000; OMP_NUM_THREADS=1 timeout 20 "$exe" train --steps 1) >/dev/null 2>"$work/ulimit.err"; rc=$?
-    [ $rc = 1 ] && grep -q "of memory (parameters .*) but .* available (ulimit -v, less the threads' reserve); raise ulimit -v, or use fewer threads (OMP_NUM_THREADS)" \
+    [ $rc = 1 ] && grep -q "of memory (parameters .*) but .* available (ulimit -v, less [0-9]* MiB kept for the threads' buffers and stacks); raise ulimit -v, or use fewer threads (OMP_NUM_THREADS)" \
       "$work/ulimit.err" || fail "ulimit -v: status $rc: $(cat "$work/ulimit.err")"
   fi
   # generating past the context says so; a tiny temperature is a number
@@ -323,7 +324,7 @@ first_day)
   done
   diff - <(sed "s#$work#WORK#g" "$work/ids.err") <<'EOF' || fail "messages for bad token ids"
 WORK/v300 generate: --prompt: token id 300 is outside the vocabulary (0 to 299)
-WORK/v300 generate: --prompt: 'abc' is not a token id (this model's vocabulary of 300 is not bytes: the prompt is token ids such as "15496 11 995")
+WORK/v300 generate: --prompt: 'abc' is not a token id (this model's vocabulary of 300 is not bytes: the prompt is token ids from 0 to 299 separated by spaces)
 WORK/v300 generate: --prompt: token id -1 is outside the vocabulary (0 to 299)
 EOF
   ;;
@@ -364,6 +365,19 @@ PY
   jq -e --rawfile src "$here/gpt2.moe" '.moec.model == "gpt2" and .model_type == "gpt2" and .n_layer == 2
          and .moec.moe_text == "# file: \(.moec.source)\n\($src)\n"' "$work/ck/config.json" >/dev/null \
     || fail "no config.json in the checkpoint directory"
+  # a refused --resume leaves the directory's config.json alone
+  "$exe" train --steps 5 --checkpoint "$work/ck" --resume 2>/dev/null && fail "small resumed gpt2's checkpoint"
+  jq -e '.moec.model == "gpt2"' "$work/ck/config.json" >/dev/null || fail "a refused run rewrote config.json"
+  # the .moe text survives C's trigraphs, and a path that is not UTF-8 is null, not an error
+  { printf '# what??/ ??) ??= ??!\n'; cat "$here/gpt2.moe"; } > "$work/tri.moe"
+  "$moec" build "$work/tri.moe" -o "$work/tri" || fail "moec build of a file with trigraphs"
+  "$work/tri" train --steps 1 --checkpoint "$work/cktri" --overwrite --data "$here/gpt2.moe" 2>/dev/null || fail "train tri"
+  jq -e --rawfile src "$work/tri.moe" '.moec.moe_text == "# file: \(.moec.source)\n\($src)\n"' "$work/cktri/config.json" \
+    >/dev/null || fail "the .moe text in config.json differs from the file"
+  cp "$here/gpt2.moe" "$work/$(printf 'd\377.txt')"
+  "$work/tri" train --steps 2 --data "$work/$(printf 'd\377.txt')" --log "$work/nonutf8.jsonl" 2>/dev/null \
+    || fail "train on a path that is not UTF-8"
+  jq -s -e '.[0].run.data == null and length == 2' "$work/nonutf8.jsonl" >/dev/null || fail "the log of a non-UTF-8 path"
   "$exe" train --steps 1 --checkpoint "$work/ckm" --overwrite 2>/dev/null || fail "train small"
   jq -e '.model_type == "moec" and .moec.num_local_experts == [4] and .moec.moe_blocks == [1]' "$work/ckm/config.json" \
     >/dev/null || fail "the MoE model's config.json: $(cat "$work/ckm/config.json")"
