@@ -37,7 +37,8 @@ static json_t *utf8_or_null(const char *s) {
     return v ? v : json_null();
 }
 
-json_t *cli_model_config(const moe_program *p) {
+/* the model as Hugging Face-style fields, ours under "moec"; NULL when out of memory */
+static json_t *model_config(const moe_program *p) {
     json_t *o = json_object(), *m = json_object(), *experts = json_array(), *blocks = json_array();
     int gpt2 = not_gpt2(p) == NULL, bad = !o || !m || !experts || !blocks;
     for (int i = 0; !bad && i < p->n_moe; i++) {
@@ -93,7 +94,7 @@ int cli_write_config(const char *dir, char *err, size_t errlen) {
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    json_t *c = cli_model_config(cli_prog);
+    json_t *c = model_config(cli_prog);
     int rc = !c || json_dump_file(c, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 || rename(tmp, path) != 0;
     if (rc) {
         snprintf(err, errlen, "%s: cannot write: %s", path, c ? strerror(errno) : "out of memory");
