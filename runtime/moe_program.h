@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 6
+#define MOE_ABI_VERSION 7
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 /* the learning-rate schedule after warmup (rt.h, moe_lr_at) */
@@ -115,6 +115,8 @@ typedef struct moe_program {
     int abi;
     const char *model, *target, *source;
     int64_t vocab, context, layers, hidden, heads, ffn;
+    int64_t kv_heads;                           /* key/value heads (grouped-query attention; = heads: MHA) */
+    int bias;                                   /* linear layers and layernorms have biases */
     const char *activation, *norm, *position;   /* the .moe's words: gelu|gelu_erf|relu|swiglu, ... */
     int tied;                                   /* lm_head is wte */
     int n_moe, top_k;
@@ -125,6 +127,7 @@ typedef struct moe_program {
     double lr, min_lr, beta1, beta2, eps, weight_decay, grad_clip, aux_loss, z_loss;
     int schedule;                   /* MOE_SCHED_*: warmup, then this decay to min_lr */
     double capacity_factor, eval_capacity_factor;  /* of the moe block (0 when dense) */
+    int drop_tokens;                /* the moe block's drop_tokens (0 when dense) */
     /* parameters and buffers */
     int n_params;
     const moe_param_info *params;

@@ -101,6 +101,12 @@ static void a_acc(lw *L, const char *slot) { a_acc_as(L, "acc", slot); }
 /* the batch dimensions of a token-major kernel */
 static void a_BT(lw *L) { a_rt(L, "B", LW_RT_B, 1); a_rt(L, "T", LW_RT_T, 1); }
 static void a_S(lw *L) { a_rt(L, "S", LW_RT_S, 1); }
+/* the heads of an attention node: H, KV (kv_heads), and C = d from the fused width Q = d + 2 d KV / H */
+static void a_heads(lw *L) { a_int(L, "H", L->n->at.attn.heads); a_int(L, "KV", L->n->at.attn.kv_heads); }
+static int64_t qkv_C(const lw *L, int64_t Q) {
+    const ir_at_attn *at = &L->n->at.attn;
+    return Q * at->heads / (at->heads + 2 * at->kv_heads);
+}
 static void a_pos0(lw *L) {
     if (L->g->decode) a_rt(L, "pos0", LW_RT_POS, 1);
     else a_int(L, "pos0", 0);
@@ -180,30 +186,30 @@ static void lower_node(lw *L) {
     case IR_ROPE:
         call(L, "rope_fwd", 0);
         a_buf(L, "y", out(L, "y")); a_buf(L, "qkv", in(L, "qkv")); a_BT(L);
-        a_int(L, "C", width(L, in(L, "qkv")) / 3); a_int(L, "H", n->at.attn.heads); a_pos0(L);
+        a_int(L, "C", qkv_C(L, width(L, in(L, "qkv")))); a_heads(L); a_pos0(L);
         break;
     case IR_ROPE_BWD:
         call(L, "rope_bwd", 0);
         a_buf(L, "dx", out(L, "dx")); a_buf(L, "dy", in(L, "dy")); a_BT(L);
-        a_int(L, "C", width(L, in(L, "dy")) / 3); a_int(L, "H", n->at.attn.heads); a_int(L, "pos0", 0);
+        a_int(L, "C", qkv_C(L, width(L, in(L, "dy")))); a_heads(L); a_int(L, "pos0", 0);
         a_acc(L, "dx");
         break;
     case IR_ATTENTION:
         call(L, "attention_fwd", 0);
         a_buf(L, "y", out(L, "y")); a_buf(L, "att", out(L, "att")); a_buf(L, "qkv", in(L, "qkv")); a_BT(L);
-        a_int(L, "C", width(L, out(L, "y"))); a_int(L, "H", n->at.attn.heads);
+        a_int(L, "C", width(L, out(L, "y"))); a_heads(L);
         break;
     case IR_ATTENTION_BWD:
         call(L, "attention_bwd", 0);
         a_buf(L, "dqkv", out(L, "dqkv")); a_buf(L, "scratch", out(L, "scratch")); a_buf(L, "dy", in(L, "dy"));
         a_buf(L, "qkv", in(L, "qkv")); a_buf(L, "att", in(L, "att")); a_BT(L);
-        a_int(L, "C", width(L, in(L, "dy"))); a_int(L, "H", n->at.attn.heads); a_acc(L, "dqkv");
+        a_int(L, "C", width(L, in(L, "dy"))); a_heads(L); a_acc(L, "dqkv");
         break;
     case IR_ATTN_DECODE:
         call(L, "attention_decode", 0);
         a_buf(L, "y", out(L, "y")); a_buf(L, "kc", out(L, "kc")); a_buf(L, "vc", out(L, "vc"));
         a_buf(L, "qkv", in(L, "qkv")); a_rt(L, "pos", LW_RT_POS, 1);
-        a_int(L, "C", width(L, out(L, "y"))); a_int(L, "H", n->at.attn.heads);
+        a_int(L, "C", width(L, out(L, "y"))); a_heads(L);
         break;
     case IR_ACT:
         call(L, "act_fwd", 0);

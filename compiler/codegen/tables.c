@@ -118,6 +118,7 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     cg_line(b, ".vocab = %lld, .context = %lld, .layers = %lld, .hidden = %lld, .heads = %lld, .ffn = %lld,",
             (long long)m->vocab, (long long)m->context, (long long)m->layers, (long long)m->hidden, (long long)m->heads,
             (long long)m->ffn);
+    cg_line(b, ".kv_heads = %lld, .bias = %d,", (long long)m->kv_heads, m->bias ? 1 : 0);
     static const char *const act[] = {"gelu", "gelu_erf", "relu", "swiglu"};
     cg_line(b, ".activation = \"%s\", .norm = \"%s\", .position = \"%s\", .tied = %d,", act[m->activation],
             m->norm == MD_NORM_RMSNORM ? "rmsnorm" : "layernorm", m->position == MD_POS_ROPE ? "rope" : "learned",
@@ -137,6 +138,7 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
             m->train.schedule == MD_SCHED_COSINE ? "MOE_SCHED_COSINE"
             : m->train.schedule == MD_SCHED_LINEAR ? "MOE_SCHED_LINEAR" : "MOE_SCHED_CONSTANT",
             nm ? m->moe.capacity_factor : 0.0, nm ? m->moe.eval_capacity_factor : 0.0);
+    cg_line(b, ".drop_tokens = %d,", nm && m->moe.drop_tokens ? 1 : 0);
     cg_line(b, ".n_params = %d, .params = params, .align = %lld,", g->n_params, (long long)g->align);
     cg_raw(b, "    .buf_bytes = {");
     for (int i = 0; i < MOE_BUF_COUNT; i++)

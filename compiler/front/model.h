@@ -32,6 +32,8 @@ struct md_model {
 
     /* 4.1 model */
     int64_t vocab, context, layers, hidden, heads, ffn;   /* ffn defaulted to 4*hidden */
+    int64_t kv_heads;           /* key/value heads, divides heads; defaulted to heads */
+    bool bias;                  /* linear layers and layernorms carry biases (default true) */
     md_activation activation;
     md_norm norm;
     md_position position;
@@ -83,6 +85,9 @@ struct md_model {
         int64_t stop_step;      /* -1 = none */
     } distill;
 };
+
+/* The width of the fused q, k, v projection: hidden + 2 * kv_heads * (hidden / heads). */
+int64_t md_qkv_width(const md_model *m);
 
 /* The MoE layer index (0..n_moe-1) of 1-based FFN layer `l`, or -1 for a dense FFN. */
 int md_moe_index(const md_model *m, int l);

@@ -8,6 +8,8 @@
 #include "../util/arena.h"
 #include <math.h>
 
+int64_t md_qkv_width(const md_model *m) { return m->hidden + 2 * m->kv_heads * (m->hidden / m->heads); }
+
 int md_moe_index(const md_model *m, int l) {
     for (int i = 0; i < m->moe.n_moe; i++)
         if (m->moe.layer[i] == l) return i;
@@ -40,22 +42,23 @@ static void weight(plist *pl, int blk, const char *name, int64_t in, int64_t out
     md_param *p = add(pl, MD_P_WEIGHT, blk, name, 2, in, out, 0);
     if (p) { p->init_std = std; p->decay = true; }
 }
-static void bias(plist *pl, int blk, const char *name, int64_t n) {
-    add(pl, MD_P_BIAS, blk, name, 1, n, 0, 0);
+/* A bias, zero at init; none at all with `bias = false`. */
+static void bias(plist *pl, const md_model *m, int blk, const char *name, int64_t n) {
+    if (m->bias) add(pl, MD_P_BIAS, blk, name, 1, n, 0, 0);
 }
 static void norm(plist *pl, const md_model *m, int blk, const char *prefix, int64_t d) {
     md_param *p = add(pl, MD_P_NORM, blk, arena_printf(pl->a, "%s.weight", prefix), 1, d, 0, 0);
     if (p) p->init_one = true;
-    if (m->norm == MD_NORM_LAYERNORM)
+    if (m->norm == MD_NORM_LAYERNORM && m->bias)
         add(pl, MD_P_NORM, blk, arena_printf(pl->a, "%s.bias", prefix), 1, d, 0, 0);
 }
 /* A dense MLP under `prefix` (".mlp"): c_fc [d, f or 2f], c_proj [f, d]. */
 static void mlp(plist *pl, const md_model *m, int blk, const char *prefix, double proj_std) {
     int64_t d = m->hidden, f = m->ffn, fw = m->activation == MD_ACT_SWIGLU ? 2 * f : f;
     weight(pl, blk, arena_printf(pl->a, "%s.c_fc.weight", prefix), d, fw, m->init_std);
-    bias(pl, blk, arena_printf(pl->a, "%s.c_fc.bias", prefix), fw);
+    bias(pl, m, blk, arena_printf(pl->a, "%s.c_fc.bias", prefix), fw);
     weight(pl, blk, arena_printf(pl->a, "%s.c_proj.weight", prefix), f, d, proj_std);
-    bias(pl, blk, arena_printf(pl->a, "%s.c_proj.bias", prefix), d);
+    bias(pl, m, blk, arena_printf(pl->a, "%s.c_proj.bias", prefix), d);
 }
 
 int md_params(const md_model *m, arena *a, md_param **out) {
@@ -71,10 +74,10 @@ int md_params(const md_model *m, arena *a, md_param **out) {
     }
     for (int i = 0; i < m->layers; i++) {
         norm(&pl, m, i, arena_printf(a, "h.%d.ln_1", i), d);
-        weight(&pl, i, arena_printf(a, "h.%d.attn.c_attn.weight", i), d, 3 * d, std);
-        bias(&pl, i, arena_printf(a, "h.%d.attn.c_attn.bias", i), 3 * d);
+        weight(&pl, i, arena_printf(a, "h.%d.attn.c_attn.weight", i), d, md_qkv_width(m), std);
+        bias(&pl, m, i, arena_printf(a, "h.%d.attn.c_attn.bias", i), md_qkv_width(m));
         weight(&pl, i, arena_printf(a, "h.%d.attn.c_proj.weight", i), d, d, proj_std);
-        bias(&pl, i, arena_printf(a, "h.%d.attn.c_proj.bias", i), d);
+        bias(&pl, m, i, arena_printf(a, "h.%d.attn.c_proj.bias", i), d);
         norm(&pl, m, i, arena_printf(a, "h.%d.ln_2", i), d);
         int mi = md_moe_index(m, i + 1);
         if (mi < 0) { mlp(&pl, m, i, arena_printf(a, "h.%d.mlp", i), proj_std); continue; }
@@ -83,14 +86,14 @@ int md_params(const md_model *m, arena *a, md_param **out) {
         weight(&pl, i, arena_printf(a, "h.%d.moe.gate.weight", i), d, E, std);
         p = add(&pl, MD_P_EXPERT_W, i, arena_printf(a, "h.%d.moe.experts.c_fc.weight", i), 3, E, d, fw);
         if (p) { p->init_std = std; p->decay = true; }
-        add(&pl, MD_P_EXPERT_B, i, arena_printf(a, "h.%d.moe.experts.c_fc.bias", i), 2, E, fw, 0);
+        if (m->bias) add(&pl, MD_P_EXPERT_B, i, arena_printf(a, "h.%d.moe.experts.c_fc.bias", i), 2, E, fw, 0);
         p = add(&pl, MD_P_EXPERT_W, i, arena_printf(a, "h.%d.moe.experts.c_proj.weight", i), 3, E, f, d);
         if (p) { p->init_std = proj_std; p->decay = true; }
-        add(&pl, MD_P_EXPERT_B, i, arena_printf(a, "h.%d.moe.experts.c_proj.bias", i), 2, E, d, 0);
+        if (m->bias) add(&pl, MD_P_EXPERT_B, i, arena_printf(a, "h.%d.moe.experts.c_proj.bias", i), 2, E, d, 0);
         if (m->moe.residual) {
             mlp(&pl, m, i, arena_printf(a, "h.%d.moe.mlp", i), proj_std);
             weight(&pl, i, arena_printf(a, "h.%d.moe.coefficient.weight", i), d, 2, std);
-            bias(&pl, i, arena_printf(a, "h.%d.moe.coefficient.bias", i), 2);
+            bias(&pl, m, i, arena_printf(a, "h.%d.moe.coefficient.bias", i), 2);
         }
     }
     norm(&pl, m, -1, "ln_f", d);

@@ -95,11 +95,13 @@ static void model_keys(build *b) {
     md->layers = get_int(b, K_LAYERS, 0);
     md->hidden = get_int(b, K_HIDDEN, 0);
     md->heads = get_int(b, K_HEADS, 0);
+    md->kv_heads = get_int(b, K_KV_HEADS, md->heads);
     md->ffn = get_int(b, K_FFN, 4 * md->hidden);
     md->activation = (md_activation)get_w(b, K_ACTIVATION, MD_ACT_GELU);
     md->norm = (md_norm)get_w(b, K_NORM, MD_NORM_LAYERNORM);
     md->position = (md_position)get_w(b, K_POSITION, MD_POS_LEARNED);
     md->tie_embeddings = get_b(b, K_TIE, true);
+    md->bias = get_b(b, K_BIAS, true);
     md->dropout = get_f(b, K_DROPOUT, 0.0);
     md->dtype = (md_dtype)get_w(b, K_DTYPE, MD_DT_FP32);
     md->init_std = get_f(b, K_INIT_STD, 0.02);
@@ -108,6 +110,12 @@ static void model_keys(build *b) {
     if (heads && md->hidden > 0 && md->hidden % md->heads) {
         err(b, heads, key_loc(heads), "heads = %" PRId64 " does not divide hidden = %" PRId64,
             md->heads, md->hidden);
+        return;
+    }
+    const sval *kv = get(b, K_KV_HEADS);
+    if (kv && md->heads > 0 && md->heads % md->kv_heads) {
+        err(b, kv, key_loc(kv), "kv_heads = %" PRId64 " does not divide heads = %" PRId64
+            " (each key/value head serves heads / kv_heads query heads)", md->kv_heads, md->heads);
         return;
     }
     const sval *pos = get(b, K_POSITION);

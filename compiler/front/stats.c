@@ -29,7 +29,7 @@ static void add_group(md_stats *s, const md_group_stats *g) {
 static int64_t layer_flops(const md_model *m, int l) {
     int64_t d = m->hidden, T = m->context;
     int64_t f = m->ffn, fw = m->activation == MD_ACT_SWIGLU ? 2 * f : f;
-    int64_t fl = 2 * d * 3 * d + 2 * d * d      /* c_attn, c_proj */
+    int64_t fl = 2 * d * md_qkv_width(m) + 2 * d * d      /* c_attn, c_proj */
                + 2 * T * d + 2 * T * d;         /* q k^T over T keys, then a v (all heads) */
     int64_t mlp = 2 * d * fw + 2 * f * d;
     int mi = md_moe_index(m, l);

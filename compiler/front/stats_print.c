@@ -93,9 +93,11 @@ static void row(FILE *out, const md_model *m, const md_group_stats *g) {
 
 void md_stats_print(FILE *out, const md_model *m, const md_stats *s) {
     char a[NUM], b[NUM], c[NUM], d[NUM];
-    fprintf(out, "model %s: %" PRId64 " layers, hidden %" PRId64 ", heads %" PRId64 ", ffn %" PRId64
-            ", vocab %" PRId64 ", context %" PRId64 "\n", m->name, m->layers, m->hidden, m->heads,
-            m->ffn, m->vocab, m->context);
+    fprintf(out, "model %s: %" PRId64 " layers, hidden %" PRId64 ", heads %" PRId64, m->name, m->layers, m->hidden,
+            m->heads);
+    if (m->kv_heads != m->heads) fprintf(out, " (%" PRId64 " key/value)", m->kv_heads);
+    fprintf(out, ", ffn %" PRId64 ", vocab %" PRId64 ", context %" PRId64 "%s\n", m->ffn, m->vocab, m->context,
+            m->bias ? "" : ", no biases");
     if (m->moe.n_moe) {
         fprintf(out, "  moe: %d MoE layers (", m->moe.n_moe);
         layer_list(out, m->moe.layer, m->moe.n_moe);
@@ -195,6 +197,8 @@ int md_stats_print_json(FILE *out, const md_model *m, const md_stats *s) {
     json_object_set_new(cfg, "layers", json_integer((json_int_t)m->layers));
     json_object_set_new(cfg, "hidden", json_integer((json_int_t)m->hidden));
     json_object_set_new(cfg, "heads", json_integer((json_int_t)m->heads));
+    json_object_set_new(cfg, "kv_heads", json_integer((json_int_t)m->kv_heads));
+    json_object_set_new(cfg, "bias", json_boolean(m->bias));
     json_object_set_new(cfg, "ffn", json_integer((json_int_t)m->ffn));
     json_object_set_new(cfg, "vocab", json_integer((json_int_t)m->vocab));
     json_object_set_new(cfg, "context", json_integer((json_int_t)m->context));

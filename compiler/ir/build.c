@@ -1,7 +1,7 @@
 /* build.c - lowers a model description to its forward graph.
  *
  * Pattern per block (moe-semantics.md section 1):
- *   x = x + c_proj(attention(rope?(c_attn(norm1(x)))))
+ *   x = x + c_proj(attention(rope?(c_attn(norm1(x)))))   (grouped-query when kv_heads < heads)
  *   x = x + ffn(norm2(x)), ffn = dense MLP, or the MoE layer:
  *       gate -> dispatch -> all-to-all -> expert c_fc -> act -> expert c_proj
  *       -> all-to-all -> combine (weights, optional residual mix with the dense MLP)
@@ -48,7 +48,7 @@ static int norm(bld *b, int x, const char *prefix) {
     int w = paramf(b, prefix, "weight");
     int rstd = act(b, arena_printf(b->a, "%s.rstd", prefix), IR_ROWS_S, 1);
     if (b->m->norm == MD_NORM_LAYERNORM) {
-        int bias = paramf(b, prefix, "bias");
+        int bias = b->m->bias ? paramf(b, prefix, "bias") : -1;
         int mean = act(b, arena_printf(b->a, "%s.mean", prefix), IR_ROWS_S, 1);
         node(b, IR_LAYERNORM, prefix, (int[]){x, w, bias, -2}, (int[]){y, mean, rstd, -2});
     } else {
@@ -57,11 +57,12 @@ static int norm(bld *b, int x, const char *prefix) {
     return y;
 }
 
-/* y = x W + b under name ("h.0.attn.c_attn"): parameters NAME.weight and NAME.bias */
+/* y = x W + b under name ("h.0.attn.c_attn"): parameters NAME.weight and NAME.bias (none for
+ * the LM head, nor anywhere with `bias = false`) */
 static int linear(bld *b, int x, const char *name, int64_t n, int bias, int trans_w, const char *wname) {
     int y = act(b, arena_printf(b->a, "%s.out", name), IR_ROWS_S, n);
     int w = param(b, wname ? wname : arena_printf(b->a, "%s.weight", name));
-    int bi = bias ? paramf(b, name, "bias") : -1;
+    int bi = bias && b->m->bias ? paramf(b, name, "bias") : -1;
     ir_node *nd = node(b, IR_MATMUL, name, (int[]){x, w, bi, -1, -2}, (int[]){y, -2});
     if (nd) nd->at.matmul.trans_w = trans_w;
     return y;
@@ -157,12 +158,15 @@ static int moe_layer(bld *b, int x, int blk, int mi) {
     moe_node(b, IR_DISPATCH, arena_printf(b->a, "%s.dispatch", p), (int[]){x, route, -2}, (int[]){xd, -2}, &at);
     int xe = alltoall(b, xd, counts, arena_printf(b->a, "%s.a2a_in", p), d, mi);
     int h = act(b, arena_printf(b->a, "%s.expert_fc.out", p), IR_ROWS_ROUTED, fw);
+    int bias = m->bias;
     moe_node(b, IR_EXPERT_MM, arena_printf(b->a, "%s.expert_fc", p),
-             (int[]){xe, paramf(b, ex, "c_fc.weight"), paramf(b, ex, "c_fc.bias"), counts, -2}, (int[]){h, -2}, &at);
+             (int[]){xe, paramf(b, ex, "c_fc.weight"), bias ? paramf(b, ex, "c_fc.bias") : -1, counts, -2}, (int[]){h, -2},
+             &at);
     int ha = activation(b, h, f, arena_printf(b->a, "%s.expert_act", p), IR_ROWS_ROUTED, counts, E);
     int y = act(b, arena_printf(b->a, "%s.expert_proj.out", p), IR_ROWS_ROUTED, d);
     moe_node(b, IR_EXPERT_MM, arena_printf(b->a, "%s.expert_proj", p),
-             (int[]){ha, paramf(b, ex, "c_proj.weight"), paramf(b, ex, "c_proj.bias"), counts, -2}, (int[]){y, -2}, &at);
+             (int[]){ha, paramf(b, ex, "c_proj.weight"), bias ? paramf(b, ex, "c_proj.bias") : -1, counts, -2},
+             (int[]){y, -2}, &at);
     int ye = alltoall(b, y, counts, arena_printf(b->a, "%s.a2a_out", p), d, mi);
 
     int coef = -1, dense = -1;
@@ -182,12 +186,13 @@ static int add(bld *b, int x, int y, const char *name) {
     return o;
 }
 
+/* qkv [S, d + 2 dkv]: q, then k and v of the kv_heads key/value heads (dkv = kv_heads hd) */
 static int attention(bld *b, int qkv, int blk, int decode) {
-    int64_t d = b->m->hidden;
+    int64_t d = b->m->hidden, dkv = b->m->kv_heads * (d / b->m->heads);
     const char *p = arena_printf(b->a, "h.%d.attn", blk);
-    ir_at_attn at = {b->m->heads};
+    ir_at_attn at = {b->m->heads, b->m->kv_heads};
     if (b->m->position == MD_POS_ROPE) {
-        int r = act(b, arena_printf(b->a, "%s.rope.out", p), IR_ROWS_S, 3 * d);
+        int r = act(b, arena_printf(b->a, "%s.rope.out", p), IR_ROWS_S, md_qkv_width(b->m));
         ir_node *n = node(b, IR_ROPE, arena_printf(b->a, "%s.rope", p), (int[]){qkv, -2}, (int[]){r, -2});
         if (n) n->at.attn = at;
         qkv = r;
@@ -195,8 +200,8 @@ static int attention(bld *b, int qkv, int blk, int decode) {
     int y = act(b, arena_printf(b->a, "%s.core.out", p), IR_ROWS_S, d);
     ir_node *n;
     if (decode) {
-        int kc = ir_tensor_new(b->g, arena_printf(b->a, "%s.kcache", p), IR_T_CACHE, MOE_F32, IR_ROWS_CTX, d);
-        int vc = ir_tensor_new(b->g, arena_printf(b->a, "%s.vcache", p), IR_T_CACHE, MOE_F32, IR_ROWS_CTX, d);
+        int kc = ir_tensor_new(b->g, arena_printf(b->a, "%s.kcache", p), IR_T_CACHE, MOE_F32, IR_ROWS_CTX, dkv);
+        int vc = ir_tensor_new(b->g, arena_printf(b->a, "%s.vcache", p), IR_T_CACHE, MOE_F32, IR_ROWS_CTX, dkv);
         n = node(b, IR_ATTN_DECODE, arena_printf(b->a, "%s.core", p), (int[]){qkv, -2}, (int[]){y, kc, vc, -2});
         if (n) n->acc[1] = n->acc[2] = 1;   /* appended to */
     } else {
@@ -255,7 +260,7 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     node(&b, IR_EMBED, "embed", (int[]){g->tokens, param(&b, "wte.weight"), wpe, -2}, (int[]){x, -2});
     for (int i = 0; i < m->layers; i++) {
         int h = norm(&b, x, arena_printf(a, "h.%d.ln_1", i));
-        int qkv = linear(&b, h, arena_printf(a, "h.%d.attn.c_attn", i), 3 * dm, 1, 0, NULL);
+        int qkv = linear(&b, h, arena_printf(a, "h.%d.attn.c_attn", i), md_qkv_width(m), 1, 0, NULL);
         int y = attention(&b, qkv, i, decode);
         int p = linear(&b, y, arena_printf(a, "h.%d.attn.c_proj", i), dm, 1, 0, NULL);
         x = add(&b, x, p, arena_printf(a, "h.%d.attn.residual", i));

@@ -196,7 +196,10 @@ static void print_attr(const ir_node *n, FILE *out) {
         fprintf(out, " {%s}", (unsigned)n->at.act.fn < 4 ? fn[n->at.act.fn] : "?");
         break;
     }
-    case IR_AT_ATTN: fprintf(out, " {heads=%lld}", (long long)n->at.attn.heads); break;
+    case IR_AT_ATTN:
+        if (n->at.attn.kv_heads == n->at.attn.heads) fprintf(out, " {heads=%lld}", (long long)n->at.attn.heads);
+        else fprintf(out, " {heads=%lld kv_heads=%lld}", (long long)n->at.attn.heads, (long long)n->at.attn.kv_heads);
+        break;
     case IR_AT_MOE:
         fprintf(out, " {layer=%d E=%d k=%d}", n->at.moe.layer, n->at.moe.experts, n->at.moe.top_k);
         break;

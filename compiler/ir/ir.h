@@ -87,7 +87,7 @@ typedef struct ir_tensor {
 /* ---- node attributes, one struct per ATTR column of ops.def ---- */
 typedef struct ir_at_matmul { int trans_w; } ir_at_matmul;        /* W stored [N,K] */
 typedef struct ir_at_act { int fn, experts; } ir_at_act;          /* MOE_ACT_*; experts > 0: over routed rows */
-typedef struct ir_at_attn { int64_t heads; } ir_at_attn;
+typedef struct ir_at_attn { int64_t heads, kv_heads; } ir_at_attn;   /* kv_heads divides heads */
 typedef struct ir_at_moe {
     int layer;                  /* 0-based MoE layer */
     int experts, top_k;

@@ -1,8 +1,10 @@
 /* k_attn.h - causal multi-head self-attention on the CPU (forward, backward, KV-cache
  * generation) and rotary position embedding (RoPE).
  *
- * Layout: qkv [B,T,3C] holds per token q (C values), then k, then v; head h owns columns
- * h*hd .. h*hd+hd-1 of each part, hd = C/H. Scores are scaled by 1/sqrt(hd), softmax in fp32.
+ * Layout: qkv [B,T,W] holds per token q (C values), then k and v (CK = KV*hd values each):
+ * W = C + 2 CK, hd = C/H. Query head h owns q's columns h*hd .. h*hd+hd-1 and reads key/value
+ * head h/G (G = H/KV query heads share one; KV = H is plain multi-head attention), which owns
+ * the same columns of k and of v. Scores are scaled by 1/sqrt(hd), softmax in fp32.
  *
  * How: per (batch, head) the work is GEMMs (cblas_sgemm on strided views of qkv, no copies)
  * plus a row softmax. Query rows go in blocks of K_ATTN_BLOCK, and a block only multiplies
@@ -69,37 +71,46 @@ static inline int k_attn_heads_parallel(int T, int hd, long BH) {
     return BH > 1 && BH >= omp_get_max_threads();
 }
 
+/* Where head bh = b*H + h finds its q, k and v in qkv (k and v those of key/value head h/G),
+ * and its output columns; the matching dqkv columns are at the same offsets. */
+typedef struct k_attn_at { long q, k, v, o; } k_attn_at;
+static inline k_attn_at k_attn_head(long bh, int T, int C, int H, int KV) {
+    int hd = C / H, CK = KV * hd, W = C + 2 * CK, h = (int)(bh % H), j = h / (H / KV);
+    long row = bh / H * T;
+    return (k_attn_at){row * W + (long)h * hd, row * W + C + (long)j * hd, row * W + C + CK + (long)j * hd,
+                       row * C + (long)h * hd};
+}
+
 /* out = softmax(q k^T / sqrt(hd) + causal mask) v per head; att keeps the probabilities
  * (entries t2 > t1 are 0) for the backward. Large heads go in three phases (scores of all
  * heads, one parallel softmax over all rows, P V of all heads), so a call opens one OpenMP
  * region, not one per block: fork/join costs add up and stall on a busy machine. */
-static inline void k_attention_fwd(float *out /* [B,T,C] */, float *att /* [B,H,T,T] */, const float *qkv /* [B,T,3C] */,
-                                   int B, int T, int C, int H) {
-    int hd = C / H;
+static inline void k_attention_fwd(float *out /* [B,T,C] */, float *att /* [B,H,T,T] */, const float *qkv /* [B,T,W] */,
+                                   int B, int T, int C, int H, int KV) {
+    int hd = C / H, W = C + 2 * KV * hd;
     long BH = (long)B * H;
     if (k_attn_heads_parallel(T, hd, BH)) {
 #pragma omp parallel for schedule(static) if (BH * T * T * hd >= K_OMP_MIN_WORK)
         for (long bh = 0; bh < BH; bh++) {
-            const float *q = qkv + (bh / H) * T * 3 * C + (bh % H) * hd;
-            float *P = att + bh * T * T, *o = out + (bh / H) * T * C + (bh % H) * hd;
+            k_attn_at at = k_attn_head(bh, T, C, H, KV);
+            float *P = att + bh * T * T;
             K_ATTN_BLOCKS(i0, m, T) {
-                k_attn_qk_block(P + (long)i0 * T, T, q, 3 * C, q + C, 3 * C, i0, m, 0, hd);
+                k_attn_qk_block(P + (long)i0 * T, T, qkv + at.q, W, qkv + at.k, W, i0, m, 0, hd);
                 for (int i = i0; i < i0 + m; i++) k_attn_softmax_row(P + (long)i * T, i + 1, T);
-                k_attn_pv_block(o, C, P + (long)i0 * T, T, q + 2 * C, 3 * C, i0, m, 0, hd);
+                k_attn_pv_block(out + at.o, C, P + (long)i0 * T, T, qkv + at.v, W, i0, m, 0, hd);
             }
         }
         return;
     }
     for (long bh = 0; bh < BH; bh++) {
-        const float *q = qkv + (bh / H) * T * 3 * C + (bh % H) * hd;
-        K_ATTN_BLOCKS(i0, m, T) k_attn_qk_block(att + bh * T * T + (long)i0 * T, T, q, 3 * C, q + C, 3 * C, i0, m, 0, hd);
+        k_attn_at at = k_attn_head(bh, T, C, H, KV);
+        K_ATTN_BLOCKS(i0, m, T) k_attn_qk_block(att + bh * T * T + (long)i0 * T, T, qkv + at.q, W, qkv + at.k, W, i0, m, 0, hd);
     }
 #pragma omp parallel for schedule(static) if (BH * T * T >= K_OMP_MIN_WORK / 4)
     for (long r = 0; r < BH * T; r++) k_attn_softmax_row(att + r * T, (int)(r % T) + 1, T);
     for (long bh = 0; bh < BH; bh++) {
-        const float *v = qkv + (bh / H) * T * 3 * C + 2 * C + (bh % H) * hd;
-        float *o = out + (bh / H) * T * C + (bh % H) * hd;
-        K_ATTN_BLOCKS(i0, m, T) k_attn_pv_block(o, C, att + bh * T * T + (long)i0 * T, T, v, 3 * C, i0, m, 0, hd);
+        k_attn_at at = k_attn_head(bh, T, C, H, KV);
+        K_ATTN_BLOCKS(i0, m, T) k_attn_pv_block(out + at.o, C, att + bh * T * T + (long)i0 * T, T, qkv + at.v, W, i0, m, 0, hd);
     }
 }
 
@@ -125,57 +136,58 @@ static inline void k_attn_ds_row(float *d /* [T] */, const float *p /* [T] */, i
 }
 static inline void k_attn_dqkv_head(float *dq, float *dk, float *dv, int ldd, const float *dS /* [T,T] */,
                                     const float *dO, int ldo, const float *q, const float *k, int ldkv,
-                                    const float *P /* [T,T] */, int T, int hd, float beta) {
+                                    const float *P /* [T,T] */, int T, int hd, float beta, float beta_kv) {
     K_ATTN_BLOCKS(i0, m, T)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, i0 + m, 1.0f, dS + (long)i0 * T, T, k, ldkv, beta,
                 dq + (long)i0 * ldd, ldd);
     K_ATTN_BLOCKS(j0, m, T) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, hd, T - j0, 1.0f, dS + (long)j0 * T + j0, T,
-                    q + (long)j0 * ldkv, ldkv, beta, dk + (long)j0 * ldd, ldd);
+                    q + (long)j0 * ldkv, ldkv, beta_kv, dk + (long)j0 * ldd, ldd);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, hd, T - j0, 1.0f, P + (long)j0 * T + j0, T,
-                    dO + (long)j0 * ldo, ldo, beta, dv + (long)j0 * ldd, ldd);
+                    dO + (long)j0 * ldo, ldo, beta_kv, dv + (long)j0 * ldd, ldd);
     }
 }
 
 /* dqkv (acc: 0 overwrite, 1 add) from dout, the saved qkv and att. scratch [B,H,T,T] is
- * overwritten (it holds the score gradients). Same phases as the forward. */
-static inline void k_attention_bwd(float *dqkv /* [B,T,3C] */, float *scratch /* [B,H,T,T] */,
-                                   const float *dout /* [B,T,C] */, const float *qkv /* [B,T,3C] */,
-                                   const float *att /* [B,H,T,T] */, int B, int T, int C, int H, int acc) {
-    int hd = C / H;
-    long BH = (long)B * H;
+ * overwritten (it holds the score gradients). Same phases as the forward. Head bh's dq is its
+ * own; its dk and dv add into those of its key/value head, which the group's first head
+ * writes (or adds to, with acc): so with heads spread over threads, a thread takes a whole
+ * group, in order. */
+static inline void k_attention_bwd(float *dqkv /* [B,T,W] */, float *scratch /* [B,H,T,T] */,
+                                   const float *dout /* [B,T,C] */, const float *qkv /* [B,T,W] */,
+                                   const float *att /* [B,H,T,T] */, int B, int T, int C, int H, int KV, int acc) {
+    int hd = C / H, G = H / KV, W = C + 2 * KV * hd;
+    long BH = (long)B * H, BK = (long)B * KV;
     float scale = 1.0f / sqrtf((float)hd), beta = acc ? 1.0f : 0.0f;
-    int heads_par = k_attn_heads_parallel(T, hd, BH);
-    /* head bh: q at qkv + qo (k, v and the matching dqkv parts C and 2C further), dO at dout + oo */
-#define K_ATTN_QO(bh) ((bh) / H * T * 3 * C + (bh) % H * hd)
-#define K_ATTN_OO(bh) ((bh) / H * T * C + (bh) % H * hd)
-    if (heads_par) {
+#define K_ATTN_HEAD_BWD(bh, at)                                                                                  \
+    k_attn_dqkv_head(dqkv + at.q, dqkv + at.k, dqkv + at.v, W, scratch + (bh) * T * T, dout + at.o, C, qkv + at.q, \
+                     qkv + at.k, W, att + (bh) * T * T, T, hd, beta, (bh) % G ? 1.0f : beta)
+    if (k_attn_heads_parallel(T, hd, BK)) {
 #pragma omp parallel for schedule(static) if (BH * T * T * hd >= K_OMP_MIN_WORK)
-        for (long bh = 0; bh < BH; bh++) {
-            long qo = K_ATTN_QO(bh);
-            const float *dO = dout + K_ATTN_OO(bh), *P = att + bh * T * T;
-            float *D = scratch + bh * T * T;
-            K_ATTN_BLOCKS(i0, m, T) k_attn_dp_block(D + (long)i0 * T, T, dO, C, qkv + qo + 2 * C, 3 * C, i0, m, hd);
-            for (int t = 0; t < T; t++) k_attn_ds_row(D + (long)t * T, P + (long)t * T, t, T, scale);
-            k_attn_dqkv_head(dqkv + qo, dqkv + qo + C, dqkv + qo + 2 * C, 3 * C, D, dO, C, qkv + qo, qkv + qo + C,
-                             3 * C, P, T, hd, beta);
-        }
+        for (long u = 0; u < BK; u++)
+            for (int g = 0; g < G; g++) {
+                long bh = u / KV * H + u % KV * G + g;
+                k_attn_at at = k_attn_head(bh, T, C, H, KV);
+                const float *P = att + bh * T * T;
+                float *D = scratch + bh * T * T;
+                K_ATTN_BLOCKS(i0, m, T) k_attn_dp_block(D + (long)i0 * T, T, dout + at.o, C, qkv + at.v, W, i0, m, hd);
+                for (int t = 0; t < T; t++) k_attn_ds_row(D + (long)t * T, P + (long)t * T, t, T, scale);
+                K_ATTN_HEAD_BWD(bh, at);
+            }
     } else {
         for (long bh = 0; bh < BH; bh++) {
+            k_attn_at at = k_attn_head(bh, T, C, H, KV);
             float *D = scratch + bh * T * T;
-            K_ATTN_BLOCKS(i0, m, T)
-            k_attn_dp_block(D + (long)i0 * T, T, dout + K_ATTN_OO(bh), C, qkv + K_ATTN_QO(bh) + 2 * C, 3 * C, i0, m, hd);
+            K_ATTN_BLOCKS(i0, m, T) k_attn_dp_block(D + (long)i0 * T, T, dout + at.o, C, qkv + at.v, W, i0, m, hd);
         }
 #pragma omp parallel for schedule(static) if (BH * T * T >= K_OMP_MIN_WORK / 4)
         for (long r = 0; r < BH * T; r++) k_attn_ds_row(scratch + r * T, att + r * T, (int)(r % T), T, scale);
         for (long bh = 0; bh < BH; bh++) {
-            long qo = K_ATTN_QO(bh);
-            k_attn_dqkv_head(dqkv + qo, dqkv + qo + C, dqkv + qo + 2 * C, 3 * C, scratch + bh * T * T,
-                             dout + K_ATTN_OO(bh), C, qkv + qo, qkv + qo + C, 3 * C, att + bh * T * T, T, hd, beta);
+            k_attn_at at = k_attn_head(bh, T, C, H, KV);
+            K_ATTN_HEAD_BWD(bh, at);
         }
     }
-#undef K_ATTN_QO
-#undef K_ATTN_OO
+#undef K_ATTN_HEAD_BWD
 }
 
 /* ---- RoPE, "rotate half" (HF Llama / GPT-NeoX): within each head, dims i and i + hd/2
@@ -183,9 +195,9 @@ static inline void k_attention_bwd(float *dqkv /* [B,T,3C] */, float *scratch /*
  * double once per (position, i) and shared by the batch, the heads and q/k. */
 #define K_ROPE_CHUNK 64 /* frequencies per sin/cos table on the stack */
 
-static inline void k_rope_apply(float *out /* [B,T,3C] */, const float *in /* [B,T,3C] */, int B, int T, int C, int H,
-                                int pos0, int inverse, int acc) {
-    int hd = C / H, half = hd / 2;
+static inline void k_rope_apply(float *out /* [B,T,W] */, const float *in /* [B,T,W] */, int B, int T, int C, int H,
+                                int KV, int pos0, int inverse, int acc) {
+    int hd = C / H, half = hd / 2, CK = KV * hd, W = C + 2 * CK;
 #pragma omp parallel for schedule(static) if ((long)B * T * C >= K_OMP_MIN_WORK / 2)
     for (int t = 0; t < T; t++) {
         float cs[K_ROPE_CHUNK], sn[K_ROPE_CHUNK];
@@ -197,52 +209,51 @@ static inline void k_rope_apply(float *out /* [B,T,3C] */, const float *in /* [B
                 sn[i] = (float)(inverse ? -sin(a) : sin(a)); /* the backward rotates by -angle */
             }
             for (int b = 0; b < B; b++) {
-                long row = ((long)b * T + t) * 3 * C;
-                for (int part = 0; part < 2; part++) /* q, then k */
-                    for (int h = 0; h < H; h++) {
-                        long o = row + (long)part * C + (long)h * hd + i0;
-                        const float *x1 = in + o, *x2 = in + o + half;
-                        float *y1 = out + o, *y2 = out + o + half;
-                        if (acc) {
+                long row = ((long)b * T + t) * W;
+                for (int h = 0; h < H + KV; h++) { /* q's heads, then k's */
+                    long o = row + (long)h * hd + i0;
+                    const float *x1 = in + o, *x2 = in + o + half;
+                    float *y1 = out + o, *y2 = out + o + half;
+                    if (acc) {
 #pragma omp simd
-                            for (int i = 0; i < n; i++) {
-                                float a1 = x1[i], a2 = x2[i];
-                                y1[i] += a1 * cs[i] - a2 * sn[i];
-                                y2[i] += a2 * cs[i] + a1 * sn[i];
-                            }
-                        } else {
+                        for (int i = 0; i < n; i++) {
+                            float a1 = x1[i], a2 = x2[i];
+                            y1[i] += a1 * cs[i] - a2 * sn[i];
+                            y2[i] += a2 * cs[i] + a1 * sn[i];
+                        }
+                    } else {
 #pragma omp simd
-                            for (int i = 0; i < n; i++) {
-                                float a1 = x1[i], a2 = x2[i];
-                                y1[i] = a1 * cs[i] - a2 * sn[i];
-                                y2[i] = a2 * cs[i] + a1 * sn[i];
-                            }
+                        for (int i = 0; i < n; i++) {
+                            float a1 = x1[i], a2 = x2[i];
+                            y1[i] = a1 * cs[i] - a2 * sn[i];
+                            y2[i] = a2 * cs[i] + a1 * sn[i];
                         }
                     }
+                }
             }
         }
         for (int b = 0; b < B; b++) { /* v passes through */
-            long o = ((long)b * T + t) * 3 * C + 2L * C;
+            long o = ((long)b * T + t) * W + C + CK;
             if (acc) {
 #pragma omp simd
-                for (int c = 0; c < C; c++) out[o + c] += in[o + c];
+                for (int c = 0; c < CK; c++) out[o + c] += in[o + c];
             } else if (out != in)
-                memcpy(out + o, in + o, (size_t)C * sizeof(float));
+                memcpy(out + o, in + o, (size_t)CK * sizeof(float));
         }
     }
 }
 
 /* out = rope(qkv): q and k rotated for positions pos0 + t, v copied. hd must be even.
  * In place (out == qkv) is allowed. */
-static inline void k_rope_fwd(float *out /* [B,T,3C] */, const float *qkv /* [B,T,3C] */, int B, int T, int C, int H,
-                              int pos0) {
-    k_rope_apply(out, qkv, B, T, C, H, pos0, 0, 0);
+static inline void k_rope_fwd(float *out /* [B,T,W] */, const float *qkv /* [B,T,W] */, int B, int T, int C, int H,
+                              int KV, int pos0) {
+    k_rope_apply(out, qkv, B, T, C, H, KV, pos0, 0, 0);
 }
 
 /* dqkv (acc) = rope^T(dout): the inverse rotation (rotation matrices are orthogonal). */
-static inline void k_rope_bwd(float *dqkv /* [B,T,3C] */, const float *dout /* [B,T,3C] */, int B, int T, int C, int H,
-                              int pos0, int acc) {
-    k_rope_apply(dqkv, dout, B, T, C, H, pos0, 1, acc);
+static inline void k_rope_bwd(float *dqkv /* [B,T,W] */, const float *dout /* [B,T,W] */, int B, int T, int C, int H,
+                              int KV, int pos0, int acc) {
+    k_rope_apply(dqkv, dout, B, T, C, H, KV, pos0, 1, acc);
 }
 
 /* One query against keys/values 0 .. len-1 of one head (row stride ld), no scratch beyond a
@@ -292,30 +303,32 @@ K_SIMD_MAX(cm)
 }
 
 /* ---- Generation with a KV cache. n new queries (row i at q + i*qs, position pos0 + i) attend
- * to cached keys/values kc, vc [pos0+n, C] (row stride C). out [n, C]. Same function as the
- * matching rows of k_attention_fwd, to rounding. Prefill-sized n with a scratch of
+ * to cached keys/values kc, vc [pos0+n, CK] (CK = KV*hd, row stride CK; query head h reads
+ * key/value head h/(H/KV)). out [n, C]. Same function as the matching rows of
+ * k_attention_fwd, to rounding. Prefill-sized n with a scratch of
  * K_ATTN_CACHED_SCRATCH(n, pos0, H) floats uses the blocked GEMM path; otherwise (decode above
  * all, which is bound by reading the cache) k_attn_decode_row runs per (query, head) over
  * OpenMP threads and needs no scratch. */
 #define K_ATTN_CACHED_SCRATCH(n, pos0, H) \
     ((long)(H) * ((n) < K_ATTN_BLOCK ? (n) : K_ATTN_BLOCK) * ((long)(pos0) + (n)))
 static inline void k_attention_cached(float *out /* [n, C] */, const float *q /* [n, qs] */, int qs,
-                                      const float *kc /* [pos0+n, C] */, const float *vc /* [pos0+n, C] */, int n,
-                                      int pos0, int C, int H, float *scratch /* K_ATTN_CACHED_SCRATCH or NULL */) {
-    int hd = C / H, L = pos0 + n;
+                                      const float *kc /* [pos0+n, CK] */, const float *vc /* [pos0+n, CK] */, int n,
+                                      int pos0, int C, int H, int KV, float *scratch /* K_ATTN_CACHED_SCRATCH or NULL */) {
+    int hd = C / H, L = pos0 + n, G = H / KV, CK = KV * hd;
     if (n <= 0) return;
     if (n >= K_ATTN_CACHED_GEMM_MIN && scratch) {
         int blk = n < K_ATTN_BLOCK ? n : K_ATTN_BLOCK;
         float *sc = scratch; /* [H, blk, L] */
         K_ATTN_BLOCKS(i0, m, n) {
             for (int h = 0; h < H; h++)
-                k_attn_qk_block(sc + (long)h * blk * L, L, q + (long)h * hd, qs, kc + (long)h * hd, C, i0, m, pos0, hd);
+                k_attn_qk_block(sc + (long)h * blk * L, L, q + (long)h * hd, qs, kc + (long)(h / G) * hd, CK, i0, m,
+                                pos0, hd);
 #pragma omp parallel for schedule(static) if ((long)H * m * L >= K_OMP_MIN_WORK / 4)
             for (int r = 0; r < H * m; r++)
                 k_attn_softmax_row(sc + ((long)(r / m) * blk + r % m) * L, pos0 + i0 + r % m + 1, pos0 + i0 + m);
             for (int h = 0; h < H; h++)
-                k_attn_pv_block(out + (long)h * hd, C, sc + (long)h * blk * L, L, vc + (long)h * hd, C, i0, m, pos0,
-                                hd);
+                k_attn_pv_block(out + (long)h * hd, C, sc + (long)h * blk * L, L, vc + (long)(h / G) * hd, CK, i0, m,
+                                pos0, hd);
         }
         return;
     }
@@ -323,16 +336,17 @@ static inline void k_attention_cached(float *out /* [n, C] */, const float *q /*
 #pragma omp parallel for collapse(2) schedule(static) if ((long)n * H * L * hd >= K_OMP_MIN_WORK)
     for (int i = 0; i < n; i++)
         for (int h = 0; h < H; h++)
-            k_attn_decode_row(out + (long)i * C + (long)h * hd, q + (long)i * qs + (long)h * hd, kc + (long)h * hd,
-                              vc + (long)h * hd, C, pos0 + i + 1, hd, scale);
+            k_attn_decode_row(out + (long)i * C + (long)h * hd, q + (long)i * qs + (long)h * hd,
+                              kc + (long)(h / G) * hd, vc + (long)(h / G) * hd, CK, pos0 + i + 1, hd, scale);
 }
 
-/* One decode step: the new token's k and v (columns C.. and 2C.. of its qkv row) are appended
- * to the caches at row pos, then its query attends to rows 0..pos. */
-static inline void k_attention_decode(float *out /* [1, C] */, float *kc /* [ctx, C] */, float *vc /* [ctx, C] */,
-                                      const float *qkv /* [1, 3C] */, int pos, int C, int H) {
-    memcpy(kc + (long)pos * C, qkv + C, (size_t)C * sizeof(float));
-    memcpy(vc + (long)pos * C, qkv + 2L * C, (size_t)C * sizeof(float));
-    k_attention_cached(out, qkv, 3 * C, kc, vc, 1, pos, C, H, NULL);
+/* One decode step: the new token's k and v (its qkv row's CK columns from C, then from C + CK)
+ * are appended to the caches at row pos, then its query attends to rows 0..pos. */
+static inline void k_attention_decode(float *out /* [1, C] */, float *kc /* [ctx, CK] */, float *vc /* [ctx, CK] */,
+                                      const float *qkv /* [1, W] */, int pos, int C, int H, int KV) {
+    int CK = KV * (C / H);
+    memcpy(kc + (long)pos * CK, qkv + C, (size_t)CK * sizeof(float));
+    memcpy(vc + (long)pos * CK, qkv + C + CK, (size_t)CK * sizeof(float));
+    k_attention_cached(out, qkv, C + 2 * CK, kc, vc, 1, pos, C, H, KV, NULL);
 }
 #endif

@@ -259,13 +259,13 @@ static inline void k_expert_fwd_one(int e, float *y, const float *x, const float
     int n = off[e + 1] - off[e];
     if (n == 0) return;
     float *ye = y + (int64_t)off[e] * N;
-    const float *be = b + (int64_t)e * N;
-    for (int r = 0; r < n; r++) memcpy(ye + (int64_t)r * N, be, sizeof(float) * (size_t)N);
+    if (b)
+        for (int r = 0; r < n; r++) memcpy(ye + (int64_t)r * N, b + (int64_t)e * N, sizeof(float) * (size_t)N);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, N, K, 1.0f, x + (int64_t)off[e] * K, K,
-                W + (int64_t)e * K * N, N, 1.0f, ye, N);
+                W + (int64_t)e * K * N, N, b ? 1.0f : 0.0f, ye, N);
 }
 
-/* y [R,N] = x [R,K] W[e] [K,N] + b[e] over expert e's rows [off[e], off[e+1]). */
+/* y [R,N] = x [R,K] W[e] [K,N] + b[e] over expert e's rows [off[e], off[e+1]); b may be NULL. */
 static inline void k_moe_expert_fwd(float *y, const float *x, const float *W, const float *b, const int32_t *counts,
                                     int E, int K, int N, int variant) {
     const int32_t *off = counts + MOE_OFF(E);
@@ -286,12 +286,13 @@ static inline void k_expert_bwd_one(int e, float *dx, float *dW, float *db, cons
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, N, 1.0f, dye, N, W + (int64_t)e * K * N, N,
                     acc ? 1.0f : 0.0f, dx + (int64_t)off[e] * K, K);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, n, 1.0f, xe, K, dye, N, 1.0f, dW + (int64_t)e * K * N, N);
+    if (!db) return;
     float *dbe = db + (int64_t)e * N;
     for (int r = 0; r < n; r++)
         for (int c = 0; c < N; c++) dbe[c] += dye[(int64_t)r * N + c];
 }
 
-/* dx (acc) = dy W[e]^T; dW[e] += x^T dy; db[e] += column sums of dy, per expert block. */
+/* dx (acc) = dy W[e]^T; dW[e] += x^T dy; db[e] += column sums of dy, per expert block (db may be NULL). */
 static inline void k_moe_expert_bwd(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
                                     const int32_t *counts, int E, int K, int N, int acc, int variant) {
     const int32_t *off = counts + MOE_OFF(E);

@@ -13,8 +13,8 @@
 #define K_NORM_EPS 1e-5f
 #define K_NORM_COLS 32 /* column chunk for the parameter-gradient reduction */
 
-/* out = (x - mean) * rstd * w + b, rstd = 1 / sqrt(var + eps), var the biased variance.
- * mean/rstd are saved for the backward; either may be NULL (inference). */
+/* out = (x - mean) * rstd * w + b, rstd = 1 / sqrt(var + eps), var the biased variance; b NULL:
+ * no bias (`bias = false`). mean/rstd are saved for the backward; either may be NULL (inference). */
 static inline void k_layernorm_fwd(float *out /* [S,C] */, float *mean /* [S] */, float *rstd /* [S] */,
                                    const float *x /* [S,C] */, const float *w /* [C] */, const float *b /* [C] */,
                                    int S, int C) {
@@ -33,8 +33,13 @@ static inline void k_layernorm_fwd(float *out /* [S,C] */, float *mean /* [S] */
             var += (double)d * d;
         }
         float r = (float)(1.0 / sqrt(var / C + (double)K_NORM_EPS));
+        if (b) {
 #pragma omp simd
-        for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c] + b[c];
+            for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c] + b[c];
+        } else {
+#pragma omp simd
+            for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c];
+        }
         if (mean) mean[s] = m;
         if (rstd) rstd[s] = r;
     }

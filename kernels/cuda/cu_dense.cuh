@@ -51,7 +51,7 @@ CU_D void cu_layernorm_fwd(int part, f32p y, f32p mean, f32p rstd, cf32p x, cf32
         double var = 0.0;
         for (int c = threadIdx.x; c < C; c += CU_NT) { float d = xr[c] - m; var += (double)d * d; }
         float r = (float)(1.0 / sqrt(cu_block_sum(var, sh) / C + CU_NORM_EPS));
-        for (int c = threadIdx.x; c < C; c += CU_NT) y[s * C + c] = (xr[c] - m) * r * w[c] + b[c];
+        for (int c = threadIdx.x; c < C; c += CU_NT) y[s * C + c] = (xr[c] - m) * r * w[c] + (b ? b[c] : 0.0f);
         if (threadIdx.x == 0) {
             if (mean) mean[s] = m;
             if (rstd) rstd[s] = r;
@@ -327,16 +327,17 @@ CU_D void cu_adamw_step(int part, f32p p, cf32p g, f32p m, f32p v, long long n, 
 }
 
 /* ---- RoPE, rotate half: dims i and i + hd/2 of q and k rotate by pos * 10000^(-2i/hd) ---- */
-CU_D void cu_rope_apply(f32p out, cf32p in, int B, int T, int C, int H, int pos0, int inverse, int acc) {
-    int hd = C / H, half = hd / 2;
-    /* items: (b, t, column of q|k|v); the first of each rotated pair writes both, so out may be in */
-    CU_FOR(i, (long long)B * T * 3 * C) {
-        int col = (int)(i % (3 * C)), t = (int)((i / (3 * C)) % T);
-        if (col >= 2 * C) {         /* v passes through */
+CU_D void cu_rope_apply(f32p out, cf32p in, int B, int T, int C, int H, int KV, int pos0, int inverse, int acc) {
+    int hd = C / H, half = hd / 2, W = C + 2 * KV * hd;
+    /* items: (b, t, column of q|k|v), W = C + 2 KV hd columns; the first of each rotated pair
+     * writes both, so out may be in */
+    CU_FOR(i, (long long)B * T * W) {
+        int col = (int)(i % W), t = (int)((i / W) % T);
+        if (col >= C + KV * hd) {   /* v passes through */
             out[i] = acc ? out[i] + in[i] : in[i];
             continue;
         }
-        int j = col % C % hd;
+        int j = col % hd;           /* q and k heads both start at multiples of hd */
         if (j >= half) continue;
         double ang = (double)(pos0 + t) * pow(10000.0, -2.0 * j / hd);
         float cs = (float)cos(ang), sn = (float)(inverse ? -sin(ang) : sin(ang));
@@ -347,13 +348,13 @@ CU_D void cu_rope_apply(f32p out, cf32p in, int B, int T, int C, int H, int pos0
     }
 }
 
-CU_D void cu_rope_fwd(int part, f32p y, cf32p qkv, int B, int T, int C, int H, int pos0) {
+CU_D void cu_rope_fwd(int part, f32p y, cf32p qkv, int B, int T, int C, int H, int KV, int pos0) {
     (void)part;
-    cu_rope_apply(y, qkv, B, T, C, H, pos0, 0, 0);
+    cu_rope_apply(y, qkv, B, T, C, H, KV, pos0, 0, 0);
 }
 
-CU_D void cu_rope_bwd(int part, f32p dx, cf32p dy, int B, int T, int C, int H, int pos0, int acc) {
+CU_D void cu_rope_bwd(int part, f32p dx, cf32p dy, int B, int T, int C, int H, int KV, int pos0, int acc) {
     (void)part;
-    cu_rope_apply(dx, dy, B, T, C, H, pos0, 1, acc);
+    cu_rope_apply(dx, dy, B, T, C, H, KV, pos0, 1, acc);
 }
 #endif

@@ -212,7 +212,7 @@ CU_D int cu_expert_of(ci32p off, int E, long long r) {
     return e;
 }
 
-/* y [R,N] = x [R,K] W[e] [K,N] + b[e]; a thread per output, rows past R skipped.
+/* y [R,N] = x [R,K] W[e] [K,N] + b[e] (b may be null); a thread per output, rows past R skipped.
  * Grid sized by the renderer for the compiled maximum of R (the y buffer). */
 CU_D void cu_moe_expert_fwd(int part, f32p y, cf32p x, cf32p W, cf32p b, ci32p counts, int E, int K, int N) {
     (void)part;
@@ -222,7 +222,7 @@ CU_D void cu_moe_expert_fwd(int part, f32p y, cf32p x, cf32p W, cf32p b, ci32p c
         long long r = i / N, n = i % N;
         int e = cu_expert_of(off, E, r);
         cf32p We = W + (long long)e * K * N;
-        float acc = b[(long long)e * N + n];
+        float acc = b ? b[(long long)e * N + n] : 0.0f;
         for (long long q = 0; q < K; q++) acc += x[r * K + q] * We[q * N + n];
         y[i] = acc;
     }
@@ -249,7 +249,7 @@ CU_D void cu_moe_expert_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p
             for (long long r = off[e]; r < off[e + 1]; r++) v += x[r * K + q] * dy[r * N + n];
             dW[i] += v;
         }
-    } else {
+    } else if (db) {
         CU_FOR(i, (long long)E * N) {
             long long e = i / N, n = i % N;
             double v = 0.0;

@@ -383,8 +383,92 @@ PY
     >/dev/null || fail "the MoE model's config.json: $(cat "$work/ckm/config.json")"
   "$exe" export --hf "$work/hfm" --checkpoint "$work/ckm" 2>"$work/exm.err" && fail "a MoE model was exported as GPT-2"
   diff - <(sed "s#$exe#EXE#g" "$work/exm.err") <<'EOF' || fail "the refusal"
-EXE export: export --hf writes GPT-2-shaped models (dense, layernorm, gelu or relu, learned positions, tied embeddings); model small is not one: it has MoE layers (GPT-2 is dense). (A Mixtral-shaped export needs bias-free layers, which moec does not build yet.)
+EXE export: export --hf writes GPT-2-shaped models (dense, layernorm, gelu or relu, learned positions, tied embeddings, biases) and Mixtral-shaped ones (every block MoE with the same experts, rmsnorm, rope, swiglu, bias = false, untied embeddings, no residual, top_k >= 2); model small is neither: not GPT-2 because it has MoE layers (GPT-2 is dense); not Mixtral because not every block is an MoE block.
 EOF
+  # export --hf of a Mixtral-shaped model: Mixtral's names, [out, in] layouts (each tensor the
+  # transposed slice of ours) and config fields; a note that Mixtral never drops tokens only
+  # where this model may drop them (not here: drop_tokens = false)
+  "$moec" build "$here/mixtral.moe" -o "$work/mixtral" || fail "moec build mixtral"
+  rm -rf "$work/ckx" "$work/hfx"
+  "$work/mixtral" train --steps 3 --checkpoint "$work/ckx" 2>/dev/null || fail "train mixtral"
+  "$work/mixtral" export --hf "$work/hfx" --checkpoint "$work/ckx" 2>"$work/exx.err" || fail "export mixtral"
+  grep -q "^note: Mixtral never drops tokens" "$work/exx.err" && fail "a note on dropped tokens for a dropless model"
+  jq -e '.model_type == "mixtral" and .architectures == ["MixtralForCausalLM"]' "$work/ckx/config.json" >/dev/null \
+    || fail "the Mixtral model's checkpoint config.json: $(cat "$work/ckx/config.json")"
+  python3 - "$work/hfx" "$work/ckx/step-00000003.safetensors" <<'PY' || fail "the export is not Mixtral's layout"
+import json, struct, sys
+from array import array
+d, ck = sys.argv[1], sys.argv[2]
+def load(path):
+    b = open(path, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); meta = h.pop("__metadata__", {})
+    t = {}
+    for k, v in h.items():
+        assert v["dtype"] == "F32", (k, v["dtype"])
+        a = array("f"); a.frombytes(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+        t[k] = (v["shape"], a)
+    return meta, t
+c = json.load(open(d + "/config.json"))
+V, D, L, H, KV, E, F = 256, 32, 2, 4, 2, 4, 48
+want = {"model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "vocab_size": V, "hidden_size": D,
+        "intermediate_size": F, "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": KV,
+        "hidden_act": "silu", "max_position_embeddings": 32, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "tie_word_embeddings": False, "num_local_experts": E, "num_experts_per_tok": 2,
+        "router_aux_loss_coef": 0.01, "output_router_logits": False, "sliding_window": None,
+        "attention_dropout": 0.0, "torch_dtype": "float32"}
+bad = {k: (c.get(k, "absent"), v) for k, v in want.items() if c.get(k, "absent") != v}
+assert not bad, "config.json: %s" % bad
+meta, hf = load(d + "/model.safetensors")
+assert meta.get("format") == "pt", meta
+_, ours = load(ck)
+kv = KV * D // H
+# HF name -> (ours, expert, first column, columns): the transpose of those columns; None: as it is
+table = {"model.embed_tokens.weight": ("wte.weight", None), "model.norm.weight": ("ln_f.weight", None),
+         "lm_head.weight": ("lm_head.weight", 0, 0, V)}
+for i in range(L):
+    p, h = "model.layers.%d." % i, "h.%d." % i
+    table.update({p + "input_layernorm.weight": (h + "ln_1.weight", None),
+                  p + "post_attention_layernorm.weight": (h + "ln_2.weight", None),
+                  p + "self_attn.q_proj.weight": (h + "attn.c_attn.weight", 0, 0, D),
+                  p + "self_attn.k_proj.weight": (h + "attn.c_attn.weight", 0, D, kv),
+                  p + "self_attn.v_proj.weight": (h + "attn.c_attn.weight", 0, D + kv, kv),
+                  p + "self_attn.o_proj.weight": (h + "attn.c_proj.weight", 0, 0, D),
+                  p + "block_sparse_moe.gate.weight": (h + "moe.gate.weight", 0, 0, E)})
+    for e in range(E):
+        x = p + "block_sparse_moe.experts.%d." % e
+        table.update({x + "w1.weight": (h + "moe.experts.c_fc.weight", e, 0, F),
+                      x + "w3.weight": (h + "moe.experts.c_fc.weight", e, F, F),
+                      x + "w2.weight": (h + "moe.experts.c_proj.weight", e, 0, D)})
+assert set(hf) == set(table), "tensors: missing %s, extra %s" % (sorted(set(table) - set(hf)),
+                                                                 sorted(set(hf) - set(table)))
+for name, spec in table.items():
+    shape, a = ours[spec[0]]
+    if spec[1] is None:
+        want_shape, want = shape, list(a)
+    else:
+        e, c0, cols = spec[1:]
+        rows, ld = shape[-2], shape[-1]
+        base = e * rows * ld if len(shape) == 3 else 0
+        want_shape = [cols, rows]
+        want = [a[base + r * ld + c0 + j] for j in range(cols) for r in range(rows)]
+    got_shape, got = hf[name]
+    assert got_shape == want_shape, "%s: shape %s, want %s" % (name, got_shape, want_shape)
+    assert list(got) == want, "%s: values differ from those of %s" % (name, spec[0])
+# the question people ask: k_proj's row 0 is c_attn's column `hidden`
+s, a = ours["h.0.attn.c_attn.weight"]
+assert list(hf["model.layers.0.self_attn.k_proj.weight"][1][:D]) == [a[r * s[1] + D] for r in range(D)]
+PY
+  # top_k = 1 is not Mixtral's routing (it gives a lone expert weight 1): refused
+  sed 's/top_k = 2/top_k = 1/' "$here/mixtral.moe" > "$work/top1.moe"
+  "$moec" build "$work/top1.moe" -o "$work/top1" 2>/dev/null || fail "moec build top1"
+  "$work/top1" export --hf "$work/hf1" --checkpoint "$work/ckx" 2>"$work/ex1.err" && fail "a top-1 model was exported"
+  grep -q "not Mixtral because its top_k is 1 " "$work/ex1.err" || fail "the top-1 refusal: $(cat "$work/ex1.err")"
+  # a model that may drop tokens exports with the note
+  sed 's/drop_tokens = false/drop_tokens = true/' "$here/mixtral.moe" > "$work/drops.moe"
+  "$moec" build "$work/drops.moe" -o "$work/drops" 2>/dev/null || fail "moec build drops"
+  rm -rf "$work/hfd"
+  "$work/drops" export --hf "$work/hfd" --checkpoint "$work/ckx" 2>"$work/exd.err" || fail "export drops"
+  grep -q "^note: Mixtral never drops tokens.*drop_tokens = false" "$work/exd.err" || fail "no note on dropped tokens"
   ;;
 paths)
   # a source directory with a quote and an output name that a shell would run as a command

@@ -97,11 +97,15 @@ static void mixtral(void) {
         CHECK(m->parallel.expert[0] == 8 && m->parallel.expert[31] == 8);
         md_stats s;
         CHECK(md_stats_compute(m, front_arena(f), &s) == 0);
-        /* swiglu experts: c_fc [d, 2f] + bias, c_proj [f, d] + bias; rmsnorm: weights only */
-        int64_t d = 4096, V = 32000, fw = 2 * 14336, fe = 14336, E = 8;
-        int64_t block = 4 * d * d + 4 * d + 2 * d + d * E + E * (d * fw + fw + fe * d + d);
+        CHECK(m->heads == 32 && m->kv_heads == 8 && !m->bias);
+        /* no biases; attention q [d, d], k and v [d, 1024] (8 of 32 heads), c_proj [d, d];
+         * swiglu experts c_fc [d, 2f], c_proj [f, d]; rmsnorm: weights only. Mixtral's published
+         * count: 46,702,792,704 */
+        int64_t d = 4096, V = 32000, fw = 2 * 14336, fe = 14336, E = 8, kv = 1024;
+        int64_t block = 2 * d * d + 2 * d * kv + 2 * d + d * E + E * (d * fw + fe * d);
         CHECK(s.params == 2 * V * d + 32 * block + d);
-        CHECK(s.active_params == s.params - 32 * 6 * (d * fw + fw + fe * d + d));
+        CHECK(s.params == INT64_C(46702792704));
+        CHECK(s.active_params == s.params - 32 * 6 * (d * fw + fe * d));
     }
     front_destroy(f);
 }

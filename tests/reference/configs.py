@@ -9,7 +9,9 @@ the reference runs in seconds on one core.
 Secondary settings vary between cases on purpose, so that every activation, norm and
 position encoding is exercised somewhere:
   gelu (tanh): most cases; gelu_erf: pyramid; relu: explicit_layers; swiglu + rmsnorm + rope +
-  untied head: modern; rope with layernorm and a tied head: dropless.
+  untied head: modern, mixtral; rope with layernorm and a tied head: dropless.
+kv_heads and bias are our own 4.1 keys (README.md): grouped-query attention in gqa and mixtral,
+bias = false (bias-free layernorm, PR-MoE coefficient without bias) in nobias and mixtral.
 Noise and random selection are switched ON where the language allows it, because eval and
 grad must switch them off regardless (moe-language.md section 6).
 """
@@ -98,6 +100,30 @@ CASES = [
         "model": dict(vocab=96, context=32, layers=2, hidden=32, heads=4, ffn=32,
                       activation="swiglu", norm="rmsnorm", position="rope", tie_embeddings=False),
         "moe": dict(every=1, experts=4, top_k=2, capacity_factor=1.0),
+    },
+    {
+        "name": "gqa",
+        "doc": "grouped-query attention: 4 query heads share 2 key/value heads (query head h reads "
+               "kv head h // 2), c_attn [32, 64]; layernorm, learned positions, tied head; "
+               "a dense block then a top-1 MoE block",
+        "model": dict(vocab=64, context=16, layers=2, hidden=32, heads=4, kv_heads=2, ffn=32),
+        "moe": dict(every=2, experts=4, top_k=1),
+    },
+    {
+        "name": "nobias",
+        "doc": "bias = false: no .bias anywhere (bias-free layernorm y = (x - mean) * rstd * w, "
+               "PR-MoE coefficient without bias); top-2 PR-MoE in both layers",
+        "model": dict(vocab=64, context=16, layers=2, hidden=32, heads=4, ffn=32, bias=False),
+        "moe": dict(every=1, experts=4, top_k=2, residual=True, capacity_factor=1.0),
+    },
+    {
+        "name": "mixtral",
+        "doc": "Mixtral-shaped: no biases, 4 query heads over 2 kv heads, swiglu, rmsnorm, rope, "
+               "untied lm_head, dropless top-2 of 4 in every layer",
+        "model": dict(vocab=96, context=32, layers=2, hidden=32, heads=4, kv_heads=2, ffn=32,
+                      activation="swiglu", norm="rmsnorm", position="rope", tie_embeddings=False,
+                      bias=False),
+        "moe": dict(every=1, experts=4, top_k=2, drop_tokens=False, second_expert_sampling=False),
     },
 ]
 

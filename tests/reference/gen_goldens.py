@@ -28,10 +28,11 @@ import subprocess
 import sys
 import zlib
 
-import torch
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import blas_env  # noqa: E402,F401  (before torch: pins OpenBLAS's kernel, see blas_env.py)
+import torch  # noqa: E402
+
 import configs  # noqa: E402
 import moe_ref  # noqa: E402
 import st_io  # noqa: E402

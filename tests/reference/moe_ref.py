@@ -10,8 +10,15 @@ held to. float32 is supported to estimate how far an fp32 implementation may lan
 What it does not do: training steps, noise, random selection, distillation, parallelism
 (with one rank, S = B*T is all the tokens of the batch), bf16/fp16.
 
-Shapes: B batch, T sequence, d hidden, H heads, hd = d/H, S = B*T tokens (s = b*T + t),
-E experts of the layer, f expert ffn, V vocab.
+Shapes: B batch, T sequence, d hidden, H heads, hd = d/H, KV key/value heads (G = H/KV query
+heads per kv head), S = B*T tokens (s = b*T + t), E experts of the layer, f expert ffn, V vocab.
+
+Two model keys of our own, beyond moe-language.md 4.1 (see README.md):
+  kv_heads (default heads, divides heads): grouped-query attention; c_attn is
+    [d, d + 2*KV*hd] = [q (d) | k (KV*hd) | v (KV*hd)], query head h uses kv head h // G
+    (Hugging Face repeat_kv).
+  bias (default true): false removes every `.bias` parameter (attention, dense and residual
+    MLPs, experts, the PR-MoE coefficient, the layernorms: y = (x - mean) * rstd * w).
 """
 import math
 
@@ -35,6 +42,9 @@ def resolve(c):
     r["norm"] = m.get("norm", "layernorm")
     r["position"] = m.get("position", "learned")
     r["tie"] = m.get("tie_embeddings", True)
+    r["kv_heads"] = m.get("kv_heads", m["heads"])
+    assert r["kv_heads"] >= 1 and m["heads"] % r["kv_heads"] == 0, "kv_heads must divide heads"
+    r["bias"] = m.get("bias", True)
     mo = c.get("moe")
     r["moe_blocks"] = []          # 0-based block indices of MoE layers, ascending
     r["experts"] = {}             # block -> E
@@ -67,41 +77,45 @@ def param_specs(r):
     to pick a random distribution; the model itself does not care)."""
     d, V = r["hidden"], r["vocab"]
     glu = r["activation"] == "swiglu"
+    qkv = d + 2 * r["kv_heads"] * (d // r["heads"])        # [q | k | v]
     out = [("wte.weight", (V, d), "embed")]
     if r["position"] == "learned":
         out.append(("wpe.weight", (r["context"], d), "embed"))
 
+    def lin(name, wshape, bshape):
+        """A weight and, unless bias = false, its bias."""
+        out.append((name + ".weight", wshape, "weight"))
+        if r["bias"]:
+            out.append((name + ".bias", bshape, "bias"))
+
     def norm(prefix):
         out.append((prefix + ".weight", (d,), "norm_w"))
-        if r["norm"] == "layernorm":
+        if r["norm"] == "layernorm" and r["bias"]:
             out.append((prefix + ".bias", (d,), "norm_b"))
 
     def mlp(prefix, f):
         fw = 2 * f if glu else f
-        out.extend([(prefix + ".c_fc.weight", (d, fw), "weight"), (prefix + ".c_fc.bias", (fw,), "bias"),
-                    (prefix + ".c_proj.weight", (f, d), "weight"), (prefix + ".c_proj.bias", (d,), "bias")])
+        lin(prefix + ".c_fc", (d, fw), (fw,))
+        lin(prefix + ".c_proj", (f, d), (d,))
 
     for i in range(r["layers"]):
         h = "h.%d" % i
         norm(h + ".ln_1")
-        out.extend([(h + ".attn.c_attn.weight", (d, 3 * d), "weight"), (h + ".attn.c_attn.bias", (3 * d,), "bias"),
-                    (h + ".attn.c_proj.weight", (d, d), "weight"), (h + ".attn.c_proj.bias", (d,), "bias")])
+        lin(h + ".attn.c_attn", (d, qkv), (qkv,))
+        lin(h + ".attn.c_proj", (d, d), (d,))
         norm(h + ".ln_2")
         if i not in r["moe_blocks"]:
             mlp(h + ".mlp", r["ffn"])
             continue
         E, f = r["experts"][i], r["expert_ffn"]
         fw = 2 * f if glu else f
-        out.extend([(h + ".moe.gate.weight", (d, E), "gate"),
-                    (h + ".moe.experts.c_fc.weight", (E, d, fw), "weight"),
-                    (h + ".moe.experts.c_fc.bias", (E, fw), "bias"),
-                    (h + ".moe.experts.c_proj.weight", (E, f, d), "weight"),
-                    (h + ".moe.experts.c_proj.bias", (E, d), "bias")])
+        out.append((h + ".moe.gate.weight", (d, E), "gate"))        # never a bias
+        lin(h + ".moe.experts.c_fc", (E, d, fw), (E, fw))
+        lin(h + ".moe.experts.c_proj", (E, f, d), (E, d))
         if r["residual"]:
             # the residual MLP has the model's ffn width (as the dense block it is named after)
             mlp(h + ".moe.mlp", r["ffn"])
-            out.extend([(h + ".moe.coefficient.weight", (d, 2), "weight"),
-                        (h + ".moe.coefficient.bias", (2,), "bias")])
+            lin(h + ".moe.coefficient", (d, 2), (2,))
     norm("ln_f")
     if not r["tie"]:
         out.append(("lm_head.weight", (d, V), "weight"))
@@ -115,7 +129,8 @@ def norm(r, x, p, prefix):
     if r["norm"] == "layernorm":
         mu = x.mean(-1, keepdim=True)
         var = ((x - mu) ** 2).mean(-1, keepdim=True)           # biased, as torch / GPT-2
-        return (x - mu) / torch.sqrt(var + NORM_EPS) * w + p[prefix + ".bias"]
+        y = (x - mu) / torch.sqrt(var + NORM_EPS) * w
+        return y + p[prefix + ".bias"] if r["bias"] else y      # bias = false: no norm bias
     ms = (x * x).mean(-1, keepdim=True)
     return x / torch.sqrt(ms + NORM_EPS) * w
 
@@ -136,12 +151,24 @@ def act(r, h):
     raise ValueError(a)
 
 
+def pb(r, p, name):
+    """The bias parameter `name`, or None when the model has no biases (bias = false)."""
+    return p[name] if r["bias"] else None
+
+
+def affine(x, w, b):
+    """x W + b; b None (bias = false): x W."""
+    y = x @ w
+    return y if b is None else y + b
+
+
 def mlp(r, x, wfc, bfc, wproj, bproj, record=None):
-    """y = act(x W_fc + b_fc) W_proj + b_proj. record: list that collects pre-activations."""
-    h = x @ wfc + bfc
+    """y = act(x W_fc + b_fc) W_proj + b_proj (biases None: none). record: list that collects
+    pre-activations."""
+    h = affine(x, wfc, bfc)
     if record is not None:
         record.append(h.detach())
-    return act(r, h) @ wproj + bproj
+    return affine(act(r, h), wproj, bproj)
 
 
 def rope(x):
@@ -155,21 +182,33 @@ def rope(x):
     return x * torch.cos(ang) + rot * torch.sin(ang)
 
 
+def repeat_kv(x, G):
+    """x: [B, KV, T, hd] -> [B, KV*G, T, hd], kv head j serving query heads j*G .. j*G+G-1
+    (query head h reads kv head h // G), exactly as Hugging Face's repeat_kv."""
+    if G == 1:
+        return x
+    Bn, KV, Tn, hd = x.shape
+    return x[:, :, None, :, :].expand(Bn, KV, G, Tn, hd).reshape(Bn, KV * G, Tn, hd)
+
+
 def attention(r, x, p, h):
     B, T, d = x.shape
-    H = r["heads"]
+    H, KV = r["heads"], r["kv_heads"]
     hd = d // H
-    qkv = x @ p[h + ".attn.c_attn.weight"] + p[h + ".attn.c_attn.bias"]      # [B, T, 3d]
-    q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
-    # head j owns columns [j*hd, (j+1)*hd) of q, k and v
-    q, k, v = (t.reshape(B, T, H, hd).transpose(1, 2) for t in (q, k, v))      # [B, H, T, hd]
+    kvd = KV * hd
+    qkv = affine(x, p[h + ".attn.c_attn.weight"], pb(r, p, h + ".attn.c_attn.bias"))   # [B, T, d + 2 kvd]
+    q, k, v = qkv[..., :d], qkv[..., d:d + kvd], qkv[..., d + kvd:]
+    # query head j owns columns [j*hd, (j+1)*hd) of q, kv head j the same columns of k and v
+    q = q.reshape(B, T, H, hd).transpose(1, 2)                                 # [B, H, T, hd]
+    k, v = (t.reshape(B, T, KV, hd).transpose(1, 2) for t in (k, v))          # [B, KV, T, hd]
     if r["position"] == "rope":
         q, k = rope(q), rope(k)
+    k, v = repeat_kv(k, H // KV), repeat_kv(v, H // KV)                        # [B, H, T, hd]
     att = (q @ k.transpose(-1, -2)) / math.sqrt(hd)                             # [B, H, T, T]
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     att = att.masked_fill(~causal, float("-inf")).softmax(-1)
     y = (att @ v).transpose(1, 2).reshape(B, T, d)
-    return y @ p[h + ".attn.c_proj.weight"] + p[h + ".attn.c_proj.bias"]
+    return affine(y, p[h + ".attn.c_proj.weight"], pb(r, p, h + ".attn.c_proj.bias"))
 
 # ---------------------------------------------------------------- the gate
 
@@ -243,14 +282,15 @@ def moe_layer(r, x, p, h, training, info, record):
     # (token, expert) pair has weight exactly 0, so it contributes nothing, gradients included
     ys = []
     for e in range(E):
-        ys.append(mlp(r, x, p[h + ".moe.experts.c_fc.weight"][e], p[h + ".moe.experts.c_fc.bias"][e],
-                      p[h + ".moe.experts.c_proj.weight"][e], p[h + ".moe.experts.c_proj.bias"][e],
+        bfc, bproj = pb(r, p, h + ".moe.experts.c_fc.bias"), pb(r, p, h + ".moe.experts.c_proj.bias")
+        ys.append(mlp(r, x, p[h + ".moe.experts.c_fc.weight"][e], None if bfc is None else bfc[e],
+                      p[h + ".moe.experts.c_proj.weight"][e], None if bproj is None else bproj[e],
                       record))
     y = sum(rt["combine"][:, e:e + 1] * ys[e] for e in range(E))              # [S, d]
     if r["residual"]:
-        a = (x @ p[h + ".moe.coefficient.weight"] + p[h + ".moe.coefficient.bias"]).softmax(-1)
-        dense = mlp(r, x, p[h + ".moe.mlp.c_fc.weight"], p[h + ".moe.mlp.c_fc.bias"],
-                    p[h + ".moe.mlp.c_proj.weight"], p[h + ".moe.mlp.c_proj.bias"], record)
+        a = affine(x, p[h + ".moe.coefficient.weight"], pb(r, p, h + ".moe.coefficient.bias")).softmax(-1)
+        dense = mlp(r, x, p[h + ".moe.mlp.c_fc.weight"], pb(r, p, h + ".moe.mlp.c_fc.bias"),
+                    p[h + ".moe.mlp.c_proj.weight"], pb(r, p, h + ".moe.mlp.c_proj.bias"), record)
         y = a[:, 0:1] * y + a[:, 1:2] * dense
     info.append(dict(block=int(h.split(".")[1]), E=E, C=C, S=S, k=k, dropped=rt["dropped"],
                      choices=S * k, load=rt["load"], l_aux=float(rt["l_aux"]), z=float(rt["z"]),
@@ -280,8 +320,8 @@ def forward(r, p, x_tok, y_tok, training, record=None):
             aux_sum, z_sum = aux_sum + la, z_sum + z
             x = x + y.reshape(B, T, -1)
         else:
-            x = x + mlp(r, hn, p[h + ".mlp.c_fc.weight"], p[h + ".mlp.c_fc.bias"],
-                        p[h + ".mlp.c_proj.weight"], p[h + ".mlp.c_proj.bias"], record)
+            x = x + mlp(r, hn, p[h + ".mlp.c_fc.weight"], pb(r, p, h + ".mlp.c_fc.bias"),
+                        p[h + ".mlp.c_proj.weight"], pb(r, p, h + ".mlp.c_proj.bias"), record)
     x = norm(r, x, p, "ln_f")
     head = p["wte.weight"].t() if r["tie"] else p["lm_head.weight"]            # [d, V]
     logits = x @ head                                                           # [B, T, V]

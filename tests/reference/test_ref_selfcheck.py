@@ -7,8 +7,8 @@ Not a ctest: the C build must not depend on torch. What it checks:
   1. files      the committed goldens are what moe_ref computes from the committed weights
                 and tokens (no stale golden, the safetensors/token writers round-trip).
   2. numpy      a second, independent forward in numpy written the way a C backend works
-                (loops over heads and positions, pairwise rope, an explicit [E, C] slot queue
-                per expert) reproduces eval.json and every batch's routing of every case.
+                (loops over heads and positions, kv head j // G per query head j, pairwise rope,
+                an explicit [E, C] slot queue per expert) reproduces eval.json and every batch's routing of every case.
   3. dense      on `dense`, a plain GPT-2 forward with torch.nn.functional building blocks
                 (layer_norm, gelu(approximate='tanh'), cross_entropy) gives the same loss.
   4. fd         autograd against float64 central finite differences: for every case and every
@@ -23,12 +23,13 @@ import math
 import os
 import sys
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import blas_env  # noqa: E402,F401  (before numpy and torch: pins OpenBLAS's kernel)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 import configs  # noqa: E402
 import moe_ref  # noqa: E402
 import st_io  # noqa: E402
@@ -93,7 +94,9 @@ def np_norm(r, x, P, prefix):
         if r["norm"] == "layernorm":
             mu = sum(v) / len(v)
             var = sum((vi - mu) ** 2 for vi in v) / len(v)
-            out[idx] = (v - mu) / math.sqrt(var + 1e-5) * P[prefix + ".weight"] + P[prefix + ".bias"]
+            out[idx] = (v - mu) / math.sqrt(var + 1e-5) * P[prefix + ".weight"]
+            if r["bias"]:
+                out[idx] += P[prefix + ".bias"]
         else:
             ms = sum(vi * vi for vi in v) / len(v)
             out[idx] = v / math.sqrt(ms + 1e-5) * P[prefix + ".weight"]
@@ -113,8 +116,16 @@ def np_act(r, h):
     return g / (1 + np.exp(-g)) * u
 
 
-def np_mlp(r, x, wfc, bfc, wproj, bproj):
-    return np_act(r, x @ wfc + bfc) @ wproj + bproj
+def np_lin(x, P, name, e=None):
+    """x W + b of the linear layer `name` (b only if the checkpoint has it); e: expert index."""
+    w, b = P[name + ".weight"], P.get(name + ".bias")
+    if e is not None:
+        w, b = w[e], None if b is None else b[e]
+    return x @ w if b is None else x @ w + b
+
+
+def np_mlp(r, x, P, prefix, e=None):
+    return np_lin(np_act(r, np_lin(x, P, prefix + ".c_fc", e)), P, prefix + ".c_proj", e)
 
 
 def np_rope(v, pos):
@@ -131,15 +142,19 @@ def np_rope(v, pos):
 
 def np_attn(r, x, P, h):
     Bn, Tn, d = x.shape
-    H = r["heads"]
+    H, KV = r["heads"], r["kv_heads"]
     hd = d // H
-    qkv = x @ P[h + ".attn.c_attn.weight"] + P[h + ".attn.c_attn.bias"]
+    G = H // KV                          # query heads per key/value head
+    qkv = np_lin(x, P, h + ".attn.c_attn")                   # [q (d) | k (KV*hd) | v (KV*hd)]
+    check(qkv.shape[-1] == d + 2 * KV * hd, "c_attn width")
+    kb, vb = d, d + KV * hd              # where the k and v parts start
     y = np.zeros_like(x)
     for b in range(Bn):
         for j in range(H):
+            g = j // G                   # the kv head of query head j (HF repeat_kv)
             q = [qkv[b, t, j * hd:(j + 1) * hd] for t in range(Tn)]
-            k = [qkv[b, t, d + j * hd:d + (j + 1) * hd] for t in range(Tn)]
-            v = [qkv[b, t, 2 * d + j * hd:2 * d + (j + 1) * hd] for t in range(Tn)]
+            k = [qkv[b, t, kb + g * hd:kb + (g + 1) * hd] for t in range(Tn)]
+            v = [qkv[b, t, vb + g * hd:vb + (g + 1) * hd] for t in range(Tn)]
             if r["position"] == "rope":
                 q = [np_rope(q[t], t) for t in range(Tn)]
                 k = [np_rope(k[t], t) for t in range(Tn)]
@@ -148,7 +163,7 @@ def np_attn(r, x, P, h):
                 w = np.exp(s - s.max())
                 w /= w.sum()
                 y[b, t, j * hd:(j + 1) * hd] = sum(w[u] * v[u] for u in range(t + 1))
-    return y @ P[h + ".attn.c_proj.weight"] + P[h + ".attn.c_proj.bias"]
+    return np_lin(y, P, h + ".attn.c_proj")
 
 
 def np_moe(r, x, P, h, training, facts):
@@ -187,15 +202,12 @@ def np_moe(r, x, P, h, training, facts):
     y = np.zeros_like(x)
     for e in range(E):
         for s, rank in buffers[e]:
-            y[s] += weight[s, rank] * np_mlp(
-                r, x[s], P[h + ".moe.experts.c_fc.weight"][e], P[h + ".moe.experts.c_fc.bias"][e],
-                P[h + ".moe.experts.c_proj.weight"][e], P[h + ".moe.experts.c_proj.bias"][e])
+            y[s] += weight[s, rank] * np_mlp(r, x[s], P, h + ".moe.experts", e)
     if r["residual"]:
-        z = x @ P[h + ".moe.coefficient.weight"] + P[h + ".moe.coefficient.bias"]
+        z = np_lin(x, P, h + ".moe.coefficient")
         a = np.exp(z - z.max(-1, keepdims=True))
         a /= a.sum(-1, keepdims=True)
-        dense = np_mlp(r, x, P[h + ".moe.mlp.c_fc.weight"], P[h + ".moe.mlp.c_fc.bias"],
-                       P[h + ".moe.mlp.c_proj.weight"], P[h + ".moe.mlp.c_proj.bias"])
+        dense = np_mlp(r, x, P, h + ".moe.mlp")
         y = a[:, :1] * y + a[:, 1:] * dense
     f = np.zeros(E)                         # fraction of tokens choosing e (first / all k)
     for s in range(S):
@@ -222,8 +234,7 @@ def np_forward(r, P, xs, ys, training):
         if i in r["moe_blocks"]:
             x = x + np_moe(r, a.reshape(Bn * Tn, -1), P, h, training, facts).reshape(Bn, Tn, -1)
         else:
-            x = x + np_mlp(r, a, P[h + ".mlp.c_fc.weight"], P[h + ".mlp.c_fc.bias"],
-                           P[h + ".mlp.c_proj.weight"], P[h + ".mlp.c_proj.bias"])
+            x = x + np_mlp(r, a, P, h + ".mlp")
     x = np_norm(r, x, P, "ln_f")
     head = P["wte.weight"].T if r["tie"] else P["lm_head.weight"]
     ce = 0.0
@@ -238,6 +249,8 @@ def np_forward(r, P, xs, ys, training):
 def check_numpy(name):
     c, r, p, _, tokens, ev, detail = load_case(name)
     P = {n: t.numpy() for n, t in p.items()}
+    # np_lin adds a bias wherever the checkpoint has one: the checkpoint has them all or none
+    check(any(n.endswith(".bias") for n in P) == r["bias"], "%s: biases present iff bias = true" % name)
     lm = aux = z = 0.0
     dropped = choices = 0
     batches = moe_ref.windows(tokens, B, T)
@@ -474,6 +487,12 @@ def rope_interleaved(x):
     return x * torch.cos(ang) + rot * torch.sin(ang)
 
 
+def repeat_kv_tiled(x, G):
+    """The wrong grouping map: query head h reads kv head h % kv_heads (x.repeat, tiling the kv
+    heads) instead of h // G (repeat_interleave, HF repeat_kv)."""
+    return x.repeat(1, G, 1, 1)
+
+
 MISTAKES = [
     ("dense", "gelu tanh -> erf", {"r.activation": "gelu_erf"}),
     ("pyramid", "gelu erf -> tanh", {"r.activation": "gelu"}),
@@ -493,6 +512,9 @@ MISTAKES = [
     ("modern", "swiglu halves swapped", {"p.h.0.moe.experts.c_fc.weight": lambda t: t.roll(32, -1),
                                          "p.h.0.moe.experts.c_fc.bias": lambda t: t.roll(32, -1)}),
     ("explicit_layers", "relu -> gelu", {"r.activation": "gelu"}),
+    ("gqa", "kv head h % kv_heads", {"repeat_kv": repeat_kv_tiled}),
+    ("mixtral", "kv head h % kv_heads", {"repeat_kv": repeat_kv_tiled}),
+    ("nobias", "bias-free layernorm as rmsnorm", {"r.norm": "rmsnorm"}),
 ]
 
 
