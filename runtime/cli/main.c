@@ -124,13 +124,14 @@ int cli_info(int argc, char **argv) {
         printf(", \"params\": %lld, \"expert_params\": %lld, \"param_bytes\": %lld, \"arena_bytes\": %lld, "
                "\"decode_arena_bytes\": %lld, \"io_bytes\": %lld, \"align\": %lld, \"max_batch\": %lld, "
                "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d, \"vocab\": %lld, "
-               "\"context\": %lld, \"layers\": %lld, \"hidden\": %lld, \"heads\": %lld, \"ffn\": %lld, "
-               "\"n_moe\": %d, \"top_k\": %d",
+               "\"context\": %lld, \"layers\": %lld, \"hidden\": %lld, \"heads\": %lld, \"kv_heads\": %lld, "
+               "\"bias\": %s, \"ffn\": %lld, \"n_moe\": %d, \"top_k\": %d",
                (long long)n, (long long)ne, (long long)p->buf_bytes[MOE_BUF_PARAM], (long long)p->train.act_bytes,
                (long long)p->decode.act_bytes, (long long)p->buf_bytes[MOE_BUF_IO], (long long)p->align,
                (long long)p->train.B_max, (long long)p->train.T_max, p->train.n_steps, p->decode.n_steps,
                omp_get_max_threads(), (long long)p->vocab, (long long)p->context, (long long)p->layers,
-               (long long)p->hidden, (long long)p->heads, (long long)p->ffn, p->n_moe, p->top_k);
+               (long long)p->hidden, (long long)p->heads, (long long)p->kv_heads, p->bias ? "true" : "false",
+               (long long)p->ffn, p->n_moe, p->top_k);
         printf(", \"train\": {\"batch\": %lld, \"accumulate\": %lld, \"steps\": %lld, \"seed\": %lld, \"schedule\": \"%s\", "
                "\"lr\": %.9g, \"min_lr\": %.9g, \"warmup\": %lld, \"beta1\": %.9g, \"beta2\": %.9g, \"eps\": %.9g, "
                "\"weight_decay\": %.9g, \"grad_clip\": %.9g, \"eval_every\": %lld, \"eval_batches\": %lld, "
@@ -155,8 +156,10 @@ int cli_info(int argc, char **argv) {
     for (int i = 0; moe_programs[1] && moe_programs[i]; i++)
         printf("%s%s", i ? ", " : " (this executable carries ", moe_programs[i]->target);
     printf("%s\n", moe_programs[1] ? ")" : "");
-    printf("  vocab %lld, context %lld, %lld layers, hidden %lld, %lld heads, ffn %lld\n", (long long)p->vocab,
-           (long long)p->context, (long long)p->layers, (long long)p->hidden, (long long)p->heads, (long long)p->ffn);
+    printf("  vocab %lld, context %lld, %lld layers, hidden %lld, %lld heads", (long long)p->vocab,
+           (long long)p->context, (long long)p->layers, (long long)p->hidden, (long long)p->heads);
+    if (p->kv_heads != p->heads) printf(" (%lld key/value)", (long long)p->kv_heads);
+    printf(", ffn %lld%s\n", (long long)p->ffn, p->bias ? "" : ", no biases");
     printf("  parameters %lld (%lld in experts), %d MoE layers, top-%d\n", (long long)n, (long long)ne, p->n_moe, p->top_k);
     printf("  train: batch %lld x %lld tokens (accumulate %lld), %lld steps, seed %lld; AdamW lr %g, %s to %g after "
            "%lld warmup steps, betas %g/%g, eps %g, weight decay %g, clip %g; eval every %lld (%lld batches), "
