@@ -96,7 +96,7 @@ void moe_log_close(moe_log *l) {
 static json_t *log_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
 /* a string, or null when absent or not UTF-8 (a path may hold any bytes) */
-static json_t *log_str(const char *s) {
+json_t *moe_json_str(const char *s) {
     json_t *v = s ? json_string(s) : NULL;
     return v ? v : json_null();
 }
@@ -106,20 +106,20 @@ static json_t *run_object(const moe_run_info *r) {
     json_t *o = json_object();
     if (!o) return NULL;
     int bad = 0;
-    bad |= json_object_set_new(o, "model", log_str(r->model));
-    bad |= json_object_set_new(o, "device", log_str(r->device));
+    bad |= json_object_set_new(o, "model", moe_json_str(r->model));
+    bad |= json_object_set_new(o, "device", moe_json_str(r->device));
     bad |= json_object_set_new(o, "processes", json_integer(r->processes));
     bad |= json_object_set_new(o, "threads", json_integer(r->threads));
-    bad |= json_object_set_new(o, "data", log_str(r->data));
+    bad |= json_object_set_new(o, "data", moe_json_str(r->data));
     bad |= json_object_set_new(o, "data_tokens", json_integer(r->data_tokens));
-    bad |= json_object_set_new(o, "eval_data", log_str(r->eval_data));
+    bad |= json_object_set_new(o, "eval_data", moe_json_str(r->eval_data));
     bad |= json_object_set_new(o, "resumed_from", r->resumed_from >= 0 ? json_integer(r->resumed_from) : json_null());
     bad |= json_object_set_new(o, "steps", json_integer(r->steps));
     bad |= json_object_set_new(o, "batch", json_integer(r->batch));
     bad |= json_object_set_new(o, "context", json_integer(r->context));
     bad |= json_object_set_new(o, "accumulate", json_integer(r->accumulate));
     bad |= json_object_set_new(o, "seed", json_integer((json_int_t)r->seed));
-    bad |= json_object_set_new(o, "schedule", log_str(r->schedule));
+    bad |= json_object_set_new(o, "schedule", moe_json_str(r->schedule));
     bad |= json_object_set_new(o, "lr", log_num(r->lr));
     bad |= json_object_set_new(o, "min_lr", log_num(r->min_lr));
     bad |= json_object_set_new(o, "warmup", json_integer(r->warmup));
@@ -127,7 +127,7 @@ static json_t *run_object(const moe_run_info *r) {
     bad |= json_object_set_new(o, "eval_every", json_integer(r->eval_every));
     bad |= json_object_set_new(o, "eval_batches", json_integer(r->eval_batches));
     bad |= json_object_set_new(o, "checkpoint_every", json_integer(r->checkpoint_every));
-    bad |= json_object_set_new(o, "overrides", log_str(r->overrides));
+    bad |= json_object_set_new(o, "overrides", moe_json_str(r->overrides));
     if (bad) { json_decref(o); return NULL; }
     return o;
 }

@@ -73,4 +73,7 @@ void moe_log_close(moe_log *l);
  * when `out` is not a terminal, a plain line every `every` steps and at the last step
  * (every <= 0: only the last step). The terminal line ends with a newline at the last step. */
 void moe_progress(FILE *out, const moe_step_metrics *m, int every);
+/* s as a JSON string; null when s is NULL or not UTF-8 (a path or a file may hold any bytes) */
+struct json_t *moe_json_str(const char *s);
+
 #endif

@@ -128,6 +128,8 @@ typedef struct moe_program {
     int schedule;                   /* MOE_SCHED_*: warmup, then this decay to min_lr */
     double capacity_factor, eval_capacity_factor;  /* of the moe block (0 when dense) */
     int drop_tokens;                /* the moe block's drop_tokens (0 when dense) */
+    /* the parallel block: data (0: the world size), the largest expert degree, tensor */
+    int par_data, par_expert, par_tensor;
     /* parameters and buffers */
     int n_params;
     const moe_param_info *params;

@@ -166,7 +166,7 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     c->size[MOE_BUF_ACT] = p->train.act_bytes;
     c->launch = rt_launch;
     c->exec = rt;
-    c->comm = moe_comm_local();
+    c->comm = moe_comm_world();
     c->B = (int)p->train.B_max;
     c->T = (int)p->train.T_max;
     c->loss_scale = 1.0f;
@@ -315,11 +315,8 @@ void moe_rt_stats_clear(moe_rt *rt) {
           "memset");
 }
 
-void moe_rt_stats_read(moe_rt *rt, moe_stats *s) {
-    const moe_program *p = rt->prog;
-    double *st = (double *)(rt->buf[MOE_BUF_STAGING] + p->stats_off);
-    check(rt, rt->dev->ops->download(rt->dev, st, rt->buf[MOE_BUF_IO] + p->stats_off, sizeof(double) * (size_t)p->n_stats),
-          "download");
+/* s from the record's host copy st */
+static void stats_sum_up(const moe_program *p, const double *st, moe_stats *s) {
     memset(s, 0, sizeof *s);
     s->lm = st[MOE_STAT_LM];
     s->grad_norm = st[MOE_STAT_GNORM];
@@ -331,4 +328,29 @@ void moe_rt_stats_read(moe_rt *rt, moe_stats *s) {
         s->choices += l[MOE_STAT_CHOICES];
     }
     s->record = st;
+}
+
+void moe_rt_stats_read(moe_rt *rt, moe_stats *s) {
+    const moe_program *p = rt->prog;
+    double *st = (double *)(rt->buf[MOE_BUF_STAGING] + p->stats_off);
+    check(rt, rt->dev->ops->download(rt->dev, st, rt->buf[MOE_BUF_IO] + p->stats_off, sizeof(double) * (size_t)p->n_stats),
+          "download");
+    stats_sum_up(p, st, s);
+}
+
+void moe_rt_stats_reduce(moe_rt *rt, moe_stats *s, int mean) {
+    const moe_program *p = rt->prog;
+    const moe_comm *c = rt->ctx.comm;
+    double *st = (double *)(rt->buf[MOE_BUF_STAGING] + p->stats_off);
+    if (c->world <= 1) return;
+    c->allreduce_f64(c, st, p->n_stats);       /* host memory: staging */
+    if (mean)
+        for (int i = 0; i < p->n_stats; i++) st[i] /= c->world;
+    stats_sum_up(p, st, s);
+}
+
+void moe_rt_grads_sum(moe_rt *rt) {
+    const moe_comm *c = rt->ctx.comm;
+    if (c->world > 1 && rt->buf[MOE_BUF_GRAD])
+        c->allreduce_f32(c, (float *)rt->buf[MOE_BUF_GRAD], rt->prog->buf_bytes[MOE_BUF_GRAD] / (int64_t)sizeof(float));
 }

@@ -16,7 +16,13 @@
 #include "device.h"
 #include "moe_program.h"
 
+/* Communicators (comm_local.c, comm_mpi.c). moe_comm_world is the one the runtime hands to
+ * the generated collectives: MPI's world once moe_comm_start has run, else the local one. */
 const moe_comm *moe_comm_local(void);
+int moe_comm_launched(const char **var);   /* processes a launcher started (1: none); var: its variable */
+const moe_comm *moe_comm_start(int *argc, char ***argv, char *err, size_t errlen);  /* NULL: why in err */
+const moe_comm *moe_comm_world(void);
+void moe_comm_finish(int failed);          /* failed: leave at once (the launcher stops the job) */
 
 typedef struct moe_rt {
     const moe_program *prog;
@@ -75,6 +81,11 @@ typedef struct moe_stats {
 } moe_stats;
 /* Downloads the record and sums it up. */
 void moe_rt_stats_read(moe_rt *rt, moe_stats *s);
+/* After moe_rt_stats_read on every rank: the records summed (mean: averaged) over the ranks,
+ * summed up again. Nothing in one process. A collective: every rank calls it. */
+void moe_rt_stats_reduce(moe_rt *rt, moe_stats *s, int mean);
+/* The gradient buffer summed over the ranks (a collective); nothing in one process. */
+void moe_rt_grads_sum(moe_rt *rt);
 
 /* Bytes this process may still allocate (mem.c), or -1 if unknown; `why` names the limit
  * that binds (MemAvailable, the cgroup's memory.max, ulimit -v, ...). */

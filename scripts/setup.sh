@@ -19,6 +19,8 @@ check "pkg-config --exists jansson"            libjansson-dev
 check "command -v clang"                       clang
 check "command -v clang++"                     clang
 check "command -v jq"                          jq
+check "command -v mpirun"                      openmpi-bin                # multi-process runs
+check "pkg-config --exists ompi-c"             libopenmpi-dev
 check "command -v python3"                     python3
 check "/usr/bin/python3 -c 'import matplotlib'" python3-matplotlib   # scripts/plot.py
 check "ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" libclang-rt-dev

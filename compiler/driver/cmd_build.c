@@ -206,6 +206,11 @@ static int run_cc(arena *a, const char *dir, const gen *gs, int ng, const char *
     argv[n++] = arena_printf(a, "-L%s", MOE_BLAS_LIBDIR);
     argv[n++] = arena_printf(a, "-Wl,-rpath,%s", MOE_BLAS_LIBDIR);
     argv[n++] = "-lopenblas";
+    if (*MOE_MPI_LIB) {     /* the runtime's communicator for mpirun (comm_mpi.c) */
+        argv[n++] = MOE_MPI_LIB;
+        const char *slash = strrchr(MOE_MPI_LIB, '/');
+        if (slash) argv[n++] = arena_printf(a, "-Wl,-rpath,%.*s", (int)(slash - MOE_MPI_LIB), MOE_MPI_LIB);
+    }
     argv[n++] = "-ljansson";
     argv[n++] = "-ldl";
     argv[n++] = "-lm";

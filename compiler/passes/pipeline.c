@@ -39,11 +39,10 @@ static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) 
                      "(kd_loss stays 0, and train --teacher is refused)");
     int ep = 1;
     for (int i = 0; i < m->moe.n_moe; i++) ep = m->parallel.expert[i] > ep ? m->parallel.expert[i] : ep;
-    if (m->parallel.data > 1 || ep > 1)
-        diag_warning(d, loc_of(m->parallel.data > 1 ? m->where.data : m->where.expert, m->loc),
-                     "parallel.%s = %d asks for several processes, but the executable runs as one process "
-                     "(multi-process training is not built yet; it refuses to start under mpirun)",
-                     m->parallel.data > 1 ? "data" : "expert", m->parallel.data > 1 ? m->parallel.data : ep);
+    if (ep > 1)
+        diag_warning(d, loc_of(m->where.expert, m->loc),
+                     "parallel.expert = %d: expert parallelism is not built yet; the executable runs in one process "
+                     "and refuses to start under mpirun (only data-parallel layouts, expert = 1, run on several)", ep);
     if (m->moe.n_moe && m->moe.noisy_gate == MD_NOISE_RSAMPLE && m->moe.top_k > 1)
         diag_warning(d, loc_of(m->where.noisy_gate, m->loc),
                      "noisy_gate = rsample acts on top-1 gates only (as in DeepSpeed-MoE): with top_k = %d the "

@@ -40,8 +40,12 @@ void cli_json_string(const char *s);
 moe_data *cli_data(const char *spec);
 extern const char *moe_cmd_name;    /* the running subcommand */
 void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* With several processes, every rank's rc decides together (a collective): a rank's own
+ * failure is its rc, a failure elsewhere makes it MOE_EXIT_FAIL. rc itself in one process. */
+int cli_agree(int rc);
 /* Evaluation-mode forwards over nb batches of B consecutive windows of T tokens, from batch
  * `first` on; s gets the statistics summed over them (s->lm: the sum of the batches' mean
- * LM losses). 0, or -1 after a message (a device failure). */
+ * LM losses). With R ranks, rank r runs batches first + r, first + r + R, ... and s sums over
+ * all ranks (a collective). 0, or -1 after a message (a device failure). */
 int cli_eval_windows(moe_rt *rt, const moe_data *data, int64_t first, int64_t nb, int B, int T, moe_stats *s);
 #endif

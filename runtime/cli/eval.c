@@ -1,5 +1,7 @@
 /* eval.c - `eval` (mean losses over consecutive windows) and `grad` (gradient of the
- * training loss on the first batch, written as safetensors). */
+ * training loss on the first batch, written as safetensors). With R processes, rank r
+ * evaluates batches r, r + R, ... and rank 0 prints the means over all of them; `grad` takes
+ * the first R batches, one per rank, and rank 0 writes the gradient of their mean loss. */
 #include "cli.h"
 #include <limits.h>
 #include <math.h>
@@ -66,6 +68,7 @@ int cli_eval(int argc, char **argv) {
     if (nb > maxb) nb = maxb;
     moe_stats st;
     if (cli_eval_windows(o.rt, o.data, 0, nb, o.B, o.T, &st)) { teardown(&o); return MOE_EXIT_FAIL; }
+    if (o.rt->ctx.comm->rank != 0) { teardown(&o); return MOE_EXIT_OK; }   /* rank 0 prints */
     double lm = st.lm / (double)nb;
     printf("{\"lm_loss\": %s, \"aux_loss\": %s, \"z_loss\": %s, \"tokens\": %lld, \"batches\": %lld, "
            "\"dropped_fraction\": %.9g, \"perplexity\": %s, \"%s\": %s, \"checkpoint\": ",
@@ -96,15 +99,26 @@ int cli_grad(int argc, char **argv) {
     }
     if (r) { teardown(&o); return r < 0 ? MOE_EXIT_OK : r; }
     moe_rt *rt = o.rt;
+    const moe_comm *w = rt->ctx.comm;
+    if (moe_data_windows(o.data, o.T) < (int64_t)o.B * w->world) {
+        cli_fail("%s: %lld tokens do not fill %d batches of %d x %d (+1 target), one per process",
+                 moe_data_name(o.data), (long long)moe_data_tokens(o.data), w->world, o.B, o.T);
+        teardown(&o);
+        return MOE_EXIT_FAIL;
+    }
     rt->ctx.mode = MOE_MODE_GRAD;
-    rt->ctx.loss_scale = 1.0f;
-    moe_data_window_batch(o.data, 0, o.B, o.T, rt->tokens, rt->targets);
+    rt->ctx.loss_scale = 1.0f / (float)w->world;   /* the sum over the ranks is then the mean */
+    moe_data_window_batch(o.data, (int64_t)w->rank * o.B, o.B, o.T, rt->tokens, rt->targets);
     moe_rt_upload_batch(rt);
     moe_rt_zero_grads(rt);
     moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
+    moe_rt_grads_sum(rt);
     char err[1024];
     int rc = 0;
-    if (moe_ckpt_save_grads(rt, moe_arg(f, nf, "--out"), err, sizeof err)) { cli_fail("%s", err); rc = 1; }
+    if (w->rank == 0 && moe_ckpt_save_grads(rt, moe_arg(f, nf, "--out"), err, sizeof err)) {
+        cli_fail("%s", err);
+        rc = 1;
+    }
     teardown(&o);
     return rc;
 }

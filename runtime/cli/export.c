@@ -16,6 +16,7 @@
  * Every other shape is refused with the first reason it is neither.
  */
 #include "cli.h"
+#include "log.h"
 #include "st.h"
 #include <errno.h>
 #include <jansson.h>
@@ -75,11 +76,6 @@ static const char *hf_activation(const char *ours) {
     return !strcmp(ours, "gelu") ? "gelu_new" : !strcmp(ours, "gelu_erf") ? "gelu" : ours;
 }
 
-/* a string, or null when it is not UTF-8 (a path or a file may hold any bytes) */
-static json_t *utf8_or_null(const char *s) {
-    json_t *v = json_string(s);
-    return v ? v : json_null();
-}
 
 /* the model as Hugging Face-style fields (GPT-2's keys, or Mixtral's for a Mixtral-shaped
  * model), ours under "moec"; NULL when out of memory */
@@ -134,9 +130,9 @@ static json_t *model_config(const moe_program *p) {
         bad |= json_object_set_new(o, "eos_token_id", json_integer(p->vocab - 1));
         bad |= json_object_set_new(o, "torch_dtype", json_string("float32"));
         /* what Hugging Face has no key for: ours */
-        bad |= json_object_set_new(m, "model", utf8_or_null(p->model));
-        bad |= json_object_set_new(m, "source", utf8_or_null(p->source));
-        bad |= json_object_set_new(m, "moe_text", utf8_or_null(moe_model_text));
+        bad |= json_object_set_new(m, "model", moe_json_str(p->model));
+        bad |= json_object_set_new(m, "source", moe_json_str(p->source));
+        bad |= json_object_set_new(m, "moe_text", moe_json_str(moe_model_text));
         bad |= json_object_set_new(m, "norm", json_string(p->norm));
         bad |= json_object_set_new(m, "position", json_string(p->position));
         bad |= json_object_set_new(m, "activation", json_string(p->activation));

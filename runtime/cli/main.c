@@ -28,7 +28,9 @@ static const moe_program *pick_program(int argc, char **argv) {
 void cli_fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s %s: ", moe_prog_name, moe_cmd_name);
+    const moe_comm *w = moe_comm_world();
+    if (w->world > 1) fprintf(stderr, "%s %s (rank %d of %d): ", moe_prog_name, moe_cmd_name, w->rank, w->world);
+    else fprintf(stderr, "%s %s: ", moe_prog_name, moe_cmd_name);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
@@ -38,7 +40,21 @@ moe_rt *cli_rt(int need, int decode, const char *device) {
     char err[512];
     moe_rt *rt = moe_rt_create(cli_prog, device, need, decode, err, sizeof err);
     if (!rt) cli_fail("%s", err);
+    if (rt && moe_comm_world()->world > 1 && !strcmp(rt->dev->ops->name, "cuda")) {
+        cli_fail("several processes on the cuda device need NCCL, which is not built yet: run on --device cpu "
+                 "(or cuda-emu), or in one process");
+        moe_rt_destroy(rt);
+        rt = NULL;
+    }
     return rt;
+}
+
+int cli_agree(int rc) {
+    const moe_comm *w = moe_comm_world();
+    if (w->world <= 1) return rc;
+    double failed = rc != 0;
+    w->allreduce_f64(w, &failed, 1);
+    return rc ? rc : failed > 0 ? MOE_EXIT_FAIL : 0;
 }
 
 int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n, int64_t *step) {
@@ -73,8 +89,9 @@ int cli_eval_windows(moe_rt *rt, const moe_data *data, int64_t first, int64_t nb
     int mode = rt->ctx.mode;
     rt->ctx.mode = MOE_MODE_EVAL;
     moe_rt_stats_clear(rt);
-    int show = nb >= 20 && isatty(2);   /* a long evaluation shows its progress on a terminal */
-    for (int64_t b = first; b < first + nb; b++) {
+    const moe_comm *w = rt->ctx.comm;   /* with R ranks, rank r takes batches r, r + R, ... */
+    int show = nb >= 20 && isatty(2) && w->rank == 0;   /* a long evaluation shows its progress on a terminal */
+    for (int64_t b = first + w->rank; b < first + nb; b += w->world) {
         moe_data_window_batch(data, b * B, B, T, rt->tokens, rt->targets);
         moe_rt_upload_batch(rt);
         moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD);
@@ -83,6 +100,7 @@ int cli_eval_windows(moe_rt *rt, const moe_data *data, int64_t first, int64_t nb
                     b + 1 == first + nb ? "\n" : "");
     }
     moe_rt_stats_read(rt, s);
+    moe_rt_stats_reduce(rt, s, 0);
     rt->ctx.mode = mode;
     if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); return -1; }
     return 0;
@@ -196,6 +214,42 @@ static void usage(FILE *out) {
         moe_prog_name, cli_prog->model);
 }
 
+/* Started by a launcher (mpirun, srun) as one of several processes: join them, for the
+ * commands that run data-parallel, with a layout that several processes can run. 0 to go on
+ * (in one process, or as a rank of several), else the exit status after a message. */
+static int start_world(const char *cmd, int *argc, char ***argv) {
+    const char *var = NULL;
+    int n = moe_comm_launched(&var);
+    if (n <= 1) return 0;
+    if (strcmp(cmd, "train") && strcmp(cmd, "eval") && strcmp(cmd, "grad")) {
+        cli_fail("started as one of %d processes (%s), but %s runs in one process (train, eval and grad run on "
+                 "several); start it without mpirun", n, var, cmd);
+        return MOE_EXIT_USAGE;
+    }
+    char err[256];
+    const moe_comm *w = moe_comm_start(argc, argv, err, sizeof err);
+    if (!w) {
+        cli_fail("started as one of %d processes (%s), but %s", n, var, err);
+        return MOE_EXIT_FAIL;
+    }
+    const moe_program *p = cli_prog;
+    const char *why = p->par_expert > 1 ? "expert parallelism" : p->par_tensor > 1 ? "tensor slicing" : NULL;
+    if (why) {
+        if (w->rank == 0)
+            cli_fail("model %s asks for %s (parallel.%s = %d), which is not built yet: several processes run "
+                     "data-parallel layouts only (parallel.expert = 1, parallel.tensor = 1)", p->model, why,
+                     p->par_expert > 1 ? "expert" : "tensor", p->par_expert > 1 ? p->par_expert : p->par_tensor);
+        return MOE_EXIT_FAIL;
+    }
+    if (p->par_data > 0 && p->par_data != w->world) {
+        if (w->rank == 0)
+            cli_fail("model %s asks for parallel.data = %d processes, but %d were started", p->model, p->par_data,
+                     w->world);
+        return MOE_EXIT_FAIL;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     moe_prog_name = argv[0];
     cli_prog = pick_program(argc, argv);
@@ -206,16 +260,6 @@ int main(int argc, char **argv) {
         {"bench", cli_bench}, {"info", cli_info}, {"verify", cli_verify}, {"export", cli_export},
     };
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) { usage(stdout); return 0; }
-    /* started as one of several processes (mpirun, srun): each would run the whole job alone */
-    static const char *const world[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS", "MPI_LOCALNRANKS"};
-    for (size_t i = 0; i < sizeof world / sizeof world[0]; i++) {
-        const char *v = getenv(world[i]);
-        if (v && atoi(v) > 1) {
-            fprintf(stderr, "%s: started as one of %d processes (%s), but this executable runs as a single process: "
-                    "multi-process training is not built yet; run it without mpirun\n", moe_prog_name, atoi(v), world[i]);
-            return MOE_EXIT_FAIL;
-        }
-    }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) {
             moe_cmd_name = cmds[i].name;
@@ -224,7 +268,14 @@ int main(int argc, char **argv) {
                     cli_fail("unknown device '%s' (cpu, cuda, cuda-emu)", argv[a + 1]);
                     return MOE_EXIT_USAGE;
                 }
-            return cmds[i].fn(argc - 2, argv + 2);
+            int rc = start_world(cmd, &argc, &argv);
+            if (rc) {       /* every rank found the same: leave together */
+                moe_comm_finish(0);
+                return rc;
+            }
+            rc = cmds[i].fn(argc - 2, argv + 2);
+            moe_comm_finish(rc);
+            return rc;
         }
     fprintf(stderr, "%s: unknown command '%s'\n", moe_prog_name, cmd);
     usage(stderr);

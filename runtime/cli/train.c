@@ -5,6 +5,11 @@
  * repeats exactly the losses of an uninterrupted run (same thread count).
  * Ctrl-C ends the run after the current step, with a checkpoint when there is a --checkpoint
  * directory (exit 130); a second Ctrl-C stops at once.
+ * With R processes (mpirun), rank r trains on micro-batches u R + r of the step's draw, so R
+ * ranks of batch B see what one process of batch R B sees; the generated step averages the
+ * gradients. Rank 0 alone prepares the checkpoint directory, writes checkpoints, the log and
+ * the console; the ranks agree after every step, so a failure or an interrupt on any of them
+ * stops all of them at the same step.
  */
 #include "cli.h"
 #include "log.h"
@@ -57,11 +62,24 @@ static int save(moe_rt *rt, const char *dir, int64_t step, uint64_t seed) {
     return 0;
 }
 
-/* What DIR may hold for this run: nothing of another run unless --overwrite (then it is
- * removed), and for --resume a complete checkpoint if there is any checkpoint at all.
- * *resume_from: the newest complete checkpoint's path and step (-1: none). 0 or -1 after a
- * message. */
-static int check_dir(const char *dir, int resume, int overwrite, char *path, size_t n, int64_t *step) {
+/* The checkpoint directory made, checked writable and cleaned of killed writers' files. What
+ * it may hold for this run: nothing of another run unless --overwrite (then it is removed),
+ * and for --resume a complete checkpoint if there is any checkpoint at all; path and *step:
+ * the newest complete checkpoint (*step -1: none). 0, or -1 after a message. */
+static int prepare_dir(const char *dir, int resume, int overwrite, char *path, size_t n, int64_t *step) {
+    if (mkdir(dir, 0777) != 0) {
+        struct stat sb;
+        int why = errno;
+        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            cli_fail("cannot create checkpoint directory %s: %s", dir, strerror(why == EEXIST ? ENOTDIR : why));
+            return -1;
+        }
+    }
+    char stale[1024], why[1024];
+    if (moe_ckpt_writable(dir, why, sizeof why)) { cli_fail("%s", why); return -1; }
+    int cleaned = moe_ckpt_clean_stale(dir, stale, sizeof stale);
+    if (cleaned) fprintf(stderr, "%s: removed %d temporary file%s of killed writers: %s\n", dir, cleaned,
+                         cleaned > 1 ? "s" : "", stale);
     int64_t newest;
     int files = moe_ckpt_scan(dir, &newest);
     *step = resume ? moe_ckpt_latest(dir, 1, path, n) : -1;
@@ -143,23 +161,15 @@ int cli_train(int argc, char **argv) {
                  "can take a teacher");
         return MOE_EXIT_FAIL;
     }
-    if (dir && mkdir(dir, 0777) != 0) {
-        struct stat sb;
-        int why = errno;
-        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            cli_fail("cannot create checkpoint directory %s: %s", dir, strerror(why == EEXIST ? ENOTDIR : why));
-            return MOE_EXIT_FAIL;
-        }
-    }
-    char stale[1024], resume_path[4096], why[1024];
-    if (dir && moe_ckpt_writable(dir, why, sizeof why)) { cli_fail("%s", why); return MOE_EXIT_FAIL; }
-    int cleaned = dir ? moe_ckpt_clean_stale(dir, stale, sizeof stale) : 0;
-    if (cleaned) fprintf(stderr, "%s: removed %d temporary file%s of killed writers: %s\n", dir, cleaned,
-                         cleaned > 1 ? "s" : "", stale);
+    const moe_comm *w = moe_comm_world();
+    int lead = w->rank == 0, R = w->world;
+    char resume_path[4096];
     int64_t resume_step = -1;
-    if (dir && check_dir(dir, moe_arg(f, nf, "--resume") != NULL, moe_arg(f, nf, "--overwrite") != NULL, resume_path,
-                         sizeof resume_path, &resume_step))
+    int resume = moe_arg(f, nf, "--resume") != NULL;
+    if (dir && cli_agree(lead ? prepare_dir(dir, resume, moe_arg(f, nf, "--overwrite") != NULL, resume_path,
+                                            sizeof resume_path, &resume_step) : 0))
         return MOE_EXIT_FAIL;
+    if (dir && resume && !lead) resume_step = moe_ckpt_latest(dir, 1, resume_path, sizeof resume_path);
     const char *spec = moe_arg(f, nf, "--data") ? moe_arg(f, nf, "--data") : "synthetic";
     const char *eval_spec = moe_arg(f, nf, "--eval-data");
     moe_data *data = cli_data(spec), *held = data && eval_spec ? cli_data(eval_spec) : NULL;
@@ -178,16 +188,16 @@ int cli_train(int argc, char **argv) {
         rc = MOE_EXIT_FAIL;
     }
     int64_t start = 0;
-    if (!rc && moe_arg(f, nf, "--resume")) {
+    if (!rc && resume) {
         if (resume_step >= 0) {
             if (moe_ckpt_resume(rt, resume_path, resume_step, (uint64_t)seed, err, sizeof err)) {
                 cli_fail("%s", err);
                 rc = MOE_EXIT_FAIL;
             } else {
                 start = resume_step;
-                fprintf(stderr, "resuming from %s (step %lld)\n", resume_path, (long long)start);
+                if (lead) fprintf(stderr, "resuming from %s (step %lld)\n", resume_path, (long long)start);
             }
-        } else {
+        } else if (lead) {
             fprintf(stderr, "no checkpoint in %s: starting from scratch\n", dir);
         }
     }
@@ -196,9 +206,9 @@ int cli_train(int argc, char **argv) {
         rc = MOE_EXIT_FAIL;
     }
     /* the directory's config.json, once its checkpoints are known to be this model's */
-    if (!rc && dir && cli_write_config(dir, err, sizeof err)) { cli_fail("%s", err); rc = MOE_EXIT_FAIL; }
+    if (!rc && lead && dir && cli_write_config(dir, err, sizeof err)) { cli_fail("%s", err); rc = MOE_EXIT_FAIL; }
     moe_log *log = NULL;
-    if (!rc && moe_arg(f, nf, "--log")) {
+    if (!rc && lead && moe_arg(f, nf, "--log")) {
         log = start > 0 ? moe_log_open_resume(moe_arg(f, nf, "--log"), start, err, sizeof err)
                         : moe_log_open(moe_arg(f, nf, "--log"), err, sizeof err);
         if (!log) { cli_fail("%s", err); rc = MOE_EXIT_FAIL; }
@@ -213,22 +223,27 @@ int cli_train(int argc, char **argv) {
         .eval_data = held ? moe_data_name(held) : NULL, .data_tokens = moe_data_tokens(data),
         .resumed_from = start > 0 ? start : -1, .steps = steps, .batch = B, .context = T, .accumulate = p->accumulate,
         .eval_every = eval_every, .eval_batches = eval_batches, .checkpoint_every = p->checkpoint_every,
-        .processes = 1, .threads = omp_get_max_threads(), .seed = (uint64_t)seed,
+        .processes = R, .threads = omp_get_max_threads(), .seed = (uint64_t)seed,
         .schedule = cli_sched_name(sched.kind), .lr = sched.lr, .min_lr = sched.min_lr, .warmup = sched.warmup,
         .steps_total = sched.steps, .overrides = overrides[0] ? overrides : NULL};
-    if (!rc) {
+    rc = cli_agree(rc);     /* a rank that could not start stops them all */
+    if (!rc && lead) {
+        char procs[48] = "";
+        if (R > 1) snprintf(procs, sizeof procs, "%d processes (data-parallel) x ", R);
         fprintf(stderr, "train %s on %s: %s, %lld tokens%s; %lld steps of %d x %d x %lld tokens; lr %g (%s to %g over %lld "
-                "steps, warmup %lld); %d thread%s%s%s\n", p->model, run.device, run.data, (long long)run.data_tokens,
-                moe_arg(f, nf, "--data") ? "" : " (the built-in corpus: no --data given)", steps, B, T,
+                "steps, warmup %lld); %s%d thread%s%s%s\n", p->model, run.device, run.data, (long long)run.data_tokens,
+                moe_arg(f, nf, "--data") ? "" : " (the built-in corpus: no --data given)", steps, B * R, T,
                 (long long)p->accumulate, sched.lr, run.schedule, sched.min_lr, (long long)sched.steps,
-                (long long)sched.warmup, run.threads, run.threads > 1 ? "s" : "", overrides[0] ? "; overrides: " : "",
-                overrides);
+                (long long)sched.warmup, procs, run.threads, run.threads > 1 ? "s" : "",
+                overrides[0] ? "; overrides: " : "", overrides);
+    }
+    if (!rc) {
         if (eval_every > 0 && moe_data_windows(held ? held : data, T) < B) {
-            fprintf(stderr, "no evaluations: %s holds fewer than one batch of %d windows of %d tokens\n",
+            if (lead) fprintf(stderr, "no evaluations: %s holds fewer than one batch of %d windows of %d tokens\n",
                     moe_data_name(held ? held : data), B, T);
             eval_every = 0;
         }
-        if (eval_every > 0)
+        if (eval_every > 0 && lead)
             fprintf(stderr, "evaluating every %lld steps on %s%s\n", eval_every, held ? moe_data_name(held) : run.data,
                     held ? " (held out)" : " (the training data: pass --eval-data FILE for a held-out loss)");
     }
@@ -239,7 +254,7 @@ int cli_train(int argc, char **argv) {
     moe_ctx *c = &rt->ctx;
     c->loss_scale = 1.0f / (float)p->accumulate;
     double before = moe_log_elapsed(log), t_start = moe_now_ms() / 1e3 - before;
-    double flops_per_step = moe_train_flops_per_token(p, T) * B * T * (double)p->accumulate;
+    double flops_per_step = moe_train_flops_per_token(p, T) * B * T * (double)p->accumulate * R;
     int every = steps >= 20 ? (int)(steps / 20) : 1;
     moe_spike spike;
     moe_spike_init(&spike, p->vocab);
@@ -251,8 +266,9 @@ int cli_train(int argc, char **argv) {
         moe_rt_stats_clear(rt);
         c->mode = MOE_MODE_TRAIN;
         for (int u = 0; u < p->accumulate; u++) {
-            c->rng = moe_rng_micro((uint64_t)seed, (uint64_t)step, (uint64_t)u);
-            moe_data_train_batch(data, (uint64_t)seed, step, u, B, T, rt->tokens, rt->targets);
+            int mu = u * R + w->rank;      /* the micro-batch of the step's draw (R B per micro-step) */
+            c->rng = moe_rng_micro((uint64_t)seed, (uint64_t)step, (uint64_t)mu);
+            moe_data_train_batch(data, (uint64_t)seed, step, mu, B, T, rt->tokens, rt->targets);
             moe_rt_upload_batch(rt);
             moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
         }
@@ -261,12 +277,14 @@ int cli_train(int argc, char **argv) {
         moe_rt_run(rt, MOE_PHASE_OPT, MOE_PHASE_OPT);
         moe_stats st;
         moe_rt_stats_read(rt, &st);
+        moe_rt_stats_reduce(rt, &st, 1);    /* the mean over the ranks */
         double n = (double)p->accumulate, t1 = (moe_now_ms() / 1e3);
         moe_step_metrics m = {
             .step = step + 1, .steps = steps, .first_step = start, .lm_loss = st.lm / n, .aux_loss = st.aux / n,
-            .z_loss = st.z / n, .lr = c->lr, .grad_norm = st.grad_norm, .tokens_per_s = (double)B * T * n / (t1 - t0),
+            .z_loss = st.z / n, .lr = c->lr, .grad_norm = st.grad_norm,
+            .tokens_per_s = (double)B * T * n * R / (t1 - t0),
             .dropped_fraction = st.choices > 0 ? st.dropped / st.choices : 0.0, .elapsed_s = t1 - t_start,
-            .elapsed_before = before, .tokens = (double)(step + 1) * B * T * n, .step_ms = (t1 - t0) * 1e3,
+            .elapsed_before = before, .tokens = (double)(step + 1) * B * T * n * R, .step_ms = (t1 - t0) * 1e3,
             .gflops = flops_per_step / (t1 - t0) / 1e9,
             .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads,
             .run = step == start ? &run : NULL};
@@ -289,19 +307,26 @@ int cli_train(int argc, char **argv) {
             rc = MOE_EXIT_FAIL;
         }
         m.warning = moe_spike_check(&spike, m.loss, m.grad_norm, warning, sizeof warning);
-        if (m.warning && warned++ < 5)
+        if (m.warning && lead && warned++ < 5)
             say("warning: step %lld: %s%s", (long long)(step + 1), m.warning,
                 warned < 5 ? "" : log ? " (further warnings go to the log only)" : " (no further warnings are shown)");
         if (log && moe_log_step(log, &m)) { cli_fail("cannot write the log: %s", moe_log_why(log)); rc = MOE_EXIT_FAIL; }
-        moe_progress(stderr, &m, every);
-        if (m.eval_loss == m.eval_loss)
+        if (lead) moe_progress(stderr, &m, every);
+        if (m.eval_loss == m.eval_loss && lead)
             say("step %lld: eval loss %.4f (%s)", (long long)(step + 1), m.eval_loss, held ? "held out" : "training data");
         int due = dir && ((p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0) || step + 1 == steps);
-        if (!rc && (due || (dir && interrupts))) rc = save(rt, dir, step + 1, (uint64_t)seed) ? MOE_EXIT_FAIL : 0;
+        if (R > 1) {    /* the ranks agree on an interrupt before the save */
+            double v = interrupts > 0;
+            w->allreduce_f64(w, &v, 1);
+            if (v > 0 && !interrupts) interrupts = 1;
+        }
+        if (!rc && lead && (due || (dir && interrupts)))
+            rc = save(rt, dir, step + 1, (uint64_t)seed) ? MOE_EXIT_FAIL : 0;
+        rc = cli_agree(rc);
         if (!rc && interrupts && step + 1 < steps) {
-            if (dir)
+            if (lead && dir)
                 say("interrupted: saved %s/step-%08lld.safetensors; continue with --resume", dir, (long long)(step + 1));
-            else
+            else if (lead)
                 say("interrupted after step %lld (no --checkpoint: nothing saved)", (long long)(step + 1));
             rc = 130;
         }

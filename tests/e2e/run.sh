@@ -166,7 +166,7 @@ PY
   want=2 check prompt_too_long "$exe" generate --checkpoint "$ck" --prompt "$(printf '%040d' 0)"
   want=2 check negative_temperature "$exe" generate --checkpoint "$ck" --temperature -1
   check used_dir "$exe" train --steps 1 --checkpoint "$work/ok"
-  check under_mpirun env OMPI_COMM_WORLD_SIZE=2 "$exe" train --steps 1
+  want=2 check under_mpirun env OMPI_COMM_WORLD_SIZE=2 "$exe" generate --checkpoint "$ck" --tokens 1
   check teacher "$exe" train --steps 1 --teacher "$ck"
   want=2 check unknown_device "$exe" eval --checkpoint "$ck" --data synthetic --device tpu
   check resume_other_seed "$exe" train --steps 2 --checkpoint "$work/ok" --resume --seed 5

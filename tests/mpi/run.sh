@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# run.sh MOEC WORKDIR ST_COMPARE JSON_COMPARE - data-parallel runs under mpirun (Open MPI, oversubscribed on this
+# machine's cores) against one process over the same sequences:
+#   train: 2 ranks x batch 4 give the losses, gradient norms and weights of 1 process x batch 8,
+#          and a 2-rank run resumed from its own checkpoint repeats the uninterrupted one;
+#   eval:  1, 2 and 3 ranks (7 batches: uneven shares) print the one-process figures;
+#   grad:  2 ranks write the mean of the one-process gradients of batches 0 and 1;
+#   refusals: a layout with expert parallelism, parallel.data = 3 on 2 processes, and a
+#          command that runs in one process each stop with their message;
+#   a rank killed mid-run ends the job with mpirun's message.
+# Skipped (77) without mpirun; not registered when moec was built without MPI.
+set -uo pipefail
+moec=$1; work=$2
+here=$(cd "$(dirname "$0")" && pwd)
+ref=$here/../reference; ref_cmp=$3; json_cmp=$4
+fail() { echo "FAIL: $*"; exit 1; }
+command -v mpirun >/dev/null || { echo "SKIP: no mpirun"; exit 77; }
+mkdir -p "$work" && cd "$work" || exit 1
+export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1
+# under AddressSanitizer: Open MPI's plugins leave allocations at exit, in modules already
+# unloaded when LeakSanitizer reports (no suppression can name them); memory errors are
+# still checked, and the one-process tests check our leaks
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+mpi() { local np=$1; shift; timeout 300 mpirun -np "$np" "$@"; }
+for m in two one moe ep three; do "$moec" build "$here/dp.moe" --model $m -o $m 2>/dev/null || fail "moec build $m"; done
+./two info --json | jq -e '.params > 0' >/dev/null || fail "info"
+mpi 2 ./two info > /dev/null 2> info.err && fail "info ran on 2 processes"
+grep -q "but info runs in one process" info.err || fail "the one-process refusal: $(cat info.err)"
+
+head -c 100000 "$here/../../docs/reference.md" > text.txt
+# train: 2 x 4 against 1 x 8
+rm -rf ck1 ck2 ck3 ckm
+./one train --data text.txt --checkpoint ck1 --log one.jsonl 2>/dev/null || fail "train, 1 process"
+mpi 2 ./two train --data text.txt --checkpoint ck2 --log two.jsonl 2> two.err || fail "train, 2 processes: $(cat two.err)"
+grep -q "2 processes (data-parallel)" two.err || fail "the run header does not say 2 processes"
+[ "$(jq -s 'length' two.jsonl)" = 6 ] || fail "the 2-process log does not have 6 lines (one writer)"
+jq -s -e '.[0].run.processes == 2 and .[5].tokens == 6 * 8 * 32' two.jsonl >/dev/null || fail "processes or tokens in the log"
+paste <(jq -r '[.loss, .grad_norm] | @tsv' one.jsonl) <(jq -r '[.loss, .grad_norm] | @tsv' two.jsonl) |
+  awk '{ for (i = 1; i <= 2; i++) { d = $i - $(i + 2); if (d < 0) d = -d; if (d > 1e-6 * $i) bad = 1 } }
+       END { exit bad }' || fail "losses or gradient norms differ: $(paste one.jsonl two.jsonl | head -3)"
+# c_attn's key bias gets no gradient (softmax ignores a shift of every score of a row): it
+# moves by AdamW's normalised rounding noise, which differs with the summation order
+"$ref_cmp" --tol "h.*.attn.c_attn.bias=1e-3" ck1/step-00000006.safetensors ck2/step-00000006.safetensors > cmp.txt \
+  || fail "weights after 6 steps: $(tail -3 cmp.txt)"
+# resumed on 2 processes from step 3 (written by rank 0) = uninterrupted
+mpi 2 ./two train --data text.txt --checkpoint ck3 --log three.jsonl --steps 3 --steps-total 6 2>/dev/null || fail "3 steps"
+mpi 2 ./two train --data text.txt --checkpoint ck3 --log three.jsonl --resume 2>/dev/null || fail "resume"
+cmp -s <(jq -r .loss two.jsonl) <(jq -r .loss three.jsonl) || fail "the resumed run differs: $(paste <(jq -r .loss two.jsonl) <(jq -r .loss three.jsonl))"
+
+# eval: the same figures on 1, 2 and 3 processes
+./moe train --data text.txt --checkpoint ckm 2>/dev/null || fail "train moe"
+./moe eval --checkpoint ckm --data text.txt --max-batches 7 > eval1.json || fail "eval"
+for np in 2 3; do
+  mpi $np ./moe eval --checkpoint ckm --data text.txt --max-batches 7 > eval$np.json 2> eval$np.err || fail "eval on $np: $(cat eval$np.err)"
+  [ "$(wc -l < eval$np.json)" = 1 ] || fail "eval on $np processes printed $(wc -l < eval$np.json) lines"
+  "$json_cmp" eval1.json eval$np.json || fail "eval on $np processes: $(cat eval$np.json) against $(cat eval1.json)"
+done
+jq -e '.dropped_fraction > 0' eval1.json >/dev/null || fail "no token dropped: the test would not see capacity per rank"
+
+# grad: 2 processes = the mean of batches 0 and 1 in one process
+tail -c +$((4 * 32 + 1)) text.txt > text1.txt      # batch 1's windows first
+./moe grad --checkpoint ckm --data text.txt --out g0.st && ./moe grad --checkpoint ckm --data text1.txt --out g1.st \
+  || fail "grad"
+mpi 2 ./moe grad --checkpoint ckm --data text.txt --out g2.st 2> g2.err || fail "grad on 2: $(cat g2.err)"
+python3 - "$ref" <<'PY' || fail "averaging the gradients"
+import sys
+sys.path.insert(0, sys.argv[1])
+import st_io
+g0, _ = st_io.read_safetensors("g0.st")
+g1, _ = st_io.read_safetensors("g1.st")
+st_io.write_safetensors("gmean.st", [(k, g0[k][0], [(x + y) / 2 for x, y in zip(g0[k][1], g1[k][1])]) for k in g0])
+PY
+"$ref_cmp" gmean.st g2.st > gcmp.txt || fail "grad on 2 processes: $(tail -3 gcmp.txt)"
+
+# refusals
+mpi 2 ./ep train --steps 1 2> ep.err && fail "an expert-parallel layout ran"
+grep -q "asks for expert parallelism (parallel.expert = 2), which is not built yet" ep.err || fail "ep: $(cat ep.err)"
+[ "$(grep -c "not built yet" ep.err)" = 1 ] || fail "the refusal is not printed once"
+mpi 2 ./three train --steps 1 2> three.err && fail "parallel.data = 3 ran on 2"
+grep -q "asks for parallel.data = 3 processes, but 2 were started" three.err || fail "data: $(cat three.err)"
+# a rank killed mid-run ends the job (mpirun stops the other), never a hang
+rm -f kill.jsonl
+timeout 120 mpirun -np 2 ./two train --data text.txt --steps 100000 --log kill.jsonl > kill.out 2>&1 &
+job=$!
+for _ in $(seq 100); do [ -s kill.jsonl ] && break; sleep 0.2; done
+victim=$(pgrep -f "^[.]/two train --data text.txt --steps 100000" | tail -1)     # a rank, not mpirun
+[ -n "$victim" ] || fail "no rank to kill"
+kill -9 "$victim"
+wait $job; rc=$?
+[ $rc != 0 ] && [ $rc != 124 ] || fail "a job with a killed rank exited $rc (124: it hung): $(tail -5 kill.out)"
+grep -q "exited on signal 9" kill.out || fail "mpirun did not name the killed rank: $(tail -5 kill.out)"
+echo "ok: data-parallel train, eval and grad on 2 and 3 processes match one process"
