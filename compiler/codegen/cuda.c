@@ -259,7 +259,7 @@ static int add_linear(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_
             const lw_arg none = {.name = "res", .kind = LW_BUF, .ref = {.null = 1}};
             const lw_arg *res = arg_named(k, "res");
             lw_arg args[5] = {*arg_named(k, "y"), *arg_named(k, "b"), res ? *res : none, *S, *arg_named(k, "N")};
-            lw_call c = {"gemm_init", 0, 5, args};
+            lw_call c = {"gemm_init", 0, 0, 5, args};
             int rc = add_launch(pl, a, p, &c, 0, out);
             if (rc) return rc;
         }

@@ -36,6 +36,7 @@ static void call(lw *L, const char *kernel, int variant) {
     if (!c->args) { L->oom = 1; return; }
     c->kernel = kernel;
     c->variant = variant;
+    c->tuned = 0;
     c->nargs = 0;
     L->st->ncalls++;
     L->c = c;
@@ -427,7 +428,9 @@ void lw_print(const lw_program *p, const char *target, FILE *out) {
                 if (j) fputs(", ", out);
                 print_arg(&k->args[j], out);
             }
-            fputs(")\n", out);
+            fputs(")", out);
+            if (k->variant) fputs(k->tuned ? " [variant from the tuning database]" : " [variant by rule]", out);
+            fputc('\n', out);
         }
     }
 }

@@ -58,6 +58,7 @@ typedef struct lw_arg {
 typedef struct lw_call {
     const char *kernel;             /* "layernorm_fwd", "moe_expert_fwd" */
     int variant;                    /* 0: the kernel's only form; n > 0: its numbered variant n */
+    int tuned;                      /* the variant came from the tuning database (codegen/tune.h), not the rule */
     int nargs;
     lw_arg *args;
 } lw_call;

@@ -3,9 +3,12 @@
 #include "cli.h"
 #include "diag.h"
 #include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* the option of opts that `a` names (its name or alias; a long name may carry "=VALUE"),
@@ -127,4 +130,58 @@ int cli_out_close(cli_out *o, const char *cmd, int ok) {
     if (ok) fprintf(stderr, "moec %s: cannot write %s: %s\n", cmd, o->path, strerror(errno ? errno : EIO));
     if (o->tmp[0]) unlink(o->tmp);
     return CLI_FAILED;
+}
+
+extern char **environ;
+
+/* Runs argv[0] with argv (no shell), its standard output into the file out (NULL: ours); 0
+ * when it exits with status 0. */
+static int run_argv(char *const *argv, const char *out) {
+    pid_t pid;
+    posix_spawn_file_actions_t fa;
+    if (posix_spawn_file_actions_init(&fa)) return -1;
+    if (out) posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+        fprintf(stderr, "moec: cannot run '%s': %s\n", argv[0], strerror(rc));
+        return CLI_USAGE;
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+int cli_run(const char **argv, int n, const char *what, const char *out) {
+    for (int i = 0; i < n; i++)
+        if (!argv[i]) { fprintf(stderr, "moec: out of memory\n"); return -1; }
+    if (run_argv((char *const *)argv, out) == 0) return 0;
+    fprintf(stderr, "moec: the %s failed:", what);
+    for (int i = 0; i < n; i++) fprintf(stderr, " %s", argv[i]);
+    fputc('\n', stderr);
+    return -1;
+}
+
+int cli_write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t n = strlen(text);
+    int ok = fwrite(text, 1, n, f) == n;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+#ifndef MOE_CC
+#define MOE_CC "cc"
+#endif
+
+const char *cli_cc(void) {
+    const char *env = getenv("MOEC_CC");
+    return env && *env ? env : MOE_CC;
+}
+
+const char *cli_compiler_id(void) {
+    static char id[512];
+    snprintf(id, sizeof id, "%s (moec built by %s)", cli_cc(), __VERSION__);
+    return id;
 }

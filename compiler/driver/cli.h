@@ -11,6 +11,14 @@
 
 enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 
+/* OpenBLAS as CMake found it (the executables and the tuning harness link it) */
+#ifndef MOE_BLAS_INCLUDE
+#define MOE_BLAS_INCLUDE "/usr/include"
+#endif
+#ifndef MOE_BLAS_LIBDIR
+#define MOE_BLAS_LIBDIR "/usr/lib"
+#endif
+
 /* One option of a command. A value option is written `NAME VALUE` or `NAME=VALUE` (a long
  * name) and stores VALUE; a flag sets *flag = 1; a prefix option ("-O") takes the rest of
  * its argument as the value ("-O3" -> "3"). */
@@ -41,4 +49,15 @@ int cli_out_open(cli_out *o, const char *cmd, const char *path);
 /* CLI_OK when ok and every write succeeded and the file is in place; else CLI_FAILED,
  * after saying why when a write failed. */
 int cli_out_close(cli_out *o, const char *cmd, int ok);
+/* Runs argv[0..n) (NULL-terminated, no shell; NULL entries mean out of memory), its standard
+ * output into the file `out` (NULL: ours). 0 when it exits with status 0; else -1 after
+ * printing the command line as "moec: the WHAT failed: ...", or CLI_USAGE when it cannot
+ * be started. */
+int cli_run(const char **argv, int n, const char *what, const char *out);
+/* Writes text as the file path (replacing it). 0, or -1 with errno. */
+int cli_write_file(const char *path, const char *text);
+/* The C compiler executables are built with: MOEC_CC, else the one moec was built with. */
+const char *cli_cc(void);
+/* The C compiler as the tuning database keys it: its name and moec's own compiler version. */
+const char *cli_compiler_id(void);
 #endif

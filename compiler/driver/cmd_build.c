@@ -1,4 +1,4 @@
-/* cmd_build.c - `moec build` and `moec tune`.
+/* cmd_build.c - `moec build`.
  *
  * build: front end (FILE, or standard input for "-") -> the pass pipeline
  * (passes/pipeline.h: forward graph, fusion, autodiff, optimizer, communication, memory
@@ -17,33 +17,21 @@
 #include "pipeline.h"
 #include "target.h"
 #include "nvrtc.h"
+#include "tune.h"
 #include <errno.h>
 #include <limits.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #ifndef MOE_BUILD_RUNTIME_DIR
 #define MOE_BUILD_RUNTIME_DIR ""
 #endif
 #ifndef MOE_INSTALL_LIBDIR
 #define MOE_INSTALL_LIBDIR ""
-#endif
-#ifndef MOE_BLAS_INCLUDE
-#define MOE_BLAS_INCLUDE "/usr/include"
-#endif
-#ifndef MOE_BLAS_LIBDIR
-#define MOE_BLAS_LIBDIR "/usr/lib"
-#endif
-#ifndef MOE_CC
-#define MOE_CC "cc"
 #endif
 #ifndef MOE_SANITIZE_FLAGS
 #define MOE_SANITIZE_FLAGS ""
@@ -72,7 +60,8 @@ static void build_usage(FILE *out) {
         "                cuda (the model's CUDA kernels, self-contained; needs --target cuda)\n"
         "  -O0..-O3      -O0 turns fusion off; the level is passed to the C compiler (default -O3:\n"
         "                it vectorises the optimizer and elementwise loops, 2x on AdamW)\n"
-        "  --tune-db F   kernel-variant database from `moec tune` (not read yet: a fixed rule picks variants)\n"
+        "  --tune-db F   kernel variants measured by `moec tune` (default: its database in the cache\n"
+        "                directory, when there is one); a built-in rule picks the rest\n"
         "  --timings     print {\"front_ms\", \"lower_ms\", \"codegen_ms\", \"nvrtc_ms\", \"nvrtc_cached\",\n"
         "                \"cc_ms\"} on stdout\n");
 }
@@ -96,28 +85,6 @@ static const char *runtime_dir(void) {
 /* one target's generated code: the host source and, for cuda, the device source */
 typedef struct gen { const cg_target *t; char *src, *dev_src; } gen;
 
-static int write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n;
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
-/* Runs argv[0] with argv (no shell); 0 when it exits with status 0. */
-static int run_argv(char *const *argv) {
-    pid_t pid;
-    int rc = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
-    if (rc != 0) {
-        fprintf(stderr, "moec: cannot run the C compiler '%s': %s\n", argv[0], strerror(rc));
-        return CLI_USAGE;
-    }
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) return -1;
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
-}
-
 /* The C++ compiler that matches the C compiler (the emulated kernels are C++): MOEC_CXX, or
  * clang -> clang++, gcc -> g++, cc -> c++ in the C compiler's name. */
 static const char *cxx_of(arena *a, const char *cc) {
@@ -128,16 +95,6 @@ static const char *cxx_of(arena *a, const char *cc) {
     const char *sub = !strncmp(base, "clang", 5) ? "clang++" : !strncmp(base, "gcc", 3) ? "g++" : "c++";
     const char *ver = !strncmp(base, "clang", 5) ? base + 5 : !strncmp(base, "gcc", 3) ? base + 3 : "";
     return arena_printf(a, "%.*s%s%s", (int)dir, cc, sub, ver);     /* keeps a -NN version suffix */
-}
-
-static int run_logged(const char **argv, int n, const char *what) {
-    for (int i = 0; i < n; i++)
-        if (!argv[i]) { fprintf(stderr, "moec: out of memory\n"); return -1; }
-    if (run_argv((char *const *)argv) == 0) return 0;
-    fprintf(stderr, "moec: the %s failed:", what);
-    for (int i = 0; i < n; i++) fprintf(stderr, " %s", argv[i]);
-    fputc('\n', stderr);
-    return -1;
 }
 
 /* The emulated kernels (cuda-emu): the device source compiled as C++ with the emulation
@@ -163,7 +120,7 @@ static int run_cxx_emu(arena *a, const char *dir, const cg_target *t, const char
     argv[n++] = "-o";
     argv[n++] = arena_printf(a, "%s/kernels_emu.o", dir);
     argv[n] = NULL;
-    return run_logged(argv, n, "C++ compiler (emulated kernels)");
+    return cli_run(argv, n, "C++ compiler (emulated kernels)", NULL);
 }
 
 static int run_cc(arena *a, const char *dir, const gen *gs, int ng, const char *out, int opt) {
@@ -173,7 +130,7 @@ static int run_cc(arena *a, const char *dir, const gen *gs, int ng, const char *
         return CLI_USAGE;
     }
     /* the compiler moec was built with: the runtime's objects need its OpenMP runtime */
-    const char *cc = getenv("MOEC_CC") && *getenv("MOEC_CC") ? getenv("MOEC_CC") : MOE_CC;
+    const char *cc = cli_cc();
     const cg_target *dev = NULL;        /* the target with device kernels */
     for (int i = 0; i < ng; i++)
         if (gs[i].t->device_source_name) dev = gs[i].t;
@@ -217,11 +174,12 @@ static int run_cc(arena *a, const char *dir, const gen *gs, int ng, const char *
     argv[n++] = "-o";
     argv[n++] = out;
     argv[n] = NULL;
-    return run_logged(argv, n, "C compiler");
+    return cli_run(argv, n, "C compiler", NULL);
 }
 
 typedef struct opts {
     const char *file, *out, *model, *target, *emit, *gemm, *level, *tune_db;
+    tune_db *db;                /* the tuning database (NULL: none) */
     int opt, timings, help;
     FILE *emit_to;              /* --emit: stdout, or the file -o names */
 } opts;
@@ -254,16 +212,16 @@ static int parse(int argc, char **argv, opts *o) {
         fprintf(stderr, "moec build: unknown target '%s' (cpu, cuda, all)\n", o->target);
         return CLI_USAGE;
     }
-    if (o->tune_db) {       /* the database is not read yet, but a wrong path is still a mistake */
-        FILE *db = fopen(o->tune_db, "r");
-        if (!db) {
-            fprintf(stderr, "moec build: --tune-db %s: %s\n", o->tune_db, strerror(errno));
-            return CLI_FAILED;
-        }
-        fclose(db);
-        fprintf(stderr, "moec build: warning: --tune-db is not read yet (the autotuner is not built): a fixed rule "
-                "picks the kernel variants\n");
+    /* the tuning database: --tune-db (which must be one), else the default location if any */
+    char err[4300];
+    o->db = tune_db_load(o->tune_db ? o->tune_db : tune_default_path(), !o->tune_db, err, sizeof err);
+    if (!o->db && o->tune_db) {
+        fprintf(stderr, "moec build: --tune-db %s\n", err);
+        return CLI_FAILED;
     }
+    if (!o->db)
+        fprintf(stderr, "moec build: warning: %s (the built-in rule picks the kernel variants; `moec tune` "
+                "rewrites it)\n", err);
     int all = !strcmp(o->target, "all");
     const cg_target *t = cg_target_find(all ? "cuda" : o->target);
     if (all && o->emit) {
@@ -347,18 +305,18 @@ static int write_sources(const char *dir, const gen *gs, int ng, const diag_ctx 
             const char *text = cg_embedded(t->files[i]);
             if (!text) { fprintf(stderr, "moec: internal error: '%s' is not embedded in moec\n", t->files[i]); return -1; }
             snprintf(path, sizeof path, "%s/%s", dir, t->files[i]);
-            if (write_file(path, text)) return -1;
+            if (cli_write_file(path, text)) return -1;
         }
         if (t->device_source_name) {
             snprintf(path, sizeof path, "%s/%s", dir, t->device_source_name);
-            if (write_file(path, gs[g].dev_src)) return -1;
+            if (cli_write_file(path, gs[g].dev_src)) return -1;
         }
         snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
-        if (write_file(path, gs[g].src)) return -1;
+        if (cli_write_file(path, gs[g].src)) return -1;
     }
     char *table = programs_source(gs, ng, d);
     snprintf(path, sizeof path, "%s/programs.c", dir);
-    int rc = table ? write_file(path, table) : -1;
+    int rc = table ? cli_write_file(path, table) : -1;
     free(table);
     return rc;
 }
@@ -458,6 +416,9 @@ static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, c
                 (long long)pr.train->B_max, (long long)pr.train->T_max);
     lw_program *ltr = lw_lower(pr.train), *ldec = ltr ? lw_lower(pr.decode) : NULL;
     if (!ltr || !ldec) { fprintf(stderr, "moec: out of memory while lowering %s\n", m->name); return 1; }
+    tune_where w = {t->name, tune_device(), cli_compiler_id()};
+    tune_apply(ltr, o->db, &w);
+    tune_apply(ldec, o->db, &w);
     double t1 = now_ms();
     tm->lower_ms += t1 - t0;
     cg_unit u = {m, cli_file_name(o->file), ltr, ldec, a, o->gemm && !strcmp(o->gemm, "generated")};
@@ -534,21 +495,17 @@ static int build(const opts *o) {
     return rc;
 }
 
-int moec_cmd_build(int argc, char **argv) {
-    opts o = {0};
-    int rc = parse(argc, argv, &o);
-    if (rc) return rc;
-    if (o.help) { build_usage(stdout); return CLI_OK; }
-    if (!o.emit) return build(&o);
-    /* --emit FORM -o FILE writes FILE, whole or not at all */
+/* the executable, or --emit FORM on standard output or (with -o) into OUT, whole or not at all */
+static int build_or_emit(opts *o) {
+    if (!o->emit) return build(o);
     cli_out out = {0};
-    o.emit_to = stdout;
-    if (o.out) {
-        if (cli_out_open(&out, "build", o.out)) return CLI_FAILED;
-        o.emit_to = out.f;
+    o->emit_to = stdout;
+    if (o->out) {
+        if (cli_out_open(&out, "build", o->out)) return CLI_FAILED;
+        o->emit_to = out.f;
     }
-    rc = !strcmp(o.emit, "ast") ? moec_dump_ast(o.file, o.model, o.emit_to) : build(&o);
-    if (o.out) return cli_out_close(&out, "build", rc == CLI_OK) ? CLI_FAILED : rc;
+    int rc = !strcmp(o->emit, "ast") ? moec_dump_ast(o->file, o->model, o->emit_to) : build(o);
+    if (o->out) return cli_out_close(&out, "build", rc == CLI_OK) ? CLI_FAILED : rc;
     if (!rc && (fflush(stdout) || ferror(stdout))) {
         fprintf(stderr, "moec build: cannot write the output: %s\n", strerror(errno));
         rc = CLI_FAILED;
@@ -556,23 +513,11 @@ int moec_cmd_build(int argc, char **argv) {
     return rc;
 }
 
-static void tune_usage(FILE *out) {
-    fputs("usage: moec tune FILE [--model NAME] [--target cpu|cuda] [--db FILE] [--budget SECONDS]\n"
-          "  measures kernel variants on this machine and records the winners\n", out);
-}
-
-int moec_cmd_tune(int argc, char **argv) {
-    const char *file = NULL, *model = NULL, *target = NULL, *db = NULL, *budget = NULL;
-    int help = 0;
-    const cli_opt table[] = {
-        {"--model", "-m", &model, NULL, 0},
-        {"--target", NULL, &target, NULL, 0},
-        {"--db", NULL, &db, NULL, 0},
-        {"--budget", NULL, &budget, NULL, 0},
-    };
-    int rc = cli_parse("tune", argc, argv, table, 4, &file, &help, tune_usage);
-    if (rc) return rc;
-    if (help) { tune_usage(stdout); return CLI_OK; }
-    fprintf(stderr, "moec tune: the autotuner is not built yet (bench/kernels/ times the variants by hand)\n");
-    return CLI_FAILED;
+int moec_cmd_build(int argc, char **argv) {
+    opts o = {0};
+    int rc = parse(argc, argv, &o);
+    if (!rc && o.help) build_usage(stdout);
+    else if (!rc) rc = build_or_emit(&o);
+    tune_db_destroy(o.db);
+    return rc;
 }

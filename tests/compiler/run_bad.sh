@@ -9,6 +9,7 @@ cd "$root"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 small=tests/e2e/small.moe
+export XDG_CACHE_HOME=$out/cache       # never the user's tuning database
 {
   while IFS= read -r args; do
     [ -z "$args" ] && continue
@@ -35,7 +36,11 @@ build tests/front/bad/unknown_key_moe.moe -o $out/x
 build tests/compiler/bad/unimplemented.moe --model unimplemented -o $out/x
 build tests/compiler/bad/unimplemented.moe --model warned --emit ir
 build tests/compiler/bad/unimplemented.moe --model ineffective --emit ir
-tune $small
+tune $small --budget 0
+tune $small --budget soon
+tune $small --target gpu
+tune $small --db $out
+tune nonexistent.moe --db $out/db.json
 CASES
 } > "$out/got"
 [ -e "$out/x" ] && { echo "FAIL: an executable was written on bad input"; exit 1; }

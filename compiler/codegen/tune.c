@@ -1,0 +1,198 @@
+/* tune.c - the variant registry, the tuning database and its application (tune.h). The
+ * database is read and written here only, through jansson:
+ *   {"version": 1, "entries": [{"target", "device", "compiler", "template", "kernel",
+ *     "shape", "ms": {"1": 1.23, "2": 0.98}, "best": 2}, ...]}
+ */
+#include "tune.h"
+#include "target.h"
+#include "moe_hash.h"
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- the registry: kernels with numbered variants (kernels/cpu/k_tune.h measures them) */
+static const struct { const char *kernel; int variants; const char *template_file; } registry[] = {
+    {"moe_expert_fwd", 2, "k_moe.h"},
+    {"moe_expert_bwd", 2, "k_moe.h"},
+};
+
+int tune_variants(const char *kernel, const char **template_file) {
+    for (size_t i = 0; i < sizeof registry / sizeof registry[0]; i++)
+        if (!strcmp(registry[i].kernel, kernel)) {
+            if (template_file) *template_file = registry[i].template_file;
+            return registry[i].variants;
+        }
+    return 0;
+}
+
+static const lw_arg *arg_named(const lw_call *k, const char *name) {
+    for (int j = 0; j < k->nargs; j++)
+        if (!strcmp(k->args[j].name, name)) return &k->args[j];
+    return NULL;
+}
+
+int tune_shape(const lw_call *k, char *shape, size_t n, int64_t dims[4]) {
+    if (!tune_variants(k->kernel, NULL)) return 0;
+    const lw_arg *E = arg_named(k, "E"), *K = arg_named(k, "K"), *N = arg_named(k, "N"), *x = arg_named(k, "x");
+    if (!E || !K || !N || !x || x->kind != LW_BUF || K->i <= 0) return 0;
+    dims[0] = E->i, dims[1] = K->i, dims[2] = N->i, dims[3] = x->ref.bytes / (4 * K->i);
+    snprintf(shape, n, "E=%lld K=%lld N=%lld R=%lld", (long long)dims[0], (long long)dims[1], (long long)dims[2],
+             (long long)dims[3]);
+    return 1;
+}
+
+/* ---- this machine */
+const char *tune_device(void) {
+    static char dev[320];
+    char model[256] = "unknown CPU", line[512];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+            snprintf(model, sizeof model, "%s", strchr(line, ':') + 2);
+            model[strcspn(model, "\n")] = 0;
+            break;
+        }
+    if (f) fclose(f);
+    const char *env = getenv("OMP_NUM_THREADS");
+    long threads = env && atoi(env) > 0 ? atoi(env) : sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(dev, sizeof dev, "%s x %ld thread%s", model, threads, threads == 1 ? "" : "s");
+    return dev;
+}
+
+const char *tune_default_path(void) {
+    static char path[4096];
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg) snprintf(path, sizeof path, "%s/moec/tune.json", xdg);
+    else snprintf(path, sizeof path, "%s/.cache/moec/tune.json", home && *home ? home : ".");
+    return path;
+}
+
+/* the hash of a kernel's template, as text */
+static const char *template_hash(const char *kernel, char *buf, size_t n) {
+    const char *file = NULL;
+    tune_variants(kernel, &file);
+    const char *text = file ? cg_embedded(file) : NULL;
+    snprintf(buf, n, "%016llx", (unsigned long long)(text ? util_hash_str(text) : 0));
+    return buf;
+}
+
+/* ---- the database */
+struct tune_db { json_t *root, *entries; };
+
+void tune_db_destroy(tune_db *db) {
+    if (!db) return;
+    json_decref(db->root);
+    free(db);
+}
+
+tune_db *tune_db_load(const char *path, int missing_ok, char *err, size_t errlen) {
+    tune_db *db = calloc(1, sizeof *db);
+    if (!db) { snprintf(err, errlen, "out of memory"); return NULL; }
+    if (missing_ok && access(path, F_OK) != 0 && errno == ENOENT) {
+        db->root = json_pack("{s:i, s:[]}", "version", 1, "entries");
+        db->entries = db->root ? json_object_get(db->root, "entries") : NULL;
+        if (!db->entries) { snprintf(err, errlen, "out of memory"); tune_db_destroy(db); return NULL; }
+        return db;
+    }
+    struct stat st = {0};
+    if (stat(path, &st) || S_ISDIR(st.st_mode) || access(path, R_OK)) {
+        snprintf(err, errlen, "%s: %s", path, S_ISDIR(st.st_mode) ? "a directory, not a tuning database" : strerror(errno));
+        tune_db_destroy(db);
+        return NULL;
+    }
+    json_error_t je;
+    db->root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!db->root) {
+        if (je.line > 0) snprintf(err, errlen, "%s:%d:%d: not a tuning database: %s", path, je.line, je.column, je.text);
+        else snprintf(err, errlen, "%s: %s", path, je.text);
+        tune_db_destroy(db);
+        return NULL;
+    }
+    db->entries = json_object_get(db->root, "entries");
+    json_t *v = json_object_get(db->root, "version");
+    if (!json_is_array(db->entries) || !json_is_integer(v) || json_integer_value(v) != 1) {
+        snprintf(err, errlen, "%s: not a tuning database of this moec (it needs \"version\": 1 and \"entries\")", path);
+        tune_db_destroy(db);
+        return NULL;
+    }
+    return db;
+}
+
+static int str_is(json_t *o, const char *key, const char *want) {
+    const char *s = json_string_value(json_object_get(o, key));
+    return s && !strcmp(s, want);
+}
+
+/* the index of the entry with this key, or -1 */
+static long find(const tune_db *db, const tune_where *w, const char *kernel, const char *shape) {
+    char hash[32];
+    template_hash(kernel, hash, sizeof hash);
+    size_t i;
+    json_t *e;
+    json_array_foreach(db->entries, i, e) {
+        if (str_is(e, "target", w->target) && str_is(e, "device", w->device) && str_is(e, "compiler", w->compiler) &&
+            str_is(e, "template", hash) && str_is(e, "kernel", kernel) && str_is(e, "shape", shape))
+            return (long)i;
+    }
+    return -1;
+}
+
+int tune_db_lookup(const tune_db *db, const tune_where *w, const char *kernel, const char *shape) {
+    long i = db ? find(db, w, kernel, shape) : -1;
+    if (i < 0) return 0;
+    json_t *best = json_object_get(json_array_get(db->entries, (size_t)i), "best");
+    int v = json_is_integer(best) ? (int)json_integer_value(best) : 0;
+    return v >= 1 && v <= tune_variants(kernel, NULL) ? v : 0;      /* a variant this moec has */
+}
+
+int tune_db_record(tune_db *db, const tune_where *w, const char *kernel, const char *shape, const double *ms, int nv,
+                   int best) {
+    char hash[32];
+    json_t *times = json_object(), *e = NULL;
+    int bad = !times;
+    for (int v = 1; !bad && v <= nv; v++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", v);
+        bad |= json_object_set_new(times, key, ms[v] >= 0 ? json_real(ms[v]) : json_null());
+    }
+    if (!bad)
+        e = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:i}", "target", w->target, "device", w->device, "compiler",
+                      w->compiler, "template", template_hash(kernel, hash, sizeof hash), "kernel", kernel, "shape",
+                      shape, "ms", times, "best", best);
+    json_decref(times);
+    if (!e) return -1;
+    long i = find(db, w, kernel, shape);
+    return (i >= 0 ? json_array_set_new(db->entries, (size_t)i, e) : json_array_append_new(db->entries, e)) ? -1 : 0;
+}
+
+int tune_db_save(const tune_db *db, const char *path, char *err, size_t errlen) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (json_dump_file(db->root, tmp, JSON_INDENT(1) | JSON_SORT_KEYS) || rename(tmp, path)) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int tune_apply(lw_program *p, const tune_db *db, const tune_where *w) {
+    int n = 0;
+    for (int i = 0; db && i < p->nsteps; i++)
+        for (int c = 0; c < p->steps[i].ncalls; c++) {
+            lw_call *k = &p->steps[i].calls[c];
+            char shape[96];
+            int64_t dims[4];
+            int v = tune_shape(k, shape, sizeof shape, dims) ? tune_db_lookup(db, w, k->kernel, shape) : 0;
+            if (v) {
+                k->variant = v;
+                k->tuned = 1;
+                n++;
+            }
+        }
+    return n;
+}

@@ -1,0 +1,49 @@
+/* tune.h - kernel variants measured on this machine: which kernels have numbered variants
+ * (the registry), the tuning database `moec tune` writes and `moec build` reads (one JSON
+ * file), and applying it to a lowered program.
+ *
+ * An entry is keyed by the target, the machine (CPU model and thread count), the C compiler,
+ * a hash of the kernel's template file, the kernel and its shape ("E=8 K=512 N=2048 R=4096");
+ * it holds the time of every variant and the winner. An entry whose key does not match this
+ * build is ignored, never applied. Where the database has no entry, the lowering's built-in
+ * rule stands (codegen/lower.c).
+ */
+#ifndef MOE_TUNE_H
+#define MOE_TUNE_H
+#include "lower.h"
+#include <stddef.h>
+
+#define TUNE_MAX_VARIANTS 8
+
+/* Where measurements hold: the target, the machine, the C compiler. */
+typedef struct tune_where { const char *target, *device, *compiler; } tune_where;
+
+/* A call whose kernel has variants: its shape (written to shape) and sizes E, K, N, R (the
+ * routed rows at the compiled maximum); 0 for any other call. */
+int tune_shape(const lw_call *k, char *shape, size_t n, int64_t dims[4]);
+/* The number of variants of a kernel (0: none) and its template file ("k_moe.h"). */
+int tune_variants(const char *kernel, const char **template_file);
+
+/* This machine: "CPU MODEL x N threads" (OMP_NUM_THREADS, else the online cores). */
+const char *tune_device(void);
+/* The default database: $XDG_CACHE_HOME/moec/tune.json, or ~/.cache/moec/tune.json. */
+const char *tune_default_path(void);
+
+typedef struct tune_db tune_db;
+/* Reads path; a missing file is an empty database when missing_ok. NULL with err for a file
+ * that is not a tuning database (a clear message, the file left as it is). */
+tune_db *tune_db_load(const char *path, int missing_ok, char *err, size_t errlen);
+void tune_db_destroy(tune_db *db);
+/* The winning variant of (kernel, shape) under w, or 0 when the database has no entry. */
+int tune_db_lookup(const tune_db *db, const tune_where *w, const char *kernel, const char *shape);
+/* Records ms[1..nv] (ms[v] < 0: variant v failed its check) and the winner, replacing an
+ * entry with the same key. 0, or -1 when out of memory. */
+int tune_db_record(tune_db *db, const tune_where *w, const char *kernel, const char *shape, const double *ms, int nv,
+                   int best);
+/* Writes the database whole (a temporary file renamed over path). 0, or -1 with err. */
+int tune_db_save(const tune_db *db, const char *path, char *err, size_t errlen);
+
+/* Sets the variant of every call the database has an entry for (call->tuned = 1). Returns how
+ * many calls it set. */
+int tune_apply(lw_program *p, const tune_db *db, const tune_where *w);
+#endif

@@ -1,0 +1,109 @@
+/* k_tune.h - the measuring side of `moec tune`: runs the numbered variants of a kernel on one
+ * shape of a model, checks each against variant 1 on the same inputs, times it, and prints
+ * one JSON line per variant:
+ *   {"kernel": "moe_expert_fwd", "shape": "E=8 K=512 N=2048 R=4096", "variant": 2,
+ *    "ms": 1.234, "rel_err": 0}
+ * ms is the median of the repeats, summed over two routings of the R rows: balanced, and
+ * skewed (one expert takes half). moec generates a main() that calls k_tune_expert once per
+ * (kernel, shape) of the model, compiles it with the model's compiler flags and reads the lines.
+ * Not here: choosing the winner and the database (compiler/codegen/tune.c).
+ */
+#ifndef MOE_K_TUNE_H
+#define MOE_K_TUNE_H
+#include "k_moe.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define K_TUNE_VARIANTS 2   /* of the grouped expert GEMM (k_moe.h) */
+
+static double k_tune_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static float *k_tune_rand(long n, uint64_t seed) {
+    float *p = (float *)malloc((size_t)n * sizeof(float));
+    for (long i = 0; p && i < n; i++) p[i] = (float)((double)(moe_mix64(seed + (uint64_t)i) >> 11) / 9007199254740992.0 - 0.5);
+    return p;
+}
+
+/* a counts record (moe_abi.h): R rows over E experts, evenly, or (skew) half to expert 0 */
+static void k_tune_counts(int32_t *counts, int E, int R, int skew) {
+    int32_t *cnt = counts + MOE_CNT(E), *off = counts + MOE_OFF(E);
+    int left = R;
+    off[0] = 0;
+    for (int e = 0; e < E; e++) {
+        int n = e == E - 1 ? left : skew ? (e == 0 ? R / 2 : (R - R / 2) / (E - 1)) : R / E;
+        cnt[e] = n;
+        left -= n;
+        off[e + 1] = off[e] + n;
+    }
+    counts[MOE_ROWS(E)] = R;
+}
+
+/* the largest |a - b| over the largest |b| */
+static double k_tune_rel_err(const float *a, const float *b, long n) {
+    double d = 0, m = 0;
+    for (long i = 0; i < n; i++) {
+        double x = a[i] - b[i];
+        d = x > d ? x : -x > d ? -x : d;
+        m = b[i] > m ? b[i] : -b[i] > m ? -b[i] : m;
+    }
+    return m > 0 ? d / m : d;
+}
+
+/* One run of variant v: forward y = x W + b, or backward dx, dW, db (dW, db cleared first). */
+static void k_tune_expert_run(int bwd, int v, float *out, float *dW, float *db, const float *x, const float *W,
+                              const float *b, const float *dy, const int32_t *counts, int E, int K, int N) {
+    if (!bwd) {
+        k_moe_expert_fwd(out, x, W, b, counts, E, K, N, v);
+        return;
+    }
+    memset(dW, 0, (size_t)E * K * N * sizeof(float));
+    memset(db, 0, (size_t)E * N * sizeof(float));
+    k_moe_expert_bwd(out, dW, db, dy, x, W, counts, E, K, N, 0, v);
+}
+
+/* Every variant of the grouped expert GEMM (bwd: its backward) on E experts of [K, N] over R
+ * routed rows, for about `budget` seconds in all. */
+static void k_tune_expert(const char *kernel, int bwd, int E, int K, int N, int R, double budget) {
+    long nx = (long)R * K, ny = (long)R * N, nw = (long)E * K * N;
+    float *x = k_tune_rand(nx, 1), *W = k_tune_rand(nw, 2), *b = k_tune_rand((long)E * N, 3), *dy = k_tune_rand(ny, 4);
+    long nout = bwd ? nx : ny;
+    float *ref = (float *)malloc((size_t)nout * sizeof(float)), *out = (float *)malloc((size_t)nout * sizeof(float));
+    float *dW = (float *)malloc((size_t)nw * sizeof(float)), *db = (float *)malloc((size_t)E * N * sizeof(float));
+    int32_t *counts = (int32_t *)calloc((size_t)MOE_COUNTS_LEN(E), sizeof(int32_t));
+    if (!x || !W || !b || !dy || !ref || !out || !dW || !db || !counts) {
+        printf("{\"kernel\": \"%s\", \"error\": \"out of memory\"}\n", kernel);
+        return;
+    }
+    double ms[K_TUNE_VARIANTS + 1] = {0}, err[K_TUNE_VARIANTS + 1] = {0};
+    for (int skew = 0; skew < 2; skew++) {
+        k_tune_counts(counts, E, R, skew);
+        k_tune_expert_run(bwd, 1, ref, dW, db, x, W, b, dy, counts, E, K, N);
+        for (int v = 1; v <= K_TUNE_VARIANTS; v++) {
+            k_tune_expert_run(bwd, v, out, dW, db, x, W, b, dy, counts, E, K, N);     /* warm-up and check */
+            double e = k_tune_rel_err(out, ref, nout);
+            err[v] = e > err[v] ? e : err[v];
+            double t[64];
+            int reps = 0;
+            double t0 = k_tune_now(), per = budget / (2.0 * K_TUNE_VARIANTS);
+            while (reps < 64 && (reps < 3 || k_tune_now() - t0 < per)) {
+                double s = k_tune_now();
+                k_tune_expert_run(bwd, v, out, dW, db, x, W, b, dy, counts, E, K, N);
+                t[reps++] = k_tune_now() - s;
+            }
+            for (int i = 1; i < reps; i++)     /* the median: sort the few repeats */
+                for (int j = i; j > 0 && t[j] < t[j - 1]; j--) { double q = t[j]; t[j] = t[j - 1]; t[j - 1] = q; }
+            ms[v] += t[reps / 2] * 1e3;
+        }
+    }
+    for (int v = 1; v <= K_TUNE_VARIANTS; v++)
+        printf("{\"kernel\": \"%s\", \"shape\": \"E=%d K=%d N=%d R=%d\", \"variant\": %d, \"ms\": %.6f, "
+               "\"rel_err\": %.3g}\n", kernel, E, K, N, R, v, ms[v], err[v]);
+    fflush(stdout);
+    free(x), free(W), free(b), free(dy), free(ref), free(out), free(dW), free(db), free(counts);
+}
+#endif
