@@ -9,6 +9,7 @@
 # where none does.
 set -uo pipefail
 moec=$1; mock=$2; model=$3
+steps=${MOE_DRIVER_STEPS:-3}        # training steps of each compared run (1 under the sanitizers)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
@@ -16,9 +17,9 @@ export MOEC_CACHE_DIR=$work/build-cache
 "$moec" build "$model" -o "$work/m" --target cuda || exit 1
 export MOEC_LIBCUDA=$mock MOEC_LIBCUBLAS=$mock MOEC_CACHE_DIR=$work/cache
 fields='select(.loss) | [.step, .loss, .lm_loss, .aux_loss, .grad_norm, .dropped_fraction] | @tsv'
-"$work/m" train --steps 3 --log "$work/emu.jsonl" --device cuda-emu > /dev/null 2>&1 || bad "cuda-emu run"
+"$work/m" train --steps $steps --log "$work/emu.jsonl" --device cuda-emu > /dev/null 2>&1 || bad "cuda-emu run"
 for run in cold warm; do
-    "$work/m" train --steps 3 --log "$work/$run.jsonl" --device cuda > /dev/null 2> "$work/$run.err" || bad "$run run: $(cat "$work/$run.err")"
+    "$work/m" train --steps $steps --log "$work/$run.jsonl" --device cuda > /dev/null 2> "$work/$run.err" || bad "$run run: $(cat "$work/$run.err")"
     if ! cmp -s <(jq -r "$fields" "$work/emu.jsonl") <(jq -r "$fields" "$work/$run.jsonl"); then
         bad "$run run under --device cuda differs from cuda-emu:"; diff <(jq -r "$fields" "$work/emu.jsonl") <(jq -r "$fields" "$work/$run.jsonl")
     fi
@@ -35,13 +36,13 @@ carries="(this executable carries cpu, cuda)"
 [ "$("$work/all" info | head -1)" = "model small (from $model), target cuda $carries" ] || bad "all: $("$work/all" info | head -1)"
 [ "$(MOEC_LIBCUDA=$work/none.so "$work/all" info | head -1)" = "model small (from $model), target cpu $carries" ] \
     || bad "all without a driver: $(MOEC_LIBCUDA=$work/none.so "$work/all" info | head -1)"
-"$work/all" train --steps 3 --log "$work/all.jsonl" > /dev/null 2>&1 || bad "all: train on the GPU"
+"$work/all" train --steps $steps --log "$work/all.jsonl" > /dev/null 2>&1 || bad "all: train on the GPU"
 cmp -s <(jq -r "$fields" "$work/emu.jsonl") <(jq -r "$fields" "$work/all.jsonl") || bad "all: the GPU run differs from cuda-emu"
-MOEC_LIBCUDA=$work/none.so "$work/all" train --steps 3 --log "$work/allcpu.jsonl" > /dev/null 2>&1 || bad "all: train on the CPU"
-paste <(jq -r "$fields" "$work/emu.jsonl") <(jq -r "$fields" "$work/allcpu.jsonl") | awk '
+MOEC_LIBCUDA=$work/none.so "$work/all" train --steps $steps --log "$work/allcpu.jsonl" > /dev/null 2>&1 || bad "all: train on the CPU"
+paste <(jq -r "$fields" "$work/emu.jsonl") <(jq -r "$fields" "$work/allcpu.jsonl") | awk -v steps="$steps" '
     function rel(a, b) { d = a - b; if (d < 0) d = -d; return d / (a < 0 ? -a : a) }
     { n++; if (rel($2, $8) > 1e-4) bad = 1 }
-    END { exit bad || n != 3 }' || bad "all: the CPU run's losses are not cuda-emu's"
+    END { exit bad || n != steps }' || bad "all: the CPU run's losses are not cuda-emu's"
 
 # expect ENV... -- MESSAGE: train fails with exit 1 and MESSAGE on stderr
 expect() {
