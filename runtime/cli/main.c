@@ -1,5 +1,6 @@
 /* main.c - the built executable's entry: dispatch, `info`, and helpers shared by commands. */
 #include "cli.h"
+#include "moe_hash.h"
 #include <jansson.h>
 #include <math.h>
 #include <omp.h>
@@ -75,11 +76,27 @@ cli_num cli_json_num(double v) {
     return r;
 }
 
+/* 1 when every rank passes the same h (a collective; 1 in one process). Three 21-bit parts
+ * of h, summed as doubles, stay exact for any number of ranks. */
+static int same_everywhere(uint64_t h) {
+    const moe_comm *w = moe_comm_world();
+    if (w->world <= 1) return 1;
+    double part[3] = {(double)(h & 0x1fffff), (double)(h >> 21 & 0x1fffff), (double)(h >> 42 & 0x1fffff)};
+    double sum[3] = {part[0], part[1], part[2]};
+    w->allreduce_f64(w, sum, 3);
+    return sum[0] == part[0] * w->world && sum[1] == part[1] * w->world && sum[2] == part[2] * w->world;
+}
+
 moe_data *cli_data(const char *spec) {
     char err[1024];
     moe_data *d = NULL;
-    if (moe_data_open(spec, cli_prog->vocab, &d, err, sizeof err)) {
-        cli_fail("%s", err);
+    if (moe_data_open(spec, cli_prog->vocab, &d, err, sizeof err)) cli_fail("%s", err);
+    /* several processes read the same data: the same name and size on every rank */
+    uint64_t h = d ? util_hash_str(moe_data_name(d)) ^ (uint64_t)moe_data_tokens(d) * 0x9e3779b97f4a7c15ull : 0;
+    if (!same_everywhere(h)) {
+        if (d) cli_fail("the processes do not read the same data: %s holds %lld tokens here", moe_data_name(d),
+                        (long long)moe_data_tokens(d));
+        moe_data_close(d);
         return NULL;
     }
     return d;
@@ -233,6 +250,13 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
         return MOE_EXIT_FAIL;
     }
     const moe_program *p = cli_prog;
+    /* the same model and plan everywhere: several hosts may hold different builds */
+    if (!same_everywhere(util_hash_str(moe_model_text) ^ util_hash_str(p->model) ^ util_hash_str(p->target) ^
+                         (uint64_t)p->buf_bytes[MOE_BUF_PARAM] ^ (uint64_t)p->train.act_bytes << 20)) {
+        cli_fail("the processes do not run the same executable: model %s (from %s) here differs from another rank's",
+                 p->model, p->source);
+        return MOE_EXIT_FAIL;
+    }
     const char *why = p->par_expert > 1 ? "expert parallelism" : p->par_tensor > 1 ? "tensor slicing" : NULL;
     if (why) {
         if (w->rank == 0)

@@ -7,7 +7,8 @@
 #   grad:  2 ranks write the mean of the one-process gradients of batches 0 and 1;
 #   refusals: a layout with expert parallelism, parallel.data = 3 on 2 processes, and a
 #          command that runs in one process each stop with their message;
-#   a rank killed mid-run ends the job with mpirun's message.
+#   ranks of different executables or data stop at start; a rank killed mid-run ends the
+#   job with mpirun's message.
 # Skipped (77) without mpirun; not registered when moec was built without MPI.
 set -uo pipefail
 moec=$1; work=$2
@@ -79,6 +80,14 @@ grep -q "asks for expert parallelism (parallel.expert = 2), which is not built y
 [ "$(grep -c "not built yet" ep.err)" = 1 ] || fail "the refusal is not printed once"
 mpi 2 ./three train --steps 1 2> three.err && fail "parallel.data = 3 ran on 2"
 grep -q "asks for parallel.data = 3 processes, but 2 were started" three.err || fail "data: $(cat three.err)"
+# ranks that run different executables, or read different data, stop at once (MPMD mpirun)
+head -c 20000 text.txt > half.txt
+timeout 120 mpirun -np 1 ./two train --steps 1 : -np 1 ./one train --steps 1 2> mixed.err && fail "two executables ran"
+grep -q "do not run the same executable" mixed.err || fail "mixed executables: $(cat mixed.err)"
+timeout 120 mpirun -np 1 ./two train --steps 1 --data text.txt : -np 1 ./two train --steps 1 --data half.txt \
+  2> data.err && fail "two data files ran"
+grep -q "do not read the same data" data.err || fail "mixed data: $(cat data.err)"
+
 # a rank killed mid-run ends the job (mpirun stops the other), never a hang
 rm -f kill.jsonl
 timeout 120 mpirun -np 2 ./two train --data text.txt --steps 100000 --log kill.jsonl > kill.out 2>&1 &
