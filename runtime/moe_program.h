@@ -141,6 +141,8 @@ typedef struct moe_program {
     const int *stat_loads;          /* [n_moe] first expert-load entry of each MoE layer */
     moe_schedule train, decode;
     const char *summary;            /* `info`: schedule summary and memory plan */
+    const char *variants;           /* `bench --json`: a JSON array of the numbered kernel variants run,
+                                     * [{"program", "step", "kernel", "variant", "from"}] */
     /* device kernels: the cuda target's, none on the cpu target */
     const char *kernel_source;      /* CUDA C, NVRTC compiles it */
     int n_kernels;

@@ -37,6 +37,22 @@ static void emit_summary(cg *b, arena *a, const lw_program *tr, const lw_program
     cg_line(b, "static const char summary[] = %s;", cg_cstr(a, s));
 }
 
+/* The kernel variants the programs run, as a JSON array for `bench --json`: one object per
+ * call with a numbered variant, saying whether the tuning database or the rule chose it. */
+static void emit_variants(cg *b, arena *a, const lw_program *const progs[2]) {
+    const char *s = "[";
+    for (int q = 0; q < 2; q++)
+        for (int i = 0; i < progs[q]->nsteps; i++)
+            for (int c = 0; c < progs[q]->steps[i].ncalls; c++) {
+                const lw_call *k = &progs[q]->steps[i].calls[c];
+                if (!k->variant) continue;
+                s = arena_printf(a, "%s%s{\"program\": \"%s\", \"step\": \"%s\", \"kernel\": \"%s\", \"variant\": %d, "
+                                 "\"from\": \"%s\"}", s, s[1] ? ", " : "", q ? "decode" : "train",
+                                 progs[q]->steps[i].name, k->kernel, k->variant, k->tuned ? "tuning database" : "rule");
+            }
+    cg_line(b, "static const char variants[] = %s;", cg_cstr(a, arena_printf(a, "%s]", s)));
+}
+
 static void emit_ints(cg *b, arena *a, const char *name, const int *v, int n) {
     cg_raw(b, arena_printf(a, "static const int %s[] = {", name));
     for (int i = 0; i < n; i++) cg_raw(b, arena_printf(a, "%d, ", v[i]));
@@ -97,6 +113,7 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     const ir_graph *g = u->train->g;
     arena *a = u->arena;
     emit_summary(b, a, u->train, u->decode);
+    emit_variants(b, a, (const lw_program *const[2]){u->train, u->decode});
     cg_open(b, "static const moe_param_info params[] =");
     for (int i = 0; i < g->n_params; i++) {
         const md_param *p = &g->params[i];
@@ -152,7 +169,7 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
             g->n_stats);
     emit_schedule(b, u->train, "train", "train_steps");
     emit_schedule(b, u->decode, "decode", "decode_steps");
-    cg_line(b, ".summary = summary,");
+    cg_line(b, ".summary = summary, .variants = variants,");
     cg_line(b, "%s", kernels);
     cg_close(b, ";");
 }

@@ -109,7 +109,7 @@ int cli_bench(int argc, char **argv) {
                    rt->step_ms[i] / steps, sum > 0 ? rt->step_ms[i] / sum : 0.0);
             first = 0;
         }
-        printf("]}\n");
+        printf("], \"variants\": %s}\n", p->variants);
     } else {
         printf("%s %s: batch %lld x %lld, %.1f tokens/s, %.2f ms/step, peak RSS %.1f MiB\n", p->model,
                mode_name[need], B, T, tps, step_ms, rss / 1048576.0);
