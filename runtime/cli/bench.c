@@ -1,7 +1,10 @@
-/* bench.c - `bench`: tokens per second and the per-kernel (per-step) time breakdown. */
+/* bench.c - `bench`: tokens per second and the per-kernel (per-step) time breakdown;
+ * `bench --decode`: KV-cache decoding latency against the machine's memory bandwidth. */
 #include "cli.h"
 #include "moe_rng.h"
 #include <limits.h>
+#include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,10 +39,106 @@ static void one_step(moe_rt *rt, int need) {
     moe_rt_run(rt, MOE_PHASE_OPT, MOE_PHASE_OPT);
 }
 
+/* The memory bandwidth of this machine in GB/s: STREAM's triad a = b + s c over arrays far
+ * larger than the caches, all threads, the best of 5 (2 reads and a write per element). */
+static double triad_gbs(void) {
+    const long n = 16L << 20;       /* 64 MiB per array */
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float)), *c = malloc(n * sizeof(float));
+    double best = 0;
+    if (a && b && c) {
+#pragma omp parallel for schedule(static)
+        for (long i = 0; i < n; i++) a[i] = 0.0f, b[i] = 1.0f, c[i] = 2.0f;
+        for (int r = 0; r < 5; r++) {
+            double t0 = moe_now_ms();
+#pragma omp parallel for schedule(static)
+            for (long i = 0; i < n; i++) a[i] = b[i] + 0.5f * c[i];
+            double gbs = 3.0 * n * sizeof(float) / ((moe_now_ms() - t0) / 1e3) / 1e9;
+            best = gbs > best ? gbs : best;
+        }
+    }
+    free(a), free(b), free(c);
+    return best;
+}
+
+/* Bytes a decode step must read at position pos: every non-expert weight (of the embedding
+ * tables one row each, unless wte is also the output head), top_k of each MoE layer's E
+ * experts, and the KV cache of every layer up to pos. */
+static double decode_bytes(const moe_program *p, int pos) {
+    double bytes = 0;
+    for (int i = 0; i < p->n_params; i++) {
+        const moe_param_info *q = &p->params[i];
+        double b = 4.0 * (double)q->numel;
+        if (q->expert) b *= (double)p->top_k / (double)q->shape[0];
+        else if (!strcmp(q->name, "wpe.weight") || (!strcmp(q->name, "wte.weight") && !p->tied)) b = 4.0 * (double)p->hidden;
+        bytes += b;
+    }
+    return bytes + 2.0 * 4.0 * (double)p->layers * (double)(p->hidden * p->kv_heads / p->heads) * (pos + 1);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* bench --decode: one sequence, its prompt through the decode program (prefill), then
+ * `tokens` steps timed one by one */
+static int bench_decode(const char *device, long long P, long long N, int json) {
+    const moe_program *p = cli_prog;
+    if (P + N > p->context) {
+        cli_fail("--prompt-len %lld + --tokens %lld exceed the context (%lld)", P, N, (long long)p->context);
+        return MOE_EXIT_USAGE;
+    }
+    moe_rt *rt = cli_rt(MOE_RT_INFER, 1, device);
+    if (!rt) return MOE_EXIT_FAIL;
+    char err[512];
+    if (moe_rt_init_params(rt, (uint64_t)p->seed, err, sizeof err)) {
+        cli_fail("%s", err);
+        moe_rt_destroy(rt);
+        return MOE_EXIT_FAIL;
+    }
+    double *ms = malloc(sizeof(double) * (size_t)N), t0 = moe_now_ms(), bytes = 0;
+    if (!ms) { cli_fail("out of memory"); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
+    int32_t tok = 1 % (int32_t)p->vocab;
+    for (long long t = 0; t < P; t++) moe_rt_decode(rt, (int32_t)((t * 7 + 1) % p->vocab), (int)t);
+    double prefill = moe_now_ms() - t0;
+    for (long long i = 0; i < N; i++) {        /* greedy: the next token is the argmax */
+        double s = moe_now_ms();
+        const float *lg = moe_rt_decode(rt, tok, (int)(P + i));
+        ms[i] = moe_now_ms() - s;
+        bytes += decode_bytes(p, (int)(P + i));
+        int best = 0;
+        for (int v = 1; lg && v < p->vocab; v++) best = lg[v] > lg[best] ? v : best;
+        tok = best;
+    }
+    if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); free(ms); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
+    double total = 0;
+    for (long long i = 0; i < N; i++) total += ms[i];
+    qsort(ms, (size_t)N, sizeof ms[0], cmp_double);
+    double med = ms[N / 2], p90 = ms[(N * 9) / 10 < N ? (N * 9) / 10 : N - 1], tps = N / (total / 1e3);
+    double per_token = bytes / (double)N, achieved = per_token * tps / 1e9, probe = triad_gbs();
+    if (json)
+        printf("{\"model\": \"%s\", \"mode\": \"decode\", \"batch\": 1, \"prompt_len\": %lld, \"tokens\": %lld, "
+               "\"prefill_ms\": %.3f, \"latency_ms_median\": %.4f, \"latency_ms_p90\": %.4f, \"tokens_per_s\": %.2f, "
+               "\"bytes_per_token\": %.0f, \"achieved_gbs\": %.3f, \"probe_gbs\": %.3f, \"bandwidth_ratio\": %.3f, "
+               "\"threads\": %d, \"peak_rss_bytes\": %lld}\n", p->model, P, N, prefill, med, p90, tps, per_token,
+               achieved, probe, probe > 0 ? achieved / probe : 0.0, omp_get_max_threads(), peak_rss_bytes());
+    else
+        printf("%s decode: prompt %lld tokens in %.1f ms; %lld tokens at %.3f ms median (p90 %.3f), %.1f tokens/s;\n"
+               "  %.1f MB read per token: %.2f GB/s of this machine's %.2f GB/s (triad) = %.0f%% of the bandwidth "
+               "limit\n", p->model, P, prefill, N, med, p90, tps, per_token / 1e6, achieved, probe,
+               probe > 0 ? 100.0 * achieved / probe : 0.0);
+    free(ms);
+    moe_rt_destroy(rt);
+    return MOE_EXIT_OK;
+}
+
 int cli_bench(int argc, char **argv) {
     moe_flag f[] = {{"--train", 0, "forward, backward and AdamW (default)", NULL},
                     {"--grad", 0, "forward and backward only (no optimizer state)", NULL},
                     {"--infer", 0, "forward only, evaluation mode", NULL},
+                    {"--decode", 0, "KV-cache decoding of one sequence: latency per token, memory bandwidth", NULL},
+                    {"--prompt-len", 1, "--decode: prompt tokens first (default 16)", NULL},
+                    {"--tokens", 1, "--decode: tokens timed (default 64)", NULL},
                     {"--batch", 1, "sequences (default train.batch)", NULL},
                     {"--seq", 1, "tokens per sequence (default context)", NULL},
                     {"--steps", 1, "timed steps (default 10)", NULL},
@@ -54,6 +153,12 @@ int cli_bench(int argc, char **argv) {
     if (moe_arg_int(f, nf, "--batch", p->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, INT_MAX, &T) ||
         moe_arg_int(f, nf, "--steps", 10, 1, INT_MAX, &steps) || moe_arg_int(f, nf, "--warmup", 2, 0, INT_MAX, &warm))
         return MOE_EXIT_USAGE;
+    if (moe_arg(f, nf, "--decode")) {
+        long long P, N;
+        if (moe_arg_int(f, nf, "--prompt-len", 16, 1, INT_MAX, &P) || moe_arg_int(f, nf, "--tokens", 64, 1, INT_MAX, &N))
+            return MOE_EXIT_USAGE;
+        return bench_decode(moe_arg(f, nf, "--device"), P, N, moe_arg(f, nf, "--json") != NULL);
+    }
     int need = moe_arg(f, nf, "--infer") ? MOE_RT_INFER : moe_arg(f, nf, "--grad") ? MOE_RT_GRADS : MOE_RT_OPTIMIZER;
     int train = need != MOE_RT_INFER;
     static const char *const mode_name[] = {"infer", "grad", "train"};

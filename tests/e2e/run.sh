@@ -69,6 +69,16 @@ kv_cache)
   echo "$out" | jq -e '.positions == 30 and .eval_dropped == 0 and .max_abs_diff <= 1e-4' >/dev/null || fail "cache mismatch"
   text=$("$exe" generate --checkpoint "$work/kv" --prompt "ab" --tokens 20 --temperature 0.7 --top-k 5 --seed 3)
   [ "$(printf '%s' "$text" | wc -c)" -ge 22 ] || fail "generate printed too little"
+  # bench --decode: latency per token, and bytes per token between the non-expert weights
+  # (less wpe) and all the weights
+  "$exe" bench --decode --prompt-len 4 --tokens 8 --json > "$work/dec.json" || fail "bench --decode"
+  "$exe" info --json > "$work/info.json"
+  jq -e -s '.[0] as $d | .[1] as $i | $d.tokens == 8 and $d.prompt_len == 4 and $d.latency_ms_median > 0
+            and $d.latency_ms_p90 >= $d.latency_ms_median and $d.tokens_per_s > 0 and $d.probe_gbs > 0
+            and $d.bytes_per_token > 4 * ($i.params - $i.expert_params - $i.context * $i.hidden)
+            and $d.bytes_per_token < 4 * $i.params' "$work/dec.json" "$work/info.json" >/dev/null \
+    || fail "bench --decode: $(cat "$work/dec.json")"
+  "$exe" bench --decode --prompt-len 30 --tokens 10 2>/dev/null && fail "bench --decode past the context"
   ;;
 accumulate)
   for m in whole split; do
