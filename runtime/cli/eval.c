@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef struct evopts { moe_rt *rt; moe_data *data; int B, T; char ckpt[4096]; int64_t step; } evopts;
+typedef struct evopts { moe_rt *rt; moe_data *data; int B, T; long long max_batches; char ckpt[4096]; int64_t step; } evopts;
 
 /* a and b name one existing file */
 static int same_file(const char *a, const char *b) {
@@ -24,7 +24,8 @@ static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, in
     if (r) return r > 0 ? -1 : MOE_EXIT_USAGE;
     const moe_program *p = cli_prog;
     long long B, T;
-    if (moe_arg_int(f, nf, "--batch", p->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, INT_MAX, &T))
+    if (moe_arg_int(f, nf, "--batch", p->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, INT_MAX, &T) ||
+        moe_arg_int(f, nf, "--max-batches", LLONG_MAX, 1, LLONG_MAX, &o->max_batches))   /* eval's, before any loading */
         return MOE_EXIT_USAGE;
     if (!moe_arg(f, nf, "--data")) { cli_fail("--data FILE is required"); return MOE_EXIT_USAGE; }
     if (!moe_arg(f, nf, "--checkpoint")) { cli_fail("--checkpoint PATH is required"); return MOE_EXIT_USAGE; }
@@ -60,12 +61,10 @@ int cli_eval(int argc, char **argv) {
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     evopts o = {0};
-    long long maxb;
     int r = setup("eval", f, nf, argc, argv, MOE_RT_INFER, &o);
-    if (!r && moe_arg_int(f, nf, "--max-batches", LLONG_MAX, 1, LLONG_MAX, &maxb)) r = MOE_EXIT_USAGE;
     if (r) { teardown(&o); return r < 0 ? MOE_EXIT_OK : r; }
     int64_t nb = moe_data_windows(o.data, o.T) / o.B;
-    if (nb > maxb) nb = maxb;
+    if (nb > o.max_batches) nb = o.max_batches;
     moe_stats st;
     if (cli_eval_windows(o.rt, o.data, 0, nb, o.B, o.T, &st)) { teardown(&o); return MOE_EXIT_FAIL; }
     if (o.rt->ctx.comm->rank != 0) { teardown(&o); return MOE_EXIT_OK; }   /* rank 0 prints */

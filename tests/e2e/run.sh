@@ -163,6 +163,7 @@ PY
   want=2 check unknown_flag "$exe" train --stpes 3
   want=2 check resume_without_dir "$exe" train --resume
   want=2 check bad_number "$exe" bench --steps ten
+  want=2 check max_batches_zero "$exe" eval --checkpoint "$work/nonexistent" --data synthetic --max-batches 0
   rm -f "$work/fifo"; mkfifo "$work/fifo"     # must be refused, not block in open()
   check fifo_data timeout 20 "$exe" eval --checkpoint "$ck" --data "$work/fifo"
   check fifo_checkpoint timeout 20 "$exe" eval --checkpoint "$work/fifo" --data synthetic
