@@ -30,20 +30,15 @@ int moe_comm_launched(const char **var) {
 static moe_comm world;
 static int started;
 
-static void mpi_f32(const moe_comm *c, float *buf, int64_t n) {
-    (void)c;
-    for (int64_t i = 0; i < n; i += 1 << 30) {      /* MPI counts are int */
-        int k = n - i < (1 << 30) ? (int)(n - i) : 1 << 30;
-        MPI_Allreduce(MPI_IN_PLACE, buf + i, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-    }
-}
-static void mpi_f64(const moe_comm *c, double *buf, int64_t n) {
-    (void)c;
+/* buf[0..n) (elements of `size` bytes) summed in place, in pieces: MPI counts are int */
+static void mpi_sum(void *buf, int64_t n, MPI_Datatype type, size_t size) {
     for (int64_t i = 0; i < n; i += 1 << 30) {
         int k = n - i < (1 << 30) ? (int)(n - i) : 1 << 30;
-        MPI_Allreduce(MPI_IN_PLACE, buf + i, k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, (char *)buf + (size_t)i * size, k, type, MPI_SUM, MPI_COMM_WORLD);
     }
 }
+static void mpi_f32(const moe_comm *c, float *buf, int64_t n) { (void)c; mpi_sum(buf, n, MPI_FLOAT, sizeof *buf); }
+static void mpi_f64(const moe_comm *c, double *buf, int64_t n) { (void)c; mpi_sum(buf, n, MPI_DOUBLE, sizeof *buf); }
 
 const moe_comm *moe_comm_start(int *argc, char ***argv, char *err, size_t errlen) {
     if (started) return &world;

@@ -217,17 +217,12 @@ static int add_launch(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_
     return l->n_offs > MOE_MAX_OFFS ? -2 : 0;
 }
 
-static const lw_arg *arg_named(const lw_call *k, const char *name) {
-    for (int j = 0; j < k->nargs; j++)
-        if (!strcmp(k->args[j].name, name)) return &k->args[j];
-    return NULL;
-}
 static const lw_ref *ref_named(const lw_call *k, const char *name) {
-    const lw_arg *x = arg_named(k, name);
+    const lw_arg *x = lw_arg_named(k, name);
     return x && x->kind == LW_BUF && !x->ref.null ? &x->ref : NULL;
 }
 static int64_t int_named(const lw_call *k, const char *name) {
-    const lw_arg *x = arg_named(k, name);
+    const lw_arg *x = lw_arg_named(k, name);
     return x && x->kind == LW_INT ? x->i : 0;
 }
 
@@ -248,7 +243,7 @@ static void add_gemm(cg_cuda_launches *out, int ta, int tb, int rows, int64_t m,
 static int add_linear(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_call *k, cg_cuda_launches *out) {
     int fwd = !strcmp(k->kernel, "matmul_fwd") || !strcmp(k->kernel, "matmul_res_fwd");
     if (!fwd && strcmp(k->kernel, "matmul_bwd")) return 1;
-    const lw_arg *S = arg_named(k, "S");
+    const lw_arg *S = lw_arg_named(k, "S");
     if (!S || S->kind != LW_RT || S->rt != LW_RT_S) return -2;
     int64_t K = int_named(k, "K"), N = int_named(k, "N"), tw = int_named(k, "trans_w");
     const lw_ref *W = ref_named(k, "W");
@@ -257,8 +252,8 @@ static int add_linear(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_
         int init = ref_named(k, "b") || ref_named(k, "res");
         if (init) {
             const lw_arg none = {.name = "res", .kind = LW_BUF, .ref = {.null = 1}};
-            const lw_arg *res = arg_named(k, "res");
-            lw_arg args[5] = {*arg_named(k, "y"), *arg_named(k, "b"), res ? *res : none, *S, *arg_named(k, "N")};
+            const lw_arg *res = lw_arg_named(k, "res");
+            lw_arg args[5] = {*lw_arg_named(k, "y"), *lw_arg_named(k, "b"), res ? *res : none, *S, *lw_arg_named(k, "N")};
             lw_call c = {"gemm_init", 0, 0, 5, args};
             int rc = add_launch(pl, a, p, &c, 0, out);
             if (rc) return rc;

@@ -413,6 +413,12 @@ static void print_arg(const lw_arg *a, FILE *out) {
     }
 }
 
+const lw_arg *lw_arg_named(const lw_call *k, const char *name) {
+    for (int j = 0; j < k->nargs; j++)
+        if (!strcmp(k->args[j].name, name)) return &k->args[j];
+    return NULL;
+}
+
 void lw_print(const lw_program *p, const char *target, FILE *out) {
     const ir_graph *g = p->g;
     fprintf(out, "kernels %s%s: target %s, %d steps\n", g->name, g->decode ? " (decode)" : "", target, p->nsteps);

@@ -83,6 +83,8 @@ typedef struct lw_program {
 /* The kernel list of a planned graph (memory from the graph's arena); NULL on out of memory. */
 lw_program *lw_lower(const ir_graph *g);
 const char *lw_rt_name(lw_rt r);    /* "B", "S", "pos", "lr", ... */
+/* The argument of call k for the kernel parameter `name`, or NULL. */
+const lw_arg *lw_arg_named(const lw_call *k, const char *name);
 /* moec build --emit kernels: deterministic text. */
 void lw_print(const lw_program *p, const char *target, FILE *out);
 #endif

@@ -29,15 +29,9 @@ int tune_variants(const char *kernel, const char **template_file) {
     return 0;
 }
 
-static const lw_arg *arg_named(const lw_call *k, const char *name) {
-    for (int j = 0; j < k->nargs; j++)
-        if (!strcmp(k->args[j].name, name)) return &k->args[j];
-    return NULL;
-}
-
 int tune_shape(const lw_call *k, char *shape, size_t n, int64_t dims[4]) {
     if (!tune_variants(k->kernel, NULL)) return 0;
-    const lw_arg *E = arg_named(k, "E"), *K = arg_named(k, "K"), *N = arg_named(k, "N"), *x = arg_named(k, "x");
+    const lw_arg *E = lw_arg_named(k, "E"), *K = lw_arg_named(k, "K"), *N = lw_arg_named(k, "N"), *x = lw_arg_named(k, "x");
     if (!E || !K || !N || !x || x->kind != LW_BUF || K->i <= 0) return 0;
     dims[0] = E->i, dims[1] = K->i, dims[2] = N->i, dims[3] = x->ref.bytes / (4 * K->i);
     snprintf(shape, n, "E=%lld K=%lld N=%lld R=%lld", (long long)dims[0], (long long)dims[1], (long long)dims[2],
@@ -48,6 +42,7 @@ int tune_shape(const lw_call *k, char *shape, size_t n, int64_t dims[4]) {
 /* ---- this machine */
 const char *tune_device(void) {
     static char dev[320];
+    if (dev[0]) return dev;             /* once per process: it keys every lookup */
     char model[256] = "unknown CPU", line[512];
     FILE *f = fopen("/proc/cpuinfo", "r");
     while (f && fgets(line, sizeof line, f))

@@ -60,10 +60,9 @@ static double triad_gbs(void) {
     return best;
 }
 
-/* Bytes a decode step must read at position pos: every non-expert weight (of the embedding
- * tables one row each, unless wte is also the output head), top_k of each MoE layer's E
- * experts, and the KV cache of every layer up to pos. */
-static double decode_bytes(const moe_program *p, int pos) {
+/* Weight bytes a decode step must read: every non-expert weight (of the embedding tables one
+ * row each, unless wte is also the output head) and top_k of each MoE layer's E experts. */
+static double decode_weight_bytes(const moe_program *p) {
     double bytes = 0;
     for (int i = 0; i < p->n_params; i++) {
         const moe_param_info *q = &p->params[i];
@@ -72,7 +71,11 @@ static double decode_bytes(const moe_program *p, int pos) {
         else if (!strcmp(q->name, "wpe.weight") || (!strcmp(q->name, "wte.weight") && !p->tied)) b = 4.0 * (double)p->hidden;
         bytes += b;
     }
-    return bytes + 2.0 * 4.0 * (double)p->layers * (double)(p->hidden * p->kv_heads / p->heads) * (pos + 1);
+    return bytes;
+}
+/* ... and the KV-cache bytes at position pos: keys and values of every layer up to pos */
+static double decode_kv_bytes(const moe_program *p, int pos) {
+    return 2.0 * 4.0 * (double)p->layers * (double)(p->hidden * p->kv_heads / p->heads) * (pos + 1);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -96,7 +99,7 @@ static int bench_decode(const char *device, long long P, long long N, int json) 
         moe_rt_destroy(rt);
         return MOE_EXIT_FAIL;
     }
-    double *ms = malloc(sizeof(double) * (size_t)N), t0 = moe_now_ms(), bytes = 0;
+    double *ms = malloc(sizeof(double) * (size_t)N), t0 = moe_now_ms(), bytes = decode_weight_bytes(p) * (double)N;
     if (!ms) { cli_fail("out of memory"); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
     int32_t tok = 1 % (int32_t)p->vocab;
     for (long long t = 0; t < P; t++) moe_rt_decode(rt, (int32_t)((t * 7 + 1) % p->vocab), (int)t);
@@ -105,7 +108,7 @@ static int bench_decode(const char *device, long long P, long long N, int json) 
         double s = moe_now_ms();
         const float *lg = moe_rt_decode(rt, tok, (int)(P + i));
         ms[i] = moe_now_ms() - s;
-        bytes += decode_bytes(p, (int)(P + i));
+        bytes += decode_kv_bytes(p, (int)(P + i));
         int best = 0;
         for (int v = 1; lg && v < p->vocab; v++) best = lg[v] > lg[best] ? v : best;
         tok = best;
