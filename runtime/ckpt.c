@@ -23,6 +23,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* A model's parameter table: the program's, or its distillation teacher's. */
+typedef struct ptable { const char *model; int n; const moe_param_info *params; } ptable;
+
+static ptable program_table(const moe_program *p) { return (ptable){p->model, p->n_params, p->params}; }
+
 /* The model's identity in a checkpoint: FNV-1a over its name and parameter table (names and
  * shapes), so that --resume refuses another model's run even where tensor names agree. */
 static uint64_t model_hash(const moe_program *p) {
@@ -129,22 +134,26 @@ static int64_t first_nonfinite(const moe_st_tensor *t, int64_t numel) {
 /* the metadata a resume checks */
 typedef struct run_meta { char step[32], seed[32], hash[32]; } run_meta;
 
-/* Reads PATH into the groups' buffers: every parameter of every group must be there
- * with its exact shape, and nothing else may be. */
-static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, const char *content, run_meta *meta,
-                       char *err, size_t errlen) {
-    const moe_program *p = rt->prog;
+/* Reads PATH into the groups' buffers: every parameter of table p in every group must be
+ * there with its exact shape, and nothing else may be. `role` (may be NULL) names what the
+ * file must be a checkpoint of ("the teacher"): then a file whose metadata names another model
+ * is refused as such. */
+static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char *path, const group *g, int ng,
+                       const char *content, run_meta *meta, char *err, size_t errlen) {
     moe_st *st = NULL;
     if (moe_st_read(path, &st, err, errlen)) return -1;
     char name[512];
     int rc = 0;
-    const char *holds = moe_st_meta(st, "content");   /* absent in files of other tools */
+    const char *holds = moe_st_meta(st, "content"), *of = moe_st_meta(st, "model");   /* absent in other tools' files */
     if (holds && strcmp(holds, content)) {
         snprintf(err, errlen, "%s holds %s, not %s", path, holds, content);
         rc = -1;
+    } else if (role && of && strcmp(of, p->model)) {
+        snprintf(err, errlen, "%s is a checkpoint of model %s, not of %s (model %s)", path, of, role, p->model);
+        rc = -1;
     }
     for (int k = 0; k < ng && !rc; k++)
-        for (int i = 0; i < p->n_params && !rc; i++) {
+        for (int i = 0; i < p->n && !rc; i++) {
             const moe_param_info *q = &p->params[i];
             snprintf(name, sizeof name, "%s%s", g[k].prefix, q->name);
             const moe_st_tensor *t = moe_st_find(st, name);
@@ -171,7 +180,7 @@ static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, con
                 rc = -1;
             }
         }
-    if (!rc && moe_st_count(st) != p->n_params * ng) {
+    if (!rc && moe_st_count(st) != p->n * ng) {
         /* names are unique in a file, so a surplus means a tensor the model does not have */
         for (int i = 0; i < moe_st_count(st) && !rc; i++) {
             const char *n = moe_st_get(st, i)->name;
@@ -179,7 +188,7 @@ static int load_groups(moe_rt *rt, const char *path, const group *g, int ng, con
             for (int k = 0; k < ng && !known; k++) {
                 size_t pl = strlen(g[k].prefix);
                 if (strncmp(n, g[k].prefix, pl)) continue;
-                for (int j = 0; j < p->n_params && !known; j++) known = !strcmp(n + pl, p->params[j].name);
+                for (int j = 0; j < p->n && !known; j++) known = !strcmp(n + pl, p->params[j].name);
             }
             if (!known) {
                 snprintf(err, errlen, "%s: tensor '%s' is not a parameter of model %s (a checkpoint of another model?)",
@@ -203,9 +212,24 @@ static int64_t parse_step(const char *s);
 int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *step, char *err, size_t errlen) {
     group w = {rt->buf[MOE_BUF_PARAM], ""};
     run_meta m;
-    int rc = load_groups(rt, path, &w, 1, "weights", &m, err, errlen);
+    ptable t = program_table(rt->prog);
+    int rc = load_groups(rt, &t, NULL, path, &w, 1, "weights", &m, err, errlen);
     if (step) *step = rc ? -1 : parse_step(m.step);
     return rc;
+}
+
+int moe_ckpt_load_teacher(moe_rt *rt, const char *path, char *err, size_t errlen) {
+    const moe_program *p = rt->prog;
+    const moe_teacher *tc = p->teacher;
+    char file[4096];
+    if (moe_rt_teacher_buffer(rt, err, errlen) || moe_ckpt_resolve(path, file, sizeof file, err, errlen)) return -1;
+    group w = {rt->buf[MOE_BUF_TPARAM], ""};
+    ptable t = {tc->model, tc->n_params, tc->params};
+    char role[160];
+    snprintf(role, sizeof role, "the teacher of %s", p->model);
+    if (load_groups(rt, &t, role, file, &w, 1, "weights", NULL, err, errlen)) return -1;
+    rt->kd = 1;
+    return 0;
 }
 
 /* a step written by us: decimal digits only, 1 .. 10^15 */
@@ -223,8 +247,9 @@ int moe_ckpt_resume(moe_rt *rt, const char *path, int64_t step, uint64_t seed, c
     run_meta mw, mo;
     group w = {rt->buf[MOE_BUF_PARAM], ""};
     group g[2] = {{rt->buf[MOE_BUF_OPT], "m."}, {rt->buf[MOE_BUF_OPT] + rt->prog->buf_bytes[MOE_BUF_PARAM], "v."}};
-    if (load_groups(rt, path, &w, 1, "weights", &mw, err, errlen) ||
-        load_groups(rt, opath, g, 2, "optimizer", &mo, err, errlen))
+    ptable t = program_table(rt->prog);
+    if (load_groups(rt, &t, NULL, path, &w, 1, "weights", &mw, err, errlen) ||
+        load_groups(rt, &t, NULL, opath, g, 2, "optimizer", &mo, err, errlen))
         return -1;
     snprintf(want_seed, sizeof want_seed, "%" PRIu64, seed);
     snprintf(want_hash, sizeof want_hash, "%016" PRIx64, model_hash(rt->prog));

@@ -148,6 +148,7 @@ static json_t *log_object(const moe_step_metrics *m) {
     bad |= json_object_set_new(o, "aux_loss", log_num(m->aux_loss));
     bad |= json_object_set_new(o, "z_loss", log_num(m->z_loss));
     bad |= json_object_set_new(o, "kd_loss", log_num(m->kd_loss));
+    if (m->teacher >= 0) bad |= json_object_set_new(o, "teacher", json_boolean(m->teacher));
     bad |= json_object_set_new(o, "lr", log_num(m->lr));
     bad |= json_object_set_new(o, "grad_norm", log_num(m->grad_norm));
     bad |= json_object_set_new(o, "tokens_per_s", log_num(m->tokens_per_s));

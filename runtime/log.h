@@ -24,6 +24,7 @@ typedef struct moe_step_metrics {
     int64_t step, steps;                /* step is 1-based; steps = total planned */
     int64_t first_step;                 /* steps done before this process started (resume): the ETA counts the rest */
     double loss, lm_loss, aux_loss, z_loss, kd_loss;
+    int teacher;                        /* -1: no distill block; else whether the teacher ran this step */
     double eval_loss;                   /* evaluation-mode LM loss at train.eval_every steps, else NaN */
     double lr, grad_norm, tokens_per_s, dropped_fraction;
     double elapsed_s;                   /* wall time of the run, continued across resumes */
@@ -60,8 +61,8 @@ moe_log *moe_log_open_resume(const char *path, int64_t step, char *err, size_t e
  * resumed run's clock goes on. */
 double moe_log_elapsed(const moe_log *l);
 /* Appends the step's JSON line (flushed): step, run (when set), loss, lm_loss, aux_loss,
- * z_loss, kd_loss, lr, grad_norm, tokens_per_s, dropped_fraction, elapsed_s, tokens, step_ms,
- * gflops, eval_loss (when
+ * z_loss, kd_loss, teacher (a student's: whether its teacher ran), lr, grad_norm, tokens_per_s,
+ * dropped_fraction, elapsed_s, tokens, step_ms, gflops, eval_loss (when
  * evaluated), warning (when set), moe_layers [n_moe] (1-based layers: block + 1) and expert_load
  * [n_moe][experts]. Non-finite numbers are written as null. Returns 0 or -1; a failed write
  * leaves the file as it was, and moe_log_why says why. */

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 7
+#define MOE_ABI_VERSION 8
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 /* the learning-rate schedule after warmup (rt.h, moe_lr_at) */
@@ -103,6 +103,18 @@ typedef struct moe_param_info {
     uint64_t name_hash;             /* keys the init stream (with the seed and the expert index) */
 } moe_param_info;
 
+/* The distillation teacher of a student (Mixture-of-Students): its parameter table, laid out
+ * in the TPARAM buffer (buf_bytes[MOE_BUF_TPARAM]), and the student's KD settings. The train
+ * schedule runs the teacher's forward and the KD loss (steps of kind MOE_STEP_KD) only while
+ * the runtime distils; a teacher checkpoint is the teacher model's ordinary checkpoint. */
+typedef struct moe_teacher {
+    const char *model;
+    int n_params;
+    const moe_param_info *params;
+    double temperature, weight;
+    int64_t stop_step;              /* the last step with the KD term (1-based); -1: every step */
+} moe_teacher;
+
 typedef struct moe_schedule {
     int n_steps;
     const moe_step *steps;
@@ -140,6 +152,7 @@ typedef struct moe_program {
     int n_stats;                    /* f64 entries of the statistics record (moe_abi.h) */
     const int *stat_loads;          /* [n_moe] first expert-load entry of each MoE layer */
     moe_schedule train, decode;
+    const moe_teacher *teacher;     /* NULL: the model has no distill block */
     const char *summary;            /* `info`: schedule summary and memory plan */
     const char *variants;           /* `bench --json`: a JSON array of the numbered kernel variants run,
                                      * [{"program", "step", "kernel", "variant", "from"}] */

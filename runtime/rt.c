@@ -197,15 +197,15 @@ void moe_rt_destroy(moe_rt *rt) {
 /* N(0, std) from a stream of (seed, tensor name, expert index): the same model for any
  * number of ranks and any expert-parallel layout; norm weights 1, biases 0. Values are made
  * on the host a chunk at a time and uploaded. */
-int moe_rt_init_params(moe_rt *rt, uint64_t seed, char *err, size_t errlen) {
+static int init_table(moe_rt *rt, const moe_param_info *params, int n_params, uint8_t *buf, uint64_t seed, char *err,
+                      size_t errlen) {
     enum { CHUNK = 1 << 20 };
-    const moe_program *p = rt->prog;
     moe_device *d = rt->dev;
     float *host = malloc(sizeof(float) * CHUNK);
     if (!host) { snprintf(err, errlen, "out of memory"); return -1; }
-    for (int i = 0; i < p->n_params; i++) {
-        const moe_param_info *q = &p->params[i];
-        uint8_t *w = rt->buf[MOE_BUF_PARAM] + q->offset;
+    for (int i = 0; i < n_params; i++) {
+        const moe_param_info *q = &params[i];
+        uint8_t *w = buf + q->offset;
         if (!q->init_one && q->init_std == 0.0f) {
             check(rt, d->ops->memset(d, w, 0, sizeof(float) * (size_t)q->numel), "memset");
             continue;
@@ -225,6 +225,36 @@ int moe_rt_init_params(moe_rt *rt, uint64_t seed, char *err, size_t errlen) {
     }
     free(host);
     if (moe_rt_error(rt)) { snprintf(err, errlen, "%s", moe_rt_error(rt)); return -1; }
+    return 0;
+}
+
+int moe_rt_init_params(moe_rt *rt, uint64_t seed, char *err, size_t errlen) {
+    return init_table(rt, rt->prog->params, rt->prog->n_params, rt->buf[MOE_BUF_PARAM], seed, err, errlen);
+}
+
+int moe_rt_teacher_buffer(moe_rt *rt, char *err, size_t errlen) {
+    const moe_program *p = rt->prog;
+    moe_device *d = rt->dev;
+    size_t bytes = (size_t)p->buf_bytes[MOE_BUF_TPARAM];
+    if (!p->teacher) {
+        snprintf(err, errlen, "model %s has no distill block, so it takes no teacher", p->model);
+        return -1;
+    }
+    if (!rt->buf[MOE_BUF_TPARAM] && !(rt->buf[MOE_BUF_TPARAM] = d->ops->alloc(d, bytes))) {
+        snprintf(err, errlen, "out of memory allocating the teacher's %.1f MiB of parameters on device %s",
+                 bytes / 1048576.0, d->ops->name);
+        return -1;
+    }
+    rt->ctx.buf[MOE_BUF_TPARAM] = rt->buf[MOE_BUF_TPARAM];
+    rt->ctx.size[MOE_BUF_TPARAM] = (int64_t)bytes;
+    return 0;
+}
+
+int moe_rt_init_teacher(moe_rt *rt, uint64_t seed, char *err, size_t errlen) {
+    if (moe_rt_teacher_buffer(rt, err, errlen)) return -1;
+    const moe_teacher *t = rt->prog->teacher;
+    if (init_table(rt, t->params, t->n_params, rt->buf[MOE_BUF_TPARAM], seed, err, errlen)) return -1;
+    rt->kd = 1;
     return 0;
 }
 
@@ -268,7 +298,7 @@ static void run_steps(moe_rt *rt, const moe_schedule *s, int first, int last, un
 
 void moe_rt_run(moe_rt *rt, int first, int last) {
     rt->ctx.buf[MOE_BUF_ACT] = rt->act;
-    run_steps(rt, &rt->prog->train, first, last, 0, rt->timing);
+    run_steps(rt, &rt->prog->train, first, last, rt->kd ? 0 : MOE_STEP_KD, rt->timing);
 }
 
 void moe_rt_run_step(moe_rt *rt, int i) {
@@ -278,7 +308,7 @@ void moe_rt_run_step(moe_rt *rt, int i) {
 
 void moe_rt_logits(moe_rt *rt) {
     rt->ctx.buf[MOE_BUF_ACT] = rt->act;
-    run_steps(rt, &rt->prog->train, MOE_PHASE_FWD, MOE_PHASE_FWD, MOE_STEP_LOSS, 0);
+    run_steps(rt, &rt->prog->train, MOE_PHASE_FWD, MOE_PHASE_FWD, MOE_STEP_LOSS | MOE_STEP_KD, 0);
 }
 
 void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out) {
@@ -320,6 +350,7 @@ static void stats_sum_up(const moe_program *p, const double *st, moe_stats *s) {
     memset(s, 0, sizeof *s);
     s->lm = st[MOE_STAT_LM];
     s->grad_norm = st[MOE_STAT_GNORM];
+    s->kd = st[MOE_STAT_KD];
     for (int i = 0; i < p->n_moe; i++) {
         const double *l = st + MOE_STAT_LAYER(i);
         s->aux += l[MOE_STAT_AUX];

@@ -35,6 +35,8 @@ typedef struct moe_rt {
     double *step_ms;                /* [train.n_steps] accumulated time per step (bench) */
     moe_kernel **kern;              /* [prog->n_kernels] compiled by the device at creation */
     int timing;
+    int kd;                         /* distil: run the teacher's forward and the KD loss (steps of
+                                     * kind MOE_STEP_KD); needs moe_ckpt_load_teacher first */
     char err[512];                  /* the first device call that failed, or empty */
 } moe_rt;
 
@@ -51,6 +53,12 @@ const char *moe_rt_error(const moe_rt *rt);
 
 /* Initialises every parameter from the seed (moe-semantics.md section 1). 0 or -1 (err). */
 int moe_rt_init_params(moe_rt *rt, uint64_t seed, char *err, size_t errlen);
+
+/* A student's teacher (prog->teacher): its parameter buffer (TPARAM) allocated once; then its
+ * weights from the seed as its own run would start (init_teacher, for benchmarks) or from its
+ * checkpoint (moe_ckpt_load_teacher). The last two set rt->kd. 0, or -1 (err). */
+int moe_rt_teacher_buffer(moe_rt *rt, char *err, size_t errlen);
+int moe_rt_init_teacher(moe_rt *rt, uint64_t seed, char *err, size_t errlen);
 
 /* Sets the batch shape; fails (with a message) past the compiled maximum. */
 int moe_rt_shape(moe_rt *rt, int B, int T, char *err, size_t errlen);
@@ -76,6 +84,7 @@ typedef struct moe_stats {
     double lm;                      /* sum over forward passes of the mean per-token LM loss */
     double aux, z, dropped, choices; /* sums over MoE layers (and passes) */
     double grad_norm;               /* of the last optimizer step */
+    double kd;                      /* sum over forward passes of tau^2 x the mean KL (distilling) */
     const double *record;           /* the whole record (host staging): MoE layer i's expert
                                      * loads start at record + prog->stat_loads[i] */
 } moe_stats;
@@ -134,6 +143,9 @@ int moe_ckpt_writable(const char *dir, char *err, size_t errlen);
 int moe_ckpt_clean_stale(const char *dir, char *names, size_t n);
 /* PATH as given, or the newest checkpoint's weights when PATH is a directory. */
 int moe_ckpt_resolve(const char *path, char *out, size_t outlen, char *err, size_t errlen);
+/* Loads the teacher of a student (prog->teacher) from PATH, a checkpoint of the teacher model
+ * (a file, or a directory: its newest), into the TPARAM buffer, and sets rt->kd. */
+int moe_ckpt_load_teacher(moe_rt *rt, const char *path, char *err, size_t errlen);
 /* Writes the gradient buffer with the checkpoint's tensor names. */
 /* The weights as a Hugging Face safetensors file (metadata format "pt", our tensor names). */
 int moe_ckpt_save_hf(const moe_rt *rt, const char *path, char *err, size_t errlen);

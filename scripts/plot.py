@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """plot.py - pictures of training logs (the JSONL of `OUT train --log`).
 
-    python3 scripts/plot.py run.jsonl [other.jsonl ...] -o loss.png [--smooth N]
+    python3 scripts/plot.py run.jsonl [other.jsonl ...] -o loss.png [--smooth N] [--loss KEY]
 
 Four panels over optimizer steps, one line per log (labelled by file name):
-  - loss: the training loss, and the evaluation loss (`eval_loss`, dots) where it was measured;
+  - loss: the training loss (or the log's KEY, e.g. lm_loss: a distilled student's LM loss
+    without its KD term), and the evaluation loss (`eval_loss`, dots) where it was measured;
   - learning rate;
   - gradient norm (before clipping), on a log scale, with the spike detector's warnings marked;
   - expert load balance per MoE layer: the busiest expert's share of the token-choices times
@@ -50,6 +51,7 @@ def main(argv):
     ap.add_argument("logs", nargs="+", help="JSONL files written by `OUT train --log`")
     ap.add_argument("-o", "--out", required=True, help="the picture to write (.png, .svg, .pdf)")
     ap.add_argument("--smooth", type=int, default=1, help="trailing mean of the training loss over N steps")
+    ap.add_argument("--loss", default="loss", help="the log's key to plot as the training loss (default loss)")
     a = ap.parse_args(argv)
 
     import matplotlib
@@ -70,7 +72,8 @@ def main(argv):
     (loss_ax, lr_ax), (gn_ax, load_ax) = ax
     for label, rows in runs:
         x = [r["step"] for r in rows]
-        line, = loss_ax.plot(x, smooth([r.get("loss") for r in rows], a.smooth), lw=1.2, label=label + " train")
+        line, = loss_ax.plot(x, smooth([r.get(a.loss) for r in rows], a.smooth), lw=1.2,
+                         label="%s train%s" % (label, "" if a.loss == "loss" else " " + a.loss))
         ev = [(r["step"], r["eval_loss"]) for r in rows if r.get("eval_loss") is not None]
         if ev:
             held = any((r.get("run") or {}).get("eval_data") for r in rows)
@@ -95,7 +98,7 @@ def main(argv):
             if pts:
                 load_ax.plot(*zip(*pts), lw=1, label="%s layer %d" % (label, layer))
 
-    loss_ax.set_title("loss")
+    loss_ax.set_title("loss" if a.loss == "loss" else a.loss)
     lr_ax.set_title("learning rate")
     gn_ax.set_title("gradient norm (before clipping)")
     gn_ax.set_yscale("log")

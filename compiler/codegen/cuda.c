@@ -74,6 +74,8 @@ static const cu_kernel kernels[] = {
     {"moe_combine_bwd", 1, {{G_ITEMS, "S"}}},
     {"xent_fwd", 2, {{G_ITEMS, "S"}, {G_ONE, ""}}},
     {"xent_bwd_mean", 1, {{G_ITEMS, "S*V"}}},
+    {"kd_loss_fwd", 2, {{G_ITEMS, "S"}, {G_ONE, ""}}},
+    {"kd_loss_bwd", 1, {{G_ITEMS, "S*V"}}},
     {"grad_norm", 1, {{G_BLOCK, ""}}},
     {"adamw_step", 1, {{G_ITEMS, "n"}}},
     {"allreduce_mean", 1, {{G_HOST, ""}}},

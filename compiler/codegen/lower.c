@@ -247,7 +247,10 @@ static void lower_node(lw *L) {
         a_buf(L, "counts", out(L, "counts")); a_at(L, "stats", st, m->stat); a_at(L, "loads", st, m->loads);
         a_buf(L, "scratch", out(L, "scratch")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
         a_S(L); a_int(L, "d", width(L, in(L, "x"))); a_int(L, "E", m->experts); a_int(L, "GW", width(L, gs));
-        a_int(L, "k", m->top_k); a_rt(L, "mode", LW_RT_MODE, 1); a_int(L, "drop_tokens", m->drop_tokens);
+        a_int(L, "k", m->top_k);
+        if (m->eval_only) a_int(L, "mode", MOE_MODE_EVAL);
+        else a_rt(L, "mode", LW_RT_MODE, 1);
+        a_int(L, "drop_tokens", m->drop_tokens);
         a_int(L, "noise", m->noise); a_int(L, "rts", m->rts); a_int(L, "second_sampling", m->second_sampling);
         a_int(L, "min_capacity", m->min_capacity); a_real(L, "cf", m->cf); a_real(L, "eval_cf", m->eval_cf);
         a_rt(L, "rng", LW_RT_RNG, 1); a_int(L, "layer", m->layer);
@@ -325,6 +328,18 @@ static void lower_node(lw *L) {
         a_buf(L, "targets", in(L, "targets")); a_rt(L, "loss_scale", LW_RT_LOSS_SCALE, 1); a_S(L);
         a_int(L, "V", width(L, in(L, "probs")));
         break;
+    case IR_KD:             /* the teacher's logits become its probabilities in place */
+        call(L, "kd_loss_fwd", 0);
+        a_buf(L, "ps", out(L, "ps")); a_buf(L, "pt", in(L, "zt")); a_buf(L, "kl", out(L, "kl"));
+        a_at(L, "kd", out(L, "stats"), MOE_STAT_KD); a_buf(L, "zs", in(L, "zs")); a_real(L, "tau", n->at.kd.tau);
+        a_S(L); a_int(L, "V", width(L, in(L, "zs")));
+        break;
+    case IR_KD_BWD:
+        call(L, "kd_loss_bwd", 0);
+        a_buf(L, "dzs", out(L, "dzs")); a_buf(L, "ps", in(L, "ps")); a_buf(L, "pt", in(L, "pt"));
+        a_real(L, "weight", n->at.kd.weight); a_real(L, "tau", n->at.kd.tau);
+        a_rt(L, "loss_scale", LW_RT_LOSS_SCALE, 1); a_S(L); a_int(L, "V", width(L, in(L, "ps"))); a_acc(L, "dzs");
+        break;
     case IR_ALLREDUCE:
         call(L, "allreduce_mean", 0);
         a_rt(L, "comm", LW_RT_COMM, 1); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->param_bytes);
@@ -373,7 +388,7 @@ lw_program *lw_lower(const ir_graph *g) {
         st->node = i;
         st->phase = n->phase;
         st->kind = (o->flags & IR_OPF_COMM ? MOE_STEP_COMM : MOE_STEP_COMPUTE) |
-                   (o->flags & IR_OPF_LOSS ? MOE_STEP_LOSS : 0);
+                   (o->flags & IR_OPF_LOSS ? MOE_STEP_LOSS : 0) | (n->kd ? MOE_STEP_KD : 0);
         L.cap = n->op == IR_ADAMW ? g->n_params : 2;
         st->calls = ARENA_ARRAY(a, lw_call, L.cap + 1);
         if (!st->calls) return NULL;
@@ -424,9 +439,10 @@ void lw_print(const lw_program *p, const char *target, FILE *out) {
     fprintf(out, "kernels %s%s: target %s, %d steps\n", g->name, g->decode ? " (decode)" : "", target, p->nsteps);
     for (int i = 0; i < p->nsteps; i++) {
         const lw_step *s = &p->steps[i];
-        fprintf(out, "step %d %s %s [%s%s%s]%s%s\n", i, ir_op_name(s->op), s->name,
+        fprintf(out, "step %d %s %s [%s%s%s%s]%s%s\n", i, ir_op_name(s->op), s->name,
                 s->kind & MOE_STEP_COMPUTE ? "compute" : "", s->kind & MOE_STEP_COMM ? "comm" : "",
-                s->kind & MOE_STEP_LOSS ? ",loss" : "", s->note ? " " : "", s->note ? s->note : "");
+                s->kind & MOE_STEP_LOSS ? ",loss" : "", s->kind & MOE_STEP_KD ? ",kd" : "", s->note ? " " : "",
+                s->note ? s->note : "");
         for (int c = 0; c < s->ncalls; c++) {
             const lw_call *k = &s->calls[c];
             fprintf(out, "  %s", k->kernel);

@@ -10,7 +10,8 @@
 #include <string.h>
 
 const char *const cg_dtype_macro[MOE_DTYPE_COUNT] = {"F32", "BF16", "F16", "I32", "F64"};
-const char *const cg_buf_macro[MOE_BUF_COUNT] = {"ACT", "PARAM", "GRAD", "OPT", "IO", "STAGING", "COMM"};
+const char *const cg_buf_macro[MOE_BUF_COUNT] = {"ACT", "PARAM", "GRAD", "OPT", "IO", "STAGING", "COMM",
+                                                       "TPARAM"};
 
 const char *cg_rt_expr(arena *a, lw_rt r, int64_t factor, const char *ctx) {
     const char *v = r == LW_RT_B || r == LW_RT_T || r == LW_RT_S ? lw_rt_name(r)
@@ -57,6 +58,19 @@ static void emit_ints(cg *b, arena *a, const char *name, const int *v, int n) {
     cg_raw(b, arena_printf(a, "static const int %s[] = {", name));
     for (int i = 0; i < n; i++) cg_raw(b, arena_printf(a, "%d, ", v[i]));
     cg_raw(b, "0};\n");
+}
+
+/* a parameter table (moe_param_info) named `name` */
+static void emit_params(cg *b, arena *a, const char *name, const md_param *ps, int n, const int64_t *offset) {
+    cg_open(b, "static const moe_param_info %s[] =", name);
+    for (int i = 0; i < n; i++) {
+        const md_param *p = &ps[i];
+        cg_line(b, "{%s, %d, {%lld, %lld, %lld}, %lld, %lld, (float)%.9g, %d, %d, %d, 0x%016llxull},",
+                cg_cstr(a, p->name), p->ndim, (long long)p->shape[0], (long long)p->shape[1], (long long)p->shape[2],
+                (long long)offset[i], (long long)p->numel, p->init_std, p->init_one, p->decay,
+                p->kind == MD_P_EXPERT_W || p->kind == MD_P_EXPERT_B, (unsigned long long)util_hash_str(p->name));
+    }
+    cg_close(b, ";");
 }
 
 static void emit_schedule(cg *b, const lw_program *p, const char *field, const char *steps) {
@@ -114,15 +128,13 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     arena *a = u->arena;
     emit_summary(b, a, u->train, u->decode);
     emit_variants(b, a, (const lw_program *const[2]){u->train, u->decode});
-    cg_open(b, "static const moe_param_info params[] =");
-    for (int i = 0; i < g->n_params; i++) {
-        const md_param *p = &g->params[i];
-        cg_line(b, "{%s, %d, {%lld, %lld, %lld}, %lld, %lld, (float)%.9g, %d, %d, %d, 0x%016llxull},",
-                cg_cstr(a, p->name), p->ndim, (long long)p->shape[0], (long long)p->shape[1], (long long)p->shape[2],
-                (long long)g->param_offset[i], (long long)p->numel, p->init_std, p->init_one, p->decay,
-                p->kind == MD_P_EXPERT_W || p->kind == MD_P_EXPERT_B, (unsigned long long)util_hash_str(p->name));
+    emit_params(b, a, "params", g->params, g->n_params, g->param_offset);
+    const ir_teacher *t = g->teacher;
+    if (t) {
+        emit_params(b, a, "teacher_params", t->params.p, t->params.n, t->params.offset);
+        cg_line(b, "static const moe_teacher teacher = {%s, %d, teacher_params, %.17g, %.17g, %lld};",
+                cg_cstr(a, t->name), t->params.n, t->tau, t->weight, (long long)t->stop_step);
     }
-    cg_close(b, ";");
     int nm = m->moe.n_moe;
     int *blocks = ARENA_ARRAY(a, int, nm + 1);
     for (int i = 0; blocks && i < nm; i++) blocks[i] = m->moe.layer[i] - 1;
@@ -169,6 +181,7 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
             g->n_stats);
     emit_schedule(b, u->train, "train", "train_steps");
     emit_schedule(b, u->decode, "decode", "decode_steps");
+    cg_line(b, ".teacher = %s,", t ? "&teacher" : "NULL");
     cg_line(b, ".summary = summary, .variants = variants,");
     cg_line(b, "%s", kernels);
     cg_close(b, ";");

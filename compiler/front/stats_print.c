@@ -110,6 +110,11 @@ void md_stats_print(FILE *out, const md_model *m, const md_stats *s) {
         fprintf(out, "  dense; parallel: tensor %d; dtype %s\n", m->parallel.tensor,
                 dtype_name(m->dtype));
     }
+    if (m->distill.teacher) {
+        fprintf(out, "  distill: teacher %s (its forward in every step", m->distill.teacher->name);
+        if (m->distill.stop_step >= 0) fprintf(out, " up to step %" PRId64, m->distill.stop_step);
+        fprintf(out, "), temperature %g, weight %g\n", m->distill.temperature, m->distill.weight);
+    }
     fprintf(out, "\n%6s  %-13s %7s %5s %10s %10s %10s %12s %12s\n", "layer", "kind", "experts",
             "EP", "params", "expert", "active", "GFLOP/token", "memory/rank");
     row(out, m, &s->embed);

@@ -5,7 +5,10 @@
  *   x = x + ffn(norm2(x)), ffn = dense MLP, or the MoE layer:
  *       gate -> dispatch -> all-to-all -> expert c_fc -> act -> expert c_proj
  *       -> all-to-all -> combine (weights, optional residual mix with the dense MLP)
- * then ln_f, the LM head (tied: x wte^T) and the cross-entropy. Adds are left
+ * then ln_f, the LM head (tied: x wte^T) and the cross-entropy. A student with a distill block
+ * has its teacher's forward built first, by the same code (names under "teacher.", parameters
+ * in the TPARAM buffer, gates in evaluation mode, every node flagged kd), and the KD loss
+ * between the two sets of logits before the cross-entropy. Adds are left
  * separate here; the fusion pass folds them into the producing matmul or combine.
  * This is the last place that reads the model description: every size and setting a
  * later pass or the lowering needs goes into a tensor's shape or a node's attributes.
@@ -15,11 +18,28 @@
 #include "../util/diag.h"
 #include <string.h>
 
-typedef struct bld { ir_graph *g; arena *a; const md_model *m; int errors; } bld;
+/* What the builder builds from: a model (the student, or its teacher), its parameter table,
+ * the prefix of its tensor and node names, whether its nodes are distillation's, and where its
+ * MoE layers' entries of the statistics record start (the sums of layer i at stat0 + 4 i). */
+typedef struct bld {
+    ir_graph *g;
+    arena *a;
+    const md_model *m;
+    int errors;
+    const ir_ptable *tab;
+    const char *pre;        /* NULL, or "teacher." */
+    int kd;
+    int stat0;
+    const int *loads;       /* [n_moe] the first expert-load entry of each MoE layer */
+} bld;
+
+static const char *pfx(bld *b, const char *name) {
+    return b->pre && name ? arena_printf(b->a, "%s%s", b->pre, name) : name;
+}
 
 static int param(bld *b, const char *name) {
-    for (int i = 0; name && i < b->g->n_params; i++)
-        if (!strcmp(b->g->params[i].name, name)) return b->g->param_tensor[i];
+    for (int i = 0; name && i < b->tab->n; i++)
+        if (!strcmp(b->tab->p[i].name, name)) return b->tab->tensor[i];
     diag_error(b->g->diag, (diag_loc){b->m->loc.file, b->m->loc.line, b->m->loc.col},
                "internal error: model '%s' has no parameter '%s'", b->m->name, name ? name : "?");
     b->errors++;
@@ -29,15 +49,16 @@ static int paramf(bld *b, const char *prefix, const char *suffix) {
     return param(b, arena_printf(b->a, "%s.%s", prefix, suffix));
 }
 static int act(bld *b, const char *name, ir_rows rows, int64_t w) {
-    return ir_tensor_new(b->g, name, IR_T_ACT, MOE_F32, rows, w);
+    return ir_tensor_new(b->g, pfx(b, name), IR_T_ACT, MOE_F32, rows, w);
 }
 static int typed(bld *b, const char *name, moe_dtype dt, ir_rows rows, int64_t w) {
-    return ir_tensor_new(b->g, name, IR_T_ACT, dt, rows, w);
+    return ir_tensor_new(b->g, pfx(b, name), IR_T_ACT, dt, rows, w);
 }
 static ir_node *node(bld *b, ir_op op, const char *name, const int *in, const int *out) {
-    int n = ir_node_new(b->g, op, name, IR_PHASE_FWD);
+    int n = ir_node_new(b->g, op, pfx(b, name), IR_PHASE_FWD);
     if (n < 0) return NULL;
     ir_io(b->g, n, in, out);
+    b->g->n[n].kd = b->kd;
     return &b->g->n[n];
 }
 
@@ -107,8 +128,9 @@ static ir_at_moe moe_attrs(const bld *b, int mi) {
     a.layer = mi;
     a.experts = m->moe.experts[mi];
     a.top_k = m->moe.top_k;
-    a.stat = MOE_STAT_LAYER(mi);
-    a.loads = b->g->stat_loads[mi];
+    a.stat = b->stat0 + 4 * mi;
+    a.loads = b->loads[mi];
+    a.eval_only = b->kd;
     a.drop_tokens = m->moe.drop_tokens;
     a.noise = noise_kind(m->moe.noisy_gate);
     a.rts = m->moe.random_token_selection;
@@ -212,17 +234,80 @@ static int attention(bld *b, int qkv, int blk, int decode) {
     return y;
 }
 
-/* the statistics record: its size and where each MoE layer's expert loads start */
-static void stats_layout(ir_graph *g, const md_model *m) {
-    int n_moe = m->moe.n_moe, total = 0;
-    g->n_moe = n_moe;
-    g->stat_loads = ARENA_ARRAY(g->arena, int, n_moe + 1);
-    if (!g->stat_loads) { g->oom = 1; return; }
+/* Model m's entries of the statistics record from entry `first` (moe_abi.h): four sums per
+ * MoE layer, then the expert loads layer after layer. Returns the loads table; *end is the
+ * entry after them. */
+static int *layer_stats(ir_graph *g, const md_model *m, int first, int *end) {
+    int n_moe = m->moe.n_moe, at = first + 4 * n_moe;
+    int *loads = ARENA_ARRAY(g->arena, int, n_moe + 1);
+    if (!loads) { g->oom = 1; return NULL; }
     for (int i = 0; i < n_moe; i++) {
-        g->stat_loads[i] = MOE_STAT_LOADS(n_moe) + total;
-        total += m->moe.experts[i];
+        loads[i] = at;
+        at += m->moe.experts[i];
     }
-    g->n_stats = MOE_STATS_LEN(n_moe, total);
+    *end = at;
+    return loads;
+}
+
+/* a tensor per parameter of table t, in buffer class `buf` */
+static int add_params(bld *b, ir_ptable *t, moe_buf buf) {
+    for (int i = 0; i < t->n; i++) {
+        int id = ir_tensor_new(b->g, pfx(b, t->p[i].name), IR_T_PARAM, MOE_F32, IR_ROWS_ONE, t->p[i].numel);
+        if (id < 0) return -1;
+        b->g->t[id].param = i;
+        b->g->t[id].offset = t->offset[i];
+        b->g->t[id].buf = buf;
+        t->tensor[i] = id;
+    }
+    return 0;
+}
+
+/* the model's forward from the token ids to its logits (the id of the logits tensor) */
+static int forward(bld *b, int decode) {
+    const md_model *m = b->m;
+    arena *a = b->a;
+    int64_t dm = m->hidden;
+    int x = act(b, "embed.out", IR_ROWS_S, dm);
+    int wpe = m->position == MD_POS_LEARNED ? param(b, "wpe.weight") : -1;
+    node(b, IR_EMBED, "embed", (int[]){b->g->tokens, param(b, "wte.weight"), wpe, -2}, (int[]){x, -2});
+    for (int i = 0; i < m->layers; i++) {
+        int h = norm(b, x, arena_printf(a, "h.%d.ln_1", i));
+        int qkv = linear(b, h, arena_printf(a, "h.%d.attn.c_attn", i), md_qkv_width(m), 1, 0, NULL);
+        int y = attention(b, qkv, i, decode);
+        int p = linear(b, y, arena_printf(a, "h.%d.attn.c_proj", i), dm, 1, 0, NULL);
+        x = add(b, x, p, arena_printf(a, "h.%d.attn.residual", i));
+        int h2 = norm(b, x, arena_printf(a, "h.%d.ln_2", i));
+        int mi = md_moe_index(m, i + 1);
+        int f = mi < 0 ? mlp(b, h2, arena_printf(a, "h.%d.mlp", i)) : moe_layer(b, h2, i, mi);
+        x = add(b, x, f, arena_printf(a, "h.%d.ffn.residual", i));
+    }
+    int hf = norm(b, x, "ln_f");
+    int tied = m->tie_embeddings;
+    return linear(b, hf, "lm_head", m->vocab, 0, tied, tied ? "wte.weight" : NULL);
+}
+
+/* The student's teacher (distill block): its parameters in TPARAM, its forward in evaluation
+ * mode, its statistics entries from first_stat (loads: their table). Returns the teacher's
+ * logits tensor, or -1. */
+static int teacher_forward(bld *sb, int first_stat, const int *loads) {
+    const md_model *m = sb->m, *tm = m->distill.teacher;
+    ir_graph *g = sb->g;
+    ir_teacher *t = ARENA_NEW(sb->a, ir_teacher);
+    md_param *params;
+    int np = t ? md_params(tm, sb->a, &params) : -1;
+    if (np < 0 || ir_ptable_layout(sb->a, &t->params, params, np, g->align)) return -1;
+    t->name = tm->name;
+    t->tau = m->distill.temperature;
+    t->weight = m->distill.weight;
+    t->stop_step = m->distill.stop_step;
+    g->teacher = t;
+    bld tb = {g, sb->a, tm, 0, &t->params, "teacher.", 1, first_stat, loads};
+    if (add_params(&tb, &t->params, MOE_BUF_TPARAM)) return -1;
+    if (tm->heads > g->heads) g->heads = tm->heads;
+    if (tm->moe.n_moe && tm->moe.top_k > g->top_k) g->top_k = tm->moe.top_k;
+    int zt = forward(&tb, 0);
+    sb->errors += tb.errors;
+    return zt;
 }
 
 ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int64_t align, int decode) {
@@ -231,7 +316,8 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     if (np < 0) return NULL;
     ir_graph *g = ir_graph_create(a, m->name, params, np, align);
     if (!g) return NULL;
-    bld b = {g, a, m, 0};
+    ir_ptable tab = {params, np, g->param_bytes, g->param_offset, g->param_tensor};
+    bld b = {g, a, m, 0, &tab, NULL, 0, MOE_STAT_LAYER(0), NULL};
     g->diag = d;
     g->loc = m->loc;
     g->decode = decode;
@@ -243,36 +329,27 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     g->context = m->context;
     g->top_k = m->moe.n_moe ? m->moe.top_k : 1;
     g->optim = (ir_at_optim){m->train.beta1, m->train.beta2, m->train.eps, m->train.weight_decay, m->train.grad_clip};
-    stats_layout(g, m);
-    for (int i = 0; i < np; i++) {
-        const md_param *p = &params[i];
-        int id = ir_tensor_new(g, p->name, IR_T_PARAM, MOE_F32, IR_ROWS_ONE, p->numel);
-        if (id < 0) return NULL;
-        g->t[id].param = i;
-        g->t[id].offset = g->param_offset[i];
-        g->param_tensor[i] = id;
-    }
-    int64_t dm = m->hidden;
+    b.loads = g->stat_loads = layer_stats(g, m, MOE_STAT_LAYER(0), &g->n_stats);
+    g->n_moe = m->moe.n_moe;
+    if (!b.loads || add_params(&b, &tab, MOE_BUF_PARAM)) return NULL;
+    /* the teacher's entries of the record, in the decode program's too: both share the IO layout */
+    const md_model *tm = m->distill.teacher;
+    int tfirst = g->n_stats, *tloads = tm ? layer_stats(g, tm, tfirst, &g->n_stats) : NULL;
     g->tokens = ir_tensor_new(g, "tokens", IR_T_INPUT, MOE_I32, IR_ROWS_S, 1);
     g->stats = ir_tensor_new(g, "stats", IR_T_STATS, MOE_F64, IR_ROWS_ONE, g->n_stats);
-    int x = act(&b, "embed.out", IR_ROWS_S, dm);
-    int wpe = m->position == MD_POS_LEARNED ? param(&b, "wpe.weight") : -1;
-    node(&b, IR_EMBED, "embed", (int[]){g->tokens, param(&b, "wte.weight"), wpe, -2}, (int[]){x, -2});
-    for (int i = 0; i < m->layers; i++) {
-        int h = norm(&b, x, arena_printf(a, "h.%d.ln_1", i));
-        int qkv = linear(&b, h, arena_printf(a, "h.%d.attn.c_attn", i), md_qkv_width(m), 1, 0, NULL);
-        int y = attention(&b, qkv, i, decode);
-        int p = linear(&b, y, arena_printf(a, "h.%d.attn.c_proj", i), dm, 1, 0, NULL);
-        x = add(&b, x, p, arena_printf(a, "h.%d.attn.residual", i));
-        int h2 = norm(&b, x, arena_printf(a, "h.%d.ln_2", i));
-        int mi = md_moe_index(m, i + 1);
-        int f = mi < 0 ? mlp(&b, h2, arena_printf(a, "h.%d.mlp", i)) : moe_layer(&b, h2, i, mi);
-        x = add(&b, x, f, arena_printf(a, "h.%d.ffn.residual", i));
-    }
-    int hf = norm(&b, x, "ln_f");
-    int tied = m->tie_embeddings;
-    g->logits = linear(&b, hf, "lm_head", m->vocab, 0, tied, tied ? "wte.weight" : NULL);
+    int zt = tm && !decode ? teacher_forward(&b, tfirst, tloads) : -1;
+    if (tm && !decode && zt < 0) return NULL;
+    g->logits = forward(&b, decode);
     if (!decode) {
+        if (zt >= 0) {     /* before the cross-entropy, which turns the logits into probabilities */
+            int ps = act(&b, "kd.ps", IR_ROWS_S, m->vocab), kl = act(&b, "kd.kl", IR_ROWS_S, 1);
+            ir_node *n = node(&b, IR_KD, "kd", (int[]){g->logits, zt, -2}, (int[]){ps, kl, g->stats, -2});
+            if (n) {
+                n->kd = 1;
+                n->acc[2] = 1;
+                n->at.kd = (ir_at_kd){m->distill.temperature, m->distill.weight};
+            }
+        }
         g->targets = ir_tensor_new(g, "targets", IR_T_INPUT, MOE_I32, IR_ROWS_S, 1);
         g->loss = act(&b, "xent.loss", IR_ROWS_S, 1);
         ir_node *n = node(&b, IR_XENT, "xent", (int[]){g->logits, g->targets, -2}, (int[]){g->loss, g->stats, -2});

@@ -12,6 +12,7 @@ typedef struct opdef { const char *name, *ins, *outs, *doc; int attr; unsigned f
 #define MOE IR_AT_MOE
 #define A2A IR_AT_A2A
 #define OPTIM IR_AT_OPTIM
+#define KD IR_AT_KD
 #define COMM IR_OPF_COMM
 #define LOSS IR_OPF_LOSS
 static const opdef op_defs[] = {
@@ -26,6 +27,7 @@ static const opdef op_defs[] = {
 #undef MOE
 #undef A2A
 #undef OPTIM
+#undef KD
 #undef COMM
 #undef LOSS
 _Static_assert(sizeof op_defs / sizeof op_defs[0] == IR_OP_COUNT, "op table out of step");
@@ -94,26 +96,38 @@ const char *ir_dtype_name(moe_dtype dt) {
     return (unsigned)dt < MOE_DTYPE_COUNT ? nm[dt] : "?";
 }
 const char *ir_buf_name(moe_buf b) {
-    static const char *const nm[MOE_BUF_COUNT] = {"act", "param", "grad", "opt", "io", "staging", "comm"};
+    static const char *const nm[MOE_BUF_COUNT] = {"act", "param", "grad", "opt", "io", "staging", "comm",
+                                                    "tparam"};
     return (unsigned)b < MOE_BUF_COUNT ? nm[b] : "?";
 }
 
 static int64_t align_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
+int ir_ptable_layout(arena *a, ir_ptable *t, const md_param *p, int n, int64_t align) {
+    t->p = p;
+    t->n = n;
+    t->offset = ARENA_ARRAY(a, int64_t, n + 1);
+    t->tensor = ARENA_ARRAY(a, int, n + 1);
+    if (!t->offset || !t->tensor) return -1;
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        t->offset[i] = off;
+        t->tensor[i] = -1;
+        off += align_up(p[i].numel * 4, align);
+    }
+    t->bytes = off;
+    return 0;
+}
+
 ir_graph *ir_graph_create(arena *a, const char *name, const md_param *params, int n_params, int64_t align) {
     ir_graph *g = ARENA_NEW(a, ir_graph);
     if (!g) return NULL;
-    g->arena = a; g->name = name; g->params = params; g->n_params = n_params;
+    g->arena = a; g->name = name;
     g->align = align > 0 ? align : 64;
-    g->param_offset = ARENA_ARRAY(a, int64_t, n_params + 1);
-    g->param_tensor = ARENA_ARRAY(a, int, n_params + 1);
-    if (!g->param_offset || !g->param_tensor) return NULL;
-    int64_t off = 0;
-    for (int i = 0; i < n_params; i++) {
-        g->param_offset[i] = off;
-        off += align_up(params[i].numel * 4, g->align);
-    }
-    g->param_bytes = off;
+    ir_ptable t;
+    if (ir_ptable_layout(a, &t, params, n_params, g->align)) return NULL;
+    g->params = params; g->n_params = n_params;
+    g->param_offset = t.offset; g->param_tensor = t.tensor; g->param_bytes = t.bytes;
     g->tokens = g->targets = g->stats = g->loss = g->logits = -1;
     return g;
 }
@@ -143,7 +157,7 @@ int64_t ir_tensor_numel_max(const ir_graph *g, const ir_tensor *t) { return ir_r
 int64_t ir_plan_bytes(const ir_graph *g, int train) {
     int64_t b = g->buf_bytes[MOE_BUF_PARAM] + g->buf_bytes[MOE_BUF_ACT] + 2 * g->buf_bytes[MOE_BUF_IO] +
                 g->buf_bytes[MOE_BUF_COMM];     /* IO twice: the device's and its host staging */
-    return train ? b + g->buf_bytes[MOE_BUF_GRAD] + g->buf_bytes[MOE_BUF_OPT] : b;
+    return train ? b + g->buf_bytes[MOE_BUF_GRAD] + g->buf_bytes[MOE_BUF_OPT] + g->buf_bytes[MOE_BUF_TPARAM] : b;
 }
 
 int64_t ir_tensor_bytes_max(const ir_graph *g, const ir_tensor *t) {
@@ -201,11 +215,13 @@ static void print_attr(const ir_node *n, FILE *out) {
         else fprintf(out, " {heads=%lld kv_heads=%lld}", (long long)n->at.attn.heads, (long long)n->at.attn.kv_heads);
         break;
     case IR_AT_MOE:
-        fprintf(out, " {layer=%d E=%d k=%d}", n->at.moe.layer, n->at.moe.experts, n->at.moe.top_k);
+        fprintf(out, " {layer=%d E=%d k=%d%s}", n->at.moe.layer, n->at.moe.experts, n->at.moe.top_k,
+                n->at.moe.eval_only ? " eval" : "");
         break;
     case IR_AT_A2A:
         fprintf(out, " {layer=%d ep=%d%s}", n->at.a2a.layer, n->at.a2a.degree, n->at.a2a.backward ? " bwd" : "");
         break;
+    case IR_AT_KD: fprintf(out, " {tau=%g weight=%g}", n->at.kd.tau, n->at.kd.weight); break;
     default: break;
     }
 }
@@ -232,7 +248,7 @@ void ir_print(const ir_graph *g, FILE *out) {
         }
         fprintf(out, ")");
         print_attr(n, out);
-        fprintf(out, "\n");
+        fprintf(out, "%s\n", n->kd ? " [kd]" : "");
     }
 }
 

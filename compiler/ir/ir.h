@@ -22,7 +22,7 @@ struct arena;
 struct diag_ctx;
 
 enum { IR_OPF_COMM = 1, IR_OPF_LOSS = 2 };     /* ops.def FLAGS */
-enum { IR_AT_NONE, IR_AT_MATMUL, IR_AT_ACT, IR_AT_ATTN, IR_AT_MOE, IR_AT_A2A, IR_AT_OPTIM };
+enum { IR_AT_NONE, IR_AT_MATMUL, IR_AT_ACT, IR_AT_ATTN, IR_AT_MOE, IR_AT_A2A, IR_AT_OPTIM, IR_AT_KD };
 #define IR_MAX_IO 8
 
 typedef enum {
@@ -55,7 +55,7 @@ int ir_slot_index(ir_op op, int out, const char *name);
 
 typedef enum {
     IR_T_ACT,       /* activation, activation gradient or kernel scratch: planned in the arena */
-    IR_T_PARAM,     /* a parameter: its offset in the parameter buffer */
+    IR_T_PARAM,     /* a parameter: its offset in the parameter buffer (the teacher's: in TPARAM) */
     IR_T_GRAD,      /* a parameter's gradient: the same offset in the gradient buffer */
     IR_T_INPUT,     /* token ids or targets [S], uploaded by the host (IO buffer) */
     IR_T_STATS,     /* the statistics record (IO buffer) */
@@ -93,10 +93,12 @@ typedef struct ir_at_moe {
     int experts, top_k;
     int stat, loads;            /* the layer's entries in the statistics record */
     int drop_tokens, noise, rts, second_sampling, min_capacity;   /* noise: MOE_NOISE_* */
+    int eval_only;              /* a teacher's gate: evaluation mode whatever the run's mode */
     double cf, eval_cf, aux_coef, z_coef;
 } ir_at_moe;
 typedef struct ir_at_a2a { int layer, experts, degree, backward; } ir_at_a2a;  /* degree: expert-parallel ranks */
 typedef struct ir_at_optim { double beta1, beta2, eps, weight_decay, grad_clip; } ir_at_optim;
+typedef struct ir_at_kd { double tau, weight; } ir_at_kd;         /* distill block */
 
 typedef struct ir_node {
     ir_op op;
@@ -112,9 +114,13 @@ typedef struct ir_node {
         ir_at_moe moe;
         ir_at_a2a a2a;
         ir_at_optim optim;
+        ir_at_kd kd;
     } at;
     int phase;              /* IR_PHASE_* */
     int dead;               /* removed by a pass */
+    int kd;                 /* part of distillation (the teacher's forward, the KD loss): the
+                             * runtime skips it when no teacher runs, so nothing else may read
+                             * what it alone writes */
 } ir_node;
 
 enum { IR_PHASE_FWD, IR_PHASE_BWD, IR_PHASE_OPT };
@@ -126,6 +132,24 @@ typedef struct ir_caps {
     int64_t align;          /* bytes; every planned offset is a multiple */
     unsigned dtypes;        /* 1 << moe_dtype of each compute type it supports */
 } ir_caps;
+
+/* A parameter table laid out in one buffer: each tensor at an aligned byte offset. */
+typedef struct ir_ptable {
+    const md_param *p;
+    int n;
+    int64_t bytes;          /* the buffer (each tensor aligned) */
+    int64_t *offset;        /* [n] byte offsets */
+    int *tensor;            /* [n] tensor id of each parameter */
+} ir_ptable;
+
+/* The distillation teacher of a training graph (moe-semantics.md section 5): its parameters
+ * (in the TPARAM buffer), the KD settings of the student's distill block. */
+typedef struct ir_teacher {
+    const char *name;       /* the teacher model's */
+    ir_ptable params;
+    double tau, weight;
+    int64_t stop_step;      /* the last step with the KD term; -1: every step */
+} ir_teacher;
 
 typedef struct ir_graph {
     struct arena *arena;
@@ -151,6 +175,7 @@ typedef struct ir_graph {
     int n_stats;                     /* entries of the statistics record */
     int *stat_loads;                 /* [n_moe] where each MoE layer's expert loads start in it */
     ir_at_optim optim;               /* the train block's optimizer settings (pass_optimizer) */
+    const ir_teacher *teacher;       /* the distillation teacher (training graph), or NULL */
     int tokens, targets, stats;      /* IO tensor ids (targets -1 in decode) */
     int loss;                        /* per-token LM loss tensor id (-1 in decode) */
     int logits;                      /* logits/probs tensor id */
@@ -159,6 +184,8 @@ typedef struct ir_graph {
 } ir_graph;
 
 ir_graph *ir_graph_create(struct arena *a, const char *name, const md_param *params, int n_params, int64_t align);
+/* t's offsets and size for its n parameters p at `align` bytes; -1 on out of memory */
+int ir_ptable_layout(struct arena *a, ir_ptable *t, const md_param *p, int n, int64_t align);
 int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, moe_dtype dt, ir_rows rows, int64_t width);
 /* A node of op with its slot counts from ops.def and every slot absent (-1). */
 int ir_node_new(ir_graph *g, ir_op op, const char *name, int phase);
@@ -169,7 +196,7 @@ int64_t ir_rows_max(const ir_graph *g, ir_rows r);
 int64_t ir_tensor_numel_max(const ir_graph *g, const ir_tensor *t);
 int64_t ir_tensor_bytes_max(const ir_graph *g, const ir_tensor *t);
 /* what one process allocates for a planned graph: parameters, activations and IO; to train,
- * also gradients and optimizer state */
+ * also gradients, optimizer state and a distillation teacher's parameters */
 int64_t ir_plan_bytes(const ir_graph *g, int train);
 size_t ir_dtype_size(moe_dtype dt);
 const char *ir_dtype_name(moe_dtype dt);    /* "f32", ... */

@@ -4,7 +4,8 @@
  * marked '?' holds a tensor; each tensor has the slot's type (kind, dtype and so buffer
  * class); an accumulate flag sits only on a '+' output; the ops whose sizes relate agree
  * (matmul, add, the MoE records); and every activation a node reads was written by an
- * earlier live node. The pipeline runs it after every pass, so a pass that breaks the
+ * earlier live node, and that nothing outside distillation reads what only distillation
+ * (the teacher's forward, the KD loss: nodes flagged kd) writes. The pipeline runs it after every pass, so a pass that breaks the
  * graph is named in the message instead of surfacing as wrong numbers or a crash.
  */
 #include "ir.h"
@@ -41,7 +42,7 @@ static int fits(const ir_tensor *t, char c) {
     case 'i': return t->kind == IR_T_ACT && t->dtype == MOE_I32;
     case 'd': return t->kind == IR_T_ACT && t->dtype == MOE_F64;
     case 'c': return t->kind == IR_T_CACHE && t->dtype == MOE_F32;
-    case 'p': return t->kind == IR_T_PARAM && t->dtype == MOE_F32 && t->buf == MOE_BUF_PARAM;
+    case 'p': return t->kind == IR_T_PARAM && t->dtype == MOE_F32 && (t->buf == MOE_BUF_PARAM || t->buf == MOE_BUF_TPARAM);
     case 'g': return t->kind == IR_T_GRAD && t->dtype == MOE_F32 && t->buf == MOE_BUF_GRAD;
     case 't': return t->kind == IR_T_INPUT && t->dtype == MOE_I32 && t->buf == MOE_BUF_IO;
     case 's': return t->kind == IR_T_STATS && t->dtype == MOE_F64 && t->buf == MOE_BUF_IO;
@@ -73,6 +74,9 @@ static void check_slots(vctx *v, int node, int out, const char *written) {
             fail(v, node, "output %d '%s' may not accumulate (ops.def has no '+')", j, sl[j].name);
         if (!out && t->kind == IR_T_ACT && !written[id])
             fail(v, node, "input %d '%s' reads '%s' before any live node writes it", j, sl[j].name, t->name);
+        if (!out && !n->kd && ((t->kind == IR_T_ACT && written[id] == 2) || t->buf == MOE_BUF_TPARAM))
+            fail(v, node, "input %d '%s' reads '%s', which only distillation provides (it does not run without a "
+                 "teacher)", j, sl[j].name, t->name);
     }
 }
 
@@ -130,8 +134,8 @@ int ir_verify(const ir_graph *g, const char *after) {
         check_slots(&v, i, 0, written);
         check_slots(&v, i, 1, written);
         if (v.errors == before) check_shapes(&v, i);
-        for (int j = 0; j < n->n_out; j++)
-            if (n->out[j] >= 0 && n->out[j] < g->nt) written[n->out[j]] = 1;
+        for (int j = 0; j < n->n_out; j++)   /* 1: first written outside distillation, 2: by it */
+            if (n->out[j] >= 0 && n->out[j] < g->nt && !written[n->out[j]]) written[n->out[j]] = n->kd ? 2 : 1;
     }
     free(written);
     return v.errors;

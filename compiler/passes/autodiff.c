@@ -6,7 +6,9 @@
  * later contributions add to it (acc = 1), so fan-out needs no separate sums.
  * Parameter gradients always add (the runtime zeroes them once per optimizer step),
  * which also makes gradient accumulation over micro-steps free. A backward node copies
- * its forward node's attributes.
+ * its forward node's attributes and its kd flag. Loss ops (ops.def LOSS) start the flow;
+ * the KD loss comes before the cross-entropy in the forward, so its gradient is the one that
+ * adds to the logits' gradient.
  */
 #include "passes.h"
 #include "../util/arena.h"
@@ -41,6 +43,7 @@ static int bwd(ad *s, ir_op op, const ir_node *f, const int *in, const int *fwd,
     ir_io(g, n, in, NULL);
     ir_node *b = &g->n[n];
     b->at = f->at;
+    b->kd = f->kd;
     for (int j = 0; j < nfwd; j++) {
         int gt = fwd[j] >= 0 ? grad_of(s, fwd[j]) : -1;   /* adds tensors only: b stays valid */
         b->out[j] = gt;
@@ -70,11 +73,14 @@ static int dy(ad *s, const ir_node *f) {
 static int rule(ad *s, const ir_node *f) {
     const int *i = f->in, *o = f->out;
     int d = dy(s, f);
-    if (d < 0 && f->op != IR_XENT) return 0;  /* nothing flows back through this node */
+    if (d < 0 && !(ir_op_info(f->op)->flags & IR_OPF_LOSS)) return 0;  /* nothing flows back through it */
     int n = 0;
     switch (f->op) {
     case IR_XENT:
         n = bwd(s, IR_XENT_BWD, f, (int[]){i[0], i[1], -2}, (int[]){i[0]}, 1);
+        break;
+    case IR_KD:             /* into the student's logits only: the teacher gets no gradient */
+        n = bwd(s, IR_KD_BWD, f, (int[]){o[0], i[1], -2}, (int[]){i[0]}, 1);
         break;
     case IR_MATMUL:
         n = bwd(s, IR_MATMUL_BWD, f, (int[]){d, i[0], i[1], -2}, (int[]){i[0], i[1], i[2], i[3]}, 4);

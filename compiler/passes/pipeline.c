@@ -33,10 +33,6 @@ static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) 
         diag_warning(d, loc_of(m->where.dropout, m->loc),
                      "dropout = %g is not applied: moec has no dropout yet, so this model trains without it",
                      m->dropout);
-    if (m->distill.teacher)
-        diag_warning(d, loc_of(m->where.teacher, m->loc),
-                     "distillation is not built yet: this model trains as a student without its teacher "
-                     "(kd_loss stays 0, and train --teacher is refused)");
     int ep = 1;
     for (int i = 0; i < m->moe.n_moe; i++) ep = m->parallel.expert[i] > ep ? m->parallel.expert[i] : ep;
     if (ep > 1)

@@ -7,7 +7,8 @@
  * lowest offset that overlaps no already-placed tensor with an intersecting live range
  * (first fit), each offset and size a multiple of the target's alignment.
  * Parameters and gradients keep the parameter table's offsets; the optimizer state is two
- * copies of that layout (AdamW m, then v). The IO buffer holds tokens, targets and the
+ * copies of that layout (AdamW m, then v); a distillation teacher's parameters keep its own
+ * table's offsets in their own buffer. The IO buffer holds tokens, targets and the
  * statistics record at offsets that depend on the model only, so the training and the
  * decode program share it; host staging mirrors it. The result is data: t->offset,
  * g->buf_bytes.
@@ -104,6 +105,7 @@ int pass_plan(ir_graph *g) {
     g->buf_bytes[MOE_BUF_PARAM] = g->buf_bytes[MOE_BUF_GRAD] = g->param_bytes;
     g->buf_bytes[MOE_BUF_OPT] = 2 * g->param_bytes;
     g->buf_bytes[MOE_BUF_COMM] = 0;
+    g->buf_bytes[MOE_BUF_TPARAM] = g->teacher ? g->teacher->params.bytes : 0;
     plan_io(g);
     return 0;
 }

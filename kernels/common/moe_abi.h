@@ -26,6 +26,7 @@ typedef enum moe_buf {
     MOE_BUF_IO,         /* device values the host writes or reads: tokens, targets, statistics */
     MOE_BUF_STAGING,    /* host (pinned) memory: the host side of IO transfers, same layout as IO */
     MOE_BUF_COMM,       /* communication buffers (empty in one process) */
+    MOE_BUF_TPARAM,     /* the distillation teacher's parameters, laid out by its own table */
     MOE_BUF_COUNT
 } moe_buf;
 
@@ -53,7 +54,8 @@ typedef struct moe_kargs {
 typedef struct moe_offs { int64_t off[MOE_MAX_OFFS]; } moe_offs;
 
 /* ---- step kinds (flags of a schedule step) ---- */
-enum { MOE_STEP_COMPUTE = 1, MOE_STEP_COMM = 2, MOE_STEP_LOSS = 4 };
+enum { MOE_STEP_COMPUTE = 1, MOE_STEP_COMM = 2, MOE_STEP_LOSS = 4,
+       MOE_STEP_KD = 8 /* the teacher's forward and the KD loss: run only while distilling */ };
 
 /* ---- MoE layer records (E experts, k choices per token, S tokens) ----
  * route [S, 2k] i32: per token, the expert of choice j at [j] (choice rank order) and its
@@ -84,6 +86,7 @@ enum { MOE_STEP_COMPUTE = 1, MOE_STEP_COMM = 2, MOE_STEP_LOSS = 4 };
 #define MOE_STAT_LM         0   /* sum over forward passes of the mean per-token LM loss */
 #define MOE_STAT_GNORM      1   /* global gradient norm of the last optimizer step */
 #define MOE_STAT_CLIP       2   /* the factor that step scaled the gradients by */
+#define MOE_STAT_KD         3   /* sum over forward passes of tau^2 x the mean KL(teacher || student) */
 #define MOE_STAT_HEAD       4
 /* MoE layer i (0-based): four sums over forward passes */
 #define MOE_STAT_LAYER(i)   (MOE_STAT_HEAD + 4 * (i))
@@ -95,4 +98,7 @@ enum { MOE_STEP_COMPUTE = 1, MOE_STEP_COMM = 2, MOE_STEP_LOSS = 4 };
  * at MOE_STAT_LOADS(n_moe) + (experts of the layers before it), a table the program carries */
 #define MOE_STAT_LOADS(n_moe) (MOE_STAT_HEAD + 4 * (n_moe))
 #define MOE_STATS_LEN(n_moe, n_experts) (MOE_STAT_LOADS(n_moe) + (n_experts))
+/* A model with a distillation teacher appends the teacher's MoE layers after that: four sums
+ * per layer, then its loads, laid out the same way from MOE_STATS_LEN of the student. Nothing
+ * reads them; they keep the teacher's gates from adding to the student's numbers. */
 #endif

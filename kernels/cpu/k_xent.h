@@ -89,7 +89,8 @@ static inline void k_xent_bwd_mean(float *dlogits /* [S,V] */, const float *prob
 }
 
 /* kl[s] = sum_v pt (log pt - log ps), pt = softmax(zt/tau), ps = softmax(zs/tau); the logs come
- * from log-sum-exp, exact where a probability underflows. ps, pt are saved for the backward. */
+ * from log-sum-exp, exact where a probability underflows. ps, pt are saved for the backward;
+ * pt may be zt itself (each element is read before it is written). */
 static inline void k_kd_fwd(float *kl /* [S] */, float *ps /* [S,V] */, float *pt /* [S,V] */, const float *zs /* [S,V] */,
                             const float *zt /* [S,V] */, float tau, int S, int V) {
     float itau = 1.0f / tau;
@@ -98,22 +99,27 @@ static inline void k_kd_fwd(float *kl /* [S] */, float *ps /* [S,V] */, float *p
         const float *a = zs + (long)s * V, *b = zt + (long)s * V;
         float *qs = ps + (long)s * V, *qt = pt + (long)s * V;
         float ms = k_xent_rowmax(a, V) * itau, mt = k_xent_rowmax(b, V) * itau;
-        double sums = k_xent_exp_sum(qs, a, V, itau, ms), sumt = k_xent_exp_sum(qt, b, V, itau, mt);
+        /* the sums in double (the KL below depends on their logs); the teacher's exps are
+         * stored nowhere yet, since pt may be zt */
+        double sums = 0.0, sumt = 0.0;
+#pragma omp simd reduction(+ : sums, sumt)
+        for (int v = 0; v < V; v++) {
+            float e = k_fast_expf(a[v] * itau - ms);
+            qs[v] = e;
+            sums += e;
+            sumt += k_fast_expf(b[v] * itau - mt);
+        }
         /* log pt - log ps = (b/tau - mt - log sumt) - (a/tau - ms - log sums) */
         float off = (float)((double)ms + log(sums) - (double)mt - log(sumt));
         float is = (float)(1.0 / sums), it = (float)(1.0 / sumt);
+        /* summed in double: the terms cancel (KL is small where the two agree) */
         double total = 0.0;
-        for (int v0 = 0; v0 < V; v0 += K_XENT_BLOCK) {
-            int n = V - v0 < K_XENT_BLOCK ? V - v0 : K_XENT_BLOCK;
-            float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-            for (int v = v0; v < v0 + n; v++) {
-                float p = qt[v] * it;
-                qs[v] *= is;
-                qt[v] = p;
-                part += p * ((b[v] - a[v]) * itau + off);
-            }
-            total += part;
+#pragma omp simd reduction(+ : total)
+        for (int v = 0; v < V; v++) {
+            float bv = b[v], p = k_fast_expf(bv * itau - mt) * it;
+            qs[v] *= is;
+            qt[v] = p;
+            total += (double)p * (double)((bv - a[v]) * itau + off);
         }
         kl[s] = (float)total;
     }
@@ -131,5 +137,20 @@ static inline void k_kd_bwd(float *dzs /* [S,V] */, const float *ps /* [S,V] */,
 #pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
         for (long i = 0; i < n; i++) dzs[i] = c * (ps[i] - pt[i]);
     }
+}
+/* The KD loss of the lowered program: the teacher's logits pt_inout become its probabilities,
+ * kd (the statistics record's KD entry) += tau^2 x the mean of kl over the S tokens. */
+static inline void k_kd_loss_fwd(float *ps /* [S,V] */, float *pt_inout /* [S,V] */, float *kl /* [S] */, double *kd,
+                                 const float *zs /* [S,V] */, float tau, int S, int V) {
+    k_kd_fwd(kl, ps, pt_inout, zs, pt_inout, tau, S, V);
+    double total = 0.0;
+    for (int s = 0; s < S; s++) total += kl[s];
+    *kd += (double)tau * tau * total / (double)S;
+}
+
+/* the gradient of loss_scale x weight x tau^2 x the mean kl into the student's logits */
+static inline void k_kd_loss_bwd(float *dzs /* [S,V] */, const float *ps /* [S,V] */, const float *pt /* [S,V] */,
+                                 float weight, float tau, float loss_scale, int S, int V, int acc) {
+    k_kd_bwd(dzs, ps, pt, weight * tau * tau * loss_scale / (float)S, tau, S, V, acc);
 }
 #endif

@@ -289,6 +289,55 @@ CU_D void cu_xent_bwd_mean(int part, f32p dlogits, cf32p probs, ci32p targets, f
     }
 }
 
+/* ---- the KD loss (Mixture-of-Students): a thread per token, the CPU's sums (k_kd_fwd); the
+ * teacher's logits pt become its probabilities in place; part 1 adds tau^2 x the mean KL ---- */
+CU_D void cu_kd_loss_fwd(int part, f32p ps, f32p pt, f32p kl, f64p kd, cf32p zs, float tau, int S, int V) {
+    if (part == 1) {
+        if (blockIdx.x == 0 && threadIdx.x == 0) {
+            double total = 0.0;
+            for (int s = 0; s < S; s++) total += kl[s];
+            kd[0] += (double)tau * tau * total / (double)S;
+        }
+        return;
+    }
+    float itau = 1.0f / tau;
+    CU_FOR(s, S) {
+        cf32p a = zs + s * V;
+        f32p b = pt + s * V, q = ps + s * V;
+        float ms = a[0], mt = b[0];
+        for (int v = 1; v < V; v++) { ms = cu_maxf(ms, a[v]); mt = cu_maxf(mt, b[v]); }
+        ms *= itau;
+        mt *= itau;
+        double sums = 0.0, sumt = 0.0;
+        for (int v = 0; v < V; v++) {
+            float e = expf(a[v] * itau - ms);
+            q[v] = e;
+            sums += e;
+            sumt += expf(b[v] * itau - mt);
+        }
+        float off = (float)((double)ms + log(sums) - (double)mt - log(sumt));
+        float is = (float)(1.0 / sums), it = (float)(1.0 / sumt);
+        double total = 0.0;
+        for (int v = 0; v < V; v++) {
+            float bv = b[v], p = expf(bv * itau - mt) * it;
+            q[v] *= is;
+            b[v] = p;
+            total += (double)p * (double)((bv - a[v]) * itau + off);
+        }
+        kl[s] = (float)total;
+    }
+}
+
+CU_D void cu_kd_loss_bwd(int part, f32p dzs, cf32p ps, cf32p pt, float weight, float tau, float loss_scale, int S, int V,
+                         int acc) {
+    (void)part;
+    float c = weight * tau * tau * loss_scale / (float)S / tau;
+    CU_FOR(i, (long long)S * V) {
+        float d = c * (ps[i] - pt[i]);
+        dzs[i] = acc ? dzs[i] + d : d;
+    }
+}
+
 /* ---- optimizer: the global norm in 256 fixed chunks (the CPU's order), then AdamW ---- */
 #define CU_SUMSQ_CHUNKS 256
 CU_D void cu_grad_norm(int part, f64p norm_clip, cf32p g, long long n, double max_norm) {

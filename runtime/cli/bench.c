@@ -1,5 +1,6 @@
-/* bench.c - `bench`: tokens per second and the per-kernel (per-step) time breakdown;
- * `bench --decode`: KV-cache decoding latency against the machine's memory bandwidth. */
+/* bench.c - `bench`: tokens per second and the per-kernel (per-step) time breakdown (a
+ * student with --teacher: the teacher's share of the step); `bench --decode`: KV-cache
+ * decoding latency against the machine's memory bandwidth. */
 #include "cli.h"
 #include "moe_rng.h"
 #include <limits.h>
@@ -146,6 +147,7 @@ int cli_bench(int argc, char **argv) {
                     {"--seq", 1, "tokens per sequence (default context)", NULL},
                     {"--steps", 1, "timed steps (default 10)", NULL},
                     {"--warmup", 1, "untimed steps first (default 2)", NULL},
+                    {"--teacher", 1, "a student's teacher: its checkpoint, or init (from the seed)", NULL},
                     {"--json", 0, "one JSON object", NULL},
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
@@ -156,8 +158,10 @@ int cli_bench(int argc, char **argv) {
     if (moe_arg_int(f, nf, "--batch", p->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", p->context, 1, INT_MAX, &T) ||
         moe_arg_int(f, nf, "--steps", 10, 1, INT_MAX, &steps) || moe_arg_int(f, nf, "--warmup", 2, 0, INT_MAX, &warm))
         return MOE_EXIT_USAGE;
+    const char *tpath = moe_arg(f, nf, "--teacher");
     if (moe_arg(f, nf, "--decode")) {
         long long P, N;
+        if (tpath) { cli_fail("--teacher: the decode program has no teacher"); return MOE_EXIT_USAGE; }
         if (moe_arg_int(f, nf, "--prompt-len", 16, 1, INT_MAX, &P) || moe_arg_int(f, nf, "--tokens", 64, 1, INT_MAX, &N))
             return MOE_EXIT_USAGE;
         return bench_decode(moe_arg(f, nf, "--device"), P, N, moe_arg(f, nf, "--json") != NULL);
@@ -171,8 +175,10 @@ int cli_bench(int argc, char **argv) {
     moe_data *data = NULL;
     if (moe_rt_shape(rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); moe_rt_destroy(rt); return 1; }
     if (!(data = cli_data("synthetic"))) { moe_rt_destroy(rt); return 1; }
-    if (moe_rt_init_params(rt, (uint64_t)p->seed, err, sizeof err)) {
-        cli_fail("%s", err);
+    if (moe_rt_init_params(rt, (uint64_t)p->seed, err, sizeof err) ||
+        (tpath && (!strcmp(tpath, "init") ? moe_rt_init_teacher(rt, (uint64_t)p->seed, err, sizeof err)
+                                          : moe_ckpt_load_teacher(rt, tpath, err, sizeof err)))) {
+        cli_fail("%s%s", tpath ? "--teacher: " : "", err);
         moe_data_close(data);
         moe_rt_destroy(rt);
         return 1;
@@ -202,14 +208,18 @@ int cli_bench(int argc, char **argv) {
     long long rss = peak_rss_bytes();
     if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); moe_data_close(data); moe_rt_destroy(rt); return 1; }
     double tps = (double)B * T / (step_ms / 1e3);
-    double sum = 0;
-    for (int i = 0; i < sc->n_steps; i++) sum += rt->step_ms[i];
+    double sum = 0, kd = 0;     /* kd: the teacher's forward and the KD loss */
+    for (int i = 0; i < sc->n_steps; i++) {
+        sum += rt->step_ms[i];
+        if (sc->steps[i].kind & MOE_STEP_KD) kd += rt->step_ms[i];
+    }
     if (moe_arg(f, nf, "--json")) {
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"tokens_per_s\": %.3f, "
-               "\"step_ms\": %.4f, \"peak_rss_bytes\": %lld, \"arena_bytes\": %lld, \"dropped_fraction\": %.6f, "
-               "\"kernels\": [",
+               "\"step_ms\": %.4f, \"peak_rss_bytes\": %lld, \"arena_bytes\": %lld, \"dropped_fraction\": %.6f, ",
                p->model, mode_name[need], B, T, tps, step_ms, rss, (long long)sc->act_bytes,
                st.choices > 0 ? st.dropped / st.choices : 0.0);
+        if (rt->kd) printf("\"teacher_ms\": %.4f, \"teacher_share\": %.5f, ", kd / steps, sum > 0 ? kd / sum : 0.0);
+        printf("\"kernels\": [");
         int first = 1;
         for (int i = 0; i < sc->n_steps; i++) {
             if (rt->step_ms[i] == 0.0) continue;
@@ -221,6 +231,9 @@ int cli_bench(int argc, char **argv) {
     } else {
         printf("%s %s: batch %lld x %lld, %.1f tokens/s, %.2f ms/step, peak RSS %.1f MiB\n", p->model,
                mode_name[need], B, T, tps, step_ms, rss / 1048576.0);
+        if (rt->kd)
+            printf("  teacher %s: its forward and the KD loss take %.3f ms, %.1f%% of the step\n", p->teacher->model,
+                   kd / steps, sum > 0 ? 100.0 * kd / sum : 0.0);
         /* the 25 most expensive steps */
         int *idx = malloc(sizeof(int) * (size_t)sc->n_steps);
         for (int i = 0; idx && i < sc->n_steps; i++) idx[i] = i;

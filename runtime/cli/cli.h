@@ -27,6 +27,9 @@ moe_rt *cli_rt(int need, int decode, const char *device);
  * `resolved` and its step to *step (both may be NULL). 0, or the exit status after a
  * message (no --checkpoint: a usage error). */
 int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n, int64_t *step);
+/* --teacher PATH of a student (NULL: nothing to do): its teacher's weights, and rt->kd set.
+ * 0, or the exit status after a message. */
+int cli_teacher(moe_rt *rt, const char *path);
 /* export.c: DIR/config.json, the model as Hugging Face-style fields (GPT-2's keys, our own
  * under "moec"), written atomically; 0 or -1 with err filled */
 int cli_write_config(const char *dir, char *err, size_t errlen);

@@ -1,7 +1,9 @@
 /* eval.c - `eval` (mean losses over consecutive windows) and `grad` (gradient of the
  * training loss on the first batch, written as safetensors). With R processes, rank r
  * evaluates batches r, r + R, ... and rank 0 prints the means over all of them; `grad` takes
- * the first R batches, one per rank, and rank 0 writes the gradient of their mean loss. */
+ * the first R batches, one per rank, and rank 0 writes the gradient of their mean loss.
+ * With --teacher (a student) the teacher runs beside it: eval adds kd_loss, grad's loss has
+ * the KD term. */
 #include "cli.h"
 #include <limits.h>
 #include <math.h>
@@ -33,7 +35,9 @@ static int setup(const char *cmd, moe_flag *f, int nf, int argc, char **argv, in
     if (!o->rt) return MOE_EXIT_FAIL;
     char err[512];
     if (moe_rt_shape(o->rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); return MOE_EXIT_FAIL; }
-    if ((r = cli_load(o->rt, moe_arg(f, nf, "--checkpoint"), o->ckpt, sizeof o->ckpt, &o->step))) return r;
+    if ((r = cli_load(o->rt, moe_arg(f, nf, "--checkpoint"), o->ckpt, sizeof o->ckpt, &o->step)) ||
+        (r = cli_teacher(o->rt, moe_arg(f, nf, "--teacher"))))
+        return r;
     if (!(o->data = cli_data(moe_arg(f, nf, "--data")))) return MOE_EXIT_FAIL;
     o->B = (int)B; o->T = (int)T;
     if (moe_data_windows(o->data, T) < B) {
@@ -51,13 +55,15 @@ static void teardown(evopts *o) {
 }
 
 /* {"lm_loss", "aux_loss", "z_loss", "tokens", "batches", "dropped_fraction", "perplexity",
- * "bits_per_token" (or "bits_per_byte" for a byte vocabulary), "checkpoint", "step"} */
+ * "bits_per_token" (or "bits_per_byte" for a byte vocabulary), "checkpoint", "kd_loss" (with
+ * --teacher: tau^2 x the mean KL, before distill.weight), "step"} */
 int cli_eval(int argc, char **argv) {
     moe_flag f[] = {{"--checkpoint", 1, "weights (a file, or a directory: its newest checkpoint)", NULL},
                     {"--data", 1, "token file (.bin), bytes file, or synthetic", NULL},
                     {"--batch", 1, "sequences per forward pass (default train.batch)", NULL},
                     {"--seq", 1, "tokens per sequence (default context)", NULL},
                     {"--max-batches", 1, "evaluate at most N batches (default: all the data holds)", NULL},
+                    {"--teacher", 1, "a student's teacher checkpoint: adds kd_loss", NULL},
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     evopts o = {0};
@@ -75,6 +81,7 @@ int cli_eval(int argc, char **argv) {
            (long long)nb, st.choices > 0 ? st.dropped / st.choices : 0.0, cli_json_num(exp(lm)).s,
            cli_prog->vocab == 256 ? "bits_per_byte" : "bits_per_token", cli_json_num(lm / log(2.0)).s);
     cli_json_string(o.ckpt);
+    if (o.rt->kd) printf(", \"kd_loss\": %s", cli_json_num(st.kd / nb).s);
     if (o.step >= 0) printf(", \"step\": %lld}\n", (long long)o.step);
     else printf(", \"step\": null}\n");
     teardown(&o);
@@ -87,6 +94,7 @@ int cli_grad(int argc, char **argv) {
                     {"--out", 1, "safetensors file for the gradients", NULL},
                     {"--batch", 1, "sequences (default train.batch)", NULL},
                     {"--seq", 1, "tokens per sequence (default context)", NULL},
+                    {"--teacher", 1, "a student's teacher checkpoint: the loss has the KD term", NULL},
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     evopts o = {0};

@@ -69,6 +69,16 @@ int cli_load(moe_rt *rt, const char *path, char *resolved, size_t n, int64_t *st
     return 0;
 }
 
+int cli_teacher(moe_rt *rt, const char *path) {
+    char err[1024];
+    if (!path) return 0;
+    if (moe_ckpt_load_teacher(rt, path, err, sizeof err)) {
+        cli_fail("--teacher: %s", err);
+        return cli_prog->teacher ? MOE_EXIT_FAIL : MOE_EXIT_USAGE;
+    }
+    return 0;
+}
+
 cli_num cli_json_num(double v) {
     cli_num r;
     if (isfinite(v)) snprintf(r.s, sizeof r.s, "%.9g", v);
@@ -140,6 +150,9 @@ int cli_info(int argc, char **argv) {
     int r = moe_args_parse(moe_prog_name, "info", argc, argv, f, 2);
     if (r) return r > 0 ? MOE_EXIT_OK : MOE_EXIT_USAGE;
     const moe_program *p = cli_prog;
+    const moe_teacher *tc = p->teacher;
+    char stop[32] = "null";     /* distill.stop_step */
+    if (tc && tc->stop_step >= 0) snprintf(stop, sizeof stop, "%lld", (long long)tc->stop_step);
     char desc[sizeof ((moe_device *)0)->desc] = "";
     if (f[1].value) {           /* a device named: say whether it can run this program, and what it is */
         char err[512];
@@ -178,6 +191,10 @@ int cli_info(int argc, char **argv) {
         if (p->n_moe)
             printf(", \"moe\": {\"capacity_factor\": %.9g, \"eval_capacity_factor\": %.9g, \"aux_loss\": %.9g, "
                    "\"z_loss\": %.9g}", p->capacity_factor, p->eval_capacity_factor, p->aux_loss, p->z_loss);
+        if (tc)
+            printf(", \"distill\": {\"teacher\": \"%s\", \"temperature\": %.9g, \"weight\": %.9g, \"stop_step\": %s, "
+                   "\"teacher_param_bytes\": %lld}", tc->model, tc->temperature, tc->weight, stop,
+                   (long long)p->buf_bytes[MOE_BUF_TPARAM]);
         if (desc[0]) {      /* the device named */
             printf(", \"device\": ");
             cli_json_string(f[1].value);
@@ -206,6 +223,10 @@ int cli_info(int argc, char **argv) {
     if (p->n_moe)
         printf("  moe: capacity factor %g (eval %g), aux_loss %g, z_loss %g\n", p->capacity_factor,
                p->eval_capacity_factor, p->aux_loss, p->z_loss);
+    if (tc)
+        printf("  distill: teacher %s (%.2f MiB of parameters, run with --teacher CHECKPOINT), temperature %g, weight %g, "
+               "until step %s\n", tc->model, p->buf_bytes[MOE_BUF_TPARAM] / 1048576.0, tc->temperature, tc->weight,
+               tc->stop_step >= 0 ? stop : "the end (no stop_step)");
     printf("  %s", p->summary);
     printf("  threads %d\n", omp_get_max_threads());
     if (desc[0]) printf("  device %s: %s\n", f[1].value, desc);

@@ -10,6 +10,10 @@
  * gradients. Rank 0 alone prepares the checkpoint directory, writes checkpoints, the log and
  * the console; the ranks agree after every step, so a failure or an interrupt on any of them
  * stops all of them at the same step.
+ * A student (a model with a distill block) runs its teacher's forward and the KD loss on steps
+ * 1 .. distill.stop_step (every step without one), with the teacher's weights from --teacher;
+ * after that it trains on its own losses and the teacher's steps no longer run (staged KD).
+ * Evaluations measure the student alone.
  */
 #include "cli.h"
 #include "log.h"
@@ -31,8 +35,36 @@
 static double eval_loss(moe_rt *rt, const moe_data *data, int64_t nb, int B, int T) {
     if (moe_data_windows(data, T) / B < nb) nb = moe_data_windows(data, T) / B;
     moe_stats st;
-    if (nb == 0 || cli_eval_windows(rt, data, 0, nb, B, T, &st)) return NAN;
-    return st.lm / (double)nb;
+    int kd = rt->kd;
+    rt->kd = 0;                 /* the student alone */
+    int failed = nb == 0 || cli_eval_windows(rt, data, 0, nb, B, T, &st);
+    rt->kd = kd;
+    return failed ? NAN : st.lm / (double)nb;
+}
+
+/* Staged KD: the teacher's checkpoint loaded when the run has steps with the KD term (from
+ * start + 1 to kd_until), else a note that --teacher is not needed. 0, or an exit status. */
+static int load_teacher(moe_rt *rt, const char *path, int64_t start, int64_t steps, int64_t kd_until, int lead) {
+    const moe_teacher *tc = cli_prog->teacher;
+    if (!tc) return 0;
+    if (start >= kd_until || start >= steps) {
+        if (path && lead)
+            fprintf(stderr, "--teacher %s is not loaded: distillation ends at step %lld (distill.stop_step) and this run "
+                    "starts after it\n", path, (long long)kd_until);
+        return 0;
+    }
+    char until[64] = "on every step";
+    if (tc->stop_step >= 0) snprintf(until, sizeof until, "until step %lld", (long long)tc->stop_step);
+    if (!path) {
+        cli_fail("model %s distils from its teacher %s %s: pass --teacher CHECKPOINT (a checkpoint of %s)",
+                 cli_prog->model, tc->model, until, tc->model);
+        return MOE_EXIT_USAGE;
+    }
+    int rc = cli_teacher(rt, path);
+    if (!rc && lead)
+        fprintf(stderr, "distilling from teacher %s (%s) %s: temperature %g, weight %g\n", tc->model, path, until,
+                tc->temperature, tc->weight);
+    return rc;
 }
 
 static volatile sig_atomic_t interrupts;
@@ -138,7 +170,7 @@ int cli_train(int argc, char **argv) {
                     {"--resume", 0, "continue from the newest complete checkpoint in --checkpoint", NULL},
                     {"--overwrite", 0, "start afresh in a --checkpoint directory that holds another run", NULL},
                     {"--log", 1, "JSONL metrics, one object per step", NULL},
-                    {"--teacher", 1, "teacher checkpoint (Mixture-of-Students; not in this build)", NULL},
+                    {"--teacher", 1, "the teacher's checkpoint (a student: until distill.stop_step)", NULL},
                     {"--seed", 1, "seed for init, data order and noise (default train.seed)", NULL},
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
@@ -156,11 +188,13 @@ int cli_train(int argc, char **argv) {
         return MOE_EXIT_USAGE;
     const char *dir = moe_arg(f, nf, "--checkpoint");
     if (moe_arg(f, nf, "--resume") && !dir) { cli_fail("--resume needs --checkpoint DIR"); return MOE_EXIT_USAGE; }
-    if (moe_arg(f, nf, "--teacher")) {
-        cli_fail("--teacher: distillation (Mixture-of-Students) is not built into this moec yet, so no model "
-                 "can take a teacher");
-        return MOE_EXIT_FAIL;
+    const moe_teacher *tc = p->teacher;
+    const char *tpath = moe_arg(f, nf, "--teacher");
+    if (tpath && !tc) {
+        cli_fail("--teacher: model %s has no distill block, so it takes no teacher", p->model);
+        return MOE_EXIT_USAGE;
     }
+    int64_t kd_until = !tc ? 0 : tc->stop_step < 0 ? INT64_MAX : tc->stop_step;   /* the last step with KD */
     const moe_comm *w = moe_comm_world();
     int lead = w->rank == 0, R = w->world;
     char resume_path[4096];
@@ -205,6 +239,8 @@ int cli_train(int argc, char **argv) {
         cli_fail("%s", err);
         rc = MOE_EXIT_FAIL;
     }
+    if (!rc) rc = load_teacher(rt, tpath, start, steps, kd_until, lead);
+    int distil = rt->kd;
     /* the directory's config.json, once its checkpoints are known to be this model's */
     if (!rc && lead && dir && cli_write_config(dir, err, sizeof err)) { cli_fail("%s", err); rc = MOE_EXIT_FAIL; }
     moe_log *log = NULL;
@@ -264,6 +300,10 @@ int cli_train(int argc, char **argv) {
         double t0 = (moe_now_ms() / 1e3);
         moe_rt_zero_grads(rt);
         moe_rt_stats_clear(rt);
+        rt->kd = distil && step < kd_until;
+        if (distil && step == kd_until && lead)
+            say("step %lld: distillation ends (distill.stop_step): from step %lld on the teacher no longer runs",
+                (long long)step, (long long)(step + 1));
         c->mode = MOE_MODE_TRAIN;
         for (int u = 0; u < p->accumulate; u++) {
             int mu = u * R + w->rank;      /* the micro-batch of the step's draw (R B per micro-step) */
@@ -281,14 +321,15 @@ int cli_train(int argc, char **argv) {
         double n = (double)p->accumulate, t1 = (moe_now_ms() / 1e3);
         moe_step_metrics m = {
             .step = step + 1, .steps = steps, .first_step = start, .lm_loss = st.lm / n, .aux_loss = st.aux / n,
-            .z_loss = st.z / n, .lr = c->lr, .grad_norm = st.grad_norm,
+            .z_loss = st.z / n, .kd_loss = rt->kd ? st.kd / n : 0.0, .teacher = tc ? rt->kd : -1,
+            .lr = c->lr, .grad_norm = st.grad_norm,
             .tokens_per_s = (double)B * T * n * R / (t1 - t0),
             .dropped_fraction = st.choices > 0 ? st.dropped / st.choices : 0.0, .elapsed_s = t1 - t_start,
             .elapsed_before = before, .tokens = (double)(step + 1) * B * T * n * R, .step_ms = (t1 - t0) * 1e3,
             .gflops = flops_per_step / (t1 - t0) / 1e9,
             .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads,
             .run = step == start ? &run : NULL};
-        m.loss = m.lm_loss + p->aux_loss * m.aux_loss + p->z_loss * m.z_loss;
+        m.loss = m.lm_loss + p->aux_loss * m.aux_loss + p->z_loss * m.z_loss + (tc ? tc->weight * m.kd_loss : 0.0);
         for (int i = 0; i < p->n_moe; i++) {
             const double *l = st.record + p->stat_loads[i];
             double tot = 0;

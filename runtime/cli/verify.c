@@ -6,7 +6,8 @@
  * Before each step the device's buffers are made the CPU's, so each op runs on the same
  * inputs on both; then every tensor the step writes is compared: f32 and f64 by their
  * normalised mean squared error sum((a-b)^2) / sum(a^2) (ggml's test-backend-ops measure),
- * i32 exactly. One line per tensor; exit 1 when any is outside its tolerance.
+ * i32 exactly. One line per tensor; exit 1 when any is outside its tolerance. A student's
+ * teacher is initialised from the seed, so its forward and the KD loss are checked too.
  */
 #include "cli.h"
 #include "moe_rng.h"
@@ -112,7 +113,9 @@ int cli_verify(int argc, char **argv) {
     if (!rc || !(rd = moe_rt_create(pd, dev, MOE_RT_OPTIMIZER, 0, err, sizeof err))) { cli_fail("%s", err); goto out; }
     if (!ha || !hb) { cli_fail("out of memory"); goto out; }
     if (moe_rt_shape(rc, (int)B, (int)T, err, sizeof err) || moe_rt_shape(rd, (int)B, (int)T, err, sizeof err) ||
-        moe_rt_init_params(rc, (uint64_t)pc->seed, err, sizeof err)) {
+        moe_rt_init_params(rc, (uint64_t)pc->seed, err, sizeof err) ||
+        (pc->teacher && (moe_rt_init_teacher(rc, (uint64_t)pc->seed, err, sizeof err) ||
+                         moe_rt_teacher_buffer(rd, err, sizeof err)))) {
         cli_fail("%s", err);
         goto out;
     }

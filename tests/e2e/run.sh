@@ -178,7 +178,6 @@ PY
   want=2 check negative_temperature "$exe" generate --checkpoint "$ck" --temperature -1
   check used_dir "$exe" train --steps 1 --checkpoint "$work/ok"
   want=2 check under_mpirun env OMPI_COMM_WORLD_SIZE=2 "$exe" generate --checkpoint "$ck" --tokens 1
-  check teacher "$exe" train --steps 1 --teacher "$ck"
   want=2 check unknown_device "$exe" eval --checkpoint "$ck" --data synthetic --device tpu
   check resume_other_seed "$exe" train --steps 2 --checkpoint "$work/ok" --resume --seed 5
   check resume_weights_only "$exe" train --steps 2 --checkpoint "$work/wonly" --resume

@@ -100,6 +100,17 @@ static void run_kd(int S, int V, float tau, float range, int fd) {
     kt_close("kl", kl, rkl, S, 1e-4);
     kt_close("ps", ps, rps, n, 1e-5);
     kt_close("pt", pt, rpt, n, 1e-5);
+    /* the lowered form: pt over the teacher's logits in place, tau^2 x the mean kl into the record */
+    float *ip = kt_copy(zt, n), *ips = kt_fill(n, NAN), *ikl = kt_fill(S, NAN);
+    double kd = 0.25, want = 0.0;
+    k_kd_loss_fwd(ips, ip, ikl, &kd, zs, tau, S, V);
+    kt_bitwise("pt in place", ip, pt, sizeof(float) * n);
+    kt_bitwise("ps (in-place form)", ips, ps, sizeof(float) * n);
+    for (int s = 0; s < S; s++) want += rkl[s];
+    want = 0.25 + (double)tau * tau * want / S;
+    float kdf = (float)kd;
+    kt_close("kd record", &kdf, &want, 1, 1e-5);
+    free(ip), free(ips), free(ikl);
 
     float scale = 0.7f;
     double *g = KT_NEW(double, n);
@@ -116,6 +127,8 @@ static void run_kd(int S, int V, float tau, float range, int fd) {
     double *w1 = kt_plus(d1, g, n);
     k_kd_bwd(d1, ps, pt, scale, tau, S, V, 1);
     kt_close("dzs (acc=1)", d1, w1, n, 1e-4);
+    k_kd_loss_bwd(d1, ps, pt, 2.0f, tau, scale * S / (2.0f * tau * tau), S, V, 0);   /* the same scale */
+    kt_close("dzs (loss form)", d1, g, n, 1e-4);
     free(zs), free(zt), free(zsd), free(ztd), free(rps), free(rpt), free(rkl), free(kl), free(ps), free(pt), free(g);
     free(dz), free(d1), free(w1);
 }

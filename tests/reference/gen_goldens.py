@@ -12,13 +12,18 @@ For each case of configs.py it writes cases/<name>/:
   grads.safetensors    what `OUT grad ... --out FILE --batch 4 --seq 16` must write
   detail.json          not compared: per-layer capacities, loads, drops, losses of every
                        batch, routing margins and an fp32 error estimate, for debugging
+and for a distillation case (a "teacher" in configs.py) also
+  teacher.safetensors  random F32 weights of the teacher (`--teacher`), drawn as the student's
+                       from a seed of its own; eval.json then has kd_loss and the gradients
+                       include weight * kd (the teacher in evaluation mode)
 
 Weights are drawn so that every code path matters (biases and norm weights random,
 matrices ~ N(0, 1/fan_in) so that activations sit in the non-linear range), then rounded
 to fp32; the reference computes in float64 from the rounded values. A draw is rejected
 and the seed advanced when any discrete decision is fragile: a top-k choice whose
 probability gap to the next candidate is below MARGIN (relative), a relu input within
-RELU_MARGIN of 0, or a float32 run of the same reference that routes differently. Each
+RELU_MARGIN of 0, or a float32 run of the same reference that routes differently (the
+teacher's routing, in evaluation mode, is held to the same margins). Each
 case also asserts what it claims to test (configs.EXPECT: tokens really drop, ...).
 Then runs test_ref_selfcheck.py unless --no-selfcheck.
 """
@@ -95,14 +100,29 @@ def rel_err(a, b):
     return float((a.double() - b.double()).abs().max()) / den
 
 
-def attempt(c, r, seed, n_tokens):
-    """One draw. Returns (result dict, None) or (None, reason for rejecting it)."""
+def teacher_seed(c, i):
+    """The seed of the teacher's weights at attempt i (the student's is base + i)."""
+    return (zlib.crc32((c["name"] + "/teacher").encode()) & 0x7FFFFFFF) + i
+
+
+def teacher_infos(os_):
+    """The teacher's routing facts of each forward dict in os_ (empty without a teacher)."""
+    return [o["teacher"]["info"] for o in os_ if "teacher" in o]
+
+
+def attempt(c, r, seed, n_tokens, tseed=None):
+    """One draw. Returns (result dict, None) or (None, reason for rejecting it).
+    tseed: the teacher's seed (a distillation case)."""
     p, tokens = draw(r, seed, n_tokens)
+    tp = None
+    if "distill" in r:
+        assert r["distill"]["teacher"]["activation"] != "relu", "no relu margin check for teachers"
+        tp, _ = draw(r["distill"]["teacher"], tseed, 0)
     B, T = configs.BATCH, configs.SEQ
-    ev, per = moe_ref.evaluate(r, p, tokens, B, T)
+    ev, per = moe_ref.evaluate(r, p, tokens, B, T, tp=tp)
     record = [] if r["activation"] == "relu" else None
-    grads, go = moe_ref.gradients(r, p, tokens, B, T, record=record)
-    infos = [o["info"] for o in per] + [go["info"]]
+    grads, go = moe_ref.gradients(r, p, tokens, B, T, record=record, tp=tp)
+    infos = [o["info"] for o in per] + [go["info"]] + teacher_infos(per + [go])
     margin = min((routing_margin(i) for i in infos), default=float("inf"))
     if margin < MARGIN:
         return None, "routing margin %.2e" % margin
@@ -116,6 +136,8 @@ def attempt(c, r, seed, n_tokens):
         return None, "no token dropped in the grad batch"
     if exp.get("eval_drops") and ev["dropped_fraction"] == 0:
         return None, "no token dropped in eval"
+    if exp.get("teacher_drops") and not any(l["dropped"] for i in teacher_infos(per) for l in i):
+        return None, "the teacher drops no token"
     if exp.get("would_drop"):
         over = [max(l["load"]) > moe_ref.capacity(l["S"], l["E"], l["k"], r["cf"], r["min_capacity"])
                 for l in go["info"]]
@@ -123,14 +145,17 @@ def attempt(c, r, seed, n_tokens):
             return None, "dropless case would not drop with drop_tokens = true"
     # fp32 run of the same reference: same discrete decisions, and an error estimate
     p32 = {n: t.to(torch.float32) for n, t in p.items()}
-    ev32, per32 = moe_ref.evaluate(r, p32, tokens, B, T)
-    grads32, go32 = moe_ref.gradients(r, p32, tokens, B, T)
+    tp32 = None if tp is None else {n: t.to(torch.float32) for n, t in tp.items()}
+    ev32, per32 = moe_ref.evaluate(r, p32, tokens, B, T, tp=tp32)
+    grads32, go32 = moe_ref.gradients(r, p32, tokens, B, T, tp=tp32)
     if not all(same_routing(a["info"], b["info"]) for a, b in zip(per + [go], per32 + [go32])):
         return None, "float32 routes differently"
+    if not all(same_routing(a, b) for a, b in zip(teacher_infos(per + [go]), teacher_infos(per32 + [go32]))):
+        return None, "float32 routes the teacher differently"
     fp32 = {"eval": {k: abs(ev32[k] - ev[k]) / max(abs(ev[k]), 1e-30)
-                     for k in ("lm_loss", "aux_loss", "z_loss") if ev[k] != 0},
+                     for k in ("lm_loss", "aux_loss", "z_loss", "kd_loss") if ev.get(k)},
             "grads": {n: rel_err(grads32[n], grads[n]) for n in grads}}
-    return dict(p=p, tokens=tokens, ev=ev, per=per, grads=grads, go=go, margin=margin,
+    return dict(p=p, tp=tp, tokens=tokens, ev=ev, per=per, grads=grads, go=go, margin=margin,
                 fp32=fp32), None
 
 
@@ -142,7 +167,8 @@ def generate(c, outdir):
     base = zlib.crc32(c["name"].encode()) & 0x7FFFFFFF
     res, why = None, []
     for i in range(MAX_TRIES):
-        res, reason = attempt(c, r, base + i, n_tokens)
+        tseed = teacher_seed(c, i) if "distill" in r else None
+        res, reason = attempt(c, r, base + i, n_tokens, tseed)
         if res:
             seed = base + i
             break
@@ -161,11 +187,18 @@ def generate(c, outdir):
     st_io.write_safetensors(os.path.join(outdir, "grads.safetensors"),
                             [(n, s, res["grads"][n].reshape(-1).tolist()) for n, s, _ in specs],
                             dict(meta, what="d(training loss of batch 0)/d(parameter)"))
+    if res["tp"] is not None:
+        di = r["distill"]
+        tspecs = moe_ref.param_specs(di["teacher"])
+        st_io.write_safetensors(os.path.join(outdir, "teacher.safetensors"),
+                                [(n, s, res["tp"][n].reshape(-1).tolist()) for n, s, _ in tspecs],
+                                {"generator": meta["generator"], "case": c["name"], "seed": tseed,
+                                 "model": di["teacher_name"], "what": "the teacher's weights"})
     st_io.write_tokens(os.path.join(outdir, "tokens.bin"), res["tokens"])
     ev = res["ev"]
+    keys = ["lm_loss", "aux_loss", "z_loss", "tokens", "dropped_fraction"] + (["kd_loss"] if "kd_loss" in ev else [])
     with open(os.path.join(outdir, "eval.json"), "w") as f:
-        json.dump({k: ev[k] for k in ("lm_loss", "aux_loss", "z_loss", "tokens", "dropped_fraction")},
-                  f, indent=1)
+        json.dump({k: ev[k] for k in keys}, f, indent=1)
         f.write("\n")
     go = res["go"]
     detail = {
@@ -181,14 +214,27 @@ def generate(c, outdir):
                                    "grads_max": max(res["fp32"]["grads"].values()),
                                    "grads": res["fp32"]["grads"]},
     }
+    if res["tp"] is not None:
+        di = r["distill"]
+        detail["grad_batch"]["kd"] = float(go["kd"])
+        for d, o in zip(detail["eval_batches"], res["per"]):
+            d["kd"] = float(o["kd"])
+        tf = lambda o: {"lm_loss": float(o["lm_loss"]), "aux_sum": float(o["aux_sum"]),
+                        "z_sum": float(o["z_sum"]), "moe_layers": layer_facts(o["info"])}
+        detail["teacher"] = {
+            "model": di["teacher_name"], "seed": tseed, "temperature": di["tau"], "weight": di["weight"],
+            "what": "the teacher in evaluation mode; its losses and routing count nowhere",
+            "grad_batch": tf(go["teacher"]),
+            "eval_batches": [tf(o["teacher"]) for o in res["per"]]}
     with open(os.path.join(outdir, "detail.json"), "w") as f:
         json.dump(detail, f, indent=1)
         f.write("\n")
     worst = max(res["fp32"]["grads"].items(), key=lambda kv: kv[1])
     sizes = sum(os.path.getsize(os.path.join(outdir, n)) for n in os.listdir(outdir))
-    print("%-16s seed %d (%d rejected)  lm %.6f aux %.6f z %.6f dropped %.4f  margin %.1e  "
+    kd = "  kd %.6f" % ev["kd_loss"] if "kd_loss" in ev else ""
+    print("%-16s seed %d (%d rejected)  lm %.6f aux %.6f z %.6f dropped %.4f%s  margin %.1e  "
           "fp32 grads %.1e (%s)  %d KB" % (c["name"], seed, len(why), ev["lm_loss"], ev["aux_loss"],
-                                           ev["z_loss"], ev["dropped_fraction"], res["margin"],
+                                           ev["z_loss"], ev["dropped_fraction"], kd, res["margin"],
                                            worst[1], worst[0], sizes // 1024))
     if worst[1] > FP32_WARN:
         print("  warning: an fp32 run of the reference is %.1e from float64 on %s" % (worst[1], worst[0]))

@@ -7,8 +7,17 @@ selection or second-expert sampling (what `OUT eval` and `OUT grad` do), and aut
 the gradients. It computes in float64 by default: it is the reference the fp32 C code is
 held to. float32 is supported to estimate how far an fp32 implementation may land from it.
 
-What it does not do: training steps, noise, random selection, distillation, parallelism
-(with one rank, S = B*T is all the tokens of the batch), bf16/fp16.
+Distillation (moe-semantics.md section 5, moe-language.md 4.5 and `--teacher` in section 6):
+a case with a `distill` block resolves its teacher too (r["distill"]); given the teacher's
+weights, `forward` runs the teacher's forward in evaluation mode without gradients (its own
+config and eval_capacity_factor, S = B*T), and adds
+  kd = tau^2 * mean over tokens of sum over vocab p_t (log p_t - log q_s),
+  p_t = softmax(z_teacher / tau), q_s = softmax(z_student / tau),
+to the training loss times `weight`. `evaluate` reports kd (before `weight`) as kd_loss, the
+mean over batches; the teacher's routing statistics count nowhere. stop_step plays no part.
+
+What it does not do: training steps, noise, random selection, staged KD (stop_step),
+parallelism (with one rank, S = B*T is all the tokens of the batch), bf16/fp16.
 
 Shapes: B batch, T sequence, d hidden, H heads, hd = d/H, KV key/value heads (G = H/KV query
 heads per kv head), S = B*T tokens (s = b*T + t), E experts of the layer, f expert ffn, V vocab.
@@ -68,6 +77,15 @@ def resolve(c):
         r["drop_tokens"] = mo.get("drop_tokens", True)
         r["aux_loss"] = mo.get("aux_loss", 0.01)
         r["z_loss"] = mo.get("z_loss", 0.0)
+    di = c.get("distill")
+    if di:
+        # moe-language.md 4.5: teacher required, temperature and weight default to 1.0
+        t = resolve(c["teacher"])
+        assert t["vocab"] == r["vocab"], "teacher and student share the vocabulary"
+        assert t["position"] != "learned" or t["context"] >= r["context"], "teacher context >= student's"
+        r["distill"] = dict(teacher=t, teacher_name=c["teacher"]["name"],
+                            tau=float(di.get("temperature", 1.0)), weight=float(di.get("weight", 1.0)),
+                            stop_step=di.get("stop_step"))
     return r
 
 
@@ -300,10 +318,31 @@ def moe_layer(r, x, p, h, training, info, record):
 # ---------------------------------------------------------------- the model
 
 
-def forward(r, p, x_tok, y_tok, training, record=None):
+def kd_term(zs, zt, tau):
+    """tau^2 * mean over tokens of KL(p_t || q_s), the KL summed over the vocabulary, with
+    p_t = softmax(zt / tau), q_s = softmax(zs / tau) (moe-semantics.md section 5).
+    zs, zt: [..., V] student and teacher logits; every leading index is a token."""
+    lp = (zt / tau).log_softmax(-1)
+    lq = (zs / tau).log_softmax(-1)
+    kl = (lp.exp() * (lp - lq)).sum(-1)
+    return tau * tau * kl.mean()
+
+
+def teacher_forward(r, tp, x_tok, y_tok):
+    """The teacher of student config r on one batch: evaluation mode (its own
+    eval_capacity_factor, no noise), no gradient. Returns its forward dict (logits detached)."""
+    with torch.no_grad():
+        o = forward(r["distill"]["teacher"], tp, x_tok, y_tok, training=False)
+    o["logits"] = o["logits"].detach()
+    return o
+
+
+def forward(r, p, x_tok, y_tok, training, record=None, tp=None):
     """One batch. x_tok, y_tok: [B, T] int64. p: name -> tensor (float64 or float32).
+    tp: the teacher's weights (a student, r["distill"]) or None: no KD term.
     Returns dict: loss (training loss, a tensor), lm_loss, aux_sum, z_sum (tensors),
-    info (per MoE layer routing facts)."""
+    logits [B, T, V], info (per MoE layer routing facts); with tp also kd (the KD term
+    before `weight`, a tensor) and teacher (the teacher's forward dict)."""
     B, T = x_tok.shape
     x = p["wte.weight"][x_tok]                                                  # [B, T, d]
     if r["position"] == "learned":
@@ -329,7 +368,13 @@ def forward(r, p, x_tok, y_tok, training, record=None):
     loss = lm
     if r["moe_blocks"]:
         loss = lm + r["aux_loss"] * aux_sum + r["z_loss"] * z_sum
-    return dict(loss=loss, lm_loss=lm, aux_sum=aux_sum, z_sum=z_sum, info=info)
+    out = dict(loss=loss, lm_loss=lm, aux_sum=aux_sum, z_sum=z_sum, logits=logits, info=info)
+    if tp is not None:
+        di = r["distill"]
+        t = teacher_forward(r, tp, x_tok, y_tok)
+        kd = kd_term(logits, t["logits"], di["tau"])
+        out.update(loss=loss + di["weight"] * kd, kd=kd, teacher=t)
+    return out
 
 
 def windows(tokens, B, T):
@@ -345,15 +390,18 @@ def windows(tokens, B, T):
     return out
 
 
-def evaluate(r, p, tokens, B, T):
-    """What `OUT eval` prints, plus per-batch details."""
+def evaluate(r, p, tokens, B, T, tp=None):
+    """What `OUT eval` prints (with tp, the teacher's weights: `--teacher`, adding kd_loss),
+    plus per-batch details."""
     per = []
-    lm = aux = z = 0.0
+    lm = aux = z = kd = 0.0
     dropped = choices = 0
     batches = windows(tokens, B, T)
     with torch.no_grad():
         for xs, ys in batches:
-            o = forward(r, p, xs, ys, training=False)
+            o = forward(r, p, xs, ys, training=False, tp=tp)
+            if tp is not None:
+                kd += float(o["kd"])
             lm += float(o["lm_loss"])
             aux += float(o["aux_sum"])
             z += float(o["z_sum"])
@@ -363,13 +411,17 @@ def evaluate(r, p, tokens, B, T):
     n = len(batches)
     res = dict(lm_loss=lm / n, aux_loss=aux / n, z_loss=z / n, tokens=n * B * T,
                dropped_fraction=(dropped / choices) if choices else 0.0)
+    if tp is not None:
+        res["kd_loss"] = kd / n         # mean over batches of each batch's mean, as aux_loss
     return res, per
 
 
-def gradients(r, p, tokens, B, T, record=None):
-    """What `OUT grad` writes: d(training loss of the first batch)/d(every parameter)."""
+def gradients(r, p, tokens, B, T, record=None, tp=None):
+    """What `OUT grad` writes: d(training loss of the first batch)/d(every parameter).
+    With tp (the teacher's weights: `--teacher`) the loss has weight * kd; the teacher gets
+    no gradient and only the student's parameters are returned."""
     xs, ys = windows(tokens, B, T)[0]
     q = {n: t.detach().clone().requires_grad_(True) for n, t in p.items()}
-    o = forward(r, q, xs, ys, training=True, record=record)
+    o = forward(r, q, xs, ys, training=True, record=record, tp=tp)
     o["loss"].backward()
     return {n: q[n].grad.detach().clone() for n in p}, o

@@ -9,6 +9,10 @@
 #   <case>.exe grad ... --out WORK_DIR/<case>.grads.safetensors
 #     -> must match CASE_DIR/grads.safetensors (st_compare, per-tensor rtol; extra args such
 #        as --rtol or --tol GLOB=R are passed on)
+# A distillation case (CASE_DIR/teacher.safetensors exists; model.moe holds the teacher, then
+# the student) builds the student with `--model <case>` and passes
+# `--teacher CASE_DIR/teacher.safetensors` to eval (which must then print kd_loss) and grad
+# (whose loss then has weight * kd_loss).
 # Both are run even when the first fails, so one ctest log shows everything. The device is
 # the executable's default unless MOE_REF_DEVICE is set (cpu, cuda, cuda-emu); the target is
 # moec's default unless MOE_REF_TARGET is set (cpu, cuda). MOEC "prebuilt" skips the build
@@ -26,18 +30,25 @@ exe=$work/$name.exe
 mkdir -p "$work" || exit 1
 dev=""
 if [ -n "${MOE_REF_DEVICE:-}" ]; then dev="--device $MOE_REF_DEVICE"; fi
+# a student: build it by name (its teacher is in the same file) and give it the teacher's weights
+# (${v:+--flag} ${v:+"$v"} is the flag and its quoted value when v is set, nothing otherwise)
+model="" teacher=""
+if [ -f "$case_dir/teacher.safetensors" ]; then
+    model=$name
+    teacher=$case_dir/teacher.safetensors
+fi
 
 if [ "$moec" != prebuilt ]; then
     echo "== $name: build"
     rm -f "$exe"
-    "$moec" build "$case_dir/model.moe" -o "$exe" --target "${MOE_REF_TARGET:-cpu}" || { echo "FAIL: moec build"; exit 1; }
+    "$moec" build "$case_dir/model.moe" -o "$exe" ${model:+--model} ${model:+"$model"} --target "${MOE_REF_TARGET:-cpu}" || { echo "FAIL: moec build"; exit 1; }
 fi
 
 status=0
 echo "== $name: eval"
 # shellcheck disable=SC2086  # $dev is empty or two words
 if "$exe" eval --checkpoint "$case_dir/weights.safetensors" --data "$case_dir/tokens.bin" \
-        --batch 4 --seq 16 $dev > "$work/$name.eval.json"; then
+        --batch 4 --seq 16 ${teacher:+--teacher} ${teacher:+"$teacher"} $dev > "$work/$name.eval.json"; then
     cat "$work/$name.eval.json"
     "$json_compare" "$case_dir/eval.json" "$work/$name.eval.json" || status=1
 else
@@ -48,7 +59,8 @@ echo "== $name: grad"
 rm -f "$work/$name.grads.safetensors"
 # shellcheck disable=SC2086
 if "$exe" grad --checkpoint "$case_dir/weights.safetensors" --data "$case_dir/tokens.bin" \
-        --out "$work/$name.grads.safetensors" --batch 4 --seq 16 $dev; then
+        --out "$work/$name.grads.safetensors" --batch 4 --seq 16 \
+        ${teacher:+--teacher} ${teacher:+"$teacher"} $dev; then
     "$st_compare" "$@" "$case_dir/grads.safetensors" "$work/$name.grads.safetensors" || status=1
 else
     echo "FAIL: grad exited with $?"; status=1

@@ -16,6 +16,11 @@ Not a ctest: the C build must not depend on torch. What it checks:
   5. routing    capacity and queueing on hand-made examples with hand-worked answers.
   6. mistakes   plausible implementation mistakes move the goldens far beyond the test
                 tolerance (1e-5) - by > 1e-4 - so the ctests would catch them.
+  7. distill    the KD term: a hand-worked value, 0 when the teacher is the student, its
+                gradient on the logits is tau (q_s - p_t) / N (autograd and float64 finite
+                differences), the whole KD gradient vanishes with a teacher identical to the
+                student; (1, 2, 4 and 6 cover the distillation cases too: the numpy forward
+                runs the teacher and computes kd_loss, fd differentiates the loss with the KD term).
 Exits 1 on the first failure.
 """
 import json
@@ -57,6 +62,15 @@ def load_case(name):
     return c, r, p, grads, tokens, ev, detail
 
 
+def load_teacher(name):
+    """The teacher's weights of a distillation case (float64), or None."""
+    path = os.path.join(HERE, "cases", name, "teacher.safetensors")
+    if not os.path.exists(path):
+        return None
+    w, _ = st_io.read_safetensors(path)
+    return {n: torch.tensor(a, dtype=torch.float64).reshape(s) for n, (s, a) in w.items()}
+
+
 def rel(a, b):
     return abs(a - b) / max(abs(b), 1e-30)
 
@@ -69,14 +83,20 @@ def trel(a, b):
 
 def check_files(name):
     c, r, p, grads, tokens, ev, _ = load_case(name)
+    tp = load_teacher(name)
     names = [n for n, _, _ in moe_ref.param_specs(r)]
     check(list(p) == names, "%s: weights tensor names/order" % name)
     check(list(grads) == names, "%s: grads tensor names/order" % name)
-    e2, _ = moe_ref.evaluate(r, p, tokens, B, T)
+    check((tp is not None) == ("distill" in r) == ("kd_loss" in ev),
+          "%s: teacher.safetensors and kd_loss iff a distill block" % name)
+    if tp is not None:
+        check(list(tp) == [n for n, _, _ in moe_ref.param_specs(r["distill"]["teacher"])],
+              "%s: teacher tensor names/order" % name)
+    e2, _ = moe_ref.evaluate(r, p, tokens, B, T, tp=tp)
     for k in ev:
         check(rel(e2[k], ev[k]) < 1e-12 if isinstance(ev[k], float) else e2[k] == ev[k],
               "%s: eval.json %s stale (%r vs %r)" % (name, k, e2[k], ev[k]))
-    g2, _ = moe_ref.gradients(r, p, tokens, B, T)
+    g2, _ = moe_ref.gradients(r, p, tokens, B, T, tp=tp)
     for n in names:
         check(torch.equal(g2[n].to(torch.float32).to(torch.float64), grads[n]),
               "%s: grads.safetensors %s stale" % (name, n))
@@ -238,24 +258,46 @@ def np_forward(r, P, xs, ys, training):
     x = np_norm(r, x, P, "ln_f")
     head = P["wte.weight"].T if r["tie"] else P["lm_head.weight"]
     ce = 0.0
+    logits = x @ head
     for b in range(Bn):
         for t in range(Tn):
-            z = x[b, t] @ head
+            z = logits[b, t]
             m = z.max()
             ce += m + math.log(np.exp(z - m).sum()) - z[ys[b, t]]
-    return ce / (Bn * Tn), facts
+    return ce / (Bn * Tn), facts, logits
+
+
+def np_kd(zs, zt, tau):
+    """tau^2 * mean over tokens of sum_v p_t (log p_t - log q_s), token by token."""
+    tot, n = 0.0, 0
+    for idx in np.ndindex(zs.shape[:-1]):
+        a, b = zt[idx] / tau, zs[idx] / tau
+        la = a - a.max() - math.log(np.exp(a - a.max()).sum())
+        lb = b - b.max() - math.log(np.exp(b - b.max()).sum())
+        tot += sum(math.exp(la[v]) * (la[v] - lb[v]) for v in range(len(a)))
+        n += 1
+    return tau * tau * tot / n
 
 
 def check_numpy(name):
     c, r, p, _, tokens, ev, detail = load_case(name)
     P = {n: t.numpy() for n, t in p.items()}
+    tp = load_teacher(name)
+    Pt = None if tp is None else {n: t.numpy() for n, t in tp.items()}
+    kd = 0.0
     # np_lin adds a bias wherever the checkpoint has one: the checkpoint has them all or none
     check(any(n.endswith(".bias") for n in P) == r["bias"], "%s: biases present iff bias = true" % name)
     lm = aux = z = 0.0
     dropped = choices = 0
     batches = moe_ref.windows(tokens, B, T)
     for bi, (xs, ys) in enumerate(batches):
-        loss, facts = np_forward(r, P, xs.numpy(), ys.numpy(), training=False)
+        loss, facts, zs = np_forward(r, P, xs.numpy(), ys.numpy(), training=False)
+        if Pt is not None:       # the teacher: evaluation mode; its routing counts nowhere
+            _, tfacts, zt = np_forward(r["distill"]["teacher"], Pt, xs.numpy(), ys.numpy(), training=False)
+            kd += np_kd(zs, zt, r["distill"]["tau"])
+            for f, want in zip(tfacts, detail["teacher"]["eval_batches"][bi]["moe_layers"]):
+                check(f["capacity"] == want["capacity"] and f["dropped"] == want["dropped"]
+                      and f["load"] == want["load_before_drop"], "%s: numpy teacher routing, batch %d" % (name, bi))
         lm += loss
         aux += sum(f["l_aux"] for f in facts)
         z += sum(f["z"] for f in facts)
@@ -266,13 +308,13 @@ def check_numpy(name):
                   and f["load"] == want["load_before_drop"], "%s: numpy routing of eval batch %d" % (name, bi))
     # the grad batch routes with the training capacity
     xs, ys = batches[0]
-    _, facts = np_forward(r, P, xs.numpy(), ys.numpy(), training=True)
+    _, facts, _ = np_forward(r, P, xs.numpy(), ys.numpy(), training=True)
     for f, want in zip(facts, detail["grad_batch"]["moe_layers"]):
         check(f["capacity"] == want["capacity"] and f["dropped"] == want["dropped"],
               "%s: numpy routing of the grad batch" % name)
     n = len(batches)
     got = dict(lm_loss=lm / n, aux_loss=aux / n, z_loss=z / n, tokens=n * B * T,
-               dropped_fraction=dropped / choices if choices else 0.0)
+               dropped_fraction=dropped / choices if choices else 0.0, kd_loss=kd / n)
     for k in ev:
         check(rel(got[k], ev[k]) < 1e-10 or got[k] == ev[k],
               "%s: numpy %s = %r, golden %r" % (name, k, got[k], ev[k]))
@@ -308,8 +350,9 @@ def check_dense_functional():
 
 def check_fd(name, seed=7):
     c, r, p, _, tokens, _, _ = load_case(name)
+    tp = load_teacher(name)        # a student: the loss has weight * kd (the teacher fixed)
     xs, ys = moe_ref.windows(tokens, B, T)[0]
-    grads, o0 = moe_ref.gradients(r, p, tokens, B, T)
+    grads, o0 = moe_ref.gradients(r, p, tokens, B, T, tp=tp)
     route0 = [(l["choice"], l["keep"]) for l in o0["info"]]
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
@@ -321,7 +364,7 @@ def check_fd(name, seed=7):
             for sgn in (1, -1):
                 q = dict(p)
                 q[n] = p[n] + sgn * eps * v
-                o = moe_ref.forward(r, q, xs, ys, training=True)
+                o = moe_ref.forward(r, q, xs, ys, training=True, tp=tp)
                 check(all(torch.equal(a[0], l["choice"]) and torch.equal(a[1], l["keep"])
                           for a, l in zip(route0, o["info"])), "%s: fd step changed routing (%s)" % (name, n))
                 ls.append(float(o["loss"]))
@@ -408,23 +451,27 @@ def check_routing():
 def perturbed(name, patch):
     """Max relative change of the goldens when the reference is patched with a mistake."""
     c, r, p, grads, tokens, ev, _ = load_case(name)
+    tp = load_teacher(name)
     saved = {k: getattr(moe_ref, k) for k in patch if hasattr(moe_ref, k)}
     r2 = dict(r)
     p = dict(p)
     try:
         for k, v in patch.items():
-            if k.startswith("r."):
+            if k.startswith("r.distill."):
+                r2["distill"] = dict(r2["distill"], **{k[10:]: v})
+            elif k.startswith("r."):
                 r2[k[2:]] = v
             elif k.startswith("p."):
                 p[k[2:]] = v(p[k[2:]])
             else:
                 setattr(moe_ref, k, v)
-        e2, _ = moe_ref.evaluate(r2, p, tokens, B, T)
-        g2, _ = moe_ref.gradients(r2, p, tokens, B, T)
+        e2, _ = moe_ref.evaluate(r2, p, tokens, B, T, tp=tp)
+        g2, _ = moe_ref.gradients(r2, p, tokens, B, T, tp=tp)
     finally:
         for k, v in saved.items():
             setattr(moe_ref, k, v)
-    d_eval = max(rel(e2[k], ev[k]) for k in ("lm_loss", "aux_loss", "z_loss", "dropped_fraction") if ev[k])
+    d_eval = max(rel(e2[k], ev[k]) for k in ("lm_loss", "aux_loss", "z_loss", "dropped_fraction", "kd_loss")
+                 if ev.get(k))
     d_grad = max(trel(g2[n], grads[n]) for n in grads) if not any(k.startswith("p.") for k in patch) else 0.0
     return d_eval, d_grad
 
@@ -493,6 +540,47 @@ def repeat_kv_tiled(x, G):
     return x.repeat(1, G, 1, 1)
 
 
+_kd_term = moe_ref.kd_term
+_teacher_forward = moe_ref.teacher_forward
+_evaluate = moe_ref.evaluate
+
+
+def _kd_variant(kind):
+    """Plausible ways to get the KD term wrong (moe_ref.kd_term is the right one)."""
+    def kd(zs, zt, tau):
+        if kind == "no_tau2":             # KL at temperature tau without the tau^2 factor
+            return _kd_term(zs, zt, tau) / (tau * tau)
+        if kind == "reverse":             # KL(q_s || p_t)
+            return _kd_term(zt, zs, tau)
+        if kind == "student_tau_only":    # the teacher's softmax at temperature 1
+            return _kd_term(zs, zt * tau, tau)
+        if kind == "vocab_mean":          # F.kl_div(reduction='mean'): also averaged over the vocabulary
+            return _kd_term(zs, zt, tau) / zs.shape[-1]
+        if kind == "batchmean":           # F.kl_div(reduction='batchmean') on [B, T, V]: / B, not / (B*T)
+            return _kd_term(zs, zt, tau) * zs.shape[1]
+        raise ValueError(kind)
+    return kd
+
+
+def _teacher_training(r, tp, x_tok, y_tok):
+    """The teacher run in training mode (its training capacity factor)."""
+    with torch.no_grad():
+        o = moe_ref.forward(r["distill"]["teacher"], tp, x_tok, y_tok, training=True)
+    o["logits"] = o["logits"].detach()
+    return o
+
+
+def _eval_variant(kind):
+    def ev(r, p, tokens, Bn, Tn, tp=None):
+        res, per = _evaluate(r, p, tokens, Bn, Tn, tp=tp)
+        if kind == "kd_weighted":         # kd_loss reported after distill.weight
+            res["kd_loss"] *= r["distill"]["weight"]
+        if kind == "teacher_aux":         # the teacher's l_aux counted in aux_loss
+            res["aux_loss"] += sum(float(o["teacher"]["aux_sum"]) for o in per) / len(per)
+        return res, per
+    return ev
+
+
 MISTAKES = [
     ("dense", "gelu tanh -> erf", {"r.activation": "gelu_erf"}),
     ("pyramid", "gelu erf -> tanh", {"r.activation": "gelu"}),
@@ -515,6 +603,19 @@ MISTAKES = [
     ("gqa", "kv head h % kv_heads", {"repeat_kv": repeat_kv_tiled}),
     ("mixtral", "kv head h % kv_heads", {"repeat_kv": repeat_kv_tiled}),
     ("nobias", "bias-free layernorm as rmsnorm", {"r.norm": "rmsnorm"}),
+    ("kd_top1_residual", "KD without tau^2 (tau 2)", {"kd_term": _kd_variant("no_tau2")}),
+    ("kd_top2_pyramid", "KD without tau^2 (tau 0.5)", {"kd_term": _kd_variant("no_tau2")}),
+    ("kd_top1_residual", "KL(q_s || p_t)", {"kd_term": _kd_variant("reverse")}),
+    ("kd_top2_pyramid", "KL(q_s || p_t)", {"kd_term": _kd_variant("reverse")}),
+    ("kd_top2_pyramid", "teacher softmax at tau 1", {"kd_term": _kd_variant("student_tau_only")}),
+    ("kd_top1_residual", "KL averaged over the vocabulary", {"kd_term": _kd_variant("vocab_mean")}),
+    ("kd_top1_residual", "KL divided by B, not B*T", {"kd_term": _kd_variant("batchmean")}),
+    ("kd_top1_residual", "teacher in training mode", {"teacher_forward": _teacher_training}),
+    ("kd_top2_pyramid", "teacher in training mode", {"teacher_forward": _teacher_training}),
+    ("kd_top1_residual", "kd_loss after weight", {"evaluate": _eval_variant("kd_weighted")}),
+    ("kd_top1_residual", "teacher's l_aux in aux_loss", {"evaluate": _eval_variant("teacher_aux")}),
+    ("kd_top1_residual", "no KD term in grad", {"r.distill.weight": 0.0}),
+    ("kd_top2_pyramid", "no KD term in grad", {"r.distill.weight": 0.0}),
 ]
 
 
@@ -524,6 +625,62 @@ def check_mistakes():
         d_eval, d_grad = perturbed(name, patch)
         print("  %-16s %-32s eval %.1e  grads %.1e" % (name, what, d_eval, d_grad))
         check(max(d_eval, d_grad) > 1e-4, "%s: mistake '%s' is not caught by 10x the tolerance" % (name, what))
+
+
+# ------------------------------------------------------------------ 7. distillation
+
+
+def check_distill():
+    kd = moe_ref.kd_term
+    # a hand-worked value: one token, V = 3, tau = 2
+    zs, zt = [0.0, 1.0, 2.0], [2.0, 0.0, 1.0]
+    a = [v / 2 for v in zt]
+    b = [v / 2 for v in zs]
+    pt = [math.exp(v) / sum(math.exp(u) for u in a) for v in a]
+    qs = [math.exp(v) / sum(math.exp(u) for u in b) for v in b]
+    want = 4 * sum(p * math.log(p / q) for p, q in zip(pt, qs))
+    got = float(kd(torch.tensor([zs], dtype=torch.float64), torch.tensor([zt], dtype=torch.float64), 2.0))
+    check(abs(got - want) < 1e-15 and want > 0.1, "kd: hand-worked value %r vs %r" % (got, want))
+
+    # d kd / d z_s = tau^2 * (q_s - p_t) / tau / N = tau (q_s - p_t) / N, any leading shape
+    g = torch.Generator().manual_seed(3)
+    for tau in (0.5, 1.0, 2.0):
+        zs = torch.randn(2, 3, 7, generator=g, dtype=torch.float64).requires_grad_(True)
+        zt = 2 * torch.randn(2, 3, 7, generator=g, dtype=torch.float64)
+        k = kd(zs, zt, tau)
+        k.backward()
+        want = tau * ((zs / tau).softmax(-1) - (zt / tau).softmax(-1)).detach() / 6
+        check(float((zs.grad - want).abs().max()) < 1e-15, "kd: gradient on the logits, tau %g" % tau)
+        # and float64 central differences along a random direction
+        v = torch.randn(2, 3, 7, generator=g, dtype=torch.float64)
+        eps = 1e-6
+        with torch.no_grad():
+            fd = (float(kd(zs + eps * v, zt, tau)) - float(kd(zs - eps * v, zt, tau))) / (2 * eps)
+        check(abs(fd - float((want * v).sum())) < 1e-9, "kd: finite differences on the logits, tau %g" % tau)
+        check(float(kd(zt, zt, tau)) == 0.0 and float(k) > 0, "kd: 0 iff q_s = p_t, > 0 otherwise")
+
+    # a student distilled from itself (same config and weights): kd_loss is exactly 0 at any
+    # tau (eval runs both in evaluation mode); in grad the student trains with its training cf,
+    # so with cf = eval_cf the KD gradient vanishes and grad equals the plain gradient
+    c, r, p, _, tokens, _, _ = load_case("kd_top1_residual")
+    plain = {k: v for k, v in r.items() if k != "distill"}
+    for tau in (1.0, 2.0):
+        self_r = dict(plain, distill=dict(r["distill"], teacher=plain, tau=tau))
+        ev, _ = moe_ref.evaluate(self_r, p, tokens, B, T, tp=p)
+        check(ev["kd_loss"] == 0.0, "kd: a student distilled from itself has kd_loss 0 (tau %g): %r"
+              % (tau, ev["kd_loss"]))
+        same = dict(plain, cf=plain["eval_cf"])
+        self_r = dict(same, distill=dict(r["distill"], teacher=same, tau=tau))
+        g_kd, o = moe_ref.gradients(self_r, p, tokens, B, T, tp=p)
+        g0, _ = moe_ref.gradients(same, p, tokens, B, T)
+        check(abs(float(o["kd"])) < 1e-14 and max(trel(g_kd[n], g0[n]) for n in g0) < 1e-12,
+              "kd: with the student as its own teacher the KD gradient vanishes (tau %g)" % tau)
+    # the other way round: the KD term carries real weight in the goldens of both cases
+    for name in ("kd_top1_residual", "kd_top2_pyramid"):
+        c, r, p, grads, tokens, ev, _ = load_case(name)
+        g0, _ = moe_ref.gradients(r, p, tokens, B, T)
+        d = max(trel(g0[n], grads[n]) for n in grads)
+        check(d > 1e-2, "%s: the KD term moves the gradients by only %.1e" % (name, d))
 
 
 def main():
@@ -543,6 +700,9 @@ def main():
     print("ok  5. hand-made capacity / queueing / weight / l_aux examples")
     check_mistakes()
     print("ok  6. plausible mistakes move the goldens by > 1e-4 (10x the tolerance)")
+    check_distill()
+    print("ok  7. KD term: hand-worked value, logits gradient tau (q - p) / N = autograd = fd, "
+          "0 with the student as its own teacher")
     return 0
 
 
