@@ -9,11 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${STEPS:-600}
-if [ ! -x build/moec ]; then
-    bash scripts/setup.sh
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-    cmake --build build -j"$(nproc)" --target moec moert moert_main
-fi
+bash scripts/setup.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" --target moec moert moert_main
 out=out/mos
 mkdir -p "$out"
 for m in mos_teacher mos_small mos_small_alone; do

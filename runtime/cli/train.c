@@ -42,10 +42,19 @@ static double eval_loss(moe_rt *rt, const moe_data *data, int64_t nb, int B, int
     return failed ? NAN : st.lm / (double)nb;
 }
 
+/* "until step N" or "on every step": how long a student distils */
+static const char *kd_span(char *buf, size_t n) {
+    const moe_teacher *tc = cli_prog->teacher;
+    if (tc->stop_step < 0) return "on every step";
+    snprintf(buf, n, "until step %lld", (long long)tc->stop_step);
+    return buf;
+}
+
 /* Staged KD: the teacher's checkpoint loaded when the run has steps with the KD term (from
  * start + 1 to kd_until), else a note that --teacher is not needed. 0, or an exit status. */
 static int load_teacher(moe_rt *rt, const char *path, int64_t start, int64_t steps, int64_t kd_until, int lead) {
     const moe_teacher *tc = cli_prog->teacher;
+    char span[64];
     if (!tc) return 0;
     if (start >= kd_until || start >= steps) {
         if (path && lead)
@@ -53,18 +62,12 @@ static int load_teacher(moe_rt *rt, const char *path, int64_t start, int64_t ste
                     "starts after it\n", path, (long long)kd_until);
         return 0;
     }
-    char until[64] = "on every step";
-    if (tc->stop_step >= 0) snprintf(until, sizeof until, "until step %lld", (long long)tc->stop_step);
     if (!path) {
         cli_fail("model %s distils from its teacher %s %s: pass --teacher CHECKPOINT (a checkpoint of %s)",
-                 cli_prog->model, tc->model, until, tc->model);
+                 cli_prog->model, tc->model, kd_span(span, sizeof span), tc->model);
         return MOE_EXIT_USAGE;
     }
-    int rc = cli_teacher(rt, path);
-    if (!rc && lead)
-        fprintf(stderr, "distilling from teacher %s (%s) %s: temperature %g, weight %g\n", tc->model, path, until,
-                tc->temperature, tc->weight);
-    return rc;
+    return cli_teacher(rt, path);
 }
 
 static volatile sig_atomic_t interrupts;
@@ -272,6 +275,10 @@ int cli_train(int argc, char **argv) {
                 (long long)p->accumulate, sched.lr, run.schedule, sched.min_lr, (long long)sched.steps,
                 (long long)sched.warmup, procs, run.threads, run.threads > 1 ? "s" : "",
                 overrides[0] ? "; overrides: " : "", overrides);
+        char span[64];
+        if (distil)
+            fprintf(stderr, "distilling from teacher %s (%s) %s: temperature %g, weight %g\n", tc->model, tpath,
+                    kd_span(span, sizeof span), tc->temperature, tc->weight);
     }
     if (!rc) {
         if (eval_every > 0 && moe_data_windows(held ? held : data, T) < B) {

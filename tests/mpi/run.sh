@@ -5,6 +5,7 @@
 #          and a 2-rank run resumed from its own checkpoint repeats the uninterrupted one;
 #   eval:  1, 2 and 3 ranks (7 batches: uneven shares) print the one-process figures;
 #   grad:  2 ranks write the mean of the one-process gradients of batches 0 and 1;
+#   distillation: a student on 2 ranks x batch 4 logs the losses and kd_loss of 1 x 8;
 #   refusals: a layout with expert parallelism, parallel.data = 3 on 2 processes, and a
 #          command that runs in one process each stop with their message;
 #   ranks of different executables or data stop at start; a rank killed mid-run ends the
@@ -24,7 +25,7 @@ export OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1
 # still checked, and the one-process tests check our leaks
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 mpi() { local np=$1; shift; timeout 300 mpirun -np "$np" "$@"; }
-for m in two one moe ep three; do "$moec" build "$here/dp.moe" --model $m -o $m 2>/dev/null || fail "moec build $m"; done
+for m in two one moe ep three kdtwo kdone; do "$moec" build "$here/dp.moe" --model $m -o $m 2>/dev/null || fail "moec build $m"; done
 ./two info --json | jq -e '.params > 0' >/dev/null || fail "info"
 mpi 2 ./two info > /dev/null 2> info.err && fail "info ran on 2 processes"
 grep -q "but info runs in one process" info.err || fail "the one-process refusal: $(cat info.err)"
@@ -73,6 +74,16 @@ g1, _ = st_io.read_safetensors("g1.st")
 st_io.write_safetensors("gmean.st", [(k, g0[k][0], [(x + y) / 2 for x, y in zip(g0[k][1], g1[k][1])]) for k in g0])
 PY
 "$ref_cmp" gmean.st g2.st > gcmp.txt || fail "grad on 2 processes: $(tail -3 gcmp.txt)"
+
+# distillation: the KD term of 2 x 4 is that of 1 x 8, and stops at stop_step on every rank
+./kdone train --data text.txt --teacher ckm --log kdone.jsonl 2>/dev/null || fail "distillation, 1 process"
+mpi 2 ./kdtwo train --data text.txt --teacher ckm --log kdtwo.jsonl 2> kdtwo.err \
+  || fail "distillation, 2 processes: $(cat kdtwo.err)"
+paste <(jq -r '[.loss, .kd_loss, .grad_norm] | @tsv' kdone.jsonl) <(jq -r '[.loss, .kd_loss, .grad_norm] | @tsv' kdtwo.jsonl) |
+  awk '{ for (i = 1; i <= 3; i++) { d = $i - $(i + 3); if (d < 0) d = -d; if (d > 1e-6 * $i) bad = 1 } }
+       END { exit bad }' || fail "distillation: losses, kd_loss or norms differ: $(paste kdone.jsonl kdtwo.jsonl | head -2)"
+jq -s -e '.[3].kd_loss > 0 and .[3].teacher and .[4].kd_loss == 0 and (.[4].teacher | not)' kdtwo.jsonl >/dev/null \
+  || fail "distillation does not stop after step 4 on 2 processes"
 
 # refusals
 mpi 2 ./ep train --steps 1 2> ep.err && fail "an expert-parallel layout ran"
