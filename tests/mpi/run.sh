@@ -76,8 +76,8 @@ PY
 "$ref_cmp" gmean.st g2.st > gcmp.txt || fail "grad on 2 processes: $(tail -3 gcmp.txt)"
 
 # distillation: the KD term of 2 x 4 is that of 1 x 8, and stops at stop_step on every rank
-./kdone train --data text.txt --teacher ckm --log kdone.jsonl 2>/dev/null || fail "distillation, 1 process"
-mpi 2 ./kdtwo train --data text.txt --teacher ckm --log kdtwo.jsonl 2> kdtwo.err \
+./kdone train --data text.txt --teacher ck1 --log kdone.jsonl 2>/dev/null || fail "distillation, 1 process"
+mpi 2 ./kdtwo train --data text.txt --teacher ck1 --log kdtwo.jsonl 2> kdtwo.err \
   || fail "distillation, 2 processes: $(cat kdtwo.err)"
 paste <(jq -r '[.loss, .kd_loss, .grad_norm] | @tsv' kdone.jsonl) <(jq -r '[.loss, .kd_loss, .grad_norm] | @tsv' kdtwo.jsonl) |
   awk '{ for (i = 1; i <= 3; i++) { d = $i - $(i + 3); if (d < 0) d = -d; if (d > 1e-6 * $i) bad = 1 } }
