@@ -152,7 +152,8 @@ static ir_node *moe_node(bld *b, ir_op op, const char *name, const int *in, cons
 static int alltoall(bld *b, int x, int counts, const char *name, int64_t width, int mi) {
     int y = act(b, arena_printf(b->a, "%s.out", name), IR_ROWS_ROUTED, width);
     ir_node *n = node(b, IR_ALLTOALL, name, (int[]){x, counts, -2}, (int[]){y, -2});
-    if (n) n->at.a2a = (ir_at_a2a){mi, b->m->moe.experts[mi], b->m->parallel.expert[mi], 0};
+    /* a teacher runs whole in every process, whatever its own expert-parallel layout */
+    if (n) n->at.a2a = (ir_at_a2a){mi, b->m->moe.experts[mi], b->kd ? 1 : b->m->parallel.expert[mi], 0};
     return y;
 }
 
@@ -335,6 +336,7 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     /* the teacher's entries of the record, in the decode program's too: both share the IO layout */
     const md_model *tm = m->distill.teacher;
     int tfirst = g->n_stats, *tloads = tm ? layer_stats(g, tm, tfirst, &g->n_stats) : NULL;
+    if (tm && !tloads) return NULL;
     g->tokens = ir_tensor_new(g, "tokens", IR_T_INPUT, MOE_I32, IR_ROWS_S, 1);
     g->stats = ir_tensor_new(g, "stats", IR_T_STATS, MOE_F64, IR_ROWS_ONE, g->n_stats);
     int zt = tm && !decode ? teacher_forward(&b, tfirst, tloads) : -1;
