@@ -117,7 +117,7 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     want[MOE_BUF_COMM] = p->buf_bytes[MOE_BUF_COMM] > 0;
     /* a host-memory device: refuse a plan the machine (or its cgroup, or a ulimit) cannot hold,
      * rather than be killed half-way with no message */
-    int64_t plan = decode ? p->decode.act_bytes : 0;
+    int64_t plan = (int64_t)decode * p->decode.act_bytes;
     for (int b = 0; b < MOE_BUF_COUNT; b++) plan += want[b] ? p->buf_bytes[b] : 0;
     plan += p->train.act_bytes;
     char why[128];
@@ -141,10 +141,11 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
         ok = rt->buf[b] != NULL;
     }
     if (ok) { rt->act = o->alloc(d, (size_t)p->train.act_bytes); ok = rt->act != NULL; }
-    if (ok && decode) {
-        rt->dec_act = o->alloc(d, (size_t)p->decode.act_bytes);
+    if (ok && decode > 0) {
+        rt->dec_act = calloc((size_t)decode, sizeof *rt->dec_act);
         rt->dec_logits = malloc(sizeof(float) * (size_t)p->vocab);
         ok = rt->dec_act && rt->dec_logits;
+        for (int s = 0; ok && s < decode; s++) ok = (rt->dec_act[rt->n_slots++] = o->alloc(d, (size_t)p->decode.act_bytes)) != NULL;
     }
     rt->step_ms = calloc((size_t)p->train.n_steps + 1, sizeof(double));
     ok = ok && rt->step_ms;
@@ -185,9 +186,11 @@ void moe_rt_destroy(moe_rt *rt) {
         if (rt->act) d->ops->free(d, rt->act);
         for (int i = 0; rt->kern && i < rt->prog->n_kernels; i++)
             if (rt->kern[i]) d->ops->release(d, rt->kern[i]);
-        if (rt->dec_act) d->ops->free(d, rt->dec_act);
+        for (int s = 0; s < rt->n_slots; s++)
+            if (rt->dec_act[s]) d->ops->free(d, rt->dec_act[s]);
         moe_device_close(d);
     }
+    free(rt->dec_act);
     free(rt->dec_logits);
     free(rt->step_ms);
     free(rt->kern);
@@ -317,19 +320,19 @@ void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out) {
     check(rt, rt->dev->ops->download(rt->dev, out, src, sizeof(float) * V * (size_t)n), "download");
 }
 
-const float *moe_rt_decode(moe_rt *rt, int32_t token, int pos) {
+const float *moe_rt_decode(moe_rt *rt, int slot, int32_t token, int pos) {
     const moe_program *p = rt->prog;
     moe_device *d = rt->dev;
     moe_ctx saved = rt->ctx;
     rt->tokens[0] = token;
     check(rt, d->ops->upload(d, rt->buf[MOE_BUF_IO] + p->tokens_off, rt->tokens, sizeof(int32_t)), "upload");
-    rt->ctx.buf[MOE_BUF_ACT] = rt->dec_act;
+    rt->ctx.buf[MOE_BUF_ACT] = rt->dec_act[slot];
     rt->ctx.size[MOE_BUF_ACT] = p->decode.act_bytes;
     rt->ctx.B = 1; rt->ctx.T = 1; rt->ctx.pos = pos;
     rt->ctx.mode = MOE_MODE_INFER;
     run_steps(rt, &p->decode, MOE_PHASE_FWD, MOE_PHASE_FWD, 0, 0);
-    check(rt, d->ops->download(d, rt->dec_logits, rt->dec_act + p->decode.logits_off, sizeof(float) * (size_t)p->vocab),
-          "download");
+    check(rt, d->ops->download(d, rt->dec_logits, rt->dec_act[slot] + p->decode.logits_off,
+                               sizeof(float) * (size_t)p->vocab), "download");
     rt->ctx = saved;
     return rt->dec_logits;
 }

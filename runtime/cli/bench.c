@@ -84,15 +84,16 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* bench --decode: one sequence, its prompt through the decode program (prefill), then
- * `tokens` steps timed one by one */
-static int bench_decode(const char *device, long long P, long long N, int json) {
+/* bench --decode: B sequences in B decode slots, each its prompt through the decode program
+ * (prefill), then `tokens` rounds timed one by one, a round giving every sequence its next
+ * token (the slots decode in turn: each reads the weights itself) */
+static int bench_decode(const char *device, int B, long long P, long long N, int json) {
     const moe_program *p = cli_prog;
     if (P + N > p->context) {
         cli_fail("--prompt-len %lld + --tokens %lld exceed the context (%lld)", P, N, (long long)p->context);
         return MOE_EXIT_USAGE;
     }
-    moe_rt *rt = cli_rt(MOE_RT_INFER, 1, device);
+    moe_rt *rt = cli_rt(MOE_RT_INFER, B, device);
     if (!rt) return MOE_EXIT_FAIL;
     char err[512];
     if (moe_rt_init_params(rt, (uint64_t)p->seed, err, sizeof err)) {
@@ -100,36 +101,44 @@ static int bench_decode(const char *device, long long P, long long N, int json) 
         moe_rt_destroy(rt);
         return MOE_EXIT_FAIL;
     }
-    double *ms = malloc(sizeof(double) * (size_t)N), t0 = moe_now_ms(), bytes = decode_weight_bytes(p) * (double)N;
+    double *ms = malloc(sizeof(double) * (size_t)N), t0 = moe_now_ms(), bytes = decode_weight_bytes(p) * (double)N * B;
     if (!ms) { cli_fail("out of memory"); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
-    int32_t tok = 1 % (int32_t)p->vocab;
-    for (long long t = 0; t < P; t++) moe_rt_decode(rt, (int32_t)((t * 7 + 1) % p->vocab), (int)t);
+    int32_t *tok = calloc((size_t)B, sizeof *tok);
+    if (!tok) { cli_fail("out of memory"); free(ms); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
+    for (int b = 0; b < B; b++) {
+        tok[b] = (int32_t)((b + 1) % p->vocab);
+        for (long long t = 0; t < P; t++) moe_rt_decode(rt, b, (int32_t)((t * 7 + b + 1) % p->vocab), (int)t);
+    }
     double prefill = moe_now_ms() - t0;
     for (long long i = 0; i < N; i++) {        /* greedy: the next token is the argmax */
         double s = moe_now_ms();
-        const float *lg = moe_rt_decode(rt, tok, (int)(P + i));
+        for (int b = 0; b < B; b++) {
+            const float *lg = moe_rt_decode(rt, b, tok[b], (int)(P + i));
+            int best = 0;
+            for (int v = 1; lg && v < p->vocab; v++) best = lg[v] > lg[best] ? v : best;
+            tok[b] = best;
+        }
         ms[i] = moe_now_ms() - s;
-        bytes += decode_kv_bytes(p, (int)(P + i));
-        int best = 0;
-        for (int v = 1; lg && v < p->vocab; v++) best = lg[v] > lg[best] ? v : best;
-        tok = best;
+        bytes += B * decode_kv_bytes(p, (int)(P + i));
     }
+    free(tok);
     if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); free(ms); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
     double total = 0;
     for (long long i = 0; i < N; i++) total += ms[i];
     qsort(ms, (size_t)N, sizeof ms[0], cmp_double);
-    double med = ms[N / 2], p90 = ms[(N * 9) / 10 < N ? (N * 9) / 10 : N - 1], tps = N / (total / 1e3);
-    double per_token = bytes / (double)N, achieved = per_token * tps / 1e9, probe = triad_gbs();
+    double med = ms[N / 2], p90 = ms[(N * 9) / 10 < N ? (N * 9) / 10 : N - 1], tps = (double)B * N / (total / 1e3);
+    double per_token = bytes / ((double)N * B), achieved = per_token * tps / 1e9, probe = triad_gbs();
     if (json)
-        printf("{\"model\": \"%s\", \"mode\": \"decode\", \"batch\": 1, \"prompt_len\": %lld, \"tokens\": %lld, "
+        printf("{\"model\": \"%s\", \"mode\": \"decode\", \"batch\": %d, \"prompt_len\": %lld, \"tokens\": %lld, "
                "\"prefill_ms\": %.3f, \"latency_ms_median\": %.4f, \"latency_ms_p90\": %.4f, \"tokens_per_s\": %.2f, "
                "\"bytes_per_token\": %.0f, \"achieved_gbs\": %.3f, \"probe_gbs\": %.3f, \"bandwidth_ratio\": %.3f, "
-               "\"threads\": %d, \"peak_rss_bytes\": %lld}\n", p->model, P, N, prefill, med, p90, tps, per_token,
+               "\"threads\": %d, \"peak_rss_bytes\": %lld}\n", p->model, B, P, N, prefill, med, p90, tps, per_token,
                achieved, probe, probe > 0 ? achieved / probe : 0.0, omp_get_max_threads(), peak_rss_bytes());
     else
-        printf("%s decode: prompt %lld tokens in %.1f ms; %lld tokens at %.3f ms median (p90 %.3f), %.1f tokens/s;\n"
+        printf("%s decode, %d sequence%s: prompts of %lld tokens in %.1f ms; %lld rounds (a token for each sequence) at "
+               "%.3f ms median (p90 %.3f), %.1f tokens/s;\n"
                "  %.1f MB read per token: %.2f GB/s of this machine's %.2f GB/s (triad) = %.0f%% of the bandwidth "
-               "limit\n", p->model, P, prefill, N, med, p90, tps, per_token / 1e6, achieved, probe,
+               "limit\n", p->model, B, B > 1 ? "s" : "", P, prefill, N, med, p90, tps, per_token / 1e6, achieved, probe,
                probe > 0 ? 100.0 * achieved / probe : 0.0);
     free(ms);
     moe_rt_destroy(rt);
@@ -143,7 +152,7 @@ int cli_bench(int argc, char **argv) {
                     {"--decode", 0, "KV-cache decoding of one sequence: latency per token, memory bandwidth", NULL},
                     {"--prompt-len", 1, "--decode: prompt tokens first (default 16)", NULL},
                     {"--tokens", 1, "--decode: tokens timed (default 64)", NULL},
-                    {"--batch", 1, "sequences (default train.batch)", NULL},
+                    {"--batch", 1, "sequences (default train.batch; --decode: 1)", NULL},
                     {"--seq", 1, "tokens per sequence (default context)", NULL},
                     {"--steps", 1, "timed steps (default 10)", NULL},
                     {"--warmup", 1, "untimed steps first (default 2)", NULL},
@@ -164,7 +173,9 @@ int cli_bench(int argc, char **argv) {
         if (tpath) { cli_fail("--teacher: the decode program has no teacher"); return MOE_EXIT_USAGE; }
         if (moe_arg_int(f, nf, "--prompt-len", 16, 1, INT_MAX, &P) || moe_arg_int(f, nf, "--tokens", 64, 1, INT_MAX, &N))
             return MOE_EXIT_USAGE;
-        return bench_decode(moe_arg(f, nf, "--device"), P, N, moe_arg(f, nf, "--json") != NULL);
+        long long slots;
+        if (moe_arg_int(f, nf, "--batch", 1, 1, 4096, &slots)) return MOE_EXIT_USAGE;
+        return bench_decode(moe_arg(f, nf, "--device"), (int)slots, P, N, moe_arg(f, nf, "--json") != NULL);
     }
     int need = moe_arg(f, nf, "--infer") ? MOE_RT_INFER : moe_arg(f, nf, "--grad") ? MOE_RT_GRADS : MOE_RT_OPTIMIZER;
     int train = need != MOE_RT_INFER;

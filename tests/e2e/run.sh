@@ -5,7 +5,8 @@
 # message with exit status 1, any path is safe to build from and to, kills and a full disk
 # lose nothing, a diverging run is warned about, and the first-day flow works (held-out
 # eval, overrides, Ctrl-C, token-id prompts).
-#   run.sh MOEC WORKDIR TEST     (TEST: train | reproducible | resume | kv_cache | accumulate | bad_input | paths
+#   run.sh MOEC WORKDIR TEST     (TEST: train | reproducible | resume | kv_cache | generate_batch | accumulate
+#                                 | bad_input | paths
 #                                 | kill9 | enospc | spike | first_day | export)
 set -uo pipefail
 moec=$1; work=$2; test=$3
@@ -79,6 +80,44 @@ kv_cache)
             and $d.bytes_per_token < 4 * $i.params' "$work/dec.json" "$work/info.json" >/dev/null \
     || fail "bench --decode: $(cat "$work/dec.json")"
   "$exe" bench --decode --prompt-len 30 --tokens 10 2>/dev/null && fail "bench --decode past the context"
+  ;;
+generate_batch)
+  rm -rf "$work/gb"; "$exe" train --steps 40 --checkpoint "$work/gb" 2>/dev/null || fail "train"
+  # prompts of different lengths and budgets, more of them than slots (slots refill), one that
+  # reaches the context (32) and one that ends at a newline
+  printf '%s\n' '"The "' '{"prompt": "12+35=", "tokens": 6}' '"abcabc"' '{"prompt": "x", "tokens": 40}' '"7 9 11 "' \
+    '{"prompt": "Q", "tokens": 3}' > "$work/p.jsonl"
+  # greedy: every result equals that prompt generated alone
+  "$exe" generate --checkpoint "$work/gb" --prompts "$work/p.jsonl" --batch 3 --temperature 0 --tokens 12 \
+    --out "$work/g3.jsonl" 2>/dev/null || fail "generate --prompts"
+  [ "$(jq -s 'length' "$work/g3.jsonl")" = 6 ] || fail "not one result per prompt"
+  for i in 0 1 2 3 4 5; do
+    pr=$(jq -s -r ".[$i].prompt" "$work/g3.jsonl"); want=$(jq -s -r ".[$i].prompt" "$work/p.jsonl" 2>/dev/null)
+    n=$(jq -s -r ".[$i].tokens" "$work/g3.jsonl")
+    alone=$("$exe" generate --checkpoint "$work/gb" --prompt "$pr" --temperature 0 --tokens "$n" | head -c -1 | od -An -tu1 | tr -s ' \n' ' ')
+    batch=$(jq -s -r ".[$i] | (.prompt | explode) + .ids | map(tostring) | join(\" \")" "$work/g3.jsonl")
+    [ "$(echo $alone)" = "$(echo $batch)" ] || fail "prompt $i: batched '$batch', alone '$alone'"
+  done
+  jq -s -e '.[1].tokens == 6 and .[3].stop == "context" and .[3].tokens == 31 and .[5].tokens == 3
+            and all(.[]; .stop != null)' "$work/g3.jsonl" >/dev/null || fail "budgets or stops: $(cat "$work/g3.jsonl")"
+  # sampling (temperature, top-k, top-p): sequence j draws from its own stream, so the
+  # results do not depend on the slots, and the first equals --prompt with the same seed
+  for b in 1 4; do
+    "$exe" generate --checkpoint "$work/gb" --prompts "$work/p.jsonl" --batch $b --temperature 0.9 --top-k 20 --top-p 0.9 \
+      --seed 5 --end 10 --out "$work/s$b.jsonl" 2>/dev/null || fail "sampled generate --prompts --batch $b"
+  done
+  cmp -s "$work/s1.jsonl" "$work/s4.jsonl" || fail "sampled results depend on --batch"
+  jq -s -e 'any(.[]; .stop == "end") and all(.[] | select(.stop == "end"); .ids[-1] == 10)' "$work/s1.jsonl" \
+    >/dev/null || fail "no sequence ended at --end 10: $(cat "$work/s1.jsonl")"
+  n0=$(jq -s -r '.[0].tokens' "$work/s1.jsonl")
+  one=$("$exe" generate --checkpoint "$work/gb" --prompt "The " --temperature 0.9 --top-k 20 --top-p 0.9 --seed 5 \
+    --end 10 --tokens "$n0" | od -An -tu1 | tr -s ' \n' ' ')
+  first=$(jq -s -r '.[0] | (.prompt | explode) + .ids + [10] | map(tostring) | join(" ")' "$work/s1.jsonl")   # + its newline
+  [ "$(echo $one)" = "$(echo $first)" ] || fail "sequence 0 differs from --prompt: '$first' against '$one'"
+  # bad prompt files: the line named
+  printf '"ok"\n{"prompt": 3}\n' > "$work/bad.jsonl"
+  "$exe" generate --checkpoint "$work/gb" --prompts "$work/bad.jsonl" 2> "$work/bad.err" && fail "a bad prompt ran"
+  grep -qF "$work/bad.jsonl:2: a prompt is a JSON string or" "$work/bad.err" || fail "bad line: $(cat "$work/bad.err")"
   ;;
 accumulate)
   for m in whole split; do
