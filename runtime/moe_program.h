@@ -165,6 +165,11 @@ typedef struct moe_program {
 /* The executable's programs, one per target it was built for (moec build --target cpu, cuda,
  * or all: both), NULL-terminated. Each is moe_program_<target> of its generated source. */
 extern const moe_program *const moe_programs[];
+/* the processor the host code was compiled for (moec build --arch: the -march), and the
+ * instruction-set extensions that allowed the compiler, NULL-terminated (names as
+ * __builtin_cpu_supports takes them); the executable checks them at start */
+extern const char moe_build_arch[];
+extern const char *const moe_build_isa[];
 /* the .moe text the executable was built from: every file read, each after "# file: PATH" */
 extern const char moe_model_text[];
 #endif

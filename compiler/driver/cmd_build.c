@@ -46,7 +46,8 @@ static double now_ms(void) {
 static void build_usage(FILE *out) {
     fprintf(out,
         "usage: moec build FILE -o OUT [--model NAME] [--target cpu|cuda|all] [--gemm cublas|generated]\n"
-        "                  [--emit ast|ir|schedule|kernels|c|cuda] [-O0..-O3] [--tune-db FILE] [--timings]\n"
+        "                  [--emit ast|ir|schedule|kernels|c|cuda] [-O0..-O3] [--tune-db FILE] [--arch ARCH]\n"
+        "                  [--timings]\n"
         "  FILE          the model file; - reads it from standard input\n"
         "  -o OUT        the executable to write (also --output); with --emit, the file the form\n"
         "                goes to instead of standard output\n"
@@ -62,6 +63,9 @@ static void build_usage(FILE *out) {
         "                it vectorises the optimizer and elementwise loops, 2x on AdamW)\n"
         "  --tune-db F   kernel variants measured by `moec tune` (default: its database in the cache\n"
         "                directory, when there is one); a built-in rule picks the rest\n"
+        "  --arch ARCH   the processor the executable runs on, as -march takes it (default native:\n"
+        "                this one; x86-64-v3 runs on any AVX2 machine); it refuses to start on one\n"
+        "                without the instructions ARCH allows ($MOEC_MARCH sets the default)\n"
         "  --timings     print {\"front_ms\", \"lower_ms\", \"codegen_ms\", \"nvrtc_ms\", \"nvrtc_cached\",\n"
         "                \"cc_ms\"} on stdout\n");
 }
@@ -123,7 +127,7 @@ static int run_cxx_emu(arena *a, const char *dir, const cg_target *t, const char
     return cli_run(argv, n, "C++ compiler (emulated kernels)", NULL);
 }
 
-static int run_cc(arena *a, const char *dir, const gen *gs, int ng, const char *out, int opt) {
+static int run_cc(arena *a, const char *dir, const gen *gs, int ng, const char *out, int opt, const char *arch) {
     const char *rt = runtime_dir();
     if (!rt) {
         fprintf(stderr, "moec: cannot find the runtime library libmoert.a (set MOEC_RUNTIME_DIR)\n");
@@ -141,9 +145,7 @@ static int run_cc(arena *a, const char *dir, const gen *gs, int ng, const char *
     argv[n++] = "-std=c11";
     argv[n++] = "-D_POSIX_C_SOURCE=200809L";
     argv[n++] = arena_printf(a, "-O%d", opt);
-    /* the executable runs where it is built, unless MOEC_MARCH names another processor */
-    const char *march = getenv("MOEC_MARCH");
-    argv[n++] = arena_printf(a, "-march=%s", march && *march ? march : "native");
+    argv[n++] = arena_printf(a, "-march=%s", arch);     /* the executable checks it at start */
     argv[n++] = "-fopenmp";
     argv[n++] = "-fno-math-errno";
     if (*MOE_SANITIZE_FLAGS) argv[n++] = MOE_SANITIZE_FLAGS;
@@ -179,6 +181,7 @@ static int run_cc(arena *a, const char *dir, const gen *gs, int ng, const char *
 
 typedef struct opts {
     const char *file, *out, *model, *target, *emit, *gemm, *level, *tune_db;
+    const char *arch;           /* -march of the host code: --arch, else $MOEC_MARCH, else native */
     tune_db *db;                /* the tuning database (NULL: none) */
     int opt, timings, help;
     FILE *emit_to;              /* --emit: stdout, or the file -o names */
@@ -195,6 +198,7 @@ static int parse(int argc, char **argv, opts *o) {
         {"--emit", NULL, &o->emit, NULL, 0},
         {"--gemm", NULL, &o->gemm, NULL, 0},
         {"--tune-db", NULL, &o->tune_db, NULL, 0},
+        {"--arch", NULL, &o->arch, NULL, 0},
         {"--timings", NULL, NULL, &o->timings, 0},
         {"-O", NULL, &o->level, NULL, 1},
     };
@@ -207,6 +211,12 @@ static int parse(int argc, char **argv, opts *o) {
             return CLI_USAGE;
         }
         o->opt = o->level[0] - '0';
+    }
+    if (!o->arch) o->arch = getenv("MOEC_MARCH") && *getenv("MOEC_MARCH") ? getenv("MOEC_MARCH") : "native";
+    if (!*o->arch || strspn(o->arch, "abcdefghijklmnopqrstuvwxyz0123456789-_.+") != strlen(o->arch)) {
+        fprintf(stderr, "moec build: --arch '%s' is not a processor name (native, x86-64-v2, x86-64-v3, "
+                "skylake-avx512, znver3, ...: what the C compiler's -march takes)\n", o->arch);
+        return CLI_USAGE;
     }
     if (strcmp(o->target, "cpu") && strcmp(o->target, "cuda") && strcmp(o->target, "all")) {
         fprintf(stderr, "moec build: unknown target '%s' (cpu, cuda, all)\n", o->target);
@@ -271,9 +281,22 @@ static void c_literal(FILE *m, const char *s, size_t n) {
     fputs("\"", m);
 }
 
-/* The table of the executable's programs (moe_program.h), one per target, and the model's
- * .moe text: every file the front end read, each after a "# file: PATH" line. */
-static char *programs_source(const gen *gs, int ng, const diag_ctx *d) {
+/* The instruction-set extensions a -march may use, as the C compiler's predefined macros name
+ * them and as the runtime checks them (__builtin_cpu_supports; runtime/cli/main.c). */
+static const char *const isa_macros[][2] = {
+    {"__SSE3__", "sse3"}, {"__SSSE3__", "ssse3"}, {"__SSE4_1__", "sse4.1"}, {"__SSE4_2__", "sse4.2"},
+    {"__SSE4A__", "sse4a"}, {"__POPCNT__", "popcnt"}, {"__AVX__", "avx"}, {"__AVX2__", "avx2"}, {"__FMA__", "fma"},
+    {"__F16C__", "f16c"}, {"__BMI__", "bmi"}, {"__BMI2__", "bmi2"}, {"__AVX512F__", "avx512f"},
+    {"__AVX512CD__", "avx512cd"}, {"__AVX512BW__", "avx512bw"}, {"__AVX512DQ__", "avx512dq"},
+    {"__AVX512VL__", "avx512vl"}, {"__AVX512VNNI__", "avx512vnni"}, {"__AVX512BF16__", "avx512bf16"},
+    {"__AVX512FP16__", "avx512fp16"},
+};
+
+/* The table of the executable's programs (moe_program.h), one per target; the processor its
+ * host code was compiled for (-march and the extensions that allows, from the compiler's own
+ * macros: programs.c is compiled with the same -march); and the model's .moe text: every file
+ * the front end read, each after a "# file: PATH" line. */
+static char *programs_source(const gen *gs, int ng, const diag_ctx *d, const char *arch) {
     char *text = NULL;
     size_t len = 0;
     FILE *m = open_memstream(&text, &len);
@@ -282,7 +305,12 @@ static char *programs_source(const gen *gs, int ng, const diag_ctx *d) {
     for (int i = 0; i < ng; i++) fprintf(m, "extern const moe_program moe_program_%s;\n", gs[i].t->name);
     fputs("const moe_program *const moe_programs[] = {", m);
     for (int i = 0; i < ng; i++) fprintf(m, "&moe_program_%s, ", gs[i].t->name);
-    fputs("0};\nconst char moe_model_text[] =\n    ", m);
+    fputs("0};\nconst char moe_build_arch[] = ", m);
+    c_literal(m, arch, strlen(arch));
+    fputs(";\nconst char *const moe_build_isa[] = {\n", m);
+    for (size_t i = 0; i < sizeof isa_macros / sizeof isa_macros[0]; i++)
+        fprintf(m, "#ifdef %s\n    \"%s\",\n#endif\n", isa_macros[i][0], isa_macros[i][1]);
+    fputs("    0};\nconst char moe_model_text[] =\n    ", m);
     const char *file, *src;
     size_t n;
     for (int i = 0; diag_source(d, i, &file, &src, &n) == 0; i++) {
@@ -297,7 +325,7 @@ static char *programs_source(const gen *gs, int ng, const diag_ctx *d) {
 }
 
 /* Every file the targets need, beside their sources in dir. */
-static int write_sources(const char *dir, const gen *gs, int ng, const diag_ctx *d) {
+static int write_sources(const char *dir, const gen *gs, int ng, const diag_ctx *d, const char *arch) {
     char path[PATH_MAX];
     for (int g = 0; g < ng; g++) {
         const cg_target *t = gs[g].t;
@@ -314,7 +342,7 @@ static int write_sources(const char *dir, const gen *gs, int ng, const diag_ctx 
         snprintf(path, sizeof path, "%s/%s", dir, t->source_name);
         if (cli_write_file(path, gs[g].src)) return -1;
     }
-    char *table = programs_source(gs, ng, d);
+    char *table = programs_source(gs, ng, d, arch);
     snprintf(path, sizeof path, "%s/programs.c", dir);
     int rc = table ? cli_write_file(path, table) : -1;
     free(table);
@@ -346,14 +374,15 @@ static void remove_sources(const char *dir, const gen *gs, int ng) {
 /* Compiles the generated code into OUT through a private directory and a temporary file beside OUT with a
  * unique name (OUT.tmp.XXXXXX), renamed over OUT when the compiler succeeds: concurrent
  * builds to one OUT each write their own file, and OUT is always one whole executable. */
-static int compile(arena *a, const gen *gs, int ng, const diag_ctx *d, const char *out, int opt, double *cc_ms) {
+static int compile(arena *a, const gen *gs, int ng, const diag_ctx *d, const opts *o, double *cc_ms) {
+    const char *out = o->out;
     char dir[] = "/tmp/moec-XXXXXX";
     if (!mkdtemp(dir)) {
         fprintf(stderr, "moec: cannot create a temporary directory: %s\n", strerror(errno));
         return 1;
     }
     int rc = 0;
-    if (write_sources(dir, gs, ng, d)) { fprintf(stderr, "moec: cannot write generated code under %s\n", dir); rc = 1; }
+    if (write_sources(dir, gs, ng, d, o->arch)) { fprintf(stderr, "moec: cannot write generated code under %s\n", dir); rc = 1; }
     char tmp_out[PATH_MAX];
     int fd = -1;
     if (!rc && snprintf(tmp_out, sizeof tmp_out, "%s.tmp.XXXXXX", out) < (int)sizeof tmp_out) fd = mkstemp(tmp_out);
@@ -364,7 +393,7 @@ static int compile(arena *a, const gen *gs, int ng, const diag_ctx *d, const cha
     if (fd >= 0) close(fd);
     double t0 = now_ms();
     if (!rc) {
-        rc = run_cc(a, dir, gs, ng, tmp_out, opt) ? 1 : 0;
+        rc = run_cc(a, dir, gs, ng, tmp_out, o->opt, o->arch) ? 1 : 0;
         mode_t mask = umask(0);         /* mkstemp made it 0600: give it an executable's mode */
         umask(mask);
         if (!rc && (chmod(tmp_out, 0777 & ~mask) || rename(tmp_out, out))) {
@@ -485,7 +514,7 @@ static int build(const opts *o) {
     }
     diag_destroy(quiet);
     double cc_ms = 0;
-    if (!rc && !printed) rc = compile(front_arena(f), gs, ng, front_diag(f), o->out, o->opt, &cc_ms);
+    if (!rc && !printed) rc = compile(front_arena(f), gs, ng, front_diag(f), o, &cc_ms);
     for (int i = 0; i < ng; i++) { free(gs[i].src); free(gs[i].dev_src); }
     if (!rc && o->timings && !o->emit)
         printf("{\"front_ms\": %.3f, \"lower_ms\": %.3f, \"codegen_ms\": %.3f, \"nvrtc_ms\": %.3f, "

@@ -329,7 +329,8 @@ int cli_generate(int argc, char **argv) {
     o.topk = (int)topk, o.end = (int)end, o.seed = (uint64_t)seed;
     const char *batch_file = moe_arg(f, nf, "--prompts");
     if (o.temp < 0 || !(o.topp > 0 && o.topp <= 1)) {
-        cli_fail("--temperature must be 0 (greedy) or positive and --top-p in (0, 1] (got %g and %g)", o.temp, o.topp);
+        if (o.temp < 0) cli_fail("--temperature %g: must be 0 (greedy) or positive", o.temp);
+        else cli_fail("--top-p %g: must be more than 0 and at most 1", o.topp);
         return MOE_EXIT_USAGE;
     }
     if (batch_file && (moe_arg(f, nf, "--prompt") || moe_arg(f, nf, "--check-cache"))) {

@@ -195,6 +195,11 @@ int cli_info(int argc, char **argv) {
             printf(", \"distill\": {\"teacher\": \"%s\", \"temperature\": %.9g, \"weight\": %.9g, \"stop_step\": %s, "
                    "\"teacher_param_bytes\": %lld}", tc->model, tc->temperature, tc->weight, stop,
                    (long long)p->buf_bytes[MOE_BUF_TPARAM]);
+        printf(", \"arch\": ");
+        cli_json_string(moe_build_arch);
+        printf(", \"isa\": [");
+        for (int i = 0; moe_build_isa[i]; i++) printf("%s\"%s\"", i ? ", " : "", moe_build_isa[i]);
+        printf("]");
         if (desc[0]) {      /* the device named */
             printf(", \"device\": ");
             cli_json_string(f[1].value);
@@ -228,6 +233,9 @@ int cli_info(int argc, char **argv) {
                "until step %s\n", tc->model, p->buf_bytes[MOE_BUF_TPARAM] / 1048576.0, tc->temperature, tc->weight,
                tc->stop_step >= 0 ? stop : "the end (no stop_step)");
     printf("  %s", p->summary);
+    printf("  built for -march=%s:", moe_build_arch);
+    for (int i = 0; moe_build_isa[i]; i++) printf(" %s", moe_build_isa[i]);
+    printf("%s\n", moe_build_isa[0] ? "" : " no extensions beyond the baseline");
     printf("  threads %d\n", omp_get_max_threads());
     if (desc[0]) printf("  device %s: %s\n", f[1].value, desc);
     return 0;
@@ -238,15 +246,16 @@ static void usage(FILE *out) {
         "usage: %s <command> [options]     (model %s, compiled by moec)\n"
         "  train     [--data FILE|synthetic] [--eval-data FILE] [--steps N] [--checkpoint DIR] [--resume|--overwrite]\n"
         "            [--log FILE.jsonl] [--seed N] [--lr X] [--min-lr X] [--warmup N] [--steps-total N]\n"
-        "            [--eval-every N] [--eval-batches N]\n"
-        "  eval      --checkpoint PATH --data FILE [--batch B] [--seq T] [--max-batches N]\n"
-        "  grad      --checkpoint PATH --data FILE --out FILE [--batch B] [--seq T]\n"
-        "  generate  --checkpoint PATH [--prompt TEXT|IDS] [--tokens N] [--temperature T] [--top-k K] [--seed N]\n"
-        "            [--check-cache]\n"
-        "  bench     [--train|--grad|--infer] [--batch B] [--seq T] [--steps N] [--warmup N] [--json]\n"
+        "            [--eval-every N] [--eval-batches N] [--teacher CKPT]\n"
+        "  eval      --checkpoint PATH --data FILE [--batch B] [--seq T] [--max-batches N] [--teacher CKPT]\n"
+        "  grad      --checkpoint PATH --data FILE --out FILE [--batch B] [--seq T] [--teacher CKPT]\n"
+        "  generate  --checkpoint PATH [--prompt TEXT|IDS] [--tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
+        "            [--end ID] [--seed N] [--check-cache] | [--prompts FILE.jsonl --batch B --out FILE.jsonl]\n"
+        "  bench     [--train|--grad|--infer] [--batch B] [--seq T] [--steps N] [--warmup N] [--teacher CKPT|init]\n"
+        "            [--json]; --decode [--batch B] [--prompt-len P] [--tokens N] [--json]\n"
         "  info      [--json]\n"
         "  verify    [--batch B] [--seq T]   (--target all: each op of the cuda program against the cpu's)\n"
-        "  export    --hf DIR --checkpoint PATH   (a Hugging Face GPT-2 checkpoint of a GPT-2-shaped model)\n"
+        "  export    --hf DIR --checkpoint PATH   (a Hugging Face checkpoint of a GPT-2- or Mixtral-shaped model)\n"
         "every command takes --device cpu|cuda|cuda-emu and -h; exit status 0 ok, 1 failure, 2 usage error;\n"
         "Ctrl-C in train saves a checkpoint after the current step (a second one stops at once)\n",
         moe_prog_name, cli_prog->model);
@@ -295,8 +304,46 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
     return 0;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+/* whether this processor has extension f (a name of moe_build_isa); 1 for a name this check
+ * does not know */
+static int cpu_has(const char *f) {
+#define HAS(name) if (!strcmp(f, name)) return __builtin_cpu_supports(name) != 0;
+    HAS("sse3") HAS("ssse3") HAS("sse4.1") HAS("sse4.2") HAS("sse4a") HAS("popcnt") HAS("avx") HAS("avx2")
+    HAS("fma") HAS("f16c") HAS("bmi") HAS("bmi2") HAS("avx512f") HAS("avx512cd") HAS("avx512bw") HAS("avx512dq")
+    HAS("avx512vl") HAS("avx512vnni") HAS("avx512bf16") HAS("avx512fp16")
+#undef HAS
+    return 1;
+}
+#endif
+
+/* The generated code may use every extension its -march allowed (moe_build_isa): on a processor
+ * without one it would die of SIGILL mid-run, so the executable says so before anything runs.
+ * This file is compiled for the baseline processor. 0, or 1 after a message. */
+static int check_isa(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    char missing[256] = "";
+    size_t used = 0;
+    __builtin_cpu_init();
+    for (int i = 0; moe_build_isa[i]; i++)
+        if (!cpu_has(moe_build_isa[i]) && used < sizeof missing) {
+            int k = snprintf(missing + used, sizeof missing - used, "%s%s", used ? ", " : "", moe_build_isa[i]);
+            used += k > 0 ? (size_t)k : 0;
+        }
+    if (missing[0]) {
+        fprintf(stderr, "%s: this executable was built for -march=%s, and this processor lacks %s: it cannot run "
+                "here. Build it on this machine (moec build's default --arch native), or for the oldest processor "
+                "it must run on (moec build --arch x86-64-v3, x86-64-v2 or x86-64)\n", moe_prog_name, moe_build_arch,
+                missing);
+        return 1;
+    }
+#endif
+    return 0;
+}
+
 int main(int argc, char **argv) {
     moe_prog_name = argv[0];
+    if (check_isa()) return MOE_EXIT_FAIL;
     cli_prog = pick_program(argc, argv);
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# run_arch.sh MOEC WORKDIR - moec build --arch: the executable records the processor it was
+# compiled for and refuses to start on one without the extensions that allowed, with a message
+# instead of SIGILL. A baseline build (x86-64) records none and runs anywhere; a native build
+# records this processor's; a build for a processor with an extension this one lacks (AMD's
+# sse4a on an Intel machine, AVX512-FP16 on an older or AMD one) stops at once with exit 1.
+set -uo pipefail
+moec=$1; work=$2
+here=$(cd "$(dirname "$0")" && pwd)
+model=$here/../e2e/small.moe
+fail() { echo "FAIL: $*"; exit 1; }
+mkdir -p "$work" && cd "$work" || exit 1
+[ "$(uname -m)" = x86_64 ] || { echo "SKIP: the check is for x86-64 processors"; exit 77; }
+
+"$moec" build "$model" --arch x86-64 -o base || fail "build --arch x86-64"
+./base info --json | jq -e '.arch == "x86-64" and .isa == []' >/dev/null || fail "baseline: $(./base info --json)"
+./base train --steps 2 2>/dev/null || fail "the baseline executable does not train"
+
+"$moec" build "$model" -o native || fail "build (native)"
+./native info --json | jq -e '.arch == "native" and (.isa | index("sse4.2"))' >/dev/null || fail "native: $(./native info --json)"
+flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+for isa in $(./native info --json | jq -r '.isa[]'); do      # what the compiler saw is what /proc/cpuinfo says
+  f=$(echo "$isa" | sed 's/^sse4\.\([12]\)$/sse4_\1/; s/^bmi$/bmi1/; s/^avx512fp16$/avx512_fp16/; s/^avx512bf16$/avx512_bf16/;
+                          s/^avx512vnni$/avx512_vnni/; s/^sse3$/pni/')
+  case "$flags" in *" $f "*) ;; *) fail "native records $isa, which /proc/cpuinfo does not list" ;; esac
+done
+
+foreign=""
+case "$flags" in *" sse4a "*) ;; *) foreign=znver3 ;; esac
+[ -z "$foreign" ] && case "$flags" in *" avx512_fp16 "*) ;; *) foreign=sapphirerapids ;; esac
+if [ -n "$foreign" ]; then
+  "$moec" build "$model" --arch "$foreign" -o foreign || fail "build --arch $foreign"
+  ./foreign train --steps 1 > out.txt 2> err.txt; rc=$?
+  [ $rc = 1 ] || fail "an executable for $foreign exited $rc here (1 expected): $(cat err.txt)"
+  grep -q "^./foreign: this executable was built for -march=$foreign, and this processor lacks .*: it cannot run here" \
+    err.txt || fail "the message: $(cat err.txt)"
+  [ ! -s out.txt ] || fail "it printed on stdout"
+else
+  echo "note: this processor has every extension this test knows to be missing elsewhere: the refusal is not run"
+fi
+
+"$moec" build "$model" --arch 'x86-64;rm' -o bad 2> bad.err; rc=$?
+[ $rc = 2 ] && grep -q "is not a processor name" bad.err || fail "a bad --arch: exit $rc, $(cat bad.err)"
+echo "ok: --arch"
