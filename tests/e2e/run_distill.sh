@@ -17,7 +17,7 @@ export OMP_NUM_THREADS=2
 "$moec" build "$here/distill.moe" --model small -o "$work/student" || fail "moec build student"
 rm -rf "$work/tck"
 "$work/teacher" train --checkpoint "$work/tck" 2>/dev/null || fail "teacher training"
-tck="$work/tck/step-00000030.safetensors"
+tck="$work/tck/step-00000010.safetensors"
 [ -f "$tck" ] || fail "no teacher checkpoint"
 losses() { jq -r '.loss' "$1"; }
 median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
