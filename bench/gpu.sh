@@ -92,7 +92,7 @@ def first_line(path, last=False):
         text = open(path).read().strip().splitlines()
         return text[-1] if last else text[0]
     except Exception as e: return f"(missing: {e})"
-lines += ["- " + first_line(f"{out}/ref_summary.txt") + " (11 PyTorch reference cases, --device cuda)",
+lines += ["- " + first_line(f"{out}/ref_summary.txt") + " (the PyTorch reference cases, --device cuda)",
           "- verify, tiny (each op on the GPU against the CPU, same inputs): " + first_line(f"{out}/verify_tiny.txt", True), ""]
 def curve(name):
     return [json.loads(l) for l in open(f"{out}/tiny_{name}.jsonl") if '"loss"' in l]
