@@ -3,7 +3,7 @@
 # compiled for and refuses to start on one without the extensions that allowed, with a message
 # instead of SIGILL. A baseline build (x86-64) records none and runs anywhere; a native build
 # records this processor's; a build for a processor with an extension this one lacks (AMD's
-# sse4a on an Intel machine, AVX512-FP16 on an older or AMD one) stops at once with exit 1.
+# sse4a on an Intel machine, AVX-512 on an AMD one without it) stops at once with exit 1.
 set -uo pipefail
 moec=$1; work=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,7 +27,7 @@ done
 
 foreign=""
 case "$flags" in *" sse4a "*) ;; *) foreign=znver3 ;; esac
-[ -z "$foreign" ] && case "$flags" in *" avx512_fp16 "*) ;; *) foreign=sapphirerapids ;; esac
+[ -z "$foreign" ] && case "$flags" in *" avx512f "*) ;; *) foreign=skylake-avx512 ;; esac
 if [ -n "$foreign" ]; then
   "$moec" build "$model" --arch "$foreign" -o foreign || fail "build --arch $foreign"
   ./foreign train --steps 1 > out.txt 2> err.txt; rc=$?
