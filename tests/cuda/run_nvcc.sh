@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# run_nvcc.sh MOEC MODEL.moe... - every kernel of every model compiles for sm_80 and sm_90.
+# run_nvcc.sh MOEC MODEL.moe... - the models' kernels compile for sm_80 and sm_90.
 #
 # `moec build --target cuda --emit cuda` of each model is compiled as one translation unit
-# with `nvcc -cubin` for both architectures; ptxas's report gives per kernel the registers,
+# with `nvcc -cubin`: the first two models for both architectures, the others for one each,
+# taking turns (their kernels are the same templates at other sizes: both architectures still
+# see every kind of kernel, in half the time); ptxas's report gives per kernel the registers,
 # shared memory and spills, printed as a table. Fails on any compile error, and on local-
 # memory spills in the gate, dispatch, combine and norm kernels (which must stay in
 # registers). Skipped (exit 77) where the CUDA toolkit is not installed.
@@ -16,14 +18,19 @@ compile() {    # model arch -> $work/NAME.ARCH.log
     local m=$1 arch=$2 name=$3
     "$nvcc" -cubin -arch="$arch" -Xptxas -v -o "$work/$name.$arch.cubin" "$work/$name.cu" >"$work/$name.$arch.log" 2>&1
 }
+i=0
 for m in "$@"; do
+    archs="sm_80 sm_90"
+    [ $i -ge 2 ] && { [ $((i % 2)) = 0 ] && archs=sm_80 || archs=sm_90; }
+    i=$((i + 1))
     name=$(echo "$m" | tr '/.' '__')
     if ! "$moec" build "$m" --target cuda --emit cuda >"$work/$name.cu" 2>"$work/$name.err"; then
         echo "FAIL: $m: moec build --target cuda --emit cuda"; cat "$work/$name.err"; fail=1; continue
     fi
-    compile "$m" sm_80 "$name" & p80=$!
-    compile "$m" sm_90 "$name" & p90=$!
-    for arch in sm_80 sm_90; do
+    p80=0 p90=0
+    case $archs in *sm_80*) compile "$m" sm_80 "$name" & p80=$! ;; esac
+    case $archs in *sm_90*) compile "$m" sm_90 "$name" & p90=$! ;; esac
+    for arch in $archs; do
         if [ $arch = sm_80 ]; then wait $p80; rc=$?; else wait $p90; rc=$?; fi
         log="$work/$name.$arch.log"
         if [ $rc -ne 0 ]; then echo "FAIL: $m ($arch) does not compile:"; grep -v "^ptxas info" "$log" | head -30; fail=1; continue; fi
@@ -45,5 +52,5 @@ for m in "$@"; do
             }' "$log" | sort || fail=1
     done
 done
-[ $fail -eq 0 ] && echo "ok: every kernel compiles for sm_80 and sm_90"
+[ $fail -eq 0 ] && echo "ok: the kernels compile for sm_80 and sm_90"
 exit $fail
