@@ -16,8 +16,10 @@ if [ -n "${MOE_SANITIZE:-}" ]; then
   cmake -S . -B build-san -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
         -DMOE_SANITIZE="${MOE_SANITIZE//,/;}" -DMOE_FUZZ=ON >/dev/null
   cmake --build build-san -j"$jobs"
-  # not again under the sanitizers: the reference goldens, nvcc, and the emulator's numerics
-  # runs (cuda_emu.train, .ops: the emulator runs under them in cuda_emu.driver)
+  # not again under the sanitizers: the reference goldens, nvcc, the emulator's numerics runs
+  # (cuda_emu.train, .ops: the emulator runs under them in cuda_emu.driver), the resumes of a
+  # distillation run (e2e.resume resumes under them) and the processor check (built executables
+  # starting, three times)
   ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-san --output-on-failure -j"$jobs" \
-    -E '^ref_|^cuda[.]nvcc_compile$|^cuda_emu[.](train|ops)$'
+    -E '^ref_|^cuda[.]nvcc_compile$|^cuda_emu[.](train|ops)$|^e2e[.]distill_resume$|^compiler[.]arch$'
 fi
