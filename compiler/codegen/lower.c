@@ -342,21 +342,21 @@ static void lower_node(lw *L) {
         break;
     case IR_ALLREDUCE:
         call(L, "allreduce_mean", 0);
-        a_rt(L, "comm", LW_RT_COMM, 1); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->param_bytes);
-        a_int(L, "n", g->param_bytes / 4);
+        a_rt(L, "comm", LW_RT_COMM, 1); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->params.bytes);
+        a_int(L, "n", g->params.bytes / 4);
         break;
     case IR_GRAD_NORM:
         call(L, "grad_norm", 0);
-        a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->param_bytes);
-        a_int(L, "n", g->param_bytes / 4); a_real(L, "max_norm", n->at.optim.grad_clip);
+        a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->params.bytes);
+        a_int(L, "n", g->params.bytes / 4); a_real(L, "max_norm", n->at.optim.grad_clip);
         break;
     case IR_ADAMW:
-        for (int i = 0; i < g->n_params; i++) {
-            const md_param *p = &g->params[i];
-            int64_t off = g->param_offset[i], bytes = p->numel * 4;
+        for (int i = 0; i < g->params.n; i++) {
+            const md_param *p = &g->params.p[i];
+            int64_t off = g->params.offset[i], bytes = p->numel * 4;
             call(L, "adamw_step", 0);
-            a_buf(L, "p", g->param_tensor[i]); a_ref(L, "g", MOE_BUF_GRAD, off, bytes);
-            a_ref(L, "m", MOE_BUF_OPT, off, bytes); a_ref(L, "v", MOE_BUF_OPT, g->param_bytes + off, bytes);
+            a_buf(L, "p", g->params.tensor[i]); a_ref(L, "g", MOE_BUF_GRAD, off, bytes);
+            a_ref(L, "m", MOE_BUF_OPT, off, bytes); a_ref(L, "v", MOE_BUF_OPT, g->params.bytes + off, bytes);
             a_int(L, "n", p->numel); a_rt(L, "lr", LW_RT_LR, 1); a_real(L, "beta1", n->at.optim.beta1);
             a_real(L, "beta2", n->at.optim.beta2); a_real(L, "eps", n->at.optim.eps);
             a_real(L, "wd", p->decay ? n->at.optim.weight_decay : 0.0);
@@ -389,7 +389,7 @@ lw_program *lw_lower(const ir_graph *g) {
         st->phase = n->phase;
         st->kind = (o->flags & IR_OPF_COMM ? MOE_STEP_COMM : MOE_STEP_COMPUTE) |
                    (o->flags & IR_OPF_LOSS ? MOE_STEP_LOSS : 0) | (n->kd ? MOE_STEP_KD : 0);
-        L.cap = n->op == IR_ADAMW ? g->n_params : 2;
+        L.cap = n->op == IR_ADAMW ? g->params.n : 2;
         st->calls = ARENA_ARRAY(a, lw_call, L.cap + 1);
         if (!st->calls) return NULL;
         L.st = st;

@@ -32,7 +32,7 @@ static void emit_summary(cg *b, arena *a, const lw_program *tr, const lw_program
         "(+ gradients and 2 AdamW moments of the same size), io %.2f KiB\n"
         "  memory per process: %.2f %s to train, %.2f %s for inference\n",
         counts[0], counts[1], counts[2], dec->nsteps, g->buf_bytes[MOE_BUF_ACT] / 1048576.0, (long long)g->B_max,
-        (long long)g->T_max, d->buf_bytes[MOE_BUF_ACT] / 1048576.0, g->param_bytes / 1048576.0,
+        (long long)g->T_max, d->buf_bytes[MOE_BUF_ACT] / 1048576.0, g->params.bytes / 1048576.0,
         g->buf_bytes[MOE_BUF_IO] / 1024.0, train_b / (gib ? 1073741824.0 : 1048576.0), gib ? "GiB" : "MiB",
         infer_b / (gib ? 1073741824.0 : 1048576.0), gib ? "GiB" : "MiB");
     cg_line(b, "static const char summary[] = %s;", cg_cstr(a, s));
@@ -128,7 +128,7 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     arena *a = u->arena;
     emit_summary(b, a, u->train, u->decode);
     emit_variants(b, a, (const lw_program *const[2]){u->train, u->decode});
-    emit_params(b, a, "params", g->params, g->n_params, g->param_offset);
+    emit_params(b, a, "params", g->params.p, g->params.n, g->params.offset);
     const ir_teacher *t = g->teacher;
     if (t) {
         emit_params(b, a, "teacher_params", t->params.p, t->params.n, t->params.offset);
@@ -171,7 +171,7 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     int ep = 1;
     for (int i = 0; i < nm; i++) ep = m->parallel.expert[i] > ep ? m->parallel.expert[i] : ep;
     cg_line(b, ".par_data = %d, .par_expert = %d, .par_tensor = %d,", m->parallel.data, ep, m->parallel.tensor);
-    cg_line(b, ".n_params = %d, .params = params, .align = %lld,", g->n_params, (long long)g->align);
+    cg_line(b, ".n_params = %d, .params = params, .align = %lld,", g->params.n, (long long)g->align);
     cg_raw(b, "    .buf_bytes = {");
     for (int i = 0; i < MOE_BUF_COUNT; i++)
         cg_raw(b, arena_printf(a, "%lld, ", i == MOE_BUF_ACT ? 0LL : (long long)g->buf_bytes[i]));

@@ -317,8 +317,7 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     if (np < 0) return NULL;
     ir_graph *g = ir_graph_create(a, m->name, params, np, align);
     if (!g) return NULL;
-    ir_ptable tab = {params, np, g->param_bytes, g->param_offset, g->param_tensor};
-    bld b = {g, a, m, 0, &tab, NULL, 0, MOE_STAT_LAYER(0), NULL};
+    bld b = {g, a, m, 0, &g->params, NULL, 0, MOE_STAT_LAYER(0), NULL};
     g->diag = d;
     g->loc = m->loc;
     g->decode = decode;
@@ -332,7 +331,7 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     g->optim = (ir_at_optim){m->train.beta1, m->train.beta2, m->train.eps, m->train.weight_decay, m->train.grad_clip};
     b.loads = g->stat_loads = layer_stats(g, m, MOE_STAT_LAYER(0), &g->n_stats);
     g->n_moe = m->moe.n_moe;
-    if (!b.loads || add_params(&b, &tab, MOE_BUF_PARAM)) return NULL;
+    if (!b.loads || add_params(&b, &g->params, MOE_BUF_PARAM)) return NULL;
     /* the teacher's entries of the record, in the decode program's too: both share the IO layout */
     const md_model *tm = m->distill.teacher;
     int tfirst = g->n_stats, *tloads = tm ? layer_stats(g, tm, tfirst, &g->n_stats) : NULL;

@@ -124,10 +124,7 @@ ir_graph *ir_graph_create(arena *a, const char *name, const md_param *params, in
     if (!g) return NULL;
     g->arena = a; g->name = name;
     g->align = align > 0 ? align : 64;
-    ir_ptable t;
-    if (ir_ptable_layout(a, &t, params, n_params, g->align)) return NULL;
-    g->params = params; g->n_params = n_params;
-    g->param_offset = t.offset; g->param_tensor = t.tensor; g->param_bytes = t.bytes;
+    if (ir_ptable_layout(a, &g->params, params, n_params, g->align)) return NULL;
     g->tokens = g->targets = g->stats = g->loss = g->logits = -1;
     return g;
 }

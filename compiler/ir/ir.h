@@ -156,12 +156,8 @@ typedef struct ir_graph {
     struct diag_ctx *diag;  /* where passes report (may be NULL) */
     md_loc loc;             /* the model's definition: where internal errors point */
     const char *name;       /* the model's */
-    const md_param *params;
-    int n_params;
+    ir_ptable params;       /* the model's, laid out in the parameter buffer */
     int64_t align;          /* the target's buffer alignment */
-    int64_t param_bytes;    /* the parameter buffer (each tensor aligned) */
-    int64_t *param_offset;  /* [n_params] byte offsets in the parameter buffer */
-    int *param_tensor;      /* [n_params] tensor id of each parameter */
 
     ir_tensor *t; int nt, capt;
     ir_node *n; int nn, capn;

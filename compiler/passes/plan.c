@@ -102,8 +102,8 @@ int pass_plan(ir_graph *g) {
         if (off + sz > top) top = off + sz;
     }
     g->buf_bytes[MOE_BUF_ACT] = top;
-    g->buf_bytes[MOE_BUF_PARAM] = g->buf_bytes[MOE_BUF_GRAD] = g->param_bytes;
-    g->buf_bytes[MOE_BUF_OPT] = 2 * g->param_bytes;
+    g->buf_bytes[MOE_BUF_PARAM] = g->buf_bytes[MOE_BUF_GRAD] = g->params.bytes;
+    g->buf_bytes[MOE_BUF_OPT] = 2 * g->params.bytes;
     g->buf_bytes[MOE_BUF_COMM] = 0;
     g->buf_bytes[MOE_BUF_TPARAM] = g->teacher ? g->teacher->params.bytes : 0;
     plan_io(g);

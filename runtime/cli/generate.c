@@ -293,7 +293,7 @@ static int generate_batch(moe_rt *rt, const char *path, const char *out_path, co
             rc = MOE_EXIT_FAIL;
         }
         fprintf(stderr, "%s generate: %d prompts in %d slots: %lld tokens through the decode program (%lld generated) "
-                "in %.2f s, %.1f tokens/s\n", moe_prog_name, n, B, decoded, generated, secs, decoded / secs);
+                "in %.2f s, %.1f tokens/s\n", moe_prog_name, n, B, decoded, generated, secs, secs > 0 ? decoded / secs : 0.0);
     }
     for (int i = 0; i < n; i++) free(q[i].text), free(q[i].tok);
     free(q);

@@ -91,11 +91,11 @@ static void check_model_warned(const char *what, const md_model *m, arena *a, in
     ir_graph *g = r.train;
     if (!g || !r.decode) return;
     /* every parameter's gradient is produced */
-    for (int i = 0; i < g->n_params; i++) {
-        int t = g->param_tensor[i], gt = g->t[t].grad, found = 0;
+    for (int i = 0; i < g->params.n; i++) {
+        int t = g->params.tensor[i], gt = g->t[t].grad, found = 0;
         for (int n = 0; gt >= 0 && n < g->nn && !found; n++)
             for (int j = 0; j < g->n[n].n_out; j++) found |= !g->n[n].dead && g->n[n].out[j] == gt;
-        CHECK(found, "%s: no gradient for %s", what, g->params[i].name);
+        CHECK(found, "%s: no gradient for %s", what, g->params.p[i].name);
     }
     /* no residual ADD survives fusion */
     for (int n = 0; n < g->nn; n++)
