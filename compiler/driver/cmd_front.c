@@ -83,9 +83,8 @@ static void plan_activations(front *f, const md_model *m, md_act *act) {
         act->why_not = "more than 128 layers (the planner is slow on them: moec build --emit schedule plans it)";
         return;
     }
-    /* the largest tensor of a step, bounded from above: the attention probabilities
-     * [S*H*T] f32, and rows of S*k tokens (k >= 1) of at most 8 bytes times the widest
-     * row: vocab, 3 hidden, 2 ffn, or 4E + hidden + 3 (the gate state 2E + hidden, the
+    /* the largest tensor of a step, bounded from above: rows of S*k tokens (k >= 1) of at
+     * most 8 bytes times the widest row: vocab, 3 hidden, 2 ffn, or 4E + hidden + 3 (the gate state 2E + hidden, the
      * counts 4E + 3; the gate scratch, one row of 2E + 3S, is smaller than S such rows) */
     double S = (double)m->train.batch * (double)m->context, E = 1, k = m->moe.top_k > 1 ? m->moe.top_k : 1;
     for (int i = 0; i < m->moe.n_moe; i++)
@@ -95,8 +94,7 @@ static void plan_activations(front *f, const md_model *m, md_act *act) {
     if (2.0 * m->ffn > w) w = 2.0 * m->ffn;
     if (2.0 * m->moe.ffn > w) w = 2.0 * m->moe.ffn;
     if (4 * E + m->hidden + 3 > w) w = 4 * E + m->hidden + 3;
-    double att = S * (double)m->heads * (double)m->context * 4, rows = S * k * w * 8;
-    if (att > STATS_PLAN_MAX_TENSOR || rows > STATS_PLAN_MAX_TENSOR) {
+    if (S * k * w * 8 > STATS_PLAN_MAX_TENSOR) {
         act->why_not = "a tensor of one training step would be larger than 256 TiB";
         return;
     }

@@ -228,8 +228,8 @@ static int attention(bld *b, int qkv, int blk, int decode) {
         n = node(b, IR_ATTN_DECODE, arena_printf(b->a, "%s.core", p), (int[]){qkv, -2}, (int[]){y, kc, vc, -2});
         if (n) n->acc[1] = n->acc[2] = 1;   /* appended to */
     } else {
-        int att = act(b, arena_printf(b->a, "%s.probs", p), IR_ROWS_ATT, 1);
-        n = node(b, IR_ATTENTION, arena_printf(b->a, "%s.core", p), (int[]){qkv, -2}, (int[]){y, att, -2});
+        int lse = act(b, arena_printf(b->a, "%s.lse", p), IR_ROWS_S, b->m->heads);
+        n = node(b, IR_ATTENTION, arena_printf(b->a, "%s.core", p), (int[]){qkv, -2}, (int[]){y, lse, -2});
     }
     if (n) n->at.attn = at;
     return y;
@@ -304,7 +304,6 @@ static int teacher_forward(bld *sb, int first_stat, const int *loads) {
     g->teacher = t;
     bld tb = {g, sb->a, tm, 0, &t->params, "teacher.", 1, first_stat, loads};
     if (add_params(&tb, &t->params, MOE_BUF_TPARAM)) return -1;
-    if (tm->heads > g->heads) g->heads = tm->heads;
     if (tm->moe.n_moe && tm->moe.top_k > g->top_k) g->top_k = tm->moe.top_k;
     int zt = forward(&tb, 0);
     sb->errors += tb.errors;
@@ -325,7 +324,6 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     g->T_max = decode ? 1 : m->context;
     g->S_max = g->B_max * g->T_max;
     g->S_io = m->train.batch * m->context;
-    g->heads = m->heads;
     g->context = m->context;
     g->top_k = m->moe.n_moe ? m->moe.top_k : 1;
     g->optim = (ir_at_optim){m->train.beta1, m->train.beta2, m->train.eps, m->train.weight_decay, m->train.grad_clip};

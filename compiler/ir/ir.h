@@ -66,7 +66,6 @@ typedef enum {
     IR_ROWS_ONE,    /* rows = 1: width is the whole size */
     IR_ROWS_S,      /* rows = S */
     IR_ROWS_ROUTED, /* rows = S * top_k (routed token-choices, only the first R used) */
-    IR_ROWS_ATT,    /* rows = S * H * T (attention probabilities [B,H,T,T]) */
     IR_ROWS_CTX,    /* rows = context (KV cache) */
 } ir_rows;
 
@@ -164,7 +163,7 @@ typedef struct ir_graph {
 
     int64_t B_max, T_max, S_max;    /* compiled maximum batch shape of this program */
     int64_t S_io;                    /* tokens the IO buffer holds (the training program's S_max) */
-    int64_t heads, context;          /* for the ATT and CTX row counts */
+    int64_t context;                 /* for the CTX row count */
     int top_k;                       /* routed rows per token (max over MoE layers) */
     int decode;                      /* a single-token KV-cache graph */
     int n_moe;

@@ -97,9 +97,9 @@ static int rule(ad *s, const ir_node *f) {
     case IR_ROPE:
         n = bwd(s, IR_ROPE_BWD, f, (int[]){d, -2}, (int[]){i[0]}, 1);
         break;
-    case IR_ATTENTION:      /* scratch: d probabilities [B,H,T,T] */
-        n = bwd(s, IR_ATTENTION_BWD, f, (int[]){d, i[0], o[1], -2}, (int[]){i[0]}, 1);
-        if (scratch(s, n, 1, IR_ROWS_ATT, 1) < 0) return -1;
+    case IR_ATTENTION:      /* scratch: rowsum(dy y) [S,H] */
+        n = bwd(s, IR_ATTENTION_BWD, f, (int[]){d, i[0], o[0], o[1], -2}, (int[]){i[0]}, 1);
+        if (scratch(s, n, 1, IR_ROWS_S, f->at.attn.heads) < 0) return -1;
         break;
     case IR_ACT:
         n = bwd(s, IR_ACT_BWD, f, (int[]){d, i[0], i[1], -2}, (int[]){i[0]}, 1);

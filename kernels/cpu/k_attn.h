@@ -65,129 +65,166 @@ static inline void k_attn_pv_block(float *out /* [., ldo] */, int ldo, const flo
     for (int i0 = 0, m = (n) < K_ATTN_BLOCK ? (n) : K_ATTN_BLOCK; i0 < (n);                       \
          i0 += K_ATTN_BLOCK, m = (n) - i0 < K_ATTN_BLOCK ? (n) - i0 : K_ATTN_BLOCK)
 
-/* enough heads to give every thread its own? then spread heads over threads */
-static inline int k_attn_heads_parallel(int T, int hd, long BH) {
-    (void)T; (void)hd;
-    return BH > 1 && BH >= omp_get_max_threads();
-}
-
 /* Where head bh = b*H + h finds its q, k and v in qkv (k and v those of key/value head h/G),
- * and its output columns; the matching dqkv columns are at the same offsets. */
-typedef struct k_attn_at { long q, k, v, o; } k_attn_at;
+ * its output columns, and its row-statistics column (lse, delta: [B,T,H]); the matching dqkv
+ * columns are at the same offsets. */
+typedef struct k_attn_at { long q, k, v, o, r; } k_attn_at;
 static inline k_attn_at k_attn_head(long bh, int T, int C, int H, int KV) {
     int hd = C / H, CK = KV * hd, W = C + 2 * CK, h = (int)(bh % H), j = h / (H / KV);
     long row = bh / H * T;
     return (k_attn_at){row * W + (long)h * hd, row * W + C + (long)j * hd, row * W + C + CK + (long)j * hd,
-                       row * C + (long)h * hd};
+                       row * C + (long)h * hd, row * H + h};
 }
 
-/* out = softmax(q k^T / sqrt(hd) + causal mask) v per head; att keeps the probabilities
- * (entries t2 > t1 are 0) for the backward. Large heads go in three phases (scores of all
- * heads, one parallel softmax over all rows, P V of all heads), so a call opens one OpenMP
- * region, not one per block: fork/join costs add up and stall on a busy machine. */
-static inline void k_attention_fwd(float *out /* [B,T,C] */, float *att /* [B,H,T,T] */, const float *qkv /* [B,T,W] */,
-                                   int B, int T, int C, int H, int KV) {
-    int hd = C / H, W = C + 2 * KV * hd;
-    long BH = (long)B * H;
-    if (k_attn_heads_parallel(T, hd, BH)) {
-#pragma omp parallel for schedule(static) if (BH * T * T * hd >= K_OMP_MIN_WORK)
-        for (long bh = 0; bh < BH; bh++) {
-            k_attn_at at = k_attn_head(bh, T, C, H, KV);
-            float *P = att + bh * T * T;
-            K_ATTN_BLOCKS(i0, m, T) {
-                k_attn_qk_block(P + (long)i0 * T, T, qkv + at.q, W, qkv + at.k, W, i0, m, 0, hd);
-                for (int i = i0; i < i0 + m; i++) k_attn_softmax_row(P + (long)i * T, i + 1, T);
-                k_attn_pv_block(out + at.o, C, P + (long)i0 * T, T, qkv + at.v, W, i0, m, 0, hd);
+/* ---- Training attention without a score matrix (the flash-attention scheme on the CPU).
+ * A query block of K_ATTN_BLOCK rows meets the key blocks of K_ATTN_KBLOCK keys it can see
+ * (blocks wholly above the diagonal are skipped; the diagonal block is masked row by row)
+ * through a [K_ATTN_BLOCK, K_ATTN_KBLOCK] tile on the stack: S = scale Q K^T by one sgemm,
+ * then an online softmax (each row's running max and sum; the output rows, kept in `out`,
+ * rescaled when a tile raises the max), then O += P V by a second sgemm. Only each row's
+ * log-sum-exp lse = max + log(sum) is kept for the backward, which recomputes P tile by tile
+ * as exp(S - lse). Nothing of size T x T is ever stored. */
+#ifndef K_ATTN_KBLOCK
+#define K_ATTN_KBLOCK 64 /* keys per tile */
+#endif
+
+/* keys j0 .. j0+len-1 of the tile's n that query row t (absolute) can see: 0 .. n */
+static inline int k_attn_visible(int t, int j0, int n) {
+    int len = t - j0 + 1;
+    return len < 0 ? 0 : len > n ? n : len;
+}
+
+/* query rows i0 .. i0+m-1 of one head: out rows (stride ldo) and lse (stride lds) */
+static inline void k_flash_fwd_block(float *out, int ldo, float *lse, int lds, const float *q, const float *k,
+                                     const float *v, int ld, int i0, int m, int hd, float scale) {
+    float S[K_ATTN_BLOCK * K_ATTN_KBLOCK], mx[K_ATTN_BLOCK], l[K_ATTN_BLOCK];
+    for (int j0 = 0; j0 < i0 + m; j0 += K_ATTN_KBLOCK) {
+        int n = i0 + m - j0 < K_ATTN_KBLOCK ? i0 + m - j0 : K_ATTN_KBLOCK;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, hd, scale, q + (long)i0 * ld, ld,
+                    k + (long)j0 * ld, ld, 0.0f, S, n);
+        for (int i = 0; i < m; i++) {
+            float *s = S + (long)i * n, *o = out + (long)(i0 + i) * ldo;
+            int len = k_attn_visible(i0 + i, j0, n);
+            if (len < n) memset(s + len, 0, (size_t)(n - len) * sizeof(float));
+            if (!len) continue; /* the whole tile is in this row's future */
+            float bm = s[0], sum = 0.0f;
+K_SIMD_MAX(bm)
+            for (int j = 1; j < len; j++) bm = s[j] > bm ? s[j] : bm;
+            float mnew = j0 && mx[i] > bm ? mx[i] : bm;
+#pragma omp simd reduction(+ : sum)
+            for (int j = 0; j < len; j++) {
+                float e = k_fast_expf(s[j] - mnew);
+                s[j] = e;
+                sum += e;
             }
-        }
-        return;
-    }
-    for (long bh = 0; bh < BH; bh++) {
-        k_attn_at at = k_attn_head(bh, T, C, H, KV);
-        K_ATTN_BLOCKS(i0, m, T) k_attn_qk_block(att + bh * T * T + (long)i0 * T, T, qkv + at.q, W, qkv + at.k, W, i0, m, 0, hd);
-    }
-#pragma omp parallel for schedule(static) if (BH * T * T >= K_OMP_MIN_WORK / 4)
-    for (long r = 0; r < BH * T; r++) k_attn_softmax_row(att + r * T, (int)(r % T) + 1, T);
-    for (long bh = 0; bh < BH; bh++) {
-        k_attn_at at = k_attn_head(bh, T, C, H, KV);
-        K_ATTN_BLOCKS(i0, m, T) k_attn_pv_block(out + at.o, C, att + bh * T * T + (long)i0 * T, T, qkv + at.v, W, i0, m, 0, hd);
-    }
-}
-
-/* Backward, with S = scores and P = softmax(S):
- *   dP = dO V^T;  dS = scale * P * (dP - rowsum(dP * P));  dQ = dS K;  dK = dS^T Q;  dV = P^T dO.
- * dP then dS live in the head's [T,T] scratch; row t1 is written up to the end of its query
- * block (zeros past t1), which is all the GEMMs read. dQ runs over query blocks; dK and dV over
- * key blocks [j0, j1), whose rows only get contributions from queries t1 >= j0. */
-static inline void k_attn_dp_block(float *D /* block rows of [T,T] */, int T, const float *dO, int ldo,
-                                   const float *v, int ldkv, int i0, int m, int hd) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, i0 + m, hd, 1.0f, dO + (long)i0 * ldo, ldo, v, ldkv, 0.0f,
-                D, T);
-}
-static inline void k_attn_ds_row(float *d /* [T] */, const float *p /* [T] */, int t1, int T, float scale) {
-    int len = t1 + 1, end = (t1 / K_ATTN_BLOCK + 1) * K_ATTN_BLOCK; /* end of the query block */
-    float dot = 0.0f;
-    if (end > T) end = T;
-#pragma omp simd reduction(+ : dot)
-    for (int j = 0; j < len; j++) dot += p[j] * d[j];
+            if (j0 && mnew > mx[i]) { /* rescale what the earlier tiles summed */
+                float c = k_fast_expf(mx[i] - mnew);
+                l[i] *= c;
 #pragma omp simd
-    for (int j = 0; j < len; j++) d[j] = scale * p[j] * (d[j] - dot);
-    if (end > len) memset(d + len, 0, (size_t)(end - len) * sizeof(float));
-}
-static inline void k_attn_dqkv_head(float *dq, float *dk, float *dv, int ldd, const float *dS /* [T,T] */,
-                                    const float *dO, int ldo, const float *q, const float *k, int ldkv,
-                                    const float *P /* [T,T] */, int T, int hd, float beta, float beta_kv) {
-    K_ATTN_BLOCKS(i0, m, T)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, i0 + m, 1.0f, dS + (long)i0 * T, T, k, ldkv, beta,
-                dq + (long)i0 * ldd, ldd);
-    K_ATTN_BLOCKS(j0, m, T) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, hd, T - j0, 1.0f, dS + (long)j0 * T + j0, T,
-                    q + (long)j0 * ldkv, ldkv, beta_kv, dk + (long)j0 * ldd, ldd);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, hd, T - j0, 1.0f, P + (long)j0 * T + j0, T,
-                    dO + (long)j0 * ldo, ldo, beta_kv, dv + (long)j0 * ldd, ldd);
+                for (int d = 0; d < hd; d++) o[d] *= c;
+            }
+            l[i] = j0 ? l[i] + sum : sum;
+            mx[i] = mnew;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, n, 1.0f, S, n, v + (long)j0 * ld, ld,
+                    j0 ? 1.0f : 0.0f, out + (long)i0 * ldo, ldo);
+    }
+    for (int i = 0; i < m; i++) {
+        float inv = 1.0f / l[i], *o = out + (long)(i0 + i) * ldo;
+#pragma omp simd
+        for (int d = 0; d < hd; d++) o[d] *= inv;
+        lse[(long)(i0 + i) * lds] = mx[i] + logf(l[i]);
     }
 }
 
-/* dqkv (acc: 0 overwrite, 1 add) from dout, the saved qkv and att. scratch [B,H,T,T] is
- * overwritten (it holds the score gradients). Same phases as the forward. Head bh's dq is its
- * own; its dk and dv add into those of its key/value head, which the group's first head
- * writes (or adds to, with acc): so with heads spread over threads, a thread takes a whole
- * group, in order. */
-static inline void k_attention_bwd(float *dqkv /* [B,T,W] */, float *scratch /* [B,H,T,T] */,
-                                   const float *dout /* [B,T,C] */, const float *qkv /* [B,T,W] */,
-                                   const float *att /* [B,H,T,T] */, int B, int T, int C, int H, int KV, int acc) {
+/* out = softmax(q k^T / sqrt(hd) + causal mask) v per head; lse [B,T,H] each row's
+ * log-sum-exp. The (head, query block) tasks are independent: they are spread over OpenMP
+ * threads, largest (last) blocks first (each sgemm then runs on its thread, as the OpenMP
+ * build of OpenBLAS stays single-threaded inside a parallel region). */
+static inline void k_attention_fwd(float *out /* [B,T,C] */, float *lse /* [B,T,H] */, const float *qkv /* [B,T,W] */,
+                                   int B, int T, int C, int H, int KV) {
+    int hd = C / H, W = C + 2 * KV * hd, nqb = (T + K_ATTN_BLOCK - 1) / K_ATTN_BLOCK;
+    long tasks = (long)B * H * nqb;
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel for schedule(dynamic) if (tasks > 1 && (long)B * H * T * T * hd >= K_OMP_MIN_WORK)
+    for (long x = 0; x < tasks; x++) {
+        long bh = x % ((long)B * H);
+        int i0 = (nqb - 1 - (int)(x / ((long)B * H))) * K_ATTN_BLOCK, m = T - i0 < K_ATTN_BLOCK ? T - i0 : K_ATTN_BLOCK;
+        k_attn_at at = k_attn_head(bh, T, C, H, KV);
+        k_flash_fwd_block(out + at.o, C, lse + at.r, H, qkv + at.q, qkv + at.k, qkv + at.v, W, i0, m, hd, scale);
+    }
+}
+
+/* Backward, with P = exp(S - lse) recomputed per tile and delta = rowsum(dO * O):
+ *   dV += P^T dO;  dP = dO V^T;  dS = scale P (dP - delta);  dK += dS^T Q;  dQ += dS K.
+ * One key/value group (b, kv head) at a time: key blocks outer, then the G query heads that
+ * read them and the query blocks that see them, so a key block's dK and dV and a query
+ * block's dQ accumulate in dqkv itself (the first contribution overwrites unless acc). */
+static inline void k_flash_bwd_group(float *dqkv, float *delta /* [B,T,H] */, const float *dout, const float *qkv,
+                                     const float *y, const float *lse, long u, int T, int C, int H, int KV,
+                                     int acc) {
     int hd = C / H, G = H / KV, W = C + 2 * KV * hd;
-    long BH = (long)B * H, BK = (long)B * KV;
     float scale = 1.0f / sqrtf((float)hd), beta = acc ? 1.0f : 0.0f;
-#define K_ATTN_HEAD_BWD(bh, at)                                                                                  \
-    k_attn_dqkv_head(dqkv + at.q, dqkv + at.k, dqkv + at.v, W, scratch + (bh) * T * T, dout + at.o, C, qkv + at.q, \
-                     qkv + at.k, W, att + (bh) * T * T, T, hd, beta, (bh) % G ? 1.0f : beta)
-    if (k_attn_heads_parallel(T, hd, BK)) {
-#pragma omp parallel for schedule(static) if (BH * T * T * hd >= K_OMP_MIN_WORK)
-        for (long u = 0; u < BK; u++)
-            for (int g = 0; g < G; g++) {
-                long bh = u / KV * H + u % KV * G + g;
-                k_attn_at at = k_attn_head(bh, T, C, H, KV);
-                const float *P = att + bh * T * T;
-                float *D = scratch + bh * T * T;
-                K_ATTN_BLOCKS(i0, m, T) k_attn_dp_block(D + (long)i0 * T, T, dout + at.o, C, qkv + at.v, W, i0, m, hd);
-                for (int t = 0; t < T; t++) k_attn_ds_row(D + (long)t * T, P + (long)t * T, t, T, scale);
-                K_ATTN_HEAD_BWD(bh, at);
-            }
-    } else {
-        for (long bh = 0; bh < BH; bh++) {
-            k_attn_at at = k_attn_head(bh, T, C, H, KV);
-            float *D = scratch + bh * T * T;
-            K_ATTN_BLOCKS(i0, m, T) k_attn_dp_block(D + (long)i0 * T, T, dout + at.o, C, qkv + at.v, W, i0, m, hd);
-        }
-#pragma omp parallel for schedule(static) if (BH * T * T >= K_OMP_MIN_WORK / 4)
-        for (long r = 0; r < BH * T; r++) k_attn_ds_row(scratch + r * T, att + r * T, (int)(r % T), T, scale);
-        for (long bh = 0; bh < BH; bh++) {
-            k_attn_at at = k_attn_head(bh, T, C, H, KV);
-            K_ATTN_HEAD_BWD(bh, at);
+    float P[K_ATTN_BLOCK * K_ATTN_KBLOCK], D[K_ATTN_BLOCK * K_ATTN_KBLOCK];
+    long bh0 = u / KV * H + u % KV * G;
+    for (int g = 0; g < G; g++) {
+        k_attn_at at = k_attn_head(bh0 + g, T, C, H, KV);
+        for (int t = 0; t < T; t++) {
+            const float *o = y + at.o + (long)t * C, *dO = dout + at.o + (long)t * C;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int d = 0; d < hd; d++) s += o[d] * dO[d];
+            delta[at.r + (long)t * H] = s;
         }
     }
-#undef K_ATTN_HEAD_BWD
+    for (int j0 = 0; j0 < T; j0 += K_ATTN_KBLOCK) {
+        int n = T - j0 < K_ATTN_KBLOCK ? T - j0 : K_ATTN_KBLOCK, first = 1;
+        for (int g = 0; g < G; g++) {
+            k_attn_at at = k_attn_head(bh0 + g, T, C, H, KV);
+            const float *q = qkv + at.q, *k = qkv + at.k + (long)j0 * W, *v = qkv + at.v + (long)j0 * W;
+            const float *dO = dout + at.o, *ls = lse + at.r, *dl = delta + at.r;
+            float *dq = dqkv + at.q, *dk = dqkv + at.k + (long)j0 * W, *dv = dqkv + at.v + (long)j0 * W;
+            for (int i0 = j0 / K_ATTN_BLOCK * K_ATTN_BLOCK; i0 < T; i0 += K_ATTN_BLOCK, first = 0) {
+                int m = T - i0 < K_ATTN_BLOCK ? T - i0 : K_ATTN_BLOCK;
+                float bkv = first ? beta : 1.0f;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, hd, scale, q + (long)i0 * W, W, k, W, 0.0f,
+                            P, n);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, hd, 1.0f, dO + (long)i0 * C, C, v, W, 0.0f,
+                            D, n);
+                for (int i = 0; i < m; i++) {
+                    float *p = P + (long)i * n, *dp = D + (long)i * n;
+                    float li = ls[(long)(i0 + i) * H], di = dl[(long)(i0 + i) * H];
+                    int len = k_attn_visible(i0 + i, j0, n);
+#pragma omp simd
+                    for (int j = 0; j < len; j++) {
+                        float e = k_fast_expf(p[j] - li);
+                        p[j] = e;
+                        dp[j] = scale * e * (dp[j] - di);
+                    }
+                    for (int j = len; j < n; j++) p[j] = dp[j] = 0.0f;
+                }
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hd, m, 1.0f, P, n, dO + (long)i0 * C, C, bkv,
+                            dv, W);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hd, m, 1.0f, D, n, q + (long)i0 * W, W, bkv,
+                            dk, W);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, n, 1.0f, D, n, k, W, j0 ? 1.0f : beta,
+                            dq + (long)i0 * W, W);
+            }
+        }
+    }
+}
+
+/* dqkv (acc: 0 overwrite, 1 add) from dout and the forward's qkv, y and lse; delta [B,T,H]
+ * is scratch. Groups are spread over OpenMP threads when there are at least as many as
+ * threads; otherwise they run in turn and OpenBLAS threads each sgemm. */
+static inline void k_attention_bwd(float *dqkv /* [B,T,W] */, float *delta /* [B,T,H] */,
+                                   const float *dout /* [B,T,C] */, const float *qkv /* [B,T,W] */,
+                                   const float *y /* [B,T,C] */, const float *lse /* [B,T,H] */, int B, int T, int C,
+                                   int H, int KV, int acc) {
+    long BK = (long)B * KV;
+#pragma omp parallel for schedule(dynamic) if (BK > 1 && BK >= omp_get_max_threads() && \
+                                              (long)B * H * T * T * (C / H) >= K_OMP_MIN_WORK)
+    for (long u = 0; u < BK; u++) k_flash_bwd_group(dqkv, delta, dout, qkv, y, lse, u, T, C, H, KV, acc);
 }
 
 /* ---- RoPE, "rotate half" (HF Llama / GPT-NeoX): within each head, dims i and i + hd/2

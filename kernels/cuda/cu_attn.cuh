@@ -2,10 +2,11 @@
  *
  * Layout as kernels/cpu/k_attn.h: qkv [B,T,W] holds per token q (C values), then k and v
  * (CK = KV*hd each), W = C + 2 CK; query head h owns q's columns h*hd .. h*hd+hd-1 and reads
- * key/value head h/(H/KV), which owns the same columns of k and v. att [B,H,T,T] keeps the
- * probabilities (0 above the diagonal). This is the simple form: a thread per query row for the
- * scores and softmax (part 0), a thread per output element for the products (part 1). A fused
- * flash-style kernel is to be a numbered variant of it.
+ * key/value head h/(H/KV), which owns the same columns of k and v. As on the CPU, no score
+ * matrix is stored: the forward keeps each query row's log-sum-exp lse [B,T,H], and the
+ * backward recomputes the probabilities from it. This is the simple form, a thread per query
+ * row (or key row) looping over the keys (or queries) it meets; a tiled, shared-memory kernel
+ * is to be a numbered variant of it.
  */
 #ifndef MOE_CU_ATTN_CUH
 #define MOE_CU_ATTN_CUH
@@ -22,81 +23,82 @@ CU_D float cu_attn_score(cf32p qkv, int T, int C, int W, int hd, int G, int b, i
     return s * scale;
 }
 
-CU_D void cu_attention_fwd(int part, f32p y, f32p att, cf32p qkv, int B, int T, int C, int H, int KV) {
+/* Forward: a thread per query row (b, t, h) = lse's index, one pass over keys 0..t with an
+ * online softmax (running max and sum; the row's hd outputs in y are the running sum,
+ * rescaled when a key raises the max); lse [B,T,H] keeps max + log(sum) for the backward. */
+CU_D void cu_attention_fwd(int part, f32p y, f32p lse, cf32p qkv, int B, int T, int C, int H, int KV) {
     int hd = C / H, G = H / KV, CK = KV * hd, W = C + 2 * CK;
     float scale = 1.0f / sqrtf((float)hd);
-    if (part == 0) {            /* row (b, h, t): probabilities over keys 0..t */
-        CU_FOR(r, (long long)B * H * T) {
-            int t = (int)(r % T), h = (int)(r / T % H), b = (int)(r / T / H);
-            f32p p = att + r * T;
-            float mx = -INFINITY;
-            for (int j = 0; j <= t; j++) {
-                p[j] = cu_attn_score(qkv, T, C, W, hd, G, b, h, t, j, scale);
-                mx = cu_maxf(mx, p[j]);
+    (void)part;
+    CU_FOR(r, (long long)B * T * H) {
+        int h = (int)(r % H), t = (int)(r / H % T), b = (int)(r / H / T);
+        f32p o = y + ((long long)b * T + t) * C + (long long)h * hd;
+        float mx = -INFINITY, l = 0.0f;
+        for (int d = 0; d < hd; d++) o[d] = 0.0f;
+        for (int j = 0; j <= t; j++) {
+            float s = cu_attn_score(qkv, T, C, W, hd, G, b, h, t, j, scale);
+            if (s > mx) {
+                float c = expf(mx - s);     /* 0 at the first key */
+                l *= c;
+                for (int d = 0; d < hd; d++) o[d] *= c;
+                mx = s;
             }
-            float sum = 0.0f;
-            for (int j = 0; j <= t; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
-            float inv = 1.0f / sum;
-            for (int j = 0; j < T; j++) p[j] = j <= t ? p[j] * inv : 0.0f;
+            float p = expf(s - mx);
+            cf32p v = qkv + CU_QKV_ROW(b, j) + C + CK + (long long)(h / G) * hd;
+            l += p;
+            for (int d = 0; d < hd; d++) o[d] += p * v[d];
         }
-    } else {                    /* y[b, t, h*hd + d] = sum_j att[b,h,t,j] v[b,j,(h/G)*hd + d] */
-        CU_FOR(i, (long long)B * T * C) {
-            int c = (int)(i % C), t = (int)(i / C % T), b = (int)(i / C / T), h = c / hd;
-            cf32p p = att + (((long long)b * H + h) * T + t) * T;
-            long long v = C + CK + (long long)(h / G) * hd + c % hd;
-            float acc = 0.0f;
-            for (int j = 0; j <= t; j++) acc += p[j] * qkv[CU_QKV_ROW(b, j) + v];
-            y[i] = acc;
-        }
+        for (int d = 0; d < hd; d++) o[d] /= l;
+        lse[r] = mx + logf(l);
     }
 }
 
-/* dP = dO V^T; dS = scale P (dP - rowsum(dP P)) into scratch; dQ = dS K, dK = dS^T Q, dV = P^T dO,
- * where a key/value head's dK and dV sum over the G query heads that read it */
-CU_D void cu_attention_bwd(int part, f32p dqkv, f32p scratch, cf32p dy, cf32p qkv, cf32p att, int B, int T, int C,
-                           int H, int KV, int acc) {
+/* Backward with P = exp(S - lse) recomputed and delta = rowsum(dO O) (scratch [B,T,H]):
+ * dS = scale P (dO V^T - delta). Part 0, a thread per query row: delta, then
+ * dQ = dS K. Part 1, a thread per key row (b, t, kv head j): dK = dS^T Q and dV = P^T dO,
+ * summed over the G query heads that read head j and the queries i >= t. */
+CU_D void cu_attention_bwd(int part, f32p dqkv, f32p delta, cf32p dy, cf32p qkv, cf32p y, cf32p lse, int B, int T,
+                           int C, int H, int KV, int acc) {
     int hd = C / H, G = H / KV, CK = KV * hd, W = C + 2 * CK;
     float scale = 1.0f / sqrtf((float)hd);
     if (part == 0) {
-        CU_FOR(r, (long long)B * H * T) {
-            int t = (int)(r % T), h = (int)(r / T % H), b = (int)(r / T / H);
-            cf32p p = att + r * T;
-            f32p ds = scratch + r * T;
-            cf32p o = dy + ((long long)b * T + t) * C + (long long)h * hd;
-            float dot = 0.0f;
+        CU_FOR(r, (long long)B * T * H) {
+            int h = (int)(r % H), t = (int)(r / H % T), b = (int)(r / H / T);
+            long long ro = ((long long)b * T + t) * C + (long long)h * hd;
+            f32p dq = dqkv + CU_QKV_ROW(b, t) + (long long)h * hd;
+            float dl = 0.0f;
+            for (int d = 0; d < hd; d++) dl += dy[ro + d] * y[ro + d];
+            delta[r] = dl;
+            if (!acc)
+                for (int d = 0; d < hd; d++) dq[d] = 0.0f;
             for (int j = 0; j <= t; j++) {
-                cf32p v = qkv + CU_QKV_ROW(b, j) + C + CK + (long long)(h / G) * hd;
-                float s = 0.0f;
-                for (int d = 0; d < hd; d++) s += o[d] * v[d];
-                ds[j] = s;
-                dot += s * p[j];
+                long long kj = CU_QKV_ROW(b, j) + C + (long long)(h / G) * hd;
+                float p = expf(cu_attn_score(qkv, T, C, W, hd, G, b, h, t, j, scale) - lse[r]), dp = 0.0f;
+                for (int d = 0; d < hd; d++) dp += dy[ro + d] * qkv[kj + CK + d];
+                float ds = scale * p * (dp - dl);
+                for (int d = 0; d < hd; d++) dq[d] += ds * qkv[kj + d];
             }
-            for (int j = 0; j < T; j++) ds[j] = j <= t ? scale * p[j] * (ds[j] - dot) : 0.0f;
         }
-    } else {
-        CU_FOR(i, (long long)B * T * W) {
-            int col = (int)(i % W), t = (int)(i / W % T), b = (int)(i / W / T);
-            float v = 0.0f;
-            if (col < C) {              /* dq[t] = sum_{j <= t} dS[t, j] k[j] */
-                int h = col / hd;
-                cf32p ds = scratch + (((long long)b * H + h) * T + t) * T;
-                long long kc = C + (long long)(h / G) * hd + col % hd;
-                for (int j = 0; j <= t; j++) v += ds[j] * qkv[CU_QKV_ROW(b, j) + kc];
-            } else if (col < C + CK) {  /* dk[t] = sum_{heads h of the group} sum_{i >= t} dS_h[i, t] q_h[i] */
-                int j = (col - C) / hd, d = (col - C) % hd;
-                for (int h = j * G; h < (j + 1) * G; h++) {
-                    cf32p ds = scratch + ((long long)b * H + h) * T * T;
-                    for (int q = t; q < T; q++) v += ds[(long long)q * T + t] * qkv[CU_QKV_ROW(b, q) + h * hd + d];
-                }
-            } else {                    /* dv[t] = sum_{heads h of the group} sum_{i >= t} P_h[i, t] dO_h[i] */
-                int j = (col - C - CK) / hd, d = (col - C - CK) % hd;
-                for (int h = j * G; h < (j + 1) * G; h++) {
-                    cf32p p = att + ((long long)b * H + h) * T * T;
-                    for (int q = t; q < T; q++) v += p[(long long)q * T + t] * dy[((long long)b * T + q) * C + h * hd + d];
+        return;
+    }
+    CU_FOR(r, (long long)B * T * KV) {
+        int j = (int)(r % KV), t = (int)(r / KV % T), b = (int)(r / KV / T);
+        long long kt = CU_QKV_ROW(b, t) + C + (long long)j * hd;
+        f32p dk = dqkv + kt, dv = dqkv + kt + CK;
+        if (!acc)
+            for (int d = 0; d < hd; d++) dk[d] = dv[d] = 0.0f;
+        for (int h = j * G; h < (j + 1) * G; h++)
+            for (int i = t; i < T; i++) {
+                long long ri = ((long long)b * T + i) * H + h, ro = ((long long)b * T + i) * C + (long long)h * hd;
+                cf32p q = qkv + CU_QKV_ROW(b, i) + (long long)h * hd;
+                float p = expf(cu_attn_score(qkv, T, C, W, hd, G, b, h, i, t, scale) - lse[ri]), dp = 0.0f;
+                for (int d = 0; d < hd; d++) dp += dy[ro + d] * qkv[kt + CK + d];
+                float ds = scale * p * (dp - delta[ri]);
+                for (int d = 0; d < hd; d++) {
+                    dk[d] += ds * q[d];
+                    dv[d] += p * dy[ro + d];
                 }
             }
-            dqkv[i] = acc ? dqkv[i] + v : v;
-        }
     }
 }
 

@@ -2,13 +2,15 @@
  * as many key/value heads as query heads and with fewer (grouped-query: KV < H).
  * Attention backward: finite differences on small shapes; a double analytic backward (itself
  * checked against finite differences here) for shapes too large for them. Built twice: with
- * the default block size and with K_ATTN_BLOCK=3 (see CMakeLists.txt). */
+ * the default tiles and with 3-row query blocks against 2-key tiles, which meet the diagonal
+ * at every offset (see CMakeLists.txt). */
 #include "k_attn.h"
 #include "kt.h"
 
 /* ---------- references */
 /* qkv rows of W = C + 2 KV hd: q, then k and v of the KV key/value heads; head h reads kv head h/(H/KV) */
-static void ref_attn(double *out, double *att, const double *qkv, int B, int T, int C, int H, int KV) {
+static void ref_attn(double *out, double *att, double *lse /* [B,T,H] */, const double *qkv, int B, int T, int C,
+                     int H, int KV) {
     int hd = C / H, W = C + 2 * KV * hd;
     double scale = 1.0 / sqrt((double)hd), *p = KT_NEW(double, T);
     for (int b = 0; b < B; b++)
@@ -24,6 +26,7 @@ static void ref_attn(double *out, double *att, const double *qkv, int B, int T, 
                     if (p[t2] > mx) mx = p[t2];
                 }
                 for (int t2 = 0; t2 <= t1; t2++) sum += (p[t2] = exp(p[t2] - mx));
+                if (lse) lse[((long)b * T + t1) * H + h] = mx + log(sum);
                 double *o = out + ((long)b * T + t1) * C + h * hd;
                 for (int d = 0; d < hd; d++) o[d] = 0;
                 for (int t2 = 0; t2 < T; t2++) {
@@ -41,7 +44,7 @@ static void ref_attn_bwd(double *dqkv, const double *R, const double *qkv, int B
     int hd = C / H, W = C + 2 * KV * hd;
     double scale = 1.0 / sqrt((double)hd);
     double *att = KT_NEW(double, (long)B * H * T * T), *out = KT_NEW(double, (long)B * T * C), *dp = KT_NEW(double, T);
-    ref_attn(out, att, qkv, B, T, C, H, KV);
+    ref_attn(out, att, NULL, qkv, B, T, C, H, KV);
     memset(dqkv, 0, sizeof(double) * B * T * W);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
@@ -96,21 +99,21 @@ static double at_loss(void *p) {
     if (c->rope)
         ref_rope(c->out, c->qkv, c->B, c->T, c->C, c->H, c->KV, c->pos0);
     else
-        ref_attn(c->out, NULL, c->qkv, c->B, c->T, c->C, c->H, c->KV);
+        ref_attn(c->out, NULL, NULL, c->qkv, c->B, c->T, c->C, c->H, c->KV);
     return kt_dot(c->out, c->R, n);
 }
 
 /* ---------- attention forward + backward */
 static void run_attn(int B, int T, int C, int H, int KV, int fd) {
-    KT_CASE("attention B=%d T=%d C=%d H=%d KV=%d block=%d", B, T, C, H, KV, K_ATTN_BLOCK);
-    long nq = (long)B * T * (C + 2 * KV * (C / H)), no = (long)B * T * C, na = (long)B * H * T * T;
-    float *qkv = kt_rand(nq, -2, 2), *R = kt_rand(no, -1, 1), *out = kt_fill(no, NAN), *att = kt_fill(na, NAN);
+    KT_CASE("attention B=%d T=%d C=%d H=%d KV=%d blocks=%dx%d", B, T, C, H, KV, K_ATTN_BLOCK, K_ATTN_KBLOCK);
+    long nq = (long)B * T * (C + 2 * KV * (C / H)), no = (long)B * T * C, nl = (long)B * T * H;
+    float *qkv = kt_rand(nq, -2, 2), *R = kt_rand(no, -1, 1), *out = kt_fill(no, NAN), *lse = kt_fill(nl, NAN);
     at_ctx c = {B, T, C, H, KV, 0, 0, kt_dbl(qkv, nq), kt_dbl(R, no), KT_NEW(double, no)};
-    double *ratt = KT_NEW(double, na);
-    k_attention_fwd(out, att, qkv, B, T, C, H, KV);
-    ref_attn(c.out, ratt, c.qkv, B, T, C, H, KV);
+    double *rlse = KT_NEW(double, nl);
+    k_attention_fwd(out, lse, qkv, B, T, C, H, KV);
+    ref_attn(c.out, NULL, rlse, c.qkv, B, T, C, H, KV);
     kt_close("out", out, c.out, no, 1e-5);
-    kt_close("att (zeros above the diagonal)", att, ratt, na, 1e-5);
+    kt_close("lse", lse, rlse, nl, 1e-6);
 
     double *g = KT_NEW(double, nq), *ga = KT_NEW(double, nq);
     ref_attn_bwd(ga, c.R, c.qkv, B, T, C, H, KV);
@@ -123,14 +126,14 @@ static void run_attn(int B, int T, int C, int H, int KV, int fd) {
     } else
         memcpy(g, ga, sizeof(double) * nq);
 
-    float *dqkv = kt_fill(nq, NAN), *scratch = kt_fill(na, NAN);
-    k_attention_bwd(dqkv, scratch, R, qkv, att, B, T, C, H, KV, 0);
+    float *dqkv = kt_fill(nq, NAN), *scratch = kt_fill(nl, NAN);
+    k_attention_bwd(dqkv, scratch, R, qkv, out, lse, B, T, C, H, KV, 0);
     kt_close("dqkv (acc=0)", dqkv, g, nq, 1e-4);
     float *d1 = kt_rand(nq, -1, 1);
     double *w1 = kt_plus(d1, g, nq);
-    k_attention_bwd(d1, scratch, R, qkv, att, B, T, C, H, KV, 1);
+    k_attention_bwd(d1, scratch, R, qkv, out, lse, B, T, C, H, KV, 1);
     kt_close("dqkv (acc=1)", d1, w1, nq, 1e-4);
-    free(qkv), free(R), free(out), free(att), free(c.qkv), free(c.R), free(c.out), free(ratt), free(g), free(ga);
+    free(qkv), free(R), free(out), free(lse), free(c.qkv), free(c.R), free(c.out), free(rlse), free(g), free(ga);
     free(dqkv), free(scratch), free(d1), free(w1);
 }
 
@@ -177,14 +180,14 @@ static void run_cached(int T, int C, int H, int KV, int p) {
     KT_CASE("cached T=%d C=%d H=%d KV=%d prefill=%d", T, C, H, KV, p);
     int CK = KV * (C / H), W = C + 2 * CK;
     long nq = (long)T * W;
-    float *qkv = kt_rand(nq, -2, 2), *full = KT_NEW(float, (long)T * C), *att = KT_NEW(float, (long)H * T * T);
+    float *qkv = kt_rand(nq, -2, 2), *full = KT_NEW(float, (long)T * C), *lse = KT_NEW(float, (long)T * H);
     float *kc = kt_fill((long)T * CK, NAN), *vc = kt_fill((long)T * CK, NAN), *out = kt_fill((long)T * C, NAN);
     float *scratch = kt_fill(K_ATTN_CACHED_SCRATCH(T, 0, H), NAN);
     for (int t = 0; t < p; t++) {
         memcpy(kc + (long)t * CK, qkv + (long)t * W + C, sizeof(float) * CK);
         memcpy(vc + (long)t * CK, qkv + (long)t * W + C + CK, sizeof(float) * CK);
     }
-    k_attention_fwd(full, att, qkv, 1, T, C, H, KV);
+    k_attention_fwd(full, lse, qkv, 1, T, C, H, KV);
     double *want = kt_dbl(full, (long)T * C);
     k_attention_cached(out, qkv, W, kc, vc, p, 0, C, H, KV, scratch);
     kt_close("prefill rows", out, want, (long)p * C, 1e-5);
@@ -193,14 +196,14 @@ static void run_cached(int T, int C, int H, int KV, int p) {
     float *out2 = kt_fill((long)T * C, NAN);
     k_attention_cached(out2, qkv + (long)p * W, W, kc, vc, T - p, p, C, H, KV, scratch);
     kt_close("chunk after prefill", out2, want + (long)p * C, (long)(T - p) * C, 1e-5);
-    free(qkv), free(full), free(att), free(kc), free(vc), free(out), free(want), free(out2), free(scratch);
+    free(qkv), free(full), free(lse), free(kc), free(vc), free(out), free(want), free(out2), free(scratch);
 }
 
 int main(void) {
     /* B, T, C, H, KV: T = 1, H = 1, odd head dims, several blocks of 3 rows in the blocked build;
      * KV < H: grouped-query (KV = 1: multi-query) */
     static const int small[][5] = {{1, 1, 4, 1, 1},  {2, 5, 8, 2, 2},  {1, 7, 6, 3, 3}, {2, 3, 12, 1, 1},
-                                   {1, 10, 8, 2, 2}, {3, 4, 10, 5, 5}, {1, 12, 8, 1, 1}, /* B*H = 1: the phased path */
+                                   {1, 10, 8, 2, 2}, {3, 4, 10, 5, 5}, {1, 12, 8, 1, 1}, /* B*H = 1: in turn, BLAS threads */
                                    {2, 5, 8, 2, 1},  {1, 7, 12, 6, 2}, {3, 4, 12, 4, 2}};
     for (size_t i = 0; i < sizeof small / sizeof small[0]; i++)
         run_attn(small[i][0], small[i][1], small[i][2], small[i][3], small[i][4], 1);
@@ -209,6 +212,7 @@ int main(void) {
     run_attn(1, 150, 128, 2, 2, 0); /* two query blocks of the default size, threaded GEMMs */
     run_attn(1, 150, 128, 4, 1, 0);
     run_attn(2, 131, 24, 3, 3, 0);
+    run_attn(2, 200, 32, 2, 1, 0);  /* four key tiles of the default size, the last one short */
 
     static const int rope[][6] = {{1, 1, 4, 1, 1, 0},   {2, 5, 8, 2, 2, 0},   {1, 3, 12, 3, 3, 7}, {2, 4, 128, 1, 1, 1000},
                                   {1, 2, 260, 1, 1, 3}, {3, 50, 64, 4, 4, 11}, {2, 5, 16, 4, 2, 3}, {3, 50, 64, 4, 1, 11}};
@@ -222,6 +226,6 @@ int main(void) {
     for (size_t i = 0; i < sizeof cached / sizeof cached[0]; i++)
         run_cached(cached[i][0], cached[i][1], cached[i][2], cached[i][3], cached[i][4]);
     char name[64];
-    snprintf(name, sizeof name, "test_attn (block %d)", K_ATTN_BLOCK);
+    snprintf(name, sizeof name, "test_attn (blocks %dx%d)", K_ATTN_BLOCK, K_ATTN_KBLOCK);
     return kt_report(name);
 }
