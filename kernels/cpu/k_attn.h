@@ -6,15 +6,13 @@
  * head h/G (G = H/KV query heads share one; KV = H is plain multi-head attention), which owns
  * the same columns of k and of v. Scores are scaled by 1/sqrt(hd), softmax in fp32.
  *
- * How: per (batch, head) the work is GEMMs (cblas_sgemm on strided views of qkv, no copies)
- * plus a row softmax. Query rows go in blocks of K_ATTN_BLOCK, and a block only multiplies
- * against the keys it can see, so the masked upper triangle costs (1 + 1/nblocks)/2 of a full
- * T x T product instead of all of it. When there are at least as many heads as threads, heads
- * are spread over OpenMP threads and each head's GEMMs run on its thread (the OpenMP build of
- * OpenBLAS, which moec links, stays single-threaded inside a parallel region): measured 2.2x
- * faster than threading each head's small GEMMs (4 layers, T 256, 64 heads per batch: 320 ms
- * -> 147 ms per step). With fewer heads than threads, the GEMMs of all heads run in turn
- * (OpenBLAS threads each one) and the softmax of all rows is one OpenMP loop.
+ * How: the work is GEMMs (cblas_sgemm on strided views of qkv, no copies) on tiles of
+ * K_ATTN_BLOCK query rows by K_ATTN_KBLOCK keys, with an online softmax between them, so
+ * training stores no T x T tensor, only each row's log-sum-exp (k_attention_fwd/_bwd below).
+ * Tiles above the diagonal are skipped. Independent tasks (heads and query blocks forward,
+ * key/value groups backward) are spread over OpenMP threads and each tile's GEMMs run on its
+ * thread (the OpenMP build of OpenBLAS, which moec links, stays single-threaded inside a
+ * parallel region). The KV-cache path (prefill chunks, decode) is at the end of the file.
  * Not here: the MoE layer (k_moe.h), the projections around attention (k_matmul.h).
  */
 #ifndef MOE_K_ATTN_H
