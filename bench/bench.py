@@ -41,10 +41,33 @@ class Context:
         self.sgemm = args.sgemm
         threads = str(args.threads)
         base = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
+        # Every child gets the OpenBLAS kernels moec's executables choose for themselves
+        # (kernels/common/moe_blas_core.h): sgemm_rate's ceiling and PyTorch, which calls
+        # Debian's OpenBLAS, would otherwise run the Prescott fallback on a processor newer
+        # than OpenBLAS's table, a 4-7x handicap that no fair comparison keeps.
+        if "OPENBLAS_CORETYPE" not in base and blas_core_class():
+            base["OPENBLAS_CORETYPE"] = blas_core_class()
+        self.env = base
         # PyTorch's OpenMP pool and OpenBLAS's own threads otherwise spin against each other
         # on the same cores (a 2-10x slower backward here); passive waiting is PyTorch's best.
         self.torch_env = dict(base, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=HERE)
         self.moec = moec_side.Moec(args.moec, base)
+
+
+def blas_core_class():
+    """The OpenBLAS kernel class this processor supports, as moe_blas_core.h decides it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
+    except OSError:
+        return None
+    if "avx512_bf16" in flags:
+        return "Cooperlake"
+    if all(x in flags for x in ("avx512f", "avx512bw", "avx512dq", "avx512vl")):
+        return "SkylakeX"
+    if "avx2" in flags and "fma" in flags:
+        return "Haswell"
+    return None
 
 
 def log(msg):
@@ -100,7 +123,7 @@ def openblas_version(ctx):
     if ctx.sgemm and os.access(ctx.sgemm, os.X_OK):
         try:
             out = subprocess.run([ctx.sgemm, "--threads", "1", "--min-ms", "0", "8,8,8"],
-                                 capture_output=True, text=True, timeout=30).stdout
+                                 capture_output=True, text=True, timeout=30, env=ctx.env).stdout
             return json.loads(out.splitlines()[0])["blas"]
         except (OSError, ValueError, IndexError, KeyError, subprocess.TimeoutExpired):
             pass

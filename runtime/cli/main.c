@@ -1,5 +1,6 @@
 /* main.c - the built executable's entry: dispatch, `info`, and helpers shared by commands. */
 #include "cli.h"
+#include "moe_blas_core.h"
 #include "moe_hash.h"
 #include <jansson.h>
 #include <math.h>
@@ -153,6 +154,7 @@ int cli_info(int argc, char **argv) {
     const moe_teacher *tc = p->teacher;
     char stop[32] = "null";     /* distill.stop_step */
     if (tc && tc->stop_step >= 0) snprintf(stop, sizeof stop, "%lld", (long long)tc->stop_step);
+    const char *by, *was, *core = moe_blas_core(&by, &was);
     char desc[sizeof ((moe_device *)0)->desc] = "";
     if (f[1].value) {           /* a device named: say whether it can run this program, and what it is */
         char err[512];
@@ -199,7 +201,15 @@ int cli_info(int argc, char **argv) {
         cli_json_string(moe_build_arch);
         printf(", \"isa\": [");
         for (int i = 0; moe_build_isa[i]; i++) printf("%s\"%s\"", i ? ", " : "", moe_build_isa[i]);
-        printf("]");
+        printf("], \"blas\": ");
+        cli_json_string(openblas_get_config());
+        printf(", \"blas_core\": ");
+        cli_json_string(core);
+        printf(", \"blas_core_chosen_by\": \"%s\"", by);
+        if (was) {
+            printf(", \"blas_core_was\": ");
+            cli_json_string(was);
+        }
         if (desc[0]) {      /* the device named */
             printf(", \"device\": ");
             cli_json_string(f[1].value);
@@ -236,7 +246,9 @@ int cli_info(int argc, char **argv) {
     printf("  built for -march=%s:", moe_build_arch);
     for (int i = 0; moe_build_isa[i]; i++) printf(" %s", moe_build_isa[i]);
     printf("%s\n", moe_build_isa[0] ? "" : " no extensions beyond the baseline");
-    printf("  threads %d\n", omp_get_max_threads());
+    printf("  threads %d; %s, kernels %s chosen by %s", omp_get_max_threads(), openblas_get_config(), core, by);
+    if (was) printf(" (OpenBLAS had picked %s for this processor)", was);
+    printf("\n");
     if (desc[0]) printf("  device %s: %s\n", f[1].value, desc);
     return 0;
 }
@@ -347,6 +359,7 @@ static int check_isa(void) {
 int main(int argc, char **argv) {
     moe_prog_name = argv[0];
     if (check_isa()) return MOE_EXIT_FAIL;
+    moe_blas_best_core(argv);
     cli_prog = pick_program(argc, argv);
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];

@@ -4,6 +4,7 @@
 # instead of SIGILL. A baseline build (x86-64) records none and runs anywhere; a native build
 # records this processor's; a build for a processor with an extension this one lacks (AMD's
 # sse4a on an Intel machine, AVX-512 on an AMD one without it) stops at once with exit 1.
+# Also: the OpenBLAS kernels an executable runs are never below what the processor supports.
 set -uo pipefail
 moec=$1; work=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,6 +39,28 @@ if [ -n "$foreign" ]; then
 else
   echo "note: this processor has every extension this test knows to be missing elsewhere: the refusal is not run"
 fi
+
+# OpenBLAS's kernels: never below what this processor supports (the executable restarts itself
+# with OPENBLAS_CORETYPE when OpenBLAS's table does not know the model), and a user's
+# OPENBLAS_CORETYPE always stands
+class_of() { case "${1,,}" in haswell|zen) echo 1 ;; skylakex) echo 2 ;; cooperlake|sapphirerapids) echo 3 ;; *) echo 0 ;; esac; }
+can=0
+case "$flags" in *" avx2 "*) case "$flags" in *" fma "*) can=1 ;; esac ;; esac
+case "$flags" in *" avx512f "*" avx512dq "*) case "$flags" in *" avx512bw "*" avx512vl "*) can=2 ;; esac ;; esac
+case "$flags" in *" avx512_bf16 "*) can=3 ;; esac
+info=$(env -u OPENBLAS_CORETYPE -u MOE_BLAS_CORE_WAS ./base info --json) || fail "info"
+core=$(echo "$info" | jq -r .blas_core); by=$(echo "$info" | jq -r .blas_core_chosen_by)
+[ "$(class_of "$core")" -ge $can ] || fail "OpenBLAS runs $core kernels, below class $can of this processor: $info"
+case $by in
+  OpenBLAS) echo "$info" | jq -e 'has("blas_core_was") | not' >/dev/null || fail "blas_core_was without a restart" ;;
+  moec) was=$(echo "$info" | jq -r .blas_core_was)
+        [ "$(class_of "$was")" -lt $can ] || fail "restarted although OpenBLAS had picked $was: $info"
+        echo "note: OpenBLAS picked $was for this processor; the executable runs $core" ;;
+  *) fail "chosen by '$by' without OPENBLAS_CORETYPE: $info" ;;
+esac
+OPENBLAS_CORETYPE=Prescott ./base info --json | jq -e '.blas_core == "Prescott" and .blas_core_chosen_by ==
+  "OPENBLAS_CORETYPE"' >/dev/null || fail "the user's OPENBLAS_CORETYPE: $(OPENBLAS_CORETYPE=Prescott ./base info --json)"
+env -u OPENBLAS_CORETYPE ./base train --steps 1 2>/dev/null >/dev/null || fail "a restarted executable does not train"
 
 "$moec" build "$model" --arch 'x86-64;rm' -o bad 2> bad.err; rc=$?
 [ $rc = 2 ] && grep -q "is not a processor name" bad.err || fail "a bad --arch: exit $rc, $(cat bad.err)"
