@@ -42,7 +42,7 @@ class Context:
         threads = str(args.threads)
         base = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
         # Every child gets the OpenBLAS kernels moec's executables choose for themselves
-        # (kernels/common/moe_blas_core.h): sgemm_rate's ceiling and PyTorch, which calls
+        # (kernels/common/moe_start.h): sgemm_rate's ceiling and PyTorch, which calls
         # Debian's OpenBLAS, would otherwise run the Prescott fallback on a processor newer
         # than OpenBLAS's table, a 4-7x handicap that no fair comparison keeps.
         if "OPENBLAS_CORETYPE" not in base and blas_core_class():
@@ -55,7 +55,7 @@ class Context:
 
 
 def blas_core_class():
-    """The OpenBLAS kernel class this processor supports, as moe_blas_core.h decides it."""
+    """The OpenBLAS kernel class this processor supports, as moe_start.h decides it."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])

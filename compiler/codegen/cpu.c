@@ -17,7 +17,7 @@
 #include <string.h>
 
 const char *const cg_cpu_files[] = {
-    "moe_abi.h", "moe_rng.h", "moe_gate.h", "moe_program.h", "moe_blas_core.h",
+    "moe_abi.h", "moe_rng.h", "moe_gate.h", "moe_program.h", "moe_start.h",
     /* the kernel templates, included by the generated file in this order */
     "k_common.h", "k_matmul.h", "k_norm.h", "k_act.h", "k_attn.h", "k_embed.h", "k_xent.h", "k_optim.h",
     "k_moe.h", "k_fused.h", "k_comm.h", NULL,

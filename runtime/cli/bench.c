@@ -2,7 +2,7 @@
  * student with --teacher: the teacher's share of the step); `bench --decode`: KV-cache
  * decoding latency against the machine's memory bandwidth. */
 #include "cli.h"
-#include "moe_blas_core.h"
+#include "moe_start.h"
 #include "moe_rng.h"
 #include <limits.h>
 #include <math.h>
@@ -231,7 +231,7 @@ int cli_bench(int argc, char **argv) {
                p->model, mode_name[need], B, T, tps, step_ms, rss, (long long)sc->act_bytes,
                st.choices > 0 ? st.dropped / st.choices : 0.0);
         if (rt->kd) printf("\"teacher_ms\": %.4f, \"teacher_share\": %.5f, ", kd / steps, sum > 0 ? kd / sum : 0.0);
-        const char *by, *was, *core = moe_blas_core(&by, &was);
+        const char *by, *was, *core = moe_start_blas(&by, &was);
         printf("\"blas_core\": \"%s\", \"blas_core_chosen_by\": \"%s\", \"kernels\": [", core, by);
         int first = 1;
         for (int i = 0; i < sc->n_steps; i++) {

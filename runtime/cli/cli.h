@@ -6,6 +6,7 @@
 #include "data.h"
 
 extern const char *moe_prog_name;   /* argv[0] */
+extern const char *cli_threads_from; /* where the thread count came from (main.c) */
 /* the program this run uses: of the executable's programs (one per target it was built
  * for), the one for the device named by --device; without one, the cuda program where
  * there is a GPU, else the cpu program */

@@ -1,6 +1,6 @@
 /* main.c - the built executable's entry: dispatch, `info`, and helpers shared by commands. */
 #include "cli.h"
-#include "moe_blas_core.h"
+#include "moe_start.h"
 #include "moe_hash.h"
 #include <jansson.h>
 #include <math.h>
@@ -154,7 +154,7 @@ int cli_info(int argc, char **argv) {
     const moe_teacher *tc = p->teacher;
     char stop[32] = "null";     /* distill.stop_step */
     if (tc && tc->stop_step >= 0) snprintf(stop, sizeof stop, "%lld", (long long)tc->stop_step);
-    const char *by, *was, *core = moe_blas_core(&by, &was);
+    const char *by, *was, *core = moe_start_blas(&by, &was);
     char desc[sizeof ((moe_device *)0)->desc] = "";
     if (f[1].value) {           /* a device named: say whether it can run this program, and what it is */
         char err[512];
@@ -201,7 +201,11 @@ int cli_info(int argc, char **argv) {
         cli_json_string(moe_build_arch);
         printf(", \"isa\": [");
         for (int i = 0; moe_build_isa[i]; i++) printf("%s\"%s\"", i ? ", " : "", moe_build_isa[i]);
-        printf("], \"blas\": ");
+        printf("], \"threads_from\": ");
+        cli_json_string(cli_threads_from);
+        printf(", \"omp_wait\": ");
+        cli_json_string(moe_start_wait());
+        printf(", \"blas\": ");
         cli_json_string(openblas_get_config());
         printf(", \"blas_core\": ");
         cli_json_string(core);
@@ -246,7 +250,9 @@ int cli_info(int argc, char **argv) {
     printf("  built for -march=%s:", moe_build_arch);
     for (int i = 0; moe_build_isa[i]; i++) printf(" %s", moe_build_isa[i]);
     printf("%s\n", moe_build_isa[0] ? "" : " no extensions beyond the baseline");
-    printf("  threads %d; %s, kernels %s chosen by %s", omp_get_max_threads(), openblas_get_config(), core, by);
+    printf("  threads %d (from %s), idle threads wait: %s\n", omp_get_max_threads(), cli_threads_from,
+           moe_start_wait());
+    printf("  %s, kernels %s chosen by %s", openblas_get_config(), core, by);
     if (was) printf(" (OpenBLAS had picked %s for this processor)", was);
     printf("\n");
     if (desc[0]) printf("  device %s: %s\n", f[1].value, desc);
@@ -268,9 +274,44 @@ static void usage(FILE *out) {
         "  info      [--json]\n"
         "  verify    [--batch B] [--seq T]   (--target all: each op of the cuda program against the cpu's)\n"
         "  export    --hf DIR --checkpoint PATH   (a Hugging Face checkpoint of a GPT-2- or Mixtral-shaped model)\n"
-        "every command takes --device cpu|cuda|cuda-emu and -h; exit status 0 ok, 1 failure, 2 usage error;\n"
+        "every command takes --device cpu|cuda|cuda-emu, --threads N and -h; exit status 0 ok, 1 failure, 2 usage\n"
+        "error;\n"
         "Ctrl-C in train saves a checkpoint after the current step (a second one stops at once)\n",
         moe_prog_name, cli_prog->model);
+}
+
+/* The threads of this process, and where the count came from (info shows it): --threads N,
+ * which every command takes (removed from argv here); else OMP_NUM_THREADS; else, as one of
+ * several MPI processes on this host, the host's processors divided between them (each taking
+ * all would oversubscribe the cores); else every processor. 0, or an exit status after a
+ * message. */
+const char *cli_threads_from = "every processor";
+static int set_threads(int *argc, char **argv) {
+    for (int a = 2; a < *argc; a++) {
+        if (strcmp(argv[a], "--threads")) continue;
+        char *end = NULL;
+        long n = a + 1 < *argc ? strtol(argv[a + 1], &end, 10) : 0;
+        if (!end || end == argv[a + 1] || *end || n < 1 || n > 4096) {
+            cli_fail("--threads takes a number of threads from 1 to 4096%s%s%s", a + 1 < *argc ? ", not '" : "",
+                     a + 1 < *argc ? argv[a + 1] : "", a + 1 < *argc ? "'" : "");
+            return MOE_EXIT_USAGE;
+        }
+        omp_set_num_threads((int)n);
+        cli_threads_from = "--threads";
+        memmove(argv + a, argv + a + 2, sizeof(char *) * (size_t)(*argc - a - 1)); /* and the NULL */
+        *argc -= 2;
+        return 0;
+    }
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");   /* Open MPI; MPICH's hydra: */
+    if (!local) local = getenv("MPI_LOCALNRANKS");
+    if (getenv("OMP_NUM_THREADS")) {
+        cli_threads_from = "OMP_NUM_THREADS";
+    } else if (local && atoi(local) > 1) {
+        int n = omp_get_num_procs() / atoi(local);
+        omp_set_num_threads(n > 1 ? n : 1);
+        cli_threads_from = "the host's processors shared by its MPI processes";
+    }
+    return 0;
 }
 
 /* Started by a launcher (mpirun, srun) as one of several processes: join them, for the
@@ -359,7 +400,7 @@ static int check_isa(void) {
 int main(int argc, char **argv) {
     moe_prog_name = argv[0];
     if (check_isa()) return MOE_EXIT_FAIL;
-    moe_blas_best_core(argv);
+    moe_start(argv);
     cli_prog = pick_program(argc, argv);
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];
@@ -371,6 +412,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) {
             moe_cmd_name = cmds[i].name;
+            if (set_threads(&argc, argv)) return MOE_EXIT_USAGE;
             for (int a = 2; a + 1 < argc; a++)      /* a device name is checked as flags are: a usage error */
                 if (!strcmp(argv[a], "--device") && !moe_device_known(argv[a + 1])) {
                     cli_fail("unknown device '%s' (cpu, cuda, cuda-emu)", argv[a + 1]);

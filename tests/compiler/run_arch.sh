@@ -4,7 +4,8 @@
 # instead of SIGILL. A baseline build (x86-64) records none and runs anywhere; a native build
 # records this processor's; a build for a processor with an extension this one lacks (AMD's
 # sse4a on an Intel machine, AVX-512 on an AMD one without it) stops at once with exit 1.
-# Also: the OpenBLAS kernels an executable runs are never below what the processor supports.
+# Also what an executable sets up at start: the OpenBLAS kernels it runs are never below what the
+# processor supports, idle OpenMP threads wait passively, and the thread count's sources.
 set -uo pipefail
 moec=$1; work=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,7 +49,9 @@ can=0
 case "$flags" in *" avx2 "*) case "$flags" in *" fma "*) can=1 ;; esac ;; esac
 case "$flags" in *" avx512f "*" avx512dq "*) case "$flags" in *" avx512bw "*" avx512vl "*) can=2 ;; esac ;; esac
 case "$flags" in *" avx512_bf16 "*) can=3 ;; esac
-info=$(env -u OPENBLAS_CORETYPE -u MOE_BLAS_CORE_WAS ./base info --json) || fail "info"
+clean="env -u OPENBLAS_CORETYPE -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u OMP_NUM_THREADS -u MOE_START_DONE
+     -u MOE_START_BLAS_WAS -u MOE_START_WAIT -u OMPI_COMM_WORLD_LOCAL_SIZE -u MPI_LOCALNRANKS"
+info=$($clean ./base info --json) || fail "info"
 core=$(echo "$info" | jq -r .blas_core); by=$(echo "$info" | jq -r .blas_core_chosen_by)
 [ "$(class_of "$core")" -ge $can ] || fail "OpenBLAS runs $core kernels, below class $can of this processor: $info"
 case $by in
@@ -58,9 +61,27 @@ case $by in
         echo "note: OpenBLAS picked $was for this processor; the executable runs $core" ;;
   *) fail "chosen by '$by' without OPENBLAS_CORETYPE: $info" ;;
 esac
-OPENBLAS_CORETYPE=Prescott ./base info --json | jq -e '.blas_core == "Prescott" and .blas_core_chosen_by ==
+$clean OPENBLAS_CORETYPE=Prescott ./base info --json | jq -e '.blas_core == "Prescott" and .blas_core_chosen_by ==
   "OPENBLAS_CORETYPE"' >/dev/null || fail "the user's OPENBLAS_CORETYPE: $(OPENBLAS_CORETYPE=Prescott ./base info --json)"
-env -u OPENBLAS_CORETYPE ./base train --steps 1 2>/dev/null >/dev/null || fail "a restarted executable does not train"
+$clean ./base train --steps 1 2>/dev/null >/dev/null || fail "a restarted executable does not train"
+
+# idle OpenMP threads wait passively unless the user says otherwise
+echo "$info" | jq -e '.omp_wait == "passive (moec)"' >/dev/null || fail "wait policy: $info"
+$clean OMP_WAIT_POLICY=active ./base info --json | jq -e '.omp_wait == "active"' >/dev/null || fail "the user's OMP_WAIT_POLICY"
+$clean GOMP_SPINCOUNT=1000 ./base info --json | jq -e '.omp_wait == "GOMP_SPINCOUNT"' >/dev/null || fail "GOMP_SPINCOUNT"
+
+# threads: --threads, OMP_NUM_THREADS, the processors shared by the MPI processes of a host, all of them
+procs=$(nproc)
+echo "$info" | jq -e ".threads == $procs and .threads_from == \"every processor\"" >/dev/null || fail "threads: $info"
+$clean ./base info --json --threads 3 | jq -e '.threads == 3 and .threads_from == "--threads"' >/dev/null || fail "--threads 3"
+$clean OMP_NUM_THREADS=3 ./base info --json | jq -e '.threads == 3 and .threads_from == "OMP_NUM_THREADS"' >/dev/null \
+  || fail "OMP_NUM_THREADS"
+share=$((procs / 2)); [ $share -ge 1 ] || share=1
+$clean OMPI_COMM_WORLD_LOCAL_SIZE=2 ./base info --json | jq -e ".threads == $share" >/dev/null || fail "2 ranks on this host"
+$clean ./base train --steps 1 --threads 0 > /dev/null 2> threads.err; rc=$?
+[ $rc = 2 ] && [ "$(cat threads.err)" = "./base train: --threads takes a number of threads from 1 to 4096, not '0'" ] \
+  || fail "--threads 0: exit $rc, $(cat threads.err)"
+$clean ./base train --steps 1 --threads 1 > /dev/null 2>&1 || fail "train --threads 1"
 
 "$moec" build "$model" --arch 'x86-64;rm' -o bad 2> bad.err; rc=$?
 [ $rc = 2 ] && grep -q "is not a processor name" bad.err || fail "a bad --arch: exit $rc, $(cat bad.err)"
