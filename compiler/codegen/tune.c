@@ -7,6 +7,7 @@
 #include "target.h"
 #include "moe_hash.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,15 +165,49 @@ int tune_db_record(tune_db *db, const tune_where *w, const char *kernel, const c
     return (i >= 0 ? json_array_set_new(db->entries, (size_t)i, e) : json_array_append_new(db->entries, e)) ? -1 : 0;
 }
 
-int tune_db_save(const tune_db *db, const char *path, char *err, size_t errlen) {
-    char tmp[4200];
+/* entries a and b have the same key */
+static int same_key(json_t *a, json_t *b) {
+    static const char *const keys[] = {"target", "device", "compiler", "template", "kernel", "shape"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *x = json_string_value(json_object_get(a, keys[i]));
+        if (!x || !str_is(b, keys[i], x)) return 0;
+    }
+    return 1;
+}
+
+/* Under an exclusive lock on PATH.lock: what another `moec tune` saved since db was loaded
+ * is read again, its entries that db has no key for are kept, and the whole is written to a
+ * temporary file renamed over path. So concurrent runs add up instead of the last one
+ * winning, and a reader never sees half a file. */
+int tune_db_save(tune_db *db, const char *path, char *err, size_t errlen) {
+    char tmp[4200], lock[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (json_dump_file(db->root, tmp, JSON_INDENT(1) | JSON_SORT_KEYS) || rename(tmp, path)) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    struct flock whole = {.l_type = F_WRLCK, .l_whence = SEEK_SET}; /* a POSIX lock on all of it */
+    if (fd < 0 || fcntl(fd, F_SETLKW, &whole)) {
+        snprintf(err, errlen, "cannot lock %s: %s", lock, strerror(errno));
+        if (fd >= 0) close(fd);
         return -1;
     }
-    return 0;
+    int rc = 0;
+    tune_db *now = tune_db_load(path, 1, err, errlen);
+    size_t i, j, mine = json_array_size(db->entries);
+    json_t *e;
+    if (!now) rc = -1;      /* damaged since we read it: left as it is, err says why */
+    json_array_foreach(now ? now->entries : NULL, i, e) {
+        int ours = 0;
+        for (j = 0; j < mine && !ours; j++) ours = same_key(e, json_array_get(db->entries, j));
+        if (!ours && json_array_append(db->entries, e)) rc = -1;
+    }
+    if (!rc && (json_dump_file(db->root, tmp, JSON_INDENT(1) | JSON_SORT_KEYS) || rename(tmp, path))) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        rc = -1;
+    }
+    tune_db_destroy(now);
+    close(fd);              /* and the lock with it */
+    return rc;
 }
 
 int tune_apply(lw_program *p, const tune_db *db, const tune_where *w) {

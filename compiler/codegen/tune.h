@@ -40,8 +40,10 @@ int tune_db_lookup(const tune_db *db, const tune_where *w, const char *kernel, c
  * entry with the same key. 0, or -1 when out of memory. */
 int tune_db_record(tune_db *db, const tune_where *w, const char *kernel, const char *shape, const double *ms, int nv,
                    int best);
-/* Writes the database whole (a temporary file renamed over path). 0, or -1 with err. */
-int tune_db_save(const tune_db *db, const char *path, char *err, size_t errlen);
+/* Writes the database to path: under a lock on path.lock, adding the entries another run saved
+ * there meanwhile (db's own win on equal keys), through a temporary file renamed over path.
+ * 0, or -1 with err. */
+int tune_db_save(tune_db *db, const char *path, char *err, size_t errlen);
 
 /* Sets the variant of every call the database has an entry for (call->tuned = 1). Returns how
  * many calls it set. */

@@ -4,7 +4,8 @@
 #   every variant's check, and records a winner per shape (in --db, or the default location
 #   under XDG_CACHE_HOME); `build --tune-db` then emits exactly the recorded variants, marked
 #   as coming from the database, where the rule's marks were; an entry of another machine is
-#   ignored; a damaged database is a clear error for build and tune and is left as it is.
+#   ignored; a damaged database is a clear error for build and tune and is left as it is;
+#   two runs at once into one file keep both runs' entries.
 set -uo pipefail
 moec=$1; work=$2
 model=$(cd "$(dirname "$0")/../e2e" && pwd)/small.moe
@@ -25,6 +26,16 @@ jq -e '.version == 1 and all(.entries[]; .target == "cpu" and (.best == 1 or .be
   || fail "the database: $(head -c 600 db.json)"
 [ "$(grep -c "^moe_expert" table.txt)" = "$n" ] || fail "the table has not one line per entry: $(cat table.txt)"
 grep -q "wrong" table.txt && fail "a variant failed its check: $(cat table.txt)"
+
+# concurrent runs add up: two tunes started together, on 1 and on 2 threads (two machines'
+# keys), into one file; each loaded it empty, so without the locked merge the last would win
+OMP_NUM_THREADS=1 "$moec" tune "$model" --db both.json --budget 2 > /dev/null 2> c1.err & p1=$!
+OMP_NUM_THREADS=2 "$moec" tune "$model" --db both.json --budget 2 > /dev/null 2> c2.err & p2=$!
+wait $p1 || fail "concurrent tune 1: $(cat c1.err)"
+wait $p2 || fail "concurrent tune 2: $(cat c2.err)"
+jq -e "(.entries | length) == 2 * $n and ([.entries[].device] | unique | length) == 2" both.json > /dev/null \
+  || fail "concurrent runs: $(jq -c '[.entries[] | {device, shape}]' both.json)"
+ls both.json.tmp.* > /dev/null 2>&1 && fail "a temporary file was left"
 
 # the build follows the database, call by call
 calls --tune-db db.json > tuned.txt || fail "build --tune-db"
