@@ -62,6 +62,25 @@ static double triad_gbs(void) {
     return best;
 }
 
+/* This machine's sgemm rate in GFLOP/s at the current thread count: C = A B on 1024 x 1024
+ * matrices, the best of 8 after a warm-up: the ceiling a training step's GEMMs work against.
+ * bench measures it before and after the timed steps and keeps the better (a shared VM's
+ * rate moves by 2x from one second to the next). */
+static double sgemm_gflops(void) {
+    const int n = 1024;
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
+    double best = 0;
+    for (long i = 0; a && b && c && i < (long)n * n; i++) a[i] = 1.0f / (float)(1 + i % 7), b[i] = 0.5f;
+    for (int r = 0; a && b && c && r < 9; r++) {
+        double t0 = moe_now_ms();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double g = 2.0 * n * n * n / ((moe_now_ms() - t0) / 1e3) / 1e9;
+        if (r > 0 && g > best) best = g;
+    }
+    free(a), free(b), free(c);
+    return best;
+}
+
 /* Weight bytes a decode step must read: every non-expert weight (of the embedding tables one
  * row each, unless wte is also the output head) and top_k of each MoE layer's E experts. */
 static double decode_weight_bytes(const moe_program *p) {
@@ -209,7 +228,7 @@ int cli_bench(int argc, char **argv) {
     const moe_schedule *sc = &p->train;
     memset(rt->step_ms, 0, sizeof(double) * (size_t)sc->n_steps);
     rt->timing = !queued;
-    double t0 = moe_now_ms();
+    double peak = queued ? 0.0 : sgemm_gflops(), t0 = moe_now_ms();
     for (long long i = 0; i < steps; i++) one_step(rt, need);
     moe_stats st;
     moe_rt_stats_read(rt, &st);     /* routing of the last step: the expert work actually done */
@@ -220,6 +239,13 @@ int cli_bench(int argc, char **argv) {
     long long rss = peak_rss_bytes();
     if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); moe_data_close(data); moe_rt_destroy(rt); return 1; }
     double tps = (double)B * T / (step_ms / 1e3);
+    /* the roofline: model FLOPs of the step (6 per active parameter and token for training,
+     * 2 for a forward, plus attention's; the MFU convention of moe_train_flops_per_token)
+     * against the sgemm rate measured now, and the memory the plan allocates against the RSS */
+    double flops = moe_train_flops_per_token(p, T) * (double)B * (double)T / (train ? 1.0 : 3.0);
+    double gflops = flops / (step_ms / 1e3) / 1e9, again = queued ? 0.0 : sgemm_gflops(), plan = 0;
+    if (again > peak) peak = again;
+    for (int b = 0; b < MOE_BUF_COUNT; b++) plan += (double)rt->ctx.size[b];
     double sum = 0, kd = 0;     /* kd: the teacher's forward and the KD loss */
     for (int i = 0; i < sc->n_steps; i++) {
         sum += rt->step_ms[i];
@@ -232,7 +258,9 @@ int cli_bench(int argc, char **argv) {
                st.choices > 0 ? st.dropped / st.choices : 0.0);
         if (rt->kd) printf("\"teacher_ms\": %.4f, \"teacher_share\": %.5f, ", kd / steps, sum > 0 ? kd / sum : 0.0);
         const char *by, *was, *core = moe_start_blas(&by, &was);
-        printf("\"blas_core\": \"%s\", \"blas_core_chosen_by\": \"%s\", \"kernels\": [", core, by);
+        printf("\"flops_per_step\": %.0f, \"gflops\": %.3f, \"sgemm_gflops\": %.3f, \"sgemm_share\": %.4f, "
+               "\"plan_bytes\": %.0f, \"blas_core\": \"%s\", \"blas_core_chosen_by\": \"%s\", \"kernels\": [",
+               flops, gflops, peak, peak > 0 ? gflops / peak : 0.0, plan, core, by);
         int first = 1;
         for (int i = 0; i < sc->n_steps; i++) {
             if (rt->step_ms[i] == 0.0) continue;
@@ -244,6 +272,10 @@ int cli_bench(int argc, char **argv) {
     } else {
         printf("%s %s: batch %lld x %lld, %.1f tokens/s, %.2f ms/step, peak RSS %.1f MiB\n", p->model,
                mode_name[need], B, T, tps, step_ms, rss / 1048576.0);
+        printf("  %.2f GFLOP per step (model FLOPs), %.1f GFLOP/s", flops / 1e9, gflops);
+        if (peak > 0) printf(" = %.2f of this machine's sgemm (%.1f GFLOP/s on 1024^3, %d threads)", gflops / peak, peak,
+                             omp_get_max_threads());
+        printf("; peak RSS %.2fx the %.1f MiB the plan allocates\n", plan > 0 ? rss / plan : 0.0, plan / 1048576.0);
         if (rt->kd)
             printf("  teacher %s: its forward and the KD loss take %.3f ms, %.1f%% of the step\n", p->teacher->model,
                    kd / steps, sum > 0 ? 100.0 * kd / sum : 0.0);

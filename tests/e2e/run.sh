@@ -80,6 +80,20 @@ kv_cache)
             and $d.bytes_per_token < 4 * $i.params' "$work/dec.json" "$work/info.json" >/dev/null \
     || fail "bench --decode: $(cat "$work/dec.json")"
   "$exe" bench --decode --prompt-len 30 --tokens 10 2>/dev/null && fail "bench --decode past the context"
+  # bench's roofline: model FLOPs per step between 6 x the non-expert and 6 x all parameters
+  # per token (plus attention's 12 L T d), the rate they make in the step's time, an sgemm
+  # probe, the plan's bytes at least the arena and the weights; a forward is a third of it
+  "$exe" bench --steps 2 --warmup 1 --json > "$work/tr.json" && "$exe" bench --infer --steps 2 --json > "$work/in.json" \
+    || fail "bench"
+  jq -e -s '.[0] as $b | .[1] as $n | .[2] as $i | ($b.batch * $b.seq) as $S | ($i.params - $i.expert_params) as $dense
+            | (12 * $i.layers * $b.seq * $i.hidden * $S) as $att
+            | $b.flops_per_step >= 6 * $dense * $S + $att and $b.flops_per_step <= 6 * $i.params * $S + $att
+            and (($b.gflops * $b.step_ms * 1e6 / $b.flops_per_step) - 1 | fabs) < 1e-3 and $b.sgemm_gflops > 0
+            and $b.sgemm_share == (($b.gflops / $b.sgemm_gflops * 1e4 | round) / 1e4)
+            and $b.plan_bytes >= $i.arena_bytes + $i.param_bytes
+            and (($n.flops_per_step * 3 / $b.flops_per_step) - 1 | fabs) < 1e-9' \
+     "$work/tr.json" "$work/in.json" "$work/info.json" > /dev/null \
+    || fail "bench's roofline: $(jq -c '{flops_per_step, gflops, step_ms, sgemm_gflops, sgemm_share, plan_bytes}' "$work/tr.json")"
   ;;
 generate_batch)
   rm -rf "$work/gb"; "$exe" train --steps 40 --checkpoint "$work/gb" 2>/dev/null || fail "train"
