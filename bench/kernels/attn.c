@@ -9,6 +9,7 @@
  * Correctness is the tests' business (tests/kernels/test_attn.c), not this harness's.
  */
 #include "k_attn.h"
+#include "moe_start.h"
 #include <stdio.h>
 #include <time.h>
 
@@ -54,6 +55,7 @@ static double median_ms(const ctx *c, int k, int reps) {
 }
 
 int main(int argc, char **argv) {
+    moe_start(argv); /* the OpenBLAS kernels and thread waiting the executables get */
     int reps = 7, nshape = 0;
     const char *shapes[32];
     for (int i = 1; i < argc; i++) {

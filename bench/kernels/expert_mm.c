@@ -7,6 +7,7 @@
  *                                     realistic (uneven) top-1 routing
  */
 #include "k_moe.h"
+#include "moe_start.h"
 #include <omp.h>
 #include <stdio.h>
 #include <time.h>
@@ -36,7 +37,7 @@ static void make_counts(int32_t *counts, int E, int rows, uint64_t seed) {
 
 static int validate(const shape *sh) {
     int E = sh->E, K = sh->K, N = sh->N, R = sh->rows, bad = 0;
-    int32_t counts[MOE_COUNTS_LEN(64)];
+    int32_t counts[MOE_COUNTS_LEN(128)];
     make_counts(counts, E, R, 7);
     const int32_t *off = counts + MOE_OFF(E);
     size_t nx = (size_t)R * K, ny = (size_t)R * N, nw = (size_t)E * K * N;
@@ -94,7 +95,7 @@ static int validate(const shape *sh) {
 
 static void timing(const shape *sh, int reps) {
     int E = sh->E, K = sh->K, N = sh->N, R = sh->rows;
-    int32_t counts[MOE_COUNTS_LEN(64)];
+    int32_t counts[MOE_COUNTS_LEN(128)];
     make_counts(counts, E, R, 7);
     float *x = calloc((size_t)R * K, 4), *W = calloc((size_t)E * K * N, 4), *b = calloc((size_t)E * N, 4);
     float *y = calloc((size_t)R * N, 4), *dx = calloc((size_t)R * K, 4), *dW = calloc((size_t)E * K * N, 4);
@@ -116,6 +117,7 @@ static void timing(const shape *sh, int reps) {
 }
 
 int main(int argc, char **argv) {
+    moe_start(argv); /* the OpenBLAS kernels and thread waiting the executables get */
     int reps = 5, only_validate = argc > 1 && !strcmp(argv[1], "--validate");
     if (argc > 2 && !strcmp(argv[1], "--reps")) reps = atoi(argv[2]);
     const shape small[] = {{1, 3, 5, 7}, {4, 16, 24, 50}, {9, 8, 12, 100}, {4, 5, 7, 0}};
@@ -126,7 +128,9 @@ int main(int argc, char **argv) {
     printf("threads %d\n", omp_get_max_threads());
     /* bench/ MoE-layer shapes: (d, f, E, tokens) top-1, c_fc [d x f] then c_proj [f x d] */
     const shape big[] = {{8, 512, 2048, 2048}, {8, 2048, 512, 2048}, {32, 512, 2048, 2048}, {32, 2048, 512, 2048},
-                         {16, 1024, 4096, 4096}, {16, 4096, 1024, 4096}};
+                         {16, 1024, 4096, 4096}, {16, 4096, 1024, 4096},
+                         /* many small experts: about 16 rows each */
+                         {128, 512, 2048, 2048}, {128, 2048, 512, 2048}, {64, 512, 256, 2048}, {64, 256, 512, 2048}};
     for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) timing(&big[i], reps);
     return 0;
 }
