@@ -23,6 +23,10 @@ int moe_comm_launched(const char **var);   /* processes a launcher started (1: n
 const moe_comm *moe_comm_start(int *argc, char ***argv, char *err, size_t errlen);  /* NULL: why in err */
 const moe_comm *moe_comm_world(void);
 void moe_comm_finish(int failed);          /* failed: leave at once (the launcher stops the job) */
+/* The collective watchdog: a sum that waits longer than seconds (0: forever) ends the job with
+ * a message that starts with who; set before moe_comm_start. The step it names: */
+void moe_comm_set_timeout(double seconds, const char *who);
+void moe_comm_set_step(long long step);
 
 typedef struct moe_rt {
     const moe_program *prog;

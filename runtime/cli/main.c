@@ -274,32 +274,50 @@ static void usage(FILE *out) {
         "  info      [--json]\n"
         "  verify    [--batch B] [--seq T]   (--target all: each op of the cuda program against the cpu's)\n"
         "  export    --hf DIR --checkpoint PATH   (a Hugging Face checkpoint of a GPT-2- or Mixtral-shaped model)\n"
-        "every command takes --device cpu|cuda|cuda-emu, --threads N and -h; exit status 0 ok, 1 failure, 2 usage\n"
-        "error;\n"
+        "every command takes --device cpu|cuda|cuda-emu, --threads N, --comm-timeout SECONDS (default 300) and -h;\n"
+        "exit status 0 ok, 1 failure, 2 usage error;\n"
         "Ctrl-C in train saves a checkpoint after the current step (a second one stops at once)\n",
         moe_prog_name, cli_prog->model);
 }
 
-/* The threads of this process, and where the count came from (info shows it): --threads N,
- * which every command takes (removed from argv here); else OMP_NUM_THREADS; else, as one of
- * several MPI processes on this host, the host's processors divided between them (each taking
- * all would oversubscribe the cores); else every processor. 0, or an exit status after a
- * message. */
-const char *cli_threads_from = "every processor";
-static int set_threads(int *argc, char **argv) {
+/* Flag `name N` among a command's flags, taken out of argv (every command takes it): 0 when
+ * absent, 1 with *v in [lo, hi], -1 after a message. */
+static int take_flag(int *argc, char **argv, const char *name, long lo, long hi, const char *what, long *v) {
     for (int a = 2; a < *argc; a++) {
-        if (strcmp(argv[a], "--threads")) continue;
+        if (strcmp(argv[a], name)) continue;
         char *end = NULL;
-        long n = a + 1 < *argc ? strtol(argv[a + 1], &end, 10) : 0;
-        if (!end || end == argv[a + 1] || *end || n < 1 || n > 4096) {
-            cli_fail("--threads takes a number of threads from 1 to 4096%s%s%s", a + 1 < *argc ? ", not '" : "",
-                     a + 1 < *argc ? argv[a + 1] : "", a + 1 < *argc ? "'" : "");
-            return MOE_EXIT_USAGE;
+        const char *s = a + 1 < *argc ? argv[a + 1] : NULL;
+        *v = s ? strtol(s, &end, 10) : 0;
+        if (!s || end == s || *end || *v < lo || *v > hi) {
+            cli_fail("%s takes %s from %ld to %ld%s%s%s", name, what, lo, hi, s ? ", not '" : "", s ? s : "",
+                     s ? "'" : "");
+            return -1;
         }
-        omp_set_num_threads((int)n);
-        cli_threads_from = "--threads";
         memmove(argv + a, argv + a + 2, sizeof(char *) * (size_t)(*argc - a - 1)); /* and the NULL */
         *argc -= 2;
+        return 1;
+    }
+    return 0;
+}
+
+/* The flags every command takes. --comm-timeout S: how long a collective of several
+ * processes may wait before the job ends (moe_comm_set_timeout; 0 waits forever).
+ * The threads of this process, and where the count came from (info shows it): --threads N;
+ * else OMP_NUM_THREADS; else, as one of several MPI processes on this host, the host's
+ * processors divided between them (each taking all would oversubscribe the cores); else
+ * every processor. 0, or an exit status after a message. */
+const char *cli_threads_from = "every processor";
+static int global_flags(int *argc, char **argv) {
+    long n, s;
+    int t = take_flag(argc, argv, "--threads", 1, 4096, "a number of threads", &n);
+    int c = t < 0 ? 0 : take_flag(argc, argv, "--comm-timeout", 0, 86400 * 7, "seconds", &s);
+    if (t < 0 || c < 0) return MOE_EXIT_USAGE;
+    static char who[96];
+    snprintf(who, sizeof who, "%s %s", moe_prog_name, moe_cmd_name);
+    moe_comm_set_timeout(c ? (double)s : 300.0, who);
+    if (t) {
+        omp_set_num_threads((int)n);
+        cli_threads_from = "--threads";
         return 0;
     }
     const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");   /* Open MPI; MPICH's hydra: */
@@ -412,7 +430,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) {
             moe_cmd_name = cmds[i].name;
-            if (set_threads(&argc, argv)) return MOE_EXIT_USAGE;
+            if (global_flags(&argc, argv)) return MOE_EXIT_USAGE;
             for (int a = 2; a + 1 < argc; a++)      /* a device name is checked as flags are: a usage error */
                 if (!strcmp(argv[a], "--device") && !moe_device_known(argv[a + 1])) {
                     cli_fail("unknown device '%s' (cpu, cuda, cuda-emu)", argv[a + 1]);

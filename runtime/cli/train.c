@@ -305,6 +305,7 @@ int cli_train(int argc, char **argv) {
     char warning[256];
     for (int64_t step = start; !rc && step < steps; step++) {
         double t0 = (moe_now_ms() / 1e3);
+        moe_comm_set_step(step + 1);    /* 1-based, as the log counts */
         moe_rt_zero_grads(rt);
         moe_rt_stats_clear(rt);
         rt->kd = distil && step < kd_until;

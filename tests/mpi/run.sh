@@ -110,4 +110,18 @@ kill -9 "$victim"
 wait $job; rc=$?
 [ $rc != 0 ] && [ $rc != 124 ] || fail "a job with a killed rank exited $rc (124: it hung): $(tail -5 kill.out)"
 grep -q "exited on signal 9" kill.out || fail "mpirun did not name the killed rank: $(tail -5 kill.out)"
+
+# a rank that stops answering (SIGSTOP) leaves the other waiting in a collective: past
+# --comm-timeout the waiting rank ends the job with a message naming itself and the step
+rm -f stall.jsonl
+timeout 120 mpirun -np 2 ./two train --data text.txt --steps 100000 --log stall.jsonl --comm-timeout 3 > stall.out 2>&1 &
+job=$!
+for _ in $(seq 100); do [ -s stall.jsonl ] && break; sleep 0.2; done
+victim=$(pgrep -f "^[.]/two train --data text.txt --steps 100000 --log stall" | tail -1)
+[ -n "$victim" ] || fail "no rank to stop"
+kill -STOP "$victim"
+wait $job; rc=$?
+[ $rc != 0 ] && [ $rc != 124 ] || fail "a job with a stopped rank exited $rc (124: it hung): $(tail -5 stall.out)"
+grep -qE "^[.]/two train \(rank [01] of 2, step [0-9]+\): a collective \(a sum of [0-9]+ values\) has waited 3 s for the other ranks \(--comm-timeout\)" \
+  stall.out || fail "no watchdog message: $(tail -5 stall.out)"
 echo "ok: data-parallel train, eval and grad on 2 and 3 processes match one process"
