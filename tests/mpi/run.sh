@@ -42,8 +42,11 @@ paste <(jq -r '[.loss, .grad_norm] | @tsv' one.jsonl) <(jq -r '[.loss, .grad_nor
   awk '{ for (i = 1; i <= 2; i++) { d = $i - $(i + 2); if (d < 0) d = -d; if (d > 1e-6 * $i) bad = 1 } }
        END { exit bad }' || fail "losses or gradient norms differ: $(paste one.jsonl two.jsonl | head -3)"
 # c_attn's key bias gets no gradient (softmax ignores a shift of every score of a row): it
-# moves by AdamW's normalised rounding noise, which differs with the summation order
-"$ref_cmp" --tol "h.*.attn.c_attn.bias=1e-3" ck1/step-00000006.safetensors ck2/step-00000006.safetensors > cmp.txt \
+# moves by AdamW's normalised rounding noise, which differs with the summation order, and
+# that noise reaches the other attention weights at the rounding level, which AdamW's
+# normalisation raises to ~3e-5 relative (it depends on the text: docs/reference.md's first
+# 100 KB). A wrong reduction over the ranks is off by orders more than 1e-4.
+"$ref_cmp" --rtol 1e-4 --tol "h.*.attn.c_attn.bias=1e-3" ck1/step-00000006.safetensors ck2/step-00000006.safetensors > cmp.txt \
   || fail "weights after 6 steps: $(tail -3 cmp.txt)"
 # resumed on 2 processes from step 3 (written by rank 0) = uninterrupted
 mpi 2 ./two train --data text.txt --checkpoint ck3 --log three.jsonl --steps 3 --steps-total 6 2>/dev/null || fail "3 steps"
