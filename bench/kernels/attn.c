@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
     }
     if (reps < 1 || reps > 64) { fprintf(stderr, "bench_attn: --reps takes 1..64\n"); return 2; }
     if (!nshape) shapes[nshape++] = "8,256,512,8";
-    printf("threads %d, tiles %d x %d\n", omp_get_max_threads(), K_ATTN_BLOCK, K_ATTN_KBLOCK);
+    printf("threads %d, tiles %d x %d (v1)\n", omp_get_max_threads(), K_ATTN_QBLOCK, K_ATTN_KBLOCK);
     printf("%-22s %9s %9s %9s %9s %12s %7s\n", "B,T,C,H,KV", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s",
            "sgemm GF/s", "share");
     for (int s = 0; s < nshape; s++) {

@@ -198,12 +198,12 @@ static void lower_node(lw *L) {
         a_acc(L, "dx");
         break;
     case IR_ATTENTION:
-        call(L, "attention_fwd", 0);
+        call(L, "attention_fwd", 1);      /* its tiles: the rule takes v1 (k_attn.h), moec tune may not */
         a_buf(L, "y", out(L, "y")); a_buf(L, "lse", out(L, "lse")); a_buf(L, "qkv", in(L, "qkv")); a_BT(L);
         a_int(L, "C", width(L, out(L, "y"))); a_heads(L);
         break;
     case IR_ATTENTION_BWD:
-        call(L, "attention_bwd", 0);
+        call(L, "attention_bwd", 1);
         a_buf(L, "dqkv", out(L, "dqkv")); a_buf(L, "scratch", out(L, "scratch")); a_buf(L, "dy", in(L, "dy"));
         a_buf(L, "qkv", in(L, "qkv")); a_buf(L, "y", in(L, "y")); a_buf(L, "lse", in(L, "lse")); a_BT(L);
         a_int(L, "C", width(L, in(L, "dy"))); a_heads(L); a_acc(L, "dqkv");

@@ -17,8 +17,10 @@
 
 /* ---- the registry: kernels with numbered variants (kernels/cpu/k_tune.h measures them) */
 static const struct { const char *kernel; int variants; const char *template_file; } registry[] = {
-    {"moe_expert_fwd", 2, "k_moe.h"},
+    {"moe_expert_fwd", 2, "k_moe.h"},  /* experts in turn, BLAS threading each / experts across threads */
     {"moe_expert_bwd", 2, "k_moe.h"},
+    {"attention_fwd", 3, "k_attn.h"},  /* tiles of 64 x 64, 128 x 64, 64 x 32 query rows x keys */
+    {"attention_bwd", 3, "k_attn.h"},
 };
 
 int tune_variants(const char *kernel, const char **template_file) {
@@ -30,14 +32,38 @@ int tune_variants(const char *kernel, const char **template_file) {
     return 0;
 }
 
-int tune_shape(const lw_call *k, char *shape, size_t n, int64_t dims[4]) {
+/* an argument's integer value: an int, or a run-time size at its compiled maximum (B, T) */
+static int64_t arg_int(const lw_program *p, const lw_call *k, const char *name) {
+    const lw_arg *a = lw_arg_named(k, name);
+    if (!a) return -1;
+    if (a->kind == LW_INT) return a->i;
+    if (a->kind == LW_RT && a->rt == LW_RT_B) return p->g->B_max * a->i;
+    if (a->kind == LW_RT && a->rt == LW_RT_T) return p->g->T_max * a->i;
+    return -1;
+}
+
+int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int64_t dims[TUNE_DIMS]) {
     if (!tune_variants(k->kernel, NULL)) return 0;
+    if (!strncmp(k->kernel, "attention_", 10)) {
+        static const char *const names[] = {"B", "T", "C", "H", "KV"};
+        for (int i = 0; i < TUNE_DIMS; i++)
+            if ((dims[i] = arg_int(p, k, names[i])) <= 0) return 0;
+        snprintf(shape, n, "B=%lld T=%lld C=%lld H=%lld KV=%lld", (long long)dims[0], (long long)dims[1],
+                 (long long)dims[2], (long long)dims[3], (long long)dims[4]);
+        return 1;
+    }
     const lw_arg *E = lw_arg_named(k, "E"), *K = lw_arg_named(k, "K"), *N = lw_arg_named(k, "N"), *x = lw_arg_named(k, "x");
     if (!E || !K || !N || !x || x->kind != LW_BUF || K->i <= 0) return 0;
-    dims[0] = E->i, dims[1] = K->i, dims[2] = N->i, dims[3] = x->ref.bytes / (4 * K->i);
+    dims[0] = E->i, dims[1] = K->i, dims[2] = N->i, dims[3] = x->ref.bytes / (4 * K->i), dims[4] = 0;
     snprintf(shape, n, "E=%lld K=%lld N=%lld R=%lld", (long long)dims[0], (long long)dims[1], (long long)dims[2],
              (long long)dims[3]);
     return 1;
+}
+
+double tune_cost(const char *kernel, const int64_t dims[TUNE_DIMS]) {
+    double a = (double)dims[0], b = (double)dims[1], c = (double)dims[2], d = (double)dims[3];
+    if (!strncmp(kernel, "attention_", 10)) return a * b * b * c;   /* B T^2 C = B H T^2 hd */
+    return (a + d) * b * c;                                         /* E K N + R K N */
 }
 
 /* ---- this machine */
@@ -216,8 +242,8 @@ int tune_apply(lw_program *p, const tune_db *db, const tune_where *w) {
         for (int c = 0; c < p->steps[i].ncalls; c++) {
             lw_call *k = &p->steps[i].calls[c];
             char shape[96];
-            int64_t dims[4];
-            int v = tune_shape(k, shape, sizeof shape, dims) ? tune_db_lookup(db, w, k->kernel, shape) : 0;
+            int64_t dims[TUNE_DIMS];
+            int v = tune_shape(p, k, shape, sizeof shape, dims) ? tune_db_lookup(db, w, k->kernel, shape) : 0;
             if (v) {
                 k->variant = v;
                 k->tuned = 1;

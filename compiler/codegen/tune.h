@@ -14,13 +14,18 @@
 #include <stddef.h>
 
 #define TUNE_MAX_VARIANTS 8
+#define TUNE_DIMS 5                 /* the sizes a shape has at most */
 
 /* Where measurements hold: the target, the machine, the C compiler. */
 typedef struct tune_where { const char *target, *device, *compiler; } tune_where;
 
-/* A call whose kernel has variants: its shape (written to shape) and sizes E, K, N, R (the
- * routed rows at the compiled maximum); 0 for any other call. */
-int tune_shape(const lw_call *k, char *shape, size_t n, int64_t dims[4]);
+/* A call of p whose kernel has variants: its shape (written to shape) and sizes, 0 for any
+ * other call. The grouped expert GEMM: E, K, N, R (the routed rows at the compiled maximum),
+ * "E=8 K=512 N=2048 R=4096"; attention: B, T, C, H, KV at the compiled maximum,
+ * "B=8 T=256 C=512 H=8 KV=8". */
+int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int64_t dims[TUNE_DIMS]);
+/* How much work a shape is, to measure the costliest first. */
+double tune_cost(const char *kernel, const int64_t dims[TUNE_DIMS]);
 /* The number of variants of a kernel (0: none) and its template file ("k_moe.h"). */
 int tune_variants(const char *kernel, const char **template_file);
 

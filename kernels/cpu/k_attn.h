@@ -7,7 +7,7 @@
  * the same columns of k and of v. Scores are scaled by 1/sqrt(hd), softmax in fp32.
  *
  * How: the work is GEMMs (cblas_sgemm on strided views of qkv, no copies) on tiles of
- * K_ATTN_BLOCK query rows by K_ATTN_KBLOCK keys, with an online softmax between them, so
+ * K_ATTN_QBLOCK query rows by K_ATTN_KBLOCK keys, with an online softmax between them, so
  * training stores no T x T tensor, only each row's log-sum-exp (k_attention_fwd/_bwd below).
  * Tiles above the diagonal are skipped. Independent tasks (heads and query blocks forward,
  * key/value groups backward) are spread over OpenMP threads and each tile's GEMMs run on its
@@ -23,7 +23,7 @@
 #include <omp.h>
 
 #ifndef K_ATTN_BLOCK
-#define K_ATTN_BLOCK 128 /* query rows per GEMM block */
+#define K_ATTN_BLOCK 128 /* query rows per GEMM block of the KV-cache path */
 #endif
 #ifndef K_ATTN_CACHED_GEMM_MIN
 #define K_ATTN_CACHED_GEMM_MIN 16 /* k_attention_cached: new tokens from which GEMMs pay off */
@@ -75,16 +75,27 @@ static inline k_attn_at k_attn_head(long bh, int T, int C, int H, int KV) {
 }
 
 /* ---- Training attention without a score matrix (the flash-attention scheme on the CPU).
- * A query block of K_ATTN_BLOCK rows meets the key blocks of K_ATTN_KBLOCK keys it can see
+ * A query block of K_ATTN_QBLOCK rows meets the key blocks of K_ATTN_KBLOCK keys it can see
  * (blocks wholly above the diagonal are skipped; the diagonal block is masked row by row)
- * through a [K_ATTN_BLOCK, K_ATTN_KBLOCK] tile on the stack: S = scale Q K^T by one sgemm,
+ * through a [K_ATTN_QBLOCK, K_ATTN_KBLOCK] tile on the stack: S = scale Q K^T by one sgemm,
  * then an online softmax (each row's running max and sum; the output rows, kept in `out`,
  * rescaled when a tile raises the max), then O += P V by a second sgemm. Only each row's
  * log-sum-exp lse = max + log(sum) is kept for the backward, which recomputes P tile by tile
  * as exp(S - lse). Nothing of size T x T is ever stored. */
+#ifndef K_ATTN_QBLOCK
+#define K_ATTN_QBLOCK 64 /* query rows per tile */
+#endif
 #ifndef K_ATTN_KBLOCK
 #define K_ATTN_KBLOCK 64 /* keys per tile */
 #endif
+/* The numbered variants (moec tune measures them; the rule takes v1) differ in their tiles:
+ * v1 K_ATTN_QBLOCK x K_ATTN_KBLOCK query rows by keys, v2 twice the rows, v3 half the keys.
+ * Measured on 2 cores (Emerald Rapids, B 8 x T 256 and 1024, d 512, 8 heads), v1 beats v2 by
+ * 1.4-1.9x (v2's two 32 KiB backward tiles no longer fit the 48 KiB L1) and v3 by 1.2x. The
+ * tiles live on the stack, sized for v2, the largest. */
+#define K_ATTN_QB(v) ((v) == 2 ? 2 * K_ATTN_QBLOCK : K_ATTN_QBLOCK)
+#define K_ATTN_KB(v) ((v) == 3 && K_ATTN_KBLOCK > 1 ? K_ATTN_KBLOCK / 2 : K_ATTN_KBLOCK)
+#define K_ATTN_TILE (2 * K_ATTN_QBLOCK * K_ATTN_KBLOCK)
 
 /* keys j0 .. j0+len-1 of the tile's n that query row t (absolute) can see: 0 .. n */
 static inline int k_attn_visible(int t, int j0, int n) {
@@ -92,12 +103,13 @@ static inline int k_attn_visible(int t, int j0, int n) {
     return len < 0 ? 0 : len > n ? n : len;
 }
 
-/* query rows i0 .. i0+m-1 of one head: out rows (stride ldo) and lse (stride lds) */
+/* query rows i0 .. i0+m-1 (m <= 2 K_ATTN_QBLOCK) of one head against key tiles of kb (<=
+ * K_ATTN_KBLOCK): out rows (stride ldo) and lse (stride lds) */
 static inline void k_flash_fwd_block(float *out, int ldo, float *lse, int lds, const float *q, const float *k,
-                                     const float *v, int ld, int i0, int m, int hd, float scale) {
-    float S[K_ATTN_BLOCK * K_ATTN_KBLOCK], mx[K_ATTN_BLOCK], l[K_ATTN_BLOCK];
-    for (int j0 = 0; j0 < i0 + m; j0 += K_ATTN_KBLOCK) {
-        int n = i0 + m - j0 < K_ATTN_KBLOCK ? i0 + m - j0 : K_ATTN_KBLOCK;
+                                     const float *v, int ld, int i0, int m, int kb, int hd, float scale) {
+    float S[K_ATTN_TILE], mx[2 * K_ATTN_QBLOCK], l[2 * K_ATTN_QBLOCK];
+    for (int j0 = 0; j0 < i0 + m; j0 += kb) {
+        int n = i0 + m - j0 < kb ? i0 + m - j0 : kb;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, hd, scale, q + (long)i0 * ld, ld,
                     k + (long)j0 * ld, ld, 0.0f, S, n);
         for (int i = 0; i < m; i++) {
@@ -139,17 +151,18 @@ K_SIMD_MAX(bm)
  * log-sum-exp. The (head, query block) tasks are independent: they are spread over OpenMP
  * threads, largest (last) blocks first (each sgemm then runs on its thread, as the OpenMP
  * build of OpenBLAS stays single-threaded inside a parallel region). */
-static inline void k_attention_fwd(float *out /* [B,T,C] */, float *lse /* [B,T,H] */, const float *qkv /* [B,T,W] */,
-                                   int B, int T, int C, int H, int KV) {
-    int hd = C / H, W = C + 2 * KV * hd, nqb = (T + K_ATTN_BLOCK - 1) / K_ATTN_BLOCK;
+static inline void k_attention_fwd_tiles(float *out /* [B,T,C] */, float *lse /* [B,T,H] */,
+                                         const float *qkv /* [B,T,W] */, int B, int T, int C, int H, int KV, int qb,
+                                         int kb) {
+    int hd = C / H, W = C + 2 * KV * hd, nqb = (T + qb - 1) / qb;
     long tasks = (long)B * H * nqb;
     float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel for schedule(dynamic) if (tasks > 1 && (long)B * H * T * T * hd >= K_OMP_MIN_WORK)
     for (long x = 0; x < tasks; x++) {
         long bh = x % ((long)B * H);
-        int i0 = (nqb - 1 - (int)(x / ((long)B * H))) * K_ATTN_BLOCK, m = T - i0 < K_ATTN_BLOCK ? T - i0 : K_ATTN_BLOCK;
+        int i0 = (nqb - 1 - (int)(x / ((long)B * H))) * qb, m = T - i0 < qb ? T - i0 : qb;
         k_attn_at at = k_attn_head(bh, T, C, H, KV);
-        k_flash_fwd_block(out + at.o, C, lse + at.r, H, qkv + at.q, qkv + at.k, qkv + at.v, W, i0, m, hd, scale);
+        k_flash_fwd_block(out + at.o, C, lse + at.r, H, qkv + at.q, qkv + at.k, qkv + at.v, W, i0, m, kb, hd, scale);
     }
 }
 
@@ -159,11 +172,11 @@ static inline void k_attention_fwd(float *out /* [B,T,C] */, float *lse /* [B,T,
  * read them and the query blocks that see them, so a key block's dK and dV and a query
  * block's dQ accumulate in dqkv itself (the first contribution overwrites unless acc). */
 static inline void k_flash_bwd_group(float *dqkv, float *delta /* [B,T,H] */, const float *dout, const float *qkv,
-                                     const float *y, const float *lse, long u, int T, int C, int H, int KV,
-                                     int acc) {
+                                     const float *y, const float *lse, long u, int T, int C, int H, int KV, int acc,
+                                     int qb, int kb) {
     int hd = C / H, G = H / KV, W = C + 2 * KV * hd;
     float scale = 1.0f / sqrtf((float)hd), beta = acc ? 1.0f : 0.0f;
-    float P[K_ATTN_BLOCK * K_ATTN_KBLOCK], D[K_ATTN_BLOCK * K_ATTN_KBLOCK];
+    float P[K_ATTN_TILE], D[K_ATTN_TILE];
     long bh0 = u / KV * H + u % KV * G;
     for (int g = 0; g < G; g++) {
         k_attn_at at = k_attn_head(bh0 + g, T, C, H, KV);
@@ -175,15 +188,15 @@ static inline void k_flash_bwd_group(float *dqkv, float *delta /* [B,T,H] */, co
             delta[at.r + (long)t * H] = s;
         }
     }
-    for (int j0 = 0; j0 < T; j0 += K_ATTN_KBLOCK) {
-        int n = T - j0 < K_ATTN_KBLOCK ? T - j0 : K_ATTN_KBLOCK, first = 1;
+    for (int j0 = 0; j0 < T; j0 += kb) {
+        int n = T - j0 < kb ? T - j0 : kb, first = 1;
         for (int g = 0; g < G; g++) {
             k_attn_at at = k_attn_head(bh0 + g, T, C, H, KV);
             const float *q = qkv + at.q, *k = qkv + at.k + (long)j0 * W, *v = qkv + at.v + (long)j0 * W;
             const float *dO = dout + at.o, *ls = lse + at.r, *dl = delta + at.r;
             float *dq = dqkv + at.q, *dk = dqkv + at.k + (long)j0 * W, *dv = dqkv + at.v + (long)j0 * W;
-            for (int i0 = j0 / K_ATTN_BLOCK * K_ATTN_BLOCK; i0 < T; i0 += K_ATTN_BLOCK, first = 0) {
-                int m = T - i0 < K_ATTN_BLOCK ? T - i0 : K_ATTN_BLOCK;
+            for (int i0 = j0 / qb * qb; i0 < T; i0 += qb, first = 0) {
+                int m = T - i0 < qb ? T - i0 : qb;
                 float bkv = first ? beta : 1.0f;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, hd, scale, q + (long)i0 * W, W, k, W, 0.0f,
                             P, n);
@@ -215,15 +228,34 @@ static inline void k_flash_bwd_group(float *dqkv, float *delta /* [B,T,H] */, co
 /* dqkv (acc: 0 overwrite, 1 add) from dout and the forward's qkv, y and lse; delta [B,T,H]
  * is scratch. Groups are spread over OpenMP threads when there are at least as many as
  * threads; otherwise they run in turn and OpenBLAS threads each sgemm. */
-static inline void k_attention_bwd(float *dqkv /* [B,T,W] */, float *delta /* [B,T,H] */,
-                                   const float *dout /* [B,T,C] */, const float *qkv /* [B,T,W] */,
-                                   const float *y /* [B,T,C] */, const float *lse /* [B,T,H] */, int B, int T, int C,
-                                   int H, int KV, int acc) {
+static inline void k_attention_bwd_tiles(float *dqkv /* [B,T,W] */, float *delta /* [B,T,H] */,
+                                         const float *dout /* [B,T,C] */, const float *qkv /* [B,T,W] */,
+                                         const float *y /* [B,T,C] */, const float *lse /* [B,T,H] */, int B, int T,
+                                         int C, int H, int KV, int acc, int qb, int kb) {
     long BK = (long)B * KV;
 #pragma omp parallel for schedule(dynamic) if (BK > 1 && BK >= omp_get_max_threads() && \
                                               (long)B * H * T * T * (C / H) >= K_OMP_MIN_WORK)
-    for (long u = 0; u < BK; u++) k_flash_bwd_group(dqkv, delta, dout, qkv, y, lse, u, T, C, H, KV, acc);
+    for (long u = 0; u < BK; u++) k_flash_bwd_group(dqkv, delta, dout, qkv, y, lse, u, T, C, H, KV, acc, qb, kb);
 }
+
+/* the numbered variants the generated code calls, and the unnumbered names for v1 */
+#define K_ATTN_VARIANT(v)                                                                                          \
+    static inline void k_attention_fwd_v##v(float *out, float *lse, const float *qkv, int B, int T, int C, int H,  \
+                                            int KV) {                                                              \
+        k_attention_fwd_tiles(out, lse, qkv, B, T, C, H, KV, K_ATTN_QB(v), K_ATTN_KB(v));                          \
+    }                                                                                                              \
+    static inline void k_attention_bwd_v##v(float *dqkv, float *delta, const float *dout, const float *qkv,        \
+                                            const float *y, const float *lse, int B, int T, int C, int H, int KV,  \
+                                            int acc) {                                                             \
+        k_attention_bwd_tiles(dqkv, delta, dout, qkv, y, lse, B, T, C, H, KV, acc, K_ATTN_QB(v), K_ATTN_KB(v));    \
+    }
+K_ATTN_VARIANT(1)
+K_ATTN_VARIANT(2)
+K_ATTN_VARIANT(3)
+#undef K_ATTN_VARIANT
+#define K_ATTN_VARIANTS 3
+#define k_attention_fwd k_attention_fwd_v1
+#define k_attention_bwd k_attention_bwd_v1
 
 /* ---- RoPE, "rotate half" (HF Llama / GPT-NeoX): within each head, dims i and i + hd/2
  * (i < hd/2) rotate by angle pos * 10000^(-2i/hd). Angles and their sin/cos are computed in

@@ -4,18 +4,20 @@
  *   {"kernel": "moe_expert_fwd", "shape": "E=8 K=512 N=2048 R=4096", "variant": 2,
  *    "ms": 1.234, "rel_err": 0}
  * ms is the median of the repeats, summed over two routings of the R rows: balanced, and
- * skewed (one expert takes half). moec generates a main() that calls k_tune_expert once per
- * (kernel, shape) of the model, compiles it with the model's compiler flags and reads the lines.
+ * skewed (one expert takes half); attention's variants (tiles) on one random input.
+ * moec generates a main() that calls k_tune_expert or k_tune_attention once per (kernel, shape)
+ * of the model, compiles it with the model's compiler flags and reads the lines.
  * Not here: choosing the winner and the database (compiler/codegen/tune.c).
  */
 #ifndef MOE_K_TUNE_H
 #define MOE_K_TUNE_H
 #include "k_moe.h"
+#include "k_attn.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-#define K_TUNE_VARIANTS 2   /* of the grouped expert GEMM (k_moe.h) */
+#define K_TUNE_VARIANTS 2   /* of the grouped expert GEMM (k_moe.h); attention has K_ATTN_VARIANTS */
 
 static double k_tune_now(void) {
     struct timespec ts;
@@ -54,6 +56,21 @@ static double k_tune_rel_err(const float *a, const float *b, long n) {
     return m > 0 ? d / m : d;
 }
 
+/* The median time in ms of `run(arg, v)` repeated for about `seconds` (3 to 64 times); the
+ * caller has run it once already (the warm-up and its check). */
+static double k_tune_median_ms(void (*run)(void *, int), void *arg, int v, double seconds) {
+    double t[64], t0 = k_tune_now();
+    int reps = 0;
+    while (reps < 64 && (reps < 3 || k_tune_now() - t0 < seconds)) {
+        double s = k_tune_now();
+        run(arg, v);
+        t[reps++] = k_tune_now() - s;
+    }
+    for (int i = 1; i < reps; i++) /* the median: sort the few repeats */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) { double q = t[j]; t[j] = t[j - 1]; t[j - 1] = q; }
+    return t[reps / 2] * 1e3;
+}
+
 /* One run of variant v: forward y = x W + b, or backward dx, dW, db (dW, db cleared first). */
 static void k_tune_expert_run(int bwd, int v, float *out, float *dW, float *db, const float *x, const float *W,
                               const float *b, const float *dy, const int32_t *counts, int E, int K, int N) {
@@ -64,6 +81,18 @@ static void k_tune_expert_run(int bwd, int v, float *out, float *dW, float *db, 
     memset(dW, 0, (size_t)E * K * N * sizeof(float));
     memset(db, 0, (size_t)E * N * sizeof(float));
     k_moe_expert_bwd(out, dW, db, dy, x, W, counts, E, K, N, 0, v);
+}
+
+typedef struct k_tune_expert_args {
+    int bwd;
+    float *out, *dW, *db;
+    const float *x, *W, *b, *dy;
+    const int32_t *counts;
+    int E, K, N;
+} k_tune_expert_args;
+static void k_tune_expert_call(void *p, int v) {
+    k_tune_expert_args *a = (k_tune_expert_args *)p;
+    k_tune_expert_run(a->bwd, v, a->out, a->dW, a->db, a->x, a->W, a->b, a->dy, a->counts, a->E, a->K, a->N);
 }
 
 /* Every variant of the grouped expert GEMM (bwd: its backward) on E experts of [K, N] over R
@@ -80,6 +109,7 @@ static void k_tune_expert(const char *kernel, int bwd, int E, int K, int N, int 
         return;
     }
     double ms[K_TUNE_VARIANTS + 1] = {0}, err[K_TUNE_VARIANTS + 1] = {0};
+    k_tune_expert_args a = {bwd, out, dW, db, x, W, b, dy, counts, E, K, N};
     for (int skew = 0; skew < 2; skew++) {
         k_tune_counts(counts, E, R, skew);
         k_tune_expert_run(bwd, 1, ref, dW, db, x, W, b, dy, counts, E, K, N);
@@ -87,17 +117,7 @@ static void k_tune_expert(const char *kernel, int bwd, int E, int K, int N, int 
             k_tune_expert_run(bwd, v, out, dW, db, x, W, b, dy, counts, E, K, N);     /* warm-up and check */
             double e = k_tune_rel_err(out, ref, nout);
             err[v] = e > err[v] ? e : err[v];
-            double t[64];
-            int reps = 0;
-            double t0 = k_tune_now(), per = budget / (2.0 * K_TUNE_VARIANTS);
-            while (reps < 64 && (reps < 3 || k_tune_now() - t0 < per)) {
-                double s = k_tune_now();
-                k_tune_expert_run(bwd, v, out, dW, db, x, W, b, dy, counts, E, K, N);
-                t[reps++] = k_tune_now() - s;
-            }
-            for (int i = 1; i < reps; i++)     /* the median: sort the few repeats */
-                for (int j = i; j > 0 && t[j] < t[j - 1]; j--) { double q = t[j]; t[j] = t[j - 1]; t[j - 1] = q; }
-            ms[v] += t[reps / 2] * 1e3;
+            ms[v] += k_tune_median_ms(k_tune_expert_call, &a, v, budget / (2.0 * K_TUNE_VARIANTS));
         }
     }
     for (int v = 1; v <= K_TUNE_VARIANTS; v++)
@@ -105,5 +125,47 @@ static void k_tune_expert(const char *kernel, int bwd, int E, int K, int N, int 
                "\"rel_err\": %.3g}\n", kernel, E, K, N, R, v, ms[v], err[v]);
     fflush(stdout);
     free(x), free(W), free(b), free(dy), free(ref), free(out), free(dW), free(db), free(counts);
+}
+
+/* ---- attention (k_attn.h): its variants differ in their tiles */
+typedef struct k_tune_attn_args {
+    int bwd, B, T, C, H, KV;
+    float *y, *lse, *dqkv, *delta;
+    const float *qkv, *dy;
+} k_tune_attn_args;
+static void k_tune_attn_call(void *p, int v) {
+    k_tune_attn_args *a = (k_tune_attn_args *)p;
+    if (!a->bwd) k_attention_fwd_tiles(a->y, a->lse, a->qkv, a->B, a->T, a->C, a->H, a->KV, K_ATTN_QB(v), K_ATTN_KB(v));
+    else k_attention_bwd_tiles(a->dqkv, a->delta, a->dy, a->qkv, a->y, a->lse, a->B, a->T, a->C, a->H, a->KV, 0,
+                               K_ATTN_QB(v), K_ATTN_KB(v));
+}
+
+/* Every variant of the attention forward (bwd: backward) on B x T tokens of width C with H
+ * query and KV key/value heads, for about `budget` seconds in all; each checked against v1
+ * (the forward: its output; the backward: dqkv). */
+static void k_tune_attention(const char *kernel, int bwd, int B, int T, int C, int H, int KV, double budget) {
+    long S = (long)B * T, W = C + 2L * KV * (C / H), nout = bwd ? S * W : S * C;
+    float *qkv = k_tune_rand(S * W, 5), *dy = k_tune_rand(S * C, 6), *y = (float *)malloc(sizeof(float) * S * C);
+    float *lse = (float *)malloc(sizeof(float) * S * H), *delta = (float *)malloc(sizeof(float) * S * H);
+    float *dqkv = (float *)malloc(sizeof(float) * S * W), *ref = (float *)malloc(sizeof(float) * nout);
+    if (!qkv || !dy || !y || !lse || !delta || !dqkv || !ref) {
+        printf("{\"kernel\": \"%s\", \"error\": \"out of memory\"}\n", kernel);
+        return;
+    }
+    k_tune_attn_args a = {bwd, B, T, C, H, KV, y, lse, dqkv, delta, qkv, dy};
+    double ms[K_ATTN_VARIANTS + 1] = {0}, err[K_ATTN_VARIANTS + 1] = {0};
+    if (bwd) k_attention_fwd_v1(y, lse, qkv, B, T, C, H, KV);   /* what the backward reads */
+    for (int v = 1; v <= K_ATTN_VARIANTS; v++) {
+        k_tune_attn_call(&a, v);                                 /* warm-up and check */
+        const float *out = bwd ? dqkv : y;
+        if (v == 1) memcpy(ref, out, sizeof(float) * nout);
+        err[v] = k_tune_rel_err(out, ref, nout);
+        ms[v] = k_tune_median_ms(k_tune_attn_call, &a, v, budget / K_ATTN_VARIANTS);
+    }
+    for (int v = 1; v <= K_ATTN_VARIANTS; v++)
+        printf("{\"kernel\": \"%s\", \"shape\": \"B=%d T=%d C=%d H=%d KV=%d\", \"variant\": %d, \"ms\": %.6f, "
+               "\"rel_err\": %.3g}\n", kernel, B, T, C, H, KV, v, ms[v], err[v]);
+    fflush(stdout);
+    free(qkv), free(dy), free(y), free(lse), free(delta), free(dqkv), free(ref);
 }
 #endif

@@ -12,19 +12,25 @@ model=$(cd "$(dirname "$0")/../e2e" && pwd)/small.moe
 fail() { echo "FAIL: $*"; exit 1; }
 rm -rf "$work"; mkdir -p "$work" && cd "$work" || exit 1
 export XDG_CACHE_HOME=$work/cache OMP_NUM_THREADS=2
-# the expert calls of --emit kernels: "kernel shape-args variant source", one line each
-calls() { "$moec" build "$model" --emit kernels "$@" | grep -E "moe_expert_(fwd|bwd)" |
-          sed -E 's/^ *([a-z_]+)\.v([0-9]+)\(.*E=([0-9]+), K=([0-9]+), N=([0-9]+).*\[variant (from the tuning database|by rule)\]$/\1 E=\3 K=\4 N=\5 v\2 \6/'; }
+# the calls of --emit kernels with numbered variants: "kernel vN database|rule", one line each
+calls() { "$moec" build "$model" --emit kernels "$@" | grep -F "[variant " |
+          sed -E 's/^ *([a-z_]+)\.v([0-9]+)\(.*\[variant (from the tuning database|by rule)\]$/\1 v\2 \3/;
+                  s/ from the tuning database$/ database/; s/ by rule$/ rule/'; }
 calls > rule.txt || fail "--emit kernels"
-[ -s rule.txt ] && ! grep -qv "by rule$" rule.txt || fail "without a database every variant is the rule's: $(cat rule.txt)"
+[ -s rule.txt ] && ! grep -qv " rule$" rule.txt || fail "without a database every variant is the rule's: $(cat rule.txt)"
+grep -q "^attention_fwd v1 rule$" rule.txt && grep -q "^moe_expert_bwd v" rule.txt || fail "the calls: $(cat rule.txt)"
 
 "$moec" tune "$model" --db db.json --budget 3 > table.txt 2> tune.err || fail "tune: $(cat tune.err)"
 n=$(jq '.entries | length' db.json)
 [ "$n" -ge 4 ] || fail "tune recorded $n entries"
-jq -e '.version == 1 and all(.entries[]; .target == "cpu" and (.best == 1 or .best == 2) and (.ms["1"] > 0)
-       and (.ms["2"] > 0) and (.shape | test("^E=4 K=[0-9]+ N=[0-9]+ R=[0-9]+$")))' db.json >/dev/null \
-  || fail "the database: $(head -c 600 db.json)"
-[ "$(grep -c "^moe_expert" table.txt)" = "$n" ] || fail "the table has not one line per entry: $(cat table.txt)"
+jq -e '.version == 1 and all(.entries[]; .target == "cpu" and (.ms["1"] > 0) and (.ms["2"] > 0) and
+       if (.kernel | startswith("moe_expert")) then (.best == 1 or .best == 2) and
+          (.shape | test("^E=4 K=[0-9]+ N=[0-9]+ R=[0-9]+$"))
+       else (.kernel | startswith("attention_")) and (.best >= 1 and .best <= 3) and (.ms["3"] > 0) and
+          (.shape | test("^B=4 T=32 C=32 H=2 KV=2$")) end)
+       and ([.entries[].kernel] | unique == ["attention_bwd", "attention_fwd", "moe_expert_bwd", "moe_expert_fwd"])' \
+  db.json >/dev/null || fail "the database: $(head -c 600 db.json)"
+[ "$(grep -cE "^(moe_expert|attention)" table.txt)" = "$n" ] || fail "the table has not one line per entry: $(cat table.txt)"
 grep -q "wrong" table.txt && fail "a variant failed its check: $(cat table.txt)"
 
 # concurrent runs add up: two tunes started together, on 1 and on 2 threads (two machines'
@@ -40,11 +46,11 @@ ls both.json.tmp.* > /dev/null 2>&1 && fail "a temporary file was left"
 # the build follows the database, call by call
 calls --tune-db db.json > tuned.txt || fail "build --tune-db"
 [ "$(wc -l < tuned.txt)" = "$(wc -l < rule.txt)" ] || fail "not the same calls"
-grep -qv "from the tuning database$" tuned.txt && fail "a call kept the rule's variant: $(grep -v database tuned.txt)"
+grep -qv " database$" tuned.txt && fail "a call kept the rule's variant: $(grep -v database tuned.txt)"
 # flip every winner: the build flips with it
-jq '.entries[].best |= 3 - .' db.json > flipped.json
+jq '.entries[].best |= (if . == 1 then 2 else 1 end)' db.json > flipped.json
 calls --tune-db flipped.json > flipped.txt
-paste -d' ' tuned.txt flipped.txt | awk '{ if ($5 == $11) bad = 1 } END { exit bad }' \
+paste -d' ' tuned.txt flipped.txt | awk '{ if ($2 == $5) bad = 1 } END { exit bad }' \
   || fail "flipping the winners did not flip the variants: $(paste tuned.txt flipped.txt)"
 # entries of another machine are ignored
 jq '.entries[].device = "another machine"' db.json > other.json
@@ -69,7 +75,7 @@ grep -q "missing.json" missing.err || fail "missing: $(cat missing.err)"
 "$moec" tune "$model" --budget 1 > /dev/null 2>&1 || fail "tune to the default database"
 [ -s "$XDG_CACHE_HOME/moec/tune.json" ] || fail "no database at the default location"
 calls > default.txt
-grep -qv "from the tuning database$" default.txt && fail "build did not read the default database"
+grep -qv " database$" default.txt && fail "build did not read the default database"
 "$moec" build "$model" -o small > /dev/null 2>&1 && ./small train --steps 2 > /dev/null 2>&1 || fail "a tuned build does not train"
 ./small bench --json --steps 1 2>/dev/null | jq -e '(.variants | length) == '"$(wc -l < default.txt)"'
   and all(.variants[]; .from == "tuning database")' > /dev/null || fail "bench --json does not report the tuned variants"

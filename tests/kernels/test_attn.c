@@ -1,9 +1,10 @@
 /* test_attn.c - causal attention, RoPE and KV-cache attention against double references, with
  * as many key/value heads as query heads and with fewer (grouped-query: KV < H).
  * Attention backward: finite differences on small shapes; a double analytic backward (itself
- * checked against finite differences here) for shapes too large for them. Built twice: with
- * the default tiles and with 3-row query blocks against 2-key tiles, which meet the diagonal
- * at every offset (see CMakeLists.txt). */
+ * checked against finite differences here) for shapes too large for them. Every numbered
+ * variant (tile shape) of the training kernels is checked. Built twice: with the default tiles
+ * and with 3-row query blocks against 2-key tiles, which meet the diagonal at every offset
+ * (see CMakeLists.txt). */
 #include "k_attn.h"
 #include "kt.h"
 
@@ -105,7 +106,7 @@ static double at_loss(void *p) {
 
 /* ---------- attention forward + backward */
 static void run_attn(int B, int T, int C, int H, int KV, int fd) {
-    KT_CASE("attention B=%d T=%d C=%d H=%d KV=%d blocks=%dx%d", B, T, C, H, KV, K_ATTN_BLOCK, K_ATTN_KBLOCK);
+    KT_CASE("attention B=%d T=%d C=%d H=%d KV=%d tiles=%dx%d", B, T, C, H, KV, K_ATTN_QBLOCK, K_ATTN_KBLOCK);
     long nq = (long)B * T * (C + 2 * KV * (C / H)), no = (long)B * T * C, nl = (long)B * T * H;
     float *qkv = kt_rand(nq, -2, 2), *R = kt_rand(no, -1, 1), *out = kt_fill(no, NAN), *lse = kt_fill(nl, NAN);
     at_ctx c = {B, T, C, H, KV, 0, 0, kt_dbl(qkv, nq), kt_dbl(R, no), KT_NEW(double, no)};
@@ -133,6 +134,17 @@ static void run_attn(int B, int T, int C, int H, int KV, int fd) {
     double *w1 = kt_plus(d1, g, nq);
     k_attention_bwd(d1, scratch, R, qkv, out, lse, B, T, C, H, KV, 1);
     kt_close("dqkv (acc=1)", d1, w1, nq, 1e-4);
+    for (int v = 2; v <= K_ATTN_VARIANTS; v++) { /* the other tiles: the same function */
+        char what[64];
+        k_attention_fwd_tiles(out, lse, qkv, B, T, C, H, KV, K_ATTN_QB(v), K_ATTN_KB(v));
+        snprintf(what, sizeof what, "v%d (%dx%d tiles): out", v, K_ATTN_QB(v), K_ATTN_KB(v));
+        kt_close(what, out, c.out, no, 1e-5);
+        snprintf(what, sizeof what, "v%d: lse", v);
+        kt_close(what, lse, rlse, nl, 1e-6);
+        k_attention_bwd_tiles(dqkv, scratch, R, qkv, out, lse, B, T, C, H, KV, 0, K_ATTN_QB(v), K_ATTN_KB(v));
+        snprintf(what, sizeof what, "v%d: dqkv", v);
+        kt_close(what, dqkv, g, nq, 1e-4);
+    }
     free(qkv), free(R), free(out), free(lse), free(c.qkv), free(c.R), free(c.out), free(rlse), free(g), free(ga);
     free(dqkv), free(scratch), free(d1), free(w1);
 }
@@ -209,7 +221,7 @@ int main(void) {
         run_attn(small[i][0], small[i][1], small[i][2], small[i][3], small[i][4], 1);
     run_attn(4, 40, 32, 4, 4, 0);  /* heads spread over threads */
     run_attn(4, 40, 32, 4, 2, 0);  /* key/value groups spread over threads */
-    run_attn(1, 150, 128, 2, 2, 0); /* two query blocks of the default size, threaded GEMMs */
+    run_attn(1, 150, 128, 2, 2, 0); /* several query tiles of the default size, threaded GEMMs */
     run_attn(1, 150, 128, 4, 1, 0);
     run_attn(2, 131, 24, 3, 3, 0);
     run_attn(2, 200, 32, 2, 1, 0);  /* four key tiles of the default size, the last one short */
@@ -226,6 +238,6 @@ int main(void) {
     for (size_t i = 0; i < sizeof cached / sizeof cached[0]; i++)
         run_cached(cached[i][0], cached[i][1], cached[i][2], cached[i][3], cached[i][4]);
     char name[64];
-    snprintf(name, sizeof name, "test_attn (blocks %dx%d)", K_ATTN_BLOCK, K_ATTN_KBLOCK);
+    snprintf(name, sizeof name, "test_attn (tiles %dx%d)", K_ATTN_QBLOCK, K_ATTN_KBLOCK);
     return kt_report(name);
 }
