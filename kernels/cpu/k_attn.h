@@ -90,9 +90,9 @@ static inline k_attn_at k_attn_head(long bh, int T, int C, int H, int KV) {
 #endif
 /* The numbered variants (moec tune measures them; the rule takes v1) differ in their tiles:
  * v1 K_ATTN_QBLOCK x K_ATTN_KBLOCK query rows by keys, v2 twice the rows, v3 half the keys.
- * Measured on 2 cores (Emerald Rapids, B 8 x T 256 and 1024, d 512, 8 heads), v1 beats v2 by
- * 1.4-1.9x (v2's two 32 KiB backward tiles no longer fit the 48 KiB L1) and v3 by 1.2x. The
- * tiles live on the stack, sized for v2, the largest. */
+ * Measured interleaved on 2 cores (Emerald Rapids, B 8 x T 256 and 1024, d 512, 8 heads), v1
+ * is 1.6-1.8x faster than v2 and 1.1-1.3x faster than v3; on one core v1 and v2 are within
+ * 10%. The tiles live on the stack, sized for v2, the largest. */
 #define K_ATTN_QB(v) ((v) == 2 ? 2 * K_ATTN_QBLOCK : K_ATTN_QBLOCK)
 #define K_ATTN_KB(v) ((v) == 3 && K_ATTN_KBLOCK > 1 ? K_ATTN_KBLOCK / 2 : K_ATTN_KBLOCK)
 #define K_ATTN_TILE (2 * K_ATTN_QBLOCK * K_ATTN_KBLOCK)
