@@ -167,7 +167,7 @@ def run_sgemm_rate(ctx, plan, shapes):
         raise RuntimeError("sgemm_rate not built")
     argv = [ctx.sgemm, "--threads", str(ctx.threads), "--min-ms", str(plan.sgemm_min_ms)]
     argv += [",".join(str(v) for v in s) for s in shapes]
-    proc = run_isolated(argv, timeout_s=600)
+    proc = run_isolated(argv, env=ctx.env, timeout_s=600)
     timed = [json.loads(line) for line in proc.stdout.splitlines()[1:]]
     if proc.returncode != 0 or len(timed) != len(shapes):
         raise RuntimeError(f"sgemm_rate failed (rc {proc.returncode}): {proc.stderr.strip()}")

@@ -42,9 +42,11 @@ static int64_t arg_int(const lw_program *p, const lw_call *k, const char *name) 
     return -1;
 }
 
+int tune_is_attention(const char *kernel) { return !strncmp(kernel, "attention_", 10); }
+
 int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int64_t dims[TUNE_DIMS]) {
     if (!tune_variants(k->kernel, NULL)) return 0;
-    if (!strncmp(k->kernel, "attention_", 10)) {
+    if (tune_is_attention(k->kernel)) {
         static const char *const names[] = {"B", "T", "C", "H", "KV"};
         for (int i = 0; i < TUNE_DIMS; i++)
             if ((dims[i] = arg_int(p, k, names[i])) <= 0) return 0;
@@ -62,7 +64,7 @@ int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int
 
 double tune_cost(const char *kernel, const int64_t dims[TUNE_DIMS]) {
     double a = (double)dims[0], b = (double)dims[1], c = (double)dims[2], d = (double)dims[3];
-    if (!strncmp(kernel, "attention_", 10)) return a * b * b * c;   /* B T^2 C = B H T^2 hd */
+    if (tune_is_attention(kernel)) return a * b * b * c;            /* B T^2 C = B H T^2 hd */
     return (a + d) * b * c;                                         /* E K N + R K N */
 }
 

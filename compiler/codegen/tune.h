@@ -24,6 +24,8 @@ typedef struct tune_where { const char *target, *device, *compiler; } tune_where
  * "E=8 K=512 N=2048 R=4096"; attention: B, T, C, H, KV at the compiled maximum,
  * "B=8 T=256 C=512 H=8 KV=8". */
 int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int64_t dims[TUNE_DIMS]);
+/* Whether a kernel with variants is attention's (else the grouped expert GEMM). */
+int tune_is_attention(const char *kernel);
 /* How much work a shape is, to measure the costliest first. */
 double tune_cost(const char *kernel, const int64_t dims[TUNE_DIMS]);
 /* The number of variants of a kernel (0: none) and its template file ("k_moe.h"). */

@@ -75,7 +75,7 @@ static int measure(arena *a, const char *dir, const item *it, int n, double budg
     for (int i = 0; i < n; i++) {
         const int64_t *d = it[i].dims;
         int bwd = strstr(it[i].kernel, "_bwd") != NULL;
-        if (!strncmp(it[i].kernel, "attention_", 10))
+        if (tune_is_attention(it[i].kernel))
             fprintf(m, "    k_tune_attention(\"%s\", %d, %lld, %lld, %lld, %lld, %lld, %.3f);\n", it[i].kernel, bwd,
                     (long long)d[0], (long long)d[1], (long long)d[2], (long long)d[3], (long long)d[4], budget / n);
         else

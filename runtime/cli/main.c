@@ -325,8 +325,8 @@ static int global_flags(int *argc, char **argv) {
     if (getenv("OMP_NUM_THREADS")) {
         cli_threads_from = "OMP_NUM_THREADS";
     } else if (local && atoi(local) > 1) {
-        int n = omp_get_num_procs() / atoi(local);
-        omp_set_num_threads(n > 1 ? n : 1);
+        int share = omp_get_num_procs() / atoi(local);
+        omp_set_num_threads(share > 1 ? share : 1);
         cli_threads_from = "the host's processors shared by its MPI processes";
     }
     return 0;
