@@ -10,6 +10,7 @@
  * The progress line is plain text, never parsed by us.
  */
 #include "log.h"
+#include "errbuf.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -55,9 +56,8 @@ moe_log *moe_log_open_resume(const char *path, int64_t step, char *err, size_t e
     double elapsed = 0.0;
     FILE *in = fopen(path, "r");
     if (in) {       /* keep the whole lines of steps up to `step`, written aside and renamed */
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-        FILE *out = fopen(tmp, "w");
+        moe_afile a;
+        FILE *out = moe_afile_open(&a, path);
         char *line = NULL;
         size_t cap = 0;
         ssize_t n;
@@ -70,13 +70,12 @@ moe_log *moe_log_open_resume(const char *path, int64_t step, char *err, size_t e
                 elapsed = e;
             }
         free(line);
-        fclose(in);
         int why = errno;
-        if (out && fclose(out) != 0) ok = 0;
-        if (!ok || rename(tmp, path) != 0) {
+        fclose(in);
+        errno = why;
+        if (moe_afile_close(&a, ok) != 0) {
             if (err && errlen) snprintf(err, errlen, "%s: cannot cut the log back to step %lld: %s", path,
-                                        (long long)step, strerror(ok ? errno : why));
-            unlink(tmp);
+                                        (long long)step, strerror(errno));
             return NULL;
         }
     }

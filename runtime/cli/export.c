@@ -16,6 +16,7 @@
  * Every other shape is refused with the first reason it is neither.
  */
 #include "cli.h"
+#include "errbuf.h"
 #include "log.h"
 #include "st.h"
 #include <errno.h>
@@ -156,15 +157,13 @@ static json_t *model_config(const moe_program *p) {
 }
 
 int cli_write_config(const char *dir, char *err, size_t errlen) {
-    char path[4096], tmp[4200];
+    char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     json_t *c = model_config(cli_prog);
-    int rc = !c || json_dump_file(c, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 || rename(tmp, path) != 0;
-    if (rc) {
-        snprintf(err, errlen, "%s: cannot write: %s", path, c ? strerror(errno) : "out of memory");
-        unlink(tmp);
-    }
+    moe_afile a;
+    FILE *f = c ? moe_afile_open(&a, path) : NULL;
+    int rc = !f || moe_afile_close(&a, json_dumpf(c, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER) == 0) != 0;
+    if (rc) snprintf(err, errlen, "%s: cannot write: %s", path, c ? strerror(errno) : "out of memory");
     json_decref(c);
     return rc ? -1 : 0;
 }

@@ -10,6 +10,7 @@
  * samples from its own stream, so its output does not depend on B or on the other prompts.
  */
 #include "cli.h"
+#include "errbuf.h"
 #include "moe_rng.h"
 #include <jansson.h>
 #include <errno.h>
@@ -283,13 +284,11 @@ static int generate_batch(moe_rt *rt, const char *path, const char *out_path, co
     if (!rc && moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); rc = MOE_EXIT_FAIL; }
     double secs = (moe_now_ms() - t0) / 1e3;
     if (!rc) {
-        char tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s.tmp.%d", out_path ? out_path : "", (int)getpid());
-        FILE *out = out_path ? fopen(tmp, "w") : stdout;
+        moe_afile a;
+        FILE *out = out_path ? moe_afile_open(&a, out_path) : stdout;
         for (int i = 0; out && i < n && !rc; i++) rc = write_result(out, &q[i], V) ? MOE_EXIT_FAIL : 0;
-        if (!out || (out_path && fclose(out) != 0) || rc || (out_path && rename(tmp, out_path) != 0)) {
+        if (!out || (out_path && moe_afile_close(&a, !rc) != 0) || rc) {
             cli_fail("cannot write %s: %s", out_path ? out_path : "the results", strerror(errno));
-            if (out_path) unlink(tmp);
             rc = MOE_EXIT_FAIL;
         }
         fprintf(stderr, "%s generate: %d prompts in %d slots: %lld tokens through the decode program (%lld generated) "
