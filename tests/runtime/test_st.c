@@ -1,10 +1,12 @@
 /* test_st.c - safetensors: round trip, atomic writes, and hostile files with their exact
  * messages (run under ASan/UBSan too: none of them may crash or read out of bounds). */
+#include <errno.h>
 #include <dirent.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/resource.h>
 
+#include "errbuf.h"
 #include "st.h"
 #include "t_common.h"
 
@@ -384,10 +386,35 @@ static void test_fetch(void) {
     free(w);
 }
 
+/* moe_afile (errbuf.h), the small files' writer: whole or not at all, never a .tmp left */
+static void test_afile(void) {
+    const char *path = t_path("small.txt");
+    moe_afile a;
+    FILE *f = moe_afile_open(&a, path);
+    CHECK(f && fputs("first\n", f) >= 0 && moe_afile_close(&a, 1) == 0);
+    f = moe_afile_open(&a, path);             /* a failed writer: the file keeps its old text */
+    CHECK(f && fputs("second\n", f) >= 0);
+    errno = ENOSPC;
+    CHECK(moe_afile_close(&a, 0) == -1 && errno == ENOSPC);
+    char got[32] = "";
+    FILE *in = fopen(path, "r");
+    CHECK(in && fgets(got, sizeof got, in));
+    if (in) fclose(in);
+    CHECK_STR(got, "first\n");
+    DIR *dir = opendir(t_dir);
+    for (struct dirent *e; dir && (e = readdir(dir));)
+        CHECK(strncmp(e->d_name, "small.txt.tmp", 13) != 0);
+    if (dir) closedir(dir);
+    errno = 0;                                /* a directory that does not exist */
+    CHECK(!moe_afile_open(&a, t_path("no/such/dir/x.txt")) && errno == ENOENT && moe_afile_close(&a, 1) == -1);
+    remove(path);
+}
+
 int main(void) {
     t_mkdir();
     test_round_trip();
     test_atomic();
+    test_afile();
     test_hostile();
     test_mangled();
     test_fetch();
