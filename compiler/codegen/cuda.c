@@ -87,25 +87,6 @@ static const cu_kernel *find_kernel(const char *name) {
     return NULL;
 }
 
-/* the largest value of argument `name` of call k */
-static int64_t arg_max(const ir_graph *g, const lw_call *k, const char *name, size_t len) {
-    for (int j = 0; j < k->nargs; j++) {
-        const lw_arg *x = &k->args[j];
-        if (strlen(x->name) != len || strncmp(x->name, name, len)) continue;
-        switch (x->kind) {
-        case LW_INT: return x->i;
-        case LW_REAL: return 1;
-        case LW_BUF: return x->ref.null ? 0 : x->ref.bytes / (int64_t)ir_dtype_size(x->ref.dtype);
-        case LW_RT:
-        case LW_ROWS: {
-            int64_t v = x->rt == LW_RT_B ? g->B_max : x->rt == LW_RT_T ? g->T_max : x->rt == LW_RT_S ? g->S_max : 1;
-            return v * x->i;
-        }
-        }
-    }
-    return -1;
-}
-
 /* the product named by a work string; -1 when it names no argument (a table error) */
 static int64_t work_of(const ir_graph *g, const lw_call *k, const char *work) {
     if (!*work) return 1;
@@ -113,7 +94,7 @@ static int64_t work_of(const ir_graph *g, const lw_call *k, const char *work) {
     for (const char *p = work; *p;) {
         const char *e = strchr(p, '*');
         size_t len = e ? (size_t)(e - p) : strlen(p);
-        int64_t v = (*p >= '0' && *p <= '9') ? atoll(p) : arg_max(g, k, p, len);
+        int64_t v = (*p >= '0' && *p <= '9') ? atoll(p) : lw_arg_max(g, k, p, len);
         if (v < 0) return -1;
         w *= v;
         p += len + (e != NULL);

@@ -434,6 +434,24 @@ const lw_arg *lw_arg_named(const lw_call *k, const char *name) {
     return NULL;
 }
 
+int64_t lw_arg_max(const ir_graph *g, const lw_call *k, const char *name, size_t len) {
+    for (int j = 0; j < k->nargs; j++) {
+        const lw_arg *x = &k->args[j];
+        if (strlen(x->name) != len || strncmp(x->name, name, len)) continue;
+        switch (x->kind) {
+        case LW_INT: return x->i;
+        case LW_REAL: return 1;
+        case LW_BUF: return x->ref.null ? 0 : x->ref.bytes / (int64_t)ir_dtype_size(x->ref.dtype);
+        case LW_RT:
+        case LW_ROWS: {
+            int64_t v = x->rt == LW_RT_B ? g->B_max : x->rt == LW_RT_T ? g->T_max : x->rt == LW_RT_S ? g->S_max : 1;
+            return v * x->i;
+        }
+        }
+    }
+    return -1;
+}
+
 void lw_print(const lw_program *p, const char *target, FILE *out) {
     const ir_graph *g = p->g;
     fprintf(out, "kernels %s%s: target %s, %d steps\n", g->name, g->decode ? " (decode)" : "", target, p->nsteps);

@@ -85,6 +85,10 @@ lw_program *lw_lower(const ir_graph *g);
 const char *lw_rt_name(lw_rt r);    /* "B", "S", "pos", "lr", ... */
 /* The argument of call k for the kernel parameter `name`, or NULL. */
 const lw_arg *lw_arg_named(const lw_call *k, const char *name);
+/* The largest value of argument `name` (its first len characters) of call k: an int as it is,
+ * a run-time size at the graph's compiled maximum (B, T, S times its factor), a buffer's
+ * elements, 1 for a real; -1 when k has no such argument. */
+int64_t lw_arg_max(const ir_graph *g, const lw_call *k, const char *name, size_t len);
 /* moec build --emit kernels: deterministic text. */
 void lw_print(const lw_program *p, const char *target, FILE *out);
 #endif

@@ -32,16 +32,6 @@ int tune_variants(const char *kernel, const char **template_file) {
     return 0;
 }
 
-/* an argument's integer value: an int, or a run-time size at its compiled maximum (B, T) */
-static int64_t arg_int(const lw_program *p, const lw_call *k, const char *name) {
-    const lw_arg *a = lw_arg_named(k, name);
-    if (!a) return -1;
-    if (a->kind == LW_INT) return a->i;
-    if (a->kind == LW_RT && a->rt == LW_RT_B) return p->g->B_max * a->i;
-    if (a->kind == LW_RT && a->rt == LW_RT_T) return p->g->T_max * a->i;
-    return -1;
-}
-
 int tune_is_attention(const char *kernel) { return !strncmp(kernel, "attention_", 10); }
 
 int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int64_t dims[TUNE_DIMS]) {
@@ -49,7 +39,7 @@ int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int
     if (tune_is_attention(k->kernel)) {
         static const char *const names[] = {"B", "T", "C", "H", "KV"};
         for (int i = 0; i < TUNE_DIMS; i++)
-            if ((dims[i] = arg_int(p, k, names[i])) <= 0) return 0;
+            if ((dims[i] = lw_arg_max(p->g, k, names[i], strlen(names[i]))) <= 0) return 0;
         snprintf(shape, n, "B=%lld T=%lld C=%lld H=%lld KV=%lld", (long long)dims[0], (long long)dims[1],
                  (long long)dims[2], (long long)dims[3], (long long)dims[4]);
         return 1;

@@ -180,6 +180,11 @@ const char *cli_cc(void) {
     return env && *env ? env : MOE_CC;
 }
 
+const char *cli_march(void) {
+    const char *env = getenv("MOEC_MARCH");
+    return env && *env ? env : "native";
+}
+
 const char *cli_compiler_id(void) {
     static char id[512];
     snprintf(id, sizeof id, "%s (moec built by %s)", cli_cc(), __VERSION__);

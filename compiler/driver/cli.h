@@ -58,6 +58,8 @@ int cli_run(const char **argv, int n, const char *what, const char *out);
 int cli_write_file(const char *path, const char *text);
 /* The C compiler executables are built with: MOEC_CC, else the one moec was built with. */
 const char *cli_cc(void);
+/* The -march executables are built for unless --arch says: MOEC_MARCH, else native. */
+const char *cli_march(void);
 /* The C compiler as the tuning database keys it: its name and moec's own compiler version. */
 const char *cli_compiler_id(void);
 #endif

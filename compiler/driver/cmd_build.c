@@ -212,7 +212,7 @@ static int parse(int argc, char **argv, opts *o) {
         }
         o->opt = o->level[0] - '0';
     }
-    if (!o->arch) o->arch = getenv("MOEC_MARCH") && *getenv("MOEC_MARCH") ? getenv("MOEC_MARCH") : "native";
+    if (!o->arch) o->arch = cli_march();
     if (!*o->arch || strspn(o->arch, "abcdefghijklmnopqrstuvwxyz0123456789-_.+") != strlen(o->arch)) {
         fprintf(stderr, "moec build: --arch '%s' is not a processor name (native, x86-64-v2, x86-64-v3, "
                 "skylake-avx512, znver3, ...: what the C compiler's -march takes)\n", o->arch);

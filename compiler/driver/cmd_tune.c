@@ -88,9 +88,8 @@ static int measure(arena *a, const char *dir, const item *it, int n, double budg
     free(main_c);
     if (rc) return -1;
     const char *exe = arena_printf(a, "%s/tune", dir);
-    const char *march = getenv("MOEC_MARCH");      /* as moec build: the executables' processor */
     const char *cc_argv[] = {cli_cc(), "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-O3",
-                             arena_printf(a, "-march=%s", march && *march ? march : "native"), "-fopenmp",
+                             arena_printf(a, "-march=%s", cli_march()), "-fopenmp",   /* as moec build's */
                              "-fno-math-errno", "-w", arena_printf(a, "-I%s", dir),
                              arena_printf(a, "-I%s", MOE_BLAS_INCLUDE), arena_printf(a, "%s/tune_main.c", dir),
                              arena_printf(a, "-L%s", MOE_BLAS_LIBDIR), arena_printf(a, "-Wl,-rpath,%s", MOE_BLAS_LIBDIR),
