@@ -28,13 +28,24 @@ typedef struct ptable { const char *model; int n; const moe_param_info *params; 
 
 static ptable program_table(const moe_program *p) { return (ptable){p->model, p->n_params, p->params}; }
 
+/* A tensor's shape in a file: expert tensors hold every expert, whatever share a rank holds. */
+static void file_shape(const moe_param_info *q, int64_t shape[3]) {
+    for (int d = 0; d < 3; d++) shape[d] = q->shape[d];
+    if (q->expert) shape[0] = q->experts_all;
+}
+/* the experts of q the expert group spreads over its P ranks (1: q is whole on every rank) */
+static int degree_of(const moe_param_info *q) { return q->expert ? (int)(q->experts_all / q->shape[0]) : 1; }
+
 /* The model's identity in a checkpoint: FNV-1a over its name and parameter table (names and
- * shapes), so that --resume refuses another model's run even where tensor names agree. */
+ * shapes in the file), so that --resume refuses another model's run even where tensor names
+ * agree, and takes the same model's run in any layout. */
 static uint64_t model_hash(const moe_program *p) {
     uint64_t h = util_hash_str(p->model);
     for (int i = 0; i < p->n_params; i++) {
+        int64_t shape[3];
+        file_shape(&p->params[i], shape);
         h = (h ^ util_hash_str(p->params[i].name)) * 1099511628211ull;
-        h = (h ^ util_hash_bytes(p->params[i].shape, sizeof p->params[i].shape)) * 1099511628211ull;
+        h = (h ^ util_hash_bytes(shape, sizeof shape)) * 1099511628211ull;
     }
     return h;
 }
@@ -43,23 +54,56 @@ static uint64_t model_hash(const moe_program *p) {
  * tensors are named PREFIX + parameter name ("" for weights, "m." and "v." for AdamW). */
 typedef struct group { uint8_t *buf; const char *prefix; } group;
 
-/* moe_st_fetch: tensor data comes from the device, a piece at a time */
+/* moe_st_fetch: tensor data comes from the device, a piece at a time, or from the host copy
+ * that gathered an expert tensor's shares */
+typedef struct fetch_ctx { moe_device *dev; const moe_st_out *t0; float **host; } fetch_ctx;
 static int fetch(void *ctx, const moe_st_out *t, size_t off, void *dst, size_t n) {
-    moe_device *d = ctx;
-    return d->ops->download(d, dst, (const uint8_t *)t->data + off, n);
+    fetch_ctx *f = ctx;
+    const float *host = f->host[t - f->t0];
+    if (host) return memcpy(dst, (const char *)host + off, n), 0;
+    return f->dev->ops->download(f->dev, dst, (const uint8_t *)t->data + off, n);
 }
 
+/* An expert tensor spread over an expert group: every rank sends its share to the group's
+ * first rank, which gets them whole in *all (host memory). 0, or -1 out of memory. */
+static int gather_experts(const moe_rt *rt, const moe_param_info *q, const uint8_t *buf, float **all) {
+    const moe_comm *c = rt->ctx.comm;
+    int P = degree_of(q);
+    float *mine = malloc(sizeof(float) * (size_t)q->numel);
+    *all = c->rank % P == 0 ? malloc(sizeof(float) * (size_t)(q->numel * P)) : NULL;
+    int can = mine && (*all || c->rank % P);
+    int ok = can && !rt->dev->ops->download(rt->dev, mine, buf + q->offset, sizeof(float) * (size_t)q->numel);
+    /* a rank that cannot take part leaves the others waiting: the watchdog (--comm-timeout) ends the job */
+    if (can) c->gather_f32(c, P, mine, *all, q->numel);
+    free(mine);
+    return ok ? 0 : -1;
+}
+
+/* The groups' tensors into PATH, by the first rank. Under expert parallelism every rank calls
+ * it (each sends its share of the experts) and only the first writes. */
 static int save_groups(const moe_rt *rt, const group *g, int ng, const char *path, const char *const *meta,
                        int n_meta, char *err, size_t errlen) {
     const moe_program *p = rt->prog;
-    int n = p->n_params * ng;
+    int n = p->n_params * ng, lead = rt->ctx.comm->rank == 0;
     moe_st_out *t = calloc((size_t)n, sizeof *t);
+    float **host = calloc((size_t)n, sizeof *host);
     char *names = calloc((size_t)n, 256);
-    int rc = -1;
+    int rc = -1, gathered = 0;
+    if (p->par_expert > 1)      /* first, on every rank alike */
+        for (int k = 0; k < ng; k++)
+            for (int i = 0; i < p->n_params; i++)
+                if (degree_of(&p->params[i]) > 1) {
+                    float *all = NULL;
+                    gathered |= gather_experts(rt, &p->params[i], g[k].buf, &all);
+                    if (host) host[k * p->n_params + i] = all;
+                    else free(all);
+                }
     if (moe_rt_error(rt)) {
         snprintf(err, errlen, "%s: not written: %s", path, moe_rt_error(rt));
-    } else if (!t || !names) {
+    } else if (!t || !names || !host || gathered) {
         snprintf(err, errlen, "out of memory");
+    } else if (!lead) {
+        rc = 0;
     } else {
         for (int k = 0; k < ng; k++)
             for (int i = 0; i < p->n_params; i++) {
@@ -68,11 +112,14 @@ static int save_groups(const moe_rt *rt, const group *g, int ng, const char *pat
                 snprintf(names + 256 * j, 256, "%s%s", g[k].prefix, q->name);
                 t[j].name = names + 256 * j;
                 t[j].ndim = q->ndim;
-                for (int d = 0; d < q->ndim; d++) t[j].shape[d] = q->shape[d];
+                file_shape(q, t[j].shape);
                 t[j].data = (const float *)(g[k].buf + q->offset);     /* a device address */
             }
-        rc = moe_st_write_fetch(path, t, n, meta, n_meta, fetch, rt->dev, err, errlen);
+        fetch_ctx fc = {rt->dev, t, host};
+        rc = moe_st_write_fetch(path, t, n, meta, n_meta, fetch, &fc, err, errlen);
     }
+    for (int j = 0; host && j < n; j++) free(host[j]);
+    free(host);
     free(names);
     free(t);
     return rc;
@@ -158,8 +205,9 @@ static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char
             snprintf(name, sizeof name, "%s%s", g[k].prefix, q->name);
             const moe_st_tensor *t = moe_st_find(st, name);
             int same = t && t->ndim == q->ndim;
-            int64_t at;
-            for (int j = 0; same && j < q->ndim; j++) same = t->shape[j] == q->shape[j];
+            int64_t at, shape[3], first = moe_rt_first_expert(rt, q), per = q->numel / q->shape[0];
+            file_shape(q, shape);
+            for (int j = 0; same && j < q->ndim; j++) same = t->shape[j] == shape[j];
             if (!t) {
                 snprintf(err, errlen, "%s: missing tensor '%s' of model %s (a checkpoint of another model?)", path, name,
                          p->model);
@@ -167,14 +215,15 @@ static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char
             } else if (!same) {
                 char a[128], b[128];
                 shape_str(a, sizeof a, t->ndim, t->shape);
-                shape_str(b, sizeof b, q->ndim, q->shape);
+                shape_str(b, sizeof b, q->ndim, shape);
                 snprintf(err, errlen, "%s: tensor '%s' has shape %s but model %s needs %s", path, name, a, p->model, b);
                 rc = -1;
-            } else if ((at = first_nonfinite(t, q->numel)) >= 0) {
+            } else if ((at = first_nonfinite(t, t->numel)) >= 0) {
                 snprintf(err, errlen, "%s: tensor '%s' holds %g at element %" PRId64 " (values must be finite)", path,
                          name, (double)t->data[at], at);
                 rc = -1;
-            } else if (rt->dev->ops->upload(rt->dev, g[k].buf + q->offset, t->data, sizeof(float) * (size_t)q->numel)) {
+            } else if (rt->dev->ops->upload(rt->dev, g[k].buf + q->offset, t->data + first * per,
+                                            sizeof(float) * (size_t)q->numel)) {  /* this rank's experts */
                 snprintf(err, errlen, "%s: uploading '%s' to device %s failed: %s", path, name, rt->dev->ops->name,
                          rt->dev->err);
                 rc = -1;

@@ -14,20 +14,36 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 8
+#define MOE_ABI_VERSION 9
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 /* the learning-rate schedule after warmup (rt.h, moe_lr_at) */
 enum { MOE_SCHED_COSINE, MOE_SCHED_CONSTANT, MOE_SCHED_LINEAR };
 
 /* Communication table: in one process every call is the identity. Buffers are device
- * memory of the running device. */
+ * memory of the running device.
+ * Groups of an expert-parallel degree P (moe-semantics: the layout): the expert group of a
+ * rank is its block of P consecutive ranks (it holds every expert once, rank p of the block
+ * the experts p L .. p L + L - 1), its expert-data group the ranks at the same place in every
+ * block (they hold the same experts). */
+enum { MOE_GROUP_WORLD, MOE_GROUP_EXPERT, MOE_GROUP_EXPERT_DATA };
 typedef struct moe_comm {
     void *impl;
     int rank, world;
     /* in-place sums over all ranks */
     void (*allreduce_f32)(const struct moe_comm *c, float *buf, int64_t n);
     void (*allreduce_f64)(const struct moe_comm *c, double *buf, int64_t n);
+    /* in-place sum over the group (MOE_GROUP_*) of degree P of this rank: n floats, or
+     * doubles with f64 */
+    void (*group_sum)(const struct moe_comm *c, int group, int P, void *buf, int64_t n, int f64);
+    /* The all-to-all of the expert group of degree P, in rows of row_bytes bytes: to the
+     * group's rank q go the ns blocks sblk[q ns .. q ns + ns) of send, from it come the nr
+     * blocks rblk[q nr ..) of recv; a block is {first row, rows}. */
+    void (*exchange)(const struct moe_comm *c, int P, const void *send, const int64_t (*sblk)[2], int ns, void *recv,
+                     const int64_t (*rblk)[2], int nr, int64_t row_bytes);
+    /* the expert group of degree P gathers n floats of each rank into all[p n ..) of its
+     * first rank (all: NULL elsewhere) */
+    void (*gather_f32)(const struct moe_comm *c, int P, const float *mine, float *all, int64_t n);
 } moe_comm;
 
 /* Device kernels (the cuda target): the program's distinct kernels, compiled by the device at
@@ -101,6 +117,8 @@ typedef struct moe_param_info {
     float init_std;
     int init_one, decay, expert;    /* expert: dimension 0 indexes experts */
     uint64_t name_hash;             /* keys the init stream (with the seed and the expert index) */
+    int64_t experts_all;            /* expert: the layer's experts, of which this rank holds shape[0]
+                                     * (fewer under expert parallelism: degree experts_all / shape[0]) */
 } moe_param_info;
 
 /* The distillation teacher of a student (Mixture-of-Students): its parameter table, laid out

@@ -197,6 +197,12 @@ void moe_rt_destroy(moe_rt *rt) {
     free(rt);
 }
 
+int64_t moe_rt_first_expert(const moe_rt *rt, const moe_param_info *q) {
+    if (!q->expert || q->experts_all == q->shape[0]) return 0;
+    int64_t P = q->experts_all / q->shape[0];
+    return rt->ctx.comm->rank % P * q->shape[0];
+}
+
 /* N(0, std) from a stream of (seed, tensor name, expert index): the same model for any
  * number of ranks and any expert-parallel layout; norm weights 1, biases 0. Values are made
  * on the host a chunk at a time and uploaded. */
@@ -213,9 +219,9 @@ static int init_table(moe_rt *rt, const moe_param_info *params, int n_params, ui
             check(rt, d->ops->memset(d, w, 0, sizeof(float) * (size_t)q->numel), "memset");
             continue;
         }
-        int64_t E = q->expert ? q->shape[0] : 1, per = q->numel / E;
+        int64_t E = q->expert ? q->shape[0] : 1, per = q->numel / E, first = moe_rt_first_expert(rt, q);
         for (int64_t e = 0; e < E; e++) {
-            uint64_t stream = moe_rng_stream(seed, q->name_hash, (uint64_t)e);
+            uint64_t stream = moe_rng_stream(seed, q->name_hash, (uint64_t)(first + e));
             for (int64_t j0 = 0; j0 < per; j0 += CHUNK) {
                 int64_t n = per - j0 < CHUNK ? per - j0 : CHUNK;
                 #pragma omp parallel for schedule(static)
@@ -385,6 +391,16 @@ void moe_rt_stats_reduce(moe_rt *rt, moe_stats *s, int mean) {
 
 void moe_rt_grads_sum(moe_rt *rt) {
     const moe_comm *c = rt->ctx.comm;
-    if (c->world > 1 && rt->buf[MOE_BUF_GRAD])
-        c->allreduce_f32(c, (float *)rt->buf[MOE_BUF_GRAD], rt->prog->buf_bytes[MOE_BUF_GRAD] / (int64_t)sizeof(float));
+    const moe_program *p = rt->prog;
+    if (c->world <= 1 || !rt->buf[MOE_BUF_GRAD]) return;
+    if (p->par_expert <= 1) {
+        c->allreduce_f32(c, (float *)rt->buf[MOE_BUF_GRAD], p->buf_bytes[MOE_BUF_GRAD] / (int64_t)sizeof(float));
+        return;
+    }
+    /* an expert's gradient sums over the ranks that hold it (each has its group's tokens' part) */
+    for (int i = 0; i < p->n_params; i++) {
+        const moe_param_info *q = &p->params[i];
+        int P = q->expert ? (int)(q->experts_all / q->shape[0]) : 1;
+        c->group_sum(c, MOE_GROUP_EXPERT_DATA, P, rt->buf[MOE_BUF_GRAD] + q->offset, q->numel, 0);
+    }
 }

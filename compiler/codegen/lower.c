@@ -276,10 +276,23 @@ static void lower_node(lw *L) {
         a_buf(L, "dx", out(L, "dx")); a_buf(L, "dxd", in(L, "dxd")); a_buf(L, "route", in(L, "route"));
         a_S(L); a_int(L, "d", width(L, out(L, "dx"))); a_int(L, "k", m->top_k); a_acc(L, "dx");
         break;
+    case IR_A2A_COUNTS:
+        call(L, "a2a_counts", 0);
+        a_rt(L, "comm", LW_RT_COMM, 1); a_buf(L, "xcounts", out(L, "xcounts")); a_buf(L, "counts", in(L, "counts"));
+        a_int(L, "P", n->at.a2a.degree); a_int(L, "L", n->at.a2a.experts / n->at.a2a.degree);
+        break;
     case IR_ALLTOALL: {
         int x = in(L, "x"), y = out(L, "y");
         if (x == y) {
             L->st->note = "identity: the expert-parallel group has one rank";
+            break;
+        }
+        if (in(L, "xcounts") >= 0) {    /* the rows of every expert to its rank, or back */
+            call(L, "a2a_rows", 0);
+            a_rt(L, "comm", LW_RT_COMM, 1); a_buf(L, "y", y); a_buf(L, "x", x); a_buf(L, "counts", in(L, "counts"));
+            a_buf(L, "xcounts", in(L, "xcounts")); a_int(L, "P", n->at.a2a.degree);
+            a_int(L, "L", n->at.a2a.experts / n->at.a2a.degree); a_int(L, "width", width(L, x));
+            a_int(L, "to_experts", n->at.a2a.to_experts);
             break;
         }
         /* one process: the exchange is a copy of the R real rows, which the kernel reads from
@@ -340,15 +353,31 @@ static void lower_node(lw *L) {
         a_real(L, "weight", n->at.kd.weight); a_real(L, "tau", n->at.kd.tau);
         a_rt(L, "loss_scale", LW_RT_LOSS_SCALE, 1); a_S(L); a_int(L, "V", width(L, in(L, "ps"))); a_acc(L, "dzs");
         break;
-    case IR_ALLREDUCE:
-        call(L, "allreduce_mean", 0);
-        a_rt(L, "comm", LW_RT_COMM, 1); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->params.bytes);
-        a_int(L, "n", g->params.bytes / 4);
+    case IR_ALLREDUCE:      /* dense gradients: the mean over all ranks; experts: moe_program.h's rule */
+        for (int i = 0; i < g->params.ngroups; i++) {
+            int64_t off = g->params.group_off[i], bytes = g->params.group_off[i + 1] - off;
+            call(L, g->params.degree[i] > 1 ? "allreduce_experts" : "allreduce_mean", 0);
+            a_rt(L, "comm", LW_RT_COMM, 1);
+            if (g->params.degree[i] > 1) a_int(L, "P", g->params.degree[i]);
+            a_ref(L, "grads", MOE_BUF_GRAD, off, bytes); a_int(L, "n", bytes / 4);
+        }
         break;
     case IR_GRAD_NORM:
-        call(L, "grad_norm", 0);
-        a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->params.bytes);
-        a_int(L, "n", g->params.bytes / 4); a_real(L, "max_norm", n->at.optim.grad_clip);
+        if (g->params.ngroups == 1) {
+            call(L, "grad_norm", 0);
+            a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->params.bytes);
+            a_int(L, "n", g->params.bytes / 4); a_real(L, "max_norm", n->at.optim.grad_clip);
+            break;
+        }
+        for (int i = 0; i < g->params.ngroups; i++) {   /* the experts' squares summed over their groups */
+            int64_t off = g->params.group_off[i], bytes = g->params.group_off[i + 1] - off;
+            call(L, "grad_sumsq", 0);
+            a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_rt(L, "comm", LW_RT_COMM, 1);
+            a_int(L, "P", g->params.degree[i]); a_ref(L, "grads", MOE_BUF_GRAD, off, bytes); a_int(L, "n", bytes / 4);
+            a_int(L, "first", i == 0);
+        }
+        call(L, "grad_clip", 0);
+        a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_real(L, "max_norm", n->at.optim.grad_clip);
         break;
     case IR_ADAMW:
         for (int i = 0; i < g->params.n; i++) {
@@ -389,7 +418,7 @@ lw_program *lw_lower(const ir_graph *g) {
         st->phase = n->phase;
         st->kind = (o->flags & IR_OPF_COMM ? MOE_STEP_COMM : MOE_STEP_COMPUTE) |
                    (o->flags & IR_OPF_LOSS ? MOE_STEP_LOSS : 0) | (n->kd ? MOE_STEP_KD : 0);
-        L.cap = n->op == IR_ADAMW ? g->params.n : 2;
+        L.cap = n->op == IR_ADAMW ? g->params.n : n->op == IR_ALLREDUCE || n->op == IR_GRAD_NORM ? IR_MAX_DEGREES + 1 : 2;
         st->calls = ARENA_ARRAY(a, lw_call, L.cap + 1);
         if (!st->calls) return NULL;
         L.st = st;

@@ -65,10 +65,10 @@ static void emit_params(cg *b, arena *a, const char *name, const md_param *ps, i
     cg_open(b, "static const moe_param_info %s[] =", name);
     for (int i = 0; i < n; i++) {
         const md_param *p = &ps[i];
-        cg_line(b, "{%s, %d, {%lld, %lld, %lld}, %lld, %lld, (float)%.9g, %d, %d, %d, 0x%016llxull},",
+        cg_line(b, "{%s, %d, {%lld, %lld, %lld}, %lld, %lld, (float)%.9g, %d, %d, %d, 0x%016llxull, %lld},",
                 cg_cstr(a, p->name), p->ndim, (long long)p->shape[0], (long long)p->shape[1], (long long)p->shape[2],
-                (long long)offset[i], (long long)p->numel, p->init_std, p->init_one, p->decay,
-                p->kind == MD_P_EXPERT_W || p->kind == MD_P_EXPERT_B, (unsigned long long)util_hash_str(p->name));
+                (long long)offset[i], (long long)p->numel, p->init_std, p->init_one, p->decay, p->experts_all > 0,
+                (unsigned long long)util_hash_str(p->name), (long long)p->experts_all);
     }
     cg_close(b, ";");
 }

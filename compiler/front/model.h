@@ -113,6 +113,7 @@ typedef struct md_param {
     double init_std;            /* 0 with init_one=false: zeros */
     bool init_one;              /* norm weights */
     bool decay;                 /* AdamW weight decay applies (2-D weights, expert weights) */
+    int64_t experts_all;        /* expert tensors: the layer's experts (shape[0] counts those one rank holds) */
 } md_param;
 
 struct arena;

@@ -34,6 +34,7 @@ static md_param *add(plist *pl, md_pkind kind, int block, const char *name, int 
     p->numel = s0 * (ndim > 1 ? s1 : 1) * (ndim > 2 ? s2 : 1);
     p->kind = kind;
     p->block = block;
+    p->experts_all = kind == MD_P_EXPERT_W || kind == MD_P_EXPERT_B ? s0 : 0;
     return p;
 }
 

@@ -149,11 +149,17 @@ static ir_node *moe_node(bld *b, ir_op op, const char *name, const int *in, cons
     return n;
 }
 
-static int alltoall(bld *b, int x, int counts, const char *name, int64_t width, int mi) {
-    int y = act(b, arena_printf(b->a, "%s.out", name), IR_ROWS_ROUTED, width);
-    ir_node *n = node(b, IR_ALLTOALL, name, (int[]){x, counts, -2}, (int[]){y, -2});
-    /* a teacher runs whole in every process, whatever its own expert-parallel layout */
-    if (n) n->at.a2a = (ir_at_a2a){mi, b->m->moe.experts[mi], b->kd ? 1 : b->m->parallel.expert[mi], 0};
+/* the expert-parallel degree of MoE layer mi: a teacher runs whole in every process, whatever
+ * its own layout */
+static int degree(const bld *b, int mi) { return b->kd ? 1 : b->m->parallel.expert[mi]; }
+
+/* x's routed rows moved to the experts' ranks (to_experts) or back; xcounts: the received
+ * layout, -1 for a group of one rank */
+static int alltoall(bld *b, int x, int counts, int xcounts, const char *name, int64_t width, int mi, int to_experts) {
+    ir_rows rows = xcounts >= 0 && to_experts ? IR_ROWS_RECV : IR_ROWS_ROUTED;
+    int y = act(b, arena_printf(b->a, "%s.out", name), rows, width);
+    ir_node *n = node(b, IR_ALLTOALL, name, (int[]){x, counts, xcounts, -2}, (int[]){y, -2});
+    if (n) n->at.a2a = (ir_at_a2a){mi, b->m->moe.experts[mi], degree(b, mi), 0, to_experts};
     return y;
 }
 
@@ -179,18 +185,32 @@ static int moe_layer(bld *b, int x, int blk, int mi) {
 
     int xd = act(b, arena_printf(b->a, "%s.dispatch.out", p), IR_ROWS_ROUTED, d);
     moe_node(b, IR_DISPATCH, arena_printf(b->a, "%s.dispatch", p), (int[]){x, route, -2}, (int[]){xd, -2}, &at);
-    int xe = alltoall(b, xd, counts, arena_printf(b->a, "%s.a2a_in", p), d, mi);
-    int h = act(b, arena_printf(b->a, "%s.expert_fc.out", p), IR_ROWS_ROUTED, fw);
+    /* Expert parallelism (P ranks): this rank's L = E/P experts compute the rows the group's
+     * ranks send them, in the received layout that the exchange of counts gives */
+    int P = degree(b, mi), L = E / P, xcounts = -1;
+    ir_at_moe ate = at;
+    ate.experts = L;
+    ir_rows er = IR_ROWS_ROUTED;
+    if (P > 1) {
+        xcounts = typed(b, arena_printf(b->a, "%s.xcounts", p), MOE_I32, IR_ROWS_ONE, MOE_XCOUNTS_LEN(L, P));
+        ir_node *n = node(b, IR_A2A_COUNTS, arena_printf(b->a, "%s.a2a_counts", p), (int[]){counts, -2},
+                          (int[]){xcounts, -2});
+        if (n) n->at.a2a = (ir_at_a2a){mi, E, P, 0, 1};
+        er = IR_ROWS_RECV;
+    }
+    int ecounts = P > 1 ? xcounts : counts;
+    int xe = alltoall(b, xd, counts, xcounts, arena_printf(b->a, "%s.a2a_in", p), d, mi, 1);
+    int h = act(b, arena_printf(b->a, "%s.expert_fc.out", p), er, fw);
     int bias = m->bias;
     moe_node(b, IR_EXPERT_MM, arena_printf(b->a, "%s.expert_fc", p),
-             (int[]){xe, paramf(b, ex, "c_fc.weight"), bias ? paramf(b, ex, "c_fc.bias") : -1, counts, -2}, (int[]){h, -2},
-             &at);
-    int ha = activation(b, h, f, arena_printf(b->a, "%s.expert_act", p), IR_ROWS_ROUTED, counts, E);
-    int y = act(b, arena_printf(b->a, "%s.expert_proj.out", p), IR_ROWS_ROUTED, d);
+             (int[]){xe, paramf(b, ex, "c_fc.weight"), bias ? paramf(b, ex, "c_fc.bias") : -1, ecounts, -2},
+             (int[]){h, -2}, &ate);
+    int ha = activation(b, h, f, arena_printf(b->a, "%s.expert_act", p), er, ecounts, L);
+    int y = act(b, arena_printf(b->a, "%s.expert_proj.out", p), er, d);
     moe_node(b, IR_EXPERT_MM, arena_printf(b->a, "%s.expert_proj", p),
-             (int[]){ha, paramf(b, ex, "c_proj.weight"), bias ? paramf(b, ex, "c_proj.bias") : -1, counts, -2},
-             (int[]){y, -2}, &at);
-    int ye = alltoall(b, y, counts, arena_printf(b->a, "%s.a2a_out", p), d, mi);
+             (int[]){ha, paramf(b, ex, "c_proj.weight"), bias ? paramf(b, ex, "c_proj.bias") : -1, ecounts, -2},
+             (int[]){y, -2}, &ate);
+    int ye = alltoall(b, y, counts, xcounts, arena_printf(b->a, "%s.a2a_out", p), d, mi, 0);
 
     int coef = -1, dense = -1;
     if (m->moe.residual) {
@@ -310,10 +330,27 @@ static int teacher_forward(bld *sb, int first_stat, const int *loads) {
     return zt;
 }
 
+/* Under expert parallelism a rank holds E/P experts of each MoE layer: its parameter table's
+ * expert tensors have that many. Returns the largest degree. */
+static int local_experts(const md_model *m, md_param *params, int np) {
+    int ep = 1;
+    for (int i = 0; i < np; i++) {
+        md_param *q = &params[i];
+        int mi = q->experts_all ? md_moe_index(m, q->block + 1) : -1;
+        int P = mi >= 0 ? m->parallel.expert[mi] : 1;
+        if (P <= 1) continue;
+        q->shape[0] /= P;
+        q->numel /= P;
+        ep = P > ep ? P : ep;
+    }
+    return ep;
+}
+
 ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int64_t align, int decode) {
     md_param *params;
     int np = md_params(m, a, &params);
     if (np < 0) return NULL;
+    int ep = local_experts(m, params, np);
     ir_graph *g = ir_graph_create(a, m->name, params, np, align);
     if (!g) return NULL;
     bld b = {g, a, m, 0, &g->params, NULL, 0, MOE_STAT_LAYER(0), NULL};
@@ -326,6 +363,7 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     g->S_io = m->train.batch * m->context;
     g->context = m->context;
     g->top_k = m->moe.n_moe ? m->moe.top_k : 1;
+    g->ep = ep;
     g->optim = (ir_at_optim){m->train.beta1, m->train.beta2, m->train.eps, m->train.weight_decay, m->train.grad_clip};
     b.loads = g->stat_loads = layer_stats(g, m, MOE_STAT_LAYER(0), &g->n_stats);
     g->n_moe = m->moe.n_moe;

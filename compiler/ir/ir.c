@@ -103,6 +103,8 @@ const char *ir_buf_name(moe_buf b) {
 
 static int64_t align_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
+int ir_param_degree(const md_param *p) { return p->experts_all ? (int)(p->experts_all / p->shape[0]) : 1; }
+
 int ir_ptable_layout(arena *a, ir_ptable *t, const md_param *p, int n, int64_t align) {
     t->p = p;
     t->n = n;
@@ -110,11 +112,22 @@ int ir_ptable_layout(arena *a, ir_ptable *t, const md_param *p, int n, int64_t a
     t->tensor = ARENA_ARRAY(a, int, n + 1);
     if (!t->offset || !t->tensor) return -1;
     int64_t off = 0;
-    for (int i = 0; i < n; i++) {
-        t->offset[i] = off;
-        t->tensor[i] = -1;
-        off += align_up(p[i].numel * 4, align);
+    t->ngroups = 0;
+    for (int P = 1, next; P > 0; P = next) {    /* the degrees in ascending order */
+        next = 0;
+        if (t->ngroups == IR_MAX_DEGREES) return -1;
+        t->degree[t->ngroups] = P;
+        t->group_off[t->ngroups++] = off;
+        for (int i = 0; i < n; i++) {
+            int d = ir_param_degree(&p[i]);
+            if (d > P && (!next || d < next)) next = d;
+            if (d != P) continue;
+            t->offset[i] = off;
+            t->tensor[i] = -1;
+            off += align_up(p[i].numel * 4, align);
+        }
     }
+    t->group_off[t->ngroups] = off;
     t->bytes = off;
     return 0;
 }
@@ -145,6 +158,7 @@ int64_t ir_rows_max(const ir_graph *g, ir_rows r) {
     case IR_ROWS_S: return g->S_max;
     case IR_ROWS_ROUTED: return g->S_max * g->top_k;
     case IR_ROWS_CTX: return g->context;
+    case IR_ROWS_RECV: return g->S_max * g->top_k * g->ep;
     }
     return 0;
 }
@@ -168,7 +182,7 @@ int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, moe_dtype dt, ir
     t->param = -1; t->grad = -1; t->def = t->last = -1;
     static const moe_buf buf[] = {MOE_BUF_ACT, MOE_BUF_PARAM, MOE_BUF_GRAD, MOE_BUF_IO, MOE_BUF_IO, MOE_BUF_ACT};
     t->buf = buf[kind];
-    static const char *const rn[] = {"1", "S", "S*k", "ctx"};
+    static const char *const rn[] = {"1", "S", "S*k", "ctx", "S*k*ep"};
     t->shape = rows == IR_ROWS_ONE ? arena_printf(g->arena, "[%lld]", (long long)width)
                                    : arena_printf(g->arena, "[%s, %lld]", rn[rows], (long long)width);
     if (!name || !t->shape) g->oom = 1;
@@ -215,7 +229,8 @@ static void print_attr(const ir_node *n, FILE *out) {
                 n->at.moe.eval_only ? " eval" : "");
         break;
     case IR_AT_A2A:
-        fprintf(out, " {layer=%d ep=%d%s}", n->at.a2a.layer, n->at.a2a.degree, n->at.a2a.backward ? " bwd" : "");
+        fprintf(out, " {layer=%d ep=%d %s%s}", n->at.a2a.layer, n->at.a2a.degree,
+                n->at.a2a.to_experts ? "to experts" : "to tokens", n->at.a2a.backward ? " bwd" : "");
         break;
     case IR_AT_KD: fprintf(out, " {tau=%g weight=%g}", n->at.kd.tau, n->at.kd.weight); break;
     default: break;

@@ -67,6 +67,7 @@ typedef enum {
     IR_ROWS_S,      /* rows = S */
     IR_ROWS_ROUTED, /* rows = S * top_k (routed token-choices, only the first R used) */
     IR_ROWS_CTX,    /* rows = context (KV cache) */
+    IR_ROWS_RECV,   /* rows = S * top_k * ep: the routed rows an expert-parallel rank may receive */
 } ir_rows;
 
 typedef struct ir_tensor {
@@ -95,7 +96,9 @@ typedef struct ir_at_moe {
     int eval_only;              /* a teacher's gate: evaluation mode whatever the run's mode */
     double cf, eval_cf, aux_coef, z_coef;
 } ir_at_moe;
-typedef struct ir_at_a2a { int layer, experts, degree, backward; } ir_at_a2a;  /* degree: expert-parallel ranks */
+/* an all-to-all of MoE layer `layer` over its expert-parallel group of `degree` ranks, from the
+ * tokens' side to the experts' (to_experts) or back; backward: made by autodiff */
+typedef struct ir_at_a2a { int layer, experts, degree, backward, to_experts; } ir_at_a2a;
 typedef struct ir_at_optim { double beta1, beta2, eps, weight_decay, grad_clip; } ir_at_optim;
 typedef struct ir_at_kd { double tau, weight; } ir_at_kd;         /* distill block */
 
@@ -132,11 +135,18 @@ typedef struct ir_caps {
     unsigned dtypes;        /* 1 << moe_dtype of each compute type it supports */
 } ir_caps;
 
-/* A parameter table laid out in one buffer: each tensor at an aligned byte offset. */
+/* A parameter table laid out in one buffer: each tensor at an aligned byte offset, grouped
+ * by how their gradients are reduced over the ranks: the dense tensors (and the experts of
+ * layers without expert parallelism) first, then the expert tensors of each degree P in
+ * ascending order, each group one range of the buffer. */
+#define IR_MAX_DEGREES 8
 typedef struct ir_ptable {
     const md_param *p;
     int n;
     int64_t bytes;          /* the buffer (each tensor aligned) */
+    int ngroups;            /* >= 1 */
+    int degree[IR_MAX_DEGREES];             /* each group's expert-parallel degree (1: dense) */
+    int64_t group_off[IR_MAX_DEGREES + 1];  /* its range of bytes: [group_off[i], group_off[i + 1]) */
     int64_t *offset;        /* [n] byte offsets */
     int *tensor;            /* [n] tensor id of each parameter */
 } ir_ptable;
@@ -165,6 +175,7 @@ typedef struct ir_graph {
     int64_t S_io;                    /* tokens the IO buffer holds (the training program's S_max) */
     int64_t context;                 /* for the CTX row count */
     int top_k;                       /* routed rows per token (max over MoE layers) */
+    int ep;                          /* the largest expert-parallel degree (1: none) */
     int decode;                      /* a single-token KV-cache graph */
     int n_moe;
     int n_stats;                     /* entries of the statistics record */
@@ -181,6 +192,7 @@ typedef struct ir_graph {
 ir_graph *ir_graph_create(struct arena *a, const char *name, const md_param *params, int n_params, int64_t align);
 /* t's offsets and size for its n parameters p at `align` bytes; -1 on out of memory */
 int ir_ptable_layout(struct arena *a, ir_ptable *t, const md_param *p, int n, int64_t align);
+int ir_param_degree(const md_param *p);     /* the expert-parallel degree of an expert tensor, else 1 */
 int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, moe_dtype dt, ir_rows rows, int64_t width);
 /* A node of op with its slot counts from ops.def and every slot absent (-1). */
 int ir_node_new(ir_graph *g, ir_op op, const char *name, int phase);

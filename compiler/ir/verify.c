@@ -106,7 +106,8 @@ static void check_shapes(vctx *v, int node) {
         if (n->op == IR_GATE) c = n->out[ir_slot_index(IR_GATE, 1, "counts")];
         int attr = ir_op_info(n->op)->attr;
         int E = attr == IR_AT_MOE ? n->at.moe.experts : attr == IR_AT_ACT ? n->at.act.experts : n->at.a2a.experts;
-        if (c >= 0 && E > 0 && T[c].width != MOE_COUNTS_LEN(E))
+        /* a received layout (expert parallelism) starts with the counts record of its experts */
+        if (c >= 0 && E > 0 && T[c].width != MOE_COUNTS_LEN(E) && (T[c].width - MOE_COUNTS_LEN(E)) % E)
             fail(v, node, "counts has %lld entries, not MOE_COUNTS_LEN(%d) = %d", (long long)T[c].width, E,
                  MOE_COUNTS_LEN(E));
         if (attr == IR_AT_MOE && (E < 1 || n->at.moe.top_k < 1 || n->at.moe.top_k > E))

@@ -107,9 +107,12 @@ static int rule(ad *s, const ir_node *f) {
     case IR_ADD:
         n = bwd(s, IR_ADD_BWD, f, (int[]){d, -2}, (int[]){i[0], i[1]}, 2);
         break;
-    case IR_ALLTOALL:       /* the same exchange of the gradient, experts -> tokens */
-        n = bwd(s, IR_ALLTOALL, f, (int[]){d, i[1], -2}, (int[]){i[0]}, 1);
-        if (n >= 0) s->g->n[n].at.a2a.backward = 1;
+    case IR_ALLTOALL:       /* the same exchange of the gradient, the other way */
+        n = bwd(s, IR_ALLTOALL, f, (int[]){d, i[1], i[2], -2}, (int[]){i[0]}, 1);
+        if (n >= 0) {
+            s->g->n[n].at.a2a.backward = 1;
+            s->g->n[n].at.a2a.to_experts = !f->at.a2a.to_experts;
+        }
         break;
     case IR_EXPERT_MM:
         n = bwd(s, IR_EXPERT_MM_BWD, f, (int[]){d, i[0], i[1], i[3], -2}, (int[]){i[0], i[1], i[2]}, 3);

@@ -3,6 +3,7 @@
 #include "build.h"
 #include "passes.h"
 #include "../util/diag.h"
+#include <string.h>
 
 static diag_loc loc_of(md_loc where, md_loc model) {
     md_loc l = where.file ? where : model;
@@ -35,10 +36,12 @@ static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) 
                      m->dropout);
     int ep = 1;
     for (int i = 0; i < m->moe.n_moe; i++) ep = m->parallel.expert[i] > ep ? m->parallel.expert[i] : ep;
-    if (ep > 1)
-        diag_warning(d, loc_of(m->where.expert, m->loc),
-                     "parallel.expert = %d: expert parallelism is not built yet; the executable runs in one process "
-                     "and refuses to start under mpirun (only data-parallel layouts, expert = 1, run on several)", ep);
+    if (ep > 1 && strcmp(caps->target, "cpu")) {
+        diag_error(d, loc_of(m->where.expert, m->loc), "parallel.expert = %d: expert parallelism runs on the cpu "
+                   "target only so far (the %s target's all-to-all needs NCCL, which is not built yet)", ep,
+                   caps->target);
+        diag_hint(d, "build with --target cpu, or set parallel.expert = 1 for the %s target", caps->target);
+    }
     if (m->moe.n_moe && m->moe.noisy_gate == MD_NOISE_RSAMPLE && m->moe.top_k > 1)
         diag_warning(d, loc_of(m->where.noisy_gate, m->loc),
                      "noisy_gate = rsample acts on top-1 gates only (as in DeepSpeed-MoE): with top_k = %d the "

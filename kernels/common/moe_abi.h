@@ -72,6 +72,13 @@ enum { MOE_STEP_COMPUTE = 1, MOE_STEP_COMM = 2, MOE_STEP_LOSS = 4,
 #define MOE_CAP(E)          (4 * (E) + 1)       /* the capacity C */
 #define MOE_DROPPED(E)      (4 * (E) + 2)       /* dropped token-choices */
 #define MOE_COUNTS_LEN(E)   (4 * (E) + 3)
+/* Expert parallelism (P ranks in the layer's group, L = E/P local experts each): after the
+ * exchange of counts, each rank holds the received layout [MOE_XCOUNTS_LEN(L, P)] i32, a counts
+ * record of its L experts (count, offsets, rows; the rest 0) whose rows are ordered expert by
+ * expert and, within an expert, by source rank; then the rows each source sent to each local
+ * expert, [P, L] at MOE_XSRC(L). */
+#define MOE_XSRC(L)         MOE_COUNTS_LEN(L)
+#define MOE_XCOUNTS_LEN(L, P) (MOE_COUNTS_LEN(L) + (P) * (L))
 #define MOE_GS_PROBS(E)     0
 #define MOE_GS_LOGITS(E)    (E)
 #define MOE_GS_JITTER(E)    (2 * (E))

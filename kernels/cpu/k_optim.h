@@ -33,10 +33,14 @@ static inline double k_sumsq(const float *x /* [n] */, long n) {
 
 /* norm_clip[0] = ||g||, norm_clip[1] = the clip factor: max_norm / (||g|| + 1e-6) when the norm
  * exceeds max_norm > 0, else 1 (moe-semantics.md section 4: the true global norm). */
-static inline void k_grad_norm(double *norm_clip /* [2] */, const float *g /* [n] */, long n, double max_norm) {
-    double norm = sqrt(k_sumsq(g, n));
+static inline void k_grad_clip(double *norm_clip /* [2]: the sum of squares on entry */, double max_norm) {
+    double norm = sqrt(norm_clip[0]);
     norm_clip[0] = norm;
     norm_clip[1] = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+}
+static inline void k_grad_norm(double *norm_clip /* [2] */, const float *g /* [n] */, long n, double max_norm) {
+    norm_clip[0] = k_sumsq(g, n);
+    k_grad_clip(norm_clip, max_norm);
 }
 
 /* x *= s (gradient clipping) */

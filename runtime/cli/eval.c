@@ -122,7 +122,7 @@ int cli_grad(int argc, char **argv) {
     moe_rt_grads_sum(rt);
     char err[1024];
     int rc = 0;
-    if (w->rank == 0 && moe_ckpt_save_grads(rt, moe_arg(f, nf, "--out"), err, sizeof err)) {
+    if ((w->rank == 0 || rt->prog->par_expert > 1) && moe_ckpt_save_grads(rt, moe_arg(f, nf, "--out"), err, sizeof err)) {
         cli_fail("%s", err);
         rc = 1;
     }

@@ -338,6 +338,14 @@ static int global_flags(int *argc, char **argv) {
 static int start_world(const char *cmd, int *argc, char ***argv) {
     const char *var = NULL;
     int n = moe_comm_launched(&var);
+    const moe_program *p = cli_prog;
+    if (n <= 1 && p->par_expert > 1 && strcmp(cmd, "info")) {
+        cli_fail("model %s is laid out for expert parallelism (parallel.expert = %d): each process holds a share of "
+                 "the experts, so it runs under mpirun on a multiple of %d processes. For one process, build the "
+                 "model with parallel.expert = 1: checkpoints hold every expert and load in either", p->model,
+                 p->par_expert, p->par_expert);
+        return MOE_EXIT_USAGE;
+    }
     if (n <= 1) return 0;
     if (strcmp(cmd, "train") && strcmp(cmd, "eval") && strcmp(cmd, "grad")) {
         cli_fail("started as one of %d processes (%s), but %s runs in one process (train, eval and grad run on "
@@ -350,7 +358,6 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
         cli_fail("started as one of %d processes (%s), but %s", n, var, err);
         return MOE_EXIT_FAIL;
     }
-    const moe_program *p = cli_prog;
     /* the same model and plan everywhere: several hosts may hold different builds */
     if (!same_everywhere(util_hash_str(moe_model_text) ^ util_hash_str(p->model) ^ util_hash_str(p->target) ^
                          (uint64_t)p->buf_bytes[MOE_BUF_PARAM] ^ (uint64_t)p->train.act_bytes << 20)) {
@@ -358,12 +365,14 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
                  p->model, p->source);
         return MOE_EXIT_FAIL;
     }
-    const char *why = p->par_expert > 1 ? "expert parallelism" : p->par_tensor > 1 ? "tensor slicing" : NULL;
-    if (why) {
+    for (int i = 0; i < p->n_params; i++) {     /* each expert group of P ranks holds every expert once */
+        const moe_param_info *q = &p->params[i];
+        int64_t P = q->expert ? q->experts_all / q->shape[0] : 1;
+        if (w->world % P == 0) continue;
         if (w->rank == 0)
-            cli_fail("model %s asks for %s (parallel.%s = %d), which is not built yet: several processes run "
-                     "data-parallel layouts only (parallel.expert = 1, parallel.tensor = 1)", p->model, why,
-                     p->par_expert > 1 ? "expert" : "tensor", p->par_expert > 1 ? p->par_expert : p->par_tensor);
+            cli_fail("model %s spreads the experts of %s over %lld processes (parallel.expert), which do not divide "
+                     "the %d started: start a multiple of %lld", p->model, q->name, (long long)P, w->world,
+                     (long long)P);
         return MOE_EXIT_FAIL;
     }
     if (p->par_data > 0 && p->par_data != w->world) {

@@ -369,7 +369,7 @@ int cli_train(int argc, char **argv) {
             w->allreduce_f64(w, &v, 1);
             if (v > 0 && !interrupts) interrupts = 1;
         }
-        if (!rc && lead && (due || (dir && interrupts)))
+        if (!rc && (lead || p->par_expert > 1) && (due || (dir && interrupts)))   /* the ranks send their experts */
             rc = save(rt, dir, step + 1, (uint64_t)seed) ? MOE_EXIT_FAIL : 0;
         rc = cli_agree(rc);
         if (!rc && interrupts && step + 1 < steps) {
