@@ -378,6 +378,14 @@ void moe_rt_stats_read(moe_rt *rt, moe_stats *s) {
     stats_sum_up(p, st, s);
 }
 
+void moe_rt_stats_copy(moe_rt *rt, double *host, int back) {
+    const moe_program *p = rt->prog;
+    uint8_t *dev = rt->buf[MOE_BUF_IO] + p->stats_off;
+    size_t n = sizeof(double) * (size_t)p->n_stats;
+    if (back) check(rt, rt->dev->ops->upload(rt->dev, dev, host, n), "upload");
+    else check(rt, rt->dev->ops->download(rt->dev, host, dev, n), "download");
+}
+
 void moe_rt_stats_reduce(moe_rt *rt, moe_stats *s, int mean) {
     const moe_program *p = rt->prog;
     const moe_comm *c = rt->ctx.comm;

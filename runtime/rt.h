@@ -103,6 +103,8 @@ void moe_rt_stats_read(moe_rt *rt, moe_stats *s);
 void moe_rt_stats_reduce(moe_rt *rt, moe_stats *s, int mean);
 /* The gradient buffer summed over the ranks (a collective); nothing in one process. */
 void moe_rt_grads_sum(moe_rt *rt);
+/* the statistics record (device) into host[n_stats], or back from it */
+void moe_rt_stats_copy(moe_rt *rt, double *host, int back);
 /* the global index of the first expert of parameter q this rank holds (0 without expert parallelism) */
 int64_t moe_rt_first_expert(const moe_rt *rt, const moe_param_info *q);
 

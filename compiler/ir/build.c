@@ -16,6 +16,7 @@
 #include "build.h"
 #include "../util/arena.h"
 #include "../util/diag.h"
+#include "moe_gate.h"
 #include <string.h>
 
 /* What the builder builds from: a model (the student, or its teacher), its parameter table,
@@ -197,6 +198,17 @@ static int moe_layer(bld *b, int x, int blk, int mi) {
                           (int[]){xcounts, -2});
         if (n) n->at.a2a = (ir_at_a2a){mi, E, P, 0, 1};
         er = IR_ROWS_RECV;
+        /* at most the group's every token-choice, and with dropping at most C rows from each
+         * rank for each expert: E C */
+        int64_t recv = P * g->S_max * k;
+        if (m->moe.drop_tokens) {
+            int S = (int)g->S_max, mc = m->moe.min_capacity;
+            int ct = moe_gate_capacity(S, E, k, MOE_MODE_TRAIN, at.cf, at.eval_cf, mc);
+            int ce = moe_gate_capacity(S, E, k, MOE_MODE_EVAL, at.cf, at.eval_cf, mc);
+            int64_t C = ct > ce ? ct : ce;
+            if ((int64_t)E * C < recv) recv = (int64_t)E * C;
+        }
+        if (recv > g->recv_rows) g->recv_rows = recv;
     }
     int ecounts = P > 1 ? xcounts : counts;
     int xe = alltoall(b, xd, counts, xcounts, arena_printf(b->a, "%s.a2a_in", p), d, mi, 1);

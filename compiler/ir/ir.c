@@ -158,7 +158,7 @@ int64_t ir_rows_max(const ir_graph *g, ir_rows r) {
     case IR_ROWS_S: return g->S_max;
     case IR_ROWS_ROUTED: return g->S_max * g->top_k;
     case IR_ROWS_CTX: return g->context;
-    case IR_ROWS_RECV: return g->S_max * g->top_k * g->ep;
+    case IR_ROWS_RECV: return g->recv_rows;
     }
     return 0;
 }
@@ -182,7 +182,7 @@ int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, moe_dtype dt, ir
     t->param = -1; t->grad = -1; t->def = t->last = -1;
     static const moe_buf buf[] = {MOE_BUF_ACT, MOE_BUF_PARAM, MOE_BUF_GRAD, MOE_BUF_IO, MOE_BUF_IO, MOE_BUF_ACT};
     t->buf = buf[kind];
-    static const char *const rn[] = {"1", "S", "S*k", "ctx", "S*k*ep"};
+    static const char *const rn[] = {"1", "S", "S*k", "ctx", "recv"};
     t->shape = rows == IR_ROWS_ONE ? arena_printf(g->arena, "[%lld]", (long long)width)
                                    : arena_printf(g->arena, "[%s, %lld]", rn[rows], (long long)width);
     if (!name || !t->shape) g->oom = 1;

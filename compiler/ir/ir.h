@@ -67,7 +67,7 @@ typedef enum {
     IR_ROWS_S,      /* rows = S */
     IR_ROWS_ROUTED, /* rows = S * top_k (routed token-choices, only the first R used) */
     IR_ROWS_CTX,    /* rows = context (KV cache) */
-    IR_ROWS_RECV,   /* rows = S * top_k * ep: the routed rows an expert-parallel rank may receive */
+    IR_ROWS_RECV,   /* rows = recv_rows: the routed rows an expert-parallel rank may receive */
 } ir_rows;
 
 typedef struct ir_tensor {
@@ -133,6 +133,7 @@ typedef struct ir_caps {
     const char *target;
     int64_t align;          /* bytes; every planned offset is a multiple */
     unsigned dtypes;        /* 1 << moe_dtype of each compute type it supports */
+    int expert_parallel;    /* it spreads experts over ranks (else every rank holds them all) */
 } ir_caps;
 
 /* A parameter table laid out in one buffer: each tensor at an aligned byte offset, grouped
@@ -176,6 +177,7 @@ typedef struct ir_graph {
     int64_t context;                 /* for the CTX row count */
     int top_k;                       /* routed rows per token (max over MoE layers) */
     int ep;                          /* the largest expert-parallel degree (1: none) */
+    int64_t recv_rows;               /* the most rows an expert-parallel rank receives in a layer */
     int decode;                      /* a single-token KV-cache graph */
     int n_moe;
     int n_stats;                     /* entries of the statistics record */

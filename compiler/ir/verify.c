@@ -110,7 +110,8 @@ static void check_shapes(vctx *v, int node) {
         if (c >= 0 && E > 0 && T[c].width != MOE_COUNTS_LEN(E) && (T[c].width - MOE_COUNTS_LEN(E)) % E)
             fail(v, node, "counts has %lld entries, not MOE_COUNTS_LEN(%d) = %d", (long long)T[c].width, E,
                  MOE_COUNTS_LEN(E));
-        if (attr == IR_AT_MOE && (E < 1 || n->at.moe.top_k < 1 || n->at.moe.top_k > E))
+        /* (an expert-parallel rank's experts may be fewer than top_k) */
+        if (attr == IR_AT_MOE && (E < 1 || n->at.moe.top_k < 1 || (n->at.moe.top_k > E && n->op == IR_GATE)))
             fail(v, node, "E = %d and top_k = %d are not a MoE layer", E, n->at.moe.top_k);
         break;
     }

@@ -2,8 +2,8 @@
 #include "pipeline.h"
 #include "build.h"
 #include "passes.h"
+#include "../util/arena.h"
 #include "../util/diag.h"
-#include <string.h>
 
 static diag_loc loc_of(md_loc where, md_loc model) {
     md_loc l = where.file ? where : model;
@@ -36,12 +36,11 @@ static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) 
                      m->dropout);
     int ep = 1;
     for (int i = 0; i < m->moe.n_moe; i++) ep = m->parallel.expert[i] > ep ? m->parallel.expert[i] : ep;
-    if (ep > 1 && strcmp(caps->target, "cpu")) {
-        diag_error(d, loc_of(m->where.expert, m->loc), "parallel.expert = %d: expert parallelism runs on the cpu "
-                   "target only so far (the %s target's all-to-all needs NCCL, which is not built yet)", ep,
-                   caps->target);
-        diag_hint(d, "build with --target cpu, or set parallel.expert = 1 for the %s target", caps->target);
-    }
+    if (ep > 1 && !caps->expert_parallel)
+        diag_warning(d, loc_of(m->where.expert, m->loc),
+                     "parallel.expert = %d: the %s target has no expert parallelism yet (its all-to-all needs NCCL): "
+                     "every process holds all the experts, and several processes run data-parallel", ep,
+                     caps->target);
     if (m->moe.n_moe && m->moe.noisy_gate == MD_NOISE_RSAMPLE && m->moe.top_k > 1)
         diag_warning(d, loc_of(m->where.noisy_gate, m->loc),
                      "noisy_gate = rsample acts on top-1 gates only (as in DeepSpeed-MoE): with top_k = %d the "
@@ -83,6 +82,14 @@ int pl_run(struct arena *a, diag_ctx *d, const md_model *m, const pl_options *o,
     out->train = out->decode = NULL;
     check_settings(d, m, o->caps);
     if (diag_count(d)) return -1;
+    md_model whole;     /* a target without expert parallelism: every expert on every rank */
+    if (!o->caps->expert_parallel && m->moe.n_moe) {
+        whole = *m;
+        whole.parallel.expert = ARENA_ARRAY(a, int, m->moe.n_moe);
+        if (!whole.parallel.expert) return -1;
+        for (int i = 0; i < m->moe.n_moe; i++) whole.parallel.expert[i] = 1;
+        m = &whole;
+    }
     out->train = lower(a, d, m, o, 0);
     out->decode = out->train ? lower(a, d, m, o, 1) : NULL;
     return out->train && out->decode ? 0 : -1;

@@ -119,14 +119,24 @@ int cli_eval_windows(moe_rt *rt, const moe_data *data, int64_t first, int64_t nb
     moe_rt_stats_clear(rt);
     const moe_comm *w = rt->ctx.comm;   /* with R ranks, rank r takes batches r, r + R, ... */
     int show = nb >= 20 && isatty(2) && w->rank == 0;   /* a long evaluation shows its progress on a terminal */
-    for (int64_t b = first + w->rank; b < first + nb; b += w->world) {
-        moe_data_window_batch(data, b * B, B, T, rt->tokens, rt->targets);
+    /* Under expert parallelism every forward is a collective of the expert group: a rank
+     * without a batch in the last round runs one anyway (batch `first`), and its figures are
+     * put back as they were before it */
+    int fill = rt->prog->par_expert > 1 && w->world > 1;
+    double *kept = fill ? malloc(sizeof(double) * (size_t)rt->prog->n_stats) : NULL;
+    if (fill && !kept) { cli_fail("out of memory"); return -1; }
+    for (int64_t b = first + w->rank; b < first + nb || (fill && b - w->rank < first + nb); b += w->world) {
+        int real = b < first + nb;
+        moe_data_window_batch(data, (real ? b : first) * B, B, T, rt->tokens, rt->targets);
         moe_rt_upload_batch(rt);
+        if (!real) moe_rt_stats_copy(rt, kept, 0);
         moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_FWD);
-        if (show && ((b - first) % 10 == 9 || b + 1 == first + nb))
+        if (!real) moe_rt_stats_copy(rt, kept, 1);
+        if (show && real && ((b - first) % 10 == 9 || b + 1 == first + nb))
             fprintf(stderr, "\r%s: batch %lld/%lld%s", moe_cmd_name, (long long)(b - first + 1), (long long)nb,
                     b + 1 == first + nb ? "\n" : "");
     }
+    free(kept);
     moe_rt_stats_read(rt, s);
     moe_rt_stats_reduce(rt, s, 0);
     rt->ctx.mode = mode;
@@ -163,10 +173,12 @@ int cli_info(int argc, char **argv) {
         snprintf(desc, sizeof desc, "%s", dev->desc);
         moe_device_close(dev);
     }
-    int64_t n = 0, ne = 0;
+    int64_t n = 0, ne = 0;     /* the model's, whatever share of the experts a rank holds */
     for (int i = 0; i < p->n_params; i++) {
-        n += p->params[i].numel;
-        if (p->params[i].expert) ne += p->params[i].numel;
+        const moe_param_info *q = &p->params[i];
+        int64_t all = q->expert ? q->numel / q->shape[0] * q->experts_all : q->numel;
+        n += all;
+        if (q->expert) ne += all;
     }
     if (f[0].value) {
         printf("{\"model\": \"%s\", \"target\": \"%s\", \"source\": ", p->model, p->target);
@@ -175,13 +187,13 @@ int cli_info(int argc, char **argv) {
                "\"decode_arena_bytes\": %lld, \"io_bytes\": %lld, \"align\": %lld, \"max_batch\": %lld, "
                "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d, \"vocab\": %lld, "
                "\"context\": %lld, \"layers\": %lld, \"hidden\": %lld, \"heads\": %lld, \"kv_heads\": %lld, "
-               "\"bias\": %s, \"ffn\": %lld, \"n_moe\": %d, \"top_k\": %d",
+               "\"bias\": %s, \"ffn\": %lld, \"n_moe\": %d, \"top_k\": %d, \"expert_parallel\": %d",
                (long long)n, (long long)ne, (long long)p->buf_bytes[MOE_BUF_PARAM], (long long)p->train.act_bytes,
                (long long)p->decode.act_bytes, (long long)p->buf_bytes[MOE_BUF_IO], (long long)p->align,
                (long long)p->train.B_max, (long long)p->train.T_max, p->train.n_steps, p->decode.n_steps,
                omp_get_max_threads(), (long long)p->vocab, (long long)p->context, (long long)p->layers,
                (long long)p->hidden, (long long)p->heads, (long long)p->kv_heads, p->bias ? "true" : "false",
-               (long long)p->ffn, p->n_moe, p->top_k);
+               (long long)p->ffn, p->n_moe, p->top_k, p->par_expert);
         printf(", \"train\": {\"batch\": %lld, \"accumulate\": %lld, \"steps\": %lld, \"seed\": %lld, \"schedule\": \"%s\", "
                "\"lr\": %.9g, \"min_lr\": %.9g, \"warmup\": %lld, \"beta1\": %.9g, \"beta2\": %.9g, \"eps\": %.9g, "
                "\"weight_decay\": %.9g, \"grad_clip\": %.9g, \"eval_every\": %lld, \"eval_batches\": %lld, "
@@ -231,7 +243,10 @@ int cli_info(int argc, char **argv) {
            (long long)p->context, (long long)p->layers, (long long)p->hidden, (long long)p->heads);
     if (p->kv_heads != p->heads) printf(" (%lld key/value)", (long long)p->kv_heads);
     printf(", ffn %lld%s\n", (long long)p->ffn, p->bias ? "" : ", no biases");
-    printf("  parameters %lld (%lld in experts), %d MoE layers, top-%d\n", (long long)n, (long long)ne, p->n_moe, p->top_k);
+    printf("  parameters %lld (%lld in experts), %d MoE layers, top-%d", (long long)n, (long long)ne, p->n_moe, p->top_k);
+    if (p->par_expert > 1)
+        printf("; experts spread over groups of up to %d processes (each holds its share)", p->par_expert);
+    printf("\n");
     printf("  train: batch %lld x %lld tokens (accumulate %lld), %lld steps, seed %lld; AdamW lr %g, %s to %g after "
            "%lld warmup steps, betas %g/%g, eps %g, weight decay %g, clip %g; eval every %lld (%lld batches), "
            "checkpoint every %lld\n",

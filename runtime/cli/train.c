@@ -267,8 +267,12 @@ int cli_train(int argc, char **argv) {
         .steps_total = sched.steps, .overrides = overrides[0] ? overrides : NULL};
     rc = cli_agree(rc);     /* a rank that could not start stops them all */
     if (!rc && lead) {
-        char procs[48] = "";
-        if (R > 1) snprintf(procs, sizeof procs, "%d processes (data-parallel) x ", R);
+        char procs[96] = "";
+        if (R > 1 && p->par_expert > 1)
+            snprintf(procs, sizeof procs, "%d processes (data-parallel, experts over groups of up to %d) x ", R,
+                     p->par_expert);
+        else if (R > 1)
+            snprintf(procs, sizeof procs, "%d processes (data-parallel) x ", R);
         fprintf(stderr, "train %s on %s: %s, %lld tokens%s; %lld steps of %d x %d x %lld tokens; lr %g (%s to %g over %lld "
                 "steps, warmup %lld); %s%d thread%s%s%s\n", p->model, run.device, run.data, (long long)run.data_tokens,
                 moe_arg(f, nf, "--data") ? "" : " (the built-in corpus: no --data given)", steps, B * R, T,

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# run.sh MOEC WORKDIR ST_COMPARE JSON_COMPARE - data-parallel runs under mpirun (Open MPI, oversubscribed on this
-# machine's cores) against one process over the same sequences:
+# run.sh MOEC WORKDIR ST_COMPARE JSON_COMPARE - runs under mpirun (Open MPI, oversubscribed on this machine's
+# cores) against one process over the same sequences. Data-parallel:
 #   train: 2 ranks x batch 4 give the losses, gradient norms and weights of 1 process x batch 8,
 #          and a 2-rank run resumed from its own checkpoint repeats the uninterrupted one;
 #   eval:  1, 2 and 3 ranks (7 batches: uneven shares) print the one-process figures;
 #   grad:  2 ranks write the mean of the one-process gradients of batches 0 and 1;
 #   distillation: a student on 2 ranks x batch 4 logs the losses and kd_loss of 1 x 8;
-#   refusals: a layout with expert parallelism, parallel.data = 3 on 2 processes, and a
-#          command that runs in one process each stop with their message;
+#   expert-parallel (the experts spread over expert groups of 2 and 4 ranks, and a pyramid of
+#          degrees 2 and 4): eval and grad equal one process, train equals the data-parallel
+#          twin, checkpoints hold every expert (one process evaluates them, another layout
+#          resumes them);
+#   refusals: an expert-parallel layout in one process or on too few ranks, parallel.data = 3
+#          on 2 processes, and a command that runs in one process each stop with their message;
 #   ranks of different executables or data stop at start; a rank killed mid-run ends the
 #   job with mpirun's message.
 # Skipped (77) without mpirun; not registered when moec was built without MPI.
@@ -25,7 +29,7 @@ export OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1
 # still checked, and the one-process tests check our leaks
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 mpi() { local np=$1; shift; timeout 300 mpirun -np "$np" "$@"; }
-for m in two one moe ep three kdtwo kdone; do "$moec" build "$here/dp.moe" --model $m -o $m 2>/dev/null || fail "moec build $m"; done
+for m in two one moe ep ep4 pyr pyr_dp three kdtwo kdone; do "$moec" build "$here/dp.moe" --model $m -o $m 2>/dev/null || fail "moec build $m"; done
 ./two info --json | jq -e '.params > 0' >/dev/null || fail "info"
 mpi 2 ./two info > /dev/null 2> info.err && fail "info ran on 2 processes"
 grep -q "but info runs in one process" info.err || fail "the one-process refusal: $(cat info.err)"
@@ -80,6 +84,53 @@ st_io.write_safetensors("gmean.st", [(k, g0[k][0], [(x + y) / 2 for x, y in zip(
 PY
 "$ref_cmp" gmean.st g2.st > gcmp.txt || fail "grad on 2 processes: $(tail -3 gcmp.txt)"
 
+# expert parallelism: eval and grad as one process, expert groups of 2 (on 2 and 4 ranks) and of 4
+for run in "2 ep" "4 ep" "4 ep4"; do
+  set -- $run
+  mpi $1 ./$2 eval --checkpoint ckm --data text.txt --max-batches 7 > ev$1$2.json 2> ev$1$2.err \
+    || fail "$2 eval on $1: $(cat ev$1$2.err)"
+  "$json_cmp" eval1.json ev$1$2.json || fail "$2 eval on $1 processes: $(cat ev$1$2.json) against $(cat eval1.json)"
+done
+mpi 2 ./ep grad --checkpoint ckm --data text.txt --out gep.st 2> gep.err || fail "ep grad on 2: $(cat gep.err)"
+"$ref_cmp" gmean.st gep.st > gepcmp.txt || fail "expert-parallel grad on 2 processes: $(tail -3 gepcmp.txt)"
+for b in 2 3; do
+  tail -c +$((b * 4 * 32 + 1)) text.txt > text$b.txt
+  ./moe grad --checkpoint ckm --data text$b.txt --out gb$b.st || fail "grad of batch $b"
+done
+python3 - "$ref" <<'PY' || fail "averaging 4 gradients"
+import sys
+sys.path.insert(0, sys.argv[1])
+import st_io
+g = [st_io.read_safetensors(f)[0] for f in ("g0.st", "g1.st", "gb2.st", "gb3.st")]
+st_io.write_safetensors("gmean4.st", [(k, g[0][k][0], [sum(v) / 4 for v in zip(*(x[k][1] for x in g))]) for k in g[0]])
+PY
+mpi 4 ./ep4 grad --checkpoint ckm --data text.txt --out gep4.st 2> gep4.err || fail "ep4 grad on 4: $(cat gep4.err)"
+"$ref_cmp" gmean4.st gep4.st > gep4cmp.txt || fail "grad with one expert per rank on 4 processes: $(tail -3 gep4cmp.txt)"
+
+# expert-parallel training = its data-parallel twin: losses, norms and the weights after 3 steps
+for run in "2 moe ep" "4 moe ep" "4 pyr_dp pyr"; do
+  set -- $run
+  rm -rf ck$1$2 ck$1$3
+  mpi $1 ./$2 train --data text.txt --checkpoint ck$1$2 --log $1$2.jsonl 2> /dev/null || fail "train $2 on $1"
+  mpi $1 ./$3 train --data text.txt --checkpoint ck$1$3 --log $1$3.jsonl 2> $1$3.err || fail "train $3 on $1: $(cat $1$3.err)"
+  paste <(jq -r '[.loss, .grad_norm] | @tsv' $1$2.jsonl) <(jq -r '[.loss, .grad_norm] | @tsv' $1$3.jsonl) |
+    awk '{ for (i = 1; i <= 2; i++) { d = $i - $(i + 2); if (d < 0) d = -d; if (d > 1e-6 * $i) bad = 1 } }
+         END { exit bad }' || fail "$3 on $1: losses or gradient norms differ: $(paste $1$2.jsonl $1$3.jsonl | head -3)"
+  "$ref_cmp" --rtol 1e-4 --tol "h.*.attn.c_attn.bias=1e-3" ck$1$2/step-00000003.safetensors ck$1$3/step-00000003.safetensors \
+    > $1$3.cmp || fail "$3 on $1: weights after 3 steps: $(tail -3 $1$3.cmp)"
+done
+# a checkpoint of 4 ranks holds every expert: one process and 2 ranks evaluate it alike, and
+# expert groups of 4 resume what expert groups of 2 wrote (the same model, another layout)
+./moe eval --checkpoint ck4ep --data text.txt --max-batches 4 > ck1.json || fail "one process reads the 4-rank checkpoint"
+mpi 2 ./ep eval --checkpoint ck4ep --data text.txt --max-batches 4 > ck2.json || fail "2 ranks read the 4-rank checkpoint"
+"$json_cmp" ck1.json ck2.json || fail "the 4-rank checkpoint evaluates differently: $(cat ck1.json ck2.json)"
+sed 's/^model ep : moe { parallel { expert = 2 } }/model ep : moe { parallel { expert = 4 } }/' "$here/dp.moe" > dp4.moe
+"$moec" build dp4.moe --model ep -o ep_4 2>/dev/null || fail "moec build ep with expert = 4"
+rm -rf ckx
+mpi 4 ./ep train --data text.txt --checkpoint ckx --log x.jsonl --steps 2 --steps-total 3 2>/dev/null || fail "2 steps"
+mpi 4 ./ep_4 train --data text.txt --checkpoint ckx --log x.jsonl --resume 2> x.err || fail "resume in another layout: $(cat x.err)"
+cmp -s <(jq -r .loss 4ep.jsonl) <(jq -r .loss x.jsonl) || fail "resumed in another layout: $(paste <(jq -r .loss 4ep.jsonl) <(jq -r .loss x.jsonl))"
+
 # distillation: the KD term of 2 x 4 is that of 1 x 8, and stops at stop_step on every rank
 ./kdone train --data text.txt --teacher ck1 --log kdone.jsonl 2>/dev/null || fail "distillation, 1 process"
 mpi 2 ./kdtwo train --data text.txt --teacher ck1 --log kdtwo.jsonl 2> kdtwo.err \
@@ -91,9 +142,13 @@ jq -s -e '.[3].kd_loss > 0 and .[3].teacher and .[4].kd_loss == 0 and (.[4].teac
   || fail "distillation does not stop after step 4 on 2 processes"
 
 # refusals
-mpi 2 ./ep train --steps 1 2> ep.err && fail "an expert-parallel layout ran"
-grep -q "asks for expert parallelism (parallel.expert = 2), which is not built yet" ep.err || fail "ep: $(cat ep.err)"
-[ "$(grep -c "not built yet" ep.err)" = 1 ] || fail "the refusal is not printed once"
+./ep train --steps 1 2> ep.err && fail "an expert-parallel layout ran in one process"
+grep -q "model ep is laid out for expert parallelism (parallel.expert = 2): each process holds a share" ep.err \
+  || fail "ep in one process: $(cat ep.err)"
+mpi 2 ./ep4 train --steps 1 2> ep4.err && fail "expert groups of 4 ran on 2 processes"
+grep -q "spreads the experts of h.1.moe.experts.c_fc.weight over 4 processes (parallel.expert), which do not divide the 2 started" ep4.err \
+  || fail "ep4 on 2: $(cat ep4.err)"
+[ "$(grep -c "do not divide" ep4.err)" = 1 ] || fail "the refusal is not printed once"
 mpi 2 ./three train --steps 1 2> three.err && fail "parallel.data = 3 ran on 2"
 grep -q "asks for parallel.data = 3 processes, but 2 were started" three.err || fail "data: $(cat three.err)"
 # ranks that run different executables, or read different data, stop at once (MPMD mpirun)
@@ -129,4 +184,4 @@ wait $job; rc=$?
 [ $rc != 0 ] && [ $rc != 124 ] || fail "a job with a stopped rank exited $rc (124: it hung): $(tail -5 stall.out)"
 grep -qE "^[.]/two train \(rank [01] of 2, step [0-9]+\): a collective \(a sum of [0-9]+ values\) has waited 3 s for the other ranks \(--comm-timeout\)" \
   stall.out || fail "no watchdog message: $(tail -5 stall.out)"
-echo "ok: data-parallel train, eval and grad on 2 and 3 processes match one process"
+echo "ok: data- and expert-parallel train, eval and grad on 2 to 4 processes match one process"
