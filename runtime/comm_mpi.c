@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* the launchers' words for the number of processes */
 static const char *const world_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS",
@@ -36,6 +37,9 @@ void moe_comm_set_timeout(double seconds, const char *who) {
     snprintf(watch_who, sizeof watch_who, "%s", who);
 }
 void moe_comm_set_step(long long step) { watch_step = step; }
+
+/* the expert groups' all-to-all (moe_comm_set_alltoall) */
+static int a2a_kind = MOE_A2A_AUTO, a2a_ranks_per_node;
 
 #ifdef MOE_HAVE_MPI
 #include <mpi.h>
@@ -89,10 +93,30 @@ static void mpi_f32(const moe_comm *c, float *buf, int64_t n) { (void)c; mpi_sum
 static void mpi_f64(const moe_comm *c, double *buf, int64_t n) { (void)c; mpi_sum(MPI_COMM_WORLD, buf, n, MPI_DOUBLE, 8); }
 
 /* The two groups of each expert-parallel degree, made on first use (every rank makes the same
- * calls in the same order, so the splits match). */
+ * calls in the same order, so the splits match); for a hierarchical all-to-all (G > 0) the
+ * expert group's nodes of G ranks (intra) and its ranks at the same place on each node (inter). */
 enum { MAX_DEGREES = 16 };
-static struct degree { int P; MPI_Comm group[2]; } degrees[MAX_DEGREES];
-static int n_degrees;
+static struct degree { int P, G; MPI_Comm group[2], intra, inter; } degrees[MAX_DEGREES];
+static int n_degrees, host_ranks = 1;
+static int64_t sent_messages, sent_bytes;   /* by this rank's exchanges, to other ranks */
+
+static void mpi_traffic(const moe_comm *c, int64_t *messages, int64_t *bytes) {
+    (void)c;
+    *messages = sent_messages;
+    *bytes = sent_bytes;
+}
+static void count_sent(int to_self, int64_t bytes) {
+    if (to_self || bytes <= 0) return;
+    sent_messages++;
+    sent_bytes += bytes;
+}
+
+/* G ranks per node where the exchange of degree P is hierarchical, else 0 (flat) */
+static int hier_nodes(int P) {
+    int G = a2a_ranks_per_node > 0 ? a2a_ranks_per_node : host_ranks;
+    int want = a2a_kind == MOE_A2A_HIERARCHICAL || (a2a_kind == MOE_A2A_AUTO && G < P);
+    return want && G > 1 && G < P && P % G == 0 ? G : 0;
+}
 
 static MPI_Comm group_of(int kind, int P) {
     if (kind == MOE_GROUP_WORLD || P <= 1) return kind == MOE_GROUP_EXPERT_DATA || kind == MOE_GROUP_WORLD
@@ -104,6 +128,12 @@ static MPI_Comm group_of(int kind, int P) {
     d->P = P;
     MPI_Comm_split(MPI_COMM_WORLD, world.rank / P, world.rank, &d->group[0]);   /* blocks of P */
     MPI_Comm_split(MPI_COMM_WORLD, world.rank % P, world.rank, &d->group[1]);   /* stride P */
+    d->G = hier_nodes(P);
+    if (d->G) {
+        int at = world.rank % P;
+        MPI_Comm_split(d->group[0], at / d->G, at, &d->intra);
+        MPI_Comm_split(d->group[0], at % d->G, at, &d->inter);
+    }
     return d->group[kind == MOE_GROUP_EXPERT_DATA];
 }
 
@@ -139,19 +169,28 @@ static MPI_Datatype blocks_type(const int64_t (*blk)[2], int nb, MPI_Datatype ro
     return t;
 }
 
+static void hier_exchange(const struct degree *d, const void *send, const int64_t (*sblk)[2], int ns, void *recv,
+                          const int64_t (*rblk)[2], int nr, int64_t row_bytes);
+
 static void mpi_exchange(const moe_comm *c, int P, const void *send, const int64_t (*sblk)[2], int ns, void *recv,
                          const int64_t (*rblk)[2], int nr, int64_t row_bytes) {
     (void)c;
     MPI_Comm g = group_of(MOE_GROUP_EXPERT, P);
+    for (int i = 0; i < n_degrees; i++)
+        if (degrees[i].P == P && degrees[i].G) return hier_exchange(&degrees[i], send, sblk, ns, recv, rblk, nr, row_bytes);
     int sc[MAX_PEERS], rc[MAX_PEERS], zero[MAX_PEERS] = {0};
     MPI_Datatype st[MAX_PEERS], rt[MAX_PEERS];
     int64_t bytes = 0;
     MPI_Datatype row;
     MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &row);
     MPI_Type_commit(&row);
+    int me = world.rank % P;
     for (int q = 0; q < P; q++) {
-        st[q] = blocks_type(sblk + q * ns, ns, row, row_bytes, &sc[q], &bytes);
+        int64_t out = 0;
+        st[q] = blocks_type(sblk + q * ns, ns, row, row_bytes, &sc[q], &out);
         rt[q] = blocks_type(rblk + q * nr, nr, row, row_bytes, &rc[q], &bytes);
+        count_sent(q == me, out);
+        bytes += out;
     }
     watch_begin("an exchange", bytes / 4);
     MPI_Alltoallw(send, sc, zero, st, recv, rc, zero, rt, g);
@@ -161,6 +200,104 @@ static void mpi_exchange(const moe_comm *c, int P, const void *send, const int64
         if (rt[q] != MPI_BYTE) MPI_Type_free(&rt[q]);
     }
     MPI_Type_free(&row);
+}
+
+/* rows[i] of blocks blk[0 .. n) */
+static int64_t rows_of(const int64_t (*blk)[2], int n) {
+    int64_t r = 0;
+    for (int i = 0; i < n; i++) r += blk[i][1];
+    return r;
+}
+static void *must_alloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "%s (rank %d): out of memory for an all-to-all's buffers\n", watch_who, world.rank);
+        _exit(1);
+    }
+    return p;
+}
+
+/* The hierarchical all-to-all of an expert group of P = N G ranks (rank n G + l is rank l of
+ * node n). Stage 1, within the node: rank l sends rank j everything for ranks (m, j), m over
+ * the nodes, after the row counts. Stage 2, between the nodes: rank (n, j) sends rank (m, j)
+ * what its node's ranks sent for it, rank by rank. The rows arrive in the same order as the
+ * flat exchange gives them (by sending rank, each rank's blocks in order), so the receiver
+ * puts them in its blocks alike. Counts are rows (int: an MPI count). */
+static void hier_exchange(const struct degree *d, const void *send, const int64_t (*sblk)[2], int ns, void *recv,
+                          const int64_t (*rblk)[2], int nr, int64_t rb) {
+    int P = d->P, G = d->G, N = P / G, me = world.rank % P, n = me / G, l = me % G;
+    int64_t *to = must_alloc(sizeof(int64_t) * (size_t)(3 * P)), *from = to + P, *cs = from + P, *cr;
+    for (int q = 0; q < P; q++) to[q] = rows_of(sblk + q * ns, ns), from[q] = rows_of(rblk + q * nr, nr);
+    for (int j = 0; j < G; j++)
+        for (int m = 0; m < N; m++) cs[j * N + m] = to[m * G + j];
+    cr = must_alloc(sizeof(int64_t) * (size_t)P);   /* cr[k N + m]: rows node rank k sends (m, l) */
+    MPI_Datatype row;
+    MPI_Type_contiguous((int)rb, MPI_BYTE, &row);
+    MPI_Type_commit(&row);
+    int *cnt = must_alloc(sizeof(int) * (size_t)(4 * (G > N ? G : N)));
+    int *scnt = cnt, *sdsp = cnt + (G > N ? G : N), *rcnt = sdsp + (G > N ? G : N), *rdsp = rcnt + (G > N ? G : N);
+    watch_begin("an exchange", rows_of(sblk, P * ns) * rb / 4);
+    MPI_Alltoall(cs, N, MPI_INT64_T, cr, N, MPI_INT64_T, d->intra);
+    for (int j = 0; j < G; j++) count_sent(j == l, (int64_t)sizeof(int64_t) * N);
+    /* stage 1: for rank j of the node, the blocks for (m, j), m = 0 .. N-1 */
+    int64_t s1 = rows_of(sblk, P * ns), r1 = 0;
+    for (int k = 0; k < P; k++) r1 += cr[k];
+    char *b1 = must_alloc((size_t)(s1 * rb)), *b2 = must_alloc((size_t)(r1 * rb));
+    int64_t at = 0;
+    for (int j = 0; j < G; j++) {
+        sdsp[j] = (int)at;
+        for (int m = 0; m < N; m++)
+            for (int i = 0, q = m * G + j; i < ns; i++) {
+                memcpy(b1 + at * rb, (const char *)send + sblk[q * ns + i][0] * rb, (size_t)(sblk[q * ns + i][1] * rb));
+                at += sblk[q * ns + i][1];
+            }
+        scnt[j] = (int)(at - sdsp[j]);
+        count_sent(j == l, scnt[j] * rb);
+    }
+    at = 0;
+    for (int k = 0; k < G; k++) {
+        rdsp[k] = (int)at;
+        for (int m = 0; m < N; m++) at += cr[k * N + m];
+        rcnt[k] = (int)(at - rdsp[k]);
+    }
+    MPI_Alltoallv(b1, scnt, sdsp, row, b2, rcnt, rdsp, row, d->intra);
+    /* stage 2: for node m, what each rank k of this node sent for (m, l), k by k */
+    free(b1);
+    b1 = must_alloc((size_t)(r1 * rb));
+    at = 0;
+    for (int m = 0; m < N; m++) {
+        sdsp[m] = (int)at;
+        for (int k = 0; k < G; k++) {
+            int64_t first = rdsp[k];
+            for (int i = 0; i < m; i++) first += cr[k * N + i];
+            memcpy(b1 + at * rb, b2 + first * rb, (size_t)(cr[k * N + m] * rb));
+            at += cr[k * N + m];
+        }
+        scnt[m] = (int)(at - sdsp[m]);
+        count_sent(m == n, scnt[m] * rb);
+    }
+    int64_t r2 = 0;
+    for (int m = 0; m < N; m++) {
+        rdsp[m] = (int)r2;
+        for (int k = 0; k < G; k++) r2 += from[m * G + k];
+        rcnt[m] = (int)(r2 - rdsp[m]);
+    }
+    free(b2);
+    b2 = must_alloc((size_t)(r2 * rb));
+    MPI_Alltoallv(b1, scnt, sdsp, row, b2, rcnt, rdsp, row, d->inter);
+    watch_end();
+    at = 0;     /* into the blocks of each sending rank, in rank order */
+    for (int q = 0; q < P; q++)
+        for (int i = 0; i < nr; i++) {
+            memcpy((char *)recv + rblk[q * nr + i][0] * rb, b2 + at * rb, (size_t)(rblk[q * nr + i][1] * rb));
+            at += rblk[q * nr + i][1];
+        }
+    MPI_Type_free(&row);
+    free(b1);
+    free(b2);
+    free(cnt);
+    free(cr);
+    free(to);
 }
 
 static void mpi_gather(const moe_comm *c, int P, const float *mine, float *all, int64_t n) {
@@ -191,12 +328,36 @@ const moe_comm *moe_comm_start(int *argc, char ***argv, char *err, size_t errlen
         return NULL;
     }
     started = 1;
-    world = (moe_comm){NULL, 0, 1, mpi_f32, mpi_f64, mpi_group_sum, mpi_exchange, mpi_gather};
+    world = (moe_comm){NULL, 0, 1, mpi_f32, mpi_f64, mpi_group_sum, mpi_exchange, mpi_gather, mpi_traffic};
     MPI_Comm_rank(MPI_COMM_WORLD, &world.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world.world);
+    MPI_Comm host;     /* the ranks on this host: the nodes of a hierarchical all-to-all by default */
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world.rank, MPI_INFO_NULL, &host);
+    MPI_Comm_size(host, &host_ranks);
+    MPI_Comm_free(&host);
     pthread_t t;
     if (world.world > 1 && watch_limit_s > 0 && !pthread_create(&t, NULL, watchdog, NULL)) pthread_detach(t);
     return &world;
+}
+
+/* the groups made so far, freed (collective: every rank calls it alike) */
+static void drop_degrees(void) {
+    for (int i = 0; i < n_degrees; i++) {
+        MPI_Comm_free(&degrees[i].group[0]);
+        MPI_Comm_free(&degrees[i].group[1]);
+        if (degrees[i].G) {
+            MPI_Comm_free(&degrees[i].intra);
+            MPI_Comm_free(&degrees[i].inter);
+        }
+    }
+    n_degrees = 0;
+}
+
+/* on every rank alike: the groups made for another all-to-all are made again */
+void moe_comm_set_alltoall(int kind, int ranks_per_node) {
+    a2a_kind = kind;
+    a2a_ranks_per_node = ranks_per_node;
+    if (started) drop_degrees();
 }
 
 void moe_comm_finish(int failed) {
@@ -205,16 +366,16 @@ void moe_comm_finish(int failed) {
     /* A rank that fails leaves without MPI_Finalize, which waits for the others: its exit
      * status makes the launcher stop the job, also where the others wait in a collective. */
     if (failed) return;
-    for (int i = 0; i < n_degrees; i++) {
-        MPI_Comm_free(&degrees[i].group[0]);
-        MPI_Comm_free(&degrees[i].group[1]);
-    }
-    n_degrees = 0;
+    drop_degrees();
     MPI_Finalize();
 }
 
 const moe_comm *moe_comm_world(void) { return started ? &world : moe_comm_local(); }
 #else
+void moe_comm_set_alltoall(int kind, int ranks_per_node) {
+    a2a_kind = kind;
+    a2a_ranks_per_node = ranks_per_node;
+}
 const moe_comm *moe_comm_start(int *argc, char ***argv, char *err, size_t errlen) {
     (void)argc, (void)argv;
     snprintf(err, errlen, "this build of moec has no MPI (install libopenmpi-dev and rebuild moec)");

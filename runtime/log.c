@@ -156,6 +156,9 @@ static json_t *log_object(const moe_step_metrics *m) {
     bad |= json_object_set_new(o, "tokens", json_integer((json_int_t)m->tokens));
     bad |= json_object_set_new(o, "step_ms", log_num(m->step_ms));
     bad |= json_object_set_new(o, "gflops", log_num(m->gflops));
+    if (m->a2a_messages >= 0)
+        bad |= json_object_set_new(o, "alltoall", json_pack("{s:I, s:I}", "messages", (json_int_t)m->a2a_messages,
+                                                             "bytes", (json_int_t)m->a2a_bytes));
     if (m->eval_loss == m->eval_loss) bad |= json_object_set_new(o, "eval_loss", log_num(m->eval_loss));
     if (m->warning) bad |= json_object_set_new(o, "warning", json_string(m->warning));
     for (int i = 0; i < m->n_moe; i++) {

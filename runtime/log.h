@@ -31,6 +31,8 @@ typedef struct moe_step_metrics {
     double elapsed_before;              /* of that, the time before this process (ETA counts the rest) */
     double tokens;                      /* tokens trained on, from step 1 */
     double step_ms, gflops;             /* this step's wall time; its model FLOPs per second / 1e9 */
+    int64_t a2a_messages, a2a_bytes;    /* expert parallelism: what rank 0's all-to-alls sent the other
+                                         * ranks in this step (-1: no expert parallelism) */
     int n_moe;                          /* MoE layers */
     const int *experts;                 /* [n_moe] experts per MoE layer */
     const int *moe_block;               /* [n_moe] 0-based block index of each MoE layer */

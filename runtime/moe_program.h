@@ -27,6 +27,11 @@ enum { MOE_SCHED_COSINE, MOE_SCHED_CONSTANT, MOE_SCHED_LINEAR };
  * the experts p L .. p L + L - 1), its expert-data group the ranks at the same place in every
  * block (they hold the same experts). */
 enum { MOE_GROUP_WORLD, MOE_GROUP_EXPERT, MOE_GROUP_EXPERT_DATA };
+/* how an expert group exchanges rows: flat (one all-to-all), or hierarchical (within each
+ * node of G consecutive ranks, then between the ranks at the same place on every node, as
+ * DeepSpeed-MoE: O(G + P/G) messages per rank instead of O(P)); auto: hierarchical where the
+ * group spans several nodes */
+enum { MOE_A2A_AUTO, MOE_A2A_FLAT, MOE_A2A_HIERARCHICAL };
 typedef struct moe_comm {
     void *impl;
     int rank, world;
@@ -44,6 +49,8 @@ typedef struct moe_comm {
     /* the expert group of degree P gathers n floats of each rank into all[p n ..) of its
      * first rank (all: NULL elsewhere) */
     void (*gather_f32)(const struct moe_comm *c, int P, const float *mine, float *all, int64_t n);
+    /* what this rank's exchanges have sent other ranks so far: messages and bytes */
+    void (*traffic)(const struct moe_comm *c, int64_t *messages, int64_t *bytes);
 } moe_comm;
 
 /* Device kernels (the cuda target): the program's distinct kernels, compiled by the device at
@@ -158,8 +165,9 @@ typedef struct moe_program {
     int schedule;                   /* MOE_SCHED_*: warmup, then this decay to min_lr */
     double capacity_factor, eval_capacity_factor;  /* of the moe block (0 when dense) */
     int drop_tokens;                /* the moe block's drop_tokens (0 when dense) */
-    /* the parallel block: data (0: the world size), the largest expert degree, tensor */
-    int par_data, par_expert, par_tensor;
+    /* the parallel block: data (0: the world size), the largest expert degree, tensor; the
+     * all-to-all (MOE_A2A_*) and ranks_per_node (0: the ranks on each host) */
+    int par_data, par_expert, par_tensor, par_alltoall, par_ranks_per_node;
     /* parameters and buffers */
     int n_params;
     const moe_param_info *params;

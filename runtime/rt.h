@@ -27,6 +27,8 @@ void moe_comm_finish(int failed);          /* failed: leave at once (the launche
  * a message that starts with who; set before moe_comm_start. The step it names: */
 void moe_comm_set_timeout(double seconds, const char *who);
 void moe_comm_set_step(long long step);
+/* the expert groups' all-to-all (MOE_A2A_*) and the ranks per node (0: those of each host) */
+void moe_comm_set_alltoall(int kind, int ranks_per_node);
 
 typedef struct moe_rt {
     const moe_program *prog;

@@ -373,6 +373,7 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
         cli_fail("started as one of %d processes (%s), but %s", n, var, err);
         return MOE_EXIT_FAIL;
     }
+    moe_comm_set_alltoall(p->par_alltoall, p->par_ranks_per_node);
     /* the same model and plan everywhere: several hosts may hold different builds */
     if (!same_everywhere(util_hash_str(moe_model_text) ^ util_hash_str(p->model) ^ util_hash_str(p->target) ^
                          (uint64_t)p->buf_bytes[MOE_BUF_PARAM] ^ (uint64_t)p->train.act_bytes << 20)) {

@@ -310,6 +310,8 @@ int cli_train(int argc, char **argv) {
     for (int64_t step = start; !rc && step < steps; step++) {
         double t0 = (moe_now_ms() / 1e3);
         moe_comm_set_step(step + 1);    /* 1-based, as the log counts */
+        int64_t msg0, bytes0, msg1, bytes1;
+        w->traffic(w, &msg0, &bytes0);
         moe_rt_zero_grads(rt);
         moe_rt_stats_clear(rt);
         rt->kd = distil && step < kd_until;
@@ -330,6 +332,7 @@ int cli_train(int argc, char **argv) {
         moe_stats st;
         moe_rt_stats_read(rt, &st);
         moe_rt_stats_reduce(rt, &st, 1);    /* the mean over the ranks */
+        w->traffic(w, &msg1, &bytes1);
         double n = (double)p->accumulate, t1 = (moe_now_ms() / 1e3);
         moe_step_metrics m = {
             .step = step + 1, .steps = steps, .first_step = start, .lm_loss = st.lm / n, .aux_loss = st.aux / n,
@@ -339,6 +342,7 @@ int cli_train(int argc, char **argv) {
             .dropped_fraction = st.choices > 0 ? st.dropped / st.choices : 0.0, .elapsed_s = t1 - t_start,
             .elapsed_before = before, .tokens = (double)(step + 1) * B * T * n * R, .step_ms = (t1 - t0) * 1e3,
             .gflops = flops_per_step / (t1 - t0) / 1e9,
+            .a2a_messages = p->par_expert > 1 ? msg1 - msg0 : -1, .a2a_bytes = p->par_expert > 1 ? bytes1 - bytes0 : -1,
             .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads,
             .run = step == start ? &run : NULL};
         m.loss = m.lm_loss + p->aux_loss * m.aux_loss + p->z_loss * m.z_loss + (tc ? tc->weight * m.kd_loss : 0.0);

@@ -8,8 +8,9 @@
 #   distillation: a student on 2 ranks x batch 4 logs the losses and kd_loss of 1 x 8;
 #   expert-parallel (the experts spread over expert groups of 2 and 4 ranks, and a pyramid of
 #          degrees 2 and 4): eval and grad equal one process, train equals the data-parallel
-#          twin, checkpoints hold every expert (one process evaluates them, another layout
-#          resumes them);
+#          twin, the hierarchical all-to-all gives the flat one's losses with the formulas'
+#          message counts, checkpoints hold every expert (one process evaluates them, another
+#          layout resumes them);
 #   refusals: an expert-parallel layout in one process or on too few ranks, parallel.data = 3
 #          on 2 processes, and a command that runs in one process each stop with their message;
 #   ranks of different executables or data stop at start; a rank killed mid-run ends the
@@ -29,7 +30,7 @@ export OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1
 # still checked, and the one-process tests check our leaks
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 mpi() { local np=$1; shift; timeout 300 mpirun -np "$np" "$@"; }
-for m in two one moe ep ep4 pyr pyr_dp three kdtwo kdone; do "$moec" build "$here/dp.moe" --model $m -o $m 2>/dev/null || fail "moec build $m"; done
+for m in two one moe ep ep4 ep4h pyr pyr_dp three kdtwo kdone; do "$moec" build "$here/dp.moe" --model $m -o $m 2>/dev/null || fail "moec build $m"; done
 ./two info --json | jq -e '.params > 0' >/dev/null || fail "info"
 mpi 2 ./two info > /dev/null 2> info.err && fail "info ran on 2 processes"
 grep -q "but info runs in one process" info.err || fail "the one-process refusal: $(cat info.err)"
@@ -119,6 +120,16 @@ for run in "2 moe ep" "4 moe ep" "4 pyr_dp pyr"; do
   "$ref_cmp" --rtol 1e-4 --tol "h.*.attn.c_attn.bias=1e-3" ck$1$2/step-00000003.safetensors ck$1$3/step-00000003.safetensors \
     > $1$3.cmp || fail "$3 on $1: weights after 3 steps: $(tail -3 $1$3.cmp)"
 done
+# the hierarchical all-to-all (2 "nodes" of 2 ranks) moves the same rows: the same losses;
+# rank 0 sends 3 messages in each of the step's 5 exchanges (counts, then rows there and back,
+# forward and backward) either way at P = 4, G = 2 (flat P - 1; hierarchical 2 (G - 1) + P/G - 1)
+mpi 4 ./ep4 train --data text.txt --log 4ep4.jsonl 2> /dev/null || fail "train ep4 on 4"
+mpi 4 ./ep4h train --data text.txt --log 4ep4h.jsonl 2> 4ep4h.err || fail "train ep4h on 4: $(cat 4ep4h.err)"
+cmp -s <(jq -r .loss 4ep4.jsonl) <(jq -r .loss 4ep4h.jsonl) || fail "hierarchical losses: $(paste 4ep4.jsonl 4ep4h.jsonl)"
+jq -s -e 'all(.alltoall.messages == 15 and .alltoall.bytes > 0)' 4ep4.jsonl 4ep4h.jsonl > /dev/null \
+  || fail "all-to-all messages: $(jq -c .alltoall 4ep4.jsonl 4ep4h.jsonl)"
+jq -s -e '.[0].alltoall.bytes != .[3].alltoall.bytes' 4ep4.jsonl 4ep4h.jsonl > /dev/null \
+  || fail "the hierarchical exchange moved the flat one's bytes: it did not run"
 # a checkpoint of 4 ranks holds every expert: one process and 2 ranks evaluate it alike, and
 # expert groups of 4 resume what expert groups of 2 wrote (the same model, another layout)
 ./moe eval --checkpoint ck4ep --data text.txt --max-batches 4 > ck1.json || fail "one process reads the 4-rank checkpoint"
