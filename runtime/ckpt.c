@@ -33,8 +33,6 @@ static void file_shape(const moe_param_info *q, int64_t shape[3]) {
     for (int d = 0; d < 3; d++) shape[d] = q->shape[d];
     if (q->expert) shape[0] = q->experts_all;
 }
-/* the experts of q the expert group spreads over its P ranks (1: q is whole on every rank) */
-static int degree_of(const moe_param_info *q) { return q->expert ? (int)(q->experts_all / q->shape[0]) : 1; }
 
 /* The model's identity in a checkpoint: FNV-1a over its name and parameter table (names and
  * shapes in the file), so that --resume refuses another model's run even where tensor names
@@ -68,7 +66,7 @@ static int fetch(void *ctx, const moe_st_out *t, size_t off, void *dst, size_t n
  * first rank, which gets them whole in *all (host memory). 0, or -1 out of memory. */
 static int gather_experts(const moe_rt *rt, const moe_param_info *q, const uint8_t *buf, float **all) {
     const moe_comm *c = rt->ctx.comm;
-    int P = degree_of(q);
+    int P = moe_param_degree(q);
     float *mine = malloc(sizeof(float) * (size_t)q->numel);
     *all = c->rank % P == 0 ? malloc(sizeof(float) * (size_t)(q->numel * P)) : NULL;
     int can = mine && (*all || c->rank % P);
@@ -92,7 +90,7 @@ static int save_groups(const moe_rt *rt, const group *g, int ng, const char *pat
     if (p->par_expert > 1)      /* first, on every rank alike */
         for (int k = 0; k < ng; k++)
             for (int i = 0; i < p->n_params; i++)
-                if (degree_of(&p->params[i]) > 1) {
+                if (moe_param_degree(&p->params[i]) > 1) {
                     float *all = NULL;
                     gathered |= gather_experts(rt, &p->params[i], g[k].buf, &all);
                     if (host) host[k * p->n_params + i] = all;

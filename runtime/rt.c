@@ -197,10 +197,10 @@ void moe_rt_destroy(moe_rt *rt) {
     free(rt);
 }
 
+int moe_param_degree(const moe_param_info *q) { return q->expert ? (int)(q->experts_all / q->shape[0]) : 1; }
+
 int64_t moe_rt_first_expert(const moe_rt *rt, const moe_param_info *q) {
-    if (!q->expert || q->experts_all == q->shape[0]) return 0;
-    int64_t P = q->experts_all / q->shape[0];
-    return rt->ctx.comm->rank % P * q->shape[0];
+    return rt->ctx.comm->rank % moe_param_degree(q) * (q->expert ? q->shape[0] : 0);
 }
 
 /* N(0, std) from a stream of (seed, tensor name, expert index): the same model for any
@@ -408,7 +408,6 @@ void moe_rt_grads_sum(moe_rt *rt) {
     /* an expert's gradient sums over the ranks that hold it (each has its group's tokens' part) */
     for (int i = 0; i < p->n_params; i++) {
         const moe_param_info *q = &p->params[i];
-        int P = q->expert ? (int)(q->experts_all / q->shape[0]) : 1;
-        c->group_sum(c, MOE_GROUP_EXPERT_DATA, P, rt->buf[MOE_BUF_GRAD] + q->offset, q->numel, 0);
+        c->group_sum(c, MOE_GROUP_EXPERT_DATA, moe_param_degree(q), rt->buf[MOE_BUF_GRAD] + q->offset, q->numel, 0);
     }
 }

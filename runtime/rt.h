@@ -107,7 +107,9 @@ void moe_rt_stats_reduce(moe_rt *rt, moe_stats *s, int mean);
 void moe_rt_grads_sum(moe_rt *rt);
 /* the statistics record (device) into host[n_stats], or back from it */
 void moe_rt_stats_copy(moe_rt *rt, double *host, int back);
-/* the global index of the first expert of parameter q this rank holds (0 without expert parallelism) */
+/* the expert-parallel degree of parameter q (1: every rank holds it whole), and the global index
+ * of the first of its experts this rank holds (0 without expert parallelism) */
+int moe_param_degree(const moe_param_info *q);
 int64_t moe_rt_first_expert(const moe_rt *rt, const moe_param_info *q);
 
 /* Bytes this process may still allocate (mem.c), or -1 if unknown; `why` names the limit

@@ -164,6 +164,28 @@ static int alltoall(bld *b, int x, int counts, int xcounts, const char *name, in
     return y;
 }
 
+/* Expert parallelism (P ranks): the exchange of counts that gives this rank's E/P experts the
+ * layout of the rows they receive (moe_abi.h), and the bound on those rows. */
+static int exchange_counts(bld *b, const ir_at_moe *at, int counts, const char *prefix, int P) {
+    int E = at->experts, k = at->top_k, L = E / P;
+    int xcounts = typed(b, arena_printf(b->a, "%s.xcounts", prefix), MOE_I32, IR_ROWS_ONE, MOE_XCOUNTS_LEN(L, P));
+    ir_node *n = node(b, IR_A2A_COUNTS, arena_printf(b->a, "%s.a2a_counts", prefix), (int[]){counts, -2},
+                      (int[]){xcounts, -2});
+    if (n) n->at.a2a = (ir_at_a2a){at->layer, E, P, 0, 1};
+    /* at most every token-choice of the group, and with dropping at most C rows from each
+     * rank for each expert: E C */
+    int64_t recv = P * b->g->S_max * k;
+    if (at->drop_tokens) {
+        int S = (int)b->g->S_max;
+        int ct = moe_gate_capacity(S, E, k, MOE_MODE_TRAIN, at->cf, at->eval_cf, at->min_capacity);
+        int ce = moe_gate_capacity(S, E, k, MOE_MODE_EVAL, at->cf, at->eval_cf, at->min_capacity);
+        int64_t C = ct > ce ? ct : ce;
+        if ((int64_t)E * C < recv) recv = (int64_t)E * C;
+    }
+    if (recv > b->g->recv_rows) b->g->recv_rows = recv;
+    return xcounts;
+}
+
 static int moe_layer(bld *b, int x, int blk, int mi) {
     const md_model *m = b->m;
     ir_graph *g = b->g;
@@ -193,22 +215,8 @@ static int moe_layer(bld *b, int x, int blk, int mi) {
     ate.experts = L;
     ir_rows er = IR_ROWS_ROUTED;
     if (P > 1) {
-        xcounts = typed(b, arena_printf(b->a, "%s.xcounts", p), MOE_I32, IR_ROWS_ONE, MOE_XCOUNTS_LEN(L, P));
-        ir_node *n = node(b, IR_A2A_COUNTS, arena_printf(b->a, "%s.a2a_counts", p), (int[]){counts, -2},
-                          (int[]){xcounts, -2});
-        if (n) n->at.a2a = (ir_at_a2a){mi, E, P, 0, 1};
+        xcounts = exchange_counts(b, &at, counts, p, P);
         er = IR_ROWS_RECV;
-        /* at most the group's every token-choice, and with dropping at most C rows from each
-         * rank for each expert: E C */
-        int64_t recv = P * g->S_max * k;
-        if (m->moe.drop_tokens) {
-            int S = (int)g->S_max, mc = m->moe.min_capacity;
-            int ct = moe_gate_capacity(S, E, k, MOE_MODE_TRAIN, at.cf, at.eval_cf, mc);
-            int ce = moe_gate_capacity(S, E, k, MOE_MODE_EVAL, at.cf, at.eval_cf, mc);
-            int64_t C = ct > ce ? ct : ce;
-            if ((int64_t)E * C < recv) recv = (int64_t)E * C;
-        }
-        if (recv > g->recv_rows) g->recv_rows = recv;
     }
     int ecounts = P > 1 ? xcounts : counts;
     int xe = alltoall(b, xd, counts, xcounts, arena_printf(b->a, "%s.a2a_in", p), d, mi, 1);

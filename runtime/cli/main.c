@@ -176,7 +176,7 @@ int cli_info(int argc, char **argv) {
     int64_t n = 0, ne = 0;     /* the model's, whatever share of the experts a rank holds */
     for (int i = 0; i < p->n_params; i++) {
         const moe_param_info *q = &p->params[i];
-        int64_t all = q->expert ? q->numel / q->shape[0] * q->experts_all : q->numel;
+        int64_t all = q->numel * moe_param_degree(q);
         n += all;
         if (q->expert) ne += all;
     }
@@ -383,12 +383,11 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
     }
     for (int i = 0; i < p->n_params; i++) {     /* each expert group of P ranks holds every expert once */
         const moe_param_info *q = &p->params[i];
-        int64_t P = q->expert ? q->experts_all / q->shape[0] : 1;
+        int P = moe_param_degree(q);
         if (w->world % P == 0) continue;
         if (w->rank == 0)
-            cli_fail("model %s spreads the experts of %s over %lld processes (parallel.expert), which do not divide "
-                     "the %d started: start a multiple of %lld", p->model, q->name, (long long)P, w->world,
-                     (long long)P);
+            cli_fail("model %s spreads the experts of %s over %d processes (parallel.expert), which do not divide "
+                     "the %d started: start a multiple of %d", p->model, q->name, P, w->world, P);
         return MOE_EXIT_FAIL;
     }
     if (p->par_data > 0 && p->par_data != w->world) {
