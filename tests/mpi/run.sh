@@ -9,8 +9,8 @@
 #   expert-parallel (the experts spread over expert groups of 2 and 4 ranks, and a pyramid of
 #          degrees 2 and 4): eval and grad equal one process, train equals the data-parallel
 #          twin, the hierarchical all-to-all gives the flat one's losses with the formulas'
-#          message counts, checkpoints hold every expert (one process evaluates them, another
-#          layout resumes them);
+#          message counts, checkpoints hold every expert (one process evaluates them, other
+#          layouts and one process resume them);
 #   refusals: an expert-parallel layout in one process or on too few ranks, parallel.data = 3
 #          on 2 processes, and a command that runs in one process each stop with their message;
 #   ranks of different executables or data stop at start; a rank killed mid-run ends the
@@ -151,6 +151,34 @@ paste <(jq -r '[.loss, .kd_loss, .grad_norm] | @tsv' kdone.jsonl) <(jq -r '[.los
        END { exit bad }' || fail "distillation: losses, kd_loss or norms differ: $(paste kdone.jsonl kdtwo.jsonl | head -2)"
 jq -s -e '.[3].kd_loss > 0 and .[3].teacher and .[4].kd_loss == 0 and (.[4].teacher | not)' kdtwo.jsonl >/dev/null \
   || fail "distillation does not stop after step 4 on 2 processes"
+
+# a checkpoint of 4 expert-parallel ranks continues on 2 ranks and in one process to the
+# uninterrupted run's losses (a dropless model without auxiliary losses: no figure depends on
+# how the tokens are split over ranks, and no gate noise)
+# (model `free` of the same name in each layout: a checkpoint names its model)
+for v in "1 1 16" "2 2 8" "4 4 4"; do
+  set -- $v
+  cat > free$1.moe <<EOF
+model free {
+    vocab = 256  context = 32  layers = 2  hidden = 32  heads = 4
+    moe { every = 1  experts = 4  top_k = 2  drop_tokens = false  aux_loss = 0  second_expert_sampling = false }
+    parallel { expert = $2 }
+    train { batch = $3  steps = 4  lr = 1e-3  warmup = 2 }
+}
+EOF
+  "$moec" build free$1.moe -o free$1 2> /dev/null || fail "moec build free$1"
+done
+rm -rf ckf ckf2 ckf1
+mpi 4 ./free4 train --data text.txt --checkpoint ckf --log f4.jsonl 2> /dev/null || fail "free4"
+mpi 4 ./free4 train --data text.txt --checkpoint ckf2 --steps 2 --steps-total 4 2> /dev/null || fail "free4, 2 steps"
+cp -r ckf2 ckf1
+mpi 2 ./free2 train --data text.txt --checkpoint ckf2 --log f2.jsonl --resume 2> f2.err || fail "free2 resumes: $(cat f2.err)"
+./free1 train --data text.txt --checkpoint ckf1 --log f1.jsonl --resume 2> f1.err || fail "free1 resumes: $(cat f1.err)"
+for f in f2 f1; do
+  paste <(jq -r 'select(.step > 2) | .loss' f4.jsonl) <(jq -r .loss $f.jsonl) |
+    awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-6 * $1) bad = 1 } END { exit bad || NR != 2 }' \
+    || fail "resumed from 4 ranks ($f): $(paste <(jq -r .loss f4.jsonl) <(jq -r .loss $f.jsonl))"
+done
 
 # refusals
 ./ep train --steps 1 2> ep.err && fail "an expert-parallel layout ran in one process"
