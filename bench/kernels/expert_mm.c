@@ -42,13 +42,13 @@ static int validate(const shape *sh) {
     const int32_t *off = counts + MOE_OFF(E);
     size_t nx = (size_t)R * K, ny = (size_t)R * N, nw = (size_t)E * K * N;
     float *x = malloc(nx * 4), *W = malloc(nw * 4), *b = malloc((size_t)E * N * 4), *dy = malloc(ny * 4);
-    float *y[3], *dx[3], *dW[3], *db[3];
+    float *y[4], *dx[4], *dW[4], *db[4];
     uint64_t s = 1;
     for (size_t i = 0; i < nx; i++) x[i] = frand(&s);
     for (size_t i = 0; i < nw; i++) W[i] = frand(&s);
     for (int i = 0; i < E * N; i++) b[i] = frand(&s);
     for (size_t i = 0; i < ny; i++) dy[i] = frand(&s);
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < 4; v++) {
         y[v] = calloc(ny, 4); dx[v] = calloc(nx, 4); dW[v] = calloc(nw, 4); db[v] = calloc((size_t)E * N, 4);
     }
     /* v = 0: the reference, plain loops in double */
@@ -68,7 +68,7 @@ static int validate(const shape *sh) {
                     dW[0][(size_t)e * K * N + (size_t)i * N + c] += x[(size_t)r * K + i] * dy[(size_t)r * N + c];
             }
         }
-    for (int v = 1; v <= 2; v++) {
+    for (int v = 1; v <= 3; v++) {     /* v3's backward is v1's: checked all the same */
         k_moe_expert_fwd(y[v], x, W, b, counts, E, K, N, v);
         k_moe_expert_bwd(dx[v], dW[v], db[v], dy, x, W, counts, E, K, N, 0, v);
         float *got[] = {y[v], dx[v], dW[v], db[v]}, *ref[] = {y[0], dx[0], dW[0], db[0]};
@@ -88,7 +88,7 @@ static int validate(const shape *sh) {
             }
         }
     }
-    for (int v = 0; v < 3; v++) { free(y[v]); free(dx[v]); free(dW[v]); free(db[v]); }
+    for (int v = 0; v < 4; v++) { free(y[v]); free(dx[v]); free(dW[v]); free(db[v]); }
     free(x); free(W); free(b); free(dy);
     return bad;
 }
@@ -102,7 +102,7 @@ static void timing(const shape *sh, int reps) {
     float *db = calloc((size_t)E * N, 4);
     double flop = 2.0 * R * K * N;
     printf("E %2d  rows %5d  [%4d x %4d]:", E, R, K, N);
-    for (int v = 1; v <= 2; v++) {
+    for (int v = 1; v <= 3; v++) {
         k_moe_expert_fwd(y, x, W, b, counts, E, K, N, v);
         double t0 = now_s();
         for (int r = 0; r < reps; r++) k_moe_expert_fwd(y, x, W, b, counts, E, K, N, v);

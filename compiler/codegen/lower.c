@@ -116,8 +116,12 @@ static void a_pos0(lw *L) {
 /* Grouped-GEMM variant (k_moe.h): experts across threads when there are many of them and
  * rows to share out; the rule for a shape the tuning database does not cover (codegen/tune.c
  * applies the database after lowering). As `moec tune` measured it on 2 cores: v2 wins the
- * training shapes from 4 experts (1.1-1.2x), v1 the decode program's k rows (1.7x). */
-static int expert_variant(const lw *L) { return L->n->at.moe.experts >= 4 && !L->g->decode ? 2 : 1; }
+ * training shapes from 4 experts (1.1-1.2x); the decode program's k rows of one token go to
+ * v3's matrix-vector products (v1 was 1.7x faster than v2 there, v3 another 1.3-2.9x). */
+static int expert_variant(const lw *L) {
+    if (L->g->decode) return 3;
+    return L->n->at.moe.experts >= 4 ? 2 : 1;
+}
 
 /* ---- the rules ---- */
 static void lower_node(lw *L) {

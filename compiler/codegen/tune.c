@@ -17,7 +17,8 @@
 
 /* ---- the registry: kernels with numbered variants (kernels/cpu/k_tune.h measures them) */
 static const struct { const char *kernel; int variants; const char *template_file; } registry[] = {
-    {"moe_expert_fwd", 2, "k_moe.h"},  /* experts in turn, BLAS threading each / experts across threads */
+    {"moe_expert_fwd", 3, "k_moe.h"},  /* experts in turn, BLAS threading each / experts across threads /
+                                        * rows in turn, BLAS's matrix-vector product */
     {"moe_expert_bwd", 2, "k_moe.h"},
     {"attention_fwd", 3, "k_attn.h"},  /* tiles of 64 x 64, 128 x 64, 64 x 32 query rows x keys */
     {"attention_bwd", 3, "k_attn.h"},

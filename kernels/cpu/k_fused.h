@@ -14,6 +14,7 @@ static inline void k_matmul_res_fwd(float *y, const float *x, const float *W, co
         if (b) for (int c = 0; c < N; c++) o[c] = q[c] + b[c];
         else memcpy(o, q, sizeof(float) * (size_t)N);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, x, K, W, N, 1.0f, y, N);
+    if (M == 1) cblas_sgemv(CblasRowMajor, CblasTrans, K, N, 1.0f, W, N, x, 1, 1.0f, y, 1);  /* k_matmul_fwd's reason */
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, x, K, W, N, 1.0f, y, N);
 }
 #endif

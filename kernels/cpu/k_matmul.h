@@ -25,6 +25,11 @@ static inline void k_matmul_fwd(float *y /* [M,N] */, const float *x /* [M,K] */
         if (!b) memset(y, 0, (size_t)M * N * sizeof(float));
         return;
     }
+    if (M == 1) { /* one row (decoding): sgemm would copy all of W to pack it, sgemv streams it once */
+        if (transW) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, W, K, x, 1, b ? 1.0f : 0.0f, y, 1);
+        else cblas_sgemv(CblasRowMajor, CblasTrans, K, N, 1.0f, W, N, x, 1, b ? 1.0f : 0.0f, y, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, transW ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, x, K, W,
                 transW ? K : N, b ? 1.0f : 0.0f, y, N);
 }

@@ -252,8 +252,11 @@ static inline void k_moe_dispatch_bwd(float *dx /* [S,d] */, const float *dxd /*
  *   v1: experts in turn, each GEMM threaded by BLAS   - few, large experts
  *   v2: experts spread over OpenMP threads, each GEMM on one thread (OpenBLAS's OpenMP
  *       build runs single-threaded inside a parallel region) - many small experts
- * Every expert's block is computed by one fixed sequence of operations either way, so
- * both variants give bitwise the same result. */
+ *   v3 (forward only; its backward is v1's): experts in turn, each row a matrix-vector
+ *       product threaded by BLAS - decoding, where an expert has a row or two: sgemm would
+ *       pack (copy) the whole weight for one row, sgemv streams it once (2-3x the bandwidth)
+ * Every expert's block is computed by one fixed sequence of operations in v1 and v2, so
+ * both give bitwise the same result; v3 sums in another order. */
 static inline void k_expert_fwd_one(int e, float *y, const float *x, const float *W, const float *b,
                                     const int32_t *off, int K, int N) {
     int n = off[e + 1] - off[e];
@@ -264,6 +267,15 @@ static inline void k_expert_fwd_one(int e, float *y, const float *x, const float
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, N, K, 1.0f, x + (int64_t)off[e] * K, K,
                 W + (int64_t)e * K * N, N, b ? 1.0f : 0.0f, ye, N);
 }
+static inline void k_expert_fwd_rows(int e, float *y, const float *x, const float *W, const float *b,
+                                     const int32_t *off, int K, int N) {
+    for (int r = off[e]; r < off[e + 1]; r++) {
+        float *yr = y + (int64_t)r * N;
+        if (b) memcpy(yr, b + (int64_t)e * N, sizeof(float) * (size_t)N);
+        cblas_sgemv(CblasRowMajor, CblasTrans, K, N, 1.0f, W + (int64_t)e * K * N, N, x + (int64_t)r * K, 1,
+                    b ? 1.0f : 0.0f, yr, 1);
+    }
+}
 
 /* y [R,N] = x [R,K] W[e] [K,N] + b[e] over expert e's rows [off[e], off[e+1]); b may be NULL. */
 static inline void k_moe_expert_fwd(float *y, const float *x, const float *W, const float *b, const int32_t *counts,
@@ -272,6 +284,8 @@ static inline void k_moe_expert_fwd(float *y, const float *x, const float *W, co
     if (variant == 2) {
         #pragma omp parallel for schedule(dynamic, 1)
         for (int e = 0; e < E; e++) k_expert_fwd_one(e, y, x, W, b, off, K, N);
+    } else if (variant == 3) {
+        for (int e = 0; e < E; e++) k_expert_fwd_rows(e, y, x, W, b, off, K, N);
     } else {
         for (int e = 0; e < E; e++) k_expert_fwd_one(e, y, x, W, b, off, K, N);
     }
@@ -317,6 +331,7 @@ static inline void k_moe_expert_bwd(float *dx, float *dW, float *db, const float
     }
 K_EXPERT_VARIANT(1)
 K_EXPERT_VARIANT(2)
+K_EXPERT_VARIANT(3)
 #undef K_EXPERT_VARIANT
 
 /* a = softmax(coef[s]) over the 2 values of PR-MoE's mix */

@@ -24,7 +24,9 @@ grep -q "^attention_fwd v1 rule$" rule.txt && grep -q "^moe_expert_bwd v" rule.t
 n=$(jq '.entries | length' db.json)
 [ "$n" -ge 4 ] || fail "tune recorded $n entries"
 jq -e '.version == 1 and all(.entries[]; .target == "cpu" and (.ms["1"] > 0) and (.ms["2"] > 0) and
-       if (.kernel | startswith("moe_expert")) then (.best == 1 or .best == 2) and
+       if (.kernel == "moe_expert_fwd") then (.best >= 1 and .best <= 3) and (.ms["3"] > 0) and
+          (.shape | test("^E=4 K=[0-9]+ N=[0-9]+ R=[0-9]+$"))
+       elif (.kernel == "moe_expert_bwd") then (.best == 1 or .best == 2) and (.ms["3"] == null) and
           (.shape | test("^E=4 K=[0-9]+ N=[0-9]+ R=[0-9]+$"))
        else (.kernel | startswith("attention_")) and (.best >= 1 and .best <= 3) and (.ms["3"] > 0) and
           (.shape | test("^B=4 T=32 C=32 H=2 KV=2$")) end)
