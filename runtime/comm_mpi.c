@@ -145,14 +145,25 @@ static void mpi_group_sum(const moe_comm *c, int kind, int P, void *buf, int64_t
     if (size > 1) mpi_sum(g, buf, n, f64 ? MPI_DOUBLE : MPI_FLOAT, f64 ? 8 : 4);
 }
 
+/* an exchange's bookkeeping; without it the exchange cannot be made, and a rank that leaves
+ * makes mpirun stop the job */
+static void *must_alloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "%s (rank %d): out of memory for an all-to-all's buffers\n", watch_who, world.rank);
+        _exit(1);
+    }
+    return p;
+}
+
 /* one peer's blocks as a datatype of rows at absolute byte displacements (MPI_BYTE with
  * count 0: nothing); *bytes counts them */
 static MPI_Datatype blocks_type(const int64_t (*blk)[2], int nb, MPI_Datatype row, int64_t row_bytes, int *count,
                                 int64_t *bytes) {
-    int *len = malloc(sizeof *len * (size_t)(nb + 1));
-    MPI_Aint *disp = malloc(sizeof *disp * (size_t)(nb + 1));
+    int *len = must_alloc(sizeof *len * (size_t)(nb + 1));
+    MPI_Aint *disp = must_alloc(sizeof *disp * (size_t)(nb + 1));
     int k = 0;
-    for (int i = 0; len && disp && i < nb; i++)
+    for (int i = 0; i < nb; i++)
         if (blk[i][1] > 0) {
             len[k] = (int)blk[i][1];
             disp[k++] = (MPI_Aint)(blk[i][0] * row_bytes);
@@ -207,14 +218,6 @@ static int64_t rows_of(const int64_t (*blk)[2], int n) {
     int64_t r = 0;
     for (int i = 0; i < n; i++) r += blk[i][1];
     return r;
-}
-static void *must_alloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "%s (rank %d): out of memory for an all-to-all's buffers\n", watch_who, world.rank);
-        _exit(1);
-    }
-    return p;
 }
 
 /* The hierarchical all-to-all of an expert group of P = N G ranks (rank n G + l is rank l of

@@ -90,17 +90,31 @@ typedef struct k_tune_expert_args {
     const float *x, *W, *b, *dy;
     const int32_t *counts;
     int E, K, N;
+    int copies, turn;           /* the runs take W's copies in turn */
 } k_tune_expert_args;
 static void k_tune_expert_call(void *p, int v) {
     k_tune_expert_args *a = (k_tune_expert_args *)p;
-    k_tune_expert_run(a->bwd, v, a->out, a->dW, a->db, a->x, a->W, a->b, a->dy, a->counts, a->E, a->K, a->N);
+    const float *W = a->W + (long)(a->turn++ % a->copies) * a->E * a->K * a->N;
+    k_tune_expert_run(a->bwd, v, a->out, a->dW, a->db, a->x, W, a->b, a->dy, a->counts, a->E, a->K, a->N);
+}
+
+/* Copies of the weights the runs of a shape take in turn: one where the rows reuse each weight
+ * many times, and where a row or so per expert streams it (decoding), enough for 64 MB, so
+ * that the weights come from where a model's many layers keep them (beyond the core's own
+ * caches), not hot from the previous run: there sgemm's packing of a copy costs most. */
+static int k_tune_weight_copies(int bwd, int E, int R, long nw) {
+    if (bwd || R > E) return 1;
+    long c = (64L << 20) / (nw * (long)sizeof(float));
+    return c < 1 ? 1 : c > 16 ? 16 : (int)c;
 }
 
 /* Every variant of the grouped expert GEMM (bwd: its backward) on E experts of [K, N] over R
  * routed rows, for about `budget` seconds in all. */
 static void k_tune_expert(const char *kernel, int bwd, int E, int K, int N, int R, double budget) {
     long nx = (long)R * K, ny = (long)R * N, nw = (long)E * K * N;
-    float *x = k_tune_rand(nx, 1), *W = k_tune_rand(nw, 2), *b = k_tune_rand((long)E * N, 3), *dy = k_tune_rand(ny, 4);
+    int copies = k_tune_weight_copies(bwd, E, R, nw);
+    float *x = k_tune_rand(nx, 1), *W = k_tune_rand(nw * copies, 2), *b = k_tune_rand((long)E * N, 3);
+    float *dy = k_tune_rand(ny, 4);
     long nout = bwd ? nx : ny;
     float *ref = (float *)malloc((size_t)nout * sizeof(float)), *out = (float *)malloc((size_t)nout * sizeof(float));
     float *dW = (float *)malloc((size_t)nw * sizeof(float)), *db = (float *)malloc((size_t)E * N * sizeof(float));
@@ -111,7 +125,7 @@ static void k_tune_expert(const char *kernel, int bwd, int E, int K, int N, int 
     }
     double ms[K_TUNE_VARIANTS + 1] = {0}, err[K_TUNE_VARIANTS + 1] = {0};
     int nv = bwd ? 2 : K_TUNE_VARIANTS;
-    k_tune_expert_args a = {bwd, out, dW, db, x, W, b, dy, counts, E, K, N};
+    k_tune_expert_args a = {bwd, out, dW, db, x, W, b, dy, counts, E, K, N, copies, 0};
     for (int skew = 0; skew < 2; skew++) {
         k_tune_counts(counts, E, R, skew);
         k_tune_expert_run(bwd, 1, ref, dW, db, x, W, b, dy, counts, E, K, N);
