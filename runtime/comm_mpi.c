@@ -48,7 +48,6 @@ static int a2a_kind = MOE_A2A_AUTO, a2a_ranks_per_node;
 
 static moe_comm world;
 static int started;
-enum { MAX_PEERS = 1024 };  /* ranks of an expert group */
 
 /* A thread that ends the job when a collective has waited longer than the limit: a rank that
  * died is mpirun's to report, but one that is stuck (stopped, swapping, in an endless loop)
@@ -118,12 +117,11 @@ static int hier_nodes(int P) {
     return want && G > 1 && G < P && P % G == 0 ? G : 0;
 }
 
-static MPI_Comm group_of(int kind, int P) {
-    if (kind == MOE_GROUP_WORLD || P <= 1) return kind == MOE_GROUP_EXPERT_DATA || kind == MOE_GROUP_WORLD
-                                                      ? MPI_COMM_WORLD : MPI_COMM_SELF;
+/* the groups of degree P > 1 (NULL past MAX_DEGREES degrees; the compiler makes at most 8) */
+static struct degree *degree_of(int P) {
     for (int i = 0; i < n_degrees; i++)
-        if (degrees[i].P == P) return degrees[i].group[kind == MOE_GROUP_EXPERT_DATA];
-    if (n_degrees == MAX_DEGREES) return MPI_COMM_NULL;
+        if (degrees[i].P == P) return &degrees[i];
+    if (n_degrees == MAX_DEGREES) return NULL;
     struct degree *d = &degrees[n_degrees++];
     d->P = P;
     MPI_Comm_split(MPI_COMM_WORLD, world.rank / P, world.rank, &d->group[0]);   /* blocks of P */
@@ -134,7 +132,13 @@ static MPI_Comm group_of(int kind, int P) {
         MPI_Comm_split(d->group[0], at / d->G, at, &d->intra);
         MPI_Comm_split(d->group[0], at % d->G, at, &d->inter);
     }
-    return d->group[kind == MOE_GROUP_EXPERT_DATA];
+    return d;
+}
+
+static MPI_Comm group_of(int kind, int P) {
+    if (kind == MOE_GROUP_WORLD || P <= 1) return kind == MOE_GROUP_EXPERT ? MPI_COMM_SELF : MPI_COMM_WORLD;
+    struct degree *d = degree_of(P);
+    return d ? d->group[kind == MOE_GROUP_EXPERT_DATA] : MPI_COMM_NULL;
 }
 
 static void mpi_group_sum(const moe_comm *c, int kind, int P, void *buf, int64_t n, int f64) {
@@ -186,11 +190,10 @@ static void hier_exchange(const struct degree *d, const void *send, const int64_
 static void mpi_exchange(const moe_comm *c, int P, const void *send, const int64_t (*sblk)[2], int ns, void *recv,
                          const int64_t (*rblk)[2], int nr, int64_t row_bytes) {
     (void)c;
-    MPI_Comm g = group_of(MOE_GROUP_EXPERT, P);
-    for (int i = 0; i < n_degrees; i++)
-        if (degrees[i].P == P && degrees[i].G) return hier_exchange(&degrees[i], send, sblk, ns, recv, rblk, nr, row_bytes);
-    int sc[MAX_PEERS], rc[MAX_PEERS], zero[MAX_PEERS] = {0};
-    MPI_Datatype st[MAX_PEERS], rt[MAX_PEERS];
+    const struct degree *d = degree_of(P);
+    if (d->G) return hier_exchange(d, send, sblk, ns, recv, rblk, nr, row_bytes);
+    int *sc = must_alloc(sizeof(int) * 3 * (size_t)P), *rc = sc + P, *zero = rc + P;
+    MPI_Datatype *st = must_alloc(sizeof(MPI_Datatype) * 2 * (size_t)P), *rt = st + P;
     int64_t bytes = 0;
     MPI_Datatype row;
     MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &row);
@@ -202,15 +205,18 @@ static void mpi_exchange(const moe_comm *c, int P, const void *send, const int64
         rt[q] = blocks_type(rblk + q * nr, nr, row, row_bytes, &rc[q], &bytes);
         count_sent(q == me, out);
         bytes += out;
+        zero[q] = 0;
     }
     watch_begin("an exchange", bytes / 4);
-    MPI_Alltoallw(send, sc, zero, st, recv, rc, zero, rt, g);
+    MPI_Alltoallw(send, sc, zero, st, recv, rc, zero, rt, d->group[0]);
     watch_end();
     for (int q = 0; q < P; q++) {
         if (st[q] != MPI_BYTE) MPI_Type_free(&st[q]);
         if (rt[q] != MPI_BYTE) MPI_Type_free(&rt[q]);
     }
     MPI_Type_free(&row);
+    free(sc);
+    free(st);
 }
 
 /* rows[i] of blocks blk[0 .. n) */
