@@ -11,6 +11,7 @@
  */
 #include "rt.h"
 #include "st.h"
+#include "quant.h"
 #include "moe_hash.h"
 #include <dirent.h>
 #include <inttypes.h>
@@ -163,6 +164,60 @@ int moe_ckpt_save_hf(const moe_rt *rt, const char *path, char *err, size_t errle
     return save_groups(rt, &w, 1, path, meta, 1, err, errlen);
 }
 
+/* the name of the scales of int8 tensor `name` */
+static void scale_name(char *out, size_t n, const char *name) { snprintf(out, n, "%s_scale", name); }
+
+int moe_ckpt_save_q8(const moe_rt *rt, const char *path, int64_t step, double *max_err, int64_t bytes[2], char *err,
+                     size_t errlen) {
+    const moe_program *p = rt->prog;
+    int n = 0, rc = -1;
+    moe_st_out *t = calloc((size_t)p->n_params * 2 + 1, sizeof *t);
+    void **mem = calloc((size_t)p->n_params * 3 + 1, sizeof *mem);     /* weights, int8, scales */
+    char *names = calloc((size_t)p->n_params + 1, 600);
+    *max_err = 0.0;
+    bytes[0] = bytes[1] = 0;
+    if (!t || !mem || !names) { snprintf(err, errlen, "out of memory"); goto done; }
+    for (int i = 0; i < p->n_params; i++) {
+        const moe_param_info *q = &p->params[i];
+        float *w = mem[3 * i] = malloc(sizeof(float) * (size_t)q->numel);
+        if (!w) { snprintf(err, errlen, "out of memory"); goto done; }
+        if (rt->dev->ops->download(rt->dev, w, rt->buf[MOE_BUF_PARAM] + q->offset, sizeof(float) * (size_t)q->numel)) {
+            snprintf(err, errlen, "%s: not written: reading '%s' from device %s failed", path, q->name, rt->dev->ops->name);
+            goto done;
+        }
+        moe_st_out *o = &t[n++];
+        *o = (moe_st_out){.name = q->name, .ndim = q->ndim, .shape = {q->shape[0], q->shape[1], q->shape[2]}, .data = w};
+        if (q->qoffset < 0) continue;
+        int64_t E = q->shape[0], K = q->shape[1], N = q->shape[2];
+        int8_t *qv = mem[3 * i + 1] = malloc((size_t)q->numel);
+        float *s = mem[3 * i + 2] = malloc(sizeof(float) * (size_t)(E * N));
+        if (!qv || !s) { snprintf(err, errlen, "out of memory"); goto done; }
+        moe_q8_quantize(w, E, K, N, qv, s);
+        for (int64_t j = 0; j < q->numel; j++) {
+            float sc = s[(j / (K * N)) * N + j % N];
+            if (sc > 0) *max_err = fmax(*max_err, fabs(w[j] - sc * qv[j]) / sc);
+        }
+        o->data = qv;
+        o->dtype = MOE_ST_I8;
+        scale_name(names + 600 * i, 600, q->name);
+        t[n++] = (moe_st_out){.name = names + 600 * i, .ndim = 2, .shape = {E, N}, .data = s};
+        bytes[0] += 4 * q->numel;
+        bytes[1] += q->numel + 4 * E * N;
+    }
+    char stepbuf[32], hashbuf[32];
+    snprintf(stepbuf, sizeof stepbuf, "%" PRId64, step);
+    snprintf(hashbuf, sizeof hashbuf, "%016" PRIx64, model_hash(p));
+    const char *meta[] = {"format", "moec-1", "model", p->model, "model_hash", hashbuf, "content", "weights-int8",
+                          "quantization", "int8, symmetric, one scale per output channel", "step", stepbuf};
+    rc = moe_st_write(path, t, n, meta, step > 0 ? 6 : 5, err, errlen);     /* the step where the input had one */
+done:
+    for (int i = 0; mem && i < 3 * p->n_params; i++) free(mem[i]);
+    free(mem);
+    free(names);
+    free(t);
+    return rc;
+}
+
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t o = (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < ndim && o < n; i++) o += (size_t)snprintf(buf + o, n - o, "%s%" PRId64, i ? ", " : "", shape[i]);
@@ -179,18 +234,72 @@ static int64_t first_nonfinite(const moe_st_tensor *t, int64_t numel) {
 /* the metadata a resume checks */
 typedef struct run_meta { char step[32], seed[32], hash[32]; } run_meta;
 
+
+/* Expert weight q from int8 tensor t (named `name`) and its scales: dequantised into the
+ * parameter buffer `buf`, and as they are into QPARAM where the decode program reads int8.
+ * This rank's experts only. */
+static int load_q8(moe_rt *rt, const char *path, const char *name, const moe_param_info *q, const moe_st_tensor *t,
+                   const moe_st *st, uint8_t *buf, char *err, size_t errlen) {
+    char sname[600];
+    scale_name(sname, sizeof sname, name);
+    const moe_st_tensor *s = moe_st_find(st, sname);
+    int64_t E = q->shape[0], K = q->shape[1], N = q->shape[2], first = moe_rt_first_expert(rt, q);
+    if (q->qoffset < 0) {
+        snprintf(err, errlen, "%s: tensor '%s' is int8, but only expert weights [E, K, N] may be", path, name);
+        return -1;
+    }
+    if (!s || s->dtype != MOE_ST_F32 || s->ndim != 2 || s->shape[0] != q->experts_all || s->shape[1] != N) {
+        snprintf(err, errlen, "%s: int8 tensor '%s' needs its scales '%s', F32 [%lld, %lld]", path, name, sname,
+                 (long long)q->experts_all, (long long)N);
+        return -1;
+    }
+    for (int64_t i = 0; i < s->numel; i++)
+        if (!isfinite(s->data[i]) || s->data[i] < 0) {
+            snprintf(err, errlen, "%s: tensor '%s' holds %g at element %lld (scales must be finite and >= 0)", path,
+                     sname, (double)s->data[i], (long long)i);
+            return -1;
+        }
+    const int8_t *qs = t->i8 + first * K * N;
+    const float *ss = s->data + first * N;
+    float *w = malloc(sizeof(float) * (size_t)q->numel);
+    if (!w) { snprintf(err, errlen, "out of memory"); return -1; }
+    moe_q8_dequantize(qs, ss, E, K, N, w);
+    const moe_device_ops *o = rt->dev->ops;
+    int bad = o->upload(rt->dev, buf + q->offset, w, sizeof(float) * (size_t)q->numel);
+    free(w);
+    if (!bad && rt->prog->buf_bytes[MOE_BUF_QPARAM] > 0) {
+        if (moe_rt_q8_buffer(rt, err, errlen)) return -1;
+        bad = o->upload(rt->dev, rt->buf[MOE_BUF_QPARAM] + q->qoffset, qs, (size_t)q->numel) ||
+              o->upload(rt->dev, rt->buf[MOE_BUF_QPARAM] + q->qscale, ss, sizeof(float) * (size_t)(E * N));
+    }
+    if (bad) snprintf(err, errlen, "%s: uploading '%s' to device %s failed: %s", path, name, o->name, rt->dev->err);
+    return bad ? -1 : 0;
+}
+
+/* whether `name` is the scales tensor of an int8 tensor of st */
+static int is_scales(const moe_st *st, const char *name) {
+    size_t n = strlen(name), sl = strlen("_scale");
+    char base[512];
+    if (n <= sl || n - sl >= sizeof base || strcmp(name + n - sl, "_scale")) return 0;
+    memcpy(base, name, n - sl);
+    base[n - sl] = 0;
+    const moe_st_tensor *t = moe_st_find(st, base);
+    return t && t->dtype == MOE_ST_I8;
+}
+
 /* Reads PATH into the groups' buffers: every parameter of table p in every group must be
  * there with its exact shape, and nothing else may be. `role` (may be NULL) names what the
  * file must be a checkpoint of ("the teacher"): then a file whose metadata names another model
- * is refused as such. */
+ * is refused as such. q8 (may be NULL): int8 expert weights are accepted (`quantize`'s files,
+ * content "weights-int8"), *q8 counts them. */
 static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char *path, const group *g, int ng,
-                       const char *content, run_meta *meta, char *err, size_t errlen) {
+                       const char *content, run_meta *meta, int *q8, char *err, size_t errlen) {
     moe_st *st = NULL;
     if (moe_st_read(path, &st, err, errlen)) return -1;
     char name[512];
-    int rc = 0;
+    int rc = 0, n_q8 = 0;
     const char *holds = moe_st_meta(st, "content"), *of = moe_st_meta(st, "model");   /* absent in other tools' files */
-    if (holds && strcmp(holds, content)) {
+    if (holds && strcmp(holds, content) && !(q8 && !strcmp(holds, "weights-int8"))) {
         snprintf(err, errlen, "%s holds %s, not %s", path, holds, content);
         rc = -1;
     } else if (role && of && strcmp(of, p->model)) {
@@ -216,6 +325,13 @@ static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char
                 shape_str(b, sizeof b, q->ndim, shape);
                 snprintf(err, errlen, "%s: tensor '%s' has shape %s but model %s needs %s", path, name, a, p->model, b);
                 rc = -1;
+            } else if (t->dtype == MOE_ST_I8 && !q8) {
+                snprintf(err, errlen, "%s: tensor '%s' is int8 (a file `quantize` wrote): only the model's own "
+                         "weights may be, for eval, grad, generate, export and bench", path, name);
+                rc = -1;
+            } else if (t->dtype == MOE_ST_I8) {
+                rc = load_q8(rt, path, name, q, t, st, g[k].buf, err, errlen);
+                n_q8++;
             } else if ((at = first_nonfinite(t, t->numel)) >= 0) {
                 snprintf(err, errlen, "%s: tensor '%s' holds %g at element %" PRId64 " (values must be finite)", path,
                          name, (double)t->data[at], at);
@@ -227,7 +343,7 @@ static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char
                 rc = -1;
             }
         }
-    if (!rc && moe_st_count(st) != p->n * ng) {
+    if (!rc && moe_st_count(st) != p->n * ng + n_q8) {
         /* names are unique in a file, so a surplus means a tensor the model does not have */
         for (int i = 0; i < moe_st_count(st) && !rc; i++) {
             const char *n = moe_st_get(st, i)->name;
@@ -237,7 +353,7 @@ static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char
                 if (strncmp(n, g[k].prefix, pl)) continue;
                 for (int j = 0; j < p->n && !known; j++) known = !strcmp(n + pl, p->params[j].name);
             }
-            if (!known) {
+            if (!known && !is_scales(st, n)) {
                 snprintf(err, errlen, "%s: tensor '%s' is not a parameter of model %s (a checkpoint of another model?)",
                          path, n, p->model);
                 rc = -1;
@@ -250,6 +366,7 @@ static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char
         snprintf(meta->seed, sizeof meta->seed, "%s", (v = moe_st_meta(st, "seed")) ? v : "");
         snprintf(meta->hash, sizeof meta->hash, "%s", (v = moe_st_meta(st, "model_hash")) ? v : "");
     }
+    if (q8) *q8 = n_q8;
     moe_st_free(st);
     return rc;
 }
@@ -260,7 +377,16 @@ int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *step, char *err, size_t
     group w = {rt->buf[MOE_BUF_PARAM], ""};
     run_meta m;
     ptable t = program_table(rt->prog);
-    int rc = load_groups(rt, &t, NULL, path, &w, 1, "weights", &m, err, errlen);
+    int n_q8 = 0, n_quantizable = 0;
+    for (int i = 0; i < t.n; i++) n_quantizable += t.params[i].qoffset >= 0;
+    int rc = load_groups(rt, &t, NULL, path, &w, 1, "weights", &m, &n_q8, err, errlen);
+    if (!rc && n_q8 && n_q8 < n_quantizable) {     /* decoding reads all of them as int8, or none */
+        snprintf(err, errlen, "%s: %d of the model's %d expert weights are int8: all or none must be", path, n_q8,
+                 n_quantizable);
+        rc = -1;
+    }
+    if (rc || !n_q8) moe_rt_q8_release(rt);
+    rt->q8 = rc || !n_q8 ? 0 : rt->buf[MOE_BUF_QPARAM] ? 2 : 1;
     if (step) *step = rc ? -1 : parse_step(m.step);
     return rc;
 }
@@ -274,7 +400,7 @@ int moe_ckpt_load_teacher(moe_rt *rt, const char *path, char *err, size_t errlen
     ptable t = {tc->model, tc->n_params, tc->params};
     char role[160];
     snprintf(role, sizeof role, "the teacher of %s", p->model);
-    if (load_groups(rt, &t, role, file, &w, 1, "weights", NULL, err, errlen)) return -1;
+    if (load_groups(rt, &t, role, file, &w, 1, "weights", NULL, NULL, err, errlen)) return -1;
     rt->kd = 1;
     return 0;
 }
@@ -295,8 +421,8 @@ int moe_ckpt_resume(moe_rt *rt, const char *path, int64_t step, uint64_t seed, c
     group w = {rt->buf[MOE_BUF_PARAM], ""};
     group g[2] = {{rt->buf[MOE_BUF_OPT], "m."}, {rt->buf[MOE_BUF_OPT] + rt->prog->buf_bytes[MOE_BUF_PARAM], "v."}};
     ptable t = program_table(rt->prog);
-    if (load_groups(rt, &t, NULL, path, &w, 1, "weights", &mw, err, errlen) ||
-        load_groups(rt, &t, NULL, opath, g, 2, "optimizer", &mo, err, errlen))
+    if (load_groups(rt, &t, NULL, path, &w, 1, "weights", &mw, NULL, err, errlen) ||
+        load_groups(rt, &t, NULL, opath, g, 2, "optimizer", &mo, NULL, err, errlen))
         return -1;
     snprintf(want_seed, sizeof want_seed, "%" PRIu64, seed);
     snprintf(want_hash, sizeof want_hash, "%016" PRIx64, model_hash(rt->prog));

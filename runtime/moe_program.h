@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 9
+#define MOE_ABI_VERSION 10
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 /* the learning-rate schedule after warmup (rt.h, moe_lr_at) */
@@ -126,6 +126,8 @@ typedef struct moe_param_info {
     uint64_t name_hash;             /* keys the init stream (with the seed and the expert index) */
     int64_t experts_all;            /* expert: the layer's experts, of which this rank holds shape[0]
                                      * (fewer under expert parallelism: degree experts_all / shape[0]) */
+    int64_t qoffset, qscale;        /* an expert weight [E, K, N]: its int8 form (`quantize`) at qoffset of
+                                     * the QPARAM buffer, its scales [E, N] (f32) at qscale; else -1 */
 } moe_param_info;
 
 /* The distillation teacher of a student (Mixture-of-Students): its parameter table, laid out

@@ -259,6 +259,25 @@ int moe_rt_teacher_buffer(moe_rt *rt, char *err, size_t errlen) {
     return 0;
 }
 
+int moe_rt_q8_buffer(moe_rt *rt, char *err, size_t errlen) {
+    moe_device *d = rt->dev;
+    size_t bytes = (size_t)rt->prog->buf_bytes[MOE_BUF_QPARAM];
+    if (!rt->buf[MOE_BUF_QPARAM] && !(rt->buf[MOE_BUF_QPARAM] = d->ops->alloc(d, bytes))) {
+        snprintf(err, errlen, "out of memory allocating %.1f MiB of int8 expert weights on device %s",
+                 bytes / 1048576.0, d->ops->name);
+        return -1;
+    }
+    rt->ctx.buf[MOE_BUF_QPARAM] = rt->buf[MOE_BUF_QPARAM];
+    rt->ctx.size[MOE_BUF_QPARAM] = (int64_t)bytes;
+    return 0;
+}
+
+void moe_rt_q8_release(moe_rt *rt) {
+    if (rt->buf[MOE_BUF_QPARAM]) rt->dev->ops->free(rt->dev, rt->buf[MOE_BUF_QPARAM]);
+    rt->buf[MOE_BUF_QPARAM] = rt->ctx.buf[MOE_BUF_QPARAM] = NULL;
+    rt->ctx.size[MOE_BUF_QPARAM] = 0;
+}
+
 int moe_rt_init_teacher(moe_rt *rt, uint64_t seed, char *err, size_t errlen) {
     if (moe_rt_teacher_buffer(rt, err, errlen)) return -1;
     const moe_teacher *t = rt->prog->teacher;

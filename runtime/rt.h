@@ -45,6 +45,8 @@ typedef struct moe_rt {
     int timing;
     int kd;                         /* distil: run the teacher's forward and the KD loss (steps of
                                      * kind MOE_STEP_KD); needs moe_ckpt_load_teacher first */
+    int q8;                         /* the loaded weights: 0 fp32, 1 int8 experts (dequantised in PARAM),
+                                     * 2 int8 experts that decoding reads as such (QPARAM) */
     char err[512];                  /* the first device call that failed, or empty */
 } moe_rt;
 
@@ -68,6 +70,12 @@ int moe_rt_init_params(moe_rt *rt, uint64_t seed, char *err, size_t errlen);
  * checkpoint (moe_ckpt_load_teacher). The last two set rt->kd. 0, or -1 (err). */
 int moe_rt_teacher_buffer(moe_rt *rt, char *err, size_t errlen);
 int moe_rt_init_teacher(moe_rt *rt, uint64_t seed, char *err, size_t errlen);
+
+/* The int8 expert weights the decode program reads (QPARAM; prog->buf_bytes[MOE_BUF_QPARAM] > 0
+ * where it can): allocated when a quantized checkpoint is loaded (moe_ckpt_load), released when
+ * an fp32 one is, so that decoding reads the weights just loaded. 0, or -1 (err). */
+int moe_rt_q8_buffer(moe_rt *rt, char *err, size_t errlen);
+void moe_rt_q8_release(moe_rt *rt);
 
 /* Sets the batch shape; fails (with a message) past the compiled maximum. */
 int moe_rt_shape(moe_rt *rt, int B, int T, char *err, size_t errlen);
@@ -139,8 +147,16 @@ double moe_now_ms(void);
  * model_hash (of the model's parameter table), content. */
 int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, uint64_t seed, int with_optimizer, char *err,
                   size_t errlen);
-/* Loads the weights of PATH; *step (may be NULL): its step metadata, -1 when it has none. */
+/* Loads the weights of PATH; *step (may be NULL): its step metadata, -1 when it has none.
+ * A file `quantize` wrote (int8 expert weights) loads too: dequantised into the parameters,
+ * and as int8 for the decode program where it reads them (rt->q8 says which). */
 int moe_ckpt_load(moe_rt *rt, const char *path, int64_t *step, char *err, size_t errlen);
+/* `quantize`: the loaded weights into PATH with every expert weight [E, K, N] as int8 NAME and
+ * its per-output-channel scales NAME_scale [E, N] (quant.h); metadata as moe_ckpt_save's, content
+ * "weights-int8". One process. *max_err: the largest |w - s q| / s (at most 0.5); *bytes: the
+ * f32 and int8 bytes of the expert weights. */
+int moe_ckpt_save_q8(const moe_rt *rt, const char *path, int64_t step, double *max_err, int64_t bytes[2], char *err,
+                     size_t errlen);
 /* Loads weights and optimizer state of checkpoint PATH of step `step` to continue a run with
  * seed `seed`: both files' step metadata must be that step, and their model hash and seed
  * this model's and this run's; an error names the file and what disagrees. */

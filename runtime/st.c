@@ -4,12 +4,12 @@
  * (sizes, dtypes, shapes, offsets, overlaps) before any tensor data is touched; then one
  * 64-byte aligned buffer holds all tensors, each read straight from the file into its
  * place with pread, so a loaded checkpoint costs its size once and every `data` pointer
- * is a valid `const float *` whatever the offsets in the file. Only F32 is accepted; a
- * file that holds anything else is rejected by name rather than half-loaded.
+ * is aligned whatever the offsets in the file. F32 and I8 are accepted; a file that holds
+ * anything else is rejected by name rather than half-loaded.
  * Writing: header in the caller's tensor order, data contiguous, header padded with
  * spaces to a multiple of 8; written to PATH.tmp.<pid>, fsync'ed, renamed over PATH,
  * then the directory is fsync'ed. On failure the temporary file is removed.
- * Not done here: other dtypes, byte-swapping (the host must be little-endian, checked
+ * Not done here: other dtypes (BF16, F16, ...), byte-swapping (the host must be little-endian, checked
  * at compile time), memory mapping.
  */
 #include "st.h"
@@ -38,8 +38,12 @@ struct moe_st {
     json_t *meta;       /* "__metadata__" object or NULL (borrowed from root) */
     moe_st_tensor *tensors;
     int n;
-    float *data;        /* all tensor data, ST_ALIGN-aligned */
+    unsigned char *data;    /* all tensor data, ST_ALIGN-aligned */
 };
+
+static const char *const st_dtype_name[] = {"F32", "I8"};
+static const uint64_t st_dtype_size[] = {4, 1};
+static uint64_t st_bytes(const moe_st_tensor *t) { return (uint64_t)t->numel * st_dtype_size[t->dtype]; }
 
 
 /* A name fit for a one-line message: control characters become '?', long names are cut. */
@@ -92,9 +96,11 @@ static int st_parse_entry(const char *path, const char *name, json_t *v, uint64_
     if (!json_is_object(v)) { moe_errf(err, errlen, path, "tensor '%s': entry is not an object", sn); return -1; }
     json_t *dt = json_object_get(v, "dtype");
     if (!json_is_string(dt)) { moe_errf(err, errlen, path, "tensor '%s': dtype is missing or not a string", sn); return -1; }
-    if (strcmp(json_string_value(dt), "F32") != 0) {
+    if (!strcmp(json_string_value(dt), "F32")) t->dtype = MOE_ST_F32;
+    else if (!strcmp(json_string_value(dt), "I8")) t->dtype = MOE_ST_I8;
+    else {
         char db[80];
-        moe_errf(err, errlen, path, "tensor '%s' has dtype %s; only F32 is supported", sn,
+        moe_errf(err, errlen, path, "tensor '%s' has dtype %s; only F32 and I8 are supported", sn,
                st_show(json_string_value(dt), db));
         return -1;
     }
@@ -141,9 +147,10 @@ static int st_parse_entry(const char *path, const char *name, json_t *v, uint64_
                sn, (unsigned long long)ob, (unsigned long long)oe, (unsigned long long)data_size);
         return -1;
     }
-    if (oe - ob != numel * 4) {
+    uint64_t need = numel * st_dtype_size[t->dtype];
+    if (oe - ob != need) {
         moe_errf(err, errlen, path, "tensor '%s': data_offsets span %llu bytes but the shape needs %llu",
-               sn, (unsigned long long)(oe - ob), (unsigned long long)(numel * 4));
+               sn, (unsigned long long)(oe - ob), (unsigned long long)need);
         return -1;
     }
     sp->begin = ob;
@@ -258,10 +265,8 @@ int moe_st_read(const char *path, moe_st **out, char *err, size_t errlen) {
 
     /* One aligned buffer; tensors packed in header order, each rounded up to ST_ALIGN. */
     uint64_t total = 0;
-    for (int i = 0; i < st->n; i++) {
-        uint64_t bytes = (uint64_t)st->tensors[i].numel * 4;
-        total += (bytes + ST_ALIGN - 1) / ST_ALIGN * ST_ALIGN;   /* bounded by the file size */
-    }
+    for (int i = 0; i < st->n; i++)     /* bounded by the file size */
+        total += (st_bytes(&st->tensors[i]) + ST_ALIGN - 1) / ST_ALIGN * ST_ALIGN;
     if (total > 0) {
         void *p = NULL;
         if (total > SIZE_MAX || posix_memalign(&p, ST_ALIGN, (size_t)total) != 0) {
@@ -270,17 +275,19 @@ int moe_st_read(const char *path, moe_st **out, char *err, size_t errlen) {
         }
         st->data = p;
     }
-    char *dst = (char *)st->data;
+    unsigned char *dst = st->data;
     /* Place in header order, read in file order (sequential I/O). */
     uint64_t *place = calloc((size_t)(st->n ? st->n : 1), sizeof *place);
     if (!place) { moe_errf(err, errlen, path, "out of memory"); goto fail; }
     for (int i = 1; i < st->n; i++)
-        place[i] = place[i - 1] + ((uint64_t)st->tensors[i - 1].numel * 4 + ST_ALIGN - 1) / ST_ALIGN * ST_ALIGN;
+        place[i] = place[i - 1] + (st_bytes(&st->tensors[i - 1]) + ST_ALIGN - 1) / ST_ALIGN * ST_ALIGN;
     for (int j = 0; j < st->n; j++) {
         int i = spans[j].idx;
         moe_st_tensor *t = &st->tensors[i];
-        uint64_t bytes = (uint64_t)t->numel * 4;
-        t->data = dst ? (const float *)(dst + place[i]) : NULL;
+        uint64_t bytes = st_bytes(t);
+        const void *at = dst ? dst + place[i] : NULL;
+        t->data = t->dtype == MOE_ST_F32 ? at : NULL;
+        t->i8 = t->dtype == MOE_ST_I8 ? at : NULL;
         if (bytes && st_pread_all(fd, dst + place[i], (size_t)bytes, data_start + spans[j].begin) != 0) {
             char nb[80];
             moe_errf(err, errlen, path, "cannot read tensor '%s': %s", st_show(t->name, nb),
@@ -367,11 +374,12 @@ static char *st_build_header(const char *path, const moe_st_out *t, int n, const
             moe_errf(err, errlen, path, "tensor '%s' has %d dimensions (0 to %d allowed)", sn, o->ndim, MOE_ST_MAX_DIMS);
             goto fail;
         }
+        if ((unsigned)o->dtype > MOE_ST_I8) { moe_errf(err, errlen, path, "tensor '%s' has an unknown dtype", sn); goto fail; }
         json_t *e = json_object(), *shape = json_array(), *offs = json_array();
         /* set_new takes the reference even when it fails, so nothing leaks on the way out */
         int bad = !e;
         if (e) {
-            bad |= json_object_set_new(e, "dtype", json_string("F32")) != 0;
+            bad |= json_object_set_new(e, "dtype", json_string(st_dtype_name[o->dtype])) != 0;
             bad |= json_object_set_new(e, "shape", shape) != 0;
             bad |= json_object_set_new(e, "data_offsets", offs) != 0;
         } else {
@@ -393,7 +401,7 @@ static char *st_build_header(const char *path, const moe_st_out *t, int n, const
         }
         if (numel && !o->data) { moe_errf(err, errlen, path, "tensor '%s' has no data", sn); goto fail; }
         json_array_append_new(offs, json_integer((json_int_t)off));
-        off += numel * 4;
+        off += numel * st_dtype_size[o->dtype];
         json_array_append_new(offs, json_integer((json_int_t)off));
     }
     char *dumped = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -479,7 +487,9 @@ int moe_st_write_fetch(const char *path, const moe_st_out *t, int n, const char 
     for (int i = 0; ok && i < n; i++) {
         uint64_t numel = 1;
         for (int d = 0; d < t[i].ndim; d++) numel *= (uint64_t)t[i].shape[d];
-        if (numel) ok = st_write_tensor(fd, &t[i], (size_t)(numel * 4), fetch, ctx, piece, PIECE, &what) == 0;
+        if (numel)
+            ok = st_write_tensor(fd, &t[i], (size_t)(numel * st_dtype_size[t[i].dtype]), fetch, ctx, piece, PIECE,
+                                 &what) == 0;
     }
     free(piece);
     if (ok && fsync(fd) != 0) { ok = 0; what = "fsync"; }

@@ -4,7 +4,8 @@
  * {"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}},
  * then the raw data. Reading bounds-checks everything (header length against the file
  * size, offsets against the data section, shape product against the byte count), so a
- * hostile file cannot make us read or write out of bounds. Only F32 tensors are loaded.
+ * hostile file cannot make us read or write out of bounds. F32 and I8 tensors are loaded
+ * (I8: `quantize`'s int8 expert weights); any other dtype is refused by name.
  * Writing goes to PATH.tmp.<pid>, is fsync'ed, then renamed over PATH (atomic).
  */
 #ifndef MOE_ST_H
@@ -14,6 +15,8 @@
 
 #define MOE_ST_MAX_DIMS 8
 
+typedef enum moe_st_dtype { MOE_ST_F32, MOE_ST_I8 } moe_st_dtype;
+
 typedef struct moe_st moe_st;
 
 typedef struct moe_st_tensor {
@@ -21,7 +24,9 @@ typedef struct moe_st_tensor {
     int ndim;
     int64_t shape[MOE_ST_MAX_DIMS];
     int64_t numel;
-    const float *data;          /* points into the loaded file, valid until moe_st_free */
+    moe_st_dtype dtype;
+    const float *data;          /* F32: points into the loaded file, valid until moe_st_free; I8: NULL */
+    const int8_t *i8;           /* I8: likewise; F32: NULL */
 } moe_st_tensor;
 
 /* Loads PATH. Returns 0, or -1 with a one-line message ("PATH: ...") in err. */
@@ -37,10 +42,11 @@ typedef struct moe_st_out {
     const char *name;
     int ndim;
     int64_t shape[MOE_ST_MAX_DIMS];
-    const float *data;
+    const void *data;           /* F32 (the zero value) or I8 values, by dtype */
+    moe_st_dtype dtype;
 } moe_st_out;
 
-/* Writes n tensors (F32, in the given order) and optional string metadata pairs
+/* Writes n tensors (in the given order) and optional string metadata pairs
  * (meta_kv[2*i] = key, meta_kv[2*i+1] = value) atomically. Returns 0 or -1 with err. */
 int moe_st_write(const char *path, const moe_st_out *t, int n, const char *const *meta_kv,
                  int n_meta, char *err, size_t errlen);

@@ -25,6 +25,9 @@ const char *const cg_cpu_files[] = {
 
 static const char *ref_expr(arena *a, const lw_ref *r) {
     if (r->null) return "NULL";
+    if (r->buf == MOE_BUF_QPARAM)   /* allocated only once a quantized checkpoint is loaded: NULL before */
+        return arena_printf(a, "QPARAM_AT(%s, %lld)", r->dtype == MOE_I8 ? "const int8_t" : "const float",
+                            (long long)r->offset);
     return arena_printf(a, "%s(%s, %lld)", cg_dtype_macro[r->dtype], cg_buf_macro[r->buf], (long long)r->offset);
 }
 
@@ -82,6 +85,7 @@ char *cg_cpu_render(const cg_unit *u) {
     cg_line(b, "#define F32(b, o) ((float *)(c->buf[MOE_BUF_##b] + (o)))");
     cg_line(b, "#define I32(b, o) ((int32_t *)(c->buf[MOE_BUF_##b] + (o)))");
     cg_line(b, "#define F64(b, o) ((double *)(c->buf[MOE_BUF_##b] + (o)))");
+    cg_line(b, "#define QPARAM_AT(T, o) (c->buf[MOE_BUF_QPARAM] ? (T *)(c->buf[MOE_BUF_QPARAM] + (o)) : NULL)");
     emit_steps(b, a, u->train, "s", "train_steps");
     emit_steps(b, a, u->decode, "d", "decode_steps");
     cg_emit_program(b, u, "cpu", ".kernel_source = NULL, .n_kernels = 0, .kernels = NULL,");

@@ -306,12 +306,16 @@ static void lower_node(lw *L) {
         a_rows(L, "rows", in(L, "counts"), n->at.a2a.experts); a_int(L, "width", width(L, x));
         break;
     }
-    case IR_EXPERT_MM:
-        call(L, "moe_expert_fwd", expert_variant(L));
-        a_buf(L, "y", out(L, "y")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W")); a_buf(L, "b", in(L, "b"));
+    case IR_EXPERT_MM: {   /* decoding with int8 weights: they are NULL until a quantized checkpoint is loaded */
+        int q8 = in(L, "Wq") >= 0;
+        call(L, q8 ? "moe_expert_q8_fwd" : "moe_expert_fwd", q8 ? 0 : expert_variant(L));
+        a_buf(L, "y", out(L, "y")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
+        if (q8) { a_buf(L, "Wq", in(L, "Wq")); a_buf(L, "Ws", in(L, "Ws")); }
+        a_buf(L, "b", in(L, "b"));
         a_buf(L, "counts", in(L, "counts")); a_int(L, "E", m->experts); a_int(L, "K", width(L, in(L, "x")));
         a_int(L, "N", width(L, out(L, "y")));
         break;
+    }
     case IR_EXPERT_MM_BWD:
         call(L, "moe_expert_bwd", expert_variant(L));
         a_buf(L, "dx", out(L, "dx")); a_buf(L, "dW", out(L, "dW")); a_buf(L, "db", out(L, "db"));

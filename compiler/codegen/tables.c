@@ -9,9 +9,9 @@
 #include "moe_hash.h"
 #include <string.h>
 
-const char *const cg_dtype_macro[MOE_DTYPE_COUNT] = {"F32", "BF16", "F16", "I32", "F64"};
+const char *const cg_dtype_macro[MOE_DTYPE_COUNT] = {"F32", "BF16", "F16", "I32", "F64", "I8"};
 const char *const cg_buf_macro[MOE_BUF_COUNT] = {"ACT", "PARAM", "GRAD", "OPT", "IO", "STAGING", "COMM",
-                                                       "TPARAM"};
+                                                       "TPARAM", "QPARAM"};
 
 const char *cg_rt_expr(arena *a, lw_rt r, int64_t factor, const char *ctx) {
     const char *v = r == LW_RT_B || r == LW_RT_T || r == LW_RT_S ? lw_rt_name(r)
@@ -61,14 +61,15 @@ static void emit_ints(cg *b, arena *a, const char *name, const int *v, int n) {
 }
 
 /* a parameter table (moe_param_info) named `name` */
-static void emit_params(cg *b, arena *a, const char *name, const md_param *ps, int n, const int64_t *offset) {
+static void emit_params(cg *b, arena *a, const char *name, const ir_ptable *t) {
     cg_open(b, "static const moe_param_info %s[] =", name);
-    for (int i = 0; i < n; i++) {
-        const md_param *p = &ps[i];
-        cg_line(b, "{%s, %d, {%lld, %lld, %lld}, %lld, %lld, (float)%.9g, %d, %d, %d, 0x%016llxull, %lld},",
+    for (int i = 0; i < t->n; i++) {
+        const md_param *p = &t->p[i];
+        cg_line(b, "{%s, %d, {%lld, %lld, %lld}, %lld, %lld, (float)%.9g, %d, %d, %d, 0x%016llxull, %lld, %lld, %lld},",
                 cg_cstr(a, p->name), p->ndim, (long long)p->shape[0], (long long)p->shape[1], (long long)p->shape[2],
-                (long long)offset[i], (long long)p->numel, p->init_std, p->init_one, p->decay, p->experts_all > 0,
-                (unsigned long long)util_hash_str(p->name), (long long)p->experts_all);
+                (long long)t->offset[i], (long long)p->numel, p->init_std, p->init_one, p->decay, p->experts_all > 0,
+                (unsigned long long)util_hash_str(p->name), (long long)p->experts_all, (long long)t->qoffset[i],
+                (long long)t->qscale[i]);
     }
     cg_close(b, ";");
 }
@@ -128,10 +129,10 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     arena *a = u->arena;
     emit_summary(b, a, u->train, u->decode);
     emit_variants(b, a, (const lw_program *const[2]){u->train, u->decode});
-    emit_params(b, a, "params", g->params.p, g->params.n, g->params.offset);
+    emit_params(b, a, "params", &g->params);
     const ir_teacher *t = g->teacher;
     if (t) {
-        emit_params(b, a, "teacher_params", t->params.p, t->params.n, t->params.offset);
+        emit_params(b, a, "teacher_params", &t->params);
         cg_line(b, "static const moe_teacher teacher = {%s, %d, teacher_params, %.17g, %.17g, %lld};",
                 cg_cstr(a, t->name), t->params.n, t->tau, t->weight, (long long)t->stop_step);
     }
@@ -175,7 +176,9 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     cg_line(b, ".n_params = %d, .params = params, .align = %lld,", g->params.n, (long long)g->align);
     cg_raw(b, "    .buf_bytes = {");
     for (int i = 0; i < MOE_BUF_COUNT; i++)
-        cg_raw(b, arena_printf(a, "%lld, ", i == MOE_BUF_ACT ? 0LL : (long long)g->buf_bytes[i]));
+        cg_raw(b, arena_printf(a, "%lld, ", i == MOE_BUF_ACT      ? 0LL
+                                            : i == MOE_BUF_QPARAM ? (long long)u->decode->g->buf_bytes[i]
+                                                                  : (long long)g->buf_bytes[i]));
     cg_raw(b, "},\n");
     cg_line(b, ".tokens_off = %lld, .targets_off = %lld, .stats_off = %lld, .n_stats = %d, .stat_loads = stat_loads,",
             (long long)g->t[g->tokens].offset, (long long)g->t[g->targets].offset, (long long)g->t[g->stats].offset,

@@ -38,13 +38,18 @@ static const char *pfx(bld *b, const char *name) {
     return b->pre && name ? arena_printf(b->a, "%s%s", b->pre, name) : name;
 }
 
-static int param(bld *b, const char *name) {
+/* the table entry of parameter `name`, or -1 after reporting an internal error */
+static int param_index(bld *b, const char *name) {
     for (int i = 0; name && i < b->tab->n; i++)
-        if (!strcmp(b->tab->p[i].name, name)) return b->tab->tensor[i];
+        if (!strcmp(b->tab->p[i].name, name)) return i;
     diag_error(b->g->diag, (diag_loc){b->m->loc.file, b->m->loc.line, b->m->loc.col},
                "internal error: model '%s' has no parameter '%s'", b->m->name, name ? name : "?");
     b->errors++;
     return -1;
+}
+static int param(bld *b, const char *name) {
+    int i = param_index(b, name);
+    return i < 0 ? -1 : b->tab->tensor[i];
 }
 static int paramf(bld *b, const char *prefix, const char *suffix) {
     return param(b, arena_printf(b->a, "%s.%s", prefix, suffix));
@@ -186,6 +191,18 @@ static int exchange_counts(bld *b, const ir_at_moe *at, int counts, const char *
     return xcounts;
 }
 
+/* y = x W[e] + b[e] per expert block, W = experts (ex).lin.weight; its int8 form too where
+ * the graph reads it (q8) */
+static void expert_mm(bld *b, int x, const char *ex, const char *lin, int counts, int y, const char *name,
+                      const ir_at_moe *at) {
+    int i = param_index(b, arena_printf(b->a, "%s.%s.weight", ex, lin));
+    if (i < 0) return;
+    const ir_ptable *t = b->tab;
+    int bias = b->m->bias ? paramf(b, arena_printf(b->a, "%s.%s", ex, lin), "bias") : -1;
+    moe_node(b, IR_EXPERT_MM, name, (int[]){x, t->tensor[i], bias, counts, t->qtensor[i], t->stensor[i], -2},
+             (int[]){y, -2}, at);
+}
+
 static int moe_layer(bld *b, int x, int blk, int mi) {
     const md_model *m = b->m;
     ir_graph *g = b->g;
@@ -221,15 +238,10 @@ static int moe_layer(bld *b, int x, int blk, int mi) {
     int ecounts = P > 1 ? xcounts : counts;
     int xe = alltoall(b, xd, counts, xcounts, arena_printf(b->a, "%s.a2a_in", p), d, mi, 1);
     int h = act(b, arena_printf(b->a, "%s.expert_fc.out", p), er, fw);
-    int bias = m->bias;
-    moe_node(b, IR_EXPERT_MM, arena_printf(b->a, "%s.expert_fc", p),
-             (int[]){xe, paramf(b, ex, "c_fc.weight"), bias ? paramf(b, ex, "c_fc.bias") : -1, ecounts, -2},
-             (int[]){h, -2}, &ate);
+    expert_mm(b, xe, ex, "c_fc", ecounts, h, arena_printf(b->a, "%s.expert_fc", p), &ate);
     int ha = activation(b, h, f, arena_printf(b->a, "%s.expert_act", p), er, ecounts, L);
     int y = act(b, arena_printf(b->a, "%s.expert_proj.out", p), er, d);
-    moe_node(b, IR_EXPERT_MM, arena_printf(b->a, "%s.expert_proj", p),
-             (int[]){ha, paramf(b, ex, "c_proj.weight"), bias ? paramf(b, ex, "c_proj.bias") : -1, ecounts, -2},
-             (int[]){y, -2}, &ate);
+    expert_mm(b, ha, ex, "c_proj", ecounts, y, arena_printf(b->a, "%s.expert_proj", p), &ate);
     int ye = alltoall(b, y, counts, xcounts, arena_printf(b->a, "%s.a2a_out", p), d, mi, 0);
 
     int coef = -1, dense = -1;
@@ -290,15 +302,28 @@ static int *layer_stats(ir_graph *g, const md_model *m, int first, int *end) {
     return loads;
 }
 
-/* a tensor per parameter of table t, in buffer class `buf` */
-static int add_params(bld *b, ir_ptable *t, moe_buf buf) {
+/* a parameter tensor of table entry i at `offset` of buffer class `buf` */
+static int param_tensor(bld *b, const char *name, int i, moe_dtype dt, int64_t numel, moe_buf buf, int64_t offset) {
+    int id = ir_tensor_new(b->g, pfx(b, name), IR_T_PARAM, dt, IR_ROWS_ONE, numel);
+    if (id < 0) return -1;
+    b->g->t[id].param = i;
+    b->g->t[id].offset = offset;
+    b->g->t[id].buf = buf;
+    return id;
+}
+
+/* a tensor per parameter of table t, in buffer class `buf`; q8: the int8 forms of the expert
+ * weights and their scales too, in QPARAM */
+static int add_params(bld *b, ir_ptable *t, moe_buf buf, int q8) {
     for (int i = 0; i < t->n; i++) {
-        int id = ir_tensor_new(b->g, pfx(b, t->p[i].name), IR_T_PARAM, MOE_F32, IR_ROWS_ONE, t->p[i].numel);
-        if (id < 0) return -1;
-        b->g->t[id].param = i;
-        b->g->t[id].offset = t->offset[i];
-        b->g->t[id].buf = buf;
-        t->tensor[i] = id;
+        const md_param *p = &t->p[i];
+        if ((t->tensor[i] = param_tensor(b, p->name, i, MOE_F32, p->numel, buf, t->offset[i])) < 0) return -1;
+        if (!q8 || t->qoffset[i] < 0) continue;
+        t->qtensor[i] = param_tensor(b, arena_printf(b->a, "%s.int8", p->name), i, MOE_I8, p->numel, MOE_BUF_QPARAM,
+                                     t->qoffset[i]);
+        t->stensor[i] = param_tensor(b, arena_printf(b->a, "%s.scale", p->name), i, MOE_F32, p->shape[0] * p->shape[2],
+                                     MOE_BUF_QPARAM, t->qscale[i]);
+        if (t->qtensor[i] < 0 || t->stensor[i] < 0) return -1;
     }
     return 0;
 }
@@ -343,7 +368,7 @@ static int teacher_forward(bld *sb, int first_stat, const int *loads) {
     t->stop_step = m->distill.stop_step;
     g->teacher = t;
     bld tb = {g, sb->a, tm, 0, &t->params, "teacher.", 1, first_stat, loads};
-    if (add_params(&tb, &t->params, MOE_BUF_TPARAM)) return -1;
+    if (add_params(&tb, &t->params, MOE_BUF_TPARAM, 0)) return -1;
     if (tm->moe.n_moe && tm->moe.top_k > g->top_k) g->top_k = tm->moe.top_k;
     int zt = forward(&tb, 0);
     sb->errors += tb.errors;
@@ -366,7 +391,8 @@ static int local_experts(const md_model *m, md_param *params, int np) {
     return ep;
 }
 
-ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int64_t align, int decode) {
+ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int64_t align, ir_build_kind kind) {
+    int decode = kind != IR_BUILD_TRAIN;
     md_param *params;
     int np = md_params(m, a, &params);
     if (np < 0) return NULL;
@@ -377,6 +403,7 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     g->diag = d;
     g->loc = m->loc;
     g->decode = decode;
+    g->q8 = kind == IR_BUILD_DECODE_Q8 && m->moe.n_moe > 0;
     g->B_max = decode ? 1 : m->train.batch;
     g->T_max = decode ? 1 : m->context;
     g->S_max = g->B_max * g->T_max;
@@ -387,7 +414,7 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     g->optim = (ir_at_optim){m->train.beta1, m->train.beta2, m->train.eps, m->train.weight_decay, m->train.grad_clip};
     b.loads = g->stat_loads = layer_stats(g, m, MOE_STAT_LAYER(0), &g->n_stats);
     g->n_moe = m->moe.n_moe;
-    if (!b.loads || add_params(&b, &g->params, MOE_BUF_PARAM)) return NULL;
+    if (!b.loads || add_params(&b, &g->params, MOE_BUF_PARAM, g->q8)) return NULL;
     /* the teacher's entries of the record, in the decode program's too: both share the IO layout */
     const md_model *tm = m->distill.teacher;
     int tfirst = g->n_stats, *tloads = tm ? layer_stats(g, tm, tfirst, &g->n_stats) : NULL;

@@ -3,9 +3,12 @@
 #define MOE_BUILD_H
 #include "ir.h"
 
-/* The forward graph of a training/eval step for up to train.batch x context tokens
- * (decode = 0), or of one generated token against the KV cache (decode = 1), with buffers
- * aligned to `align` bytes. NULL on out of memory, or after reporting to d a parameter the
- * model's table lacks (an internal error). */
-ir_graph *ir_build_forward(struct arena *a, struct diag_ctx *d, const md_model *m, int64_t align, int decode);
+/* What to build: the forward of a training/eval step for up to train.batch x context tokens,
+ * or of one generated token against the KV cache, whose expert GEMMs may also read int8
+ * expert weights (QPARAM) when a quantized checkpoint is loaded. */
+typedef enum { IR_BUILD_TRAIN, IR_BUILD_DECODE, IR_BUILD_DECODE_Q8 } ir_build_kind;
+
+/* The forward graph of `kind`, with buffers aligned to `align` bytes. NULL on out of memory,
+ * or after reporting to d a parameter the model's table lacks (an internal error). */
+ir_graph *ir_build_forward(struct arena *a, struct diag_ctx *d, const md_model *m, int64_t align, ir_build_kind kind);
 #endif

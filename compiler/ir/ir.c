@@ -88,16 +88,16 @@ int ir_slot_index(ir_op op, int out, const char *name) {
 }
 
 size_t ir_dtype_size(moe_dtype dt) {
-    static const size_t sz[MOE_DTYPE_COUNT] = {4, 2, 2, 4, 8};
+    static const size_t sz[MOE_DTYPE_COUNT] = {4, 2, 2, 4, 8, 1};
     return (unsigned)dt < MOE_DTYPE_COUNT ? sz[dt] : 0;
 }
 const char *ir_dtype_name(moe_dtype dt) {
-    static const char *const nm[MOE_DTYPE_COUNT] = {"f32", "bf16", "f16", "i32", "f64"};
+    static const char *const nm[MOE_DTYPE_COUNT] = {"f32", "bf16", "f16", "i32", "f64", "i8"};
     return (unsigned)dt < MOE_DTYPE_COUNT ? nm[dt] : "?";
 }
 const char *ir_buf_name(moe_buf b) {
     static const char *const nm[MOE_BUF_COUNT] = {"act", "param", "grad", "opt", "io", "staging", "comm",
-                                                    "tparam"};
+                                                    "tparam", "qparam"};
     return (unsigned)b < MOE_BUF_COUNT ? nm[b] : "?";
 }
 
@@ -105,12 +105,26 @@ static int64_t align_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
 int ir_param_degree(const md_param *p) { return p->experts_all ? (int)(p->experts_all / p->shape[0]) : 1; }
 
+int ir_param_quantized(const md_param *p) { return p->experts_all > 0 && p->ndim == 3; }
+
 int ir_ptable_layout(arena *a, ir_ptable *t, const md_param *p, int n, int64_t align) {
     t->p = p;
     t->n = n;
     t->offset = ARENA_ARRAY(a, int64_t, n + 1);
     t->tensor = ARENA_ARRAY(a, int, n + 1);
-    if (!t->offset || !t->tensor) return -1;
+    t->qoffset = ARENA_ARRAY(a, int64_t, n + 1);
+    t->qscale = ARENA_ARRAY(a, int64_t, n + 1);
+    t->qtensor = ARENA_ARRAY(a, int, n + 1);
+    t->stensor = ARENA_ARRAY(a, int, n + 1);
+    if (!t->offset || !t->tensor || !t->qoffset || !t->qscale || !t->qtensor || !t->stensor) return -1;
+    t->qbytes = 0;
+    for (int i = 0; i < n; i++) {
+        t->qtensor[i] = t->stensor[i] = -1;
+        int q = ir_param_quantized(&p[i]);
+        t->qoffset[i] = q ? t->qbytes : -1;
+        t->qscale[i] = q ? t->qbytes + align_up(p[i].numel, align) : -1;
+        if (q) t->qbytes = t->qscale[i] + align_up(p[i].shape[0] * p[i].shape[2] * 4, align);
+    }
     int64_t off = 0;
     t->ngroups = 0;
     for (int P = 1, next; P > 0; P = next) {    /* the degrees in ascending order */

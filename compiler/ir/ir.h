@@ -134,6 +134,7 @@ typedef struct ir_caps {
     int64_t align;          /* bytes; every planned offset is a multiple */
     unsigned dtypes;        /* 1 << moe_dtype of each compute type it supports */
     int expert_parallel;    /* it spreads experts over ranks (else every rank holds them all) */
+    int int8_decode;        /* its decode program reads int8 expert weights when they are loaded */
 } ir_caps;
 
 /* A parameter table laid out in one buffer: each tensor at an aligned byte offset, grouped
@@ -150,6 +151,12 @@ typedef struct ir_ptable {
     int64_t group_off[IR_MAX_DEGREES + 1];  /* its range of bytes: [group_off[i], group_off[i + 1]) */
     int64_t *offset;        /* [n] byte offsets */
     int *tensor;            /* [n] tensor id of each parameter */
+    /* the int8 form of the expert weights (`quantize`; ir_param_quantized) in the QPARAM buffer:
+     * [E, K, N] int8 at qoffset, then the per-output-channel scales [E, N] f32 at qscale; -1 for
+     * the parameters kept in f32 */
+    int64_t *qoffset, *qscale;
+    int64_t qbytes;
+    int *qtensor, *stensor; /* [n] their tensor ids in a graph that reads them (q8), else -1 */
 } ir_ptable;
 
 /* The distillation teacher of a training graph (moe-semantics.md section 5): its parameters
@@ -179,6 +186,7 @@ typedef struct ir_graph {
     int ep;                          /* the largest expert-parallel degree (1: none) */
     int64_t recv_rows;               /* the most rows an expert-parallel rank receives in a layer */
     int decode;                      /* a single-token KV-cache graph */
+    int q8;                          /* decode: its expert GEMMs read the int8 weights (QPARAM) when loaded */
     int n_moe;
     int n_stats;                     /* entries of the statistics record */
     int *stat_loads;                 /* [n_moe] where each MoE layer's expert loads start in it */
@@ -195,6 +203,7 @@ ir_graph *ir_graph_create(struct arena *a, const char *name, const md_param *par
 /* t's offsets and size for its n parameters p at `align` bytes; -1 on out of memory */
 int ir_ptable_layout(struct arena *a, ir_ptable *t, const md_param *p, int n, int64_t align);
 int ir_param_degree(const md_param *p);     /* the expert-parallel degree of an expert tensor, else 1 */
+int ir_param_quantized(const md_param *p);  /* an expert weight [E, K, N]: decoding may read it as int8 */
 int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, moe_dtype dt, ir_rows rows, int64_t width);
 /* A node of op with its slot counts from ops.def and every slot absent (-1). */
 int ir_node_new(ir_graph *g, ir_op op, const char *name, int phase);

@@ -43,6 +43,7 @@ static int fits(const ir_tensor *t, char c) {
     case 'd': return t->kind == IR_T_ACT && t->dtype == MOE_F64;
     case 'c': return t->kind == IR_T_CACHE && t->dtype == MOE_F32;
     case 'p': return t->kind == IR_T_PARAM && t->dtype == MOE_F32 && (t->buf == MOE_BUF_PARAM || t->buf == MOE_BUF_TPARAM);
+    case 'q': return t->kind == IR_T_PARAM && t->buf == MOE_BUF_QPARAM && (t->dtype == MOE_I8 || t->dtype == MOE_F32);
     case 'g': return t->kind == IR_T_GRAD && t->dtype == MOE_F32 && t->buf == MOE_BUF_GRAD;
     case 't': return t->kind == IR_T_INPUT && t->dtype == MOE_I32 && t->buf == MOE_BUF_IO;
     case 's': return t->kind == IR_T_STATS && t->dtype == MOE_F64 && t->buf == MOE_BUF_IO;

@@ -65,7 +65,8 @@ static int step(ir_graph *g, const char *name, int (*pass)(ir_graph *), const pl
 }
 
 static ir_graph *lower(struct arena *a, diag_ctx *d, const md_model *m, const pl_options *o, int decode) {
-    ir_graph *g = ir_build_forward(a, d, m, o->caps->align, decode);
+    ir_build_kind kind = !decode ? IR_BUILD_TRAIN : o->caps->int8_decode ? IR_BUILD_DECODE_Q8 : IR_BUILD_DECODE;
+    ir_graph *g = ir_build_forward(a, d, m, o->caps->align, kind);
     if (!g) {
         if (!diag_count(d)) diag_error(d, loc_of(m->loc, m->loc), "out of memory building the graph of '%s'", m->name);
         return NULL;

@@ -106,6 +106,7 @@ int pass_plan(ir_graph *g) {
     g->buf_bytes[MOE_BUF_OPT] = 2 * g->params.bytes;
     g->buf_bytes[MOE_BUF_COMM] = 0;
     g->buf_bytes[MOE_BUF_TPARAM] = g->teacher ? g->teacher->params.bytes : 0;
+    g->buf_bytes[MOE_BUF_QPARAM] = g->q8 ? g->params.qbytes : 0;
     plan_io(g);
     return 0;
 }

@@ -27,11 +27,13 @@ typedef enum moe_buf {
     MOE_BUF_STAGING,    /* host (pinned) memory: the host side of IO transfers, same layout as IO */
     MOE_BUF_COMM,       /* communication buffers (empty in one process) */
     MOE_BUF_TPARAM,     /* the distillation teacher's parameters, laid out by its own table */
+    MOE_BUF_QPARAM,     /* int8 expert weights and their scales for the decode program (`quantize`),
+                         * at the parameter table's qoffset; allocated only when such a file is loaded */
     MOE_BUF_COUNT
 } moe_buf;
 
 /* ---- element types of tensors ---- */
-typedef enum moe_dtype { MOE_F32, MOE_BF16, MOE_F16, MOE_I32, MOE_F64, MOE_DTYPE_COUNT } moe_dtype;
+typedef enum moe_dtype { MOE_F32, MOE_BF16, MOE_F16, MOE_I32, MOE_F64, MOE_I8, MOE_DTYPE_COUNT } moe_dtype;
 
 /* ---- run-time modes, and the model's enumerations as kernels see them ---- */
 enum { MOE_MODE_TRAIN, MOE_MODE_EVAL, MOE_MODE_GRAD, MOE_MODE_INFER };

@@ -291,6 +291,44 @@ static inline void k_moe_expert_fwd(float *y, const float *x, const float *W, co
     }
 }
 
+/* Decoding with int8 expert weights (`quantize`): y[r] = (x[r] Wq[e]) Ws[e] + b[e] for every row
+ * r of expert e, Wq [E,K,N] int8 and Ws [E,N] one scale per output channel: a quarter of the
+ * bytes of the f32 weights, each read once per row. The columns are split over the threads in
+ * blocks of K_Q8_NB; a block's sums stay in L1 while four rows of Wq at a time stream past.
+ * Without int8 weights (Wq NULL: none loaded) this is variant 3 on the f32 W. */
+#define K_Q8_NB 256
+static inline void k_q8_block(float *yr, const float *xr, const int8_t *Wq, const float *s, const float *b, int K,
+                              int N, int n0) {
+    int nn = N - n0 < K_Q8_NB ? N - n0 : K_Q8_NB, k = 0;
+    float acc[K_Q8_NB];
+    for (int j = 0; j < nn; j++) acc[j] = 0.0f;
+    for (; k + 4 <= K; k += 4) {
+        const int8_t *q0 = Wq + (int64_t)k * N + n0, *q1 = q0 + N, *q2 = q1 + N, *q3 = q2 + N;
+        float x0 = xr[k], x1 = xr[k + 1], x2 = xr[k + 2], x3 = xr[k + 3];
+        for (int j = 0; j < nn; j++)
+            acc[j] += x0 * (float)q0[j] + x1 * (float)q1[j] + x2 * (float)q2[j] + x3 * (float)q3[j];
+    }
+    for (; k < K; k++) {
+        const int8_t *q = Wq + (int64_t)k * N + n0;
+        for (int j = 0; j < nn; j++) acc[j] += xr[k] * (float)q[j];
+    }
+    for (int j = 0; j < nn; j++) yr[n0 + j] = acc[j] * s[n0 + j] + (b ? b[n0 + j] : 0.0f);
+}
+
+static inline void k_moe_expert_q8_fwd(float *y, const float *x, const float *W, const int8_t *Wq, const float *Ws,
+                                       const float *b, const int32_t *counts, int E, int K, int N) {
+    if (!Wq || !Ws) { k_moe_expert_fwd(y, x, W, b, counts, E, K, N, 3); return; }
+    const int32_t *off = counts + MOE_OFF(E);
+    int nblk = (N + K_Q8_NB - 1) / K_Q8_NB;
+    for (int e = 0; e < E; e++)
+        for (int r = off[e]; r < off[e + 1]; r++) {
+            #pragma omp parallel for schedule(static)
+            for (int i = 0; i < nblk; i++)
+                k_q8_block(y + (int64_t)r * N, x + (int64_t)r * K, Wq + (int64_t)e * K * N, Ws + (int64_t)e * N,
+                           b ? b + (int64_t)e * N : NULL, K, N, i * K_Q8_NB);
+        }
+}
+
 static inline void k_expert_bwd_one(int e, float *dx, float *dW, float *db, const float *dy, const float *x,
                                     const float *W, const int32_t *off, int K, int N, int acc) {
     int n = off[e + 1] - off[e];

@@ -82,12 +82,14 @@ static double sgemm_gflops(void) {
 }
 
 /* Weight bytes a decode step must read: every non-expert weight (of the embedding tables one
- * row each, unless wte is also the output head) and top_k of each MoE layer's E experts. */
-static double decode_weight_bytes(const moe_program *p) {
+ * row each, unless wte is also the output head) and top_k of each MoE layer's E experts; with
+ * int8 experts (q8), their weights' int8 values and scales. */
+static double decode_weight_bytes(const moe_program *p, int q8) {
     double bytes = 0;
     for (int i = 0; i < p->n_params; i++) {
         const moe_param_info *q = &p->params[i];
         double b = 4.0 * (double)q->numel;
+        if (q8 && q->qoffset >= 0) b = (double)q->numel + 4.0 * (double)(q->shape[0] * q->shape[2]);
         if (q->expert) b *= (double)p->top_k / (double)q->shape[0];
         else if (!strcmp(q->name, "wpe.weight") || (!strcmp(q->name, "wte.weight") && !p->tied)) b = 4.0 * (double)p->hidden;
         bytes += b;
@@ -99,6 +101,15 @@ static double decode_kv_bytes(const moe_program *p, int pos) {
     return 2.0 * 4.0 * (double)p->layers * (double)(p->hidden * p->kv_heads / p->heads) * (pos + 1);
 }
 
+/* the weights of checkpoint `path`, or from the seed without one: 0, or the exit status after a message */
+static int load_or_init(moe_rt *rt, const char *path) {
+    char err[512];
+    if (path) return cli_load(rt, path, NULL, 0, NULL);
+    if (!moe_rt_init_params(rt, (uint64_t)rt->prog->seed, err, sizeof err)) return 0;
+    cli_fail("%s", err);
+    return MOE_EXIT_FAIL;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -107,7 +118,7 @@ static int cmp_double(const void *a, const void *b) {
 /* bench --decode: B sequences in B decode slots, each its prompt through the decode program
  * (prefill), then `tokens` rounds timed one by one, a round giving every sequence its next
  * token (the slots decode in turn: each reads the weights itself) */
-static int bench_decode(const char *device, int B, long long P, long long N, int json) {
+static int bench_decode(const char *device, const char *ckpt, int B, long long P, long long N, int json) {
     const moe_program *p = cli_prog;
     if (P + N > p->context) {
         cli_fail("--prompt-len %lld + --tokens %lld exceed the context (%lld)", P, N, (long long)p->context);
@@ -115,13 +126,10 @@ static int bench_decode(const char *device, int B, long long P, long long N, int
     }
     moe_rt *rt = cli_rt(MOE_RT_INFER, B, device);
     if (!rt) return MOE_EXIT_FAIL;
-    char err[512];
-    if (moe_rt_init_params(rt, (uint64_t)p->seed, err, sizeof err)) {
-        cli_fail("%s", err);
-        moe_rt_destroy(rt);
-        return MOE_EXIT_FAIL;
-    }
-    double *ms = malloc(sizeof(double) * (size_t)N), t0 = moe_now_ms(), bytes = decode_weight_bytes(p) * (double)N * B;
+    int rc = load_or_init(rt, ckpt);
+    if (rc) { moe_rt_destroy(rt); return rc; }
+    double *ms = malloc(sizeof(double) * (size_t)N), t0 = moe_now_ms();
+    double bytes = decode_weight_bytes(p, rt->q8 == 2) * (double)N * B;
     if (!ms) { cli_fail("out of memory"); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
     int32_t *tok = calloc((size_t)B, sizeof *tok);
     if (!tok) { cli_fail("out of memory"); free(ms); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
@@ -152,14 +160,15 @@ static int bench_decode(const char *device, int B, long long P, long long N, int
         printf("{\"model\": \"%s\", \"mode\": \"decode\", \"batch\": %d, \"prompt_len\": %lld, \"tokens\": %lld, "
                "\"prefill_ms\": %.3f, \"latency_ms_median\": %.4f, \"latency_ms_p90\": %.4f, \"tokens_per_s\": %.2f, "
                "\"bytes_per_token\": %.0f, \"achieved_gbs\": %.3f, \"probe_gbs\": %.3f, \"bandwidth_ratio\": %.3f, "
-               "\"threads\": %d, \"peak_rss_bytes\": %lld}\n", p->model, B, P, N, prefill, med, p90, tps, per_token,
-               achieved, probe, probe > 0 ? achieved / probe : 0.0, omp_get_max_threads(), peak_rss_bytes());
+               "\"threads\": %d, \"peak_rss_bytes\": %lld, \"expert_weights\": \"%s\"}\n", p->model, B, P, N, prefill,
+               med, p90, tps, per_token, achieved, probe, probe > 0 ? achieved / probe : 0.0, omp_get_max_threads(),
+               peak_rss_bytes(), rt->q8 == 2 ? "int8" : "f32");
     else
-        printf("%s decode, %d sequence%s: prompts of %lld tokens in %.1f ms; %lld rounds (a token for each sequence) at "
-               "%.3f ms median (p90 %.3f), %.1f tokens/s;\n"
+        printf("%s decode%s, %d sequence%s: prompts of %lld tokens in %.1f ms; %lld rounds (a token for each sequence) "
+               "at %.3f ms median (p90 %.3f), %.1f tokens/s;\n"
                "  %.1f MB read per token: %.2f GB/s of this machine's %.2f GB/s (triad) = %.0f%% of the bandwidth "
-               "limit\n", p->model, B, B > 1 ? "s" : "", P, prefill, N, med, p90, tps, per_token / 1e6, achieved, probe,
-               probe > 0 ? 100.0 * achieved / probe : 0.0);
+               "limit\n", p->model, rt->q8 == 2 ? " (int8 experts)" : "", B, B > 1 ? "s" : "", P, prefill, N, med, p90,
+               tps, per_token / 1e6, achieved, probe, probe > 0 ? 100.0 * achieved / probe : 0.0);
     free(ms);
     moe_rt_destroy(rt);
     return MOE_EXIT_OK;
@@ -177,6 +186,8 @@ int cli_bench(int argc, char **argv) {
                     {"--steps", 1, "timed steps (default 10)", NULL},
                     {"--warmup", 1, "untimed steps first (default 2)", NULL},
                     {"--teacher", 1, "a student's teacher: its checkpoint, or init (from the seed)", NULL},
+                    {"--checkpoint", 1, "weights to run (default: initialised from the seed); --decode reads an int8 "
+                     "checkpoint (quantize) as int8", NULL},
                     {"--json", 0, "one JSON object", NULL},
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
@@ -195,7 +206,8 @@ int cli_bench(int argc, char **argv) {
             return MOE_EXIT_USAGE;
         long long slots;
         if (moe_arg_int(f, nf, "--batch", 1, 1, 4096, &slots)) return MOE_EXIT_USAGE;
-        return bench_decode(moe_arg(f, nf, "--device"), (int)slots, P, N, moe_arg(f, nf, "--json") != NULL);
+        return bench_decode(moe_arg(f, nf, "--device"), moe_arg(f, nf, "--checkpoint"), (int)slots, P, N,
+                            moe_arg(f, nf, "--json") != NULL);
     }
     int need = moe_arg(f, nf, "--infer") ? MOE_RT_INFER : moe_arg(f, nf, "--grad") ? MOE_RT_GRADS : MOE_RT_OPTIMIZER;
     int train = need != MOE_RT_INFER;
@@ -206,8 +218,12 @@ int cli_bench(int argc, char **argv) {
     moe_data *data = NULL;
     if (moe_rt_shape(rt, (int)B, (int)T, err, sizeof err)) { cli_fail("%s", err); moe_rt_destroy(rt); return 1; }
     if (!(data = cli_data("synthetic"))) { moe_rt_destroy(rt); return 1; }
-    if (moe_rt_init_params(rt, (uint64_t)p->seed, err, sizeof err) ||
-        (tpath && (!strcmp(tpath, "init") ? moe_rt_init_teacher(rt, (uint64_t)p->seed, err, sizeof err)
+    if ((r = load_or_init(rt, moe_arg(f, nf, "--checkpoint")))) {
+        moe_data_close(data);
+        moe_rt_destroy(rt);
+        return r;
+    }
+    if ((tpath && (!strcmp(tpath, "init") ? moe_rt_init_teacher(rt, (uint64_t)p->seed, err, sizeof err)
                                           : moe_ckpt_load_teacher(rt, tpath, err, sizeof err)))) {
         cli_fail("%s%s", tpath ? "--teacher: " : "", err);
         moe_data_close(data);

@@ -20,6 +20,7 @@ int cli_bench(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_verify(int argc, char **argv);
 int cli_export(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
 
 /* shared helpers (main.c) */
 /* the runtime on --device (NULL: the default); MOE_RT_*; message printed on failure */

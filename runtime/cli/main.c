@@ -289,6 +289,7 @@ static void usage(FILE *out) {
         "  info      [--json]\n"
         "  verify    [--batch B] [--seq T]   (--target all: each op of the cuda program against the cpu's)\n"
         "  export    --hf DIR --checkpoint PATH   (a Hugging Face checkpoint of a GPT-2- or Mixtral-shaped model)\n"
+        "  quantize  --checkpoint PATH --out PATH (int8 expert weights, one scale per output channel, for inference)\n"
         "every command takes --device cpu|cuda|cuda-emu, --threads N, --comm-timeout SECONDS (default 300) and -h;\n"
         "exit status 0 ok, 1 failure, 2 usage error;\n"
         "Ctrl-C in train saves a checkpoint after the current step (a second one stops at once)\n",
@@ -449,6 +450,7 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"train", cli_train}, {"eval", cli_eval}, {"grad", cli_grad}, {"generate", cli_generate},
         {"bench", cli_bench}, {"info", cli_info}, {"verify", cli_verify}, {"export", cli_export},
+        {"quantize", cli_quantize},
     };
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) { usage(stdout); return 0; }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

@@ -7,7 +7,7 @@
 # eval, overrides, Ctrl-C, token-id prompts).
 #   run.sh MOEC WORKDIR TEST     (TEST: train | reproducible | resume | kv_cache | generate_batch | accumulate
 #                                 | bad_input | paths
-#                                 | kill9 | enospc | spike | first_day | export)
+#                                 | kill9 | enospc | spike | first_day | export | quantize)
 set -uo pipefail
 moec=$1; work=$2; test=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -132,6 +132,55 @@ generate_batch)
   printf '"ok"\n{"prompt": 3}\n' > "$work/bad.jsonl"
   "$exe" generate --checkpoint "$work/gb" --prompts "$work/bad.jsonl" 2> "$work/bad.err" && fail "a bad prompt ran"
   grep -qF "$work/bad.jsonl:2: a prompt is a JSON string or" "$work/bad.err" || fail "bad line: $(cat "$work/bad.err")"
+  ;;
+quantize)
+  rm -rf "$work/qz"; "$exe" train --steps 100 --checkpoint "$work/qz" 2>/dev/null || fail "train"
+  "$exe" quantize --checkpoint "$work/qz" --out "$work/q8.safetensors" 2> "$work/q.err" || fail "quantize: $(cat "$work/q.err")"
+  grep -qF "largest error 0.500 of a channel's scale" "$work/q.err" || fail "quantize's report: $(cat "$work/q.err")"
+  # the held-out loss within 1% of fp32 (this repository's text; the model trained on synthetic)
+  for w in qz q8.safetensors; do
+    "$exe" eval --checkpoint "$work/$w" --data "$here/../../docs/design.md" --max-batches 20 > "$work/ev-$w.json" || fail "eval $w"
+  done
+  jq -e -s '(.[0].lm_loss - .[1].lm_loss | fabs) / .[0].lm_loss < 0.01' "$work/ev-qz.json" "$work/ev-q8.safetensors.json" \
+    >/dev/null || fail "int8 changes the held-out loss by 1% or more: $(cat "$work"/ev-*.json)"
+  # decoding reads the int8 weights: its logits against the evaluation forward of the dequantised ones
+  out=$("$exe" generate --checkpoint "$work/q8.safetensors" --prompt "The cat sat on the mat and the" --check-cache) \
+    || fail "check-cache: $out"
+  echo "$out" | jq -e '.positions == 30 and .max_abs_diff <= 1e-4' >/dev/null || fail "int8 decode against the forward: $out"
+  # greedy tokens agree with fp32's in at least 90% of the positions (measured: all)
+  printf '%s\n' '"The "' '"abcabc"' '"7 9 11 "' '"Q"' '"hello wor"' '"12+35="' '"model "' '"xyz"' > "$work/p.jsonl"
+  for w in qz q8.safetensors; do
+    "$exe" generate --checkpoint "$work/$w" --prompts "$work/p.jsonl" --batch 4 --temperature 0 --tokens 20 \
+      --out "$work/g-$w.jsonl" 2>/dev/null || fail "generate $w"
+  done
+  agree=$(jq -s -r '[.[0:8], .[8:16]] | transpose | map([.[0].ids, .[1].ids] | transpose | map(select(.[0] == .[1])) | length)
+                    | add' <(cat "$work/g-qz.jsonl" "$work/g-q8.safetensors.jsonl"))
+  total=$(jq -s '[.[].ids | length] | add' "$work/g-qz.jsonl")
+  echo "greedy agreement int8 / fp32: $agree of $total tokens"
+  [ $((agree * 10)) -ge $((total * 9)) ] || fail "greedy agreement $agree of $total"
+  "$exe" bench --decode --checkpoint "$work/q8.safetensors" --prompt-len 4 --tokens 8 --json > "$work/d8.json" || fail "bench int8"
+  "$exe" bench --decode --checkpoint "$work/qz" --prompt-len 4 --tokens 8 --json > "$work/d32.json" || fail "bench f32"
+  jq -e -s '.[0].expert_weights == "int8" and .[1].expert_weights == "f32" and .[0].bytes_per_token < .[1].bytes_per_token' \
+    "$work/d8.json" "$work/d32.json" >/dev/null || fail "bench --decode int8: $(cat "$work/d8.json")"
+  # refusals: quantizing twice, resuming training from int8, int8 scales that are missing
+  "$exe" quantize --checkpoint "$work/q8.safetensors" --out "$work/qq.safetensors" 2> "$work/e1" && fail "quantized twice"
+  grep -qF "holds int8 expert weights already" "$work/e1" || fail "quantize twice: $(cat "$work/e1")"
+  mkdir -p "$work/r"; cp "$work/q8.safetensors" "$work/r/step-00000100.safetensors"
+  cp "$work/qz/step-00000100.optim.safetensors" "$work/r/"
+  "$exe" train --steps 110 --checkpoint "$work/r" --resume 2> "$work/e2" && fail "resumed from int8"
+  grep -qF "holds weights-int8, not weights" "$work/e2" || fail "resume from int8: $(cat "$work/e2")"
+  python3 - "$work/q8.safetensors" "$work/noscale.safetensors" <<'PYEOF2'
+import json, struct, sys
+raw = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+hdr = json.loads(raw[8:8 + n])
+del hdr[next(k for k in hdr if k.endswith('_scale'))]
+h = json.dumps(hdr).encode()
+h += b' ' * (-len(h) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(h)) + h + raw[8 + n:])
+PYEOF2
+  "$exe" eval --checkpoint "$work/noscale.safetensors" --data synthetic 2> "$work/e3" && fail "int8 without scales"
+  grep -qE "int8 tensor 'h\.1\.moe\.experts\.c_(fc|proj)\.weight' needs its scales" "$work/e3" || fail "no scales: $(cat "$work/e3")"
   ;;
 accumulate)
   for m in whole split; do

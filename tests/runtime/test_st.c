@@ -95,6 +95,24 @@ static void test_round_trip(void) {
     CHECK(st && moe_st_count(st) == 1 && moe_st_meta(st, "format") == NULL);
     moe_st_free(st);
 
+    /* I8 beside F32: 1 byte per element in the file; each tensor's data aligned on reading */
+    int8_t q[5] = {-127, -1, 0, 1, 127};
+    moe_st_out mixed[2] = {{.name = "q", .ndim = 1, .shape = {5}, .data = q, .dtype = MOE_ST_I8},
+                           {.name = "s", .ndim = 1, .shape = {3}, .data = b}};
+    CHECK(moe_st_write(path, mixed, 2, NULL, 0, err, sizeof err) == 0);
+    raw = (unsigned char *)t_read_file(path, &fsz);
+    hlen = 0;
+    for (int i = 7; raw && i >= 0; i--) hlen = (hlen << 8) | raw[i];
+    CHECK(raw && fsz == 8 + hlen + 5 + 3 * 4);
+    CHECK(raw && strstr((char *)raw + 8, "\"q\":{\"dtype\":\"I8\",\"shape\":[5],\"data_offsets\":[0,5]}") != NULL);
+    free(raw);
+    CHECK(moe_st_read(path, &st, err, sizeof err) == 0);
+    const moe_st_tensor *rq = st ? moe_st_find(st, "q") : NULL, *rs = st ? moe_st_find(st, "s") : NULL;
+    CHECK(rq && rq->dtype == MOE_ST_I8 && rq->data == NULL && rq->i8 && memcmp(rq->i8, q, 5) == 0);
+    CHECK(rs && rs->dtype == MOE_ST_F32 && rs->i8 == NULL && ((uintptr_t)rs->data % 64) == 0 &&
+          memcmp(rs->data, b, 12) == 0);
+    moe_st_free(st);
+
     /* zero tensors is a valid file */
     CHECK(moe_st_write(path, NULL, 0, NULL, 0, err, sizeof err) == 0);
     CHECK(moe_st_read(path, &st, err, sizeof err) == 0);
@@ -226,10 +244,10 @@ static void test_hostile(void) {
     put_st(p, "{\"w\": {\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
     expect_err(p, "tensor 'w': dtype is missing or not a string");
     put_st(p, "{\"w\": {\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4);
-    expect_err(p, "tensor 'w' has dtype BF16; only F32 is supported");
+    expect_err(p, "tensor 'w' has dtype BF16; only F32 and I8 are supported");
     put_st(p, "{\"ok\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}, "
               "\"bad\\nname\": {\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[4,12]}}", 12);
-    expect_err(p, "tensor 'bad?name' has dtype F64; only F32 is supported");
+    expect_err(p, "tensor 'bad?name' has dtype F64; only F32 and I8 are supported");
     put_st(p, "{\"w\": {\"dtype\":\"F32\",\"shape\":4,\"data_offsets\":[0,16]}}", 16);
     expect_err(p, "tensor 'w': shape is missing or not a list");
     put_st(p, "{\"w\": {\"dtype\":\"F32\",\"shape\":[2,-2],\"data_offsets\":[0,16]}}", 16);
@@ -268,10 +286,10 @@ static void test_hostile(void) {
     char hdr[600];
     memset(buf, 'n', 63);
     buf[63] = 0;
-    snprintf(hdr, sizeof hdr, "{\"%s%s\": {\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}", buf, buf);
+    snprintf(hdr, sizeof hdr, "{\"%s%s\": {\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", buf, buf);
     put_st(p, hdr, 1);
     char want[200];
-    snprintf(want, sizeof want, "tensor '%.64s...' has dtype I8; only F32 is supported", hdr + 2);
+    snprintf(want, sizeof want, "tensor '%.64s...' has dtype U8; only F32 and I8 are supported", hdr + 2);
     expect_err(p, want);
 
     const char *missing = t_path("missing.safetensors");
