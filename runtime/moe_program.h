@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 10
+#define MOE_ABI_VERSION 11
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 /* the learning-rate schedule after warmup (rt.h, moe_lr_at) */
@@ -91,7 +91,6 @@ typedef struct moe_ctx {
     void *exec;                     /* the executor's */
     const moe_comm *comm;
     int B, T;                       /* this step's batch shape: B*T <= S_max, T <= T_max */
-    int pos;                        /* decode: position of the token being generated */
     int mode;                       /* MOE_MODE_* */
     uint64_t rng;                   /* random stream of this micro-step (noise, token selection) */
     float loss_scale;               /* d(total loss)/d(this micro-step's loss): 1/accumulate */
@@ -174,9 +173,10 @@ typedef struct moe_program {
     int n_params;
     const moe_param_info *params;
     int64_t align;                  /* every offset and buffer size is a multiple */
-    int64_t buf_bytes[MOE_BUF_COUNT];   /* shared classes; ACT is per schedule (0 here) */
+    int64_t buf_bytes[MOE_BUF_COUNT];   /* shared classes; ACT is per schedule (0 here); KV: one decode slot */
     /* the IO buffer (host staging mirrors it) */
     int64_t tokens_off, targets_off, stats_off;
+    int64_t pos_off, slot_off;      /* decode: each row's position and KV-cache slot (int32, decode.B_max) */
     int n_stats;                    /* f64 entries of the statistics record (moe_abi.h) */
     const int *stat_loads;          /* [n_moe] first expert-load entry of each MoE layer */
     moe_schedule train, decode;

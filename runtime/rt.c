@@ -62,7 +62,7 @@ static void rt_launch(moe_ctx *c, const moe_launch_def *l) {
     moe_kargs ka;
     memset(&ka, 0, sizeof ka);
     for (int b = 0; b < MOE_BUF_COUNT; b++) { ka.buf[b] = c->buf[b]; ka.size[b] = c->size[b]; }
-    ka.B = c->B; ka.T = c->T; ka.pos = c->pos; ka.mode = c->mode;
+    ka.B = c->B; ka.T = c->T; ka.mode = c->mode;
     ka.rng = c->rng; ka.loss_scale = c->loss_scale; ka.lr = c->lr; ka.opt_step = c->opt_step;
     moe_offs o;
     memset(&o, 0, sizeof o);
@@ -117,8 +117,8 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     want[MOE_BUF_COMM] = p->buf_bytes[MOE_BUF_COMM] > 0;
     /* a host-memory device: refuse a plan the machine (or its cgroup, or a ulimit) cannot hold,
      * rather than be killed half-way with no message */
-    int64_t plan = (int64_t)decode * p->decode.act_bytes;
-    for (int b = 0; b < MOE_BUF_COUNT; b++) plan += want[b] ? p->buf_bytes[b] : 0;
+    int64_t plan = decode > 0 ? p->decode.act_bytes + (int64_t)decode * p->buf_bytes[MOE_BUF_KV] : 0;
+    for (int b = 0; b < MOE_BUF_COUNT; b++) plan += want[b] ? p->buf_bytes[b] : 0;     /* (KV above) */
     plan += p->train.act_bytes;
     char why[128];
     int64_t avail = o->host_memory ? moe_mem_available(why, sizeof why) : -1;
@@ -142,10 +142,11 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     }
     if (ok) { rt->act = o->alloc(d, (size_t)p->train.act_bytes); ok = rt->act != NULL; }
     if (ok && decode > 0) {
-        rt->dec_act = calloc((size_t)decode, sizeof *rt->dec_act);
-        rt->dec_logits = malloc(sizeof(float) * (size_t)p->vocab);
-        ok = rt->dec_act && rt->dec_logits;
-        for (int s = 0; ok && s < decode; s++) ok = (rt->dec_act[rt->n_slots++] = o->alloc(d, (size_t)p->decode.act_bytes)) != NULL;
+        rt->n_slots = decode;
+        rt->dec_logits = malloc(sizeof(float) * (size_t)(p->vocab * p->decode.B_max));
+        rt->dec_act = o->alloc(d, (size_t)p->decode.act_bytes);
+        rt->buf[MOE_BUF_KV] = o->alloc(d, (size_t)(decode * p->buf_bytes[MOE_BUF_KV]));
+        ok = rt->dec_logits && rt->dec_act && rt->buf[MOE_BUF_KV];
     }
     rt->step_ms = calloc((size_t)p->train.n_steps + 1, sizeof(double));
     ok = ok && rt->step_ms;
@@ -163,6 +164,7 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
         c->buf[b] = rt->buf[b];
         c->size[b] = rt->buf[b] ? p->buf_bytes[b] : 0;
     }
+    c->size[MOE_BUF_KV] *= rt->n_slots;
     c->buf[MOE_BUF_ACT] = rt->act;
     c->size[MOE_BUF_ACT] = p->train.act_bytes;
     c->launch = rt_launch;
@@ -186,11 +188,9 @@ void moe_rt_destroy(moe_rt *rt) {
         if (rt->act) d->ops->free(d, rt->act);
         for (int i = 0; rt->kern && i < rt->prog->n_kernels; i++)
             if (rt->kern[i]) d->ops->release(d, rt->kern[i]);
-        for (int s = 0; s < rt->n_slots; s++)
-            if (rt->dec_act[s]) d->ops->free(d, rt->dec_act[s]);
+        if (rt->dec_act) d->ops->free(d, rt->dec_act);
         moe_device_close(d);
     }
-    free(rt->dec_act);
     free(rt->dec_logits);
     free(rt->step_ms);
     free(rt->kern);
@@ -345,21 +345,33 @@ void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out) {
     check(rt, rt->dev->ops->download(rt->dev, out, src, sizeof(float) * V * (size_t)n), "download");
 }
 
-const float *moe_rt_decode(moe_rt *rt, int slot, int32_t token, int pos) {
+const float *moe_rt_decode_rows(moe_rt *rt, int n, const int32_t *tok, const int32_t *pos, const int32_t *slot) {
     const moe_program *p = rt->prog;
     moe_device *d = rt->dev;
+    if (n < 1 || n > p->decode.B_max) {
+        if (!rt->err[0]) snprintf(rt->err, sizeof rt->err, "decode of %d rows (the program has %lld)", n,
+                                  (long long)p->decode.B_max);
+        return rt->dec_logits;
+    }
     moe_ctx saved = rt->ctx;
-    rt->tokens[0] = token;
-    check(rt, d->ops->upload(d, rt->buf[MOE_BUF_IO] + p->tokens_off, rt->tokens, sizeof(int32_t)), "upload");
-    rt->ctx.buf[MOE_BUF_ACT] = rt->dec_act[slot];
+    size_t bytes = sizeof(int32_t) * (size_t)n;
+    uint8_t *io = rt->buf[MOE_BUF_IO];
+    check(rt, d->ops->upload(d, io + p->tokens_off, tok, bytes), "upload");
+    check(rt, d->ops->upload(d, io + p->pos_off, pos, bytes), "upload");
+    check(rt, d->ops->upload(d, io + p->slot_off, slot, bytes), "upload");
+    rt->ctx.buf[MOE_BUF_ACT] = rt->dec_act;
     rt->ctx.size[MOE_BUF_ACT] = p->decode.act_bytes;
-    rt->ctx.B = 1; rt->ctx.T = 1; rt->ctx.pos = pos;
+    rt->ctx.B = n; rt->ctx.T = 1;
     rt->ctx.mode = MOE_MODE_INFER;
     run_steps(rt, &p->decode, MOE_PHASE_FWD, MOE_PHASE_FWD, 0, 0);
-    check(rt, d->ops->download(d, rt->dec_logits, rt->dec_act[slot] + p->decode.logits_off,
-                               sizeof(float) * (size_t)p->vocab), "download");
+    check(rt, d->ops->download(d, rt->dec_logits, rt->dec_act + p->decode.logits_off,
+                               sizeof(float) * (size_t)(p->vocab * n)), "download");
     rt->ctx = saved;
     return rt->dec_logits;
+}
+
+const float *moe_rt_decode(moe_rt *rt, int slot, int32_t token, int pos) {
+    return moe_rt_decode_rows(rt, 1, &token, &(int32_t){pos}, &(int32_t){slot});
 }
 
 void moe_rt_zero_grads(moe_rt *rt) {

@@ -36,10 +36,10 @@ typedef struct moe_rt {
     moe_ctx ctx;
     uint8_t *buf[MOE_BUF_COUNT];    /* device buffers by class; STAGING is host memory */
     uint8_t *act;                   /* the training schedule's arena (ACT) */
-    uint8_t **dec_act;              /* [n_slots] decode arenas, each with its own KV cache */
-    int n_slots;
+    uint8_t *dec_act;               /* the decode program's arena (decode.B_max rows) */
+    int n_slots;                    /* decode slots: KV caches in buf[MOE_BUF_KV], buf_bytes[KV] each */
     int32_t *tokens, *targets;      /* [S_max] host staging: fill, then moe_rt_upload_batch */
-    float *dec_logits;              /* [vocab] host copy of the last decode step's logits */
+    float *dec_logits;              /* [decode.B_max, vocab] host copy of the last decode step's logits */
     double *step_ms;                /* [train.n_steps] accumulated time per step (bench) */
     moe_kernel **kern;              /* [prog->n_kernels] compiled by the device at creation */
     int timing;
@@ -55,7 +55,7 @@ enum { MOE_RT_INFER = 0, MOE_RT_GRADS = 1, MOE_RT_OPTIMIZER = 2 /* gradients and
 
 /* Opens `device` (NULL: the default) and allocates the buffers; NULL with a message on
  * failure. `need` is MOE_RT_*; `decode` is the number of decode slots: sequences decoding at
- * the same time, each with an arena of the decode schedule (its KV cache); 0 for none. */
+ * the same time, each with its KV cache; 0 for none. */
 moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int decode, char *err, size_t errlen);
 void moe_rt_destroy(moe_rt *rt);
 /* NULL while every device call has succeeded, else the first failure (one line). A command
@@ -89,9 +89,12 @@ void moe_rt_run_step(moe_rt *rt, int i);
 void moe_rt_logits(moe_rt *rt);
 /* Downloads rows [row0, row0 + n) of the logits [S, vocab] of the last forward. */
 void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out);
-/* One decode step of slot `slot` (< n_slots) for the token at position pos of that slot's
- * sequence; returns its logits [vocab] (host memory, valid until the next call). A slot starts
- * a new sequence by decoding position 0: the cache beyond the position is never read. */
+/* One decode step of n sequences together (n <= decode.B_max rows): row r decodes token tok[r]
+ * at position pos[r] of the sequence in slot slot[r] (< n_slots; distinct). Returns their
+ * logits [n, vocab] (host memory, valid until the next call). A slot starts a new sequence by
+ * decoding position 0: the cache beyond the position is never read. */
+const float *moe_rt_decode_rows(moe_rt *rt, int n, const int32_t *tok, const int32_t *pos, const int32_t *slot);
+/* ... of one sequence: moe_rt_decode_rows with one row */
 const float *moe_rt_decode(moe_rt *rt, int slot, int32_t token, int pos);
 /* Clears the gradient buffer (once per optimizer step). */
 void moe_rt_zero_grads(moe_rt *rt);

@@ -5,7 +5,7 @@
  * each call site; a variant n of kernel K is the function k_K_vn. Arguments render as:
  *   buffer   F32(ACT, 1024): the address of a planned byte offset in a buffer class
  *   literal  as written
- *   run-time B, T, S, or a field of the context (c->pos, c->lr, ...)
+ *   run-time B, T, S, or a field of the context (c->mode, c->lr, ...)
  *   rows     K_ROWS(S), or K_ROWS_DEV(I32(ACT, 96)): a count the kernel reads itself
  * There is no form that reads a buffer: host code never touches device memory. The step
  * tables and the program's data follow (tables.c).

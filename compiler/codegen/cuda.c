@@ -59,7 +59,7 @@ static const cu_kernel kernels[] = {
     {"rope_bwd", 1, {{G_ITEMS, "dx"}}},
     {"attention_fwd", 1, {{G_ITEMS, "B*T*H"}}},
     {"attention_bwd", 2, {{G_ITEMS, "B*T*H"}, {G_ITEMS, "B*T*KV"}}},
-    {"attention_decode", 2, {{G_ITEMS, "C"}, {G_ITEMS, "C"}}},
+    {"attention_decode", 2, {{G_ITEMS, "S*C"}, {G_ITEMS, "S*C"}}},
     {"act_fwd", 1, {{G_ITEMS, "y"}}},
     {"act_bwd", 1, {{G_ITEMS, "dy"}}},
     {"moe_gate_fwd", 2, {{G_ITEMS, "S"}, {G_ONE, ""}}},

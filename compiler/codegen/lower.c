@@ -108,10 +108,6 @@ static int64_t qkv_C(const lw *L, int64_t Q) {
     const ir_at_attn *at = &L->n->at.attn;
     return Q * at->heads / (at->heads + 2 * at->kv_heads);
 }
-static void a_pos0(lw *L) {
-    if (L->g->decode) a_rt(L, "pos0", LW_RT_POS, 1);
-    else a_int(L, "pos0", 0);
-}
 
 /* Grouped-GEMM variant (k_moe.h): experts across threads when there are many of them and
  * rows to share out; the rule for a shape the tuning database does not cover (codegen/tune.c
@@ -132,7 +128,7 @@ static void lower_node(lw *L) {
     case IR_EMBED:
         call(L, "embed_fwd", 0);
         a_buf(L, "x", out(L, "x")); a_buf(L, "tok", in(L, "tok")); a_buf(L, "wte", in(L, "wte"));
-        a_buf(L, "wpe", in(L, "wpe")); a_BT(L); a_int(L, "C", width(L, out(L, "x"))); a_pos0(L);
+        a_buf(L, "wpe", in(L, "wpe")); a_buf(L, "pos", in(L, "pos")); a_BT(L); a_int(L, "C", width(L, out(L, "x")));
         break;
     case IR_EMBED_BWD:
         call(L, "embed_bwd", 0);
@@ -192,14 +188,13 @@ static void lower_node(lw *L) {
     }
     case IR_ROPE:
         call(L, "rope_fwd", 0);
-        a_buf(L, "y", out(L, "y")); a_buf(L, "qkv", in(L, "qkv")); a_BT(L);
-        a_int(L, "C", qkv_C(L, width(L, in(L, "qkv")))); a_heads(L); a_pos0(L);
+        a_buf(L, "y", out(L, "y")); a_buf(L, "qkv", in(L, "qkv")); a_buf(L, "pos", in(L, "pos")); a_BT(L);
+        a_int(L, "C", qkv_C(L, width(L, in(L, "qkv")))); a_heads(L);
         break;
     case IR_ROPE_BWD:
         call(L, "rope_bwd", 0);
         a_buf(L, "dx", out(L, "dx")); a_buf(L, "dy", in(L, "dy")); a_BT(L);
-        a_int(L, "C", qkv_C(L, width(L, in(L, "dy")))); a_heads(L); a_int(L, "pos0", 0);
-        a_acc(L, "dx");
+        a_int(L, "C", qkv_C(L, width(L, in(L, "dy")))); a_heads(L); a_acc(L, "dx");
         break;
     case IR_ATTENTION:
         call(L, "attention_fwd", 1);      /* its tiles: the rule takes v1 (k_attn.h), moec tune may not */
@@ -212,11 +207,11 @@ static void lower_node(lw *L) {
         a_buf(L, "qkv", in(L, "qkv")); a_buf(L, "y", in(L, "y")); a_buf(L, "lse", in(L, "lse")); a_BT(L);
         a_int(L, "C", width(L, in(L, "dy"))); a_heads(L); a_acc(L, "dqkv");
         break;
-    case IR_ATTN_DECODE:
+    case IR_ATTN_DECODE:    /* the caches of slot 0; slot s's lie s slots (buf_bytes[KV]) further */
         call(L, "attention_decode", 0);
         a_buf(L, "y", out(L, "y")); a_buf(L, "kc", out(L, "kc")); a_buf(L, "vc", out(L, "vc"));
-        a_buf(L, "qkv", in(L, "qkv")); a_rt(L, "pos", LW_RT_POS, 1);
-        a_int(L, "C", width(L, out(L, "y"))); a_heads(L);
+        a_buf(L, "qkv", in(L, "qkv")); a_buf(L, "pos", in(L, "pos")); a_buf(L, "slot", in(L, "slot")); a_S(L);
+        a_int(L, "slot_floats", L->g->buf_bytes[MOE_BUF_KV] / 4); a_int(L, "C", width(L, out(L, "y"))); a_heads(L);
         break;
     case IR_ACT:
         call(L, "act_fwd", 0);
@@ -437,7 +432,7 @@ lw_program *lw_lower(const ir_graph *g) {
 }
 
 const char *lw_rt_name(lw_rt r) {
-    static const char *const nm[LW_RT_COUNT] = {"B", "T", "S", "pos", "mode", "rng", "loss_scale", "lr", "opt_step",
+    static const char *const nm[LW_RT_COUNT] = {"B", "T", "S", "mode", "rng", "loss_scale", "lr", "opt_step",
                                                 "comm"};
     return (unsigned)r < LW_RT_COUNT ? nm[r] : "?";
 }

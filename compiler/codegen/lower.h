@@ -4,7 +4,7 @@
  * A call names a kernel and its variant and lists its arguments in the kernel's parameter
  * order: buffer references (buffer class, byte offset, dtype, extent), size literals, and
  * run-time values. Run-time values come in two kinds: host scalars the executor sets per step
- * (B, T, S, the decode position, the mode, the micro-step's random stream, the loss scale,
+ * (B, T, S, the mode, the micro-step's random stream, the loss scale,
  * the learning rate, the AdamW step, the communicator), and device scalars a kernel wrote
  * (the routed rows R of a MoE layer), which only a kernel may read. There is no argument
  * kind that reads device memory on the host, so no renderer can express it.
@@ -26,7 +26,6 @@ typedef enum {
 
 typedef enum {
     LW_RT_B, LW_RT_T, LW_RT_S,      /* the step's batch shape, S = B*T */
-    LW_RT_POS,                      /* decode: the position of the new token */
     LW_RT_MODE,                     /* MOE_MODE_* */
     LW_RT_RNG,                      /* the micro-step's random stream */
     LW_RT_LOSS_SCALE,               /* d(total loss) / d(this micro-step's loss) */

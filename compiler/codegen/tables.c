@@ -11,7 +11,7 @@
 
 const char *const cg_dtype_macro[MOE_DTYPE_COUNT] = {"F32", "BF16", "F16", "I32", "F64", "I8"};
 const char *const cg_buf_macro[MOE_BUF_COUNT] = {"ACT", "PARAM", "GRAD", "OPT", "IO", "STAGING", "COMM",
-                                                       "TPARAM", "QPARAM"};
+                                                       "TPARAM", "QPARAM", "KV"};
 
 const char *cg_rt_expr(arena *a, lw_rt r, int64_t factor, const char *ctx) {
     const char *v = r == LW_RT_B || r == LW_RT_T || r == LW_RT_S ? lw_rt_name(r)
@@ -176,13 +176,14 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     cg_line(b, ".n_params = %d, .params = params, .align = %lld,", g->params.n, (long long)g->align);
     cg_raw(b, "    .buf_bytes = {");
     for (int i = 0; i < MOE_BUF_COUNT; i++)
-        cg_raw(b, arena_printf(a, "%lld, ", i == MOE_BUF_ACT      ? 0LL
-                                            : i == MOE_BUF_QPARAM ? (long long)u->decode->g->buf_bytes[i]
-                                                                  : (long long)g->buf_bytes[i]));
+        cg_raw(b, arena_printf(a, "%lld, ", i == MOE_BUF_ACT                          ? 0LL
+                                            : i == MOE_BUF_QPARAM || i == MOE_BUF_KV ? (long long)u->decode->g->buf_bytes[i]
+                                                                                     : (long long)g->buf_bytes[i]));
     cg_raw(b, "},\n");
     cg_line(b, ".tokens_off = %lld, .targets_off = %lld, .stats_off = %lld, .n_stats = %d, .stat_loads = stat_loads,",
             (long long)g->t[g->tokens].offset, (long long)g->t[g->targets].offset, (long long)g->t[g->stats].offset,
             g->n_stats);
+    cg_line(b, ".pos_off = %lld, .slot_off = %lld,", (long long)g->pos_off, (long long)g->slot_off);
     emit_schedule(b, u->train, "train", "train_steps");
     emit_schedule(b, u->decode, "decode", "decode_steps");
     cg_line(b, ".teacher = %s,", t ? "&teacher" : "NULL");

@@ -268,7 +268,7 @@ static int attention(bld *b, int qkv, int blk, int decode) {
     ir_at_attn at = {b->m->heads, b->m->kv_heads};
     if (b->m->position == MD_POS_ROPE) {
         int r = act(b, arena_printf(b->a, "%s.rope.out", p), IR_ROWS_S, md_qkv_width(b->m));
-        ir_node *n = node(b, IR_ROPE, arena_printf(b->a, "%s.rope", p), (int[]){qkv, -2}, (int[]){r, -2});
+        ir_node *n = node(b, IR_ROPE, arena_printf(b->a, "%s.rope", p), (int[]){qkv, b->g->pos, -2}, (int[]){r, -2});
         if (n) n->at.attn = at;
         qkv = r;
     }
@@ -277,7 +277,8 @@ static int attention(bld *b, int qkv, int blk, int decode) {
     if (decode) {
         int kc = ir_tensor_new(b->g, arena_printf(b->a, "%s.kcache", p), IR_T_CACHE, MOE_F32, IR_ROWS_CTX, dkv);
         int vc = ir_tensor_new(b->g, arena_printf(b->a, "%s.vcache", p), IR_T_CACHE, MOE_F32, IR_ROWS_CTX, dkv);
-        n = node(b, IR_ATTN_DECODE, arena_printf(b->a, "%s.core", p), (int[]){qkv, -2}, (int[]){y, kc, vc, -2});
+        n = node(b, IR_ATTN_DECODE, arena_printf(b->a, "%s.core", p), (int[]){qkv, b->g->pos, b->g->slot, -2},
+                 (int[]){y, kc, vc, -2});
         if (n) n->acc[1] = n->acc[2] = 1;   /* appended to */
     } else {
         int lse = act(b, arena_printf(b->a, "%s.lse", p), IR_ROWS_S, b->m->heads);
@@ -335,7 +336,7 @@ static int forward(bld *b, int decode) {
     int64_t dm = m->hidden;
     int x = act(b, "embed.out", IR_ROWS_S, dm);
     int wpe = m->position == MD_POS_LEARNED ? param(b, "wpe.weight") : -1;
-    node(b, IR_EMBED, "embed", (int[]){b->g->tokens, param(b, "wte.weight"), wpe, -2}, (int[]){x, -2});
+    node(b, IR_EMBED, "embed", (int[]){b->g->tokens, param(b, "wte.weight"), wpe, b->g->pos, -2}, (int[]){x, -2});
     for (int i = 0; i < m->layers; i++) {
         int h = norm(b, x, arena_printf(a, "h.%d.ln_1", i));
         int qkv = linear(b, h, arena_printf(a, "h.%d.attn.c_attn", i), md_qkv_width(m), 1, 0, NULL);
@@ -404,10 +405,11 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     g->loc = m->loc;
     g->decode = decode;
     g->q8 = kind == IR_BUILD_DECODE_Q8 && m->moe.n_moe > 0;
-    g->B_max = decode ? 1 : m->train.batch;
+    g->S_io = m->train.batch * m->context;
+    g->decode_rows = ir_decode_rows(m);
+    g->B_max = decode ? ir_decode_rows(m) : m->train.batch;   /* decoding: a sequence per row */
     g->T_max = decode ? 1 : m->context;
     g->S_max = g->B_max * g->T_max;
-    g->S_io = m->train.batch * m->context;
     g->context = m->context;
     g->top_k = m->moe.n_moe ? m->moe.top_k : 1;
     g->ep = ep;
@@ -420,6 +422,10 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     int tfirst = g->n_stats, *tloads = tm ? layer_stats(g, tm, tfirst, &g->n_stats) : NULL;
     if (tm && !tloads) return NULL;
     g->tokens = ir_tensor_new(g, "tokens", IR_T_INPUT, MOE_I32, IR_ROWS_S, 1);
+    if (decode) {
+        g->pos = ir_tensor_new(g, "pos", IR_T_INPUT, MOE_I32, IR_ROWS_S, 1);
+        g->slot = ir_tensor_new(g, "slot", IR_T_INPUT, MOE_I32, IR_ROWS_S, 1);
+    }
     g->stats = ir_tensor_new(g, "stats", IR_T_STATS, MOE_F64, IR_ROWS_ONE, g->n_stats);
     int zt = tm && !decode ? teacher_forward(&b, tfirst, tloads) : -1;
     if (tm && !decode && zt < 0) return NULL;

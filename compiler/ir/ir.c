@@ -97,7 +97,7 @@ const char *ir_dtype_name(moe_dtype dt) {
 }
 const char *ir_buf_name(moe_buf b) {
     static const char *const nm[MOE_BUF_COUNT] = {"act", "param", "grad", "opt", "io", "staging", "comm",
-                                                    "tparam", "qparam"};
+                                                    "tparam", "qparam", "kv"};
     return (unsigned)b < MOE_BUF_COUNT ? nm[b] : "?";
 }
 
@@ -152,7 +152,7 @@ ir_graph *ir_graph_create(arena *a, const char *name, const md_param *params, in
     g->arena = a; g->name = name;
     g->align = align > 0 ? align : 64;
     if (ir_ptable_layout(a, &g->params, params, n_params, g->align)) return NULL;
-    g->tokens = g->targets = g->stats = g->loss = g->logits = -1;
+    g->tokens = g->targets = g->stats = g->loss = g->logits = g->pos = g->slot = -1;
     return g;
 }
 
@@ -194,7 +194,7 @@ int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, moe_dtype dt, ir
     memset(t, 0, sizeof *t);
     t->name = name; t->kind = kind; t->dtype = dt; t->rows = rows; t->width = width;
     t->param = -1; t->grad = -1; t->def = t->last = -1;
-    static const moe_buf buf[] = {MOE_BUF_ACT, MOE_BUF_PARAM, MOE_BUF_GRAD, MOE_BUF_IO, MOE_BUF_IO, MOE_BUF_ACT};
+    static const moe_buf buf[] = {MOE_BUF_ACT, MOE_BUF_PARAM, MOE_BUF_GRAD, MOE_BUF_IO, MOE_BUF_IO, MOE_BUF_KV};
     t->buf = buf[kind];
     static const char *const rn[] = {"1", "S", "S*k", "ctx", "recv"};
     t->shape = rows == IR_ROWS_ONE ? arena_printf(g->arena, "[%lld]", (long long)width)

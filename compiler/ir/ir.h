@@ -59,7 +59,7 @@ typedef enum {
     IR_T_GRAD,      /* a parameter's gradient: the same offset in the gradient buffer */
     IR_T_INPUT,     /* token ids or targets [S], uploaded by the host (IO buffer) */
     IR_T_STATS,     /* the statistics record (IO buffer) */
-    IR_T_CACHE,     /* persistent for a whole generation (KV cache): planned, live throughout */
+    IR_T_CACHE,     /* a KV cache, persistent for a whole generation: one decode slot's, in the KV buffer */
 } ir_tkind;
 
 typedef enum {
@@ -181,6 +181,9 @@ typedef struct ir_graph {
 
     int64_t B_max, T_max, S_max;    /* compiled maximum batch shape of this program */
     int64_t S_io;                    /* tokens the IO buffer holds (the training program's S_max) */
+    int64_t decode_rows;             /* rows of the decode program (its B_max): their positions and
+                                      * slots in the IO buffer at pos_off and slot_off */
+    int64_t pos_off, slot_off;
     int64_t context;                 /* for the CTX row count */
     int top_k;                       /* routed rows per token (max over MoE layers) */
     int ep;                          /* the largest expert-parallel degree (1: none) */
@@ -193,6 +196,7 @@ typedef struct ir_graph {
     ir_at_optim optim;               /* the train block's optimizer settings (pass_optimizer) */
     const ir_teacher *teacher;       /* the distillation teacher (training graph), or NULL */
     int tokens, targets, stats;      /* IO tensor ids (targets -1 in decode) */
+    int pos, slot;                   /* decode: each row's position and KV-cache slot (IO; -1 in training) */
     int loss;                        /* per-token LM loss tensor id (-1 in decode) */
     int logits;                      /* logits/probs tensor id */
     int64_t buf_bytes[MOE_BUF_COUNT];   /* sizes of the buffers (after planning) */

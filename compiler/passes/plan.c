@@ -1,16 +1,17 @@
 /* plan.c - the static memory plan: byte offsets in one buffer per class.
  *
- * Activations (and kernel scratch, and the KV cache) go in the program's arena: a tensor
- * lives from the first live node that touches it to the last; the logits and the
- * per-token loss stay live to the end (the runtime reads the logits after a step), and
- * KV-cache tensors live for the whole program. Tensors are placed largest first at the
+ * Activations (and kernel scratch) go in the program's arena: a tensor lives from the first
+ * live node that touches it to the last; the logits and the per-token loss stay live to the
+ * end (the runtime reads the logits after a step). The KV caches of the decode program are
+ * one decode slot's layout in the KV buffer, one after the other (the runtime allocates a
+ * slot per sequence decoding at a time). Tensors are placed largest first at the
  * lowest offset that overlaps no already-placed tensor with an intersecting live range
  * (first fit), each offset and size a multiple of the target's alignment.
  * Parameters and gradients keep the parameter table's offsets; the optimizer state is two
  * copies of that layout (AdamW m, then v); a distillation teacher's parameters keep its own
- * table's offsets in their own buffer. The IO buffer holds tokens, targets and the
- * statistics record at offsets that depend on the model only, so the training and the
- * decode program share it; host staging mirrors it. The result is data: t->offset,
+ * table's offsets in their own buffer. The IO buffer holds tokens, targets, the
+ * statistics record and the decode rows' positions and slots at offsets that depend on the
+ * model only, so the training and the decode program share it; host staging mirrors it. The result is data: t->offset,
  * g->buf_bytes.
  */
 #include "passes.h"
@@ -53,13 +54,30 @@ static void liveness(ir_graph *g) {
     }
 }
 
-/* tokens, targets and the statistics record: a layout of the model alone (S_io, n_stats) */
+/* tokens, targets, the statistics record, the decode rows' positions and slots: a layout of
+ * the model alone (S_io, n_stats, decode_rows) */
 static void plan_io(ir_graph *g) {
-    int64_t a = g->align, tok = align_up(g->S_io * 4, a), stats = 2 * tok;
+    int64_t a = g->align, tok = align_up(g->S_io * 4, a), stats = 2 * tok, rows = align_up(g->decode_rows * 4, a);
+    g->pos_off = stats + align_up((int64_t)g->n_stats * 8, a);
+    g->slot_off = g->pos_off + rows;
     if (g->tokens >= 0) g->t[g->tokens].offset = 0;
     if (g->targets >= 0) g->t[g->targets].offset = tok;
     if (g->stats >= 0) g->t[g->stats].offset = stats;
-    g->buf_bytes[MOE_BUF_IO] = g->buf_bytes[MOE_BUF_STAGING] = stats + align_up((int64_t)g->n_stats * 8, a);
+    if (g->pos >= 0) g->t[g->pos].offset = g->pos_off;
+    if (g->slot >= 0) g->t[g->slot].offset = g->slot_off;
+    g->buf_bytes[MOE_BUF_IO] = g->buf_bytes[MOE_BUF_STAGING] = g->slot_off + rows;
+}
+
+/* the KV caches: one decode slot's, one after the other */
+static void plan_kv(ir_graph *g) {
+    int64_t kv = 0;
+    for (int i = 0; i < g->nt; i++) {
+        ir_tensor *t = &g->t[i];
+        if (t->buf != MOE_BUF_KV) continue;
+        t->offset = kv;
+        kv += align_up(ir_tensor_bytes_max(g, t), g->align);
+    }
+    g->buf_bytes[MOE_BUF_KV] = kv;
 }
 
 int pass_plan(ir_graph *g) {
@@ -108,5 +126,6 @@ int pass_plan(ir_graph *g) {
     g->buf_bytes[MOE_BUF_TPARAM] = g->teacher ? g->teacher->params.bytes : 0;
     g->buf_bytes[MOE_BUF_QPARAM] = g->q8 ? g->params.qbytes : 0;
     plan_io(g);
+    plan_kv(g);
     return 0;
 }

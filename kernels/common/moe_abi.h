@@ -29,6 +29,8 @@ typedef enum moe_buf {
     MOE_BUF_TPARAM,     /* the distillation teacher's parameters, laid out by its own table */
     MOE_BUF_QPARAM,     /* int8 expert weights and their scales for the decode program (`quantize`),
                          * at the parameter table's qoffset; allocated only when such a file is loaded */
+    MOE_BUF_KV,         /* the decode program's KV caches: one slot per sequence decoding at a time,
+                         * slot s at s x buf_bytes[MOE_BUF_KV] (one slot's size); allocated per run */
     MOE_BUF_COUNT
 } moe_buf;
 
@@ -48,7 +50,7 @@ enum { MOE_ACT_GELU, MOE_ACT_GELU_ERF, MOE_ACT_RELU, MOE_ACT_SWIGLU };
 typedef struct moe_kargs {
     unsigned char *buf[MOE_BUF_COUNT];  /* device base of each buffer class */
     int64_t size[MOE_BUF_COUNT];        /* their sizes in bytes (the emulator checks against them) */
-    int B, T, pos, mode;
+    int B, T, mode, pad0;
     uint64_t rng;
     float loss_scale, lr;
     int opt_step, pad;

@@ -259,24 +259,28 @@ K_ATTN_VARIANT(3)
 
 /* ---- RoPE, "rotate half" (HF Llama / GPT-NeoX): within each head, dims i and i + hd/2
  * (i < hd/2) rotate by angle pos * 10000^(-2i/hd). Angles and their sin/cos are computed in
- * double once per (position, i) and shared by the batch, the heads and q/k. */
+ * double once per (position, i) and shared by the rows at that position (without pos, every
+ * sequence's position t), the heads and q/k. */
 #define K_ROPE_CHUNK 64 /* frequencies per sin/cos table on the stack */
 
-static inline void k_rope_apply(float *out /* [B,T,W] */, const float *in /* [B,T,W] */, int B, int T, int C, int H,
-                                int KV, int pos0, int inverse, int acc) {
+/* rows s = b*T+t at position pos[s] (decoding: a sequence per row), or t without pos */
+static inline void k_rope_apply(float *out /* [B,T,W] */, const float *in /* [B,T,W] */, const int32_t *pos, int B,
+                                int T, int C, int H, int KV, int inverse, int acc) {
     int hd = C / H, half = hd / 2, CK = KV * hd, W = C + 2 * CK;
+    int groups = pos ? B * T : T, per = pos ? 1 : B;    /* rows sharing a position */
 #pragma omp parallel for schedule(static) if ((long)B * T * C >= K_OMP_MIN_WORK / 2)
-    for (int t = 0; t < T; t++) {
+    for (int g = 0; g < groups; g++) {
         float cs[K_ROPE_CHUNK], sn[K_ROPE_CHUNK];
+        int p = pos ? pos[g] : g;
         for (int i0 = 0; i0 < half; i0 += K_ROPE_CHUNK) {
             int n = half - i0 < K_ROPE_CHUNK ? half - i0 : K_ROPE_CHUNK;
             for (int i = 0; i < n; i++) {
-                double a = (double)(pos0 + t) * pow(10000.0, -2.0 * (i0 + i) / hd);
+                double a = (double)p * pow(10000.0, -2.0 * (i0 + i) / hd);
                 cs[i] = (float)cos(a);
                 sn[i] = (float)(inverse ? -sin(a) : sin(a)); /* the backward rotates by -angle */
             }
-            for (int b = 0; b < B; b++) {
-                long row = ((long)b * T + t) * W;
+            for (int b = 0; b < per; b++) {
+                long row = (pos ? (long)g : (long)b * T + g) * W;
                 for (int h = 0; h < H + KV; h++) { /* q's heads, then k's */
                     long o = row + (long)h * hd + i0;
                     const float *x1 = in + o, *x2 = in + o + half;
@@ -299,8 +303,8 @@ static inline void k_rope_apply(float *out /* [B,T,W] */, const float *in /* [B,
                 }
             }
         }
-        for (int b = 0; b < B; b++) { /* v passes through */
-            long o = ((long)b * T + t) * W + C + CK;
+        for (int b = 0; b < per; b++) { /* v passes through */
+            long o = (pos ? (long)g : (long)b * T + g) * W + C + CK;
             if (acc) {
 #pragma omp simd
                 for (int c = 0; c < CK; c++) out[o + c] += in[o + c];
@@ -310,17 +314,18 @@ static inline void k_rope_apply(float *out /* [B,T,W] */, const float *in /* [B,
     }
 }
 
-/* out = rope(qkv): q and k rotated for positions pos0 + t, v copied. hd must be even.
+/* out = rope(qkv): q and k rotated for their positions, v copied. hd must be even.
  * In place (out == qkv) is allowed. */
-static inline void k_rope_fwd(float *out /* [B,T,W] */, const float *qkv /* [B,T,W] */, int B, int T, int C, int H,
-                              int KV, int pos0) {
-    k_rope_apply(out, qkv, B, T, C, H, KV, pos0, 0, 0);
+static inline void k_rope_fwd(float *out /* [B,T,W] */, const float *qkv /* [B,T,W] */,
+                              const int32_t *pos /* [B*T] or NULL: t */, int B, int T, int C, int H, int KV) {
+    k_rope_apply(out, qkv, pos, B, T, C, H, KV, 0, 0);
 }
 
-/* dqkv (acc) = rope^T(dout): the inverse rotation (rotation matrices are orthogonal). */
+/* dqkv (acc) = rope^T(dout): the inverse rotation (rotation matrices are orthogonal); training
+ * positions t. */
 static inline void k_rope_bwd(float *dqkv /* [B,T,W] */, const float *dout /* [B,T,W] */, int B, int T, int C, int H,
-                              int KV, int pos0, int acc) {
-    k_rope_apply(dqkv, dout, B, T, C, H, KV, pos0, 1, acc);
+                              int KV, int acc) {
+    k_rope_apply(dqkv, dout, NULL, B, T, C, H, KV, 1, acc);
 }
 
 /* One query against keys/values 0 .. len-1 of one head (row stride ld), no scratch beyond a
@@ -407,13 +412,28 @@ static inline void k_attention_cached(float *out /* [n, C] */, const float *q /*
                               kc + (long)(h / G) * hd, vc + (long)(h / G) * hd, CK, pos0 + i + 1, hd, scale);
 }
 
-/* One decode step: the new token's k and v (its qkv row's CK columns from C, then from C + CK)
- * are appended to the caches at row pos, then its query attends to rows 0..pos. */
-static inline void k_attention_decode(float *out /* [1, C] */, float *kc /* [ctx, CK] */, float *vc /* [ctx, CK] */,
-                                      const float *qkv /* [1, W] */, int pos, int C, int H, int KV) {
-    int CK = KV * (C / H);
-    memcpy(kc + (long)pos * CK, qkv + C, (size_t)CK * sizeof(float));
-    memcpy(vc + (long)pos * CK, qkv + C + CK, (size_t)CK * sizeof(float));
-    k_attention_cached(out, qkv, C + 2 * CK, kc, vc, 1, pos, C, H, KV, NULL);
+/* Decoding S sequences, a row each: row s's new k and v (its qkv row's CK columns from C, then
+ * from C + CK) go to position pos[s] of cache slot slot[s] (kc, vc + slot[s] x slot_floats),
+ * then its query attends to positions 0..pos[s] of that slot (k_attn_decode_row per row and
+ * head, over the threads). */
+static inline void k_attention_decode(float *out /* [S, C] */, float *kc /* slot 0's [ctx, CK] */, float *vc,
+                                      const float *qkv /* [S, W] */, const int32_t *pos /* [S] */,
+                                      const int32_t *slot /* [S] */, int S, long slot_floats, int C, int H, int KV) {
+    int hd = C / H, G = H / KV, CK = KV * hd, W = C + 2 * CK;
+    long work = 0;
+    for (int s = 0; s < S; s++) {
+        long at = (long)slot[s] * slot_floats + (long)pos[s] * CK;
+        memcpy(kc + at, qkv + (long)s * W + C, (size_t)CK * sizeof(float));
+        memcpy(vc + at, qkv + (long)s * W + C + CK, (size_t)CK * sizeof(float));
+        work += (long)H * (pos[s] + 1) * hd;
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel for collapse(2) schedule(static) if (work >= K_OMP_MIN_WORK)
+    for (int s = 0; s < S; s++)
+        for (int h = 0; h < H; h++) {
+            long base = (long)slot[s] * slot_floats + (long)(h / G) * hd;
+            k_attn_decode_row(out + (long)s * C + (long)h * hd, qkv + (long)s * W + (long)h * hd, kc + base, vc + base,
+                              CK, pos[s] + 1, hd, scale);
+        }
 }
 #endif

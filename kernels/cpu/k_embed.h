@@ -11,15 +11,17 @@
 
 #define K_EMBED_COLS 64 /* column chunk owned by one thread in the backward */
 
-/* x[b*T+t] = wte[tok[b*T+t]] + (wpe ? wpe[pos0 + t] : 0) */
+/* x[s] = wte[tok[s]] + (wpe ? wpe[position of s] : 0), s = b*T+t at position pos[s] (decoding:
+ * a sequence per row), or t without pos */
 static inline void k_embed_fwd(float *x /* [B*T, C] */, const int32_t *tok /* [B*T] */, const float *wte /* [V, C] */,
-                               const float *wpe /* [maxT, C] or NULL */, int B, int T, int C, int pos0) {
+                               const float *wpe /* [maxT, C] or NULL */, const int32_t *pos /* [B*T] or NULL */, int B,
+                               int T, int C) {
 #pragma omp parallel for schedule(static) if ((long)B * T * C >= K_OMP_MIN_WORK)
     for (long s = 0; s < (long)B * T; s++) {
         const float *e = wte + (long)tok[s] * C;
         float *o = x + s * C;
         if (wpe) {
-            const float *p = wpe + (long)(pos0 + (int)(s % T)) * C;
+            const float *p = wpe + (long)(pos ? pos[s] : (int)(s % T)) * C;
 #pragma omp simd
             for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
         } else

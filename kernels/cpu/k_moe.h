@@ -254,7 +254,9 @@ static inline void k_moe_dispatch_bwd(float *dx /* [S,d] */, const float *dxd /*
  *       build runs single-threaded inside a parallel region) - many small experts
  *   v3 (forward only; its backward is v1's): experts in turn, each row a matrix-vector
  *       product threaded by BLAS - decoding, where an expert has a row or two: sgemm would
- *       pack (copy) the whole weight for one row, sgemv streams it once (2-3x the bandwidth)
+ *       pack (copy) the whole weight for one row, sgemv streams it once (2-3x the bandwidth);
+ *       an expert with K_EXPERT_GEMV_MAX rows or more (several sequences decoding together)
+ *       takes one GEMM, which reads its weight once for all of them
  * Every expert's block is computed by one fixed sequence of operations in v1 and v2, so
  * both give bitwise the same result; v3 sums in another order. */
 static inline void k_expert_fwd_one(int e, float *y, const float *x, const float *W, const float *b,
@@ -267,8 +269,10 @@ static inline void k_expert_fwd_one(int e, float *y, const float *x, const float
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, N, K, 1.0f, x + (int64_t)off[e] * K, K,
                 W + (int64_t)e * K * N, N, b ? 1.0f : 0.0f, ye, N);
 }
+#define K_EXPERT_GEMV_MAX 3
 static inline void k_expert_fwd_rows(int e, float *y, const float *x, const float *W, const float *b,
                                      const int32_t *off, int K, int N) {
+    if (off[e + 1] - off[e] >= K_EXPERT_GEMV_MAX) { k_expert_fwd_one(e, y, x, W, b, off, K, N); return; }
     for (int r = off[e]; r < off[e + 1]; r++) {
         float *yr = y + (int64_t)r * N;
         if (b) memcpy(yr, b + (int64_t)e * N, sizeof(float) * (size_t)N);
@@ -293,26 +297,34 @@ static inline void k_moe_expert_fwd(float *y, const float *x, const float *W, co
 
 /* Decoding with int8 expert weights (`quantize`): y[r] = (x[r] Wq[e]) Ws[e] + b[e] for every row
  * r of expert e, Wq [E,K,N] int8 and Ws [E,N] one scale per output channel: a quarter of the
- * bytes of the f32 weights, each read once per row. The columns are split over the threads in
- * blocks of K_Q8_NB; a block's sums stay in L1 while four rows of Wq at a time stream past.
- * Without int8 weights (Wq NULL: none loaded) this is variant 3 on the f32 W. */
+ * bytes of the f32 weights, read once per K_Q8_ROWS rows. The columns are split over the
+ * threads in blocks of K_Q8_NB; a block's sums stay in L1 while four rows of Wq at a time
+ * stream past. Without int8 weights (Wq NULL: none loaded) this is variant 3 on the f32 W. */
 #define K_Q8_NB 256
-static inline void k_q8_block(float *yr, const float *xr, const int8_t *Wq, const float *s, const float *b, int K,
+#define K_Q8_ROWS 4
+/* rows x [m, K] -> y [m, N], columns n0 .. n0 + K_Q8_NB of one expert */
+static inline void k_q8_block(float *y, const float *x, int m, const int8_t *Wq, const float *s, const float *b, int K,
                               int N, int n0) {
     int nn = N - n0 < K_Q8_NB ? N - n0 : K_Q8_NB, k = 0;
-    float acc[K_Q8_NB];
-    for (int j = 0; j < nn; j++) acc[j] = 0.0f;
+    float acc[K_Q8_ROWS][K_Q8_NB];
+    for (int r = 0; r < m; r++)
+        for (int j = 0; j < nn; j++) acc[r][j] = 0.0f;
     for (; k + 4 <= K; k += 4) {
         const int8_t *q0 = Wq + (int64_t)k * N + n0, *q1 = q0 + N, *q2 = q1 + N, *q3 = q2 + N;
-        float x0 = xr[k], x1 = xr[k + 1], x2 = xr[k + 2], x3 = xr[k + 3];
-        for (int j = 0; j < nn; j++)
-            acc[j] += x0 * (float)q0[j] + x1 * (float)q1[j] + x2 * (float)q2[j] + x3 * (float)q3[j];
+        for (int r = 0; r < m; r++) {
+            const float *xr = x + (int64_t)r * K + k;
+            float x0 = xr[0], x1 = xr[1], x2 = xr[2], x3 = xr[3], *a = acc[r];
+            for (int j = 0; j < nn; j++)
+                a[j] += x0 * (float)q0[j] + x1 * (float)q1[j] + x2 * (float)q2[j] + x3 * (float)q3[j];
+        }
     }
     for (; k < K; k++) {
         const int8_t *q = Wq + (int64_t)k * N + n0;
-        for (int j = 0; j < nn; j++) acc[j] += xr[k] * (float)q[j];
+        for (int r = 0; r < m; r++)
+            for (int j = 0; j < nn; j++) acc[r][j] += x[(int64_t)r * K + k] * (float)q[j];
     }
-    for (int j = 0; j < nn; j++) yr[n0 + j] = acc[j] * s[n0 + j] + (b ? b[n0 + j] : 0.0f);
+    for (int r = 0; r < m; r++)
+        for (int j = 0; j < nn; j++) y[(int64_t)r * N + n0 + j] = acc[r][j] * s[n0 + j] + (b ? b[n0 + j] : 0.0f);
 }
 
 static inline void k_moe_expert_q8_fwd(float *y, const float *x, const float *W, const int8_t *Wq, const float *Ws,
@@ -321,10 +333,11 @@ static inline void k_moe_expert_q8_fwd(float *y, const float *x, const float *W,
     const int32_t *off = counts + MOE_OFF(E);
     int nblk = (N + K_Q8_NB - 1) / K_Q8_NB;
     for (int e = 0; e < E; e++)
-        for (int r = off[e]; r < off[e + 1]; r++) {
+        for (int r = off[e]; r < off[e + 1]; r += K_Q8_ROWS) {
+            int m = off[e + 1] - r < K_Q8_ROWS ? off[e + 1] - r : K_Q8_ROWS;
             #pragma omp parallel for schedule(static)
             for (int i = 0; i < nblk; i++)
-                k_q8_block(y + (int64_t)r * N, x + (int64_t)r * K, Wq + (int64_t)e * K * N, Ws + (int64_t)e * N,
+                k_q8_block(y + (int64_t)r * N, x + (int64_t)r * K, m, Wq + (int64_t)e * K * N, Ws + (int64_t)e * N,
                            b ? b + (int64_t)e * N : NULL, K, N, i * K_Q8_NB);
         }
 }

@@ -102,31 +102,36 @@ CU_D void cu_attention_bwd(int part, f32p dqkv, f32p delta, cf32p dy, cf32p qkv,
     }
 }
 
-/* part 0: append the new token's k, v at row pos of the caches [ctx, CK]; part 1: its query
- * attends to rows 0..pos (a thread per output element, online softmax in one pass over the keys) */
-CU_D void cu_attention_decode(int part, f32p y, f32p kc, f32p vc, cf32p qkv, int pos, int C, int H, int KV) {
-    int hd = C / H, G = H / KV, CK = KV * hd;
+/* Decoding S sequences, a row each. part 0: row s's new k, v at position pos[s] of its cache
+ * slot slot[s] (kc, vc + slot[s] x slot_floats, [ctx, CK] each); part 1: its query attends to
+ * positions 0..pos[s] of that slot (a thread per output element, online softmax in one pass
+ * over the keys) */
+CU_D void cu_attention_decode(int part, f32p y, f32p kc, f32p vc, cf32p qkv, ci32p pos, ci32p slot, int S,
+                              long long slot_floats, int C, int H, int KV) {
+    int hd = C / H, G = H / KV, CK = KV * hd, W = C + 2 * CK;
     if (part == 0) {
-        CU_FOR(c, CK) {
-            kc[(long long)pos * CK + c] = qkv[C + c];
-            vc[(long long)pos * CK + c] = qkv[C + CK + c];
+        CU_FOR(i, (long long)S * CK) {
+            long long s = i / CK, c = i % CK, at = slot[s] * slot_floats + (long long)pos[s] * CK + c;
+            kc[at] = qkv[s * W + C + c];
+            vc[at] = qkv[s * W + C + CK + c];
         }
         return;
     }
     float scale = 1.0f / sqrtf((float)hd);
-    CU_FOR(c, C) {
-        long long h0 = (long long)(c / hd) * hd, kv0 = (long long)(c / hd / G) * hd;
+    CU_FOR(i, (long long)S * C) {
+        long long s = i / C, c = i % C, q0 = s * W + (c / hd) * hd;
+        long long kv0 = slot[s] * slot_floats + (long long)(c / hd / G) * hd;
         float mx = -INFINITY, l = 0.0f, o = 0.0f;
-        for (int j = 0; j <= pos; j++) {
-            float s = 0.0f;
-            for (int d = 0; d < hd; d++) s += qkv[h0 + d] * kc[(long long)j * CK + kv0 + d];
-            s *= scale;
-            float m2 = cu_maxf(mx, s), r = expf(mx - m2), e = expf(s - m2);
+        for (int j = 0; j <= pos[s]; j++) {
+            float sc = 0.0f;
+            for (int d = 0; d < hd; d++) sc += qkv[q0 + d] * kc[kv0 + (long long)j * CK + d];
+            sc *= scale;
+            float m2 = cu_maxf(mx, sc), r = expf(mx - m2), e = expf(sc - m2);
             l = l * r + e;
-            o = o * r + e * vc[(long long)j * CK + kv0 + c % hd];
+            o = o * r + e * vc[kv0 + (long long)j * CK + c % hd];
             mx = m2;
         }
-        y[c] = o / l;
+        y[i] = o / l;
     }
 }
 #undef CU_QKV_ROW

@@ -17,12 +17,13 @@
 #define CU_NORM_EPS 1e-5
 
 /* ---- embedding ---- */
-CU_D void cu_embed_fwd(int part, f32p x, ci32p tok, cf32p wte, cf32p wpe, int B, int T, int C, int pos0) {
+/* row s at position pos[s] (decoding: a sequence per row), or t without pos */
+CU_D void cu_embed_fwd(int part, f32p x, ci32p tok, cf32p wte, cf32p wpe, ci32p pos, int B, int T, int C) {
     (void)part;
     CU_FOR(i, (long long)B * T * C) {
         long long s = i / C, c = i % C;
         float v = wte[(long long)tok[s] * C + c];
-        if (wpe) v += wpe[(long long)(pos0 + (int)(s % T)) * C + c];
+        if (wpe) v += wpe[(long long)(pos ? pos[s] : (int)(s % T)) * C + c];
         x[i] = v;
     }
 }
@@ -376,19 +377,19 @@ CU_D void cu_adamw_step(int part, f32p p, cf32p g, f32p m, f32p v, long long n, 
 }
 
 /* ---- RoPE, rotate half: dims i and i + hd/2 of q and k rotate by pos * 10000^(-2i/hd) ---- */
-CU_D void cu_rope_apply(f32p out, cf32p in, int B, int T, int C, int H, int KV, int pos0, int inverse, int acc) {
+CU_D void cu_rope_apply(f32p out, cf32p in, ci32p pos, int B, int T, int C, int H, int KV, int inverse, int acc) {
     int hd = C / H, half = hd / 2, W = C + 2 * KV * hd;
     /* items: (b, t, column of q|k|v), W = C + 2 KV hd columns; the first of each rotated pair
      * writes both, so out may be in */
     CU_FOR(i, (long long)B * T * W) {
-        int col = (int)(i % W), t = (int)((i / W) % T);
+        int col = (int)(i % W), p = pos ? pos[i / W] : (int)((i / W) % T);   /* the row's position */
         if (col >= C + KV * hd) {   /* v passes through */
             out[i] = acc ? out[i] + in[i] : in[i];
             continue;
         }
         int j = col % hd;           /* q and k heads both start at multiples of hd */
         if (j >= half) continue;
-        double ang = (double)(pos0 + t) * pow(10000.0, -2.0 * j / hd);
+        double ang = (double)p * pow(10000.0, -2.0 * j / hd);
         float cs = (float)cos(ang), sn = (float)(inverse ? -sin(ang) : sin(ang));
         float x1 = in[i], x2 = in[i + half];
         float y1 = x1 * cs - x2 * sn, y2 = x2 * cs + x1 * sn;
@@ -397,13 +398,13 @@ CU_D void cu_rope_apply(f32p out, cf32p in, int B, int T, int C, int H, int KV, 
     }
 }
 
-CU_D void cu_rope_fwd(int part, f32p y, cf32p qkv, int B, int T, int C, int H, int KV, int pos0) {
+CU_D void cu_rope_fwd(int part, f32p y, cf32p qkv, ci32p pos, int B, int T, int C, int H, int KV) {
     (void)part;
-    cu_rope_apply(y, qkv, B, T, C, H, KV, pos0, 0, 0);
+    cu_rope_apply(y, qkv, pos, B, T, C, H, KV, 0, 0);
 }
 
-CU_D void cu_rope_bwd(int part, f32p dx, cf32p dy, int B, int T, int C, int H, int KV, int pos0, int acc) {
+CU_D void cu_rope_bwd(int part, f32p dx, cf32p dy, int B, int T, int C, int H, int KV, int acc) {
     (void)part;
-    cu_rope_apply(dx, dy, B, T, C, H, KV, pos0, 1, acc);
+    cu_rope_apply(dx, dy, NULL, B, T, C, H, KV, 1, acc);
 }
 #endif

@@ -81,17 +81,19 @@ static double sgemm_gflops(void) {
     return best;
 }
 
-/* Weight bytes a decode step must read: every non-expert weight (of the embedding tables one
- * row each, unless wte is also the output head) and top_k of each MoE layer's E experts; with
- * int8 experts (q8), their weights' int8 values and scales. */
-static double decode_weight_bytes(const moe_program *p, int q8) {
+/* Weight bytes a decode pass of `rows` sequences must read: every non-expert weight once (of the
+ * embedding tables a row per sequence, unless wte is also the output head) and the experts the
+ * rows choose, min(E, rows x top_k) of each MoE layer's E (as if their choices were distinct);
+ * with int8 experts (q8), their weights' int8 values and scales. */
+static double decode_weight_bytes(const moe_program *p, int q8, int rows) {
     double bytes = 0;
     for (int i = 0; i < p->n_params; i++) {
         const moe_param_info *q = &p->params[i];
-        double b = 4.0 * (double)q->numel;
+        double b = 4.0 * (double)q->numel, E = (double)q->shape[0];
         if (q8 && q->qoffset >= 0) b = (double)q->numel + 4.0 * (double)(q->shape[0] * q->shape[2]);
-        if (q->expert) b *= (double)p->top_k / (double)q->shape[0];
-        else if (!strcmp(q->name, "wpe.weight") || (!strcmp(q->name, "wte.weight") && !p->tied)) b = 4.0 * (double)p->hidden;
+        if (q->expert) b *= fmin(E, (double)rows * p->top_k) / E;
+        else if (!strcmp(q->name, "wpe.weight") || (!strcmp(q->name, "wte.weight") && !p->tied))
+            b = 4.0 * (double)p->hidden * rows;
         bytes += b;
     }
     return bytes;
@@ -115,9 +117,27 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* bench --decode: B sequences in B decode slots, each its prompt through the decode program
- * (prefill), then `tokens` rounds timed one by one, a round giving every sequence its next
- * token (the slots decode in turn: each reads the weights itself) */
+/* One round of bench --decode: the next token of each of B sequences (slot b holds sequence b)
+ * at position pos, their rows together through the decode program (its B_max rows at a time);
+ * tok: in, then the greedy next tokens out */
+static void decode_round(moe_rt *rt, int B, int pos, int32_t *tok, int32_t *rows) {
+    const moe_program *p = rt->prog;
+    int D = (int)p->decode.B_max;
+    for (int b0 = 0; b0 < B; b0 += D) {
+        int k = B - b0 < D ? B - b0 : D;
+        for (int r = 0; r < k; r++) rows[r] = pos, rows[D + r] = b0 + r;
+        const float *lg = moe_rt_decode_rows(rt, k, tok + b0, rows, rows + D);
+        for (int r = 0; r < k; r++, lg += p->vocab) {
+            int best = 0;
+            for (int v = 1; v < p->vocab; v++) best = lg[v] > lg[best] ? v : best;
+            tok[b0 + r] = best;
+        }
+    }
+}
+
+/* bench --decode: B sequences in B decode slots, their prompts through the decode program
+ * (prefill, a token of every sequence at a time), then `tokens` rounds timed one by one, a
+ * round giving every sequence its next token (greedy) */
 static int bench_decode(const char *device, const char *ckpt, int B, long long P, long long N, int json) {
     const moe_program *p = cli_prog;
     if (P + N > p->context) {
@@ -129,27 +149,24 @@ static int bench_decode(const char *device, const char *ckpt, int B, long long P
     int rc = load_or_init(rt, ckpt);
     if (rc) { moe_rt_destroy(rt); return rc; }
     double *ms = malloc(sizeof(double) * (size_t)N), t0 = moe_now_ms();
-    double bytes = decode_weight_bytes(p, rt->q8 == 2) * (double)N * B;
+    double bytes = 0;     /* weights and caches read by the timed rounds */
+    for (int b0 = 0, D = (int)p->decode.B_max; b0 < B; b0 += D)
+        bytes += decode_weight_bytes(p, rt->q8 == 2, B - b0 < D ? B - b0 : D) * (double)N;
     if (!ms) { cli_fail("out of memory"); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
-    int32_t *tok = calloc((size_t)B, sizeof *tok);
-    if (!tok) { cli_fail("out of memory"); free(ms); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
-    for (int b = 0; b < B; b++) {
-        tok[b] = (int32_t)((b + 1) % p->vocab);
-        for (long long t = 0; t < P; t++) moe_rt_decode(rt, b, (int32_t)((t * 7 + b + 1) % p->vocab), (int)t);
+    int32_t *tok = calloc((size_t)B, sizeof *tok), *rows = calloc(2 * (size_t)p->decode.B_max, sizeof *rows);
+    if (!tok || !rows) { cli_fail("out of memory"); free(ms), free(tok), free(rows); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
+    for (long long t = 0; t < P; t++) {     /* the prompts: token t of sequence b is (7t + b + 1) mod V */
+        for (int b = 0; b < B; b++) tok[b] = (int32_t)((t * 7 + b + 1) % p->vocab);
+        decode_round(rt, B, (int)t, tok, rows);
     }
     double prefill = moe_now_ms() - t0;
-    for (long long i = 0; i < N; i++) {        /* greedy: the next token is the argmax */
+    for (long long i = 0; i < N; i++) {
         double s = moe_now_ms();
-        for (int b = 0; b < B; b++) {
-            const float *lg = moe_rt_decode(rt, b, tok[b], (int)(P + i));
-            int best = 0;
-            for (int v = 1; lg && v < p->vocab; v++) best = lg[v] > lg[best] ? v : best;
-            tok[b] = best;
-        }
+        decode_round(rt, B, (int)(P + i), tok, rows);
         ms[i] = moe_now_ms() - s;
         bytes += B * decode_kv_bytes(p, (int)(P + i));
     }
-    free(tok);
+    free(tok), free(rows);
     if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); free(ms); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
     double total = 0;
     for (long long i = 0; i < N; i++) total += ms[i];

@@ -6,7 +6,8 @@
  * nothing. --check-cache verifies exactly that against a full forward of the prompt.
  * --prompts runs a file of prompts through B decode slots (continuous batching in its
  * simplest form): each slot holds one sequence and its KV cache, every round decodes one token
- * of every busy slot, and a slot whose sequence ends takes the next prompt at once. Sequence j
+ * of every busy slot (their rows together through the decode program, which reads each weight
+ * once for all of them), and a slot whose sequence ends takes the next prompt at once. Sequence j
  * samples from its own stream, so its output does not depend on B or on the other prompts.
  */
 #include "cli.h"
@@ -247,8 +248,9 @@ static int generate_batch(moe_rt *rt, const char *path, const char *out_path, co
     if (!n) return MOE_EXIT_FAIL;
     int *slot = malloc(sizeof(int) * (size_t)B), *order = malloc(sizeof(int) * (size_t)V);
     float *last = malloc(sizeof(float) * (size_t)V * (size_t)B);   /* each slot's latest logits */
+    int32_t *rows = malloc(sizeof(int32_t) * 3 * (size_t)B);      /* a round's tokens, positions, slots */
     double *probs = malloc(sizeof(double) * (size_t)V), t0 = moe_now_ms();
-    int rc = slot && order && last && probs ? 0 : (cli_fail("out of memory"), MOE_EXIT_FAIL);
+    int rc = slot && order && last && rows && probs ? 0 : (cli_fail("out of memory"), MOE_EXIT_FAIL);
     long long generated = 0, decoded = 0;
     int next = 0, busy = 0;
     for (int s = 0; !rc && s < B; s++) {
@@ -256,15 +258,29 @@ static int generate_batch(moe_rt *rt, const char *path, const char *out_path, co
         busy += slot[s] >= 0;
     }
     while (!rc && busy && !moe_rt_error(rt)) {
+        /* a round: every busy slot's next token through the decode program, the slots' rows
+         * together (as many as the program has rows at a time) */
+        int m = 0;
+        for (int s = 0; s < B; s++) {
+            if (slot[s] < 0 || q[slot[s]].fed >= q[slot[s]].n) continue;
+            gen_seq *g = &q[slot[s]];
+            rows[m] = g->tok[g->fed], rows[B + m] = g->fed, rows[2 * B + m] = s;
+            m++;
+        }
+        for (int r0 = 0; r0 < m; r0 += (int)p->decode.B_max) {
+            int k = m - r0 < (int)p->decode.B_max ? m - r0 : (int)p->decode.B_max;
+            const float *lg = moe_rt_decode_rows(rt, k, rows + r0, rows + B + r0, rows + 2 * B + r0);
+            for (int r = 0; r < k; r++) {
+                int s = rows[2 * B + r0 + r];
+                memcpy(last + (size_t)s * V, lg + (size_t)r * V, sizeof(float) * (size_t)V);
+                q[slot[s]].fed++;
+            }
+            decoded += k;
+        }
         for (int s = 0; s < B; s++) {
             if (slot[s] < 0) continue;
             gen_seq *g = &q[slot[s]];
-            if (g->fed < g->n) {    /* one token through the decode program */
-                memcpy(last + (size_t)s * V, moe_rt_decode(rt, s, g->tok[g->fed], g->fed), sizeof(float) * (size_t)V);
-                g->fed++;
-                decoded++;
-                if (g->fed < g->n) continue;
-            }
+            if (g->fed < g->n) continue;    /* its prompt is not through yet */
             long long made = g->n - g->n_prompt;
             if (made >= g->max_new) g->stop = "length";
             else if (g->n >= p->context) g->stop = "context";
@@ -296,7 +312,7 @@ static int generate_batch(moe_rt *rt, const char *path, const char *out_path, co
     }
     for (int i = 0; i < n; i++) free(q[i].text), free(q[i].tok);
     free(q);
-    free(slot), free(order), free(last), free(probs);
+    free(slot), free(order), free(last), free(rows), free(probs);
     return rc;
 }
 

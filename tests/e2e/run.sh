@@ -80,6 +80,11 @@ kv_cache)
             and $d.bytes_per_token < 4 * $i.params' "$work/dec.json" "$work/info.json" >/dev/null \
     || fail "bench --decode: $(cat "$work/dec.json")"
   "$exe" bench --decode --prompt-len 30 --tokens 10 2>/dev/null && fail "bench --decode past the context"
+  # 40 sequences together: two passes of the decode program's 32 rows; a pass reads each
+  # weight once for its rows, so fewer bytes per token than one sequence alone
+  "$exe" bench --decode --batch 40 --prompt-len 2 --tokens 3 --json > "$work/dec40.json" || fail "bench --decode --batch 40"
+  jq -e -s '.[0].batch == 40 and .[0].tokens_per_s > 0 and .[0].bytes_per_token < .[1].bytes_per_token' \
+    "$work/dec40.json" "$work/dec.json" >/dev/null || fail "bench --decode --batch 40: $(cat "$work/dec40.json")"
   # bench's roofline: model FLOPs per step between 6 x the non-expert and 6 x all parameters
   # per token (plus attention's 12 L T d), the rate they make in the step's time, an sgemm
   # probe, the plan's bytes at least the arena and the weights; a forward is a third of it

@@ -156,12 +156,21 @@ static void run_rope(int B, int T, int C, int H, int KV, int pos0) {
     long n = (long)B * T * W;
     float *x = kt_rand(n, -2, 2), *R = kt_rand(n, -1, 1), *y = kt_fill(n, NAN);
     at_ctx c = {B, T, C, H, KV, pos0, 1, kt_dbl(x, n), kt_dbl(R, n), KT_NEW(double, n)};
-    k_rope_fwd(y, x, B, T, C, H, KV, pos0);
-    ref_rope(c.out, c.qkv, B, T, C, H, KV, pos0);
+    /* with pos0, every row's position given (generation), each sequence 5 further on */
+    int32_t *pos = KT_NEW(int32_t, (long)B * T);
+    for (int s = 0; s < B * T; s++) pos[s] = pos0 + s % T + 5 * (s / T);
+    k_rope_fwd(y, x, pos0 ? pos : NULL, B, T, C, H, KV);
+    for (int s = 0; s < B * T; s++)
+        ref_rope(c.out + (long)s * W, c.qkv + (long)s * W, 1, 1, C, H, KV, pos0 ? pos[s] : s % T);
     kt_close("out", y, c.out, n, 2e-6);
     float *y2 = kt_copy(x, n);
-    k_rope_fwd(y2, y2, B, T, C, H, KV, pos0);
+    k_rope_fwd(y2, y2, pos0 ? pos : NULL, B, T, C, H, KV);
     kt_bitwise("out in place", y, y2, (size_t)n * sizeof(float));
+    free(pos);
+    if (pos0) { /* the backward is training's: positions from 0 */
+        free(x), free(R), free(y), free(c.qkv), free(c.R), free(c.out), free(y2);
+        return;
+    }
     double *g = KT_NEW(double, n);
     if (n <= 600) /* linear: finite differences are exact up to rounding */
         kt_fd(g, c.qkv, n, at_loss, &c);
@@ -176,11 +185,11 @@ static void run_rope(int B, int T, int C, int H, int KV, int pos0) {
             }
     }
     float *dx = kt_fill(n, NAN);
-    k_rope_bwd(dx, R, B, T, C, H, KV, pos0, 0);
+    k_rope_bwd(dx, R, B, T, C, H, KV, 0);
     kt_close("dqkv (acc=0)", dx, g, n, 1e-5);
     float *d1 = kt_rand(n, -1, 1);
     double *w1 = kt_plus(d1, g, n);
-    k_rope_bwd(d1, R, B, T, C, H, KV, pos0, 1);
+    k_rope_bwd(d1, R, B, T, C, H, KV, 1);
     kt_close("dqkv (acc=1)", d1, w1, n, 1e-5);
     free(x), free(R), free(y), free(c.qkv), free(c.R), free(c.out), free(y2), free(g), free(dx), free(d1), free(w1);
 }
@@ -203,7 +212,8 @@ static void run_cached(int T, int C, int H, int KV, int p) {
     double *want = kt_dbl(full, (long)T * C);
     k_attention_cached(out, qkv, W, kc, vc, p, 0, C, H, KV, scratch);
     kt_close("prefill rows", out, want, (long)p * C, 1e-5);
-    for (int t = p; t < T; t++) k_attention_decode(out + (long)t * C, kc, vc, qkv + (long)t * W, t, C, H, KV);
+    for (int32_t t = p, slot0 = 0; t < T; t++)
+        k_attention_decode(out + (long)t * C, kc, vc, qkv + (long)t * W, &t, &slot0, 1, 0, C, H, KV);
     kt_close("decoded rows", out + (long)p * C, want + (long)p * C, (long)(T - p) * C, 1e-5);
     float *out2 = kt_fill((long)T * C, NAN);
     k_attention_cached(out2, qkv + (long)p * W, W, kc, vc, T - p, p, C, H, KV, scratch);
@@ -211,7 +221,42 @@ static void run_cached(int T, int C, int H, int KV, int p) {
     free(qkv), free(full), free(lse), free(kc), free(vc), free(out), free(want), free(out2), free(scratch);
 }
 
+/* ---------- decoding three sequences of lengths T, T-1, T-2 together, a row each, in cache
+ * slots 2, 0, 1: every row against its own sequence's full forward */
+static void run_decode_rows(int T, int C, int H, int KV) {
+    KT_CASE("decode rows T=%d C=%d H=%d KV=%d", T, C, H, KV);
+    int CK = KV * (C / H), W = C + 2 * CK, slot_of[3] = {2, 0, 1};
+    long slot_floats = (long)T * CK + 8;     /* the stride need not be the cache's extent */
+    float *qkv[3], *want[3], *got[3], *lse = KT_NEW(float, (long)T * H);
+    float *kc = kt_fill(3 * slot_floats, NAN), *vc = kt_fill(3 * slot_floats, NAN);
+    for (int j = 0; j < 3; j++) {
+        qkv[j] = kt_rand((long)T * W, -2, 2);
+        want[j] = KT_NEW(float, (long)T * C);
+        got[j] = kt_fill((long)T * C, NAN);
+        k_attention_fwd(want[j], lse, qkv[j], 1, T - j, C, H, KV);
+    }
+    float *rows = KT_NEW(float, 3L * W), *out = KT_NEW(float, 3L * C);
+    for (int t = 0; t < T; t++) {
+        int32_t pos[3], slot[3], seq[3], S = 0;
+        for (int j = 0; j < 3; j++) {
+            if (t >= T - j) continue;
+            memcpy(rows + (long)S * W, qkv[j] + (long)t * W, sizeof(float) * W);
+            pos[S] = t, slot[S] = slot_of[j], seq[S++] = j;
+        }
+        k_attention_decode(out, kc, vc, rows, pos, slot, S, slot_floats, C, H, KV);
+        for (int r = 0; r < S; r++) memcpy(got[seq[r]] + (long)t * C, out + (long)r * C, sizeof(float) * C);
+    }
+    for (int j = 0; j < 3; j++) {
+        double *w = kt_dbl(want[j], (long)(T - j) * C);
+        kt_close("rows", got[j], w, (long)(T - j) * C, 1e-5);
+        free(w), free(qkv[j]), free(want[j]), free(got[j]);
+    }
+    free(lse), free(kc), free(vc), free(rows), free(out);
+}
+
 int main(void) {
+    run_decode_rows(6, 8, 2, 2);
+    run_decode_rows(9, 12, 6, 2);
     /* B, T, C, H, KV: T = 1, H = 1, odd head dims, several blocks of 3 rows in the blocked build;
      * KV < H: grouped-query (KV = 1: multi-query) */
     static const int small[][5] = {{1, 1, 4, 1, 1},  {2, 5, 8, 2, 2},  {1, 7, 6, 3, 3}, {2, 3, 12, 1, 1},

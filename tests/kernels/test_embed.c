@@ -40,9 +40,12 @@ static void run_case(int B, int T, int C, int V, int use_wpe, int pos0) {
     float *R = kt_rand(n, -1, 1), *x = kt_fill(n, NAN);
     em_ctx c = {B, T, C, pos0, tok, kt_dbl(wte, (long)V * C), use_wpe ? kt_dbl(wpe, maxT * C) : NULL, kt_dbl(R, n),
                 KT_NEW(double, n)};
-    k_embed_fwd(x, tok, wte, wpe, B, T, C, pos0);
+    int32_t *pos = KT_NEW(int32_t, S);    /* generation: every row's position given, pos0 + t */
+    for (long s = 0; s < S; s++) pos[s] = pos0 + (int32_t)(s % T);
+    k_embed_fwd(x, tok, wte, wpe, pos0 ? pos : NULL, B, T, C);
     ref_embed(c.x, tok, c.wte, c.wpe, B, T, C, pos0);
     kt_close("x", x, c.x, n, 1e-7);
+    free(pos);
 
     if (pos0 == 0) { /* the backward is for training, positions from 0 */
         double *gte = KT_NEW(double, (long)V * C), *gpe = KT_NEW(double, maxT * C);
@@ -93,6 +96,18 @@ int main(void) {
     run_case(2, 5, 7, 3, 0, 0);
     run_case(2, 3, 9, 11, 1, 6); /* generation: positions from pos0 */
     run_case(1, 1, 9, 11, 0, 4);
+    /* decoding: a sequence per row, each at its own position */
+    {
+        KT_CASE("embed rows at positions 5, 0, 9");
+        int32_t tok[3] = {2, 7, 2}, pos[3] = {5, 0, 9};
+        float *wte = kt_rand(11 * 9, -1, 1), *wpe = kt_rand(10 * 9, -1, 1), *x = kt_fill(3 * 9, NAN);
+        double want[3 * 9];
+        for (int s = 0; s < 3; s++)
+            for (int c = 0; c < 9; c++) want[s * 9 + c] = (double)wte[tok[s] * 9 + c] + wpe[pos[s] * 9 + c];
+        k_embed_fwd(x, tok, wte, wpe, pos, 3, 1, 9);
+        kt_close("x", x, want, 3 * 9, 1e-7);
+        free(wte), free(wpe), free(x);
+    }
     run_threads();
     return kt_report("test_embed");
 }

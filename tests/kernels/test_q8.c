@@ -41,5 +41,6 @@ int main(void) {
     run_case(4, 64, 256, 0, (int[]){0, 1, 0, 3});
     run_case(2, 513, 7, 1, (int[]){1, 2});
     run_case(8, 130, 600, 1, (int[]){1, 0, 0, 2, 0, 0, 1, 1});
+    run_case(3, 66, 300, 1, (int[]){6, 1, 9});     /* several row groups per expert (decoding together) */
     return kt_report("kernels_q8");
 }
