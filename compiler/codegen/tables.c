@@ -24,15 +24,17 @@ static void emit_summary(cg *b, arena *a, const lw_program *tr, const lw_program
     int counts[3] = {0, 0, 0};
     for (int i = 0; i < tr->nsteps; i++) counts[tr->steps[i].phase]++;
     const ir_graph *g = tr->g, *d = dec->g;
-    double train_b = (double)ir_plan_bytes(g, 1), infer_b = (double)(ir_plan_bytes(g, 0) + d->buf_bytes[MOE_BUF_ACT]);
+    double train_b = (double)ir_plan_bytes(g, 1);     /* inference: with the KV caches of one sequence */
+    double infer_b = (double)(ir_plan_bytes(g, 0) + d->buf_bytes[MOE_BUF_ACT] + d->buf_bytes[MOE_BUF_KV]);
     int gib = train_b >= 1073741824.0;      /* small plans in MiB */
     const char *s = arena_printf(a,
         "schedule: %d forward, %d backward, %d optimizer steps; decode: %d steps\n"
-        "  memory plan: arena %.2f MiB for %lld x %lld tokens (decode %.2f MiB), parameters %.2f MiB "
-        "(+ gradients and 2 AdamW moments of the same size), io %.2f KiB\n"
+        "  memory plan: arena %.2f MiB for %lld x %lld tokens (decode %.2f MiB for %lld sequences at a time, KV caches "
+        "%.2f MiB per sequence), parameters %.2f MiB (+ gradients and 2 AdamW moments of the same size), io %.2f KiB\n"
         "  memory per process: %.2f %s to train, %.2f %s for inference\n",
         counts[0], counts[1], counts[2], dec->nsteps, g->buf_bytes[MOE_BUF_ACT] / 1048576.0, (long long)g->B_max,
-        (long long)g->T_max, d->buf_bytes[MOE_BUF_ACT] / 1048576.0, g->params.bytes / 1048576.0,
+        (long long)g->T_max, d->buf_bytes[MOE_BUF_ACT] / 1048576.0, (long long)d->B_max,
+        d->buf_bytes[MOE_BUF_KV] / 1048576.0, g->params.bytes / 1048576.0,
         g->buf_bytes[MOE_BUF_IO] / 1024.0, train_b / (gib ? 1073741824.0 : 1048576.0), gib ? "GiB" : "MiB",
         infer_b / (gib ? 1073741824.0 : 1048576.0), gib ? "GiB" : "MiB");
     cg_line(b, "static const char summary[] = %s;", cg_cstr(a, s));

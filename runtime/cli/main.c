@@ -184,12 +184,14 @@ int cli_info(int argc, char **argv) {
         printf("{\"model\": \"%s\", \"target\": \"%s\", \"source\": ", p->model, p->target);
         cli_json_string(p->source);
         printf(", \"params\": %lld, \"expert_params\": %lld, \"param_bytes\": %lld, \"arena_bytes\": %lld, "
-               "\"decode_arena_bytes\": %lld, \"io_bytes\": %lld, \"align\": %lld, \"max_batch\": %lld, "
+               "\"decode_arena_bytes\": %lld, \"decode_rows\": %lld, \"kv_slot_bytes\": %lld, \"int8_expert_bytes\": %lld, "
+               "\"io_bytes\": %lld, \"align\": %lld, \"max_batch\": %lld, "
                "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d, \"vocab\": %lld, "
                "\"context\": %lld, \"layers\": %lld, \"hidden\": %lld, \"heads\": %lld, \"kv_heads\": %lld, "
                "\"bias\": %s, \"ffn\": %lld, \"n_moe\": %d, \"top_k\": %d, \"expert_parallel\": %d",
                (long long)n, (long long)ne, (long long)p->buf_bytes[MOE_BUF_PARAM], (long long)p->train.act_bytes,
-               (long long)p->decode.act_bytes, (long long)p->buf_bytes[MOE_BUF_IO], (long long)p->align,
+               (long long)p->decode.act_bytes, (long long)p->decode.B_max, (long long)p->buf_bytes[MOE_BUF_KV],
+               (long long)p->buf_bytes[MOE_BUF_QPARAM], (long long)p->buf_bytes[MOE_BUF_IO], (long long)p->align,
                (long long)p->train.B_max, (long long)p->train.T_max, p->train.n_steps, p->decode.n_steps,
                omp_get_max_threads(), (long long)p->vocab, (long long)p->context, (long long)p->layers,
                (long long)p->hidden, (long long)p->heads, (long long)p->kv_heads, p->bias ? "true" : "false",
