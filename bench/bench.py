@@ -1,11 +1,13 @@
 """Run every benchmark of the project on this machine and write results.md, .csv and .svg.
 
-bench/run.sh installs what is missing, builds moec and sgemm_rate, then calls this. Each
+bench/run.sh installs what is missing (PyTorch 2 from PyPI in build-bench/venv), builds moec and
+sgemm_rate, then calls this with the venv's python, whose PyTorch every child uses. Each
 measurement runs in its own process so that its peak RSS is its own; all of them use the same
-thread count. What each section measures and why is in bench/README.md.
+thread count (PyTorch's decoding: the better of 1 thread and that count). What each section
+measures and why is in bench/README.md.
 
     bench.py [--quick] [--threads N] [--moec PATH] [--sgemm PATH] [--out DIR] [--work DIR]
-             [--only moe,sgemm,step,compile]
+             [--only moe,sgemm,step,decode,compile] [--torch-from TEXT]
 """
 import argparse
 import glob
@@ -27,7 +29,7 @@ from torch_moe import capacity
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SECTIONS = ("moe", "sgemm", "step", "compile")
+SECTIONS = ("moe", "sgemm", "step", "decode", "compile")
 TORCH_TIMEOUT_S = 900
 
 
@@ -37,6 +39,7 @@ class Context:
     def __init__(self, args):
         self.threads = args.threads
         self.python = sys.executable
+        self.torch_from = args.torch_from
         self.work = args.work
         self.sgemm = args.sgemm
         threads = str(args.threads)
@@ -48,10 +51,22 @@ class Context:
         if "OPENBLAS_CORETYPE" not in base and blas_core_class():
             base["OPENBLAS_CORETYPE"] = blas_core_class()
         self.env = base
-        # PyTorch's OpenMP pool and OpenBLAS's own threads otherwise spin against each other
-        # on the same cores (a 2-10x slower backward here); passive waiting is PyTorch's best.
-        self.torch_env = dict(base, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=HERE)
+        self.torch_env = self.torch_env_for(args.threads)
         self.moec = moec_side.Moec(args.moec, base)
+
+    def torch_env_for(self, threads):
+        """The environment of a PyTorch child at `threads` threads.
+
+        OMP_WAIT_POLICY=PASSIVE: PyTorch's OpenMP pool and a BLAS's own threads otherwise spin
+        against each other on the same cores (a 2-10x slower backward with Debian's PyTorch
+        and OpenBLAS); passive waiting is PyTorch's best. torch.compile's inductor cache is
+        kept in the work folder, one per thread count (the generated C++ has the thread
+        count in it), so that a second run compiles from the cache.
+        """
+        t = str(threads)
+        return dict(self.env, OMP_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, MKL_NUM_THREADS=t,
+                    OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=HERE,
+                    TORCHINDUCTOR_CACHE_DIR=os.path.join(self.work, f"inductor-t{t}"))
 
 
 def blas_core_class():
@@ -110,12 +125,19 @@ def cpu_description():
 
 
 def torch_blas():
-    """Which libblas.so.3 Debian's PyTorch (BLAS_INFO=generic) resolves to."""
+    """The BLAS this PyTorch calls: MKL (with its version) for PyPI's wheels, read from
+    torch.__config__.show(); for Debian's (BLAS_INFO=generic), the libblas.so.3 it resolves to."""
+    import torch
+    config = torch.__config__.show()
+    info = re.search(r"BLAS_INFO=(\w+)", config)
+    if info and info.group(1) == "mkl":
+        mkl = re.search(r"Math Kernel Library Version ([\w.]+)", config)
+        return "MKL" + (f" {mkl.group(1)}" if mkl else "")
     for arch in ("x86_64", "aarch64"):
         path = f"/usr/lib/{arch}-linux-gnu/libblas.so.3"
         if os.path.exists(path):
             return os.path.realpath(path)
-    return "unknown"
+    return info.group(1) if info else "unknown"
 
 
 def openblas_version(ctx):
@@ -138,6 +160,7 @@ def describe_machine(ctx, plan, res):
     res.machine = {
         "cpu": model, "cores": cores, "logical_cpus": logical, "threads": ctx.threads,
         "blas": openblas_version(ctx), "torch": torch.__version__, "torch_blas": torch_blas(),
+        "torch_from": ctx.torch_from,
         "mode": "quick" if plan.quick else "full", "date": time.strftime("%Y-%m-%d %H:%M"),
         "warmup": plan.warmup, "repeats": plan.repeats,
         "moec": ctx.moec.path if ctx.moec.available() else "not built",
@@ -197,11 +220,20 @@ def measure_sgemm(ctx, plan, res):
 # ---------------------------------------------------------------------------------------------
 # Section 1: the MoE layer
 
+def torch_runs(impls, compiled_forms):
+    """(impl, compiled, key) for every PyTorch form: eager, and compiled where listed; key is
+    the impl column of the results ('sortgather', 'sortgather_compile', ...)."""
+    runs = [(impl, False, impl) for impl in impls]
+    return runs + [(impl, True, impl + "_compile") for impl in impls if impl in compiled_forms]
+
+
 def measure_layer_torch(ctx, plan, res, cfg):
-    """Both PyTorch designs, forward and forward+backward, each in its own process."""
-    for impl in ("deepspeed", "sortgather"):
-        for mode in ("fwd", "fwdbwd"):
-            log(f"moe layer {cfg.name} torch {impl} {mode}")
+    """Both PyTorch designs eager, and the ones of COMPILED_LAYER_FORMS under torch.compile,
+    forward and forward+backward, each in its own process."""
+    for mode in ("fwd", "fwdbwd"):
+        for impl, compiled, key in torch_runs(("deepspeed", "sortgather"),
+                                              configs.COMPILED_LAYER_FORMS):
+            log(f"moe layer {cfg.name} torch {key} {mode}")
             argv = [ctx.python, os.path.join(HERE, "torch_moe.py"), "--impl", impl,
                     "--mode", mode, "--hidden", str(cfg.hidden), "--ffn", str(cfg.ffn),
                     "--experts", str(cfg.experts), "--tokens", str(cfg.tokens),
@@ -209,15 +241,18 @@ def measure_layer_torch(ctx, plan, res, cfg):
                     "--warmup", str(plan.warmup), "--repeats", str(plan.repeats),
                     "--budget-s", str(plan.budget_s)]
             argv += ["--residual"] if cfg.residual else []
+            argv += ["--compile"] if compiled else []
             try:
                 r = run_json(argv, ctx.torch_env, TORCH_TIMEOUT_S)
             except RuntimeError as e:
-                res.missing("moe_layer", cfg.name, impl, mode,
+                res.missing("moe_layer", cfg.name, key, mode,
                             ["tokens_per_s", "ms", "peak_rss_bytes"], str(e)[:200])
                 continue
-            res.add("moe_layer", cfg.name, impl, mode, "tokens_per_s", r["tokens_per_s"], "tok/s")
-            res.add("moe_layer", cfg.name, impl, mode, "ms", r["ms"], "ms")
-            res.add("moe_layer", cfg.name, impl, mode, "peak_rss_bytes", r["peak_rss_bytes"], "B")
+            res.add("moe_layer", cfg.name, key, mode, "tokens_per_s", r["tokens_per_s"], "tok/s")
+            res.add("moe_layer", cfg.name, key, mode, "ms", r["ms"], "ms")
+            res.add("moe_layer", cfg.name, key, mode, "peak_rss_bytes", r["peak_rss_bytes"], "B")
+            if compiled:
+                res.add("moe_layer", cfg.name, key, mode, "compile_s", r["compile_s"], "s")
 
 
 def expert_flops(cfg, mode, dropped_fraction=0.0):
@@ -293,29 +328,38 @@ def measure_layers(ctx, plan, res):
 # ---------------------------------------------------------------------------------------------
 # Section 3: the whole training step
 
-def measure_step_torch(ctx, plan, res, m):
-    """PyTorch eager: median time of forward, backward, clipping and AdamW (torch_model.py)."""
-    log(f"step {m.name} torch")
-    argv = [ctx.python, os.path.join(HERE, "torch_model.py"), "--vocab", str(m.vocab),
-            "--context", str(m.context), "--layers", str(m.layers), "--hidden", str(m.hidden),
-            "--heads", str(m.heads), "--ffn", str(m.ffn),
+def model_args(m):
+    """torch_model.py's / torch_decode.py's arguments for the model m."""
+    return ["--vocab", str(m.vocab), "--context", str(m.context), "--layers", str(m.layers),
+            "--hidden", str(m.hidden), "--heads", str(m.heads), "--ffn", str(m.ffn),
             "--moe-layers", ",".join(map(str, m.moe_layers)),
-            "--experts", ",".join(map(str, m.experts)), "--top-k", str(m.top_k),
-            "--batch", str(m.batch), "--threads", str(ctx.threads),
-            "--warmup", str(plan.warmup), "--repeats", str(plan.repeats),
-            "--budget-s", str(plan.budget_s)]
-    argv += ["--residual"] if m.residual else []
-    try:
-        r = run_json(argv, ctx.torch_env, TORCH_TIMEOUT_S)
-    except RuntimeError as e:
-        res.missing("step", m.name, "torch", "train", ["tokens_per_s", "ms", "peak_rss_bytes"],
-                    str(e)[:200])
-        return
-    res.add("step", m.name, "torch", "train", "tokens_per_s", r["tokens_per_s"], "tok/s",
-            f"PyTorch eager, {r['impl']} MoE")
-    res.add("step", m.name, "torch", "train", "ms", r["ms"], "ms")
-    res.add("step", m.name, "torch", "train", "peak_rss_bytes", r["peak_rss_bytes"], "B")
-    res.add("step", m.name, "torch", "train", "params", r["params"], "")
+            "--experts", ",".join(map(str, m.experts))] + (["--residual"] if m.residual else [])
+
+
+def measure_step_torch(ctx, plan, res, m):
+    """PyTorch eager, then under torch.compile: median time of forward, backward, clipping and
+    AdamW (torch_model.py, sort/gather MoE, fused AdamW)."""
+    for compiled, key in ((False, "torch"), (True, "torch_compile")):
+        log(f"step {m.name} {key}")
+        argv = [ctx.python, os.path.join(HERE, "torch_model.py")] + model_args(m)
+        argv += ["--top-k", str(m.top_k), "--batch", str(m.batch), "--threads", str(ctx.threads),
+                 "--warmup", str(plan.warmup), "--repeats", str(plan.repeats),
+                 "--budget-s", str(plan.budget_s)]
+        argv += ["--compile"] if compiled else []
+        try:
+            r = run_json(argv, ctx.torch_env, TORCH_TIMEOUT_S)
+        except RuntimeError as e:
+            res.missing("step", m.name, key, "train", ["tokens_per_s", "ms", "peak_rss_bytes"],
+                        str(e)[:200])
+            continue
+        how = "torch.compile" if compiled else "eager"
+        res.add("step", m.name, key, "train", "tokens_per_s", r["tokens_per_s"], "tok/s",
+                f"PyTorch {how}, {r['impl']} MoE, {r.get('adamw', 'default')} AdamW")
+        res.add("step", m.name, key, "train", "ms", r["ms"], "ms")
+        res.add("step", m.name, key, "train", "peak_rss_bytes", r["peak_rss_bytes"], "B")
+        res.add("step", m.name, key, "train", "params", r["params"], "")
+        if compiled:
+            res.add("step", m.name, key, "train", "compile_s", r["compile_s"], "s")
 
 
 def measure_step_moec(ctx, plan, res, m, index):
@@ -337,6 +381,84 @@ def measure_steps(ctx, plan, res):
     for index, m in enumerate(plan.models):
         measure_step_torch(ctx, plan, res, m)
         measure_step_moec(ctx, plan, res, m, index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 6: KV-cache decoding
+
+DECODE_METRICS = ["latency_ms_median", "latency_ms_p90", "tokens_per_s", "threads"]
+
+
+def decode_thread_counts(ctx):
+    """PyTorch decodes at 1 thread and at the bench's count, and the better one is kept: one
+    token's small GEMVs often run faster on one thread than split over two."""
+    return sorted({1, ctx.threads})
+
+
+def measure_decode_torch(ctx, plan, res, m):
+    """torch_decode.py eager and compiled, at each thread count, all batch sizes per process;
+    per batch size the thread count with the higher tokens/s is recorded."""
+    batches = ",".join(str(b) for b in plan.decode_batches)
+    for compiled, key in ((False, "torch"), (True, "torch_compile")):
+        best = {}
+        errors = []
+        for threads in decode_thread_counts(ctx):
+            log(f"decode {m.name} {key} threads {threads}")
+            argv = [ctx.python, os.path.join(HERE, "torch_decode.py")] + model_args(m)
+            argv += ["--batch", batches, "--prompt-len", str(plan.decode_prompt),
+                     "--tokens", str(plan.decode_tokens), "--threads", str(threads)]
+            argv += ["--compile"] if compiled else []
+            try:
+                r = run_json(argv, ctx.torch_env_for(threads), TORCH_TIMEOUT_S)
+            except RuntimeError as e:
+                errors.append(f"{threads} thread(s): {e}"[:200])
+                continue
+            for one in r["results"]:
+                one["threads"] = threads
+                b = one["batch"]
+                if b not in best or one["tokens_per_s"] > best[b]["tokens_per_s"]:
+                    best[b] = one
+        for b in plan.decode_batches:
+            mode = f"B{b}"
+            if b not in best:
+                res.missing("decode", m.name, key, mode, DECODE_METRICS,
+                            "; ".join(errors) or "not measured")
+                continue
+            one = best[b]
+            for metric in DECODE_METRICS:
+                res.add("decode", m.name, key, mode, metric, one[metric],
+                        {"tokens_per_s": "tok/s", "threads": ""}.get(metric, "ms"))
+            if compiled:
+                res.add("decode", m.name, key, mode, "compile_s", one["compile_s"], "s")
+
+
+def measure_decode_moec(ctx, plan, res, m, index):
+    """moec: EXE bench --decode at each batch size, at the bench's thread count."""
+    try:
+        log(f"decode {m.name} moec build")
+        exe = build_with_plan(ctx, res, m.name, moec_side.whole_model_text(m), f"decode_{index}")
+    except MoecUnavailable as e:
+        for b in plan.decode_batches:
+            res.missing("decode", m.name, "moec", f"B{b}", DECODE_METRICS, str(e))
+        return
+    for b in plan.decode_batches:
+        log(f"decode {m.name} moec B{b}")
+        try:
+            r = ctx.moec.decode(exe, b, plan.decode_prompt, plan.decode_tokens)
+        except MoecUnavailable as e:
+            res.missing("decode", m.name, "moec", f"B{b}", DECODE_METRICS, str(e))
+            continue
+        for metric in DECODE_METRICS[:3]:
+            res.add("decode", m.name, "moec", f"B{b}", metric, r[metric],
+                    "tok/s" if metric == "tokens_per_s" else "ms")
+        res.add("decode", m.name, "moec", f"B{b}", "threads", r.get("threads", ctx.threads), "")
+        res.add("decode", m.name, "moec", f"B{b}", "peak_rss_bytes", r.get("peak_rss_bytes"), "B")
+
+
+def measure_decode(ctx, plan, res):
+    for index, m in enumerate(plan.decode_models):
+        measure_decode_torch(ctx, plan, res, m)
+        measure_decode_moec(ctx, plan, res, m, index)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,6 +540,8 @@ def parse_args(argv):
     ap.add_argument("--work", default=os.path.join(ROOT, "build-bench", "bench"))
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help="comma-separated subset of " + ",".join(SECTIONS))
+    ap.add_argument("--torch-from", default="",
+                    help="where this python's PyTorch comes from (run.sh says), for results.md")
     args = ap.parse_args(argv)
     args.only = set(args.only.split(","))
     if not args.only <= set(SECTIONS):
@@ -439,6 +563,8 @@ def main(argv):
         measure_layers(ctx, plan, res)
     if "step" in args.only:
         measure_steps(ctx, plan, res)
+    if "decode" in args.only:
+        measure_decode(ctx, plan, res)
     if "compile" in args.only:
         measure_compile(ctx, plan, res)
     paths = report.write_all(res, plan, args.out)

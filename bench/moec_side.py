@@ -153,6 +153,18 @@ class Moec:
             raise MoecUnavailable(f"bench {mode}: no JSON object with {', '.join(needed)}")
         return result
 
+    def decode(self, exe, batch, prompt_len, tokens):
+        """EXE bench --decode --json: latency_ms_median, latency_ms_p90, tokens_per_s, ... of
+        `tokens` rounds of one token per sequence after a `prompt_len`-token prompt."""
+        argv = [exe, "bench", "--decode", "--json", "--batch", str(batch),
+                "--prompt-len", str(prompt_len), "--tokens", str(tokens)]
+        stdout, _ = self._run(argv, "bench --decode")
+        result = _last_json_object(stdout)
+        needed = ("latency_ms_median", "latency_ms_p90", "tokens_per_s")
+        if result is None or any(key not in result for key in needed):
+            raise MoecUnavailable(f"bench --decode: no JSON object with {', '.join(needed)}")
+        return result
+
     def info(self, exe):
         """EXE info --json: {arena_bytes, param_bytes, ...}."""
         stdout, _ = self._run([exe, "info", "--json"], "info --json")

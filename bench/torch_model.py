@@ -6,12 +6,16 @@ the MoE layers, which use torch_moe.MoE (the sort/gather implementation by defau
 of the two baselines, so the comparison is against PyTorch's better showing; --impl deepspeed
 picks the other). One step = forward, loss = cross-entropy + aux_loss * sum l_aux, backward,
 global-norm clipping at 1.0 and AdamW (decay on 2-D weights only), as the spec's training step.
+AdamW is PyTorch's fused CPU kernel (fused=True), 4-6x faster here than its default per-tensor
+loop: the baseline is PyTorch's best showing. --compile puts the model (forward and, through
+AOTAutograd, backward) under torch.compile; clipping and AdamW stay as they are.
 
     torch_model.py --vocab V --context T --layers L --hidden D --heads H [--ffn F]
                    --moe-layers 2,4 --experts 4,8 [--top-k K] [--residual] [--batch B]
                    [--threads N] [--warmup W] [--repeats R] [--impl sortgather|deepspeed]
+                   [--compile]
 
-prints one JSON object: tokens_per_s, ms (median step), peak_rss_bytes, params.
+prints one JSON object: tokens_per_s, ms (median step), peak_rss_bytes, params, compile_s.
 """
 import argparse
 import math
@@ -122,40 +126,61 @@ class GPTMoE(torch.nn.Module):
 
 
 def adamw(model):
-    """AdamW with the train defaults of moe-language.md 4.4; decay on 2-D (and expert) weights."""
+    """AdamW with the train defaults of moe-language.md 4.4; decay on 2-D (and expert) weights.
+
+    fused=True where this PyTorch has the fused CPU kernel (2.4 and later): the default on the
+    CPU is a Python loop over the tensors, several times slower, which no user after speed keeps.
+    """
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
+    kwargs = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs), "fused"
+    except (TypeError, RuntimeError):   # no fused kernel for the CPU in this version
+        return torch.optim.AdamW(groups, **kwargs), "default"
 
 
 def measure(a):
     """Median time of one full training step on random tokens (the data loader is not timed)."""
     torch.set_num_threads(a.threads)
+    if a.compile:
+        torch_moe.require_compile()
+        # The MoE layer's dispatch stays eager: its per-expert row counts change with every
+        # step's routing, and dynamo would recompile its pieces for each new count (the timed
+        # steps measured 8x slower than eager so); attention, LayerNorm, the dense MLPs, the
+        # PR-MoE residual branch and the loss are compiled.
+        torch_moe.IMPLS[a.impl] = torch.compiler.disable(torch_moe.IMPLS[a.impl])
     torch.manual_seed(0)
     model = GPTMoE(a)
-    opt = adamw(model)
+    opt, opt_kind = adamw(model)
+    loss_of = torch_moe.compile_module(model) if a.compile else model
     idx = torch.randint(0, a.vocab, (a.batch, a.context))
     targets = torch.randint(0, a.vocab, (a.batch, a.context))
 
     def step():
         opt.zero_grad(set_to_none=True)
-        model(idx, targets).backward()
+        loss_of(idx, targets).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
+    # Under torch.compile the first step compiles; it is timed apart and the warm-up steps
+    # (which may still recompile as routing changes) come after it.
+    compile_s = torch_moe.first_call_s(step) if a.compile else 0.0
     ms = median_ms(step, a.warmup, a.repeats, a.budget_s)
     tokens = a.batch * a.context
     emit({"ms": ms, "tokens_per_s": tokens / (ms / 1e3), "peak_rss_bytes": peak_rss_bytes(),
-          "params": sum(p.numel() for p in model.parameters()), "impl": a.impl})
+          "params": sum(p.numel() for p in model.parameters()), "impl": a.impl,
+          "compiled": a.compile, "compile_s": compile_s, "adamw": opt_kind,
+          "torch": torch.__version__})
 
 
 def int_list(text):
     return [int(v) for v in text.split(",") if v]
 
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def model_args(ap):
+    """The model's shape flags, shared with torch_decode.py; check_model_args after parsing."""
     ap.add_argument("--vocab", type=int, default=256)
     ap.add_argument("--context", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
@@ -164,19 +189,29 @@ def parse_args(argv):
     ap.add_argument("--ffn", type=int, default=0, help="default 4 x hidden")
     ap.add_argument("--moe-layers", type=int_list, default=[2, 4])
     ap.add_argument("--experts", type=int_list, default=[4, 8])
-    ap.add_argument("--top-k", type=int, choices=[1, 2], default=1)
     ap.add_argument("--residual", action="store_true")
+
+
+def check_model_args(ap, a):
+    a.ffn = a.ffn or 4 * a.hidden
+    if len(a.experts) != len(a.moe_layers):
+        ap.error(f"{len(a.moe_layers)} MoE layers but {len(a.experts)} entries in --experts")
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    model_args(ap)
+    ap.add_argument("--top-k", type=int, choices=[1, 2], default=1)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--impl", choices=["sortgather", "deepspeed"], default="sortgather")
+    ap.add_argument("--compile", action="store_true", help="the model under torch.compile")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--budget-s", type=float, default=0,
                     help="stop repeating after this many seconds (at least 3 repeats)")
     a = ap.parse_args(argv)
-    a.ffn = a.ffn or 4 * a.hidden
-    if len(a.experts) != len(a.moe_layers):
-        ap.error(f"{len(a.moe_layers)} MoE layers but {len(a.experts)} entries in --experts")
+    check_model_args(ap, a)
     return a
 
 

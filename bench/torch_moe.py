@@ -15,12 +15,16 @@ no random token selection, no second-expert sampling; drop_tokens = true; top_k 
 
     torch_moe.py --selftest
     torch_moe.py --impl deepspeed|sortgather --hidden D --ffn F --experts E --tokens S
-                 --top-k K [--residual] --mode fwd|fwdbwd [--threads N] [--warmup W] [--repeats R]
+                 --top-k K [--residual] --mode fwd|fwdbwd [--compile] [--threads N] [--warmup W]
+                 [--repeats R]
 
-The second form prints one JSON object: tokens_per_s, ms (median per call), peak_rss_bytes.
+The second form prints one JSON object: tokens_per_s, ms (median per call), peak_rss_bytes,
+compile_s (the first call, which compiled, with --compile).
 """
 import argparse
+import math
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +39,22 @@ def gelu(x):
     return F.gelu(x, approximate="tanh")
 
 
+def _fp32(v):
+    """v rounded to the nearest float32 (ties to even), in plain Python arithmetic."""
+    mantissa, exponent = math.frexp(v)
+    return math.ldexp(round(mantissa * 2**24), exponent - 24)
+
+
 def capacity(tokens, experts, top_k, capacity_factor=1.0, min_capacity=4):
-    """Slots per expert, C = max(ceil(S / E * cf_eff), min_capacity), computed in fp32."""
+    """Slots per expert, C = max(ceil(S / E * cf_eff), min_capacity), computed in fp32.
+
+    Plain Python, not a tensor and .item(): torch.compile folds it to a constant instead of
+    breaking the graph there (the product of two fp32 values is exact in a double, so rounding
+    it once to fp32 is the fp32 product).
+    """
     cf_eff = capacity_factor * (2.0 if top_k == 2 else float(top_k))
-    per_expert = torch.tensor(tokens / experts, dtype=torch.float32) * cf_eff
-    return max(int(torch.ceil(per_expert).item()), min_capacity)
+    per_expert = _fp32(_fp32(tokens / experts) * _fp32(cf_eff))
+    return max(math.ceil(per_expert), min_capacity)
 
 
 class MoEParams(torch.nn.Module):
@@ -290,6 +305,9 @@ def selftest():
     Small shapes with a skewed gate, so experts overflow and the capacity path is exercised.
     """
     torch.manual_seed(0)
+    for tokens, experts, cf in [(2048, 8, 1.0), (48, 6, 2.0), (1000, 7, 1.25), (12345, 31, 1.1)]:
+        fp32 = torch.ceil(torch.tensor(tokens / experts, dtype=torch.float32) * cf).item()
+        assert capacity(tokens, experts, 1, cf, 1) == int(fp32), f"capacity({tokens}, {experts})"
     S, d, f = 48, 16, 24
     for E, top_k, residual in [(4, 1, False), (4, 2, False), (6, 1, True), (3, 2, True)]:
         p = MoEParams(d, f, E, residual, init_std=0.3)
@@ -320,28 +338,52 @@ def measure(args):
 
     fwd: forward under no_grad. fwdbwd: forward, loss = out.sum() + AUX_LOSS * l_aux, backward
     through everything (experts, gate, residual and the input), parameter grads zeroed each call.
+    --compile: the layer under torch.compile (default mode); the first call, which compiles, is
+    timed apart (compile_s) and the warm-up calls come after it.
     """
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     p = MoEParams(args.hidden, args.ffn, args.experts, args.residual)
     layer = MoE(p, args.impl, args.top_k)
+    run = compile_module(layer) if args.compile else layer
     x = torch.randn(args.tokens, args.hidden)
 
     def forward():
         with torch.no_grad():
-            layer(x)
+            run(x)
 
     def forward_backward():
         layer.zero_grad(set_to_none=True)
         xg = x.detach().requires_grad_(True)
-        out, l_aux = layer(xg)
+        out, l_aux = run(xg)
         (out.sum() + AUX_LOSS * l_aux).backward()
 
     step = forward if args.mode == "fwd" else forward_backward
+    compile_s = first_call_s(step) if args.compile else 0.0
     ms = median_ms(step, args.warmup, args.repeats, args.budget_s)
-    emit({"impl": args.impl, "mode": args.mode, "ms": ms,
+    emit({"impl": args.impl, "mode": args.mode, "compiled": args.compile, "ms": ms,
           "tokens_per_s": args.tokens / (ms / 1e3), "peak_rss_bytes": peak_rss_bytes(),
+          "compile_s": compile_s, "torch": torch.__version__,
           "capacity": capacity(args.tokens, args.experts, args.top_k)})
+
+
+def require_compile():
+    """Exit with a clear reason where this PyTorch has no torch.compile (1.13, the fallback)."""
+    if not hasattr(torch, "compile"):
+        raise SystemExit(f"torch.compile: not in PyTorch {torch.__version__}")
+
+
+def compile_module(module):
+    """torch.compile(module) in its default mode, or a clear error where PyTorch has none."""
+    require_compile()
+    return torch.compile(module)
+
+
+def first_call_s(fn):
+    """Seconds of one call of fn: under torch.compile, the call that compiles (not timed)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def parse_args(argv):
@@ -355,6 +397,7 @@ def parse_args(argv):
     ap.add_argument("--top-k", type=int, choices=[1, 2], default=1)
     ap.add_argument("--residual", action="store_true")
     ap.add_argument("--mode", choices=["fwd", "fwdbwd"], default="fwd")
+    ap.add_argument("--compile", action="store_true", help="the layer under torch.compile")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
