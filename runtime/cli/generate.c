@@ -109,14 +109,18 @@ static void put_token(int V, int32_t t) {
     else printf("%d ", t);
 }
 
-static double check_cache(moe_rt *rt, const int32_t *tok, int n) {
+/* --check-cache: the decode program's logits over the prompt against a full evaluation-mode
+ * forward. With B slots the prompt is decoded B times at once, copy j in slot j starting j
+ * rounds later, so every pass holds rows at different positions and slots. */
+static double check_cache(moe_rt *rt, const int32_t *tok, int n, int B) {
     const moe_program *p = cli_prog;
-    int V = (int)p->vocab;
+    int V = (int)p->vocab, D = (int)p->decode.B_max;
     double worst = 0.0;
     char err[256];
     if (moe_rt_shape(rt, 1, n, err, sizeof err)) { cli_fail("%s", err); return INFINITY; }
     float *full = malloc(sizeof(float) * (size_t)n * (size_t)V);
-    if (!full) { cli_fail("out of memory"); return INFINITY; }
+    int32_t *rows = malloc(sizeof(int32_t) * 3 * (size_t)B);
+    if (!full || !rows) { free(full), free(rows); cli_fail("out of memory"); return INFINITY; }
     memcpy(rt->tokens, tok, sizeof(int32_t) * (size_t)n);
     moe_rt_upload_batch(rt);
     rt->ctx.mode = MOE_MODE_EVAL;
@@ -125,17 +129,24 @@ static double check_cache(moe_rt *rt, const int32_t *tok, int n) {
     moe_stats st;
     moe_rt_stats_read(rt, &st);
     moe_rt_read_logits(rt, 0, n, full);
-    for (int t = 0; t < n; t++) {
-        const float *lg = moe_rt_decode(rt, 0, tok[t], t);
-        for (int v = 0; v < V; v++) {
-            double d = fabs((double)lg[v] - full[(int64_t)t * V + v]);
-            if (d > worst) worst = d;
+    for (int r = 0; r < n + B - 1; r++) {      /* round r: copy j at position r - j */
+        int m = 0;
+        for (int j = 0; j < B; j++)
+            if (r - j >= 0 && r - j < n) rows[m] = tok[r - j], rows[B + m] = r - j, rows[2 * B + m++] = j;
+        for (int r0 = 0; r0 < m; r0 += D) {
+            int k = m - r0 < D ? m - r0 : D;
+            const float *lg = moe_rt_decode_rows(rt, k, rows + r0, rows + B + r0, rows + 2 * B + r0);
+            for (int i = 0; i < k; i++)
+                for (int v = 0; v < V; v++) {
+                    double d = fabs((double)lg[(int64_t)i * V + v] - full[(int64_t)rows[B + r0 + i] * V + v]);
+                    if (d > worst) worst = d;
+                }
         }
     }
-    free(full);
+    free(full), free(rows);
     if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); return INFINITY; }
-    printf("{\"positions\": %d, \"max_abs_diff\": %s, \"eval_dropped\": %.0f}\n", n, cli_json_num(worst).s,
-           st.dropped);
+    printf("{\"positions\": %d, \"sequences\": %d, \"max_abs_diff\": %s, \"eval_dropped\": %.0f}\n", n, B,
+           cli_json_num(worst).s, st.dropped);
     if (!(worst <= 1e-4) && st.dropped > 0)
         cli_fail("the KV cache's logits differ from the full forward's by %.3g: the full forward dropped %.0f token "
                  "choices at capacity (evaluation mode), which decoding never does; a prompt that drops none "
@@ -320,7 +331,8 @@ int cli_generate(int argc, char **argv) {
     moe_flag f[] = {{"--checkpoint", 1, "weights", NULL},
                     {"--prompt", 1, "text to continue (vocab 256); otherwise token ids: \"15496 11 995\"", NULL},
                     {"--prompts", 1, "a JSONL file of prompts (strings, or {\"prompt\", \"tokens\"}), decoded together", NULL},
-                    {"--batch", 1, "--prompts: sequences decoding at the same time (default 8)", NULL},
+                    {"--batch", 1, "--prompts: sequences decoding at the same time (default 8); --check-cache: "
+                     "copies of the prompt decoded together, each a round later (default 1)", NULL},
                     {"--out", 1, "--prompts: the JSONL results, in input order (default: standard output)", NULL},
                     {"--tokens", 1, "tokens to generate (default 200)", NULL},
                     {"--temperature", 1, "sampling temperature, 0 = greedy (default 1.0)", NULL},
@@ -352,15 +364,17 @@ int cli_generate(int argc, char **argv) {
         cli_fail("--prompts runs a file of prompts: not with --prompt or --check-cache");
         return MOE_EXIT_USAGE;
     }
-    if (!batch_file && (moe_arg(f, nf, "--batch") || moe_arg(f, nf, "--out"))) {
-        cli_fail("--batch and --out go with --prompts FILE.jsonl");
+    int checking = moe_arg(f, nf, "--check-cache") != NULL;
+    if (!batch_file && ((moe_arg(f, nf, "--batch") && !checking) || moe_arg(f, nf, "--out"))) {
+        cli_fail("--batch and --out go with --prompts FILE.jsonl (--batch also with --check-cache)");
         return MOE_EXIT_USAGE;
     }
     int ctxlen = (int)p->context, V = (int)p->vocab;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)(ctxlen + 1));     /* one more: a prompt too long shows */
     double *probs = malloc(sizeof(double) * (size_t)V);
     int *order = malloc(sizeof(int) * (size_t)V);
-    moe_rt *rt = tok && probs && order ? cli_rt(MOE_RT_INFER, batch_file ? (int)slots : 1, moe_arg(f, nf, "--device"))
+    int nslots = batch_file || moe_arg(f, nf, "--batch") ? (int)slots : 1;
+    moe_rt *rt = tok && probs && order ? cli_rt(MOE_RT_INFER, nslots, moe_arg(f, nf, "--device"))
                                        : NULL;
     int rc = rt ? cli_load(rt, moe_arg(f, nf, "--checkpoint"), NULL, 0, NULL) : MOE_EXIT_FAIL;
     if (!rc && batch_file) {
@@ -381,7 +395,7 @@ int cli_generate(int argc, char **argv) {
         rc = MOE_EXIT_USAGE;
     }
     if (!rc && moe_arg(f, nf, "--check-cache")) {
-        rc = check_cache(rt, tok, n) <= 1e-4 ? 0 : 1;
+        rc = check_cache(rt, tok, n, nslots) <= 1e-4 ? 0 : 1;
     } else if (!rc) {
         uint64_t stream = moe_rng_stream(o.seed, 0x6E4E, 0);
         const float *lg = NULL;

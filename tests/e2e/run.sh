@@ -68,6 +68,11 @@ kv_cache)
   out=$("$exe" generate --checkpoint "$work/kv" --prompt "The cat sat on the mat and the" --check-cache) || fail "check-cache: $out"
   echo "$out"
   echo "$out" | jq -e '.positions == 30 and .eval_dropped == 0 and .max_abs_diff <= 1e-4' >/dev/null || fail "cache mismatch"
+  # decoding several sequences at once: 40 copies of the prompt, copy j starting j rounds later
+  # in slot j (rows at different positions and slots in every pass, two passes per round)
+  out=$("$exe" generate --checkpoint "$work/kv" --prompt "The cat sat on the mat and the" --check-cache --batch 40) \
+    || fail "check-cache --batch 40: $out"
+  echo "$out" | jq -e '.sequences == 40 and .max_abs_diff <= 1e-4' >/dev/null || fail "batched cache mismatch: $out"
   text=$("$exe" generate --checkpoint "$work/kv" --prompt "ab" --tokens 20 --temperature 0.7 --top-k 5 --seed 3)
   [ "$(printf '%s' "$text" | wc -c)" -ge 22 ] || fail "generate printed too little"
   # bench --decode: latency per token, and bytes per token between the non-expert weights
