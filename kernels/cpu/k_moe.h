@@ -335,7 +335,8 @@ static inline void k_moe_expert_q8_fwd(float *y, const float *x, const float *W,
     for (int e = 0; e < E; e++)
         for (int r = off[e]; r < off[e + 1]; r += K_Q8_ROWS) {
             int m = off[e + 1] - r < K_Q8_ROWS ? off[e + 1] - r : K_Q8_ROWS;
-            #pragma omp parallel for schedule(static)
+            /* threads only for blocks worth waking them: a small expert runs on the caller */
+            #pragma omp parallel for schedule(static) if ((long)K * N * m >= 4 * K_OMP_MIN_WORK)
             for (int i = 0; i < nblk; i++)
                 k_q8_block(y + (int64_t)r * N, x + (int64_t)r * K, m, Wq + (int64_t)e * K * N, Ws + (int64_t)e * N,
                            b ? b + (int64_t)e * N : NULL, K, N, i * K_Q8_NB);
