@@ -1,6 +1,7 @@
 /* test_matmul.c - k_matmul_fwd/bwd against a double reference and finite differences,
  * both weight layouts, with and without bias, acc flag and += of dW, db. */
 #include "k_matmul.h"
+#include "k_fused.h"
 #include "kt.h"
 
 typedef struct {
@@ -94,8 +95,28 @@ static void run_bias_determinism(void) {
     free(dy), free(x), free(W), free(db1), free(db2), free(want);
 }
 
+/* the fused residual form, y = res + x W + b, over the sgemv, few-row and sgemm paths */
+static void run_res(int M, int K, int N) {
+    KT_CASE("matmul_res M=%d K=%d N=%d", M, K, N);
+    float *x = kt_rand((long)M * K, -1, 1), *W = kt_rand((long)K * N, -1, 1), *b = kt_rand(N, -1, 1);
+    float *res = kt_rand((long)M * N, -1, 1), *y = kt_fill((long)M * N, NAN);
+    double *want = KT_NEW(double, (long)M * N);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = (double)res[(long)i * N + j] + b[j];
+            for (int k = 0; k < K; k++) s += (double)x[(long)i * K + k] * W[(long)k * N + j];
+            want[(long)i * N + j] = s;
+        }
+    k_matmul_res_fwd(y, x, W, b, res, M, K, N);
+    kt_close("y", y, want, (long)M * N, 1e-5);
+    free(x), free(W), free(b), free(res), free(y), free(want);
+}
+
 int main(void) {
-    static const int shapes[][3] = {{1, 1, 1}, {5, 7, 3}, {13, 17, 11}, {4, 1, 9}, {1, 8, 5}, {33, 20, 17}, {2, 64, 3}};
+    for (int M = 1; M <= 6; M++) run_res(M, 37, 150);
+    /* 2-4 rows: the few-row kernel (k_gemm_few), with whole 64-column stripes and a tail */
+    static const int shapes[][3] = {{1, 1, 1}, {5, 7, 3}, {13, 17, 11}, {4, 1, 9}, {1, 8, 5}, {33, 20, 17}, {2, 64, 3},
+                                    {2, 9, 64}, {3, 33, 200}, {4, 70, 131}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int transW = 0; transW < 2; transW++)
             for (int bias = 0; bias < 2; bias++) run_case(shapes[i][0], shapes[i][1], shapes[i][2], transW, bias);
