@@ -143,7 +143,7 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     if (ok) { rt->act = o->alloc(d, (size_t)p->train.act_bytes); ok = rt->act != NULL; }
     if (ok && decode > 0) {
         rt->n_slots = decode;
-        rt->dec_logits = malloc(sizeof(float) * (size_t)(p->vocab * p->decode.B_max));
+        rt->dec_logits = malloc(sizeof(float) * (size_t)(p->vocab * decode));    /* a row per slot */
         rt->dec_act = o->alloc(d, (size_t)p->decode.act_bytes);
         rt->buf[MOE_BUF_KV] = o->alloc(d, (size_t)(decode * p->buf_bytes[MOE_BUF_KV]));
         ok = rt->dec_logits && rt->dec_act && rt->buf[MOE_BUF_KV];
@@ -241,35 +241,30 @@ int moe_rt_init_params(moe_rt *rt, uint64_t seed, char *err, size_t errlen) {
     return init_table(rt, rt->prog->params, rt->prog->n_params, rt->buf[MOE_BUF_PARAM], seed, err, errlen);
 }
 
-int moe_rt_teacher_buffer(moe_rt *rt, char *err, size_t errlen) {
-    const moe_program *p = rt->prog;
+/* buffer class c, which only some commands use, allocated at its first use (`what` names it) */
+static int class_buffer(moe_rt *rt, moe_buf c, const char *what, char *err, size_t errlen) {
     moe_device *d = rt->dev;
-    size_t bytes = (size_t)p->buf_bytes[MOE_BUF_TPARAM];
-    if (!p->teacher) {
-        snprintf(err, errlen, "model %s has no distill block, so it takes no teacher", p->model);
+    size_t bytes = (size_t)rt->prog->buf_bytes[c];
+    if (!rt->buf[c] && !(rt->buf[c] = d->ops->alloc(d, bytes))) {
+        snprintf(err, errlen, "out of memory allocating %.1f MiB of %s on device %s", bytes / 1048576.0, what,
+                 d->ops->name);
         return -1;
     }
-    if (!rt->buf[MOE_BUF_TPARAM] && !(rt->buf[MOE_BUF_TPARAM] = d->ops->alloc(d, bytes))) {
-        snprintf(err, errlen, "out of memory allocating the teacher's %.1f MiB of parameters on device %s",
-                 bytes / 1048576.0, d->ops->name);
-        return -1;
-    }
-    rt->ctx.buf[MOE_BUF_TPARAM] = rt->buf[MOE_BUF_TPARAM];
-    rt->ctx.size[MOE_BUF_TPARAM] = (int64_t)bytes;
+    rt->ctx.buf[c] = rt->buf[c];
+    rt->ctx.size[c] = (int64_t)bytes;
     return 0;
 }
 
-int moe_rt_q8_buffer(moe_rt *rt, char *err, size_t errlen) {
-    moe_device *d = rt->dev;
-    size_t bytes = (size_t)rt->prog->buf_bytes[MOE_BUF_QPARAM];
-    if (!rt->buf[MOE_BUF_QPARAM] && !(rt->buf[MOE_BUF_QPARAM] = d->ops->alloc(d, bytes))) {
-        snprintf(err, errlen, "out of memory allocating %.1f MiB of int8 expert weights on device %s",
-                 bytes / 1048576.0, d->ops->name);
+int moe_rt_teacher_buffer(moe_rt *rt, char *err, size_t errlen) {
+    if (!rt->prog->teacher) {
+        snprintf(err, errlen, "model %s has no distill block, so it takes no teacher", rt->prog->model);
         return -1;
     }
-    rt->ctx.buf[MOE_BUF_QPARAM] = rt->buf[MOE_BUF_QPARAM];
-    rt->ctx.size[MOE_BUF_QPARAM] = (int64_t)bytes;
-    return 0;
+    return class_buffer(rt, MOE_BUF_TPARAM, "the teacher's parameters", err, errlen);
+}
+
+int moe_rt_q8_buffer(moe_rt *rt, char *err, size_t errlen) {
+    return class_buffer(rt, MOE_BUF_QPARAM, "int8 expert weights", err, errlen);
 }
 
 void moe_rt_q8_release(moe_rt *rt) {
@@ -348,24 +343,27 @@ void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out) {
 const float *moe_rt_decode_rows(moe_rt *rt, int n, const int32_t *tok, const int32_t *pos, const int32_t *slot) {
     const moe_program *p = rt->prog;
     moe_device *d = rt->dev;
-    if (n < 1 || n > p->decode.B_max) {
-        if (!rt->err[0]) snprintf(rt->err, sizeof rt->err, "decode of %d rows (the program has %lld)", n,
-                                  (long long)p->decode.B_max);
+    if (n < 1 || n > rt->n_slots) {
+        if (!rt->err[0]) snprintf(rt->err, sizeof rt->err, "decode of %d rows (%d slots)", n, rt->n_slots);
         return rt->dec_logits;
     }
     moe_ctx saved = rt->ctx;
-    size_t bytes = sizeof(int32_t) * (size_t)n;
     uint8_t *io = rt->buf[MOE_BUF_IO];
-    check(rt, d->ops->upload(d, io + p->tokens_off, tok, bytes), "upload");
-    check(rt, d->ops->upload(d, io + p->pos_off, pos, bytes), "upload");
-    check(rt, d->ops->upload(d, io + p->slot_off, slot, bytes), "upload");
     rt->ctx.buf[MOE_BUF_ACT] = rt->dec_act;
     rt->ctx.size[MOE_BUF_ACT] = p->decode.act_bytes;
-    rt->ctx.B = n; rt->ctx.T = 1;
+    rt->ctx.T = 1;
     rt->ctx.mode = MOE_MODE_INFER;
-    run_steps(rt, &p->decode, MOE_PHASE_FWD, MOE_PHASE_FWD, 0, 0);
-    check(rt, d->ops->download(d, rt->dec_logits, rt->dec_act + p->decode.logits_off,
-                               sizeof(float) * (size_t)(p->vocab * n)), "download");
+    for (int r0 = 0; r0 < n; r0 += (int)p->decode.B_max) {     /* passes of the program's rows */
+        int k = n - r0 < p->decode.B_max ? n - r0 : (int)p->decode.B_max;
+        size_t bytes = sizeof(int32_t) * (size_t)k;
+        check(rt, d->ops->upload(d, io + p->tokens_off, tok + r0, bytes), "upload");
+        check(rt, d->ops->upload(d, io + p->pos_off, pos + r0, bytes), "upload");
+        check(rt, d->ops->upload(d, io + p->slot_off, slot + r0, bytes), "upload");
+        rt->ctx.B = k;
+        run_steps(rt, &p->decode, MOE_PHASE_FWD, MOE_PHASE_FWD, 0, 0);
+        check(rt, d->ops->download(d, rt->dec_logits + (size_t)r0 * p->vocab, rt->dec_act + p->decode.logits_off,
+                                   sizeof(float) * (size_t)(p->vocab * k)), "download");
+    }
     rt->ctx = saved;
     return rt->dec_logits;
 }

@@ -39,7 +39,7 @@ typedef struct moe_rt {
     uint8_t *dec_act;               /* the decode program's arena (decode.B_max rows) */
     int n_slots;                    /* decode slots: KV caches in buf[MOE_BUF_KV], buf_bytes[KV] each */
     int32_t *tokens, *targets;      /* [S_max] host staging: fill, then moe_rt_upload_batch */
-    float *dec_logits;              /* [decode.B_max, vocab] host copy of the last decode step's logits */
+    float *dec_logits;              /* [n_slots, vocab] host copy of the last decode step's logits */
     double *step_ms;                /* [train.n_steps] accumulated time per step (bench) */
     moe_kernel **kern;              /* [prog->n_kernels] compiled by the device at creation */
     int timing;
@@ -89,8 +89,9 @@ void moe_rt_run_step(moe_rt *rt, int i);
 void moe_rt_logits(moe_rt *rt);
 /* Downloads rows [row0, row0 + n) of the logits [S, vocab] of the last forward. */
 void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out);
-/* One decode step of n sequences together (n <= decode.B_max rows): row r decodes token tok[r]
- * at position pos[r] of the sequence in slot slot[r] (< n_slots; distinct). Returns their
+/* One decode step of n sequences together (n <= n_slots; passes of decode.B_max rows): row r
+ * decodes token tok[r] at position pos[r] of the sequence in slot slot[r] (< n_slots;
+ * distinct). Returns their
  * logits [n, vocab] (host memory, valid until the next call). A slot starts a new sequence by
  * decoding position 0: the cache beyond the position is never read. */
 const float *moe_rt_decode_rows(moe_rt *rt, int n, const int32_t *tok, const int32_t *pos, const int32_t *slot);

@@ -118,20 +118,16 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* One round of bench --decode: the next token of each of B sequences (slot b holds sequence b)
- * at position pos, their rows together through the decode program (its B_max rows at a time);
- * tok: in, then the greedy next tokens out */
+ * at position pos, their rows together through the decode program; tok: in, then the greedy
+ * next tokens out. rows [2B]: scratch. */
 static void decode_round(moe_rt *rt, int B, int pos, int32_t *tok, int32_t *rows) {
     const moe_program *p = rt->prog;
-    int D = (int)p->decode.B_max;
-    for (int b0 = 0; b0 < B; b0 += D) {
-        int k = B - b0 < D ? B - b0 : D;
-        for (int r = 0; r < k; r++) rows[r] = pos, rows[D + r] = b0 + r;
-        const float *lg = moe_rt_decode_rows(rt, k, tok + b0, rows, rows + D);
-        for (int r = 0; r < k; r++, lg += p->vocab) {
-            int best = 0;
-            for (int v = 1; v < p->vocab; v++) best = lg[v] > lg[best] ? v : best;
-            tok[b0 + r] = best;
-        }
+    for (int b = 0; b < B; b++) rows[b] = pos, rows[B + b] = b;
+    const float *lg = moe_rt_decode_rows(rt, B, tok, rows, rows + B);
+    for (int b = 0; b < B; b++, lg += p->vocab) {
+        int best = 0;
+        for (int v = 1; v < p->vocab; v++) best = lg[v] > lg[best] ? v : best;
+        tok[b] = best;
     }
 }
 
@@ -149,11 +145,11 @@ static int bench_decode(const char *device, const char *ckpt, int B, long long P
     int rc = load_or_init(rt, ckpt);
     if (rc) { moe_rt_destroy(rt); return rc; }
     double *ms = malloc(sizeof(double) * (size_t)N), t0 = moe_now_ms();
-    double bytes = 0;     /* weights and caches read by the timed rounds */
+    double bytes = 0;     /* weights and caches read by the timed rounds, in moe_rt_decode_rows's passes */
     for (int b0 = 0, D = (int)p->decode.B_max; b0 < B; b0 += D)
         bytes += decode_weight_bytes(p, rt->q8 == 2, B - b0 < D ? B - b0 : D) * (double)N;
     if (!ms) { cli_fail("out of memory"); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
-    int32_t *tok = calloc((size_t)B, sizeof *tok), *rows = calloc(2 * (size_t)p->decode.B_max, sizeof *rows);
+    int32_t *tok = calloc((size_t)B, sizeof *tok), *rows = calloc(2 * (size_t)B, sizeof *rows);
     if (!tok || !rows) { cli_fail("out of memory"); free(ms), free(tok), free(rows); moe_rt_destroy(rt); return MOE_EXIT_FAIL; }
     for (long long t = 0; t < P; t++) {     /* the prompts: token t of sequence b is (7t + b + 1) mod V */
         for (int b = 0; b < B; b++) tok[b] = (int32_t)((t * 7 + b + 1) % p->vocab);

@@ -114,7 +114,7 @@ static void put_token(int V, int32_t t) {
  * rounds later, so every pass holds rows at different positions and slots. */
 static double check_cache(moe_rt *rt, const int32_t *tok, int n, int B) {
     const moe_program *p = cli_prog;
-    int V = (int)p->vocab, D = (int)p->decode.B_max;
+    int V = (int)p->vocab;
     double worst = 0.0;
     char err[256];
     if (moe_rt_shape(rt, 1, n, err, sizeof err)) { cli_fail("%s", err); return INFINITY; }
@@ -133,15 +133,12 @@ static double check_cache(moe_rt *rt, const int32_t *tok, int n, int B) {
         int m = 0;
         for (int j = 0; j < B; j++)
             if (r - j >= 0 && r - j < n) rows[m] = tok[r - j], rows[B + m] = r - j, rows[2 * B + m++] = j;
-        for (int r0 = 0; r0 < m; r0 += D) {
-            int k = m - r0 < D ? m - r0 : D;
-            const float *lg = moe_rt_decode_rows(rt, k, rows + r0, rows + B + r0, rows + 2 * B + r0);
-            for (int i = 0; i < k; i++)
-                for (int v = 0; v < V; v++) {
-                    double d = fabs((double)lg[(int64_t)i * V + v] - full[(int64_t)rows[B + r0 + i] * V + v]);
-                    if (d > worst) worst = d;
-                }
-        }
+        const float *lg = moe_rt_decode_rows(rt, m, rows, rows + B, rows + 2 * B);
+        for (int i = 0; i < m; i++)
+            for (int v = 0; v < V; v++) {
+                double d = fabs((double)lg[(int64_t)i * V + v] - full[(int64_t)rows[B + i] * V + v]);
+                if (d > worst) worst = d;
+            }
     }
     free(full), free(rows);
     if (moe_rt_error(rt)) { cli_fail("%s", moe_rt_error(rt)); return INFINITY; }
@@ -270,7 +267,7 @@ static int generate_batch(moe_rt *rt, const char *path, const char *out_path, co
     }
     while (!rc && busy && !moe_rt_error(rt)) {
         /* a round: every busy slot's next token through the decode program, the slots' rows
-         * together (as many as the program has rows at a time) */
+         * together */
         int m = 0;
         for (int s = 0; s < B; s++) {
             if (slot[s] < 0 || q[slot[s]].fed >= q[slot[s]].n) continue;
@@ -278,16 +275,13 @@ static int generate_batch(moe_rt *rt, const char *path, const char *out_path, co
             rows[m] = g->tok[g->fed], rows[B + m] = g->fed, rows[2 * B + m] = s;
             m++;
         }
-        for (int r0 = 0; r0 < m; r0 += (int)p->decode.B_max) {
-            int k = m - r0 < (int)p->decode.B_max ? m - r0 : (int)p->decode.B_max;
-            const float *lg = moe_rt_decode_rows(rt, k, rows + r0, rows + B + r0, rows + 2 * B + r0);
-            for (int r = 0; r < k; r++) {
-                int s = rows[2 * B + r0 + r];
-                memcpy(last + (size_t)s * V, lg + (size_t)r * V, sizeof(float) * (size_t)V);
-                q[slot[s]].fed++;
-            }
-            decoded += k;
+        const float *lg = m ? moe_rt_decode_rows(rt, m, rows, rows + B, rows + 2 * B) : NULL;
+        for (int r = 0; r < m; r++) {
+            int s = rows[2 * B + r];
+            memcpy(last + (size_t)s * V, lg + (size_t)r * V, sizeof(float) * (size_t)V);
+            q[slot[s]].fed++;
         }
+        decoded += m;
         for (int s = 0; s < B; s++) {
             if (slot[s] < 0) continue;
             gen_seq *g = &q[slot[s]];
