@@ -29,10 +29,12 @@ typedef struct ptable { const char *model; int n; const moe_param_info *params; 
 
 static ptable program_table(const moe_program *p) { return (ptable){p->model, p->n_params, p->params}; }
 
-/* A tensor's shape in a file: expert tensors hold every expert, whatever share a rank holds. */
+/* A tensor's shape in a file: expert tensors hold every expert, and split tensors every part,
+ * whatever share a rank holds. */
 static void file_shape(const moe_param_info *q, int64_t shape[3]) {
     for (int d = 0; d < 3; d++) shape[d] = q->shape[d];
     if (q->expert) shape[0] = q->experts_all;
+    if (q->tp > 1) shape[q->tp_dim] *= q->tp;
 }
 
 /* The model's identity in a checkpoint: FNV-1a over its name and parameter table (names and
@@ -67,10 +69,10 @@ static int fetch(void *ctx, const moe_st_out *t, size_t off, void *dst, size_t n
  * first rank, which gets them whole in *all (host memory). 0, or -1 out of memory. */
 static int gather_experts(const moe_rt *rt, const moe_param_info *q, const uint8_t *buf, float **all) {
     const moe_comm *c = rt->ctx.comm;
-    int P = moe_param_degree(q);
+    int P = moe_param_degree(q), first = moe_comm_data_rank(c) % P == 0;
     float *mine = malloc(sizeof(float) * (size_t)q->numel);
-    *all = c->rank % P == 0 ? malloc(sizeof(float) * (size_t)(q->numel * P)) : NULL;
-    int can = mine && (*all || c->rank % P);
+    *all = first ? malloc(sizeof(float) * (size_t)(q->numel * P)) : NULL;
+    int can = mine && (*all || !first);
     int ok = can && !rt->dev->ops->download(rt->dev, mine, buf + q->offset, sizeof(float) * (size_t)q->numel);
     /* a rank that cannot take part leaves the others waiting: the watchdog (--comm-timeout) ends the job */
     if (can) c->gather_f32(c, P, mine, *all, q->numel);
@@ -78,8 +80,27 @@ static int gather_experts(const moe_rt *rt, const moe_param_info *q, const uint8
     return ok ? 0 : -1;
 }
 
-/* The groups' tensors into PATH, by the first rank. Under expert parallelism every rank calls
- * it (each sends its share of the experts) and only the first writes. */
+/* A tensor split over the tensor groups: the parts of this rank's group, put together whole in
+ * *all (host memory) on the first rank of the world (NULL elsewhere). 0, or -1 out of memory. */
+static int gather_slices(const moe_rt *rt, const moe_param_info *q, const uint8_t *buf, float **all) {
+    const moe_comm *c = rt->ctx.comm;
+    size_t n = (size_t)q->numel, T = (size_t)q->tp;
+    float *mine = malloc(sizeof(float) * n), *parts = malloc(sizeof(float) * n * T);
+    *all = c->rank == 0 ? malloc(sizeof(float) * n * T) : NULL;
+    int can = mine && parts && (*all || c->rank);
+    int ok = can && !rt->dev->ops->download(rt->dev, mine, buf + q->offset, sizeof(float) * n);
+    /* a rank that cannot take part leaves the others waiting: the watchdog (--comm-timeout) ends the job */
+    if (can) c->allgather_f32(c, MOE_GROUP_TENSOR, q->tp, mine, parts, q->numel);
+    for (size_t t = 0; ok && *all && t < T; t++)
+        for (size_t j = 0; j < n; j++) (*all)[moe_tp_index(q, (int)t, (int64_t)j)] = parts[t * n + j];
+    free(mine);
+    free(parts);
+    return ok ? 0 : -1;
+}
+
+/* The groups' tensors into PATH, by the first rank. Under expert parallelism or tensor slicing
+ * every rank calls it (each sends its share of the experts, or its slices) and only the first
+ * writes. */
 static int save_groups(const moe_rt *rt, const group *g, int ng, const char *path, const char *const *meta,
                        int n_meta, char *err, size_t errlen) {
     const moe_program *p = rt->prog;
@@ -88,15 +109,15 @@ static int save_groups(const moe_rt *rt, const group *g, int ng, const char *pat
     float **host = calloc((size_t)n, sizeof *host);
     char *names = calloc((size_t)n, 256);
     int rc = -1, gathered = 0;
-    if (p->par_expert > 1)      /* first, on every rank alike */
-        for (int k = 0; k < ng; k++)
-            for (int i = 0; i < p->n_params; i++)
-                if (moe_param_degree(&p->params[i]) > 1) {
-                    float *all = NULL;
-                    gathered |= gather_experts(rt, &p->params[i], g[k].buf, &all);
-                    if (host) host[k * p->n_params + i] = all;
-                    else free(all);
-                }
+    for (int k = 0; k < ng; k++)      /* first, on every rank alike */
+        for (int i = 0; i < p->n_params; i++) {
+            const moe_param_info *q = &p->params[i];
+            float *all = NULL;
+            if (moe_param_degree(q) > 1) gathered |= gather_experts(rt, q, g[k].buf, &all);
+            else if (q->tp > 1) gathered |= gather_slices(rt, q, g[k].buf, &all);
+            if (host) host[k * p->n_params + i] = all;
+            else free(all);
+        }
     if (moe_rt_error(rt)) {
         snprintf(err, errlen, "%s: not written: %s", path, moe_rt_error(rt));
     } else if (!t || !names || !host || gathered) {
@@ -276,6 +297,21 @@ static int load_q8(moe_rt *rt, const char *path, const char *name, const moe_par
     return bad ? -1 : 0;
 }
 
+/* this rank's part of parameter q (its experts, or its slice) from the whole tensor `whole` of
+ * a file, into the device buffer at dst: 0, -1 when the upload fails, -2 out of memory */
+static int upload_part(moe_rt *rt, uint8_t *dst, const moe_param_info *q, const float *whole) {
+    moe_device *d = rt->dev;
+    size_t bytes = sizeof(float) * (size_t)q->numel;
+    if (q->tp <= 1) return d->ops->upload(d, dst, whole + moe_rt_first_expert(rt, q) * (q->numel / q->shape[0]), bytes);
+    float *part = malloc(bytes);
+    if (!part) return -2;
+    int t = moe_comm_tensor_rank(rt->ctx.comm);
+    for (int64_t j = 0; j < q->numel; j++) part[j] = whole[moe_tp_index(q, t, j)];
+    int rc = d->ops->upload(d, dst, part, bytes);
+    free(part);
+    return rc;
+}
+
 /* whether `name` is the scales tensor of an int8 tensor of st */
 static int is_scales(const moe_st *st, const char *name) {
     size_t n = strlen(name), sl = strlen("_scale");
@@ -312,7 +348,8 @@ static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char
             snprintf(name, sizeof name, "%s%s", g[k].prefix, q->name);
             const moe_st_tensor *t = moe_st_find(st, name);
             int same = t && t->ndim == q->ndim;
-            int64_t at, shape[3], first = moe_rt_first_expert(rt, q), per = q->numel / q->shape[0];
+            int64_t at, shape[3];
+            int up;
             file_shape(q, shape);
             for (int j = 0; same && j < q->ndim; j++) same = t->shape[j] == shape[j];
             if (!t) {
@@ -336,10 +373,10 @@ static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char
                 snprintf(err, errlen, "%s: tensor '%s' holds %g at element %" PRId64 " (values must be finite)", path,
                          name, (double)t->data[at], at);
                 rc = -1;
-            } else if (rt->dev->ops->upload(rt->dev, g[k].buf + q->offset, t->data + first * per,
-                                            sizeof(float) * (size_t)q->numel)) {  /* this rank's experts */
-                snprintf(err, errlen, "%s: uploading '%s' to device %s failed: %s", path, name, rt->dev->ops->name,
-                         rt->dev->err);
+            } else if ((up = upload_part(rt, g[k].buf + q->offset, q, t->data)) != 0) {
+                if (up == -2) snprintf(err, errlen, "out of memory");
+                else snprintf(err, errlen, "%s: uploading '%s' to device %s failed: %s", path, name, rt->dev->ops->name,
+                              rt->dev->err);
                 rc = -1;
             }
         }

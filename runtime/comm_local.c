@@ -31,13 +31,19 @@ static void local_gather(const moe_comm *c, int P, const float *mine, float *all
     if (all && all != mine) memcpy(all, mine, sizeof(float) * (size_t)n);
 }
 
+static void local_allgather(const moe_comm *c, int group, int P, const float *mine, float *all, int64_t n) {
+    (void)group;
+    local_gather(c, P, mine, all, n);
+}
+
 static void local_traffic(const moe_comm *c, int64_t *messages, int64_t *bytes) {
     (void)c;
     *messages = *bytes = 0;
 }
 
 const moe_comm *moe_comm_local(void) {
-    static const moe_comm comm = {NULL, 0, 1,           local_f32,    local_f64,    local_group_sum,
-                                  local_exchange, local_gather, local_traffic};
+    static const moe_comm comm = {NULL,           0,            1,               1,
+                                  local_f32,      local_f64,    local_group_sum, local_exchange,
+                                  local_gather,   local_allgather, local_traffic};
     return &comm;
 }

@@ -38,8 +38,8 @@ void moe_comm_set_timeout(double seconds, const char *who) {
 }
 void moe_comm_set_step(long long step) { watch_step = step; }
 
-/* the expert groups' all-to-all (moe_comm_set_alltoall) */
-static int a2a_kind = MOE_A2A_AUTO, a2a_ranks_per_node;
+/* the layout (moe_comm_set_layout): the tensor groups' size, the expert groups' all-to-all */
+static int tensor = 1, a2a_kind = MOE_A2A_AUTO, a2a_ranks_per_node;
 
 #ifdef MOE_HAVE_MPI
 #include <mpi.h>
@@ -93,10 +93,16 @@ static void mpi_f64(const moe_comm *c, double *buf, int64_t n) { (void)c; mpi_su
 
 /* The two groups of each expert-parallel degree, made on first use (every rank makes the same
  * calls in the same order, so the splits match); for a hierarchical all-to-all (G > 0) the
- * expert group's nodes of G ranks (intra) and its ranks at the same place on each node (inter). */
+ * expert group's nodes of G ranks (intra) and its ranks at the same place on each node (inter).
+ * The data-parallel and tensor groups of the layout (moe_program.h) likewise. */
 enum { MAX_DEGREES = 16 };
 static struct degree { int P, G; MPI_Comm group[2], intra, inter; } degrees[MAX_DEGREES];
 static int n_degrees, host_ranks = 1;
+static MPI_Comm data_group = MPI_COMM_NULL, tensor_group = MPI_COMM_NULL;
+
+/* this rank's place in its data-parallel group, and in its expert group of degree P */
+static int data_rank(void) { return world.rank / tensor; }
+static int expert_rank(int P) { return data_rank() % P; }
 static int64_t sent_messages, sent_bytes;   /* by this rank's exchanges, to other ranks */
 
 static void mpi_traffic(const moe_comm *c, int64_t *messages, int64_t *bytes) {
@@ -124,11 +130,12 @@ static struct degree *degree_of(int P) {
     if (n_degrees == MAX_DEGREES) return NULL;
     struct degree *d = &degrees[n_degrees++];
     d->P = P;
-    MPI_Comm_split(MPI_COMM_WORLD, world.rank / P, world.rank, &d->group[0]);   /* blocks of P */
-    MPI_Comm_split(MPI_COMM_WORLD, world.rank % P, world.rank, &d->group[1]);   /* stride P */
+    int t = world.rank % tensor;    /* within the data-parallel group of tensor rank t: */
+    MPI_Comm_split(MPI_COMM_WORLD, data_rank() / P * tensor + t, world.rank, &d->group[0]);   /* blocks of P */
+    MPI_Comm_split(MPI_COMM_WORLD, expert_rank(P) * tensor + t, world.rank, &d->group[1]);    /* stride P */
     d->G = hier_nodes(P);
     if (d->G) {
-        int at = world.rank % P;
+        int at = expert_rank(P);
         MPI_Comm_split(d->group[0], at / d->G, at, &d->intra);
         MPI_Comm_split(d->group[0], at % d->G, at, &d->inter);
     }
@@ -136,9 +143,21 @@ static struct degree *degree_of(int P) {
 }
 
 static MPI_Comm group_of(int kind, int P) {
-    if (kind == MOE_GROUP_WORLD || P <= 1) return kind == MOE_GROUP_EXPERT ? MPI_COMM_SELF : MPI_COMM_WORLD;
-    struct degree *d = degree_of(P);
-    return d ? d->group[kind == MOE_GROUP_EXPERT_DATA] : MPI_COMM_NULL;
+    if (tensor > 1 && data_group == MPI_COMM_NULL) {
+        MPI_Comm_split(MPI_COMM_WORLD, world.rank % tensor, world.rank, &data_group);
+        MPI_Comm_split(MPI_COMM_WORLD, data_rank(), world.rank, &tensor_group);
+    }
+    switch (kind) {
+    case MOE_GROUP_DATA: return tensor > 1 ? data_group : MPI_COMM_WORLD;
+    case MOE_GROUP_TENSOR: return tensor > 1 ? tensor_group : MPI_COMM_SELF;
+    case MOE_GROUP_EXPERT:
+    case MOE_GROUP_EXPERT_DATA:
+        if (P <= 1) return kind == MOE_GROUP_EXPERT ? MPI_COMM_SELF : group_of(MOE_GROUP_DATA, 1);
+        struct degree *d = degree_of(P);
+        return d ? d->group[kind == MOE_GROUP_EXPERT_DATA] : MPI_COMM_NULL;
+    case MOE_GROUP_WORLD: return MPI_COMM_WORLD;
+    }
+    return MPI_COMM_SELF;
 }
 
 static void mpi_group_sum(const moe_comm *c, int kind, int P, void *buf, int64_t n, int f64) {
@@ -198,7 +217,7 @@ static void mpi_exchange(const moe_comm *c, int P, const void *send, const int64
     MPI_Datatype row;
     MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &row);
     MPI_Type_commit(&row);
-    int me = world.rank % P;
+    int me = expert_rank(P);
     for (int q = 0; q < P; q++) {
         int64_t out = 0;
         st[q] = blocks_type(sblk + q * ns, ns, row, row_bytes, &sc[q], &out);
@@ -234,7 +253,7 @@ static int64_t rows_of(const int64_t (*blk)[2], int n) {
  * puts them in its blocks alike. Counts are rows (int: an MPI count). */
 static void hier_exchange(const struct degree *d, const void *send, const int64_t (*sblk)[2], int ns, void *recv,
                           const int64_t (*rblk)[2], int nr, int64_t rb) {
-    int P = d->P, G = d->G, N = P / G, me = world.rank % P, n = me / G, l = me % G;
+    int P = d->P, G = d->G, N = P / G, me = expert_rank(P), n = me / G, l = me % G;
     int64_t *to = must_alloc(sizeof(int64_t) * (size_t)(3 * P)), *from = to + P, *cs = from + P, *cr;
     for (int q = 0; q < P; q++) to[q] = rows_of(sblk + q * ns, ns), from[q] = rows_of(rblk + q * nr, nr);
     for (int j = 0; j < G; j++)
@@ -330,6 +349,25 @@ static void mpi_gather(const moe_comm *c, int P, const float *mine, float *all, 
     watch_end();
 }
 
+/* every rank of the group gets the n floats of each, in group order (pieces of at most 2^28
+ * floats per rank, as mpi_gather) */
+static void mpi_allgather(const moe_comm *c, int kind, int P, const float *mine, float *all, int64_t n) {
+    (void)c;
+    MPI_Comm g = group_of(kind, P);
+    watch_begin("a gather", n);
+    for (int64_t i = 0; i < n; i += 1 << 28) {
+        int k = n - i < (1 << 28) ? (int)(n - i) : 1 << 28;
+        MPI_Datatype row, spaced;
+        MPI_Type_vector(1, k, 1, MPI_FLOAT, &row);
+        MPI_Type_create_resized(row, 0, (MPI_Aint)(n * (int64_t)sizeof(float)), &spaced);
+        MPI_Type_commit(&spaced);
+        MPI_Allgather(mine + i, k, MPI_FLOAT, all + i, 1, spaced, g);
+        MPI_Type_free(&spaced);
+        MPI_Type_free(&row);
+    }
+    watch_end();
+}
+
 const moe_comm *moe_comm_start(int *argc, char ***argv, char *err, size_t errlen) {
     if (started) return &world;
     if (MPI_Init(argc, argv) != MPI_SUCCESS) {
@@ -337,7 +375,8 @@ const moe_comm *moe_comm_start(int *argc, char ***argv, char *err, size_t errlen
         return NULL;
     }
     started = 1;
-    world = (moe_comm){NULL, 0, 1, mpi_f32, mpi_f64, mpi_group_sum, mpi_exchange, mpi_gather, mpi_traffic};
+    world = (moe_comm){NULL, 0, 1, 1, mpi_f32, mpi_f64, mpi_group_sum, mpi_exchange, mpi_gather, mpi_allgather,
+                       mpi_traffic};
     MPI_Comm_rank(MPI_COMM_WORLD, &world.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world.world);
     MPI_Comm host;     /* the ranks on this host: the nodes of a hierarchical all-to-all by default */
@@ -360,13 +399,18 @@ static void drop_degrees(void) {
         }
     }
     n_degrees = 0;
+    if (data_group != MPI_COMM_NULL) {
+        MPI_Comm_free(&data_group);
+        MPI_Comm_free(&tensor_group);
+    }
 }
 
-/* on every rank alike: the groups made for another all-to-all are made again */
-void moe_comm_set_alltoall(int kind, int ranks_per_node) {
+/* on every rank alike: the groups made for another layout are made again */
+void moe_comm_set_layout(int tensor_ranks, int kind, int ranks_per_node) {
+    if (started) drop_degrees();
+    tensor = world.tensor = tensor_ranks > 1 ? tensor_ranks : 1;
     a2a_kind = kind;
     a2a_ranks_per_node = ranks_per_node;
-    if (started) drop_degrees();
 }
 
 void moe_comm_finish(int failed) {
@@ -381,7 +425,8 @@ void moe_comm_finish(int failed) {
 
 const moe_comm *moe_comm_world(void) { return started ? &world : moe_comm_local(); }
 #else
-void moe_comm_set_alltoall(int kind, int ranks_per_node) {
+void moe_comm_set_layout(int tensor_ranks, int kind, int ranks_per_node) {
+    tensor = tensor_ranks;
     a2a_kind = kind;
     a2a_ranks_per_node = ranks_per_node;
 }

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 11
+#define MOE_ABI_VERSION 12
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 /* the learning-rate schedule after warmup (rt.h, moe_lr_at) */
@@ -22,11 +22,14 @@ enum { MOE_SCHED_COSINE, MOE_SCHED_CONSTANT, MOE_SCHED_LINEAR };
 
 /* Communication table: in one process every call is the identity. Buffers are device
  * memory of the running device.
- * Groups of an expert-parallel degree P (moe-semantics: the layout): the expert group of a
- * rank is its block of P consecutive ranks (it holds every expert once, rank p of the block
- * the experts p L .. p L + L - 1), its expert-data group the ranks at the same place in every
- * block (they hold the same experts). */
-enum { MOE_GROUP_WORLD, MOE_GROUP_EXPERT, MOE_GROUP_EXPERT_DATA };
+ * The layout (moe-semantics: ranks = data x tensor): rank r is rank r % T of its tensor group
+ * (T = parallel.tensor consecutive ranks, which split layers between them) and rank d = r / T
+ * of the data-parallel group of the ranks with the same r % T. Within a data-parallel group,
+ * for an expert-parallel degree P: the expert group of a rank is its block of P consecutive
+ * data ranks (it holds every expert once, data rank p of the block the experts p L .. p L +
+ * L - 1), its expert-data group the data ranks at the same place in every block (they hold
+ * the same experts). With T = 1 the data-parallel group is the world. The groups' names:
+ * moe_abi.h's MOE_GROUP_*. */
 /* how an expert group exchanges rows: flat (one all-to-all), or hierarchical (within each
  * node of G consecutive ranks, then between the ranks at the same place on every node, as
  * DeepSpeed-MoE: O(G + P/G) messages per rank instead of O(P)); auto: hierarchical where the
@@ -35,6 +38,7 @@ enum { MOE_A2A_AUTO, MOE_A2A_FLAT, MOE_A2A_HIERARCHICAL };
 typedef struct moe_comm {
     void *impl;
     int rank, world;
+    int tensor;                     /* T: the ranks of a tensor group (1: no tensor slicing) */
     /* in-place sums over all ranks */
     void (*allreduce_f32)(const struct moe_comm *c, float *buf, int64_t n);
     void (*allreduce_f64)(const struct moe_comm *c, double *buf, int64_t n);
@@ -49,9 +53,16 @@ typedef struct moe_comm {
     /* the expert group of degree P gathers n floats of each rank into all[p n ..) of its
      * first rank (all: NULL elsewhere) */
     void (*gather_f32)(const struct moe_comm *c, int P, const float *mine, float *all, int64_t n);
+    /* every rank of the group (MOE_GROUP_*, degree P) gets the n floats of each: those of its
+     * p-th rank at all[p n ..) */
+    void (*allgather_f32)(const struct moe_comm *c, int group, int P, const float *mine, float *all, int64_t n);
     /* what this rank's exchanges have sent other ranks so far: messages and bytes */
     void (*traffic)(const struct moe_comm *c, int64_t *messages, int64_t *bytes);
 } moe_comm;
+/* a rank's place in the layout: its data-parallel rank and group size, its tensor rank */
+static inline int moe_comm_data_rank(const moe_comm *c) { return c->rank / c->tensor; }
+static inline int moe_comm_data_size(const moe_comm *c) { return c->world / c->tensor; }
+static inline int moe_comm_tensor_rank(const moe_comm *c) { return c->rank % c->tensor; }
 
 /* Device kernels (the cuda target): the program's distinct kernels, compiled by the device at
  * start from kernel_source, and its launches, each a kernel with its grid and the byte
@@ -127,6 +138,11 @@ typedef struct moe_param_info {
                                      * (fewer under expert parallelism: degree experts_all / shape[0]) */
     int64_t qoffset, qscale;        /* an expert weight [E, K, N]: its int8 form (`quantize`) at qoffset of
                                      * the QPARAM buffer, its scales [E, N] (f32) at qscale; else -1 */
+    /* tensor slicing: split in tp parts along dimension tp_dim (tp = 1: held whole), which in the
+     * whole tensor is made of the segments of widths tp_seg (0: none); tensor rank t holds part
+     * t of each segment, in order (shape[tp_dim] counts what it holds) */
+    int tp, tp_dim;
+    int64_t tp_seg[3];
 } moe_param_info;
 
 /* The distillation teacher of a student (Mixture-of-Students): its parameter table, laid out
@@ -166,8 +182,8 @@ typedef struct moe_program {
     int schedule;                   /* MOE_SCHED_*: warmup, then this decay to min_lr */
     double capacity_factor, eval_capacity_factor;  /* of the moe block (0 when dense) */
     int drop_tokens;                /* the moe block's drop_tokens (0 when dense) */
-    /* the parallel block: data (0: the world size), the largest expert degree, tensor; the
-     * all-to-all (MOE_A2A_*) and ranks_per_node (0: the ranks on each host) */
+    /* the parallel block: data (0: the world size / tensor), the largest expert degree, tensor;
+     * the all-to-all (MOE_A2A_*) and ranks_per_node (0: the ranks on each host) */
     int par_data, par_expert, par_tensor, par_alltoall, par_ranks_per_node;
     /* parameters and buffers */
     int n_params;

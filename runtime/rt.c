@@ -200,12 +200,27 @@ void moe_rt_destroy(moe_rt *rt) {
 int moe_param_degree(const moe_param_info *q) { return q->expert ? (int)(q->experts_all / q->shape[0]) : 1; }
 
 int64_t moe_rt_first_expert(const moe_rt *rt, const moe_param_info *q) {
-    return rt->ctx.comm->rank % moe_param_degree(q) * (q->expert ? q->shape[0] : 0);
+    return moe_comm_data_rank(rt->ctx.comm) % moe_param_degree(q) * (q->expert ? q->shape[0] : 0);
 }
 
-/* N(0, std) from a stream of (seed, tensor name, expert index): the same model for any
- * number of ranks and any expert-parallel layout; norm weights 1, biases 0. Values are made
- * on the host a chunk at a time and uploaded. */
+int64_t moe_tp_index(const moe_param_info *q, int t, int64_t j) {
+    if (q->tp <= 1) return j;
+    int64_t inner = 1, len = q->shape[q->tp_dim], whole = 0;
+    for (int d = q->tp_dim + 1; d < q->ndim; d++) inner *= q->shape[d];
+    for (int s = 0; s < 3; s++) whole += q->tp_seg[s];
+    int64_t outer = j / (len * inner), u = j / inner % len, in = j % inner, at = 0, seg0 = 0;
+    for (int s = 0; s < 3 && q->tp_seg[s]; s++) {   /* u's segment, and its place in part t of it */
+        int64_t part = q->tp_seg[s] / q->tp;
+        if (u < at + part) return (outer * whole + seg0 + t * part + (u - at)) * inner + in;
+        at += part;
+        seg0 += q->tp_seg[s];
+    }
+    return -1;
+}
+
+/* N(0, std) from a stream of (seed, tensor name, expert index), each value the draw of its
+ * index in the whole tensor: the same model for any number of ranks and any layout; norm
+ * weights 1, biases 0. Values are made on the host a chunk at a time and uploaded. */
 static int init_table(moe_rt *rt, const moe_param_info *params, int n_params, uint8_t *buf, uint64_t seed, char *err,
                       size_t errlen) {
     enum { CHUNK = 1 << 20 };
@@ -220,13 +235,15 @@ static int init_table(moe_rt *rt, const moe_param_info *params, int n_params, ui
             continue;
         }
         int64_t E = q->expert ? q->shape[0] : 1, per = q->numel / E, first = moe_rt_first_expert(rt, q);
+        int t = moe_comm_tensor_rank(rt->ctx.comm);
         for (int64_t e = 0; e < E; e++) {
             uint64_t stream = moe_rng_stream(seed, q->name_hash, (uint64_t)(first + e));
             for (int64_t j0 = 0; j0 < per; j0 += CHUNK) {
                 int64_t n = per - j0 < CHUNK ? per - j0 : CHUNK;
                 #pragma omp parallel for schedule(static)
                 for (int64_t j = 0; j < n; j++)
-                    host[j] = q->init_one ? 1.0f : (float)(q->init_std * moe_normal(stream, (uint64_t)(j0 + j)));
+                    host[j] = q->init_one ? 1.0f
+                                          : (float)(q->init_std * moe_normal(stream, (uint64_t)moe_tp_index(q, t, j0 + j)));
                 check(rt, d->ops->upload(d, w + sizeof(float) * (size_t)(e * per + j0), host, sizeof(float) * (size_t)n),
                       "upload");
             }
@@ -419,22 +436,24 @@ void moe_rt_stats_reduce(moe_rt *rt, moe_stats *s, int mean) {
     const moe_program *p = rt->prog;
     const moe_comm *c = rt->ctx.comm;
     double *st = (double *)(rt->buf[MOE_BUF_STAGING] + p->stats_off);
-    if (c->world <= 1) return;
-    c->allreduce_f64(c, st, p->n_stats);       /* host memory: staging */
+    int R = moe_comm_data_size(c);     /* the ranks of a tensor group hold the same figures */
+    if (R <= 1) return;
+    c->group_sum(c, MOE_GROUP_DATA, 1, st, p->n_stats, 1);     /* host memory: staging */
     if (mean)
-        for (int i = 0; i < p->n_stats; i++) st[i] /= c->world;
+        for (int i = 0; i < p->n_stats; i++) st[i] /= R;
     stats_sum_up(p, st, s);
 }
 
 void moe_rt_grads_sum(moe_rt *rt) {
     const moe_comm *c = rt->ctx.comm;
     const moe_program *p = rt->prog;
-    if (c->world <= 1 || !rt->buf[MOE_BUF_GRAD]) return;
+    if (moe_comm_data_size(c) <= 1 || !rt->buf[MOE_BUF_GRAD]) return;
     if (p->par_expert <= 1) {
-        c->allreduce_f32(c, (float *)rt->buf[MOE_BUF_GRAD], p->buf_bytes[MOE_BUF_GRAD] / (int64_t)sizeof(float));
+        c->group_sum(c, MOE_GROUP_DATA, 1, rt->buf[MOE_BUF_GRAD], p->buf_bytes[MOE_BUF_GRAD] / (int64_t)sizeof(float), 0);
         return;
     }
-    /* an expert's gradient sums over the ranks that hold it (each has its group's tokens' part) */
+    /* an expert's gradient sums over the ranks that hold it (each has its group's tokens' part),
+     * the others' over the data-parallel group (the expert-data group of degree 1) */
     for (int i = 0; i < p->n_params; i++) {
         const moe_param_info *q = &p->params[i];
         c->group_sum(c, MOE_GROUP_EXPERT_DATA, moe_param_degree(q), rt->buf[MOE_BUF_GRAD] + q->offset, q->numel, 0);

@@ -27,8 +27,10 @@ void moe_comm_finish(int failed);          /* failed: leave at once (the launche
  * a message that starts with who; set before moe_comm_start. The step it names: */
 void moe_comm_set_timeout(double seconds, const char *who);
 void moe_comm_set_step(long long step);
-/* the expert groups' all-to-all (MOE_A2A_*) and the ranks per node (0: those of each host) */
-void moe_comm_set_alltoall(int kind, int ranks_per_node);
+/* the layout, on every rank alike once started: the ranks of a tensor group (parallel.tensor;
+ * they must divide the world), the expert groups' all-to-all (MOE_A2A_*) and the ranks per node
+ * (0: those of each host) */
+void moe_comm_set_layout(int tensor, int kind, int ranks_per_node);
 
 typedef struct moe_rt {
     const moe_program *prog;
@@ -115,7 +117,7 @@ void moe_rt_stats_read(moe_rt *rt, moe_stats *s);
 /* After moe_rt_stats_read on every rank: the records summed (mean: averaged) over the ranks,
  * summed up again. Nothing in one process. A collective: every rank calls it. */
 void moe_rt_stats_reduce(moe_rt *rt, moe_stats *s, int mean);
-/* The gradient buffer summed over the ranks (a collective); nothing in one process. */
+/* The gradient buffer summed over the data-parallel group (a collective); nothing in one process. */
 void moe_rt_grads_sum(moe_rt *rt);
 /* the statistics record (device) into host[n_stats], or back from it */
 void moe_rt_stats_copy(moe_rt *rt, double *host, int back);
@@ -123,6 +125,9 @@ void moe_rt_stats_copy(moe_rt *rt, double *host, int back);
  * of the first of its experts this rank holds (0 without expert parallelism) */
 int moe_param_degree(const moe_param_info *q);
 int64_t moe_rt_first_expert(const moe_rt *rt, const moe_param_info *q);
+/* tensor slicing: the index in the whole tensor of element j of the part of q that tensor rank
+ * t holds (j itself for a tensor held whole) */
+int64_t moe_tp_index(const moe_param_info *q, int t, int64_t j);
 
 /* Bytes this process may still allocate (mem.c), or -1 if unknown; `why` names the limit
  * that binds (MemAvailable, the cgroup's memory.max, ulimit -v, ...). */

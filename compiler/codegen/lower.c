@@ -301,6 +301,35 @@ static void lower_node(lw *L) {
         a_rows(L, "rows", in(L, "counts"), n->at.a2a.experts); a_int(L, "width", width(L, x));
         break;
     }
+    case IR_TP_COPY:        /* the comm pass has made it the identity; a copy otherwise */
+        if (in(L, "x") == out(L, "y")) {
+            L->st->note = "identity: the forward of a tensor group's input";
+            break;
+        }
+        call(L, "accumulate", 0);
+        a_buf(L, "dst", out(L, "y")); a_buf(L, "src", in(L, "x")); a_rt(L, "n", LW_RT_S, width(L, in(L, "x")));
+        a_int(L, "acc", 0);
+        break;
+    case IR_TP_SUM:
+        call(L, "tp_sum", 0);
+        a_rt(L, "comm", LW_RT_COMM, 1); a_int(L, "T", n->at.tp.degree); a_buf(L, "y", out(L, "y"));
+        a_buf(L, "x", in(L, "x")); a_buf(L, "b", in(L, "b")); a_buf(L, "res", in(L, "res")); a_S(L);
+        a_int(L, "width", width(L, in(L, "x"))); a_acc(L, "y");
+        break;
+    case IR_TP_SUM_BWD: {
+        static const char *const side[] = {"dx", "dres"};
+        for (int j = 0; j < 2; j++) {
+            if (out(L, side[j]) < 0) continue;
+            call(L, "accumulate", 0);
+            a_buf(L, "dst", out(L, side[j])); a_buf(L, "src", in(L, "dy"));
+            a_rt(L, "n", LW_RT_S, width(L, in(L, "dy"))); a_acc(L, side[j]);
+        }
+        if (out(L, "db") >= 0) {
+            call(L, "bias_grad", 0);
+            a_buf(L, "db", out(L, "db")); a_buf(L, "dy", in(L, "dy")); a_S(L); a_int(L, "N", width(L, in(L, "dy")));
+        }
+        break;
+    }
     case IR_EXPERT_MM: {   /* decoding with int8 weights: they are NULL until a quantized checkpoint is loaded */
         int q8 = in(L, "Wq") >= 0;
         call(L, q8 ? "moe_expert_q8_fwd" : "moe_expert_fwd", q8 ? 0 : expert_variant(L));
@@ -356,7 +385,7 @@ static void lower_node(lw *L) {
         a_real(L, "weight", n->at.kd.weight); a_real(L, "tau", n->at.kd.tau);
         a_rt(L, "loss_scale", LW_RT_LOSS_SCALE, 1); a_S(L); a_int(L, "V", width(L, in(L, "ps"))); a_acc(L, "dzs");
         break;
-    case IR_ALLREDUCE:      /* dense gradients: the mean over all ranks; experts: moe_program.h's rule */
+    case IR_ALLREDUCE:      /* dense gradients: the mean over the data-parallel group; experts: moe_program.h's rule */
         for (int i = 0; i < g->params.ngroups; i++) {
             int64_t off = g->params.group_off[i], bytes = g->params.group_off[i + 1] - off;
             call(L, g->params.degree[i] > 1 ? "allreduce_experts" : "allreduce_mean", 0);
@@ -372,12 +401,14 @@ static void lower_node(lw *L) {
             a_int(L, "n", g->params.bytes / 4); a_real(L, "max_norm", n->at.optim.grad_clip);
             break;
         }
-        for (int i = 0; i < g->params.ngroups; i++) {   /* the experts' squares summed over their groups */
+        for (int i = 0; i < g->params.ngroups; i++) {   /* split tensors' squares summed over their groups */
             int64_t off = g->params.group_off[i], bytes = g->params.group_off[i + 1] - off;
+            int sliced = g->params.sliced[i];
             call(L, "grad_sumsq", 0);
             a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_rt(L, "comm", LW_RT_COMM, 1);
-            a_int(L, "P", g->params.degree[i]); a_ref(L, "grads", MOE_BUF_GRAD, off, bytes); a_int(L, "n", bytes / 4);
-            a_int(L, "first", i == 0);
+            a_int(L, "group", sliced ? MOE_GROUP_TENSOR : MOE_GROUP_EXPERT);
+            a_int(L, "P", sliced ? g->tensor : g->params.degree[i]); a_ref(L, "grads", MOE_BUF_GRAD, off, bytes);
+            a_int(L, "n", bytes / 4); a_int(L, "first", i == 0);
         }
         call(L, "grad_clip", 0);
         a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_real(L, "max_norm", n->at.optim.grad_clip);
@@ -421,7 +452,7 @@ lw_program *lw_lower(const ir_graph *g) {
         st->phase = n->phase;
         st->kind = (o->flags & IR_OPF_COMM ? MOE_STEP_COMM : MOE_STEP_COMPUTE) |
                    (o->flags & IR_OPF_LOSS ? MOE_STEP_LOSS : 0) | (n->kd ? MOE_STEP_KD : 0);
-        L.cap = n->op == IR_ADAMW ? g->params.n : n->op == IR_ALLREDUCE || n->op == IR_GRAD_NORM ? IR_MAX_DEGREES + 1 : 2;
+        L.cap = n->op == IR_ADAMW ? g->params.n : n->op == IR_ALLREDUCE || n->op == IR_GRAD_NORM ? IR_MAX_DEGREES + 1 : 3;
         st->calls = ARENA_ARRAY(a, lw_call, L.cap + 1);
         if (!st->calls) return NULL;
         L.st = st;

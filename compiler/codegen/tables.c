@@ -67,11 +67,13 @@ static void emit_params(cg *b, arena *a, const char *name, const ir_ptable *t) {
     cg_open(b, "static const moe_param_info %s[] =", name);
     for (int i = 0; i < t->n; i++) {
         const md_param *p = &t->p[i];
-        cg_line(b, "{%s, %d, {%lld, %lld, %lld}, %lld, %lld, (float)%.9g, %d, %d, %d, 0x%016llxull, %lld, %lld, %lld},",
+        cg_line(b, "{%s, %d, {%lld, %lld, %lld}, %lld, %lld, (float)%.9g, %d, %d, %d, 0x%016llxull, %lld, %lld, %lld, "
+                "%d, %d, {%lld, %lld, %lld}},",
                 cg_cstr(a, p->name), p->ndim, (long long)p->shape[0], (long long)p->shape[1], (long long)p->shape[2],
                 (long long)t->offset[i], (long long)p->numel, p->init_std, p->init_one, p->decay, p->experts_all > 0,
                 (unsigned long long)util_hash_str(p->name), (long long)p->experts_all, (long long)t->qoffset[i],
-                (long long)t->qscale[i]);
+                (long long)t->qscale[i], p->tp, p->tp > 1 ? p->tp_dim : -1, (long long)p->tp_seg[0],
+                (long long)p->tp_seg[1], (long long)p->tp_seg[2]);
     }
     cg_close(b, ";");
 }
@@ -174,7 +176,7 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     static const int a2a[] = {[MD_A2A_AUTO] = MOE_A2A_AUTO, [MD_A2A_FLAT] = MOE_A2A_FLAT,
                               [MD_A2A_HIERARCHICAL] = MOE_A2A_HIERARCHICAL};
     cg_line(b, ".par_data = %d, .par_expert = %d, .par_tensor = %d, .par_alltoall = %d, .par_ranks_per_node = %d,",
-            m->parallel.data, g->ep, m->parallel.tensor, a2a[m->parallel.alltoall], m->parallel.ranks_per_node);
+            m->parallel.data, g->ep, g->tensor, a2a[m->parallel.alltoall], m->parallel.ranks_per_node);
     cg_line(b, ".n_params = %d, .params = params, .align = %lld,", g->params.n, (long long)g->align);
     cg_raw(b, "    .buf_bytes = {");
     for (int i = 0; i < MOE_BUF_COUNT; i++)

@@ -114,6 +114,14 @@ typedef struct md_param {
     bool init_one;              /* norm weights */
     bool decay;                 /* AdamW weight decay applies (2-D weights, expert weights) */
     int64_t experts_all;        /* expert tensors: the layer's experts (shape[0] counts those one rank holds) */
+    /* Tensor slicing (parallel.tensor): the dimension a tensor group splits (-1: never split),
+     * which is made of up to three segments of the whole tensor (c_attn: q, k, v; a SwiGLU
+     * c_fc: the gate and the up projection) of the widths in tp_seg (0: none). Each segment is
+     * cut in tp equal parts and rank t of the group holds part t of each, in segment order;
+     * tp is the degree it is split by (1: held whole; the IR builder sets it, and shape[tp_dim]
+     * then counts what one rank holds). */
+    int tp_dim, tp;
+    int64_t tp_seg[3];
 } md_param;
 
 struct arena;

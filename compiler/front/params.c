@@ -35,17 +35,27 @@ static md_param *add(plist *pl, md_pkind kind, int block, const char *name, int 
     p->kind = kind;
     p->block = block;
     p->experts_all = kind == MD_P_EXPERT_W || kind == MD_P_EXPERT_B ? s0 : 0;
+    p->tp_dim = -1;
+    p->tp = 1;
     return p;
 }
 
+/* p is split along dimension dim, made of the segments seg (0-terminated, at most 3) */
+static void split(md_param *p, int dim, const int64_t *seg) {
+    if (!p) return;
+    p->tp_dim = dim;
+    for (int i = 0; i < 3 && seg[i]; i++) p->tp_seg[i] = seg[i];
+}
+
 /* A weight: N(0, std), decayed. */
-static void weight(plist *pl, int blk, const char *name, int64_t in, int64_t out, double std) {
+static md_param *weight(plist *pl, int blk, const char *name, int64_t in, int64_t out, double std) {
     md_param *p = add(pl, MD_P_WEIGHT, blk, name, 2, in, out, 0);
     if (p) { p->init_std = std; p->decay = true; }
+    return p;
 }
 /* A bias, zero at init; none at all with `bias = false`. */
-static void bias(plist *pl, const md_model *m, int blk, const char *name, int64_t n) {
-    if (m->bias) add(pl, MD_P_BIAS, blk, name, 1, n, 0, 0);
+static md_param *bias(plist *pl, const md_model *m, int blk, const char *name, int64_t n) {
+    return m->bias ? add(pl, MD_P_BIAS, blk, name, 1, n, 0, 0) : NULL;
 }
 static void norm(plist *pl, const md_model *m, int blk, const char *prefix, int64_t d) {
     md_param *p = add(pl, MD_P_NORM, blk, arena_printf(pl->a, "%s.weight", prefix), 1, d, 0, 0);
@@ -53,12 +63,14 @@ static void norm(plist *pl, const md_model *m, int blk, const char *prefix, int6
     if (m->norm == MD_NORM_LAYERNORM && m->bias)
         add(pl, MD_P_NORM, blk, arena_printf(pl->a, "%s.bias", prefix), 1, d, 0, 0);
 }
-/* A dense MLP under `prefix` (".mlp"): c_fc [d, f or 2f], c_proj [f, d]. */
+/* A dense MLP under `prefix` (".mlp"): c_fc [d, f or 2f], c_proj [f, d]. Tensor slicing
+ * splits c_fc by columns (each half of a SwiGLU's) and c_proj by rows. */
 static void mlp(plist *pl, const md_model *m, int blk, const char *prefix, double proj_std) {
-    int64_t d = m->hidden, f = m->ffn, fw = m->activation == MD_ACT_SWIGLU ? 2 * f : f;
-    weight(pl, blk, arena_printf(pl->a, "%s.c_fc.weight", prefix), d, fw, m->init_std);
-    bias(pl, m, blk, arena_printf(pl->a, "%s.c_fc.bias", prefix), fw);
-    weight(pl, blk, arena_printf(pl->a, "%s.c_proj.weight", prefix), f, d, proj_std);
+    int64_t d = m->hidden, f = m->ffn, swiglu = m->activation == MD_ACT_SWIGLU, fw = swiglu ? 2 * f : f;
+    const int64_t seg[3] = {f, swiglu ? f : 0, 0}, rows[3] = {f, 0, 0};
+    split(weight(pl, blk, arena_printf(pl->a, "%s.c_fc.weight", prefix), d, fw, m->init_std), 1, seg);
+    split(bias(pl, m, blk, arena_printf(pl->a, "%s.c_fc.bias", prefix), fw), 0, seg);
+    split(weight(pl, blk, arena_printf(pl->a, "%s.c_proj.weight", prefix), f, d, proj_std), 0, rows);
     bias(pl, m, blk, arena_printf(pl->a, "%s.c_proj.bias", prefix), d);
 }
 
@@ -75,9 +87,12 @@ int md_params(const md_model *m, arena *a, md_param **out) {
     }
     for (int i = 0; i < m->layers; i++) {
         norm(&pl, m, i, arena_printf(a, "h.%d.ln_1", i), d);
-        weight(&pl, i, arena_printf(a, "h.%d.attn.c_attn.weight", i), d, md_qkv_width(m), std);
-        bias(&pl, m, i, arena_printf(a, "h.%d.attn.c_attn.bias", i), md_qkv_width(m));
-        weight(&pl, i, arena_printf(a, "h.%d.attn.c_proj.weight", i), d, d, proj_std);
+        /* tensor slicing: c_attn by heads (the columns of q, k and v), c_proj by rows */
+        int64_t dkv = m->kv_heads * (d / m->heads);
+        const int64_t qkv[3] = {d, dkv, dkv}, rows[3] = {d, 0, 0};
+        split(weight(&pl, i, arena_printf(a, "h.%d.attn.c_attn.weight", i), d, md_qkv_width(m), std), 1, qkv);
+        split(bias(&pl, m, i, arena_printf(a, "h.%d.attn.c_attn.bias", i), md_qkv_width(m)), 0, qkv);
+        split(weight(&pl, i, arena_printf(a, "h.%d.attn.c_proj.weight", i), d, d, proj_std), 0, rows);
         bias(&pl, m, i, arena_printf(a, "h.%d.attn.c_proj.bias", i), d);
         norm(&pl, m, i, arena_printf(a, "h.%d.ln_2", i), d);
         int mi = md_moe_index(m, i + 1);

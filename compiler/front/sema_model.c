@@ -265,6 +265,9 @@ static void parallel_keys(build *b) {
     if (t && md->heads > 0 && md->heads % md->parallel.tensor)
         err(b, t, key_loc(t), "parallel.tensor = %d does not divide heads = %" PRId64,
             md->parallel.tensor, md->heads);
+    else if (t && md->heads > 0 && md->kv_heads % md->parallel.tensor)
+        err(b, t, key_loc(t), "parallel.tensor = %d does not divide kv_heads = %" PRId64,
+            md->parallel.tensor, md->kv_heads);
     else if (t && md->ffn % md->parallel.tensor)
         err(b, t, key_loc(t), "parallel.tensor = %d does not divide ffn = %" PRId64,
             md->parallel.tensor, md->ffn);

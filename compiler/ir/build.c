@@ -5,7 +5,11 @@
  *   x = x + ffn(norm2(x)), ffn = dense MLP, or the MoE layer:
  *       gate -> dispatch -> all-to-all -> expert c_fc -> act -> expert c_proj
  *       -> all-to-all -> combine (weights, optional residual mix with the dense MLP)
- * then ln_f, the LM head (tied: x wte^T) and the cross-entropy. A student with a distill block
+ * then ln_f, the LM head (tied: x wte^T) and the cross-entropy.
+ * Tensor slicing over T ranks (parallel.tensor, Megatron's split): c_attn and a dense MLP's
+ * c_fc hold 1/T of the columns (heads, hidden units) behind a TP_COPY of their input, c_proj
+ * 1/T of the rows, and a TP_SUM adds the partial products of the group and the bias; the
+ * attention core runs on H/T heads. Everything else runs whole on every rank of the group. A student with a distill block
  * has its teacher's forward built first, by the same code (names under "teacher.", parameters
  * in the TPARAM buffer, gates in evaluation mode, every node flagged kd), and the KD loss
  * between the two sets of logits before the cross-entropy. Adds are left
@@ -32,6 +36,7 @@ typedef struct bld {
     int kd;
     int stat0;
     const int *loads;       /* [n_moe] the first expert-load entry of each MoE layer */
+    int T;                  /* the tensor-slicing degree (1: none; a teacher runs whole) */
 } bld;
 
 static const char *pfx(bld *b, const char *name) {
@@ -84,15 +89,33 @@ static int norm(bld *b, int x, const char *prefix) {
     return y;
 }
 
+/* a tensor-slicing node of the group (TP_COPY, TP_SUM) writing y of x's width */
+static int tp_node(bld *b, ir_op op, int x, int bias, const char *name, const char *out) {
+    int y = act(b, arena_printf(b->a, "%s.%s", name, out), IR_ROWS_S, b->g->t[x].width);
+    ir_node *n = node(b, op, name, (int[]){x, bias, -2}, (int[]){y, -2});
+    if (n) n->at.tp.degree = b->T;
+    return y;
+}
+
+/* How a linear layer is split over a tensor group: not at all, by columns of W (each rank
+ * computes 1/T of the outputs from the whole input) or by rows (1/T of the input, and the
+ * group sums the partial products). */
+enum { WHOLE, COLS, ROWS };
+
 /* y = x W + b under name ("h.0.attn.c_attn"): parameters NAME.weight and NAME.bias (none for
- * the LM head, nor anywhere with `bias = false`) */
-static int linear(bld *b, int x, const char *name, int64_t n, int bias, int trans_w, const char *wname) {
-    int y = act(b, arena_printf(b->a, "%s.out", name), IR_ROWS_S, n);
+ * the LM head, nor anywhere with `bias = false`); n is the whole layer's width */
+static int linear(bld *b, int x, const char *name, int64_t n, int bias, int trans_w, const char *wname, int split) {
+    if (b->T <= 1) split = WHOLE;
+    if (split == COLS) {
+        x = tp_node(b, IR_TP_COPY, x, -1, arena_printf(b->a, "%s.tp_in", name), "out");
+        n /= b->T;
+    }
+    int y = act(b, arena_printf(b->a, "%s.%s", name, split == ROWS ? "partial" : "out"), IR_ROWS_S, n);
     int w = param(b, wname ? wname : arena_printf(b->a, "%s.weight", name));
     int bi = bias && b->m->bias ? paramf(b, name, "bias") : -1;
-    ir_node *nd = node(b, IR_MATMUL, name, (int[]){x, w, bi, -1, -2}, (int[]){y, -2});
+    ir_node *nd = node(b, IR_MATMUL, name, (int[]){x, w, split == ROWS ? -1 : bi, -1, -2}, (int[]){y, -2});
     if (nd) nd->at.matmul.trans_w = trans_w;
-    return y;
+    return split == ROWS ? tp_node(b, IR_TP_SUM, y, bi, arena_printf(b->a, "%s.tp_sum", name), "out") : y;
 }
 
 static int act_fn(md_activation a) {
@@ -118,9 +141,10 @@ static int64_t fc_width(const md_model *m, int64_t f) { return m->activation == 
 /* The dense MLP under prefix ("h.2.mlp", "h.2.moe.mlp"). */
 static int mlp(bld *b, int x, const char *prefix) {
     int64_t f = b->m->ffn;
-    int h = linear(b, x, arena_printf(b->a, "%s.c_fc", prefix), fc_width(b->m, f), 1, 0, NULL);
-    int a = activation(b, h, f, arena_printf(b->a, "%s.act", prefix), IR_ROWS_S, -1, 0);
-    return linear(b, a, arena_printf(b->a, "%s.c_proj", prefix), b->m->hidden, 1, 0, NULL);
+    int h = linear(b, x, arena_printf(b->a, "%s.c_fc", prefix), fc_width(b->m, f), 1, 0, NULL, COLS);
+    int a = activation(b, h, b->g->t[h].width * f / fc_width(b->m, f), arena_printf(b->a, "%s.act", prefix),
+                       IR_ROWS_S, -1, 0);
+    return linear(b, a, arena_printf(b->a, "%s.c_proj", prefix), b->m->hidden, 1, 0, NULL, ROWS);
 }
 
 static int noise_kind(md_noise n) {
@@ -247,7 +271,7 @@ static int moe_layer(bld *b, int x, int blk, int mi) {
     int coef = -1, dense = -1;
     if (m->moe.residual) {
         dense = mlp(b, x, arena_printf(b->a, "%s.mlp", p));
-        coef = linear(b, x, arena_printf(b->a, "%s.coefficient", p), 2, 1, 0, NULL);
+        coef = linear(b, x, arena_printf(b->a, "%s.coefficient", p), 2, 1, 0, NULL, WHOLE);
     }
     int out = act(b, arena_printf(b->a, "%s.combine.out", p), IR_ROWS_S, d);
     moe_node(b, IR_COMBINE, arena_printf(b->a, "%s.combine", p), (int[]){ye, route, weights, -1, coef, dense, -2},
@@ -261,13 +285,14 @@ static int add(bld *b, int x, int y, const char *name) {
     return o;
 }
 
-/* qkv [S, d + 2 dkv]: q, then k and v of the kv_heads key/value heads (dkv = kv_heads hd) */
+/* qkv [S, d + 2 dkv]: q, then k and v of the kv_heads key/value heads (dkv = kv_heads hd);
+ * under tensor slicing 1/T of each, the heads of this rank */
 static int attention(bld *b, int qkv, int blk, int decode) {
-    int64_t d = b->m->hidden, dkv = b->m->kv_heads * (d / b->m->heads);
+    int64_t T = b->T, d = b->m->hidden / T, dkv = b->m->kv_heads * (b->m->hidden / b->m->heads) / T;
     const char *p = arena_printf(b->a, "h.%d.attn", blk);
-    ir_at_attn at = {b->m->heads, b->m->kv_heads};
+    ir_at_attn at = {b->m->heads / T, b->m->kv_heads / T};
     if (b->m->position == MD_POS_ROPE) {
-        int r = act(b, arena_printf(b->a, "%s.rope.out", p), IR_ROWS_S, md_qkv_width(b->m));
+        int r = act(b, arena_printf(b->a, "%s.rope.out", p), IR_ROWS_S, md_qkv_width(b->m) / T);
         ir_node *n = node(b, IR_ROPE, arena_printf(b->a, "%s.rope", p), (int[]){qkv, b->g->pos, -2}, (int[]){r, -2});
         if (n) n->at.attn = at;
         qkv = r;
@@ -281,7 +306,7 @@ static int attention(bld *b, int qkv, int blk, int decode) {
                  (int[]){y, kc, vc, -2});
         if (n) n->acc[1] = n->acc[2] = 1;   /* appended to */
     } else {
-        int lse = act(b, arena_printf(b->a, "%s.lse", p), IR_ROWS_S, b->m->heads);
+        int lse = act(b, arena_printf(b->a, "%s.lse", p), IR_ROWS_S, at.heads);
         n = node(b, IR_ATTENTION, arena_printf(b->a, "%s.core", p), (int[]){qkv, -2}, (int[]){y, lse, -2});
     }
     if (n) n->at.attn = at;
@@ -339,9 +364,9 @@ static int forward(bld *b, int decode) {
     node(b, IR_EMBED, "embed", (int[]){b->g->tokens, param(b, "wte.weight"), wpe, b->g->pos, -2}, (int[]){x, -2});
     for (int i = 0; i < m->layers; i++) {
         int h = norm(b, x, arena_printf(a, "h.%d.ln_1", i));
-        int qkv = linear(b, h, arena_printf(a, "h.%d.attn.c_attn", i), md_qkv_width(m), 1, 0, NULL);
+        int qkv = linear(b, h, arena_printf(a, "h.%d.attn.c_attn", i), md_qkv_width(m), 1, 0, NULL, COLS);
         int y = attention(b, qkv, i, decode);
-        int p = linear(b, y, arena_printf(a, "h.%d.attn.c_proj", i), dm, 1, 0, NULL);
+        int p = linear(b, y, arena_printf(a, "h.%d.attn.c_proj", i), dm, 1, 0, NULL, ROWS);
         x = add(b, x, p, arena_printf(a, "h.%d.attn.residual", i));
         int h2 = norm(b, x, arena_printf(a, "h.%d.ln_2", i));
         int mi = md_moe_index(m, i + 1);
@@ -350,7 +375,7 @@ static int forward(bld *b, int decode) {
     }
     int hf = norm(b, x, "ln_f");
     int tied = m->tie_embeddings;
-    return linear(b, hf, "lm_head", m->vocab, 0, tied, tied ? "wte.weight" : NULL);
+    return linear(b, hf, "lm_head", m->vocab, 0, tied, tied ? "wte.weight" : NULL, WHOLE);
 }
 
 /* The student's teacher (distill block): its parameters in TPARAM, its forward in evaluation
@@ -368,7 +393,7 @@ static int teacher_forward(bld *sb, int first_stat, const int *loads) {
     t->weight = m->distill.weight;
     t->stop_step = m->distill.stop_step;
     g->teacher = t;
-    bld tb = {g, sb->a, tm, 0, &t->params, "teacher.", 1, first_stat, loads};
+    bld tb = {g, sb->a, tm, 0, &t->params, "teacher.", 1, first_stat, loads, 1};
     if (add_params(&tb, &t->params, MOE_BUF_TPARAM, 0)) return -1;
     if (tm->moe.n_moe && tm->moe.top_k > g->top_k) g->top_k = tm->moe.top_k;
     int zt = forward(&tb, 0);
@@ -392,15 +417,29 @@ static int local_experts(const md_model *m, md_param *params, int np) {
     return ep;
 }
 
+/* Under tensor slicing each rank of a group of T holds 1/T of the split tensors (md_param's
+ * tp_dim) */
+static void local_slices(const md_model *m, md_param *params, int np) {
+    int T = m->parallel.tensor;
+    for (int i = 0; T > 1 && i < np; i++) {
+        md_param *q = &params[i];
+        if (q->tp_dim < 0) continue;
+        q->tp = T;
+        q->shape[q->tp_dim] /= T;
+        q->numel /= T;
+    }
+}
+
 ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int64_t align, ir_build_kind kind) {
     int decode = kind != IR_BUILD_TRAIN;
     md_param *params;
     int np = md_params(m, a, &params);
     if (np < 0) return NULL;
     int ep = local_experts(m, params, np);
+    local_slices(m, params, np);
     ir_graph *g = ir_graph_create(a, m->name, params, np, align);
     if (!g) return NULL;
-    bld b = {g, a, m, 0, &g->params, NULL, 0, MOE_STAT_LAYER(0), NULL};
+    bld b = {g, a, m, 0, &g->params, NULL, 0, MOE_STAT_LAYER(0), NULL, m->parallel.tensor > 1 ? m->parallel.tensor : 1};
     g->diag = d;
     g->loc = m->loc;
     g->decode = decode;
@@ -413,6 +452,7 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     g->context = m->context;
     g->top_k = m->moe.n_moe ? m->moe.top_k : 1;
     g->ep = ep;
+    g->tensor = b.T;
     g->optim = (ir_at_optim){m->train.beta1, m->train.beta2, m->train.eps, m->train.weight_decay, m->train.grad_clip};
     b.loads = g->stat_loads = layer_stats(g, m, MOE_STAT_LAYER(0), &g->n_stats);
     g->n_moe = m->moe.n_moe;

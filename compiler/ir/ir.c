@@ -11,6 +11,7 @@ typedef struct opdef { const char *name, *ins, *outs, *doc; int attr; unsigned f
 #define ATTN IR_AT_ATTN
 #define MOE IR_AT_MOE
 #define A2A IR_AT_A2A
+#define TP IR_AT_TP
 #define OPTIM IR_AT_OPTIM
 #define KD IR_AT_KD
 #define COMM IR_OPF_COMM
@@ -26,6 +27,7 @@ static const opdef op_defs[] = {
 #undef ATTN
 #undef MOE
 #undef A2A
+#undef TP
 #undef OPTIM
 #undef KD
 #undef COMM
@@ -127,15 +129,17 @@ int ir_ptable_layout(arena *a, ir_ptable *t, const md_param *p, int n, int64_t a
     }
     int64_t off = 0;
     t->ngroups = 0;
-    for (int P = 1, next; P > 0; P = next) {    /* the degrees in ascending order */
+    /* the groups in order of their keys: 2 whole, 3 split, 2 P the experts of degree P */
+    for (int key = 2, next; key > 0; key = next) {
         next = 0;
         if (t->ngroups == IR_MAX_DEGREES) return -1;
-        t->degree[t->ngroups] = P;
+        t->degree[t->ngroups] = key / 2;
+        t->sliced[t->ngroups] = key & 1;
         t->group_off[t->ngroups++] = off;
         for (int i = 0; i < n; i++) {
-            int d = ir_param_degree(&p[i]);
-            if (d > P && (!next || d < next)) next = d;
-            if (d != P) continue;
+            int d = 2 * ir_param_degree(&p[i]) + (p[i].tp > 1);
+            if (d > key && (!next || d < next)) next = d;
+            if (d != key) continue;
             t->offset[i] = off;
             t->tensor[i] = -1;
             off += align_up(p[i].numel * 4, align);
@@ -246,6 +250,7 @@ static void print_attr(const ir_node *n, FILE *out) {
         fprintf(out, " {layer=%d ep=%d %s%s}", n->at.a2a.layer, n->at.a2a.degree,
                 n->at.a2a.to_experts ? "to experts" : "to tokens", n->at.a2a.backward ? " bwd" : "");
         break;
+    case IR_AT_TP: fprintf(out, " {tensor=%d}", n->at.tp.degree); break;
     case IR_AT_KD: fprintf(out, " {tau=%g weight=%g}", n->at.kd.tau, n->at.kd.weight); break;
     default: break;
     }

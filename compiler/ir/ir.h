@@ -22,7 +22,7 @@ struct arena;
 struct diag_ctx;
 
 enum { IR_OPF_COMM = 1, IR_OPF_LOSS = 2 };     /* ops.def FLAGS */
-enum { IR_AT_NONE, IR_AT_MATMUL, IR_AT_ACT, IR_AT_ATTN, IR_AT_MOE, IR_AT_A2A, IR_AT_OPTIM, IR_AT_KD };
+enum { IR_AT_NONE, IR_AT_MATMUL, IR_AT_ACT, IR_AT_ATTN, IR_AT_MOE, IR_AT_A2A, IR_AT_TP, IR_AT_OPTIM, IR_AT_KD };
 #define IR_MAX_IO 8
 
 typedef enum {
@@ -99,6 +99,8 @@ typedef struct ir_at_moe {
 /* an all-to-all of MoE layer `layer` over its expert-parallel group of `degree` ranks, from the
  * tokens' side to the experts' (to_experts) or back; backward: made by autodiff */
 typedef struct ir_at_a2a { int layer, experts, degree, backward, to_experts; } ir_at_a2a;
+/* a sum or copy over the tensor group of `degree` ranks (parallel.tensor) */
+typedef struct ir_at_tp { int degree; } ir_at_tp;
 typedef struct ir_at_optim { double beta1, beta2, eps, weight_decay, grad_clip; } ir_at_optim;
 typedef struct ir_at_kd { double tau, weight; } ir_at_kd;         /* distill block */
 
@@ -115,6 +117,7 @@ typedef struct ir_node {
         ir_at_attn attn;
         ir_at_moe moe;
         ir_at_a2a a2a;
+        ir_at_tp tp;
         ir_at_optim optim;
         ir_at_kd kd;
     } at;
@@ -135,12 +138,14 @@ typedef struct ir_caps {
     unsigned dtypes;        /* 1 << moe_dtype of each compute type it supports */
     int expert_parallel;    /* it spreads experts over ranks (else every rank holds them all) */
     int int8_decode;        /* its decode program reads int8 expert weights when they are loaded */
+    int tensor_parallel;    /* it splits layers over tensor groups (parallel.tensor) */
 } ir_caps;
 
 /* A parameter table laid out in one buffer: each tensor at an aligned byte offset, grouped
- * by how their gradients are reduced over the ranks: the dense tensors (and the experts of
- * layers without expert parallelism) first, then the expert tensors of each degree P in
- * ascending order, each group one range of the buffer. */
+ * by how their gradients are reduced over the ranks and how their norm adds up: the dense
+ * tensors held whole (and the experts of layers without expert parallelism) first, then the
+ * tensors split over tensor groups, then the expert tensors of each degree P in ascending
+ * order, each group one range of the buffer. */
 #define IR_MAX_DEGREES 8
 typedef struct ir_ptable {
     const md_param *p;
@@ -148,6 +153,7 @@ typedef struct ir_ptable {
     int64_t bytes;          /* the buffer (each tensor aligned) */
     int ngroups;            /* >= 1 */
     int degree[IR_MAX_DEGREES];             /* each group's expert-parallel degree (1: dense) */
+    int sliced[IR_MAX_DEGREES];             /* the group's tensors are split over tensor groups */
     int64_t group_off[IR_MAX_DEGREES + 1];  /* its range of bytes: [group_off[i], group_off[i + 1]) */
     int64_t *offset;        /* [n] byte offsets */
     int *tensor;            /* [n] tensor id of each parameter */
@@ -187,6 +193,7 @@ typedef struct ir_graph {
     int64_t context;                 /* for the CTX row count */
     int top_k;                       /* routed rows per token (max over MoE layers) */
     int ep;                          /* the largest expert-parallel degree (1: none) */
+    int tensor;                      /* the tensor-slicing degree (1: none) */
     int64_t recv_rows;               /* the most rows an expert-parallel rank receives in a layer */
     int decode;                      /* a single-token KV-cache graph */
     int q8;                          /* decode: its expert GEMMs read the int8 weights (QPARAM) when loaded */

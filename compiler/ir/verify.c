@@ -102,6 +102,13 @@ static void check_shapes(vctx *v, int node) {
         if (T[n->in[0]].width != T[n->in[1]].width || T[n->in[0]].width != T[n->out[0]].width)
             fail(v, node, "a, b and y differ in width");
         break;
+    case IR_TP_COPY:
+    case IR_TP_SUM:
+        for (int j = 0; j < n->n_in; j++)
+            if (n->in[j] >= 0 && T[n->in[j]].width != T[n->out[0]].width)
+                fail(v, node, "%s is not as wide as y", ir_op_info(n->op)->in[j].name);
+        if (n->at.tp.degree < 2) fail(v, node, "a tensor group of %d ranks", n->at.tp.degree);
+        break;
     case IR_GATE: case IR_EXPERT_MM: case IR_EXPERT_MM_BWD: case IR_ACT: case IR_ACT_BWD: case IR_ALLTOALL: {
         int s = ir_slot_index(n->op, 0, "counts"), c = s >= 0 ? n->in[s] : -1;
         if (n->op == IR_GATE) c = n->out[ir_slot_index(IR_GATE, 1, "counts")];

@@ -2,9 +2,10 @@
  *
  * An all-to-all over an expert-parallel group of one rank (parallel.expert = 1 for
  * that layer: every rank holds all experts) exchanges nothing, in any number of
- * processes. Its output is renamed to its input everywhere, forward and backward, so
- * the step stays in the schedule (as an in-place identity) but costs no copy and no
- * memory. Runs after autodiff, before planning.
+ * processes, and the forward of a tensor group's input (TP_COPY) is the input itself. Its
+ * output is renamed to its input everywhere, forward and backward, so the step stays in
+ * the schedule (as an in-place identity) but costs no copy and no memory. Runs after
+ * autodiff (which gave the renamed tensor's gradient its own tensor), before planning.
  */
 #include "passes.h"
 
@@ -19,7 +20,8 @@ static void replace_tensor(ir_graph *g, int from, int to) {
 int pass_comm(ir_graph *g) {
     for (int i = 0; i < g->nn; i++) {
         ir_node *n = &g->n[i];
-        if (n->dead || n->op != IR_ALLTOALL || n->at.a2a.degree != 1) continue;
+        int identity = (n->op == IR_ALLTOALL && n->at.a2a.degree == 1) || (n->op == IR_TP_COPY && n->phase == IR_PHASE_FWD);
+        if (n->dead || !identity) continue;
         int in = n->in[0], out = n->out[0];
         if (in < 0 || out < 0 || in == out) continue;
         replace_tensor(g, out, in);

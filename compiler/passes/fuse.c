@@ -1,6 +1,6 @@
 /* fuse.c - folds residual adds into the op that produces the added value.
  *
- * Pattern: y = P(...); z = ADD(x, y) where P is MATMUL or COMBINE, y has no other
+ * Pattern: y = P(...); z = ADD(x, y) where P is MATMUL, COMBINE or TP_SUM, y has no other
  * consumer and P's residual input `res` is free  =>  z = P(..., res = x). The matmul then
  * starts from x (beta = 1) and the combine writes x + mix(...) in its single pass, so
  * the residual stream is read and written once per sub-layer instead of three times.
@@ -27,7 +27,7 @@ int pass_fuse(ir_graph *g) {
             int p = producer[y];
             if (p < 0 || uses[y] != 1) continue;
             ir_node *pn = &g->n[p];
-            if (pn->op != IR_MATMUL && pn->op != IR_COMBINE) continue;
+            if (pn->op != IR_MATMUL && pn->op != IR_COMBINE && pn->op != IR_TP_SUM) continue;
             int res = ir_slot_index(pn->op, 0, "res");
             if (pn->in[res] >= 0) continue;
             pn->in[res] = x;

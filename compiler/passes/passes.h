@@ -4,13 +4,13 @@
 #define MOE_PASSES_H
 #include "ir.h"
 
-/* Folds ADD(x, MATMUL(..)) and ADD(x, COMBINE(..)) into the producer's residual input. */
+/* Folds ADD(x, MATMUL(..)), ADD(x, COMBINE(..)) and ADD(x, TP_SUM(..)) into the producer's residual input. */
 int pass_fuse(ir_graph *g);
 /* Appends the backward nodes, derived from the forward nodes by per-op gradient rules. */
 int pass_autodiff(ir_graph *g);
 /* Appends gradient all-reduce, global-norm clipping and the AdamW update. */
 int pass_optimizer(ir_graph *g);
-/* All-to-alls over one-rank expert groups become in-place identities (no copy). */
+/* All-to-alls over one-rank expert groups and the forward TP_COPYs become in-place identities (no copy). */
 int pass_comm(ir_graph *g);
 /* Liveness over the node order, then byte offsets per buffer class: g->buf_bytes. */
 int pass_plan(ir_graph *g);

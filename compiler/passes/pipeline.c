@@ -13,10 +13,11 @@ static diag_loc loc_of(md_loc where, md_loc model) {
 /* Settings the language accepts that this compiler cannot honour on the target, and gate
  * options written where they have no effect. */
 static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) {
-    if (m->parallel.tensor > 1) {
-        diag_error(d, loc_of(m->where.tensor, m->loc), "parallel.tensor = %d: tensor slicing is not implemented yet",
-                   m->parallel.tensor);
-        diag_hint(d, "set parallel.tensor = 1 (or remove it) to build this model");
+    if (m->parallel.tensor > 1 && !caps->tensor_parallel) {
+        diag_error(d, loc_of(m->where.tensor, m->loc),
+                   "parallel.tensor = %d: the %s target has no tensor slicing yet (its sums need NCCL)",
+                   m->parallel.tensor, caps->target);
+        diag_hint(d, "build for --target cpu, or set parallel.tensor = 1");
     }
     if (m->parallel.expert_slicing > 1) {
         diag_error(d, loc_of(m->where.expert_slicing, m->loc),

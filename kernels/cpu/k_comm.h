@@ -14,19 +14,45 @@
 #include "k_optim.h" /* k_scale, k_sumsq */
 #include "moe_program.h"
 
-/* buf = the mean of buf over all ranks */
+/* buf = the mean of buf over the data-parallel group (all ranks without tensor slicing; the
+ * ranks of a tensor group hold the same replicated gradients, and each its own split ones) */
 static inline void k_allreduce_mean(const moe_comm *comm, float *buf /* [n] */, long n) {
-    if (!comm || comm->world <= 1) return;
-    comm->allreduce_f32(comm, buf, n);
-    k_scale(buf, 1.0f / (float)comm->world, n);
+    if (!comm || moe_comm_data_size(comm) <= 1) return;
+    comm->group_sum(comm, MOE_GROUP_DATA, 1, buf, n, 0);
+    k_scale(buf, 1.0f / (float)moe_comm_data_size(comm), n);
 }
 
 /* Gradients of the experts of degree P: the sum over the ranks that hold the same experts,
- * over all ranks (each rank's expert gradients already sum its group's tokens) */
+ * over the data-parallel group (each rank's expert gradients already sum its group's tokens) */
 static inline void k_allreduce_experts(const moe_comm *comm, int P, float *buf /* [n] */, long n) {
-    if (!comm || comm->world <= 1) return;
+    if (!comm || moe_comm_data_size(comm) <= 1) return;
     comm->group_sum(comm, MOE_GROUP_EXPERT_DATA, P, buf, n, 0);
-    k_scale(buf, 1.0f / (float)comm->world, n);
+    k_scale(buf, 1.0f / (float)moe_comm_data_size(comm), n);
+}
+
+/* y [S, width] (acc: +=) = res + b + the sum of x over the tensor group of T ranks: the whole
+ * output of a layer split by rows. The parts are gathered and summed in rank order, so every
+ * rank of the group gets the same bits whatever MPI's reduction order (the gates after the
+ * layer must route alike on every rank of the group). */
+static inline void k_tp_sum(const moe_comm *comm, int T, float *y, const float *x, const float *b, const float *res,
+                            long S, long width, int acc) {
+    long n = S * width;
+    float *all = comm && comm->tensor > 1 ? malloc(sizeof(float) * (size_t)n * (size_t)T) : NULL;
+    if (all) comm->allgather_f32(comm, MOE_GROUP_TENSOR, T, x, all, n);
+    else if (comm && comm->tensor > 1) abort();
+    int parts = all ? T : 1;
+    const float *src = all ? all : x;
+#pragma omp parallel for schedule(static) if (n * parts >= K_OMP_MIN_WORK)
+    for (long r = 0; r < S; r++)
+        for (long j = 0; j < width; j++) {
+            long i = r * width + j;
+            float s = src[i];
+            for (int q = 1; q < parts; q++) s += src[(long)q * n + i];
+            if (b) s += b[j];
+            if (res) s += res[i];
+            y[i] = acc ? y[i] + s : s;
+        }
+    free(all);
 }
 
 /* The received layout of this rank's L experts (moe_abi.h) from the counts of every rank of
@@ -76,12 +102,12 @@ static inline void k_a2a_rows(const moe_comm *comm, float *y, const float *x, co
 }
 
 /* The global gradient norm in parts: norm_clip[0] (= if first) += the squares of g, summed
- * over the expert group of degree P for expert gradients (each rank holds other experts);
- * then k_grad_clip (k_optim.h) */
-static inline void k_grad_sumsq(double *norm_clip /* [2] */, const moe_comm *comm, int P, const float *g /* [n] */,
-                                long n, int first) {
+ * over `group` of degree P > 1 where each of its ranks holds other parameters (the expert
+ * group for experts, the tensor group for split tensors); then k_grad_clip (k_optim.h) */
+static inline void k_grad_sumsq(double *norm_clip /* [2] */, const moe_comm *comm, int group, int P,
+                                const float *g /* [n] */, long n, int first) {
     double s = k_sumsq(g, n);
-    if (P > 1 && comm) comm->group_sum(comm, MOE_GROUP_EXPERT, P, &s, 1, 1);
+    if (P > 1 && comm) comm->group_sum(comm, group, P, &s, 1, 1);
     norm_clip[0] = first ? s : norm_clip[0] + s;
 }
 #endif

@@ -71,10 +71,26 @@ static inline void k_matmul_fwd(float *y /* [M,N] */, const float *x /* [M,K] */
                 transW ? K : N, b ? 1.0f : 0.0f, y, N);
 }
 
+/* db [N] += the column sums of dy [M,N], summed in double over fixed column chunks with the rows
+ * in order, so db is bitwise the same for any thread count */
+static inline void k_bias_grad(float *db /* [N] */, const float *dy /* [M,N] */, int M, int N) {
+    int nchunk = (N + K_MATMUL_COLS - 1) / K_MATMUL_COLS;
+#pragma omp parallel for schedule(static) if ((long)M * N >= K_OMP_MIN_WORK)
+    for (int c = 0; c < nchunk; c++) {
+        int j0 = c * K_MATMUL_COLS, j1 = j0 + K_MATMUL_COLS < N ? j0 + K_MATMUL_COLS : N;
+        double a[K_MATMUL_COLS] = {0}; /* double partial sums: M may be many thousand tokens */
+        for (int i = 0; i < M; i++) {
+            const float *r = dy + (long)i * N + j0;
+#pragma omp simd
+            for (int j = 0; j < j1 - j0; j++) a[j] += r[j];
+        }
+        for (int j = 0; j < j1 - j0; j++) db[j0 + j] += (float)a[j];
+    }
+}
+
 /* Backward of k_matmul_fwd. dx [M,K] = dy W^T (acc: 0 overwrite, 1 add); dW (+=) x^T dy, in W's
- * own layout ([K,N], or [N,K] when transW); db [N] (+=) column sums of dy (summed in double). Any of dx, dW, db may
- * be NULL to skip it. The column sums run over fixed column chunks with the rows in order, so
- * db is bitwise the same for any thread count. */
+ * own layout ([K,N], or [N,K] when transW); db [N] (+=) column sums of dy (k_bias_grad). Any of dx, dW, db may
+ * be NULL to skip it. */
 static inline void k_matmul_bwd(float *dx /* [M,K] */, float *dW /* [K,N] or [N,K] */, float *db /* [N] */,
                                 const float *dy /* [M,N] */, const float *x /* [M,K] */,
                                 const float *W /* [K,N] or [N,K] */, int M, int K, int N, int transW, int acc) {
@@ -93,19 +109,6 @@ static inline void k_matmul_bwd(float *dx /* [M,K] */, float *dW /* [K,N] or [N,
         else /* dW [K,N] += x^T dy */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, x, K, dy, N, 1.0f, dW, N);
     }
-    if (db) {
-        int nchunk = (N + K_MATMUL_COLS - 1) / K_MATMUL_COLS;
-#pragma omp parallel for schedule(static) if ((long)M * N >= K_OMP_MIN_WORK)
-        for (int c = 0; c < nchunk; c++) {
-            int j0 = c * K_MATMUL_COLS, j1 = j0 + K_MATMUL_COLS < N ? j0 + K_MATMUL_COLS : N;
-            double a[K_MATMUL_COLS] = {0}; /* double partial sums: M may be many thousand tokens */
-            for (int i = 0; i < M; i++) {
-                const float *r = dy + (long)i * N + j0;
-#pragma omp simd
-                for (int j = 0; j < j1 - j0; j++) a[j] += r[j];
-            }
-            for (int j = 0; j < j1 - j0; j++) db[j0 + j] += (float)a[j];
-        }
-    }
+    if (db) k_bias_grad(db, dy, M, N);
 }
 #endif

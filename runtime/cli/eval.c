@@ -1,7 +1,8 @@
 /* eval.c - `eval` (mean losses over consecutive windows) and `grad` (gradient of the
- * training loss on the first batch, written as safetensors). With R processes, rank r
- * evaluates batches r, r + R, ... and rank 0 prints the means over all of them; `grad` takes
- * the first R batches, one per rank, and rank 0 writes the gradient of their mean loss.
+ * training loss on the first batch, written as safetensors). With R data-parallel ranks (the
+ * processes, or their tensor groups), data rank r evaluates batches r, r + R, ... and rank 0
+ * prints the means over all of them; `grad` takes the first R batches, one per data rank, and
+ * rank 0 writes the gradient of their mean loss.
  * With --teacher (a student) the teacher runs beside it: eval adds kd_loss, grad's loss has
  * the KD term. */
 #include "cli.h"
@@ -107,22 +108,23 @@ int cli_grad(int argc, char **argv) {
     if (r) { teardown(&o); return r < 0 ? MOE_EXIT_OK : r; }
     moe_rt *rt = o.rt;
     const moe_comm *w = rt->ctx.comm;
-    if (moe_data_windows(o.data, o.T) < (int64_t)o.B * w->world) {
-        cli_fail("%s: %lld tokens do not fill %d batches of %d x %d (+1 target), one per process",
-                 moe_data_name(o.data), (long long)moe_data_tokens(o.data), w->world, o.B, o.T);
+    int R = moe_comm_data_size(w);      /* a batch per data-parallel rank */
+    if (moe_data_windows(o.data, o.T) < (int64_t)o.B * R) {
+        cli_fail("%s: %lld tokens do not fill %d batches of %d x %d (+1 target), one per data-parallel rank",
+                 moe_data_name(o.data), (long long)moe_data_tokens(o.data), R, o.B, o.T);
         teardown(&o);
         return MOE_EXIT_FAIL;
     }
     rt->ctx.mode = MOE_MODE_GRAD;
-    rt->ctx.loss_scale = 1.0f / (float)w->world;   /* the sum over the ranks is then the mean */
-    moe_data_window_batch(o.data, (int64_t)w->rank * o.B, o.B, o.T, rt->tokens, rt->targets);
+    rt->ctx.loss_scale = 1.0f / (float)R;   /* the sum over the ranks is then the mean */
+    moe_data_window_batch(o.data, (int64_t)moe_comm_data_rank(w) * o.B, o.B, o.T, rt->tokens, rt->targets);
     moe_rt_upload_batch(rt);
     moe_rt_zero_grads(rt);
     moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
     moe_rt_grads_sum(rt);
     char err[1024];
     int rc = 0;
-    if ((w->rank == 0 || rt->prog->par_expert > 1) && moe_ckpt_save_grads(rt, moe_arg(f, nf, "--out"), err, sizeof err)) {
+    if ((w->rank == 0 || cli_save_together(rt->prog)) && moe_ckpt_save_grads(rt, moe_arg(f, nf, "--out"), err, sizeof err)) {
         cli_fail("%s", err);
         rc = 1;
     }

@@ -117,15 +117,16 @@ int cli_eval_windows(moe_rt *rt, const moe_data *data, int64_t first, int64_t nb
     int mode = rt->ctx.mode;
     rt->ctx.mode = MOE_MODE_EVAL;
     moe_rt_stats_clear(rt);
-    const moe_comm *w = rt->ctx.comm;   /* with R ranks, rank r takes batches r, r + R, ... */
+    const moe_comm *w = rt->ctx.comm;   /* with R data-parallel ranks, data rank r takes batches r, r + R, ... */
     int show = nb >= 20 && isatty(2) && w->rank == 0;   /* a long evaluation shows its progress on a terminal */
+    int r = moe_comm_data_rank(w), R = moe_comm_data_size(w);
     /* Under expert parallelism every forward is a collective of the expert group: a rank
      * without a batch in the last round runs one anyway (batch `first`), and its figures are
      * put back as they were before it */
-    int fill = rt->prog->par_expert > 1 && w->world > 1;
+    int fill = rt->prog->par_expert > 1 && R > 1;
     double *kept = fill ? malloc(sizeof(double) * (size_t)rt->prog->n_stats) : NULL;
     if (fill && !kept) { cli_fail("out of memory"); return -1; }
-    for (int64_t b = first + w->rank; b < first + nb || (fill && b - w->rank < first + nb); b += w->world) {
+    for (int64_t b = first + r; b < first + nb || (fill && b - r < first + nb); b += R) {
         int real = b < first + nb;
         moe_data_window_batch(data, (real ? b : first) * B, B, T, rt->tokens, rt->targets);
         moe_rt_upload_batch(rt);
@@ -364,6 +365,13 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
                  p->par_expert, p->par_expert);
         return MOE_EXIT_USAGE;
     }
+    if (n <= 1 && p->par_tensor > 1 && strcmp(cmd, "info")) {
+        cli_fail("model %s is laid out for tensor slicing (parallel.tensor = %d): each process holds a slice of the "
+                 "attention and MLP layers, so it runs under mpirun on a multiple of %d processes. For one process, "
+                 "build the model with parallel.tensor = 1: checkpoints hold whole tensors and load in either",
+                 p->model, p->par_tensor, p->par_tensor);
+        return MOE_EXIT_USAGE;
+    }
     if (n <= 1) return 0;
     if (strcmp(cmd, "train") && strcmp(cmd, "eval") && strcmp(cmd, "grad")) {
         cli_fail("started as one of %d processes (%s), but %s runs in one process (train, eval and grad run on "
@@ -376,7 +384,14 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
         cli_fail("started as one of %d processes (%s), but %s", n, var, err);
         return MOE_EXIT_FAIL;
     }
-    moe_comm_set_alltoall(p->par_alltoall, p->par_ranks_per_node);
+    int T = p->par_tensor > 1 ? p->par_tensor : 1;
+    if (w->world % T) {
+        if (w->rank == 0)
+            cli_fail("model %s splits its layers over tensor groups of %d processes (parallel.tensor), which do not "
+                     "divide the %d started: start a multiple of %d", p->model, T, w->world, T);
+        return MOE_EXIT_FAIL;
+    }
+    moe_comm_set_layout(T, p->par_alltoall, p->par_ranks_per_node);
     /* the same model and plan everywhere: several hosts may hold different builds */
     if (!same_everywhere(util_hash_str(moe_model_text) ^ util_hash_str(p->model) ^ util_hash_str(p->target) ^
                          (uint64_t)p->buf_bytes[MOE_BUF_PARAM] ^ (uint64_t)p->train.act_bytes << 20)) {
@@ -384,17 +399,25 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
                  p->model, p->source);
         return MOE_EXIT_FAIL;
     }
-    for (int i = 0; i < p->n_params; i++) {     /* each expert group of P ranks holds every expert once */
+    int R = w->world / T;       /* data-parallel ranks */
+    for (int i = 0; i < p->n_params; i++) {     /* each expert group of P data ranks holds every expert once */
         const moe_param_info *q = &p->params[i];
         int P = moe_param_degree(q);
-        if (w->world % P == 0) continue;
-        if (w->rank == 0)
+        if (R % P == 0) continue;
+        if (w->rank == 0 && T > 1)
+            cli_fail("model %s spreads the experts of %s over %d data-parallel ranks (parallel.expert), which do not "
+                     "divide the %d of %d processes in tensor groups of %d: start a multiple of %d", p->model, q->name,
+                     P, R, w->world, T, P * T);
+        else if (w->rank == 0)
             cli_fail("model %s spreads the experts of %s over %d processes (parallel.expert), which do not divide "
                      "the %d started: start a multiple of %d", p->model, q->name, P, w->world, P);
         return MOE_EXIT_FAIL;
     }
-    if (p->par_data > 0 && p->par_data != w->world) {
-        if (w->rank == 0)
+    if (p->par_data > 0 && p->par_data != R) {
+        if (w->rank == 0 && T > 1)
+            cli_fail("model %s asks for parallel.data = %d x tensor %d = %d processes, but %d were started", p->model,
+                     p->par_data, T, p->par_data * T, w->world);
+        else if (w->rank == 0)
             cli_fail("model %s asks for parallel.data = %d processes, but %d were started", p->model, p->par_data,
                      w->world);
         return MOE_EXIT_FAIL;

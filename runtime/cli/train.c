@@ -5,9 +5,9 @@
  * repeats exactly the losses of an uninterrupted run (same thread count).
  * Ctrl-C ends the run after the current step, with a checkpoint when there is a --checkpoint
  * directory (exit 130); a second Ctrl-C stops at once.
- * With R processes (mpirun), rank r trains on micro-batches u R + r of the step's draw, so R
- * ranks of batch B see what one process of batch R B sees; the generated step averages the
- * gradients. Rank 0 alone prepares the checkpoint directory, writes checkpoints, the log and
+ * With R data-parallel ranks (mpirun: the processes, or the tensor groups of parallel.tensor
+ * ranks), data rank r trains on micro-batches u R + r of the step's draw, so R ranks of batch B
+ * see what one process of batch R B sees; the generated step averages the gradients. Rank 0 alone prepares the checkpoint directory, writes checkpoints, the log and
  * the console; the ranks agree after every step, so a failure or an interrupt on any of them
  * stops all of them at the same step.
  * A student (a model with a distill block) runs its teacher's forward and the KD loss on steps
@@ -199,7 +199,7 @@ int cli_train(int argc, char **argv) {
     }
     int64_t kd_until = !tc ? 0 : tc->stop_step < 0 ? INT64_MAX : tc->stop_step;   /* the last step with KD */
     const moe_comm *w = moe_comm_world();
-    int lead = w->rank == 0, R = w->world;
+    int lead = w->rank == 0, R = moe_comm_data_size(w);
     char resume_path[4096];
     int64_t resume_step = -1;
     int resume = moe_arg(f, nf, "--resume") != NULL;
@@ -262,17 +262,18 @@ int cli_train(int argc, char **argv) {
         .eval_data = held ? moe_data_name(held) : NULL, .data_tokens = moe_data_tokens(data),
         .resumed_from = start > 0 ? start : -1, .steps = steps, .batch = B, .context = T, .accumulate = p->accumulate,
         .eval_every = eval_every, .eval_batches = eval_batches, .checkpoint_every = p->checkpoint_every,
-        .processes = R, .threads = omp_get_max_threads(), .seed = (uint64_t)seed,
+        .processes = w->world, .threads = omp_get_max_threads(), .seed = (uint64_t)seed,
         .schedule = cli_sched_name(sched.kind), .lr = sched.lr, .min_lr = sched.min_lr, .warmup = sched.warmup,
         .steps_total = sched.steps, .overrides = overrides[0] ? overrides : NULL};
     rc = cli_agree(rc);     /* a rank that could not start stops them all */
     if (!rc && lead) {
-        char procs[96] = "";
-        if (R > 1 && p->par_expert > 1)
-            snprintf(procs, sizeof procs, "%d processes (data-parallel, experts over groups of up to %d) x ", R,
+        char procs[160] = "", dp[64] = "data-parallel";
+        if (p->par_tensor > 1) snprintf(dp, sizeof dp, "%d data-parallel x tensor groups of %d", R, p->par_tensor);
+        if (w->world > 1 && p->par_expert > 1)
+            snprintf(procs, sizeof procs, "%d processes (%s, experts over groups of up to %d) x ", w->world, dp,
                      p->par_expert);
-        else if (R > 1)
-            snprintf(procs, sizeof procs, "%d processes (data-parallel) x ", R);
+        else if (w->world > 1)
+            snprintf(procs, sizeof procs, "%d processes (%s) x ", w->world, dp);
         fprintf(stderr, "train %s on %s: %s, %lld tokens%s; %lld steps of %d x %d x %lld tokens; lr %g (%s to %g over %lld "
                 "steps, warmup %lld); %s%d thread%s%s%s\n", p->model, run.device, run.data, (long long)run.data_tokens,
                 moe_arg(f, nf, "--data") ? "" : " (the built-in corpus: no --data given)", steps, B * R, T,
@@ -320,7 +321,7 @@ int cli_train(int argc, char **argv) {
                 (long long)step, (long long)(step + 1));
         c->mode = MOE_MODE_TRAIN;
         for (int u = 0; u < p->accumulate; u++) {
-            int mu = u * R + w->rank;      /* the micro-batch of the step's draw (R B per micro-step) */
+            int mu = u * R + moe_comm_data_rank(w);    /* the micro-batch of the step's draw (R B per micro-step) */
             c->rng = moe_rng_micro((uint64_t)seed, (uint64_t)step, (uint64_t)mu);
             moe_data_train_batch(data, (uint64_t)seed, step, mu, B, T, rt->tokens, rt->targets);
             moe_rt_upload_batch(rt);
@@ -372,12 +373,12 @@ int cli_train(int argc, char **argv) {
         if (m.eval_loss == m.eval_loss && lead)
             say("step %lld: eval loss %.4f (%s)", (long long)(step + 1), m.eval_loss, held ? "held out" : "training data");
         int due = dir && ((p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0) || step + 1 == steps);
-        if (R > 1) {    /* the ranks agree on an interrupt before the save */
+        if (w->world > 1) {    /* the ranks agree on an interrupt before the save */
             double v = interrupts > 0;
             w->allreduce_f64(w, &v, 1);
             if (v > 0 && !interrupts) interrupts = 1;
         }
-        if (!rc && (lead || p->par_expert > 1) && (due || (dir && interrupts)))   /* the ranks send their experts */
+        if (!rc && (lead || cli_save_together(p)) && (due || (dir && interrupts)))
             rc = save(rt, dir, step + 1, (uint64_t)seed) ? MOE_EXIT_FAIL : 0;
         rc = cli_agree(rc);
         if (!rc && interrupts && step + 1 < steps) {

@@ -35,6 +35,7 @@ build $small --model nope -o $out/x
 build tests/front/bad/unknown_key_moe.moe -o $out/x
 build tests/compiler/bad/unimplemented.moe --model unimplemented -o $out/x
 build tests/compiler/bad/unimplemented.moe --model warned --emit ir
+build tests/compiler/bad/unimplemented.moe --model sliced --target cuda -o $out/x
 build tests/compiler/bad/unimplemented.moe --model ineffective --emit ir
 tune $small --budget 0
 tune $small --budget soon

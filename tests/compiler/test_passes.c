@@ -194,7 +194,7 @@ static void check_verify(arena *a) {
     }
 }
 
-/* ---- settings the CPU target cannot honour ---- */
+/* ---- settings a target cannot honour ---- */
 static void check_settings(arena *a) {
     md_model m = tiny(a, 1, 1, 0, MD_ACT_GELU, MD_NORM_LAYERNORM, MD_POS_LEARNED);
     m.parallel.tensor = 2;
@@ -202,12 +202,19 @@ static void check_settings(arena *a) {
     m.parallel.expert_slicing = 2;
     diag_ctx *d = diag_create(0);
     pl_result r;
-    CHECK(run(a, d, &m, &r, NULL) != 0 && diag_count(d) == 2, "tensor and expert slicing must be refused");
+    CHECK(run(a, d, &m, &r, NULL) != 0 && diag_count(d) == 1, "expert slicing must be refused, tensor slicing not");
     char *text = printed(d);
-    CHECK(text && strstr(text, "t.moe:7:16: error: parallel.tensor = 2: tensor slicing is not implemented yet"),
-          "tensor slicing message: %s", text ? text : "");
     CHECK(text && strstr(text, "t.moe:1:1: error: parallel.expert_slicing = 2: expert slicing is not implemented yet"),
           "expert slicing message (at the model when the key has no location): %s", text ? text : "");
+    free(text);
+    diag_destroy(d);
+    m.parallel.expert_slicing = 1;      /* the cuda target has no tensor slicing */
+    d = diag_create(0);
+    pl_options cuda = {.caps = &cg_target_find("cuda")->caps, .opt_level = 3};
+    CHECK(pl_run(a, d, &m, &cuda, &r) != 0 && diag_count(d) == 1, "the cuda target must refuse tensor slicing");
+    text = printed(d);
+    CHECK(text && strstr(text, "t.moe:7:16: error: parallel.tensor = 2: the cuda target has no tensor slicing yet"),
+          "tensor slicing message: %s", text ? text : "");
     free(text);
     diag_destroy(d);
 

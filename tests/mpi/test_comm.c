@@ -5,7 +5,9 @@
  *   hierarchical:  G - 1 messages of N row counts, G - 1 of rows within the node (the rows for
  *                  every rank (m, j), j != l), N - 1 between the nodes (the rows the node's
  *                  ranks send rank (m, l), m != n);
- * and the sums over the groups of degree 2 are over the right ranks. */
+ * and the sums over the groups of degree 2 are over the right ranks; then, with tensor groups of
+ * 2 ranks ({0,1}, {2,3}: data-parallel groups {0,2}, {1,3}), the data, tensor and expert groups
+ * and the all-gather over a tensor group. */
 #include "rt.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,7 @@ int main(int argc, char **argv) {
     enum { P = 4, G = 2, N = P / G };
     int n = me / G, l = me % G;
     for (int hier = 0; hier <= 1; hier++) {
-        moe_comm_set_alltoall(hier ? MOE_A2A_HIERARCHICAL : MOE_A2A_FLAT, G);
+        moe_comm_set_layout(1, hier ? MOE_A2A_HIERARCHICAL : MOE_A2A_FLAT, G);
         /* send: the rows for rank q in two blocks, ranks in reverse order in the buffer;
          * receive: one block per sender, senders in reverse order */
         int64_t sblk[P][2][2], rblk[P][1][2], at = 0;
@@ -82,6 +84,24 @@ int main(int argc, char **argv) {
     if (me % 2 == 0)
         CHECK(all[0] == me && all[1] == me + 0.5f && all[2] == me + 1 && all[3] == me + 1.5f, "gather %g %g %g %g",
               all[0], all[1], all[2], all[3]);
+    moe_comm_set_layout(2, MOE_A2A_FLAT, 0);
+    CHECK(c->tensor == 2 && moe_comm_data_rank(c) == me / 2 && moe_comm_data_size(c) == 2 &&
+          moe_comm_tensor_rank(c) == me % 2, "the layout of tensor groups of 2");
+    float s[4] = {(float)(1 << me), (float)(1 << me), (float)(1 << me), (float)(1 << me)};
+    c->group_sum(c, MOE_GROUP_TENSOR, 2, &s[0], 1, 0);
+    c->group_sum(c, MOE_GROUP_DATA, 1, &s[1], 1, 0);
+    c->group_sum(c, MOE_GROUP_EXPERT, 2, &s[2], 1, 0);       /* the data ranks of one block */
+    c->group_sum(c, MOE_GROUP_EXPERT_DATA, 2, &s[3], 1, 0);  /* one block: this rank alone */
+    CHECK(s[0] == (float)(me < 2 ? 1 + 2 : 4 + 8), "tensor group sum %g", s[0]);
+    CHECK(s[1] == (float)(me % 2 ? 2 + 8 : 1 + 4), "data group sum %g", s[1]);
+    CHECK(s[2] == s[1], "expert group sum %g (within the data-parallel group)", s[2]);
+    CHECK(s[3] == (float)(1 << me), "expert-data group sum %g", s[3]);
+    float part[3] = {(float)me, (float)me + 0.25f, (float)me + 0.5f}, both[6] = {0};
+    c->allgather_f32(c, MOE_GROUP_TENSOR, 2, part, both, 3);
+    for (int q = 0; q < 2; q++)
+        for (int i = 0; i < 3; i++)
+            CHECK(both[3 * q + i] == (float)(me / 2 * 2 + q) + 0.25f * (float)i, "all-gather [%d] = %g", 3 * q + i,
+                  both[3 * q + i]);
     moe_comm_finish(0);
     if (me == 0 && !failures) printf("ok\n");
     return failures ? 1 : 0;
