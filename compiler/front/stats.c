@@ -77,7 +77,7 @@ int md_stats_compute(const md_model *m, arena *a, md_stats *out) {
         } else {
             to->non_expert_params += t->numel;
             to->active_params += t->numel;
-            on_rank = ceil_div(t->numel, m->parallel.tensor);
+            on_rank = t->tp_dim >= 0 ? ceil_div(t->numel, m->parallel.tensor) : t->numel;  /* split, or whole */
         }
         to->mem.weights += on_rank * wb;
         to->mem.grads += on_rank * wb;

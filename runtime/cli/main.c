@@ -174,10 +174,10 @@ int cli_info(int argc, char **argv) {
         snprintf(desc, sizeof desc, "%s", dev->desc);
         moe_device_close(dev);
     }
-    int64_t n = 0, ne = 0;     /* the model's, whatever share of the experts a rank holds */
+    int64_t n = 0, ne = 0;     /* the model's, whatever share of the experts or slice a rank holds */
     for (int i = 0; i < p->n_params; i++) {
         const moe_param_info *q = &p->params[i];
-        int64_t all = q->numel * moe_param_degree(q);
+        int64_t all = q->numel * moe_param_degree(q) * q->tp;
         n += all;
         if (q->expert) ne += all;
     }
@@ -189,14 +189,14 @@ int cli_info(int argc, char **argv) {
                "\"io_bytes\": %lld, \"align\": %lld, \"max_batch\": %lld, "
                "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d, \"vocab\": %lld, "
                "\"context\": %lld, \"layers\": %lld, \"hidden\": %lld, \"heads\": %lld, \"kv_heads\": %lld, "
-               "\"bias\": %s, \"ffn\": %lld, \"n_moe\": %d, \"top_k\": %d, \"expert_parallel\": %d",
+               "\"bias\": %s, \"ffn\": %lld, \"n_moe\": %d, \"top_k\": %d, \"expert_parallel\": %d, \"tensor_parallel\": %d",
                (long long)n, (long long)ne, (long long)p->buf_bytes[MOE_BUF_PARAM], (long long)p->train.act_bytes,
                (long long)p->decode.act_bytes, (long long)p->decode.B_max, (long long)p->buf_bytes[MOE_BUF_KV],
                (long long)p->buf_bytes[MOE_BUF_QPARAM], (long long)p->buf_bytes[MOE_BUF_IO], (long long)p->align,
                (long long)p->train.B_max, (long long)p->train.T_max, p->train.n_steps, p->decode.n_steps,
                omp_get_max_threads(), (long long)p->vocab, (long long)p->context, (long long)p->layers,
                (long long)p->hidden, (long long)p->heads, (long long)p->kv_heads, p->bias ? "true" : "false",
-               (long long)p->ffn, p->n_moe, p->top_k, p->par_expert);
+               (long long)p->ffn, p->n_moe, p->top_k, p->par_expert, p->par_tensor);
         printf(", \"train\": {\"batch\": %lld, \"accumulate\": %lld, \"steps\": %lld, \"seed\": %lld, \"schedule\": \"%s\", "
                "\"lr\": %.9g, \"min_lr\": %.9g, \"warmup\": %lld, \"beta1\": %.9g, \"beta2\": %.9g, \"eps\": %.9g, "
                "\"weight_decay\": %.9g, \"grad_clip\": %.9g, \"eval_every\": %lld, \"eval_batches\": %lld, "
@@ -249,6 +249,8 @@ int cli_info(int argc, char **argv) {
     printf("  parameters %lld (%lld in experts), %d MoE layers, top-%d", (long long)n, (long long)ne, p->n_moe, p->top_k);
     if (p->par_expert > 1)
         printf("; experts spread over groups of up to %d processes (each holds its share)", p->par_expert);
+    if (p->par_tensor > 1)
+        printf("; attention and MLPs split over tensor groups of %d processes (each holds a slice)", p->par_tensor);
     printf("\n");
     printf("  train: batch %lld x %lld tokens (accumulate %lld), %lld steps, seed %lld; AdamW lr %g, %s to %g after "
            "%lld warmup steps, betas %g/%g, eps %g, weight decay %g, clip %g; eval every %lld (%lld batches), "
