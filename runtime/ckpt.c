@@ -302,7 +302,8 @@ static int load_q8(moe_rt *rt, const char *path, const char *name, const moe_par
 static int upload_part(moe_rt *rt, uint8_t *dst, const moe_param_info *q, const float *whole) {
     moe_device *d = rt->dev;
     size_t bytes = sizeof(float) * (size_t)q->numel;
-    if (q->tp <= 1) return d->ops->upload(d, dst, whole + moe_rt_first_expert(rt, q) * (q->numel / q->shape[0]), bytes);
+    whole += moe_rt_first_expert(rt, q) * (q->numel / q->shape[0]) * q->tp;     /* this rank's first expert */
+    if (q->tp <= 1) return d->ops->upload(d, dst, whole, bytes);
     float *part = malloc(bytes);
     if (!part) return -2;
     int t = moe_comm_tensor_rank(rt->ctx.comm);

@@ -182,9 +182,10 @@ typedef struct moe_program {
     int schedule;                   /* MOE_SCHED_*: warmup, then this decay to min_lr */
     double capacity_factor, eval_capacity_factor;  /* of the moe block (0 when dense) */
     int drop_tokens;                /* the moe block's drop_tokens (0 when dense) */
-    /* the parallel block: data (0: the world size / tensor), the largest expert degree, tensor;
-     * the all-to-all (MOE_A2A_*) and ranks_per_node (0: the ranks on each host) */
-    int par_data, par_expert, par_tensor, par_alltoall, par_ranks_per_node;
+    /* the parallel block: data (0: the world size / the tensor groups' size), the largest expert
+     * degree, tensor; the all-to-all (MOE_A2A_*) and ranks_per_node (0: the ranks on each host);
+     * expert_slicing (its groups are the tensor groups: moe_program_tensor_group) */
+    int par_data, par_expert, par_tensor, par_alltoall, par_ranks_per_node, par_expert_slicing;
     /* parameters and buffers */
     int n_params;
     const moe_param_info *params;
@@ -205,6 +206,12 @@ typedef struct moe_program {
     int n_kernels;
     const moe_kernel_def *kernels;
 } moe_program;
+
+/* the ranks of a tensor group: those that split attention and MLPs (parallel.tensor) or the
+ * experts (parallel.expert_slicing) between them; 1 without either */
+static inline int moe_program_tensor_group(const moe_program *p) {
+    return p->par_tensor > p->par_expert_slicing ? p->par_tensor : p->par_expert_slicing;
+}
 
 /* The executable's programs, one per target it was built for (moec build --target cpu, cuda,
  * or all: both), NULL-terminated. Each is moe_program_<target> of its generated source. */

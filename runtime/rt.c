@@ -241,9 +241,10 @@ static int init_table(moe_rt *rt, const moe_param_info *params, int n_params, ui
             for (int64_t j0 = 0; j0 < per; j0 += CHUNK) {
                 int64_t n = per - j0 < CHUNK ? per - j0 : CHUNK;
                 #pragma omp parallel for schedule(static)
-                for (int64_t j = 0; j < n; j++)
-                    host[j] = q->init_one ? 1.0f
-                                          : (float)(q->init_std * moe_normal(stream, (uint64_t)moe_tp_index(q, t, j0 + j)));
+                for (int64_t j = 0; j < n; j++) {   /* the value's index in its whole expert (or tensor) */
+                    int64_t at = moe_tp_index(q, t, e * per + j0 + j) - e * per * q->tp;
+                    host[j] = q->init_one ? 1.0f : (float)(q->init_std * moe_normal(stream, (uint64_t)at));
+                }
                 check(rt, d->ops->upload(d, w + sizeof(float) * (size_t)(e * per + j0), host, sizeof(float) * (size_t)n),
                       "upload");
             }

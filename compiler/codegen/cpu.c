@@ -25,6 +25,11 @@ const char *const cg_cpu_files[] = {
 
 static const char *ref_expr(arena *a, const lw_ref *r) {
     if (r->null) return "NULL";
+    if (r->group_first) {   /* the first rank of its tensor group alone */
+        lw_ref whole = *r;
+        whole.group_first = 0;
+        return arena_printf(a, "(moe_comm_tensor_rank(c->comm) == 0 ? %s : NULL)", ref_expr(a, &whole));
+    }
     if (r->buf == MOE_BUF_QPARAM)   /* allocated only once a quantized checkpoint is loaded: NULL before */
         return arena_printf(a, "QPARAM_AT(%s, %lld)", r->dtype == MOE_I8 ? "const int8_t" : "const float",
                             (long long)r->offset);

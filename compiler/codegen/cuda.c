@@ -185,6 +185,8 @@ static int add_launch(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_
                       cg_cuda_launches *out) {
     const cu_kernel *ki = find_kernel(k->kernel);
     if (!ki) return -2;
+    for (int j = 0; j < k->nargs; j++)      /* a buffer for one rank of a tensor group: no CUDA form */
+        if (k->args[j].kind == LW_BUF && k->args[j].ref.group_first) return -2;
     const char *args = args_expr(a, k);
     int64_t w = work_of(p->g, k, ki->part[part].work);
     if (!args) return -1;

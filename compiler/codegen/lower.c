@@ -73,7 +73,7 @@ static void a_buf(lw *L, const char *name, int t) { a_at(L, name, t, 0); }
 /* a part of a buffer class that is no IR tensor (whole gradient buffer, AdamW moments) */
 static void a_ref(lw *L, const char *name, moe_buf b, int64_t offset, int64_t bytes) {
     lw_arg *a = arg(L, name, LW_BUF);
-    if (a) a->ref = (lw_ref){0, -1, b, MOE_F32, offset, bytes};
+    if (a) a->ref = (lw_ref){0, -1, b, MOE_F32, offset, bytes, 0};
 }
 static void a_int(lw *L, const char *name, int64_t v) {
     lw_arg *a = arg(L, name, LW_INT);
@@ -313,16 +313,25 @@ static void lower_node(lw *L) {
     case IR_TP_SUM:
         call(L, "tp_sum", 0);
         a_rt(L, "comm", LW_RT_COMM, 1); a_int(L, "T", n->at.tp.degree); a_buf(L, "y", out(L, "y"));
-        a_buf(L, "x", in(L, "x")); a_buf(L, "b", in(L, "b")); a_buf(L, "res", in(L, "res")); a_S(L);
-        a_int(L, "width", width(L, in(L, "x"))); a_acc(L, "y");
+        a_buf(L, "x", in(L, "x")); a_buf(L, "b", in(L, "b")); a_buf(L, "res", in(L, "res"));
+        a_rows(L, "rows", in(L, "counts"), n->at.tp.experts); a_int(L, "width", width(L, in(L, "x"))); a_acc(L, "y");
         break;
     case IR_TP_SUM_BWD: {
         static const char *const side[] = {"dx", "dres"};
         for (int j = 0; j < 2; j++) {
-            if (out(L, side[j]) < 0) continue;
-            call(L, "accumulate", 0);
-            a_buf(L, "dst", out(L, side[j])); a_buf(L, "src", in(L, "dy"));
-            a_rt(L, "n", LW_RT_S, width(L, in(L, "dy"))); a_acc(L, side[j]);
+            int dst = out(L, side[j]), w = (int)width(L, in(L, "dy"));
+            if (dst < 0) continue;
+            if (in(L, "counts") >= 0 && !acc(L, side[j])) {    /* the routed rows only (expert slicing) */
+                call(L, "copy_rows", 0);
+                a_buf(L, "dst", dst); a_buf(L, "src", in(L, "dy")); a_rows(L, "rows", in(L, "counts"), n->at.tp.experts);
+                a_int(L, "width", w);
+                continue;
+            }
+            call(L, "accumulate", 0);   /* (routed rows with acc: every row the tensor has) */
+            a_buf(L, "dst", dst); a_buf(L, "src", in(L, "dy"));
+            if (in(L, "counts") >= 0) a_int(L, "n", ir_tensor_numel_max(g, &g->t[dst]));
+            else a_rt(L, "n", LW_RT_S, w);
+            a_acc(L, side[j]);
         }
         if (out(L, "db") >= 0) {
             call(L, "bias_grad", 0);
@@ -336,6 +345,8 @@ static void lower_node(lw *L) {
         a_buf(L, "y", out(L, "y")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
         if (q8) { a_buf(L, "Wq", in(L, "Wq")); a_buf(L, "Ws", in(L, "Ws")); }
         a_buf(L, "b", in(L, "b"));
+        const md_param *w = &g->params.p[g->t[in(L, "W")].param];
+        if (w->tp > 1 && w->tp_dim == 1 && L->c) L->c->args[L->c->nargs - 1].ref.group_first = 1;  /* split by rows */
         a_buf(L, "counts", in(L, "counts")); a_int(L, "E", m->experts); a_int(L, "K", width(L, in(L, "x")));
         a_int(L, "N", width(L, out(L, "y")));
         break;
@@ -472,6 +483,7 @@ const char *lw_rt_name(lw_rt r) {
 
 static void print_ref(const lw_ref *r, FILE *out) {
     if (r->null) { fputs("NULL", out); return; }
+    if (r->group_first) fputs("first-of-group:", out);
     fprintf(out, "%s:%s@%lld+%lld", ir_buf_name(r->buf), ir_dtype_name(r->dtype), (long long)r->offset,
             (long long)r->bytes);
 }

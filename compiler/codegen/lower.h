@@ -42,6 +42,8 @@ typedef struct lw_ref {
     moe_dtype dtype;
     int64_t offset;                 /* bytes from the start of the buffer */
     int64_t bytes;                  /* extent at the compiled maximum */
+    int group_first;                /* only the first rank of a tensor group gets it; NULL elsewhere (the
+                                     * bias of an expert split by rows, which the group's sum adds once) */
 } lw_ref;
 
 typedef struct lw_arg {

@@ -176,7 +176,8 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     static const int a2a[] = {[MD_A2A_AUTO] = MOE_A2A_AUTO, [MD_A2A_FLAT] = MOE_A2A_FLAT,
                               [MD_A2A_HIERARCHICAL] = MOE_A2A_HIERARCHICAL};
     cg_line(b, ".par_data = %d, .par_expert = %d, .par_tensor = %d, .par_alltoall = %d, .par_ranks_per_node = %d,",
-            m->parallel.data, g->ep, g->tensor, a2a[m->parallel.alltoall], m->parallel.ranks_per_node);
+            m->parallel.data, g->ep, m->parallel.tensor, a2a[m->parallel.alltoall], m->parallel.ranks_per_node);
+    cg_line(b, ".par_expert_slicing = %d,", m->parallel.expert_slicing);
     cg_line(b, ".n_params = %d, .params = params, .align = %lld,", g->params.n, (long long)g->align);
     cg_raw(b, "    .buf_bytes = {");
     for (int i = 0; i < MOE_BUF_COUNT; i++)

@@ -114,7 +114,8 @@ typedef struct md_param {
     bool init_one;              /* norm weights */
     bool decay;                 /* AdamW weight decay applies (2-D weights, expert weights) */
     int64_t experts_all;        /* expert tensors: the layer's experts (shape[0] counts those one rank holds) */
-    /* Tensor slicing (parallel.tensor): the dimension a tensor group splits (-1: never split),
+    /* Tensor slicing (parallel.tensor; expert slicing for the expert tensors): the dimension a
+     * tensor group splits (-1: never split),
      * which is made of up to three segments of the whole tensor (c_attn: q, k, v; a SwiGLU
      * c_fc: the gate and the up projection) of the widths in tp_seg (0: none). Each segment is
      * cut in tp equal parts and rank t of the group holds part t of each, in segment order;

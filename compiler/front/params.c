@@ -89,22 +89,26 @@ int md_params(const md_model *m, arena *a, md_param **out) {
         norm(&pl, m, i, arena_printf(a, "h.%d.ln_1", i), d);
         /* tensor slicing: c_attn by heads (the columns of q, k and v), c_proj by rows */
         int64_t dkv = m->kv_heads * (d / m->heads);
-        const int64_t qkv[3] = {d, dkv, dkv}, rows[3] = {d, 0, 0};
+        const int64_t qkv[3] = {d, dkv, dkv}, drows[3] = {d, 0, 0};
         split(weight(&pl, i, arena_printf(a, "h.%d.attn.c_attn.weight", i), d, md_qkv_width(m), std), 1, qkv);
         split(bias(&pl, m, i, arena_printf(a, "h.%d.attn.c_attn.bias", i), md_qkv_width(m)), 0, qkv);
-        split(weight(&pl, i, arena_printf(a, "h.%d.attn.c_proj.weight", i), d, d, proj_std), 0, rows);
+        split(weight(&pl, i, arena_printf(a, "h.%d.attn.c_proj.weight", i), d, d, proj_std), 0, drows);
         bias(&pl, m, i, arena_printf(a, "h.%d.attn.c_proj.bias", i), d);
         norm(&pl, m, i, arena_printf(a, "h.%d.ln_2", i), d);
         int mi = md_moe_index(m, i + 1);
         if (mi < 0) { mlp(&pl, m, i, arena_printf(a, "h.%d.mlp", i), proj_std); continue; }
-        int64_t E = m->moe.experts[mi], f = m->moe.ffn;
-        int64_t fw = m->activation == MD_ACT_SWIGLU ? 2 * f : f;
+        /* expert slicing splits each expert as tensor slicing splits an MLP */
+        int64_t E = m->moe.experts[mi], f = m->moe.ffn, swiglu = m->activation == MD_ACT_SWIGLU;
+        int64_t fw = swiglu ? 2 * f : f;
+        const int64_t seg[3] = {f, swiglu ? f : 0, 0}, frows[3] = {f, 0, 0};
         weight(&pl, i, arena_printf(a, "h.%d.moe.gate.weight", i), d, E, std);
         p = add(&pl, MD_P_EXPERT_W, i, arena_printf(a, "h.%d.moe.experts.c_fc.weight", i), 3, E, d, fw);
         if (p) { p->init_std = std; p->decay = true; }
-        if (m->bias) add(&pl, MD_P_EXPERT_B, i, arena_printf(a, "h.%d.moe.experts.c_fc.bias", i), 2, E, fw, 0);
+        split(p, 2, seg);
+        if (m->bias) split(add(&pl, MD_P_EXPERT_B, i, arena_printf(a, "h.%d.moe.experts.c_fc.bias", i), 2, E, fw, 0), 1, seg);
         p = add(&pl, MD_P_EXPERT_W, i, arena_printf(a, "h.%d.moe.experts.c_proj.weight", i), 3, E, f, d);
         if (p) { p->init_std = proj_std; p->decay = true; }
+        split(p, 1, frows);
         if (m->bias) add(&pl, MD_P_EXPERT_B, i, arena_printf(a, "h.%d.moe.experts.c_proj.bias", i), 2, E, d, 0);
         if (m->moe.residual) {
             mlp(&pl, m, i, arena_printf(a, "h.%d.moe.mlp", i), proj_std);

@@ -73,7 +73,7 @@ int md_stats_compute(const md_model *m, arena *a, md_stats *out) {
             int64_t E = t->shape[0];
             to->expert_params += t->numel;
             to->active_params += t->numel / E * m->moe.top_k;
-            on_rank = ceil_div(t->numel, to->expert_parallel);
+            on_rank = ceil_div(t->numel, to->expert_parallel * (t->tp_dim >= 0 ? m->parallel.expert_slicing : 1));
         } else {
             to->non_expert_params += t->numel;
             to->active_params += t->numel;

@@ -136,9 +136,10 @@ void md_stats_print(FILE *out, const md_model *m, const md_stats *s) {
             bytes(s->mem.weights, a), bytes(s->mem.grads, b), bytes(s->mem.optimizer, c),
             bytes(mem_total(s->mem), d));
     fprintf(out, "                   (%s weights and grads, AdamW m + v%s in fp32; experts / "
-            "expert-parallel degree, %s / tensor %d%s)\n", dtype_name(m->dtype),
-            m->dtype == MD_DT_FP32 ? "" : " + master weights", m->parallel.tensor > 1 ? "attention and MLPs" : "the rest",
-            m->parallel.tensor, m->parallel.tensor > 1 ? ", the rest whole" : "");
+            "expert-parallel degree%s, %s / tensor %d%s)\n", dtype_name(m->dtype),
+            m->dtype == MD_DT_FP32 ? "" : " + master weights", m->parallel.expert_slicing > 1 ? " / expert slicing" : "",
+            m->parallel.tensor > 1 ? "attention and MLPs" : "the rest", m->parallel.tensor,
+            m->parallel.tensor > 1 ? ", the rest whole" : "");
     if (s->act.bytes >= 0)
         fprintf(out, "activations        %s per rank for one training step of train.batch %" PRId64 " x context %"
                 PRId64 " (fp32, as moec build plans it)\n", bytes(s->act.bytes, a), s->act.batch, s->act.context);

@@ -9,7 +9,10 @@
  * Tensor slicing over T ranks (parallel.tensor, Megatron's split): c_attn and a dense MLP's
  * c_fc hold 1/T of the columns (heads, hidden units) behind a TP_COPY of their input, c_proj
  * 1/T of the rows, and a TP_SUM adds the partial products of the group and the bias; the
- * attention core runs on H/T heads. Everything else runs whole on every rank of the group. A student with a distill block
+ * attention core runs on H/T heads. Expert slicing (parallel.expert_slicing, over the same
+ * groups) splits each expert alike: c_fc by columns, c_proj by rows, the group's partial
+ * outputs of the routed rows summed before they go back to their tokens. Everything else runs
+ * whole on every rank of the group. A student with a distill block
  * has its teacher's forward built first, by the same code (names under "teacher.", parameters
  * in the TPARAM buffer, gates in evaluation mode, every node flagged kd), and the KD loss
  * between the two sets of logits before the cross-entropy. Adds are left
@@ -37,6 +40,7 @@ typedef struct bld {
     int stat0;
     const int *loads;       /* [n_moe] the first expert-load entry of each MoE layer */
     int T;                  /* the tensor-slicing degree (1: none; a teacher runs whole) */
+    int X;                  /* the expert-slicing degree (1: none) */
 } bld;
 
 static const char *pfx(bld *b, const char *name) {
@@ -89,11 +93,13 @@ static int norm(bld *b, int x, const char *prefix) {
     return y;
 }
 
-/* a tensor-slicing node of the group (TP_COPY, TP_SUM) writing y of x's width */
-static int tp_node(bld *b, ir_op op, int x, int bias, const char *name, const char *out) {
-    int y = act(b, arena_printf(b->a, "%s.%s", name, out), IR_ROWS_S, b->g->t[x].width);
-    ir_node *n = node(b, op, name, (int[]){x, bias, -2}, (int[]){y, -2});
-    if (n) n->at.tp.degree = b->T;
+/* a node of the tensor group of `degree` ranks (TP_COPY, TP_SUM) writing y shaped like x; over
+ * the routed rows of `experts` experts in `counts`, or S rows (counts -1) */
+static int tp_node(bld *b, ir_op op, int x, int bias, int counts, int experts, int degree, const char *name) {
+    int y = act(b, arena_printf(b->a, "%s.out", name), b->g->t[x].rows, b->g->t[x].width);
+    ir_node *n = node(b, op, name, op == IR_TP_COPY ? (int[]){x, counts, -2} : (int[]){x, bias, -1, counts, -2},
+                      (int[]){y, -2});
+    if (n) n->at.tp = (ir_at_tp){degree, counts >= 0 ? experts : 0};
     return y;
 }
 
@@ -107,7 +113,7 @@ enum { WHOLE, COLS, ROWS };
 static int linear(bld *b, int x, const char *name, int64_t n, int bias, int trans_w, const char *wname, int split) {
     if (b->T <= 1) split = WHOLE;
     if (split == COLS) {
-        x = tp_node(b, IR_TP_COPY, x, -1, arena_printf(b->a, "%s.tp_in", name), "out");
+        x = tp_node(b, IR_TP_COPY, x, -1, -1, 0, b->T, arena_printf(b->a, "%s.tp_in", name));
         n /= b->T;
     }
     int y = act(b, arena_printf(b->a, "%s.%s", name, split == ROWS ? "partial" : "out"), IR_ROWS_S, n);
@@ -115,7 +121,7 @@ static int linear(bld *b, int x, const char *name, int64_t n, int bias, int tran
     int bi = bias && b->m->bias ? paramf(b, name, "bias") : -1;
     ir_node *nd = node(b, IR_MATMUL, name, (int[]){x, w, split == ROWS ? -1 : bi, -1, -2}, (int[]){y, -2});
     if (nd) nd->at.matmul.trans_w = trans_w;
-    return split == ROWS ? tp_node(b, IR_TP_SUM, y, bi, arena_printf(b->a, "%s.tp_sum", name), "out") : y;
+    return split == ROWS ? tp_node(b, IR_TP_SUM, y, bi, -1, 0, b->T, arena_printf(b->a, "%s.tp_sum", name)) : y;
 }
 
 static int act_fn(md_activation a) {
@@ -259,13 +265,16 @@ static int moe_layer(bld *b, int x, int blk, int mi) {
         xcounts = exchange_counts(b, &at, counts, p, P);
         er = IR_ROWS_RECV;
     }
-    int ecounts = P > 1 ? xcounts : counts;
+    int ecounts = P > 1 ? xcounts : counts, X = b->X;
     int xe = alltoall(b, xd, counts, xcounts, arena_printf(b->a, "%s.a2a_in", p), d, mi, 1);
-    int h = act(b, arena_printf(b->a, "%s.expert_fc.out", p), er, fw);
+    /* expert slicing: 1/X of each expert's hidden units here, the partial outputs summed */
+    if (X > 1) xe = tp_node(b, IR_TP_COPY, xe, -1, ecounts, L, X, arena_printf(b->a, "%s.experts.tp_in", p));
+    int h = act(b, arena_printf(b->a, "%s.expert_fc.out", p), er, fw / X);
     expert_mm(b, xe, ex, "c_fc", ecounts, h, arena_printf(b->a, "%s.expert_fc", p), &ate);
-    int ha = activation(b, h, f, arena_printf(b->a, "%s.expert_act", p), er, ecounts, L);
-    int y = act(b, arena_printf(b->a, "%s.expert_proj.out", p), er, d);
+    int ha = activation(b, h, f / X, arena_printf(b->a, "%s.expert_act", p), er, ecounts, L);
+    int y = act(b, arena_printf(b->a, "%s.expert_proj.%s", p, X > 1 ? "partial" : "out"), er, d);
     expert_mm(b, ha, ex, "c_proj", ecounts, y, arena_printf(b->a, "%s.expert_proj", p), &ate);
+    if (X > 1) y = tp_node(b, IR_TP_SUM, y, -1, ecounts, L, X, arena_printf(b->a, "%s.experts.tp_sum", p));
     int ye = alltoall(b, y, counts, xcounts, arena_printf(b->a, "%s.a2a_out", p), d, mi, 0);
 
     int coef = -1, dense = -1;
@@ -393,7 +402,7 @@ static int teacher_forward(bld *sb, int first_stat, const int *loads) {
     t->weight = m->distill.weight;
     t->stop_step = m->distill.stop_step;
     g->teacher = t;
-    bld tb = {g, sb->a, tm, 0, &t->params, "teacher.", 1, first_stat, loads, 1};
+    bld tb = {g, sb->a, tm, 0, &t->params, "teacher.", 1, first_stat, loads, 1, 1};
     if (add_params(&tb, &t->params, MOE_BUF_TPARAM, 0)) return -1;
     if (tm->moe.n_moe && tm->moe.top_k > g->top_k) g->top_k = tm->moe.top_k;
     int zt = forward(&tb, 0);
@@ -418,12 +427,12 @@ static int local_experts(const md_model *m, md_param *params, int np) {
 }
 
 /* Under tensor slicing each rank of a group of T holds 1/T of the split tensors (md_param's
- * tp_dim) */
+ * tp_dim), under expert slicing of X 1/X of the expert tensors */
 static void local_slices(const md_model *m, md_param *params, int np) {
-    int T = m->parallel.tensor;
-    for (int i = 0; T > 1 && i < np; i++) {
+    for (int i = 0; i < np; i++) {
         md_param *q = &params[i];
-        if (q->tp_dim < 0) continue;
+        int T = q->experts_all ? m->parallel.expert_slicing : m->parallel.tensor;
+        if (q->tp_dim < 0 || T <= 1) continue;
         q->tp = T;
         q->shape[q->tp_dim] /= T;
         q->numel /= T;
@@ -439,11 +448,12 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     local_slices(m, params, np);
     ir_graph *g = ir_graph_create(a, m->name, params, np, align);
     if (!g) return NULL;
-    bld b = {g, a, m, 0, &g->params, NULL, 0, MOE_STAT_LAYER(0), NULL, m->parallel.tensor > 1 ? m->parallel.tensor : 1};
+    bld b = {g, a, m, 0, &g->params, NULL, 0, MOE_STAT_LAYER(0), NULL, m->parallel.tensor > 1 ? m->parallel.tensor : 1,
+             m->parallel.expert_slicing > 1 ? m->parallel.expert_slicing : 1};
     g->diag = d;
     g->loc = m->loc;
     g->decode = decode;
-    g->q8 = kind == IR_BUILD_DECODE_Q8 && m->moe.n_moe > 0;
+    g->q8 = kind == IR_BUILD_DECODE_Q8 && m->moe.n_moe > 0 && b.X == 1;    /* sliced experts: no int8 file reads */
     g->S_io = m->train.batch * m->context;
     g->decode_rows = ir_decode_rows(m);
     g->B_max = decode ? ir_decode_rows(m) : m->train.batch;   /* decoding: a sequence per row */
@@ -452,7 +462,7 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     g->context = m->context;
     g->top_k = m->moe.n_moe ? m->moe.top_k : 1;
     g->ep = ep;
-    g->tensor = b.T;
+    g->tensor = b.T > b.X ? b.T : b.X;     /* the group of both (the pipeline checks they agree) */
     g->optim = (ir_at_optim){m->train.beta1, m->train.beta2, m->train.eps, m->train.weight_decay, m->train.grad_clip};
     b.loads = g->stat_loads = layer_stats(g, m, MOE_STAT_LAYER(0), &g->n_stats);
     g->n_moe = m->moe.n_moe;

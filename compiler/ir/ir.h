@@ -99,8 +99,9 @@ typedef struct ir_at_moe {
 /* an all-to-all of MoE layer `layer` over its expert-parallel group of `degree` ranks, from the
  * tokens' side to the experts' (to_experts) or back; backward: made by autodiff */
 typedef struct ir_at_a2a { int layer, experts, degree, backward, to_experts; } ir_at_a2a;
-/* a sum or copy over the tensor group of `degree` ranks (parallel.tensor) */
-typedef struct ir_at_tp { int degree; } ir_at_tp;
+/* a sum or copy over the tensor group of `degree` ranks (parallel.tensor, expert_slicing); over
+ * the routed rows of `experts` experts when the node has counts */
+typedef struct ir_at_tp { int degree, experts; } ir_at_tp;
 typedef struct ir_at_optim { double beta1, beta2, eps, weight_decay, grad_clip; } ir_at_optim;
 typedef struct ir_at_kd { double tau, weight; } ir_at_kd;         /* distill block */
 

@@ -105,7 +105,7 @@ static void check_shapes(vctx *v, int node) {
     case IR_TP_COPY:
     case IR_TP_SUM:
         for (int j = 0; j < n->n_in; j++)
-            if (n->in[j] >= 0 && T[n->in[j]].width != T[n->out[0]].width)
+            if (n->in[j] >= 0 && ir_op_info(n->op)->in[j].type != 'i' && T[n->in[j]].width != T[n->out[0]].width)
                 fail(v, node, "%s is not as wide as y", ir_op_info(n->op)->in[j].name);
         if (n->at.tp.degree < 2) fail(v, node, "a tensor group of %d ranks", n->at.tp.degree);
         break;

@@ -115,10 +115,10 @@ static int rule(ad *s, const ir_node *f) {
         }
         break;
     case IR_TP_COPY:        /* the gradients of the group's ranks summed */
-        n = bwd(s, IR_TP_SUM, f, (int[]){d, -1, -1, -2}, (int[]){i[0]}, 1);
+        n = bwd(s, IR_TP_SUM, f, (int[]){d, -1, -1, i[1], -2}, (int[]){i[0]}, 1);
         break;
     case IR_TP_SUM:
-        n = bwd(s, IR_TP_SUM_BWD, f, (int[]){d, -2}, (int[]){i[0], i[1], i[2]}, 3);
+        n = bwd(s, IR_TP_SUM_BWD, f, (int[]){d, i[3], -2}, (int[]){i[0], i[1], i[2]}, 3);
         break;
     case IR_EXPERT_MM:
         n = bwd(s, IR_EXPERT_MM_BWD, f, (int[]){d, i[0], i[1], i[3], -2}, (int[]){i[0], i[1], i[2]}, 3);

@@ -19,10 +19,22 @@ static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) 
                    m->parallel.tensor, caps->target);
         diag_hint(d, "build for --target cpu, or set parallel.tensor = 1");
     }
-    if (m->parallel.expert_slicing > 1) {
-        diag_error(d, loc_of(m->where.expert_slicing, m->loc),
-                   "parallel.expert_slicing = %d: expert slicing is not implemented yet", m->parallel.expert_slicing);
-        diag_hint(d, "set parallel.expert_slicing = 1 (or remove it) to build this model");
+    int X = m->parallel.expert_slicing, T = m->parallel.tensor, ep = 1;
+    for (int i = 0; i < m->moe.n_moe; i++) ep = m->parallel.expert[i] > ep ? m->parallel.expert[i] : ep;
+    diag_loc xl = loc_of(m->where.expert_slicing, m->loc);
+    if (X > 1 && !caps->tensor_parallel) {
+        diag_error(d, xl, "parallel.expert_slicing = %d: the %s target has no expert slicing yet (its sums need NCCL)",
+                   X, caps->target);
+        diag_hint(d, "build for --target cpu, or set parallel.expert_slicing = 1");
+    } else if (X > 1 && !m->moe.n_moe) {
+        diag_error(d, xl, "parallel.expert_slicing = %d, but model '%s' has no experts to split", X, m->name);
+    } else if (X > 1 && T > 1 && X != T) {
+        diag_error(d, xl, "parallel.expert_slicing = %d and parallel.tensor = %d: expert slicing splits the experts "
+                   "over the tensor groups, so the two must be equal (or one of them 1)", X, T);
+    } else if (X > 1 && ep > 1) {
+        diag_error(d, xl, "parallel.expert_slicing = %d with parallel.expert = %d: slicing experts that are spread "
+                   "over expert groups is not implemented yet", X, ep);
+        diag_hint(d, "slice the experts (expert_slicing) or spread them (expert), not both");
     }
     if (m->dtype != MD_DT_FP32) {
         moe_dtype dt = m->dtype == MD_DT_BF16 ? MOE_BF16 : MOE_F16;
@@ -35,8 +47,6 @@ static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) 
         diag_warning(d, loc_of(m->where.dropout, m->loc),
                      "dropout = %g is not applied: moec has no dropout yet, so this model trains without it",
                      m->dropout);
-    int ep = 1;
-    for (int i = 0; i < m->moe.n_moe; i++) ep = m->parallel.expert[i] > ep ? m->parallel.expert[i] : ep;
     if (ep > 1 && !caps->expert_parallel)
         diag_warning(d, loc_of(m->where.expert, m->loc),
                      "parallel.expert = %d: the %s target has no expert parallelism yet (its all-to-all needs NCCL): "

@@ -30,13 +30,14 @@ static inline void k_allreduce_experts(const moe_comm *comm, int P, float *buf /
     k_scale(buf, 1.0f / (float)moe_comm_data_size(comm), n);
 }
 
-/* y [S, width] (acc: +=) = res + b + the sum of x over the tensor group of T ranks: the whole
- * output of a layer split by rows. The parts are gathered and summed in rank order, so every
- * rank of the group gets the same bits whatever MPI's reduction order (the gates after the
- * layer must route alike on every rank of the group). */
+/* y [rows, width] (acc: +=) = res + b + the sum of x over the tensor group of T ranks: the whole
+ * output of a layer split by rows (rows: S, or an expert-sliced layer's routed rows, the same on
+ * every rank of the group). The parts are gathered and summed in rank order, so every rank of
+ * the group gets the same bits whatever MPI's reduction order (the gates after the layer must
+ * route alike on every rank of the group). */
 static inline void k_tp_sum(const moe_comm *comm, int T, float *y, const float *x, const float *b, const float *res,
-                            long S, long width, int acc) {
-    long n = S * width;
+                            k_rows rows, long width, int acc) {
+    long S = k_rows_get(rows), n = S * width;
     float *all = comm && comm->tensor > 1 ? malloc(sizeof(float) * (size_t)n * (size_t)T) : NULL;
     if (all) comm->allgather_f32(comm, MOE_GROUP_TENSOR, T, x, all, n);
     else if (comm && comm->tensor > 1) abort();

@@ -23,8 +23,8 @@ int cli_export(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 
 /* every rank takes part in writing a checkpoint: each sends its share of the experts
- * (parallel.expert) or its slices (parallel.tensor), and rank 0 writes */
-static inline int cli_save_together(const moe_program *p) { return p->par_expert > 1 || p->par_tensor > 1; }
+ * (parallel.expert) or its slices (parallel.tensor, expert_slicing), and rank 0 writes */
+static inline int cli_save_together(const moe_program *p) { return p->par_expert > 1 || moe_program_tensor_group(p) > 1; }
 
 /* shared helpers (main.c) */
 /* the runtime on --device (NULL: the default); MOE_RT_*; message printed on failure */

@@ -189,14 +189,15 @@ int cli_info(int argc, char **argv) {
                "\"io_bytes\": %lld, \"align\": %lld, \"max_batch\": %lld, "
                "\"max_seq\": %lld, \"steps\": %d, \"decode_steps\": %d, \"threads\": %d, \"vocab\": %lld, "
                "\"context\": %lld, \"layers\": %lld, \"hidden\": %lld, \"heads\": %lld, \"kv_heads\": %lld, "
-               "\"bias\": %s, \"ffn\": %lld, \"n_moe\": %d, \"top_k\": %d, \"expert_parallel\": %d, \"tensor_parallel\": %d",
+               "\"bias\": %s, \"ffn\": %lld, \"n_moe\": %d, \"top_k\": %d, \"expert_parallel\": %d, \"tensor_parallel\": %d, "
+               "\"expert_slicing\": %d",
                (long long)n, (long long)ne, (long long)p->buf_bytes[MOE_BUF_PARAM], (long long)p->train.act_bytes,
                (long long)p->decode.act_bytes, (long long)p->decode.B_max, (long long)p->buf_bytes[MOE_BUF_KV],
                (long long)p->buf_bytes[MOE_BUF_QPARAM], (long long)p->buf_bytes[MOE_BUF_IO], (long long)p->align,
                (long long)p->train.B_max, (long long)p->train.T_max, p->train.n_steps, p->decode.n_steps,
                omp_get_max_threads(), (long long)p->vocab, (long long)p->context, (long long)p->layers,
                (long long)p->hidden, (long long)p->heads, (long long)p->kv_heads, p->bias ? "true" : "false",
-               (long long)p->ffn, p->n_moe, p->top_k, p->par_expert, p->par_tensor);
+               (long long)p->ffn, p->n_moe, p->top_k, p->par_expert, p->par_tensor, p->par_expert_slicing);
         printf(", \"train\": {\"batch\": %lld, \"accumulate\": %lld, \"steps\": %lld, \"seed\": %lld, \"schedule\": \"%s\", "
                "\"lr\": %.9g, \"min_lr\": %.9g, \"warmup\": %lld, \"beta1\": %.9g, \"beta2\": %.9g, \"eps\": %.9g, "
                "\"weight_decay\": %.9g, \"grad_clip\": %.9g, \"eval_every\": %lld, \"eval_batches\": %lld, "
@@ -251,6 +252,8 @@ int cli_info(int argc, char **argv) {
         printf("; experts spread over groups of up to %d processes (each holds its share)", p->par_expert);
     if (p->par_tensor > 1)
         printf("; attention and MLPs split over tensor groups of %d processes (each holds a slice)", p->par_tensor);
+    if (p->par_expert_slicing > 1)
+        printf("; each expert split over groups of %d processes (expert slicing)", p->par_expert_slicing);
     printf("\n");
     printf("  train: batch %lld x %lld tokens (accumulate %lld), %lld steps, seed %lld; AdamW lr %g, %s to %g after "
            "%lld warmup steps, betas %g/%g, eps %g, weight decay %g, clip %g; eval every %lld (%lld batches), "
@@ -367,11 +370,14 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
                  p->par_expert, p->par_expert);
         return MOE_EXIT_USAGE;
     }
-    if (n <= 1 && p->par_tensor > 1 && strcmp(cmd, "info")) {
-        cli_fail("model %s is laid out for tensor slicing (parallel.tensor = %d): each process holds a slice of the "
-                 "attention and MLP layers, so it runs under mpirun on a multiple of %d processes. For one process, "
-                 "build the model with parallel.tensor = 1: checkpoints hold whole tensors and load in either",
-                 p->model, p->par_tensor, p->par_tensor);
+    int T = moe_program_tensor_group(p);
+    if (n <= 1 && T > 1 && strcmp(cmd, "info")) {
+        const char *key = p->par_tensor > 1 ? "tensor" : "expert_slicing";
+        cli_fail("model %s is laid out for %s slicing (parallel.%s = %d): each process holds a slice of the %s, "
+                 "so it runs under mpirun on a multiple of %d processes. For one process, build the model with "
+                 "parallel.%s = 1: checkpoints hold whole tensors and load in either", p->model,
+                 p->par_tensor > 1 ? "tensor" : "expert", key, T,
+                 p->par_tensor > 1 ? "attention and MLP layers" : "experts", T, key);
         return MOE_EXIT_USAGE;
     }
     if (n <= 1) return 0;
@@ -386,11 +392,11 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
         cli_fail("started as one of %d processes (%s), but %s", n, var, err);
         return MOE_EXIT_FAIL;
     }
-    int T = p->par_tensor > 1 ? p->par_tensor : 1;
     if (w->world % T) {
         if (w->rank == 0)
-            cli_fail("model %s splits its layers over tensor groups of %d processes (parallel.tensor), which do not "
-                     "divide the %d started: start a multiple of %d", p->model, T, w->world, T);
+            cli_fail("model %s splits its layers over tensor groups of %d processes (parallel.%s), which do not "
+                     "divide the %d started: start a multiple of %d", p->model, T,
+                     p->par_tensor > 1 ? "tensor" : "expert_slicing", w->world, T);
         return MOE_EXIT_FAIL;
     }
     moe_comm_set_layout(T, p->par_alltoall, p->par_ranks_per_node);

@@ -268,7 +268,8 @@ int cli_train(int argc, char **argv) {
     rc = cli_agree(rc);     /* a rank that could not start stops them all */
     if (!rc && lead) {
         char procs[160] = "", dp[64] = "data-parallel";
-        if (p->par_tensor > 1) snprintf(dp, sizeof dp, "%d data-parallel x tensor groups of %d", R, p->par_tensor);
+        if (moe_program_tensor_group(p) > 1)
+            snprintf(dp, sizeof dp, "%d data-parallel x tensor groups of %d", R, moe_program_tensor_group(p));
         if (w->world > 1 && p->par_expert > 1)
             snprintf(procs, sizeof procs, "%d processes (%s, experts over groups of up to %d) x ", w->world, dp,
                      p->par_expert);

@@ -36,6 +36,10 @@ build tests/front/bad/unknown_key_moe.moe -o $out/x
 build tests/compiler/bad/unimplemented.moe --model unimplemented -o $out/x
 build tests/compiler/bad/unimplemented.moe --model warned --emit ir
 build tests/compiler/bad/unimplemented.moe --model sliced --target cuda -o $out/x
+build tests/compiler/bad/unimplemented.moe --model xsliced --target cuda -o $out/x
+build tests/compiler/bad/unimplemented.moe --model xsliced_ep -o $out/x
+build tests/compiler/bad/unimplemented.moe --model xsliced_t4 -o $out/x
+build tests/compiler/bad/unimplemented.moe --model xsliced_dense -o $out/x
 build tests/compiler/bad/unimplemented.moe --model ineffective --emit ir
 tune $small --budget 0
 tune $small --budget soon

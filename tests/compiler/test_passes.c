@@ -199,12 +199,14 @@ static void check_settings(arena *a) {
     md_model m = tiny(a, 1, 1, 0, MD_ACT_GELU, MD_NORM_LAYERNORM, MD_POS_LEARNED);
     m.parallel.tensor = 2;
     m.where.tensor = (md_loc){"t.moe", 7, 16};
-    m.parallel.expert_slicing = 2;
+    m.parallel.expert_slicing = 4;
     diag_ctx *d = diag_create(0);
     pl_result r;
-    CHECK(run(a, d, &m, &r, NULL) != 0 && diag_count(d) == 1, "expert slicing must be refused, tensor slicing not");
+    CHECK(run(a, d, &m, &r, NULL) != 0 && diag_count(d) == 1, "expert slicing over other groups than the tensor "
+          "slicing's must be refused, tensor slicing not");
     char *text = printed(d);
-    CHECK(text && strstr(text, "t.moe:1:1: error: parallel.expert_slicing = 2: expert slicing is not implemented yet"),
+    CHECK(text && strstr(text, "t.moe:1:1: error: parallel.expert_slicing = 4 and parallel.tensor = 2: expert slicing "
+                               "splits the experts over the tensor groups"),
           "expert slicing message (at the model when the key has no location): %s", text ? text : "");
     free(text);
     diag_destroy(d);
