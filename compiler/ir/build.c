@@ -148,8 +148,7 @@ static int64_t fc_width(const md_model *m, int64_t f) { return m->activation == 
 static int mlp(bld *b, int x, const char *prefix) {
     int64_t f = b->m->ffn;
     int h = linear(b, x, arena_printf(b->a, "%s.c_fc", prefix), fc_width(b->m, f), 1, 0, NULL, COLS);
-    int a = activation(b, h, b->g->t[h].width * f / fc_width(b->m, f), arena_printf(b->a, "%s.act", prefix),
-                       IR_ROWS_S, -1, 0);
+    int a = activation(b, h, f / b->T, arena_printf(b->a, "%s.act", prefix), IR_ROWS_S, -1, 0);
     return linear(b, a, arena_printf(b->a, "%s.c_proj", prefix), b->m->hidden, 1, 0, NULL, ROWS);
 }
 
