@@ -320,7 +320,7 @@ static void lower_node(lw *L) {
         static const char *const side[] = {"dx", "dres"};
         for (int j = 0; j < 2; j++) {
             int dst = out(L, side[j]), w = (int)width(L, in(L, "dy"));
-            if (dst < 0) continue;
+            if (dst < 0 || (dst == in(L, "dy") && !acc(L, side[j]))) continue;   /* the comm pass made it dy */
             if (in(L, "counts") >= 0 && !acc(L, side[j])) {    /* the routed rows only (expert slicing) */
                 call(L, "copy_rows", 0);
                 a_buf(L, "dst", dst); a_buf(L, "src", in(L, "dy")); a_rows(L, "rows", in(L, "counts"), n->at.tp.experts);

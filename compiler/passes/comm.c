@@ -6,6 +6,8 @@
  * output is renamed to its input everywhere, forward and backward, so the step stays in
  * the schedule (as an in-place identity) but costs no copy and no memory. Runs after
  * autodiff (which gave the renamed tensor's gradient its own tensor), before planning.
+ * Likewise the gradient of a TP_SUM's partial products, which is its output's gradient
+ * (TP_SUM_BWD's dx = dy where nothing else writes dx): the matmul's backward reads dy itself.
  */
 #include "passes.h"
 
@@ -20,7 +22,8 @@ static void replace_tensor(ir_graph *g, int from, int to) {
 int pass_comm(ir_graph *g) {
     for (int i = 0; i < g->nn; i++) {
         ir_node *n = &g->n[i];
-        int identity = (n->op == IR_ALLTOALL && n->at.a2a.degree == 1) || (n->op == IR_TP_COPY && n->phase == IR_PHASE_FWD);
+        int identity = (n->op == IR_ALLTOALL && n->at.a2a.degree == 1) || (n->op == IR_TP_COPY && n->phase == IR_PHASE_FWD) ||
+                       (n->op == IR_TP_SUM_BWD && !n->acc[0]);
         if (n->dead || !identity) continue;
         int in = n->in[0], out = n->out[0];
         if (in < 0 || out < 0 || in == out) continue;
