@@ -36,6 +36,10 @@ static void local_allgather(const moe_comm *c, int group, int P, const float *mi
     local_gather(c, P, mine, all, n);
 }
 
+static void local_sum_bucket(const moe_comm *c, int slot, int group, int P, float *buf, int64_t n) {
+    (void)c, (void)slot, (void)group, (void)P, (void)buf, (void)n;
+}
+
 static void local_traffic(const moe_comm *c, int64_t *messages, int64_t *bytes) {
     (void)c;
     *messages = *bytes = 0;
@@ -44,6 +48,7 @@ static void local_traffic(const moe_comm *c, int64_t *messages, int64_t *bytes) 
 const moe_comm *moe_comm_local(void) {
     static const moe_comm comm = {NULL,           0,            1,               1,
                                   local_f32,      local_f64,    local_group_sum, local_exchange,
-                                  local_gather,   local_allgather, local_traffic};
+                                  local_gather,   local_allgather, local_traffic, local_sum_bucket,
+                                  local_sum_bucket};
     return &comm;
 }

@@ -168,6 +168,40 @@ static void mpi_group_sum(const moe_comm *c, int kind, int P, void *buf, int64_t
     if (size > 1) mpi_sum(g, buf, n, f64 ? MPI_DOUBLE : MPI_FLOAT, f64 ? 8 : 4);
 }
 
+/* The gradient buckets' sums in the background (overlap with the backward): started with
+ * MPI_Iallreduce, and driven on by every later start (MPI_Testall; Open MPI progresses a
+ * non-blocking collective only inside MPI calls, and the backward's exchanges make more). */
+static MPI_Request bucket_req[MOE_MAX_BUCKETS];
+static char bucket_started[MOE_MAX_BUCKETS];   /* (a request MPI_Testall completed is MPI_REQUEST_NULL) */
+static int buckets_ready;
+
+static void mpi_sum_start(const moe_comm *c, int slot, int kind, int P, float *buf, int64_t n) {
+    (void)c;
+    if (slot < 0 || slot >= MOE_MAX_BUCKETS || n > (1 << 30)) return;     /* finish sums it */
+    if (!buckets_ready)
+        for (int i = 0; i < MOE_MAX_BUCKETS; i++) bucket_req[i] = MPI_REQUEST_NULL;
+    buckets_ready = 1;
+    MPI_Comm g = group_of(kind, P);
+    int size = 1;
+    MPI_Comm_size(g, &size);
+    if (size <= 1 || bucket_started[slot]) return;
+    MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, g, &bucket_req[slot]);
+    bucket_started[slot] = 1;
+    int done;
+    MPI_Testall(MOE_MAX_BUCKETS, bucket_req, &done, MPI_STATUSES_IGNORE);
+}
+
+static void mpi_sum_finish(const moe_comm *c, int slot, int kind, int P, float *buf, int64_t n) {
+    if (slot >= 0 && slot < MOE_MAX_BUCKETS && bucket_started[slot]) {
+        watch_begin("a sum", n);
+        MPI_Wait(&bucket_req[slot], MPI_STATUS_IGNORE);     /* (returns at once for a completed one) */
+        watch_end();
+        bucket_started[slot] = 0;
+        return;
+    }
+    mpi_group_sum(c, kind, P, buf, n, 0);
+}
+
 /* an exchange's bookkeeping; without it the exchange cannot be made, and a rank that leaves
  * makes mpirun stop the job */
 static void *must_alloc(size_t n) {
@@ -376,7 +410,7 @@ const moe_comm *moe_comm_start(int *argc, char ***argv, char *err, size_t errlen
     }
     started = 1;
     world = (moe_comm){NULL, 0, 1, 1, mpi_f32, mpi_f64, mpi_group_sum, mpi_exchange, mpi_gather, mpi_allgather,
-                       mpi_traffic};
+                       mpi_traffic, mpi_sum_start, mpi_sum_finish};
     MPI_Comm_rank(MPI_COMM_WORLD, &world.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world.world);
     MPI_Comm host;     /* the ranks on this host: the nodes of a hierarchical all-to-all by default */

@@ -58,6 +58,11 @@ typedef struct moe_comm {
     void (*allgather_f32)(const struct moe_comm *c, int group, int P, const float *mine, float *all, int64_t n);
     /* what this rank's exchanges have sent other ranks so far: messages and bytes */
     void (*traffic)(const struct moe_comm *c, int64_t *messages, int64_t *bytes);
+    /* the in-place sum of n floats over the group (MOE_GROUP_*, degree P) started in the
+     * background in slot `slot` (< MOE_MAX_BUCKETS), and its end: finish waits for the sum of
+     * the slot, or makes it at once where none was started */
+    void (*sum_start)(const struct moe_comm *c, int slot, int group, int P, float *buf, int64_t n);
+    void (*sum_finish)(const struct moe_comm *c, int slot, int group, int P, float *buf, int64_t n);
 } moe_comm;
 /* a rank's place in the layout: its data-parallel rank and group size, its tensor rank */
 static inline int moe_comm_data_rank(const moe_comm *c) { return c->rank / c->tensor; }
@@ -107,6 +112,9 @@ typedef struct moe_ctx {
     float loss_scale;               /* d(total loss)/d(this micro-step's loss): 1/accumulate */
     float lr;                       /* learning rate of this optimizer step */
     int opt_step;                   /* 1-based AdamW step */
+    int reduce;                     /* this micro-step's backward starts the gradient sums as it completes
+                                     * their buckets (the last micro-step of a training step; 0: the
+                                     * optimizer makes them) */
 } moe_ctx;
 
 typedef void (*moe_step_fn)(moe_ctx *c);

@@ -78,7 +78,8 @@ static const cu_kernel kernels[] = {
     {"kd_loss_bwd", 1, {{G_ITEMS, "S*V"}}},
     {"grad_norm", 1, {{G_BLOCK, ""}}},
     {"adamw_step", 1, {{G_ITEMS, "n"}}},
-    {"allreduce_mean", 1, {{G_HOST, ""}}},
+    {"allreduce_start", 1, {{G_HOST, ""}}},
+    {"allreduce_finish", 1, {{G_HOST, ""}}},
 };
 
 static const cu_kernel *find_kernel(const char *name) {

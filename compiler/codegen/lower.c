@@ -119,6 +119,14 @@ static int expert_variant(const lw *L) {
     return L->n->at.moe.experts >= 4 ? 2 : 1;
 }
 
+/* a bucket of the gradient buffer: its slot, the group its sum runs over, its range */
+static void a_bucket(lw *L, int b) {
+    const ir_bucket *k = &L->g->buckets[b];
+    int P = L->g->params.degree[k->group];
+    a_int(L, "slot", b); a_int(L, "group", P > 1 ? MOE_GROUP_EXPERT_DATA : MOE_GROUP_DATA); a_int(L, "P", P);
+    a_ref(L, "grads", MOE_BUF_GRAD, k->offset, k->bytes); a_int(L, "n", k->bytes / 4);
+}
+
 /* ---- the rules ---- */
 static void lower_node(lw *L) {
     const ir_graph *g = L->g;
@@ -396,13 +404,16 @@ static void lower_node(lw *L) {
         a_real(L, "weight", n->at.kd.weight); a_real(L, "tau", n->at.kd.tau);
         a_rt(L, "loss_scale", LW_RT_LOSS_SCALE, 1); a_S(L); a_int(L, "V", width(L, in(L, "ps"))); a_acc(L, "dzs");
         break;
+    case IR_AR_START:
+        call(L, "allreduce_start", 0);
+        a_rt(L, "comm", LW_RT_COMM, 1); a_rt(L, "reduce", LW_RT_REDUCE, 1);
+        a_bucket(L, n->at.bucket.bucket);
+        break;
     case IR_ALLREDUCE:      /* dense gradients: the mean over the data-parallel group; experts: moe_program.h's rule */
-        for (int i = 0; i < g->params.ngroups; i++) {
-            int64_t off = g->params.group_off[i], bytes = g->params.group_off[i + 1] - off;
-            call(L, g->params.degree[i] > 1 ? "allreduce_experts" : "allreduce_mean", 0);
+        for (int b = 0; b < g->n_buckets; b++) {
+            call(L, "allreduce_finish", 0);
             a_rt(L, "comm", LW_RT_COMM, 1);
-            if (g->params.degree[i] > 1) a_int(L, "P", g->params.degree[i]);
-            a_ref(L, "grads", MOE_BUF_GRAD, off, bytes); a_int(L, "n", bytes / 4);
+            a_bucket(L, b);
         }
         break;
     case IR_GRAD_NORM:
@@ -463,7 +474,8 @@ lw_program *lw_lower(const ir_graph *g) {
         st->phase = n->phase;
         st->kind = (o->flags & IR_OPF_COMM ? MOE_STEP_COMM : MOE_STEP_COMPUTE) |
                    (o->flags & IR_OPF_LOSS ? MOE_STEP_LOSS : 0) | (n->kd ? MOE_STEP_KD : 0);
-        L.cap = n->op == IR_ADAMW ? g->params.n : n->op == IR_ALLREDUCE || n->op == IR_GRAD_NORM ? IR_MAX_DEGREES + 1 : 3;
+        L.cap = n->op == IR_ADAMW ? g->params.n : n->op == IR_ALLREDUCE ? g->n_buckets + 1
+              : n->op == IR_GRAD_NORM ? IR_MAX_DEGREES + 1 : 3;
         st->calls = ARENA_ARRAY(a, lw_call, L.cap + 1);
         if (!st->calls) return NULL;
         L.st = st;
@@ -475,7 +487,7 @@ lw_program *lw_lower(const ir_graph *g) {
 
 const char *lw_rt_name(lw_rt r) {
     static const char *const nm[LW_RT_COUNT] = {"B", "T", "S", "mode", "rng", "loss_scale", "lr", "opt_step",
-                                                "comm"};
+                                                "comm", "reduce"};
     return (unsigned)r < LW_RT_COUNT ? nm[r] : "?";
 }
 

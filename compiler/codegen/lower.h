@@ -32,6 +32,7 @@ typedef enum {
     LW_RT_LR,                       /* the optimizer step's learning rate */
     LW_RT_OPT_STEP,                 /* the 1-based AdamW step */
     LW_RT_COMM,                     /* the communicator */
+    LW_RT_REDUCE,                   /* this micro-step's backward starts the gradient sums (overlap) */
     LW_RT_COUNT
 } lw_rt;
 

@@ -12,6 +12,7 @@ typedef struct opdef { const char *name, *ins, *outs, *doc; int attr; unsigned f
 #define MOE IR_AT_MOE
 #define A2A IR_AT_A2A
 #define TP IR_AT_TP
+#define BUCKET IR_AT_BUCKET
 #define OPTIM IR_AT_OPTIM
 #define KD IR_AT_KD
 #define COMM IR_OPF_COMM
@@ -28,6 +29,7 @@ static const opdef op_defs[] = {
 #undef MOE
 #undef A2A
 #undef TP
+#undef BUCKET
 #undef OPTIM
 #undef KD
 #undef COMM
@@ -219,6 +221,15 @@ int ir_node_new(ir_graph *g, ir_op op, const char *name, int phase) {
     return g->nn++;
 }
 
+int ir_node_insert(ir_graph *g, int at, ir_op op, const char *name, int phase) {
+    int n = ir_node_new(g, op, name, phase);
+    if (n < 0 || at >= n) return n;
+    ir_node moved = g->n[n];
+    memmove(&g->n[at + 1], &g->n[at], sizeof(ir_node) * (size_t)(n - at));
+    g->n[at] = moved;
+    return at;
+}
+
 void ir_io(ir_graph *g, int node, const int *in, const int *out) {
     if (node < 0) return;
     ir_node *n = &g->n[node];
@@ -251,6 +262,7 @@ static void print_attr(const ir_node *n, FILE *out) {
                 n->at.a2a.to_experts ? "to experts" : "to tokens", n->at.a2a.backward ? " bwd" : "");
         break;
     case IR_AT_TP: fprintf(out, " {tensor=%d}", n->at.tp.degree); break;
+    case IR_AT_BUCKET: fprintf(out, " {bucket=%d}", n->at.bucket.bucket); break;
     case IR_AT_KD: fprintf(out, " {tau=%g weight=%g}", n->at.kd.tau, n->at.kd.weight); break;
     default: break;
     }

@@ -22,7 +22,8 @@ struct arena;
 struct diag_ctx;
 
 enum { IR_OPF_COMM = 1, IR_OPF_LOSS = 2 };     /* ops.def FLAGS */
-enum { IR_AT_NONE, IR_AT_MATMUL, IR_AT_ACT, IR_AT_ATTN, IR_AT_MOE, IR_AT_A2A, IR_AT_TP, IR_AT_OPTIM, IR_AT_KD };
+enum { IR_AT_NONE, IR_AT_MATMUL, IR_AT_ACT, IR_AT_ATTN, IR_AT_MOE, IR_AT_A2A, IR_AT_TP, IR_AT_BUCKET, IR_AT_OPTIM,
+       IR_AT_KD };
 #define IR_MAX_IO 8
 
 typedef enum {
@@ -102,6 +103,8 @@ typedef struct ir_at_a2a { int layer, experts, degree, backward, to_experts; } i
 /* a sum or copy over the tensor group of `degree` ranks (parallel.tensor, expert_slicing); over
  * the routed rows of `experts` experts when the node has counts */
 typedef struct ir_at_tp { int degree, experts; } ir_at_tp;
+/* a bucket of the gradient buffer (ir_graph.buckets) */
+typedef struct ir_at_bucket { int bucket; } ir_at_bucket;
 typedef struct ir_at_optim { double beta1, beta2, eps, weight_decay, grad_clip; } ir_at_optim;
 typedef struct ir_at_kd { double tau, weight; } ir_at_kd;         /* distill block */
 
@@ -119,6 +122,7 @@ typedef struct ir_node {
         ir_at_moe moe;
         ir_at_a2a a2a;
         ir_at_tp tp;
+        ir_at_bucket bucket;
         ir_at_optim optim;
         ir_at_kd kd;
     } at;
@@ -166,6 +170,14 @@ typedef struct ir_ptable {
     int *qtensor, *stensor; /* [n] their tensor ids in a graph that reads them (q8), else -1 */
 } ir_ptable;
 
+/* A bucket of the gradient buffer: a range of one reduction group of the parameter table
+ * (ir_ptable) holding the parameters of one block, which the backward completes together and
+ * whose sum over the ranks can start then (pass_optimizer makes them). */
+typedef struct ir_bucket {
+    int group;              /* its group in the parameter table */
+    int64_t offset, bytes;  /* its range of the buffer */
+} ir_bucket;
+
 /* The distillation teacher of a training graph (moe-semantics.md section 5): its parameters
  * (in the TPARAM buffer), the KD settings of the student's distill block. */
 typedef struct ir_teacher {
@@ -203,6 +215,8 @@ typedef struct ir_graph {
     int *stat_loads;                 /* [n_moe] where each MoE layer's expert loads start in it */
     ir_at_optim optim;               /* the train block's optimizer settings (pass_optimizer) */
     const ir_teacher *teacher;       /* the distillation teacher (training graph), or NULL */
+    int n_buckets;                   /* the gradient buffer's buckets (training graph: pass_optimizer) */
+    ir_bucket *buckets;
     int tokens, targets, stats;      /* IO tensor ids (targets -1 in decode) */
     int pos, slot;                   /* decode: each row's position and KV-cache slot (IO; -1 in training) */
     int loss;                        /* per-token LM loss tensor id (-1 in decode) */
@@ -219,6 +233,8 @@ int ir_param_quantized(const md_param *p);  /* an expert weight [E, K, N]: decod
 int ir_tensor_new(ir_graph *g, const char *name, ir_tkind kind, moe_dtype dt, ir_rows rows, int64_t width);
 /* A node of op with its slot counts from ops.def and every slot absent (-1). */
 int ir_node_new(ir_graph *g, ir_op op, const char *name, int phase);
+/* the same, inserted before node `at` (the nodes from there move up by one); its index */
+int ir_node_insert(ir_graph *g, int at, ir_op op, const char *name, int phase);
 /* sets inputs/outputs in slot order from -2-terminated lists (shorter lists leave the rest -1):
  * ir_io(g, node, (int[]){x, w, -2}, (int[]){y, -2}) */
 void ir_io(ir_graph *g, int node, const int *in, const int *out);

@@ -36,6 +36,7 @@ typedef enum moe_buf {
 
 /* ---- groups of ranks a collective runs over (moe_program.h says which ranks each holds) ---- */
 enum { MOE_GROUP_WORLD, MOE_GROUP_EXPERT, MOE_GROUP_EXPERT_DATA, MOE_GROUP_DATA, MOE_GROUP_TENSOR };
+#define MOE_MAX_BUCKETS 256     /* gradient buckets a program's backward reduces as they complete */
 
 /* ---- element types of tensors ---- */
 typedef enum moe_dtype { MOE_F32, MOE_BF16, MOE_F16, MOE_I32, MOE_F64, MOE_I8, MOE_DTYPE_COUNT } moe_dtype;

@@ -14,20 +14,20 @@
 #include "k_optim.h" /* k_scale, k_sumsq */
 #include "moe_program.h"
 
-/* buf = the mean of buf over the data-parallel group (all ranks without tensor slicing; the
- * ranks of a tensor group hold the same replicated gradients, and each its own split ones) */
-static inline void k_allreduce_mean(const moe_comm *comm, float *buf /* [n] */, long n) {
-    if (!comm || moe_comm_data_size(comm) <= 1) return;
-    comm->group_sum(comm, MOE_GROUP_DATA, 1, buf, n, 0);
-    k_scale(buf, 1.0f / (float)moe_comm_data_size(comm), n);
+/* A bucket of the gradient buffer summed over its group (MOE_GROUP_DATA, or for the experts of
+ * degree P MOE_GROUP_EXPERT_DATA: the ranks that hold the same experts, whose gradients
+ * already sum their expert group's tokens) and divided by the data-parallel ranks: the mean
+ * gradient. Start: in the background, once the backward has written the bucket (reduce: the
+ * last micro-step); finish: in the optimizer, waiting for it or summing at once. */
+static inline void k_allreduce_start(const moe_comm *comm, int reduce, int slot, int group, int P,
+                                     float *grads /* [n] */, long n) {
+    if (reduce && comm && moe_comm_data_size(comm) > 1) comm->sum_start(comm, slot, group, P, grads, n);
 }
-
-/* Gradients of the experts of degree P: the sum over the ranks that hold the same experts,
- * over the data-parallel group (each rank's expert gradients already sum its group's tokens) */
-static inline void k_allreduce_experts(const moe_comm *comm, int P, float *buf /* [n] */, long n) {
+static inline void k_allreduce_finish(const moe_comm *comm, int slot, int group, int P, float *grads /* [n] */,
+                                      long n) {
     if (!comm || moe_comm_data_size(comm) <= 1) return;
-    comm->group_sum(comm, MOE_GROUP_EXPERT_DATA, P, buf, n, 0);
-    k_scale(buf, 1.0f / (float)moe_comm_data_size(comm), n);
+    comm->sum_finish(comm, slot, group, P, grads, n);
+    k_scale(grads, 1.0f / (float)moe_comm_data_size(comm), n);
 }
 
 /* y [rows, width] (acc: +=) = res + b + the sum of x over the tensor group of T ranks: the whole

@@ -42,12 +42,6 @@ moe_rt *cli_rt(int need, int decode, const char *device) {
     char err[512];
     moe_rt *rt = moe_rt_create(cli_prog, device, need, decode, err, sizeof err);
     if (!rt) cli_fail("%s", err);
-    if (rt && moe_comm_world()->world > 1 && !strcmp(rt->dev->ops->name, "cuda")) {
-        cli_fail("several processes on the cuda device need NCCL, which is not built yet: run on --device cpu "
-                 "(or cuda-emu), or in one process");
-        moe_rt_destroy(rt);
-        rt = NULL;
-    }
     return rt;
 }
 
@@ -384,6 +378,13 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
     if (strcmp(cmd, "train") && strcmp(cmd, "eval") && strcmp(cmd, "grad")) {
         cli_fail("started as one of %d processes (%s), but %s runs in one process (train, eval and grad run on "
                  "several); start it without mpirun", n, var, cmd);
+        return MOE_EXIT_USAGE;
+    }
+    /* the cuda target's program (on the cuda device or the emulator) makes no collective calls:
+     * its gradients would not be averaged over the ranks */
+    if (strcmp(p->target, "cpu")) {
+        cli_fail("started as one of %d processes (%s), but several processes run the cpu target's program "
+                 "(--device cpu): the cuda target's collectives need NCCL, which is not built yet", n, var);
         return MOE_EXIT_USAGE;
     }
     char err[256];

@@ -175,6 +175,7 @@ int cli_train(int argc, char **argv) {
                     {"--log", 1, "JSONL metrics, one object per step", NULL},
                     {"--teacher", 1, "the teacher's checkpoint (a student: until distill.stop_step)", NULL},
                     {"--seed", 1, "seed for init, data order and noise (default train.seed)", NULL},
+                    {"--no-overlap", 0, "several processes: sum the gradients after the backward, not while it runs", NULL},
                     {"--device", 1, "cpu|cuda|cuda-emu", NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "train", argc, argv, f, nf);
@@ -302,6 +303,7 @@ int cli_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, &old_sa);
     moe_ctx *c = &rt->ctx;
     c->loss_scale = 1.0f / (float)p->accumulate;
+    int overlap = !moe_arg(f, nf, "--no-overlap");
     double before = moe_log_elapsed(log), t_start = moe_now_ms() / 1e3 - before;
     double flops_per_step = moe_train_flops_per_token(p, T) * B * T * (double)p->accumulate * R;
     int every = steps >= 20 ? (int)(steps / 20) : 1;
@@ -323,6 +325,7 @@ int cli_train(int argc, char **argv) {
         c->mode = MOE_MODE_TRAIN;
         for (int u = 0; u < p->accumulate; u++) {
             int mu = u * R + moe_comm_data_rank(w);    /* the micro-batch of the step's draw (R B per micro-step) */
+            c->reduce = overlap && u == p->accumulate - 1;  /* its backward starts the sums of the buckets it completes */
             c->rng = moe_rng_micro((uint64_t)seed, (uint64_t)step, (uint64_t)mu);
             moe_data_train_batch(data, (uint64_t)seed, step, mu, B, T, rt->tokens, rt->targets);
             moe_rt_upload_batch(rt);

@@ -2,6 +2,7 @@
 # run.sh MOEC WORKDIR ST_COMPARE JSON_COMPARE - runs under mpirun (Open MPI, oversubscribed on this machine's
 # cores) against one process over the same sequences. Data-parallel:
 #   train: 2 ranks x batch 4 give the losses, gradient norms and weights of 1 process x batch 8,
+#          the same losses with the gradient sums made after the backward (--no-overlap),
 #          and a 2-rank run resumed from its own checkpoint repeats the uninterrupted one;
 #   eval:  1, 2 and 3 ranks (7 batches: uneven shares) print the one-process figures;
 #   grad:  2 ranks write the mean of the one-process gradients of batches 0 and 1;
@@ -12,7 +13,8 @@
 #          message counts, checkpoints hold every expert (one process evaluates them, other
 #          layouts and one process resume them);
 #   refusals: an expert-parallel layout in one process or on too few ranks, parallel.data = 3
-#          on 2 processes, and a command that runs in one process each stop with their message;
+#          on 2 processes, the cuda target's program, and a command that runs in one process
+#          each stop with their message;
 #   ranks of different executables or data stop at start; a rank killed mid-run ends the
 #   job with mpirun's message.
 # Skipped (77) without mpirun; not registered when moec was built without MPI.
@@ -32,8 +34,10 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 mpi() { local np=$1; shift; timeout 300 mpirun -np "$np" "$@"; }
 # (the C at -O1, two at a time: building takes much of this test's time otherwise; every
 # executable compared is built alike)
+"$moec" build "$here/dp.moe" --model two --target cuda -o two_cuda -O1 2> build_cuda.err & cuda_build=$!
 echo two one moe ep ep4 ep4h pyr pyr_dp three kdtwo kdone | tr ' ' '\n' |
   xargs -P 2 -I{} "$moec" build "$here/dp.moe" --model {} -o {} -O1 2> build.err || fail "moec build: $(cat build.err)"
+wait $cuda_build || fail "moec build --target cuda: $(cat build_cuda.err)"
 ./two info --json | jq -e '.params > 0' >/dev/null || fail "info"
 mpi 2 ./two info > /dev/null 2> info.err && fail "info ran on 2 processes"
 grep -q "but info runs in one process" info.err || fail "the one-process refusal: $(cat info.err)"
@@ -58,6 +62,9 @@ paste <(jq -r '[.loss, .grad_norm] | @tsv' one.jsonl) <(jq -r '[.loss, .grad_nor
 # the ranks is off by orders more than 1e-4.
 "$ref_cmp" --rtol 1e-4 --tol "h.*.attn.c_attn.bias=1e-3" ck1/step-00000006.safetensors ck2/step-00000006.safetensors > cmp.txt \
   || fail "weights after 6 steps: $(tail -3 cmp.txt)"
+# the gradient sums started while the backward runs (the default) = made after it (--no-overlap)
+mpi 2 ./two train --data text.txt --log nov.jsonl --no-overlap 2>/dev/null || fail "train --no-overlap"
+cmp -s <(jq -r .loss two.jsonl) <(jq -r .loss nov.jsonl) || fail "--no-overlap: $(paste two.jsonl nov.jsonl | head -2)"
 # resumed on 2 processes from step 3 (written by rank 0) = uninterrupted
 mpi 2 ./two train --data text.txt --checkpoint ck3 --log three.jsonl --steps 3 --steps-total 6 2>/dev/null || fail "3 steps"
 mpi 2 ./two train --data text.txt --checkpoint ck3 --log three.jsonl --resume 2>/dev/null || fail "resume"
@@ -191,6 +198,10 @@ mpi 2 ./ep4 train --steps 1 2> ep4.err && fail "expert groups of 4 ran on 2 proc
 grep -q "spreads the experts of h.1.moe.experts.c_fc.weight over 4 processes (parallel.expert), which do not divide the 2 started" ep4.err \
   || fail "ep4 on 2: $(cat ep4.err)"
 [ "$(grep -c "do not divide" ep4.err)" = 1 ] || fail "the refusal is not printed once"
+# the cuda target's program makes no collective calls: several processes refuse it
+mpi 2 ./two_cuda train --steps 1 --device cuda-emu 2> cuda.err && fail "the cuda target's program ran on 2 processes"
+grep -q "several processes run the cpu target's program (--device cpu): the cuda target's collectives need NCCL" cuda.err \
+  || fail "cuda on 2: $(cat cuda.err)"
 mpi 2 ./three train --steps 1 2> three.err && fail "parallel.data = 3 ran on 2"
 grep -q "asks for parallel.data = 3 processes, but 2 were started" three.err || fail "data: $(cat three.err)"
 # ranks that run different executables, or read different data, stop at once (MPMD mpirun)
