@@ -26,7 +26,7 @@ for round in 1 2 3; do
 done
 out=$here/results/ep.md
 {
-  echo "# Expert parallelism on one host: 2 ranks x 1 thread, $(nproc --all) cores ($(date -u +%Y-%m-%d))"
+  echo "# Several processes on one host: 2 ranks x 1 thread, $(nproc --all) cores ($(date -u +%Y-%m-%d))"
   echo
   echo "| model | layout | step ms (median) | parameter MiB per rank | all-to-all messages / step | all-to-all MiB / step |"
   echo "|---|---|---|---|---|---|"
