@@ -55,7 +55,7 @@ static int run(arena *a, diag_ctx *d, const md_model *m, pl_result *r, void (*ho
 /* the bodies of the generated step functions may name only these host values of the context */
 static void check_no_host_reads(const char *what, const char *c) {
     static const char *const ok[] = {"c->B", "c->T", "c->pos", "c->mode", "c->rng", "c->loss_scale", "c->lr",
-                                     "c->opt_step", "c->comm"};
+                                     "c->opt_step", "c->comm", "c->reduce"};
     int steps = 0;
     for (const char *p = strstr(c, "(moe_ctx *c) {\n"); p; p = strstr(p + 1, "(moe_ctx *c) {\n")) {
         const char *end = strstr(p, "\n}\n");
