@@ -70,6 +70,11 @@ static void a_at(lw *L, const char *name, int t, int64_t elem) {
     if (a) a->ref = ref_of(L, t, elem);
 }
 static void a_buf(lw *L, const char *name, int t) { a_at(L, name, t, 0); }
+/* a buffer only the first rank of a tensor group gets (NULL on the others) */
+static void a_buf_group_first(lw *L, const char *name, int t) {
+    a_buf(L, name, t);
+    if (L->c && L->c->nargs) L->c->args[L->c->nargs - 1].ref.group_first = 1;
+}
 /* a part of a buffer class that is no IR tensor (whole gradient buffer, AdamW moments) */
 static void a_ref(lw *L, const char *name, moe_buf b, int64_t offset, int64_t bytes) {
     lw_arg *a = arg(L, name, LW_BUF);
@@ -324,21 +329,15 @@ static void lower_node(lw *L) {
         a_buf(L, "x", in(L, "x")); a_buf(L, "b", in(L, "b")); a_buf(L, "res", in(L, "res"));
         a_rows(L, "rows", in(L, "counts"), n->at.tp.experts); a_int(L, "width", width(L, in(L, "x"))); a_acc(L, "y");
         break;
-    case IR_TP_SUM_BWD: {
+    case IR_TP_SUM_BWD: {   /* dx = dy: the comm pass renamed dx to dy wherever nothing else writes dx */
         static const char *const side[] = {"dx", "dres"};
         for (int j = 0; j < 2; j++) {
-            int dst = out(L, side[j]), w = (int)width(L, in(L, "dy"));
-            if (dst < 0 || (dst == in(L, "dy") && !acc(L, side[j]))) continue;   /* the comm pass made it dy */
-            if (in(L, "counts") >= 0 && !acc(L, side[j])) {    /* the routed rows only (expert slicing) */
-                call(L, "copy_rows", 0);
-                a_buf(L, "dst", dst); a_buf(L, "src", in(L, "dy")); a_rows(L, "rows", in(L, "counts"), n->at.tp.experts);
-                a_int(L, "width", w);
-                continue;
-            }
-            call(L, "accumulate", 0);   /* (routed rows with acc: every row the tensor has) */
+            int dst = out(L, side[j]);
+            if (dst < 0 || dst == in(L, "dy")) continue;
+            call(L, "accumulate", 0);   /* (routed rows: every row the tensor has) */
             a_buf(L, "dst", dst); a_buf(L, "src", in(L, "dy"));
             if (in(L, "counts") >= 0) a_int(L, "n", ir_tensor_numel_max(g, &g->t[dst]));
-            else a_rt(L, "n", LW_RT_S, w);
+            else a_rt(L, "n", LW_RT_S, width(L, in(L, "dy")));
             a_acc(L, side[j]);
         }
         if (out(L, "db") >= 0) {
@@ -352,9 +351,9 @@ static void lower_node(lw *L) {
         call(L, q8 ? "moe_expert_q8_fwd" : "moe_expert_fwd", q8 ? 0 : expert_variant(L));
         a_buf(L, "y", out(L, "y")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
         if (q8) { a_buf(L, "Wq", in(L, "Wq")); a_buf(L, "Ws", in(L, "Ws")); }
-        a_buf(L, "b", in(L, "b"));
         const md_param *w = &g->params.p[g->t[in(L, "W")].param];
-        if (w->tp > 1 && w->tp_dim == 1 && L->c) L->c->args[L->c->nargs - 1].ref.group_first = 1;  /* split by rows */
+        if (w->tp > 1 && w->tp_dim == 1) a_buf_group_first(L, "b", in(L, "b"));     /* split by rows */
+        else a_buf(L, "b", in(L, "b"));
         a_buf(L, "counts", in(L, "counts")); a_int(L, "E", m->experts); a_int(L, "K", width(L, in(L, "x")));
         a_int(L, "N", width(L, out(L, "y")));
         break;

@@ -38,10 +38,10 @@ static inline void k_allreduce_finish(const moe_comm *comm, int slot, int group,
 static inline void k_tp_sum(const moe_comm *comm, int T, float *y, const float *x, const float *b, const float *res,
                             k_rows rows, long width, int acc) {
     long S = k_rows_get(rows), n = S * width;
-    float *all = comm && comm->tensor > 1 ? malloc(sizeof(float) * (size_t)n * (size_t)T) : NULL;
+    int parts = comm && comm->tensor > 1 ? T : 1;
+    float *all = parts > 1 ? malloc(sizeof(float) * (size_t)n * (size_t)T) : NULL;
+    if (parts > 1 && !all) abort();
     if (all) comm->allgather_f32(comm, MOE_GROUP_TENSOR, T, x, all, n);
-    else if (comm && comm->tensor > 1) abort();
-    int parts = all ? T : 1;
     const float *src = all ? all : x;
 #pragma omp parallel for schedule(static) if (n * parts >= K_OMP_MIN_WORK)
     for (long r = 0; r < S; r++)

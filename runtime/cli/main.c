@@ -365,8 +365,8 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
         return MOE_EXIT_USAGE;
     }
     int T = moe_program_tensor_group(p);
+    const char *key = p->par_tensor > 1 ? "tensor" : "expert_slicing";   /* what makes the tensor groups */
     if (n <= 1 && T > 1 && strcmp(cmd, "info")) {
-        const char *key = p->par_tensor > 1 ? "tensor" : "expert_slicing";
         cli_fail("model %s is laid out for %s slicing (parallel.%s = %d): each process holds a slice of the %s, "
                  "so it runs under mpirun on a multiple of %d processes. For one process, build the model with "
                  "parallel.%s = 1: checkpoints hold whole tensors and load in either", p->model,
@@ -396,8 +396,7 @@ static int start_world(const char *cmd, int *argc, char ***argv) {
     if (w->world % T) {
         if (w->rank == 0)
             cli_fail("model %s splits its layers over tensor groups of %d processes (parallel.%s), which do not "
-                     "divide the %d started: start a multiple of %d", p->model, T,
-                     p->par_tensor > 1 ? "tensor" : "expert_slicing", w->world, T);
+                     "divide the %d started: start a multiple of %d", p->model, T, key, w->world, T);
         return MOE_EXIT_FAIL;
     }
     moe_comm_set_layout(T, p->par_alltoall, p->par_ranks_per_node);
