@@ -7,7 +7,7 @@ thread count (PyTorch's decoding: the better of 1 thread and that count). What e
 measures and why is in bench/README.md.
 
     bench.py [--quick] [--threads N] [--moec PATH] [--sgemm PATH] [--out DIR] [--work DIR]
-             [--only moe,sgemm,step,decode,compile] [--torch-from TEXT]
+             [--only moe,sgemm,step,loaded,decode,compile] [--torch-from TEXT]
 """
 import argparse
 import glob
@@ -29,7 +29,7 @@ from torch_moe import capacity
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SECTIONS = ("moe", "sgemm", "step", "decode", "compile")
+SECTIONS = ("moe", "sgemm", "step", "loaded", "decode", "compile")
 TORCH_TIMEOUT_S = 900
 
 
@@ -336,7 +336,7 @@ def model_args(m):
             "--experts", ",".join(map(str, m.experts))] + (["--residual"] if m.residual else [])
 
 
-def measure_step_torch(ctx, plan, res, m):
+def measure_step_torch(ctx, plan, res, m, section="step"):
     """PyTorch eager, then under torch.compile: median time of forward, backward, clipping and
     AdamW (torch_model.py, sort/gather MoE, fused AdamW)."""
     for compiled, key in ((False, "torch"), (True, "torch_compile")):
@@ -349,38 +349,61 @@ def measure_step_torch(ctx, plan, res, m):
         try:
             r = run_json(argv, ctx.torch_env, TORCH_TIMEOUT_S)
         except RuntimeError as e:
-            res.missing("step", m.name, key, "train", ["tokens_per_s", "ms", "peak_rss_bytes"],
+            res.missing(section, m.name, key, "train", ["tokens_per_s", "ms", "peak_rss_bytes"],
                         str(e)[:200])
             continue
         how = "torch.compile" if compiled else "eager"
-        res.add("step", m.name, key, "train", "tokens_per_s", r["tokens_per_s"], "tok/s",
+        res.add(section, m.name, key, "train", "tokens_per_s", r["tokens_per_s"], "tok/s",
                 f"PyTorch {how}, {r['impl']} MoE, {r.get('adamw', 'default')} AdamW")
-        res.add("step", m.name, key, "train", "ms", r["ms"], "ms")
-        res.add("step", m.name, key, "train", "peak_rss_bytes", r["peak_rss_bytes"], "B")
-        res.add("step", m.name, key, "train", "params", r["params"], "")
+        res.add(section, m.name, key, "train", "ms", r["ms"], "ms")
+        res.add(section, m.name, key, "train", "peak_rss_bytes", r["peak_rss_bytes"], "B")
+        res.add(section, m.name, key, "train", "params", r["params"], "")
         if compiled:
-            res.add("step", m.name, key, "train", "compile_s", r["compile_s"], "s")
+            res.add(section, m.name, key, "train", "compile_s", r["compile_s"], "s")
 
 
-def measure_step_moec(ctx, plan, res, m, index):
+def measure_step_moec(ctx, plan, res, m, index, section="step"):
     """moec: EXE bench --train on the same model written as a .moe file."""
     metrics = ["tokens_per_s", "ms", "peak_rss_bytes"]
-    log(f"step {m.name} moec")
+    log(f"{section} {m.name} moec")
     try:
         exe = build_with_plan(ctx, res, m.name, moec_side.whole_model_text(m), f"model_{index}")
         r = ctx.moec.bench(exe, "train", m.batch, m.context, plan.repeats)
     except MoecUnavailable as e:
-        res.missing("step", m.name, "moec", "train", metrics, str(e))
+        res.missing(section, m.name, "moec", "train", metrics, str(e))
         return
-    res.add("step", m.name, "moec", "train", "tokens_per_s", r["tokens_per_s"], "tok/s")
-    res.add("step", m.name, "moec", "train", "ms", r["step_ms"], "ms")
-    res.add("step", m.name, "moec", "train", "peak_rss_bytes", r["peak_rss_bytes"], "B")
+    res.add(section, m.name, "moec", "train", "tokens_per_s", r["tokens_per_s"], "tok/s")
+    res.add(section, m.name, "moec", "train", "ms", r["step_ms"], "ms")
+    res.add(section, m.name, "moec", "train", "peak_rss_bytes", r["peak_rss_bytes"], "B")
 
 
 def measure_steps(ctx, plan, res):
     for index, m in enumerate(plan.models):
         measure_step_torch(ctx, plan, res, m)
         measure_step_moec(ctx, plan, res, m, index)
+
+
+class BusyCore:
+    """Another program keeping one core busy (a shell loop at normal priority) while a
+    measurement runs: a shared machine, the normal case for a login node or a CI runner."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def measure_steps_loaded(ctx, plan, res):
+    """The whole training step again, each side with one core taken by another program (the
+    same thread count: neither side is told about the load)."""
+    for index, m in enumerate(plan.models):
+        with BusyCore():
+            measure_step_torch(ctx, plan, res, m, "step_loaded")
+        with BusyCore():
+            measure_step_moec(ctx, plan, res, m, index, "step_loaded")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,6 +586,8 @@ def main(argv):
         measure_layers(ctx, plan, res)
     if "step" in args.only:
         measure_steps(ctx, plan, res)
+    if "loaded" in args.only:
+        measure_steps_loaded(ctx, plan, res)
     if "decode" in args.only:
         measure_decode(ctx, plan, res)
     if "compile" in args.only:

@@ -30,7 +30,7 @@ def add_best_torch(res, plan):
     """A 'torch_best' row per config and mode: the best PyTorch tokens/s, note = which form."""
     cases = [("moe_layer", c.name, mode, LAYER_TORCH) for c in plan.layers
              for mode in ("fwd", "fwdbwd")]
-    cases += [("step", m.name, "train", MODEL_TORCH) for m in plan.models]
+    cases += [(s, m.name, "train", MODEL_TORCH) for s in ("step", "step_loaded") for m in plan.models]
     cases += [("decode", m.name, f"B{b}", MODEL_TORCH) for m in plan.decode_models
               for b in plan.decode_batches]
     for section, config, mode, impls in cases:
@@ -86,6 +86,12 @@ def derive_targets(res, plan):
         v, why = _ratio(res, "step", m.name, "train", "tokens_per_s", "moec", "torch_best")
         _add_target(res, m.name, "training step tokens/s, moec / best PyTorch", "train",
                     v, why, 1.5, True)
+    for m in plan.models:
+        if res.row("step_loaded", m.name, "moec", "train", "tokens_per_s") is None:
+            continue   # section not run
+        v, why = _ratio(res, "step_loaded", m.name, "train", "tokens_per_s", "moec", "torch_best")
+        _add_target(res, m.name, "training step tokens/s with one core busy, moec / best PyTorch",
+                    "train", v, why, 1.0, True)
     for m in plan.models:
         v, why = _ratio(res, "step", m.name, "train", "peak_rss_bytes", "moec", "torch")
         _add_target(res, m.name, "peak RSS, moec / PyTorch eager", "train", v, why, 1.0, False)
@@ -213,22 +219,30 @@ def sgemm_md(res, plan):
             + _table(["config", "shape", "GFLOP/s"], rows))
 
 
-def steps_md(res, plan):
+def _steps_table(res, plan, section):
     rows = []
     for m in plan.models:
         def rate(impl):
-            return _cell(res.row("step", m.name, impl, "train", "tokens_per_s"), _rate)
+            return _cell(res.row(section, m.name, impl, "train", "tokens_per_s"), _rate)
         rows.append((m.name, m.tokens, rate("torch"), rate("torch_compile"), rate("moec"),
-                     _best_cell(res, "step", m.name, "train"),
-                     _vs(res, "step", m.name, "train", "torch_best")))
+                     _best_cell(res, section, m.name, "train"),
+                     _vs(res, section, m.name, "train", "torch_best")))
+    return _table(["model", "tokens/step", "PyTorch eager", "PyTorch torch.compile", "moec",
+                   "best PyTorch", "moec / best PyTorch"], rows)
+
+
+def steps_md(res, plan):
     torch_note = next((r.note for r in res.rows if r.section == "step" and r.impl == "torch"
                        and r.metric == "tokens_per_s" and r.value is not None), "")
-    return (["## 3. Whole training step (forward, backward, AdamW), tokens/s", "",
-             f"PyTorch side: {torch_note or 'PyTorch eager'}; the same under torch.compile "
-             "(the model: forward and backward; clipping and AdamW as they are); same model, "
-             "batch and sequence.", ""]
-            + _table(["model", "tokens/step", "PyTorch eager", "PyTorch torch.compile", "moec",
-                      "best PyTorch", "moec / best PyTorch"], rows))
+    out = (["## 3. Whole training step (forward, backward, AdamW), tokens/s", "",
+            f"PyTorch side: {torch_note or 'PyTorch eager'}; the same under torch.compile "
+            "(the model: forward and backward; clipping and AdamW as they are); same model, "
+            "batch and sequence.", ""]
+           + _steps_table(res, plan, "step"))
+    if any(r.section == "step_loaded" for r in res.rows):
+        out += ["With one core busy (another program spinning on it while each side runs, at the "
+                "same thread count as above):", ""] + _steps_table(res, plan, "step_loaded")
+    return out
 
 
 def _decode_cell(res, config, impl, mode):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark of the project and writes bench/results/results.{md,csv,svg}.
 #
-#   bash bench/run.sh [--quick] [--threads N] [--no-build] [--only moe,sgemm,step,decode,compile]
+#   bash bench/run.sh [--quick] [--threads N] [--no-build] [--only moe,sgemm,step,loaded,decode,compile]
 #
 # 1. installs python3-venv, python3-dev, g++, libopenblas-dev if missing (needs root);
 # 2. makes build-bench/venv once (reused afterwards) with PyTorch 2 from PyPI (MKL), the baseline
@@ -10,7 +10,10 @@
 # 3. builds moec in build-bench/ (Release); a failed build is logged, not fatal: the tables then
 #    say "moec: not built" where moec's numbers would be;
 # 4. builds bench/sgemm_rate.c against OpenBLAS;
-# 5. runs bench/bench.py with the venv's python, all at the same thread count.
+# 5. runs bench/bench.py with the venv's python, all at the same thread count ("loaded": the
+#    training step again with another program spinning on one core);
+# 6. writes bench/results/arena.md: every example's activation arena, without and with
+#    train.recompute (bench/arena.sh).
 # --quick scales the shapes down and repeats less: a smoke test of the harness, not the targets.
 set -euo pipefail
 
@@ -33,7 +36,7 @@ TORCH_PURE_DEPS=(filelock "typing-extensions>=4.13.0" "setuptools>=77.0.3" "symp
 CUDA_LIB=/usr/local/cuda/lib64
 
 usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit "$1"
 }
 
@@ -182,3 +185,7 @@ log "benchmarking with $THREADS threads"
 "$PYTHON" "$ROOT/bench/bench.py" --threads "$THREADS" --moec "$BUILD/moec" \
     --sgemm "$BUILD/sgemm_rate" --out "$ROOT/bench/results" --work "$BUILD/bench" \
     --torch-from "$TORCH_FROM" ${PASS[@]+"${PASS[@]}"}
+if [ -x "$BUILD/moec" ]; then
+    bash "$ROOT/bench/arena.sh" "$BUILD/moec" > "$ROOT/bench/results/arena.md" \
+        || log "bench/arena.sh failed; bench/results/arena.md is incomplete"
+fi

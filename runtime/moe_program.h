@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 12
+#define MOE_ABI_VERSION 13
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 /* the learning-rate schedule after warmup (rt.h, moe_lr_at) */
@@ -190,6 +190,7 @@ typedef struct moe_program {
     int schedule;                   /* MOE_SCHED_*: warmup, then this decay to min_lr */
     double capacity_factor, eval_capacity_factor;  /* of the moe block (0 when dense) */
     int drop_tokens;                /* the moe block's drop_tokens (0 when dense) */
+    int recompute;                  /* train.recompute: the backward recomputes each block's forward */
     /* the parallel block: data (0: the world size / the tensor groups' size), the largest expert
      * degree, tensor; the all-to-all (MOE_A2A_*) and ranks_per_node (0: the ranks on each host);
      * expert_slicing (its groups are the tensor groups: moe_program_tensor_group) */

@@ -161,9 +161,9 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     cg_line(b, ".batch = %lld, .accumulate = %lld, .train_steps = %lld, .seed = %lld, .warmup = %lld,",
             (long long)m->train.batch, (long long)m->train.accumulate, (long long)m->train.steps,
             (long long)m->train.seed, (long long)m->train.warmup);
-    cg_line(b, ".eval_every = %lld, .eval_batches = %lld, .checkpoint_every = %lld,", (long long)m->train.eval_every,
-            (long long)m->train.eval_batches,
-            (long long)m->train.checkpoint_every);
+    cg_line(b, ".eval_every = %lld, .eval_batches = %lld, .checkpoint_every = %lld, .recompute = %d,",
+            (long long)m->train.eval_every, (long long)m->train.eval_batches, (long long)m->train.checkpoint_every,
+            (int)m->train.recompute);
     cg_line(b, ".lr = %.17g, .min_lr = %.17g, .beta1 = %.17g, .beta2 = %.17g, .eps = %.17g,", m->train.lr,
             m->train.min_lr, m->train.beta1, m->train.beta2, m->train.eps);
     cg_line(b, ".weight_decay = %.17g, .grad_clip = %.17g, .aux_loss = %.17g, .z_loss = %.17g,",

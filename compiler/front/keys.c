@@ -91,6 +91,7 @@ const key_info key_table[K_COUNT] = {
     [K_TR_EVAL_BATCHES] = I(BLK_TRAIN, "eval_batches", "train.eval_batches", 1, BIG, false),
     [K_TR_CKPT_EVERY] = I(BLK_TRAIN, "checkpoint_every", "train.checkpoint_every", 0, BIG,
                           false),
+    [K_TR_RECOMPUTE] = B(BLK_TRAIN, "recompute", "train.recompute"),
 
     [K_DI_TEACHER] = {BLK_DISTILL, "teacher", "distill.teacher", KT_NAME, true, 0, 0, false,
                       false, NULL},

@@ -76,6 +76,7 @@ struct md_model {
         md_schedule schedule;
         double beta1, beta2, eps, weight_decay, grad_clip;
         int64_t eval_every, eval_batches, checkpoint_every;
+        bool recompute;         /* keep each block's input only; its backward recomputes the rest */
     } train;
 
     /* 4.5 distill: teacher == NULL means no distillation */

@@ -297,6 +297,7 @@ static void train_keys(build *b) {
     md->train.eval_every = get_int(b, K_TR_EVAL_EVERY, 100);
     md->train.eval_batches = get_int(b, K_TR_EVAL_BATCHES, 8);
     md->train.checkpoint_every = get_int(b, K_TR_CKPT_EVERY, 500);
+    md->train.recompute = get_b(b, K_TR_RECOMPUTE, false);
     /* min_lr unwritten follows a small lr down (a tenth of it below the default); written, it
      * must not exceed lr where a schedule decays to it */
     const sval *min_lr = get(b, K_TR_MIN_LR);

@@ -41,6 +41,7 @@ typedef struct bld {
     const int *loads;       /* [n_moe] the first expert-load entry of each MoE layer */
     int T;                  /* the tensor-slicing degree (1: none; a teacher runs whole) */
     int X;                  /* the expert-slicing degree (1: none) */
+    int block;              /* the block being built (ir_node.block), or -1 */
 } bld;
 
 static const char *pfx(bld *b, const char *name) {
@@ -74,6 +75,7 @@ static ir_node *node(bld *b, ir_op op, const char *name, const int *in, const in
     if (n < 0) return NULL;
     ir_io(b->g, n, in, out);
     b->g->n[n].kd = b->kd;
+    b->g->n[n].block = b->kd ? -1 : b->block;
     return &b->g->n[n];
 }
 
@@ -367,10 +369,12 @@ static int forward(bld *b, int decode) {
     const md_model *m = b->m;
     arena *a = b->a;
     int64_t dm = m->hidden;
+    b->block = -1;
     int x = act(b, "embed.out", IR_ROWS_S, dm);
     int wpe = m->position == MD_POS_LEARNED ? param(b, "wpe.weight") : -1;
     node(b, IR_EMBED, "embed", (int[]){b->g->tokens, param(b, "wte.weight"), wpe, b->g->pos, -2}, (int[]){x, -2});
     for (int i = 0; i < m->layers; i++) {
+        b->block = i;
         int h = norm(b, x, arena_printf(a, "h.%d.ln_1", i));
         int qkv = linear(b, h, arena_printf(a, "h.%d.attn.c_attn", i), md_qkv_width(m), 1, 0, NULL, COLS);
         int y = attention(b, qkv, i, decode);
@@ -381,6 +385,7 @@ static int forward(bld *b, int decode) {
         int f = mi < 0 ? mlp(b, h2, arena_printf(a, "h.%d.mlp", i)) : moe_layer(b, h2, i, mi);
         x = add(b, x, f, arena_printf(a, "h.%d.ffn.residual", i));
     }
+    b->block = -1;
     int hf = norm(b, x, "ln_f");
     int tied = m->tie_embeddings;
     return linear(b, hf, "lm_head", m->vocab, 0, tied, tied ? "wte.weight" : NULL, WHOLE);
@@ -401,7 +406,7 @@ static int teacher_forward(bld *sb, int first_stat, const int *loads) {
     t->weight = m->distill.weight;
     t->stop_step = m->distill.stop_step;
     g->teacher = t;
-    bld tb = {g, sb->a, tm, 0, &t->params, "teacher.", 1, first_stat, loads, 1, 1};
+    bld tb = {g, sb->a, tm, 0, &t->params, "teacher.", 1, first_stat, loads, 1, 1, -1};
     if (add_params(&tb, &t->params, MOE_BUF_TPARAM, 0)) return -1;
     if (tm->moe.n_moe && tm->moe.top_k > g->top_k) g->top_k = tm->moe.top_k;
     int zt = forward(&tb, 0);
@@ -448,10 +453,11 @@ ir_graph *ir_build_forward(arena *a, struct diag_ctx *d, const md_model *m, int6
     ir_graph *g = ir_graph_create(a, m->name, params, np, align);
     if (!g) return NULL;
     bld b = {g, a, m, 0, &g->params, NULL, 0, MOE_STAT_LAYER(0), NULL, m->parallel.tensor > 1 ? m->parallel.tensor : 1,
-             m->parallel.expert_slicing > 1 ? m->parallel.expert_slicing : 1};
+             m->parallel.expert_slicing > 1 ? m->parallel.expert_slicing : 1, -1};
     g->diag = d;
     g->loc = m->loc;
     g->decode = decode;
+    g->recompute = !decode && m->train.recompute;
     g->q8 = kind == IR_BUILD_DECODE_Q8 && m->moe.n_moe > 0 && b.X == 1;    /* sliced experts: no int8 file reads */
     g->S_io = m->train.batch * m->context;
     g->decode_rows = ir_decode_rows(m);

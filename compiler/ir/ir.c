@@ -214,7 +214,7 @@ int ir_node_new(ir_graph *g, ir_op op, const char *name, int phase) {
     ir_node *n = &g->n[g->nn];
     memset(n, 0, sizeof *n);
     const ir_opinfo *o = ir_op_info(op);
-    n->op = op; n->name = name; n->phase = phase;
+    n->op = op; n->name = name; n->phase = phase; n->block = -1;
     n->n_in = o->n_in; n->n_out = o->n_out;
     for (int i = 0; i < IR_MAX_IO; i++) n->in[i] = n->out[i] = -1;
     if (!name) g->oom = 1;

@@ -127,6 +127,8 @@ typedef struct ir_node {
         ir_at_kd kd;
     } at;
     int phase;              /* IR_PHASE_* */
+    int block;              /* the transformer block (0-based layer) of a student's node and of its
+                             * gradient's, else -1 (embedding, head, losses, teacher, optimizer) */
     int dead;               /* removed by a pass */
     int kd;                 /* part of distillation (the teacher's forward, the KD loss): the
                              * runtime skips it when no teacher runs, so nothing else may read
@@ -209,6 +211,7 @@ typedef struct ir_graph {
     int tensor;                      /* the tensor-slicing degree (1: none) */
     int64_t recv_rows;               /* the most rows an expert-parallel rank receives in a layer */
     int decode;                      /* a single-token KV-cache graph */
+    int recompute;                   /* train.recompute: pass_recompute keeps only the blocks' inputs */
     int q8;                          /* decode: its expert GEMMs read the int8 weights (QPARAM) when loaded */
     int n_moe;
     int n_stats;                     /* entries of the statistics record */

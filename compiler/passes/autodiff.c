@@ -6,9 +6,10 @@
  * later contributions add to it (acc = 1), so fan-out needs no separate sums.
  * Parameter gradients always add (the runtime zeroes them once per optimizer step),
  * which also makes gradient accumulation over micro-steps free. A backward node copies
- * its forward node's attributes and its kd flag. Loss ops (ops.def LOSS) start the flow;
- * the KD loss comes before the cross-entropy in the forward, so its gradient is the one that
- * adds to the logits' gradient.
+ * its forward node's attributes, block and kd flag. Loss ops (ops.def LOSS) start the flow.
+ * The cross-entropy's gradient overwrites the probabilities it reads (the logits' tensor is
+ * its own gradient); the KD loss comes before the cross-entropy in the forward, so its
+ * gradient is the one that adds to it.
  */
 #include "passes.h"
 #include "../util/arena.h"
@@ -44,6 +45,7 @@ static int bwd(ad *s, ir_op op, const ir_node *f, const int *in, const int *fwd,
     ir_node *b = &g->n[n];
     b->at = f->at;
     b->kd = f->kd;
+    b->block = f->block;
     for (int j = 0; j < nfwd; j++) {
         int gt = fwd[j] >= 0 ? grad_of(s, fwd[j]) : -1;   /* adds tensors only: b stays valid */
         b->out[j] = gt;
@@ -76,7 +78,8 @@ static int rule(ad *s, const ir_node *f) {
     if (d < 0 && !(ir_op_info(f->op)->flags & IR_OPF_LOSS)) return 0;  /* nothing flows back through it */
     int n = 0;
     switch (f->op) {
-    case IR_XENT:
+    case IR_XENT:           /* the logits' gradient overwrites the probabilities: [S,V] once, not twice */
+        if (i[0] >= 0 && s->g->t[i[0]].grad < 0) s->g->t[i[0]].grad = i[0];
         n = bwd(s, IR_XENT_BWD, f, (int[]){i[0], i[1], -2}, (int[]){i[0]}, 1);
         break;
     case IR_KD:             /* into the student's logits only: the teacher gets no gradient */

@@ -8,6 +8,8 @@
 int pass_fuse(ir_graph *g);
 /* Appends the backward nodes, derived from the forward nodes by per-op gradient rules. */
 int pass_autodiff(ir_graph *g);
+/* train.recompute: block i's backward reads clones of its forward, made just before it. */
+int pass_recompute(ir_graph *g);
 /* Appends gradient all-reduce, global-norm clipping and the AdamW update. */
 int pass_optimizer(ir_graph *g);
 /* All-to-alls over one-rank expert groups and the forward TP_COPYs become in-place identities (no copy). */

@@ -84,7 +84,8 @@ static ir_graph *lower(struct arena *a, diag_ctx *d, const md_model *m, const pl
     }
     if (step(g, "build", NULL, o, d)) return NULL;
     if (o->opt_level >= 1 && step(g, "fuse", pass_fuse, o, d)) return NULL;
-    if (!decode && (step(g, "autodiff", pass_autodiff, o, d) || step(g, "optimizer", pass_optimizer, o, d)))
+    if (!decode && (step(g, "autodiff", pass_autodiff, o, d) || step(g, "recompute", pass_recompute, o, d) ||
+                    step(g, "optimizer", pass_optimizer, o, d)))
         return NULL;
     if (step(g, "comm", pass_comm, o, d) || step(g, "plan", pass_plan, o, d)) return NULL;
     return g;

@@ -1,8 +1,9 @@
 /* plan.c - the static memory plan: byte offsets in one buffer per class.
  *
  * Activations (and kernel scratch) go in the program's arena: a tensor lives from the first
- * live node that touches it to the last; the logits and the per-token loss stay live to the
- * end (the runtime reads the logits after a step). The KV caches of the decode program are
+ * live node that touches it to the last; the logits stay live to the end of the forward (the
+ * runtime reads them after running the forward alone, moe_rt_logits) and the per-token loss
+ * to the end (it reads the losses after a step). The KV caches of the decode program are
  * one decode slot's layout in the KV buffer, one after the other (the runtime allocates a
  * slot per sequence decoding at a time). Tensors are placed largest first at the
  * lowest offset that overlaps no already-placed tensor with an intersecting live range
@@ -30,11 +31,12 @@ static int64_t align_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 static int in_arena(const ir_tensor *t) { return t->buf == MOE_BUF_ACT && t->def >= 0; }
 
 static void liveness(ir_graph *g) {
-    int end = g->nn;
+    int end = g->nn, fwd_end = 0;
     for (int i = 0; i < g->nt; i++) g->t[i].def = g->t[i].last = -1;
     for (int i = 0; i < g->nn; i++) {
         const ir_node *n = &g->n[i];
         if (n->dead) continue;
+        if (n->phase == IR_PHASE_FWD) fwd_end = i;
         for (int k = 0; k < 2; k++) {
             const int *ids = k ? n->out : n->in;
             int cnt = k ? n->n_out : n->n_in;
@@ -50,7 +52,8 @@ static void liveness(ir_graph *g) {
         ir_tensor *t = &g->t[i];
         if (t->def < 0) continue;
         if (t->kind == IR_T_CACHE) { t->def = 0; t->last = end; }
-        if (i == g->logits || i == g->loss) t->last = end;
+        if (i == g->loss) t->last = end;
+        if (i == g->logits && t->last < fwd_end) t->last = fwd_end;
     }
 }
 

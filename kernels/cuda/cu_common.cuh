@@ -37,6 +37,8 @@ typedef int32_t *__restrict__ i32p;
 typedef const int32_t *__restrict__ ci32p;
 typedef double *__restrict__ f64p;
 typedef const double *__restrict__ cf64p;
+typedef float *f32a;                    /* may alias another argument (an in-place update) */
+typedef const float *cf32a;
 /* a tensor of n bytes in buffer class b at byte offset o, as the renderer writes arguments
  * (n is the emulator's bounds check) */
 #define F32(b, o, n) ((float *)(ka.buf[MOE_BUF_##b] + (o)))

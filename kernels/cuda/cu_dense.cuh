@@ -280,7 +280,8 @@ CU_D void cu_xent_fwd(int part, f32p probs, f32p loss, f64p lm, ci32p targets, i
     }
 }
 
-CU_D void cu_xent_bwd_mean(int part, f32p dlogits, cf32p probs, ci32p targets, float loss_scale, int S, int V) {
+/* dlogits is probs (autodiff writes the gradient in place): each element read, then written */
+CU_D void cu_xent_bwd_mean(int part, f32a dlogits, cf32a probs, ci32p targets, float loss_scale, int S, int V) {
     (void)part;
     float scale = loss_scale / (float)S;
     CU_FOR(i, (long long)S * V) {

@@ -106,6 +106,8 @@ typedef emu_ptr<int32_t> i32p;
 typedef emu_ptr<const int32_t> ci32p;
 typedef emu_ptr<double> f64p;
 typedef emu_ptr<const double> cf64p;
+typedef emu_ptr<float> f32a;
+typedef emu_ptr<const float> cf32a;
 /* buffer class b at byte offset o, a tensor of n bytes */
 #define MOE_EMU_VIEW(T, b, o, n) \
     emu_ptr<T>((T *)(ka.buf[MOE_BUF_##b] + (o)), ka.buf[MOE_BUF_##b] + (o), ka.buf[MOE_BUF_##b] + (o) + (n))

@@ -195,11 +195,11 @@ int cli_info(int argc, char **argv) {
         printf(", \"train\": {\"batch\": %lld, \"accumulate\": %lld, \"steps\": %lld, \"seed\": %lld, \"schedule\": \"%s\", "
                "\"lr\": %.9g, \"min_lr\": %.9g, \"warmup\": %lld, \"beta1\": %.9g, \"beta2\": %.9g, \"eps\": %.9g, "
                "\"weight_decay\": %.9g, \"grad_clip\": %.9g, \"eval_every\": %lld, \"eval_batches\": %lld, "
-               "\"checkpoint_every\": %lld}",
+               "\"checkpoint_every\": %lld, \"recompute\": %s}",
                (long long)p->batch, (long long)p->accumulate, (long long)p->train_steps, (long long)p->seed,
                cli_sched_name(p->schedule), p->lr, p->min_lr, (long long)p->warmup, p->beta1, p->beta2, p->eps,
                p->weight_decay, p->grad_clip, (long long)p->eval_every, (long long)p->eval_batches,
-               (long long)p->checkpoint_every);
+               (long long)p->checkpoint_every, p->recompute ? "true" : "false");
         if (p->n_moe)
             printf(", \"moe\": {\"capacity_factor\": %.9g, \"eval_capacity_factor\": %.9g, \"aux_loss\": %.9g, "
                    "\"z_loss\": %.9g}", p->capacity_factor, p->eval_capacity_factor, p->aux_loss, p->z_loss);
@@ -251,11 +251,11 @@ int cli_info(int argc, char **argv) {
     printf("\n");
     printf("  train: batch %lld x %lld tokens (accumulate %lld), %lld steps, seed %lld; AdamW lr %g, %s to %g after "
            "%lld warmup steps, betas %g/%g, eps %g, weight decay %g, clip %g; eval every %lld (%lld batches), "
-           "checkpoint every %lld\n",
+           "checkpoint every %lld%s\n",
            (long long)p->batch, (long long)p->context, (long long)p->accumulate, (long long)p->train_steps,
            (long long)p->seed, p->lr, cli_sched_name(p->schedule), p->min_lr, (long long)p->warmup, p->beta1, p->beta2,
            p->eps, p->weight_decay, p->grad_clip, (long long)p->eval_every, (long long)p->eval_batches,
-           (long long)p->checkpoint_every);
+           (long long)p->checkpoint_every, p->recompute ? "; blocks recomputed in the backward (recompute)" : "");
     if (p->n_moe)
         printf("  moe: capacity factor %g (eval %g), aux_loss %g, z_loss %g\n", p->capacity_factor,
                p->eval_capacity_factor, p->aux_loss, p->z_loss);

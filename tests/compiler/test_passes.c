@@ -4,6 +4,7 @@
  *   - the lowering and the CPU renderer are deterministic, every op has a rule, and no step
  *     of the generated C reads device memory on the host;
  *   - ir_verify catches a graph that breaks the op table, naming the pass and the node;
+ *   - train.recompute leaves no block's backward reading its forward's activations;
  *   - settings the target cannot honour are errors or warnings with the key's location. */
 #include "arena.h"
 #include "diag.h"
@@ -142,6 +143,43 @@ static void check_model_warned(const char *what, const md_model *m, arena *a, in
 
 static void check_model(const char *what, const md_model *m, arena *a) { check_model_warned(what, m, a, 0); }
 
+/* ---- train.recompute: a block's backward reads none of its forward's activations but the
+ * gate's and the count exchange's, and the arena shrinks ---- */
+static void check_recompute(const char *what, md_model m, arena *a) {
+    int64_t bytes[2] = {0, 0};
+    for (int rc = 0; rc < 2; rc++) {
+        m.train.recompute = rc;
+        check_model(what, &m, a);
+        diag_ctx *d = diag_create(0);
+        pl_result r;
+        int ok = run(a, d, &m, &r, NULL) == 0;
+        diag_destroy(d);
+        if (!ok) return;
+        const ir_graph *g = r.train;
+        bytes[rc] = g->buf_bytes[MOE_BUF_ACT];
+        int *fwd_block = calloc((size_t)g->nt, sizeof(int)), clones = 0, stale = 0;
+        for (int i = 0; i < g->nn; i++) {
+            const ir_node *n = &g->n[i];
+            int keep = n->op == IR_GATE || n->op == IR_A2A_COUNTS;
+            if (n->dead || n->phase != IR_PHASE_FWD || n->block < 0 || keep) continue;
+            for (int j = 0; j < n->n_out; j++)
+                if (n->out[j] >= 0 && g->t[n->out[j]].kind == IR_T_ACT) fwd_block[n->out[j]] = n->block + 1;
+        }
+        for (int i = 0; i < g->nn; i++) {
+            const ir_node *n = &g->n[i];
+            if (n->dead || n->phase != IR_PHASE_BWD) continue;
+            clones += strstr(n->name, ".recompute") != NULL;
+            for (int j = 0; j < n->n_in; j++)
+                stale += n->in[j] >= 0 && n->block >= 0 && fwd_block[n->in[j]] == n->block + 1;
+        }
+        free(fwd_block);
+        CHECK(rc ? clones > 0 && stale == 0 : clones == 0 && stale > 0,
+              "%s, recompute %d: %d clones, %d backward reads of the block's forward", what, rc, clones, stale);
+    }
+    CHECK(bytes[1] < bytes[0], "%s: recompute plans %lld bytes, without %lld", what, (long long)bytes[1],
+          (long long)bytes[0]);
+}
+
 /* ---- ir_verify: a pass that breaks the graph is caught and named ---- */
 static void drop_matmul_weight(ir_graph *g, const char *pass, void *ctx) {
     (void)ctx;
@@ -246,6 +284,9 @@ int main(void) {
     m.moe.noisy_gate = MD_NOISE_JITTER; check_model("jitter", &m, a);
     m = tiny(a, 1, 1, 0, MD_ACT_GELU, MD_NORM_LAYERNORM, MD_POS_LEARNED);
     m.parallel.expert[0] = 2; check_model_warned("expert-parallel", &m, a, 0);
+    check_recompute("recompute dense", tiny(a, 0, 1, 0, MD_ACT_GELU, MD_NORM_LAYERNORM, MD_POS_LEARNED), a);
+    check_recompute("recompute top2 residual", tiny(a, 2, 2, 1, MD_ACT_RELU, MD_NORM_LAYERNORM, MD_POS_LEARNED), a);
+    check_recompute("recompute modern", tiny(a, 1, 2, 0, MD_ACT_SWIGLU, MD_NORM_RMSNORM, MD_POS_ROPE), a);
     check_verify(a);
     check_settings(a);
     arena_destroy(a);

@@ -3,7 +3,8 @@
 # expert_slicing) under mpirun against one process over the same sequences (tests/mpi/tensor.moe):
 #   eval:  tensor groups of 2 on 2 processes, and data 2 x tensor 2 on 4, print the one-process
 #          figures (GELU/layernorm/PR-MoE with drops, and SwiGLU/RMSNorm/RoPE/grouped-query);
-#   grad:  they write the one-process gradient (of the mean over the data ranks' batches);
+#   grad:  they write the one-process gradient (of the mean over the data ranks' batches), also
+#          with train.recompute (the blocks' sums and all-to-alls run again in the backward);
 #   train: tensor 2 gives the losses, norms and weights of one process; data 2 x tensor 2, and
 #          with expert groups of 2 inside it, those of its data-parallel twin on 2 processes;
 #   expert slicing (alone, with tensor slicing, and data 2 x slicing 2) likewise;
@@ -25,7 +26,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"     # Open M
 mpi() { local np=$1; shift; timeout 300 mpirun -np "$np" "$@"; }
 # (the C at -O1, two at a time: building takes most of this test's time otherwise; every
 # executable compared is built alike)
-echo gpt gpt_t2 gpt_d2 gpt_d2t2 gpt_d2t2e2 llama llama_t2 gpt_t4 gpt_x2 gpt_d2x2 llama_moe llama_moe_x2 | tr ' ' '\n' |
+echo gpt gpt_t2 gpt_d2 gpt_d2t2 gpt_d2t2e2 gpt_d2t2e2_rc llama llama_t2 gpt_t4 gpt_x2 gpt_d2x2 llama_moe llama_moe_x2 | tr ' ' '\n' |
   xargs -P 2 -I{} "$moec" build "$here/tensor.moe" --model {} -o {} -O1 2> build.err || fail "moec build: $(cat build.err)"
 # the split tensors: c_attn by columns (q, k, v parts), c_proj by rows, the MLPs' c_fc by columns
 ./llama_t2 info --json | jq -e '.tensor_parallel == 2 and .params == 47264' >/dev/null \
@@ -82,7 +83,7 @@ g0, _ = st_io.read_safetensors("gd0.st")
 g1, _ = st_io.read_safetensors("gd1.st")
 st_io.write_safetensors("gdmean.st", [(k, g0[k][0], [(x + y) / 2 for x, y in zip(g0[k][1], g1[k][1])]) for k in g0])
 PY
-for m in gpt_d2t2 gpt_d2t2e2 gpt_d2x2; do
+for m in gpt_d2t2 gpt_d2t2e2 gpt_d2t2e2_rc gpt_d2x2; do
   mpi 4 ./$m grad --checkpoint ckg --data text.txt --out g_$m.st 2> g_$m.err || fail "$m grad on 4: $(cat g_$m.err)"
   "$ref_cmp" gdmean.st g_$m.st > g_$m.cmp || fail "$m grad on 4 processes: $(tail -3 g_$m.cmp)"
 done

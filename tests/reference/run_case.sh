@@ -15,7 +15,9 @@
 # (whose loss then has weight * kd_loss).
 # Both are run even when the first fails, so one ctest log shows everything. The device is
 # the executable's default unless MOE_REF_DEVICE is set (cpu, cuda, cuda-emu); the target is
-# moec's default unless MOE_REF_TARGET is set (cpu, cuda). MOEC "prebuilt" skips the build
+# moec's default unless MOE_REF_TARGET is set (cpu, cuda). MOE_REF_RECOMPUTE=1 builds the case's
+# model with train.recompute = true (a model derived from it): the same goldens must hold, since
+# recomputing the blocks in the backward changes no value. MOEC "prebuilt" skips the build
 # and runs WORK_DIR/<case>.exe as it is (bench/gpu.sh: executables built elsewhere).
 # Exit 0 when both match, 1 otherwise.
 set -u
@@ -38,10 +40,17 @@ if [ -f "$case_dir/teacher.safetensors" ]; then
     teacher=$case_dir/teacher.safetensors
 fi
 
+src=$case_dir/model.moe
+if [ "${MOE_REF_RECOMPUTE:-0}" = 1 ]; then
+    base=$(sed -n 's/^model \([A-Za-z_0-9]*\).*/\1/p' "$src" | tail -n 1)
+    { cat "$src"; printf 'model %s_recompute : %s {\n    train { recompute = true }\n}\n' "$base" "$base"; } \
+        > "$work/$name.recompute.moe" || exit 1
+    src=$work/$name.recompute.moe model=${base}_recompute
+fi
 if [ "$moec" != prebuilt ]; then
     echo "== $name: build"
     rm -f "$exe"
-    "$moec" build "$case_dir/model.moe" -o "$exe" ${model:+--model} ${model:+"$model"} --target "${MOE_REF_TARGET:-cpu}" || { echo "FAIL: moec build"; exit 1; }
+    "$moec" build "$src" -o "$exe" ${model:+--model} ${model:+"$model"} --target "${MOE_REF_TARGET:-cpu}" || { echo "FAIL: moec build"; exit 1; }
 fi
 
 status=0
