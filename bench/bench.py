@@ -53,6 +53,9 @@ class Context:
         self.env = base
         self.torch_env = self.torch_env_for(args.threads)
         self.moec = moec_side.Moec(args.moec, base)
+        # moec as a user starts it: its own thread count (the processors not busy at start)
+        own = {k: v for k, v in base.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        self.moec_own_threads = moec_side.Moec(args.moec, own)
 
     def torch_env_for(self, threads):
         """The environment of a PyTorch child at `threads` threads.
@@ -340,7 +343,7 @@ def measure_step_torch(ctx, plan, res, m, section="step"):
     """PyTorch eager, then under torch.compile: median time of forward, backward, clipping and
     AdamW (torch_model.py, sort/gather MoE, fused AdamW)."""
     for compiled, key in ((False, "torch"), (True, "torch_compile")):
-        log(f"step {m.name} {key}")
+        log(f"{section} {m.name} {key}")
         argv = [ctx.python, os.path.join(HERE, "torch_model.py")] + model_args(m)
         argv += ["--top-k", str(m.top_k), "--batch", str(m.batch), "--threads", str(ctx.threads),
                  "--warmup", str(plan.warmup), "--repeats", str(plan.repeats),
@@ -362,13 +365,13 @@ def measure_step_torch(ctx, plan, res, m, section="step"):
             res.add(section, m.name, key, "train", "compile_s", r["compile_s"], "s")
 
 
-def measure_step_moec(ctx, plan, res, m, index, section="step"):
+def measure_step_moec(ctx, plan, res, m, index, section="step", moec=None):
     """moec: EXE bench --train on the same model written as a .moe file."""
     metrics = ["tokens_per_s", "ms", "peak_rss_bytes"]
     log(f"{section} {m.name} moec")
     try:
         exe = build_with_plan(ctx, res, m.name, moec_side.whole_model_text(m), f"model_{index}")
-        r = ctx.moec.bench(exe, "train", m.batch, m.context, plan.repeats)
+        r = (moec or ctx.moec).bench(exe, "train", m.batch, m.context, plan.repeats)
     except MoecUnavailable as e:
         res.missing(section, m.name, "moec", "train", metrics, str(e))
         return
@@ -397,13 +400,15 @@ class BusyCore:
 
 
 def measure_steps_loaded(ctx, plan, res):
-    """The whole training step again, each side with one core taken by another program (the
-    same thread count: neither side is told about the load)."""
+    """The whole training step again, each side with one core taken by another program, each
+    started as a user starts it: PyTorch at its thread count of section 3 (its default, the
+    physical cores, on a machine whose processors are all its cores), moec without a thread
+    count, so that it chooses one (the processors not busy when it starts)."""
     for index, m in enumerate(plan.models):
         with BusyCore():
             measure_step_torch(ctx, plan, res, m, "step_loaded")
         with BusyCore():
-            measure_step_moec(ctx, plan, res, m, index, "step_loaded")
+            measure_step_moec(ctx, plan, res, m, index, "step_loaded", ctx.moec_own_threads)
 
 
 # ---------------------------------------------------------------------------------------------

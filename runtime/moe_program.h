@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 13
+#define MOE_ABI_VERSION 14
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 /* the learning-rate schedule after warmup (rt.h, moe_lr_at) */
@@ -170,7 +170,10 @@ typedef struct moe_schedule {
     const moe_step *steps;
     int64_t act_bytes;              /* its activation arena */
     int64_t B_max, T_max;           /* the largest batch shape it was planned for */
-    int64_t logits_off;             /* bytes in its arena: logits [S, vocab] after the forward */
+    int64_t logits_off;             /* bytes in its arena: logits [S, vocab] after the forward; -1 when the
+                                     * head is fused with the loss (HEAD_XENT): then head_x_off */
+    int64_t head_x_off;             /* -1, or bytes in its arena of the head's input [S, hidden] after the
+                                     * forward, which moe_rt_read_logits multiplies by the head's weight */
 } moe_schedule;
 
 typedef struct moe_program {

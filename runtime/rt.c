@@ -1,6 +1,7 @@
 /* rt.c - buffers, initialisation, statistics and the executor of a generated program. */
 #include "rt.h"
 #include "moe_rng.h"
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,8 +353,36 @@ void moe_rt_logits(moe_rt *rt) {
     run_steps(rt, &rt->prog->train, MOE_PHASE_FWD, MOE_PHASE_FWD, MOE_STEP_LOSS | MOE_STEP_KD, 0);
 }
 
+/* The head fused with the loss (train.head_x_off): logits = x W on the host, from the head's
+ * input rows and its weight (lm_head.weight [hidden, V], or the tied wte.weight [V, hidden]). */
+static void head_logits(moe_rt *rt, int64_t row0, int64_t n, float *out) {
+    const moe_program *p = rt->prog;
+    const char *name = p->tied ? "wte.weight" : "lm_head.weight";
+    const moe_param_info *w = NULL;
+    for (int i = 0; i < p->n_params && !w; i++) w = !strcmp(p->params[i].name, name) ? &p->params[i] : NULL;
+    size_t d = (size_t)p->hidden, V = (size_t)p->vocab;
+    float *x = malloc(sizeof(float) * d * (size_t)n), *W = malloc(sizeof(float) * d * V);
+    if (!w || !x || !W) {
+        if (!rt->err[0])
+            snprintf(rt->err, sizeof rt->err, "the logits: %s", !w ? "the program has no head weight" : "out of memory");
+    } else {
+        check(rt, rt->dev->ops->download(rt->dev, x, rt->act + p->train.head_x_off + sizeof(float) * d * (size_t)row0,
+                                         sizeof(float) * d * (size_t)n), "download");
+        check(rt, rt->dev->ops->download(rt->dev, W, rt->buf[MOE_BUF_PARAM] + w->offset, sizeof(float) * d * V),
+              "download");
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, p->tied ? CblasTrans : CblasNoTrans, (int)n, (int)V, (int)d, 1.0f, x,
+                    (int)d, W, p->tied ? (int)d : (int)V, 0.0f, out, (int)V);
+    }
+    free(x);
+    free(W);
+}
+
 void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out) {
     size_t V = (size_t)rt->prog->vocab;
+    if (rt->prog->train.logits_off < 0) {
+        head_logits(rt, row0, n, out);
+        return;
+    }
     const uint8_t *src = rt->act + rt->prog->train.logits_off + sizeof(float) * V * (size_t)row0;
     check(rt, rt->dev->ops->download(rt->dev, out, src, sizeof(float) * V * (size_t)n), "download");
 }

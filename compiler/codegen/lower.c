@@ -391,6 +391,25 @@ static void lower_node(lw *L) {
         a_buf(L, "targets", in(L, "targets")); a_rt(L, "loss_scale", LW_RT_LOSS_SCALE, 1); a_S(L);
         a_int(L, "V", width(L, in(L, "probs")));
         break;
+    case IR_HEAD_XENT: {    /* the tile's rows: its width over V */
+        int64_t V = width(L, in(L, "W")) / width(L, in(L, "x"));
+        call(L, "head_xent_fwd", 0);
+        a_buf(L, "loss", out(L, "loss")); a_buf(L, "lse", out(L, "lse")); a_at(L, "lm", out(L, "stats"), MOE_STAT_LM);
+        a_buf(L, "tile", out(L, "tile")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
+        a_buf(L, "targets", in(L, "targets")); a_S(L); a_int(L, "K", width(L, in(L, "x"))); a_int(L, "V", V);
+        a_int(L, "rows", width(L, out(L, "tile")) / V); a_int(L, "trans_w", n->at.matmul.trans_w);
+        break;
+    }
+    case IR_HEAD_XENT_BWD: {
+        int64_t V = width(L, in(L, "W")) / width(L, in(L, "x"));
+        call(L, "head_xent_bwd", 0);
+        a_buf(L, "dx", out(L, "dx")); a_buf(L, "dW", out(L, "dW")); a_buf(L, "tile", out(L, "tile"));
+        a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W")); a_buf(L, "targets", in(L, "targets"));
+        a_buf(L, "lse", in(L, "lse")); a_rt(L, "loss_scale", LW_RT_LOSS_SCALE, 1); a_S(L);
+        a_int(L, "K", width(L, in(L, "x"))); a_int(L, "V", V); a_int(L, "rows", width(L, out(L, "tile")) / V);
+        a_int(L, "trans_w", n->at.matmul.trans_w); a_acc(L, "dx");
+        break;
+    }
     case IR_KD:             /* the teacher's logits become its probabilities in place */
         call(L, "kd_loss_fwd", 0);
         a_buf(L, "ps", out(L, "ps")); a_buf(L, "pt", in(L, "zt")); a_buf(L, "kl", out(L, "kl"));

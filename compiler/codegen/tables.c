@@ -80,9 +80,10 @@ static void emit_params(cg *b, arena *a, const char *name, const ir_ptable *t) {
 
 static void emit_schedule(cg *b, const lw_program *p, const char *field, const char *steps) {
     const ir_graph *g = p->g;
-    cg_line(b, ".%s = {(int)(sizeof %s / sizeof %s[0]), %s, %lld, %lld, %lld, %lld},", field, steps, steps, steps,
-            (long long)g->buf_bytes[MOE_BUF_ACT], (long long)g->B_max, (long long)g->T_max,
-            (long long)g->t[g->logits].offset);
+    cg_line(b, ".%s = {(int)(sizeof %s / sizeof %s[0]), %s, %lld, %lld, %lld, %lld, %lld},", field, steps, steps,
+            steps, (long long)g->buf_bytes[MOE_BUF_ACT], (long long)g->B_max, (long long)g->T_max,
+            g->logits >= 0 ? (long long)g->t[g->logits].offset : -1LL,
+            g->logits < 0 && g->head_x >= 0 ? (long long)g->t[g->head_x].offset : -1LL);
 }
 
 /* Whether output j of node n is checked by `verify`: not a kernel's scratch, whose contents

@@ -429,13 +429,14 @@ static int check_device_source(const char *dev_src, moe_nvrtc_result *nv) {
  * o->emit_to (*printed = 1). The pipeline's diagnostics go to d. 0, or 1 after an error (reported). */
 typedef struct timings { double lower_ms, codegen_ms; moe_nvrtc_result nv; } timings;
 static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, const cg_target *t, int64_t align,
-                      int ep, gen *out, int *printed, timings *tm) {
+                      int ep, int head, gen *out, int *printed, timings *tm) {
     arena *a = front_arena(f);
     double t0 = now_ms();
     pl_result pr = {0};
     ir_caps caps = t->caps;
     if (caps.align < align) caps.align = align;
     caps.expert_parallel &= ep;
+    caps.fused_head &= head;
     pl_options po = {.caps = &caps, .opt_level = o->opt};
     if (pl_run(a, d, m, &po, &pr) != 0) return 1;
     const double tib = 1099511627776.0, need = (double)ir_plan_bytes(pr.train, 1);
@@ -488,16 +489,17 @@ static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, c
 /* The executable, or with --emit one form (on o->emit_to); FILE "-" is standard input. */
 static int build(const opts *o) {
     /* --target all: the cpu and cuda programs in one executable, planned alike (the larger
-     * alignment, and the experts spread only if both can), so that `verify` can compare them
-     * tensor by tensor */
+     * alignment, the experts spread and the head fused only if both can), so that `verify`
+     * can compare them tensor by tensor */
     const char *names[2] = {o->target, NULL};
     if (!strcmp(o->target, "all")) { names[0] = "cpu"; names[1] = "cuda"; }
     int64_t align = 0;
-    int ep = 1;
+    int ep = 1, head = 1;
     for (int i = 0; i < 2 && names[i]; i++) {
         const ir_caps *c = &cg_target_find(names[i])->caps;
         if (c->align > align) align = c->align;
         ep &= c->expert_parallel;
+        head &= c->fused_head;
     }
     double t0 = now_ms();
     front *f = front_create();
@@ -509,7 +511,7 @@ static int build(const opts *o) {
     timings tm = {0};
     diag_ctx *quiet = diag_create(0);   /* the second target's pipeline says again what the first said */
     for (int i = 0; i < 2 && names[i] && !rc && !printed; i++) {
-        rc = gen_target(f, i ? quiet : front_diag(f), m, o, cg_target_find(names[i]), align, ep, &gs[ng],
+        rc = gen_target(f, i ? quiet : front_diag(f), m, o, cg_target_find(names[i]), align, ep, head, &gs[ng],
                         &printed, &tm);
         ng += gs[ng].t != NULL;
     }

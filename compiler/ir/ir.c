@@ -158,7 +158,7 @@ ir_graph *ir_graph_create(arena *a, const char *name, const md_param *params, in
     g->arena = a; g->name = name;
     g->align = align > 0 ? align : 64;
     if (ir_ptable_layout(a, &g->params, params, n_params, g->align)) return NULL;
-    g->tokens = g->targets = g->stats = g->loss = g->logits = g->pos = g->slot = -1;
+    g->tokens = g->targets = g->stats = g->loss = g->logits = g->head_x = g->pos = g->slot = -1;
     return g;
 }
 

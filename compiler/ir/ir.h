@@ -146,6 +146,7 @@ typedef struct ir_caps {
     int expert_parallel;    /* it spreads experts over ranks (else every rank holds them all) */
     int int8_decode;        /* its decode program reads int8 expert weights when they are loaded */
     int tensor_parallel;    /* it splits layers over tensor groups (parallel.tensor) */
+    int fused_head;         /* it runs HEAD_XENT: the LM head and the loss in blocks of rows */
 } ir_caps;
 
 /* A parameter table laid out in one buffer: each tensor at an aligned byte offset, grouped
@@ -212,6 +213,7 @@ typedef struct ir_graph {
     int64_t recv_rows;               /* the most rows an expert-parallel rank receives in a layer */
     int decode;                      /* a single-token KV-cache graph */
     int recompute;                   /* train.recompute: pass_recompute keeps only the blocks' inputs */
+    int fuse_head;                   /* the target runs HEAD_XENT (ir_caps.fused_head): pass_fuse may make it */
     int q8;                          /* decode: its expert GEMMs read the int8 weights (QPARAM) when loaded */
     int n_moe;
     int n_stats;                     /* entries of the statistics record */
@@ -223,7 +225,8 @@ typedef struct ir_graph {
     int tokens, targets, stats;      /* IO tensor ids (targets -1 in decode) */
     int pos, slot;                   /* decode: each row's position and KV-cache slot (IO; -1 in training) */
     int loss;                        /* per-token LM loss tensor id (-1 in decode) */
-    int logits;                      /* logits/probs tensor id */
+    int logits;                      /* logits/probs tensor id; -1 once fused into HEAD_XENT */
+    int head_x;                      /* HEAD_XENT's input (ln_f's output): the runtime makes logits from it */
     int64_t buf_bytes[MOE_BUF_COUNT];   /* sizes of the buffers (after planning) */
     int oom;
 } ir_graph;

@@ -82,6 +82,10 @@ static int rule(ad *s, const ir_node *f) {
         if (i[0] >= 0 && s->g->t[i[0]].grad < 0) s->g->t[i[0]].grad = i[0];
         n = bwd(s, IR_XENT_BWD, f, (int[]){i[0], i[1], -2}, (int[]){i[0]}, 1);
         break;
+    case IR_HEAD_XENT:      /* scratch: its own tile of logits, as large as the forward's */
+        n = bwd(s, IR_HEAD_XENT_BWD, f, (int[]){i[0], i[1], i[2], o[1], -2}, (int[]){i[0], i[1]}, 2);
+        if (scratch(s, n, 2, IR_ROWS_ONE, s->g->t[o[3]].width) < 0) return -1;
+        break;
     case IR_KD:             /* into the student's logits only: the teacher gets no gradient */
         n = bwd(s, IR_KD_BWD, f, (int[]){o[0], i[1], -2}, (int[]){i[0]}, 1);
         break;

@@ -82,6 +82,7 @@ static ir_graph *lower(struct arena *a, diag_ctx *d, const md_model *m, const pl
         if (!diag_count(d)) diag_error(d, loc_of(m->loc, m->loc), "out of memory building the graph of '%s'", m->name);
         return NULL;
     }
+    g->fuse_head = o->caps->fused_head;
     if (step(g, "build", NULL, o, d)) return NULL;
     if (o->opt_level >= 1 && step(g, "fuse", pass_fuse, o, d)) return NULL;
     if (!decode && (step(g, "autodiff", pass_autodiff, o, d) || step(g, "recompute", pass_recompute, o, d) ||

@@ -1,9 +1,10 @@
 /* plan.c - the static memory plan: byte offsets in one buffer per class.
  *
  * Activations (and kernel scratch) go in the program's arena: a tensor lives from the first
- * live node that touches it to the last; the logits stay live to the end of the forward (the
- * runtime reads them after running the forward alone, moe_rt_logits) and the per-token loss
- * to the end (it reads the losses after a step). The KV caches of the decode program are
+ * live node that touches it to the last; the logits (or, with the head fused into the loss, the
+ * head's input) stay live to the end of the forward (the runtime reads them after running the
+ * forward alone, moe_rt_logits) and the per-token loss to the end (it reads the losses after a
+ * step). The KV caches of the decode program are
  * one decode slot's layout in the KV buffer, one after the other (the runtime allocates a
  * slot per sequence decoding at a time). Tensors are placed largest first at the
  * lowest offset that overlaps no already-placed tensor with an intersecting live range
@@ -53,7 +54,7 @@ static void liveness(ir_graph *g) {
         if (t->def < 0) continue;
         if (t->kind == IR_T_CACHE) { t->def = 0; t->last = end; }
         if (i == g->loss) t->last = end;
-        if (i == g->logits && t->last < fwd_end) t->last = fwd_end;
+        if ((i == g->logits || i == g->head_x) && t->last < fwd_end) t->last = fwd_end;
     }
 }
 

@@ -37,6 +37,9 @@ typedef enum moe_buf {
 /* ---- groups of ranks a collective runs over (moe_program.h says which ranks each holds) ---- */
 enum { MOE_GROUP_WORLD, MOE_GROUP_EXPERT, MOE_GROUP_EXPERT_DATA, MOE_GROUP_DATA, MOE_GROUP_TENSOR };
 #define MOE_MAX_BUCKETS 256     /* gradient buckets a program's backward reduces as they complete */
+#define MOE_HEAD_TILE (1 << 24) /* logits the fused LM head and loss (HEAD_XENT) hold at once: whole rows,
+                                 * at least MOE_HEAD_ROWS of them (64 MiB of f32 at most for V <= 128k) */
+#define MOE_HEAD_ROWS 128
 
 /* ---- element types of tensors ---- */
 typedef enum moe_dtype { MOE_F32, MOE_BF16, MOE_F16, MOE_I32, MOE_F64, MOE_I8, MOE_DTYPE_COUNT } moe_dtype;

@@ -11,6 +11,7 @@
 #define MOE_K_XENT_H
 #include "k_common.h"
 #include "k_act.h" /* k_fast_expf */
+#include "k_matmul.h"
 
 #ifndef K_XENT_BLOCK
 #define K_XENT_BLOCK 512
@@ -40,26 +41,83 @@ static inline double k_xent_exp_sum(float *dst, const float *z, int V, float a, 
     return total;
 }
 
-/* probs_inout: logits in, softmax out. losses[s] = logsumexp(z_s) - z_s[target].
- * lm (the statistics record's LM entry, may be NULL) += the mean of losses, summed in order. */
+/* One row of logits z with target t: z becomes exp(z - max) (unnormalised), *sum their sum;
+ * *loss = logsumexp - z[t] (0 for a target outside [0, V)). Returns the log-sum-exp. */
+static inline double k_xent_row(float *z, int t, int V, double *sum, float *loss) {
+    float mx = k_xent_rowmax(z, V);
+    float zt = (t >= 0 && t < V) ? z[t] : 0.0f;
+    *sum = k_xent_exp_sum(z, z, V, 1.0f, mx);
+    double lse = log(*sum) + (double)mx;
+    *loss = (t >= 0 && t < V) ? (float)(lse - (double)zt) : 0.0f;
+    return lse;
+}
+
+/* lm (the statistics record's LM entry, may be NULL) += the mean of losses, summed in order */
+static inline void k_xent_add_mean(double *lm, const float *losses, int S) {
+    if (!lm) return;
+    double total = 0.0;
+    for (int s = 0; s < S; s++) total += losses[s];
+    *lm += total / (double)S;
+}
+
+/* probs_inout: logits in, softmax out. losses[s] = logsumexp(z_s) - z_s[target]; lm as
+ * k_xent_add_mean. */
 static inline void k_xent_fwd(float *probs_inout /* [S,V] */, float *losses /* [S] */, double *lm,
                               const int32_t *targets /* [S] */, int S, int V) {
 #pragma omp parallel for schedule(static) if ((long)S * V >= K_OMP_MIN_WORK / 4)
     for (int s = 0; s < S; s++) {
         float *z = probs_inout + (long)s * V;
-        int t = targets[s];
-        float mx = k_xent_rowmax(z, V);
-        float zt = (t >= 0 && t < V) ? z[t] : 0.0f;
-        double sum = k_xent_exp_sum(z, z, V, 1.0f, mx);
+        double sum;
+        k_xent_row(z, targets[s], V, &sum, &losses[s]);
         float inv = (float)(1.0 / sum);
 #pragma omp simd
         for (int v = 0; v < V; v++) z[v] *= inv;
-        losses[s] = (t >= 0 && t < V) ? (float)(log(sum) + (double)mx - (double)zt) : 0.0f;
     }
-    if (lm) {
-        double total = 0.0;
-        for (int s = 0; s < S; s++) total += losses[s];
-        *lm += total / (double)S;
+    k_xent_add_mean(lm, losses, S);
+}
+
+/* The LM head fused with its cross-entropy (HEAD_XENT): logits = x W ([S,K] x [K,V], or W [V,K]
+ * with transW, the tied head) made `rows` rows at a time in tile [rows, V], so that [S, V] never
+ * exists. Per row as k_xent_fwd (k_xent_row), and lse[s] = the log-sum-exp, kept for the
+ * backward. */
+static inline void k_head_xent_fwd(float *losses /* [S] */, float *lse /* [S] */, double *lm, float *tile /* [rows,V] */,
+                                   const float *x /* [S,K] */, const float *W, const int32_t *targets /* [S] */, int S,
+                                   int K, int V, int rows, int transW) {
+    for (int r0 = 0; r0 < S; r0 += rows) {
+        int n = S - r0 < rows ? S - r0 : rows;
+        k_matmul_fwd(tile, x + (long)r0 * K, W, NULL, n, K, V, transW);
+#pragma omp parallel for schedule(static) if ((long)n * V >= K_OMP_MIN_WORK / 4)
+        for (int i = 0; i < n; i++) {
+            double sum;
+            lse[r0 + i] = (float)k_xent_row(tile + (long)i * V, targets[r0 + i], V, &sum, &losses[r0 + i]);
+        }
+    }
+    k_xent_add_mean(lm, losses, S);
+}
+
+/* Its backward, block by block: the tile's logits again, dlogits = (exp(z - lse) - onehot(target))
+ * loss_scale / S in the tile, then dx rows (acc: add) = dlogits W^T and dW += x^T dlogits. */
+static inline void k_head_xent_bwd(float *dx /* [S,K] */, float *dW, float *tile /* [rows,V] */, const float *x,
+                                   const float *W, const int32_t *targets, const float *lse /* [S] */,
+                                   float loss_scale, int S, int K, int V, int rows, int transW, int acc) {
+    float scale = loss_scale / (float)S;
+    for (int r0 = 0; r0 < S; r0 += rows) {
+        int n = S - r0 < rows ? S - r0 : rows;
+        k_matmul_fwd(tile, x + (long)r0 * K, W, NULL, n, K, V, transW);
+#pragma omp parallel for schedule(static) if ((long)n * V >= K_OMP_MIN_WORK / 4)
+        for (int i = 0; i < n; i++) {
+            float *z = tile + (long)i * V;
+            int s = r0 + i, t = targets[s];
+            if (t < 0 || t >= V) {
+                memset(z, 0, (size_t)V * sizeof(float));
+                continue;
+            }
+            float m = lse[s];
+#pragma omp simd
+            for (int v = 0; v < V; v++) z[v] = k_fast_expf(z[v] - m) * scale;
+            z[t] -= scale;
+        }
+        k_matmul_bwd(dx + (long)r0 * K, dW, NULL, tile, x + (long)r0 * K, W, n, K, V, transW, acc);
     }
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *moe_prog_name = "moe";
@@ -318,12 +319,38 @@ static int take_flag(int *argc, char **argv, const char *name, long lo, long hi,
     return 0;
 }
 
+/* Threads of other programs running on this machine's processors now: the kernel's count of
+ * runnable threads (/proc/stat procs_running, which counts this one), the least of 5 looks
+ * 2 ms apart so that a passing process does not count. 0 when it cannot tell: no /proc, or
+ * the processors this process may use are not all the machine's (a container's share of a
+ * larger host, whose count covers the other processors too). */
+static int busy_processors(void) {
+    int least = -1, cpus = 0;
+    for (int i = 0; i < 5; i++) {
+        FILE *f = fopen("/proc/stat", "r");
+        if (!f) return 0;
+        char line[256];
+        int running = -1;
+        while (fgets(line, sizeof line, f)) {
+            if (!i && !strncmp(line, "cpu", 3) && line[3] >= '0' && line[3] <= '9') cpus++;
+            if (sscanf(line, "procs_running %d", &running) == 1) break;
+        }
+        fclose(f);
+        if (running < 1) return 0;
+        if (least < 0 || running < least) least = running;
+        if (i < 4) nanosleep(&(struct timespec){0, 2000000}, NULL);
+    }
+    return cpus == omp_get_num_procs() ? least - 1 : 0;
+}
+
 /* The flags every command takes. --comm-timeout S: how long a collective of several
  * processes may wait before the job ends (moe_comm_set_timeout; 0 waits forever).
  * The threads of this process, and where the count came from (info shows it): --threads N;
  * else OMP_NUM_THREADS; else, as one of several MPI processes on this host, the host's
  * processors divided between them (each taking all would oversubscribe the cores); else
- * every processor. 0, or an exit status after a message. */
+ * the processors that other programs are not keeping busy (busy_processors: a thread that
+ * shares a core with a busy program holds every barrier of the others up), at least one.
+ * 0, or an exit status after a message. */
 const char *cli_threads_from = "every processor";
 static int global_flags(int *argc, char **argv) {
     long n, s;
@@ -346,6 +373,15 @@ static int global_flags(int *argc, char **argv) {
         int share = omp_get_num_procs() / atoi(local);
         omp_set_num_threads(share > 1 ? share : 1);
         cli_threads_from = "the host's processors shared by its MPI processes";
+    } else {
+        int procs = omp_get_num_procs(), busy = busy_processors();
+        if (busy > 0 && procs > 1) {
+            static char from[96];
+            omp_set_num_threads(busy < procs ? procs - busy : 1);
+            snprintf(from, sizeof from, "the processors not busy at start: %d of %d busy", busy < procs ? busy : procs,
+                     procs);
+            cli_threads_from = from;
+        }
     }
     return 0;
 }

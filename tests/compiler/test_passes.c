@@ -144,7 +144,7 @@ static void check_model_warned(const char *what, const md_model *m, arena *a, in
 static void check_model(const char *what, const md_model *m, arena *a) { check_model_warned(what, m, a, 0); }
 
 /* ---- train.recompute: a block's backward reads none of its forward's activations but the
- * gate's and the count exchange's, and the arena shrinks ---- */
+ * gate's and the count exchange's, the LM head is fused with the loss, and the arena shrinks ---- */
 static void check_recompute(const char *what, md_model m, arena *a) {
     int64_t bytes[2] = {0, 0};
     for (int rc = 0; rc < 2; rc++) {
@@ -157,7 +157,7 @@ static void check_recompute(const char *what, md_model m, arena *a) {
         if (!ok) return;
         const ir_graph *g = r.train;
         bytes[rc] = g->buf_bytes[MOE_BUF_ACT];
-        int *fwd_block = calloc((size_t)g->nt, sizeof(int)), clones = 0, stale = 0;
+        int *fwd_block = calloc((size_t)g->nt, sizeof(int)), clones = 0, stale = 0, heads = 0;
         for (int i = 0; i < g->nn; i++) {
             const ir_node *n = &g->n[i];
             int keep = n->op == IR_GATE || n->op == IR_A2A_COUNTS;
@@ -169,12 +169,16 @@ static void check_recompute(const char *what, md_model m, arena *a) {
             const ir_node *n = &g->n[i];
             if (n->dead || n->phase != IR_PHASE_BWD) continue;
             clones += strstr(n->name, ".recompute") != NULL;
+            heads += n->op == IR_HEAD_XENT_BWD;
             for (int j = 0; j < n->n_in; j++)
                 stale += n->in[j] >= 0 && n->block >= 0 && fwd_block[n->in[j]] == n->block + 1;
         }
         free(fwd_block);
         CHECK(rc ? clones > 0 && stale == 0 : clones == 0 && stale > 0,
               "%s, recompute %d: %d clones, %d backward reads of the block's forward", what, rc, clones, stale);
+        /* the head is fused with the loss with recompute only: no [S, V] logits then */
+        CHECK(heads == rc && (g->logits < 0) == rc && (g->head_x >= 0) == rc, "%s, recompute %d: %d fused heads", what,
+              rc, heads);
     }
     CHECK(bytes[1] < bytes[0], "%s: recompute plans %lld bytes, without %lld", what, (long long)bytes[1],
           (long long)bytes[0]);

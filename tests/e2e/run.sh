@@ -73,6 +73,22 @@ kv_cache)
   out=$("$exe" generate --checkpoint "$work/kv" --prompt "The cat sat on the mat and the" --check-cache --batch 40) \
     || fail "check-cache --batch 40: $out"
   echo "$out" | jq -e '.sequences == 40 and .max_abs_diff <= 1e-4' >/dev/null || fail "batched cache mismatch: $out"
+  # with train.recompute the head is fused with the loss (no logits tensor in the plan): the
+  # full forward's logits are then made from the head's input on the host; its eval agrees and
+  # its arena is smaller
+  { cat "$here/small.moe"; printf 'model small_rc : small { train { recompute = true } }\n'; } > "$work/rc.moe"
+  "$moec" build "$work/rc.moe" --model small_rc -o "$work/small_rc" || fail "moec build small_rc"
+  out=$("$work/small_rc" generate --checkpoint "$work/kv" --prompt "The cat sat on the mat and the" --check-cache) \
+    || fail "check-cache with the fused head: $out"
+  echo "$out" | jq -e '.positions == 30 and .max_abs_diff <= 1e-4' >/dev/null || fail "fused head: cache mismatch: $out"
+  seq 1 3000 | tr '\n' ' ' > "$work/ev.txt"
+  "$exe" eval --checkpoint "$work/kv" --data "$work/ev.txt" > "$work/ev0.json" \
+    && "$work/small_rc" eval --checkpoint "$work/kv" --data "$work/ev.txt" > "$work/ev1.json" || fail "eval with recompute"
+  jq -e -s '((.[0].lm_loss - .[1].lm_loss) | fabs) < 1e-5 * .[0].lm_loss' "$work/ev0.json" "$work/ev1.json" >/dev/null \
+    || fail "eval with the fused head: $(cat "$work/ev1.json") against $(cat "$work/ev0.json")"
+  "$exe" info --json > "$work/i0.json" && "$work/small_rc" info --json > "$work/i1.json" || fail "info"
+  jq -e -s '.[1].train.recompute and (.[0].train.recompute | not) and .[1].arena_bytes < .[0].arena_bytes' \
+    "$work/i0.json" "$work/i1.json" >/dev/null || fail "info with recompute: $(jq -c '{arena_bytes, train}' "$work/i1.json")"
   text=$("$exe" generate --checkpoint "$work/kv" --prompt "ab" --tokens 20 --temperature 0.7 --top-k 5 --seed 3)
   [ "$(printf '%s' "$text" | wc -c)" -ge 22 ] || fail "generate printed too little"
   # bench --decode: latency per token, and bytes per token between the non-expert weights
