@@ -240,8 +240,8 @@ def steps_md(res, plan):
             "batch and sequence.", ""]
            + _steps_table(res, plan, "step"))
     if any(r.section == "step_loaded" for r in res.rows):
-        out += ["With one core busy (another program spinning on it while each side runs, at the "
-                "same thread count as above):", ""] + _steps_table(res, plan, "step_loaded")
+        out += ["With one core busy (another program spinning on it while each side runs; PyTorch "
+                "at the thread count above, moec choosing its own):", ""] + _steps_table(res, plan, "step_loaded")
     return out
 
 

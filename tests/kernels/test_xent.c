@@ -1,6 +1,8 @@
 /* test_xent.c - softmax cross-entropy and distillation KL: forward against double references
  * (including extreme logits and ignored targets), backward against finite differences, in-place
- * backward, acc flag. */
+ * backward, acc flag; the LM head fused with the cross-entropy (k_head_xent_*: tiles of rows
+ * that do not divide S, both weight layouts) against a double reference and finite
+ * differences in x. */
 #include "k_xent.h"
 #include "kt.h"
 
@@ -133,6 +135,86 @@ static void run_kd(int S, int V, float tau, float range, int fd) {
     free(dz), free(d1), free(w1);
 }
 
+/* the head's logits z = x W in double (W [K,V], or [V,K] with transW) */
+static void ref_head(double *z, const double *x, const double *W, int S, int K, int V, int transW) {
+    for (int s = 0; s < S; s++)
+        for (int v = 0; v < V; v++) {
+            double a = 0;
+            for (int k = 0; k < K; k++) a += x[(long)s * K + k] * (transW ? W[(long)v * K + k] : W[(long)k * V + v]);
+            z[(long)s * V + v] = a;
+        }
+}
+typedef struct {
+    int S, K, V, transW;
+    const int32_t *tg;
+    const double *W;
+    double *x, *z, *tmp, scale;
+} hd_ctx;
+static double hd_loss(void *p) {
+    hd_ctx *c = p;
+    ref_head(c->z, c->x, c->W, c->S, c->K, c->V, c->transW);
+    ref_xent(NULL, c->tmp, c->z, c->tg, c->S, c->V);
+    double L = 0;
+    for (int s = 0; s < c->S; s++) L += c->scale * c->tmp[s];
+    return L;
+}
+
+static void run_head(int S, int K, int V, int rows, int transW, int acc, int fd) {
+    KT_CASE("head_xent S=%d K=%d V=%d rows=%d transW=%d acc=%d", S, K, V, rows, transW, acc);
+    long nx = (long)S * K, nw = (long)K * V, nz = (long)S * V;
+    float *x = kt_rand(nx, -1, 1), *W = kt_rand(nw, -1, 1), *u = kt_rand(S, 0, 1);
+    int32_t *tg = KT_NEW(int32_t, S);
+    for (int s = 0; s < S; s++) tg[s] = (S > 2 && s == 1) ? -1 : (int32_t)(u[s] * V) % V; /* token 1 ignored */
+    double *xd = kt_dbl(x, nx), *Wd = kt_dbl(W, nw), *z = KT_NEW(double, nz), *rp = KT_NEW(double, nz);
+    double *rl = KT_NEW(double, S), *rlse = KT_NEW(double, S);
+    ref_head(z, xd, Wd, S, K, V, transW);
+    ref_xent(rp, rl, z, tg, S, V);
+    for (int s = 0; s < S; s++) rlse[s] = rl[s] + (tg[s] >= 0 ? z[(long)s * V + tg[s]] : 0);
+    float *loss = kt_fill(S, NAN), *lse = kt_fill(S, NAN), *tile = kt_fill((long)rows * V, NAN);
+    double lm = 0.5, want_lm = 0;
+    k_head_xent_fwd(loss, lse, &lm, tile, x, W, tg, S, K, V, rows, transW);
+    kt_close("losses", loss, rl, S, 1e-5);
+    for (int s = 0; s < S; s++)
+        if (tg[s] >= 0) KT_EXPECT(fabs(lse[s] - rlse[s]) <= 1e-5 * (1 + fabs(rlse[s])), "lse[%d] %g, want %g", s, lse[s], rlse[s]);
+    for (int s = 0; s < S; s++) want_lm += rl[s];
+    want_lm = 0.5 + want_lm / S;
+    KT_EXPECT(fabs(lm - want_lm) <= 1e-5 * fabs(want_lm), "mean loss %.9g, want %.9g", lm, want_lm);
+
+    /* backward: dx (acc: onto 0.25) and dW (onto 0.5) against g = scale (softmax - onehot) */
+    float scale = 0.75f / S;
+    double *g = KT_NEW(double, nz), *rdx = KT_NEW(double, nx), *rdW = KT_NEW(double, nw);
+    for (int s = 0; s < S; s++)
+        for (int v = 0; v < V; v++)
+            g[(long)s * V + v] = tg[s] < 0 ? 0 : scale * (rp[(long)s * V + v] - (v == tg[s]));
+    for (int s = 0; s < S; s++)
+        for (int k = 0; k < K; k++) {
+            double a = acc ? 0.25 : 0;
+            for (int v = 0; v < V; v++) a += g[(long)s * V + v] * (transW ? Wd[(long)v * K + k] : Wd[(long)k * V + v]);
+            rdx[(long)s * K + k] = a;
+        }
+    for (int k = 0; k < K; k++)
+        for (int v = 0; v < V; v++) {
+            double a = 0.5;
+            for (int s = 0; s < S; s++) a += xd[(long)s * K + k] * g[(long)s * V + v];
+            rdW[transW ? (long)v * K + k : (long)k * V + v] = a;
+        }
+    float *dx = kt_fill(nx, acc ? 0.25f : NAN), *dW = kt_fill(nw, 0.5f);
+    k_head_xent_bwd(dx, dW, tile, x, W, tg, lse, 0.75f, S, K, V, rows, transW, acc);
+    kt_close("dx", dx, rdx, nx, 1e-4);
+    kt_close("dW", dW, rdW, nw, 1e-4);
+    if (fd) {   /* dx against finite differences of the loss in x (acc = 0) */
+        double *gx = KT_NEW(double, nx);
+        hd_ctx c = {S, K, V, transW, tg, Wd, xd, z, KT_NEW(double, S), scale};
+        kt_fd(gx, xd, nx, hd_loss, &c);
+        if (acc)
+            for (long i = 0; i < nx; i++) gx[i] += 0.25;
+        kt_close("dx (finite differences)", dx, gx, nx, 1e-4);
+        free(gx), free(c.tmp);
+    }
+    free(x), free(W), free(u), free(tg), free(xd), free(Wd), free(z), free(rp), free(rl), free(rlse);
+    free(loss), free(lse), free(tile), free(g), free(rdx), free(rdW), free(dx), free(dW);
+}
+
 int main(void) {
     run_xent(1, 1, 3, 1);
     run_xent(3, 5, 3, 1);
@@ -145,5 +227,9 @@ int main(void) {
     run_kd(2, 600, 0.5f, 4, 1);
     run_kd(4, 40, 1.0f, 100, 0);
     run_kd(64, 1000, 3.0f, 6, 0);
+    run_head(7, 5, 11, 3, 0, 0, 1);   /* 3 tiles, the last of 1 row */
+    run_head(7, 5, 11, 3, 1, 1, 1);   /* the tied head's layout, dx added to */
+    run_head(5, 4, 9, 8, 1, 0, 1);    /* one tile larger than S */
+    run_head(300, 32, 700, 128, 0, 1, 0);   /* threaded, 3 tiles (the last of 44 rows) */
     return kt_report("test_xent");
 }
