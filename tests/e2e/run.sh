@@ -77,7 +77,7 @@ kv_cache)
   # full forward's logits are then made from the head's input on the host; its eval agrees and
   # its arena is smaller
   { cat "$here/small.moe"; printf 'model small_rc : small { train { recompute = true } }\n'; } > "$work/rc.moe"
-  "$moec" build "$work/rc.moe" --model small_rc -o "$work/small_rc" || fail "moec build small_rc"
+  "$moec" build "$work/rc.moe" --model small_rc -o "$work/small_rc" -O1 || fail "moec build small_rc"
   out=$("$work/small_rc" generate --checkpoint "$work/kv" --prompt "The cat sat on the mat and the" --check-cache) \
     || fail "check-cache with the fused head: $out"
   echo "$out" | jq -e '.positions == 30 and .max_abs_diff <= 1e-4' >/dev/null || fail "fused head: cache mismatch: $out"
