@@ -56,6 +56,7 @@ class Context:
         # moec as a user starts it: its own thread count (the processors not busy at start)
         own = {k: v for k, v in base.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         self.moec_own_threads = moec_side.Moec(args.moec, own)
+        self.step_exes = {}   # the whole-model executables, built once for sections 3 and 3b
 
     def torch_env_for(self, threads):
         """The environment of a PyTorch child at `threads` threads.
@@ -370,8 +371,10 @@ def measure_step_moec(ctx, plan, res, m, index, section="step", moec=None):
     metrics = ["tokens_per_s", "ms", "peak_rss_bytes"]
     log(f"{section} {m.name} moec")
     try:
-        exe = build_with_plan(ctx, res, m.name, moec_side.whole_model_text(m), f"model_{index}")
-        r = (moec or ctx.moec).bench(exe, "train", m.batch, m.context, plan.repeats)
+        if index not in ctx.step_exes:
+            ctx.step_exes[index] = build_with_plan(ctx, res, m.name, moec_side.whole_model_text(m),
+                                                   f"model_{index}")
+        r = (moec or ctx.moec).bench(ctx.step_exes[index], "train", m.batch, m.context, plan.repeats)
     except MoecUnavailable as e:
         res.missing(section, m.name, "moec", "train", metrics, str(e))
         return
