@@ -47,7 +47,7 @@ static void build_usage(FILE *out) {
     fprintf(out,
         "usage: moec build FILE -o OUT [--model NAME] [--target cpu|cuda|all] [--gemm cublas|generated]\n"
         "                  [--emit ast|ir|schedule|kernels|c|cuda] [-O0..-O3] [--tune-db FILE] [--arch ARCH]\n"
-        "                  [--timings]\n"
+        "                  [--timings] [--no-kernel-check]\n"
         "  FILE          the model file; - reads it from standard input\n"
         "  -o OUT        the executable to write (also --output); with --emit, the file the form\n"
         "                goes to instead of standard output\n"
@@ -67,7 +67,10 @@ static void build_usage(FILE *out) {
         "                this one; x86-64-v3 runs on any AVX2 machine); it refuses to start on one\n"
         "                without the instructions ARCH allows ($MOEC_MARCH sets the default)\n"
         "  --timings     print {\"front_ms\", \"lower_ms\", \"codegen_ms\", \"nvrtc_ms\", \"nvrtc_cached\",\n"
-        "                \"cc_ms\"} on stdout\n");
+        "                \"cc_ms\"} on stdout\n"
+        "  --no-kernel-check  cuda, all: do not compile the CUDA kernels with NVRTC at build time\n"
+        "                (the executable still compiles them, through the kernel cache, when it\n"
+        "                opens a GPU)\n");
 }
 
 /* the runtime libraries: beside the build tree, or installed */
@@ -184,6 +187,7 @@ typedef struct opts {
     const char *arch;           /* -march of the host code: --arch, else $MOEC_MARCH, else native */
     tune_db *db;                /* the tuning database (NULL: none) */
     int opt, timings, help;
+    int no_kernel_check;        /* --no-kernel-check: skip the build-time NVRTC compile */
     FILE *emit_to;              /* --emit: stdout, or the file -o names */
 } opts;
 
@@ -200,6 +204,7 @@ static int parse(int argc, char **argv, opts *o) {
         {"--tune-db", NULL, &o->tune_db, NULL, 0},
         {"--arch", NULL, &o->arch, NULL, 0},
         {"--timings", NULL, NULL, &o->timings, 0},
+        {"--no-kernel-check", NULL, NULL, &o->no_kernel_check, 0},
         {"-O", NULL, &o->level, NULL, 1},
     };
     int rc = cli_parse("build", argc, argv, table, (int)(sizeof table / sizeof table[0]), &o->file, &o->help,
@@ -483,7 +488,7 @@ static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, c
         fputs(emit_cuda ? out->dev_src : out->src, o->emit_to);
         return 0;
     }
-    return out->dev_src && check_device_source(out->dev_src, &tm->nv) ? 1 : 0;
+    return out->dev_src && !o->no_kernel_check && check_device_source(out->dev_src, &tm->nv) ? 1 : 0;
 }
 
 /* The executable, or with --emit one form (on o->emit_to); FILE "-" is standard input. */

@@ -4,7 +4,7 @@
 # here) and as generated kernels, gives the cpu target's losses: per step, the total loss,
 # the LM loss and the gradient norm agree within a relative 1e-4 (the kernels sum in
 # different orders; seen: 2e-8 after 20 steps of tests/e2e/small.moe), and the dropped
-# fraction exactly.
+# fraction exactly. The build compiles the kernels with NVRTC unless --no-kernel-check.
 set -euo pipefail
 moec=$1; model=$2; steps=$3
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -13,7 +13,15 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 fields='select(.loss) | [.step, .loss, .lm_loss, .grad_norm, .dropped_fraction] | @tsv'
 bad=0
 for gemm in cublas generated; do
-    "$moec" build "$model" -o "$work/emu" --target cuda --gemm $gemm
+    # the first build compiles the kernels with NVRTC (sm_80, sm_90) as moec build does by
+    # default; the second is told not to
+    check=$([ $gemm = generated ] && echo --no-kernel-check || true)
+    "$moec" build "$model" -o "$work/emu" --target cuda --gemm $gemm $check --timings > "$work/timings" 2> "$work/build.err"
+    if [ -n "$check" ]; then
+        jq -e '.nvrtc_ms == 0' "$work/timings" > /dev/null || { echo "FAIL: --no-kernel-check ran NVRTC: $(cat "$work/timings")"; bad=1; }
+    elif ! grep -q "NVRTC (libnvrtc.so) was not found" "$work/build.err"; then
+        jq -e '.nvrtc_ms > 0 or .nvrtc_cached == 1' "$work/timings" > /dev/null || { echo "FAIL: no build-time NVRTC compile: $(cat "$work/timings")"; bad=1; }
+    fi
     "$work/emu" train --steps "$steps" --log "$work/emu.jsonl" --device cuda-emu > /dev/null
     paste <(jq -r "$fields" "$work/cpu.jsonl") <(jq -r "$fields" "$work/emu.jsonl") | awk -v steps="$steps" -v gemm=$gemm '
         function rel(a, b) { d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a; return m > 0 ? d / m : d }
