@@ -114,6 +114,12 @@ static int64_t qkv_C(const lw *L, int64_t Q) {
     return Q * at->heads / (at->heads + 2 * at->kv_heads);
 }
 
+/* The elementwise kernels' thread split (k_common.h): the rule's variant, threads from
+ * K_OMP_MIN_WORK elements; moec tune may choose another. */
+#define SPLIT_RULE 1
+/* accumulate's variant: the rule's where it adds into slot, none where it copies (memcpy) */
+static int split_of_acc(const lw *L, const char *slot) { return acc(L, slot) ? SPLIT_RULE : 0; }
+
 /* Grouped-GEMM variant (k_moe.h): experts across threads when there are many of them and
  * rows to share out; the rule for a shape the tuning database does not cover (codegen/tune.c
  * applies the database after lowering). As `moec tune` measured it on 2 cores: v2 wins the
@@ -149,25 +155,25 @@ static void lower_node(lw *L) {
         a_buf(L, "tok", in(L, "tok")); a_BT(L); a_int(L, "C", width(L, in(L, "dx")));
         break;
     case IR_LAYERNORM:
-        call(L, "layernorm_fwd", 0);
+        call(L, "layernorm_fwd", SPLIT_RULE);
         a_buf(L, "y", out(L, "y")); a_buf(L, "mean", out(L, "mean")); a_buf(L, "rstd", out(L, "rstd"));
         a_buf(L, "x", in(L, "x")); a_buf(L, "w", in(L, "w")); a_buf(L, "b", in(L, "b"));
         a_S(L); a_int(L, "C", width(L, in(L, "x")));
         break;
     case IR_LAYERNORM_BWD:
-        call(L, "layernorm_bwd", 0);
+        call(L, "layernorm_bwd", SPLIT_RULE);
         a_buf(L, "dx", out(L, "dx")); a_buf(L, "dw", out(L, "dw")); a_buf(L, "db", out(L, "db"));
         a_buf(L, "dy", in(L, "dy")); a_buf(L, "x", in(L, "x")); a_buf(L, "w", in(L, "w"));
         a_buf(L, "mean", in(L, "mean")); a_buf(L, "rstd", in(L, "rstd"));
         a_S(L); a_int(L, "C", width(L, in(L, "x"))); a_acc(L, "dx");
         break;
     case IR_RMSNORM:
-        call(L, "rmsnorm_fwd", 0);
+        call(L, "rmsnorm_fwd", SPLIT_RULE);
         a_buf(L, "y", out(L, "y")); a_buf(L, "rstd", out(L, "rstd")); a_buf(L, "x", in(L, "x"));
         a_buf(L, "w", in(L, "w")); a_S(L); a_int(L, "C", width(L, in(L, "x")));
         break;
     case IR_RMSNORM_BWD:
-        call(L, "rmsnorm_bwd", 0);
+        call(L, "rmsnorm_bwd", SPLIT_RULE);
         a_buf(L, "dx", out(L, "dx")); a_buf(L, "dw", out(L, "dw")); a_buf(L, "dy", in(L, "dy"));
         a_buf(L, "x", in(L, "x")); a_buf(L, "w", in(L, "w")); a_buf(L, "rstd", in(L, "rstd"));
         a_S(L); a_int(L, "C", width(L, in(L, "x"))); a_acc(L, "dx");
@@ -193,7 +199,7 @@ static void lower_node(lw *L) {
         a_buf(L, "dy", in(L, "dy")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
         a_S(L); a_int(L, "K", K); a_int(L, "N", N); a_int(L, "trans_w", n->at.matmul.trans_w); a_acc(L, "dx");
         if (out(L, "dres") >= 0) {      /* the fused residual's gradient is dy itself */
-            call(L, "accumulate", 0);
+            call(L, "accumulate", split_of_acc(L, "dres"));
             a_buf(L, "dst", out(L, "dres")); a_buf(L, "src", in(L, "dy")); a_rt(L, "n", LW_RT_S, N);
             a_acc(L, "dres");
         }
@@ -227,18 +233,18 @@ static void lower_node(lw *L) {
         a_int(L, "slot_floats", L->g->buf_bytes[MOE_BUF_KV] / 4); a_int(L, "C", width(L, out(L, "y"))); a_heads(L);
         break;
     case IR_ACT:
-        call(L, "act_fwd", 0);
+        call(L, "act_fwd", SPLIT_RULE);
         a_int(L, "fn", n->at.act.fn); a_buf(L, "y", out(L, "y")); a_buf(L, "x", in(L, "x"));
         a_rows(L, "rows", in(L, "counts"), n->at.act.experts); a_int(L, "width", width(L, out(L, "y")));
         break;
     case IR_ACT_BWD:
-        call(L, "act_bwd", 0);
+        call(L, "act_bwd", SPLIT_RULE);
         a_int(L, "fn", n->at.act.fn); a_buf(L, "dx", out(L, "dx")); a_buf(L, "x", in(L, "x"));
         a_buf(L, "dy", in(L, "dy")); a_rows(L, "rows", in(L, "counts"), n->at.act.experts);
         a_int(L, "width", width(L, in(L, "dy"))); a_acc(L, "dx");
         break;
     case IR_ADD:
-        call(L, "add_fwd", 0);
+        call(L, "add_fwd", SPLIT_RULE);
         a_buf(L, "y", out(L, "y")); a_buf(L, "a", in(L, "a")); a_buf(L, "b", in(L, "b"));
         a_rt(L, "n", LW_RT_S, width(L, out(L, "y")));
         break;
@@ -246,7 +252,7 @@ static void lower_node(lw *L) {
         static const char *const side[] = {"da", "db"};
         for (int j = 0; j < 2; j++) {
             if (out(L, side[j]) < 0) continue;
-            call(L, "accumulate", 0);
+            call(L, "accumulate", split_of_acc(L, side[j]));
             a_buf(L, "dst", out(L, side[j])); a_buf(L, "src", in(L, "dy"));
             a_rt(L, "n", LW_RT_S, width(L, in(L, "dy"))); a_acc(L, side[j]);
         }
@@ -319,7 +325,7 @@ static void lower_node(lw *L) {
             L->st->note = "identity: the forward of a tensor group's input";
             break;
         }
-        call(L, "accumulate", 0);
+        call(L, "accumulate", 0);     /* a copy: nothing to split */
         a_buf(L, "dst", out(L, "y")); a_buf(L, "src", in(L, "x")); a_rt(L, "n", LW_RT_S, width(L, in(L, "x")));
         a_int(L, "acc", 0);
         break;
@@ -334,7 +340,7 @@ static void lower_node(lw *L) {
         for (int j = 0; j < 2; j++) {
             int dst = out(L, side[j]);
             if (dst < 0 || dst == in(L, "dy")) continue;
-            call(L, "accumulate", 0);   /* (routed rows: every row the tensor has) */
+            call(L, "accumulate", split_of_acc(L, side[j]));   /* (routed rows: every row the tensor has) */
             a_buf(L, "dst", dst); a_buf(L, "src", in(L, "dy"));
             if (in(L, "counts") >= 0) a_int(L, "n", ir_tensor_numel_max(g, &g->t[dst]));
             else a_rt(L, "n", LW_RT_S, width(L, in(L, "dy")));

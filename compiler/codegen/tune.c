@@ -16,28 +16,73 @@
 #include <unistd.h>
 
 /* ---- the registry: kernels with numbered variants (kernels/cpu/k_tune.h measures them) */
-static const struct { const char *kernel; int variants; const char *template_file; } registry[] = {
-    {"moe_expert_fwd", 3, "k_moe.h"},  /* experts in turn, BLAS threading each / experts across threads /
-                                        * rows in turn, BLAS's matrix-vector product */
-    {"moe_expert_bwd", 2, "k_moe.h"},
-    {"attention_fwd", 3, "k_attn.h"},  /* tiles of 64 x 64, 128 x 64, 64 x 32 query rows x keys */
-    {"attention_bwd", 3, "k_attn.h"},
+static const struct {
+    const char *kernel;
+    tune_kind kind;
+    int variants;
+    const char *template_file;
+} registry[] = {
+    {"moe_expert_fwd", TUNE_EXPERT, 3, "k_moe.h"},  /* experts in turn, BLAS threading each / experts across
+                                                      * threads / rows in turn, BLAS's matrix-vector product */
+    {"moe_expert_bwd", TUNE_EXPERT, 2, "k_moe.h"},
+    {"attention_fwd", TUNE_ATTENTION, 3, "k_attn.h"},  /* tiles of 64 x 64, 128 x 64, 64 x 32 query rows x keys */
+    {"attention_bwd", TUNE_ATTENTION, 3, "k_attn.h"},
+    /* the thread split (k_common.h): threads from K_OMP_MIN_WORK elements / one thread / threads
+     * from an eighth of that */
+    {"layernorm_fwd", TUNE_SPLIT, 3, "k_norm.h"},
+    {"layernorm_bwd", TUNE_SPLIT, 3, "k_norm.h"},
+    {"rmsnorm_fwd", TUNE_SPLIT, 3, "k_norm.h"},
+    {"rmsnorm_bwd", TUNE_SPLIT, 3, "k_norm.h"},
+    {"act_fwd", TUNE_SPLIT, 3, "k_act.h"},
+    {"act_bwd", TUNE_SPLIT, 3, "k_act.h"},
+    {"add_fwd", TUNE_SPLIT, 3, "k_act.h"},
+    {"accumulate", TUNE_SPLIT, 3, "k_act.h"},
 };
 
-int tune_variants(const char *kernel, const char **template_file) {
-    for (size_t i = 0; i < sizeof registry / sizeof registry[0]; i++)
-        if (!strcmp(registry[i].kernel, kernel)) {
-            if (template_file) *template_file = registry[i].template_file;
-            return registry[i].variants;
-        }
-    return 0;
+static int find_kernel(const char *kernel) {
+    for (int i = 0; i < (int)(sizeof registry / sizeof registry[0]); i++)
+        if (!strcmp(registry[i].kernel, kernel)) return i;
+    return -1;
 }
 
-int tune_is_attention(const char *kernel) { return !strncmp(kernel, "attention_", 10); }
+int tune_variants(const char *kernel, const char **template_file) {
+    int i = find_kernel(kernel);
+    if (i >= 0 && template_file) *template_file = registry[i].template_file;
+    return i >= 0 ? registry[i].variants : 0;
+}
+
+tune_kind tune_kind_of(const char *kernel) {
+    int i = find_kernel(kernel);
+    return i >= 0 ? registry[i].kind : TUNE_NONE;
+}
+
+/* the elementwise kernels' shapes: "S=2048 C=512" (norms), "fn=1 R=2048 W=2048" (the
+ * activation of R rows of width W), "n=1048576" (add, accumulate) */
+static int split_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int64_t dims[TUNE_DIMS]) {
+    memset(dims, 0, sizeof(int64_t) * TUNE_DIMS);
+    if (strstr(k->kernel, "norm_")) {
+        dims[0] = lw_arg_max(p->g, k, "S", 1), dims[1] = lw_arg_max(p->g, k, "C", 1);
+        snprintf(shape, n, "S=%lld C=%lld", (long long)dims[0], (long long)dims[1]);
+    } else if (!strncmp(k->kernel, "act_", 4)) {
+        const char *out = !strcmp(k->kernel, "act_fwd") ? "y" : "dy";     /* [R, W] */
+        int64_t W = lw_arg_max(p->g, k, "width", 5), y = lw_arg_max(p->g, k, out, strlen(out));
+        dims[0] = lw_arg_max(p->g, k, "fn", 2), dims[1] = W > 0 ? y / W : 0, dims[2] = W;
+        snprintf(shape, n, "fn=%lld R=%lld W=%lld", (long long)dims[0], (long long)dims[1], (long long)dims[2]);
+    } else {
+        if (lw_arg_max(p->g, k, "acc", 3) == 0) return 0;   /* accumulate's copy: nothing to split */
+        dims[0] = lw_arg_max(p->g, k, "n", 1);
+        snprintf(shape, n, "n=%lld", (long long)dims[0]);
+    }
+    for (int i = 0; i < 3; i++)
+        if (dims[i] < 0) return 0;
+    return tune_cost(k->kernel, dims) > 0;
+}
 
 int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int64_t dims[TUNE_DIMS]) {
-    if (!tune_variants(k->kernel, NULL)) return 0;
-    if (tune_is_attention(k->kernel)) {
+    tune_kind kind = tune_kind_of(k->kernel);
+    if (kind == TUNE_NONE) return 0;
+    if (kind == TUNE_SPLIT) return split_shape(p, k, shape, n, dims);
+    if (kind == TUNE_ATTENTION) {
         static const char *const names[] = {"B", "T", "C", "H", "KV"};
         for (int i = 0; i < TUNE_DIMS; i++)
             if ((dims[i] = lw_arg_max(p->g, k, names[i], strlen(names[i]))) <= 0) return 0;
@@ -55,8 +100,14 @@ int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int
 
 double tune_cost(const char *kernel, const int64_t dims[TUNE_DIMS]) {
     double a = (double)dims[0], b = (double)dims[1], c = (double)dims[2], d = (double)dims[3];
-    if (tune_is_attention(kernel)) return a * b * b * c;            /* B T^2 C = B H T^2 hd */
-    return (a + d) * b * c;                                         /* E K N + R K N */
+    switch (tune_kind_of(kernel)) {
+    case TUNE_ATTENTION: return a * b * b * c;                      /* B T^2 C = B H T^2 hd */
+    case TUNE_EXPERT: return (a + d) * b * c;                       /* E K N + R K N */
+    case TUNE_SPLIT:    /* elements, a dozen bytes each: as long as some 32 flops of a GEMM */
+        return 32.0 * (!strncmp(kernel, "act_", 4) ? b * c : strstr(kernel, "norm_") ? a * b : a);
+    case TUNE_NONE: break;
+    }
+    return 0;
 }
 
 /* ---- this machine */

@@ -22,10 +22,17 @@ typedef struct tune_where { const char *target, *device, *compiler; } tune_where
 /* A call of p whose kernel has variants: its shape (written to shape) and sizes, 0 for any
  * other call. The grouped expert GEMM: E, K, N, R (the routed rows at the compiled maximum),
  * "E=8 K=512 N=2048 R=4096"; attention: B, T, C, H, KV at the compiled maximum,
- * "B=8 T=256 C=512 H=8 KV=8". */
+ * "B=8 T=256 C=512 H=8 KV=8"; a norm: S, C, "S=2048 C=512"; the activation: fn, R, W (the rows and
+ * the output's width), "fn=1 R=2048 W=2048"; add and accumulate (adding): n, "n=1048576". */
 int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int64_t dims[TUNE_DIMS]);
-/* Whether a kernel with variants is attention's (else the grouped expert GEMM). */
-int tune_is_attention(const char *kernel);
+/* The families of kernels with variants: how a shape is written and measured. */
+typedef enum {
+    TUNE_NONE,          /* no variants */
+    TUNE_EXPERT,        /* the grouped expert GEMM (k_moe.h) */
+    TUNE_ATTENTION,     /* attention's tiles (k_attn.h) */
+    TUNE_SPLIT,         /* an elementwise kernel's thread split (k_common.h) */
+} tune_kind;
+tune_kind tune_kind_of(const char *kernel);
 /* How much work a shape is, to measure the costliest first. */
 double tune_cost(const char *kernel, const int64_t dims[TUNE_DIMS]);
 /* The number of variants of a kernel (0: none) and its template file ("k_moe.h"). */

@@ -76,9 +76,13 @@ static int measure(arena *a, const char *dir, const item *it, int n, double budg
     for (int i = 0; i < n; i++) {
         const int64_t *d = it[i].dims;
         int bwd = strstr(it[i].kernel, "_bwd") != NULL;
-        if (tune_is_attention(it[i].kernel))
+        tune_kind kind = tune_kind_of(it[i].kernel);
+        if (kind == TUNE_ATTENTION)
             fprintf(m, "    k_tune_attention(\"%s\", %d, %lld, %lld, %lld, %lld, %lld, %.3f);\n", it[i].kernel, bwd,
                     (long long)d[0], (long long)d[1], (long long)d[2], (long long)d[3], (long long)d[4], budget / n);
+        else if (kind == TUNE_SPLIT)
+            fprintf(m, "    k_tune_split(\"%s\", \"%s\", %lld, %lld, %lld, %.3f);\n", it[i].kernel, it[i].shape,
+                    (long long)d[0], (long long)d[1], (long long)d[2], budget / n);
         else
             fprintf(m, "    k_tune_expert(\"%s\", %d, %lld, %lld, %lld, %lld, %.3f);\n", it[i].kernel, bwd,
                     (long long)d[0], (long long)d[1], (long long)d[2], (long long)d[3], budget / n);

@@ -66,10 +66,10 @@ static inline float k_fast_expf(float x) {
 #define K_ACT_BWD_LOOP(n, acc, dx, dout, GRAD, SIMD)                                               \
     do {                                                                                           \
         if (acc) {                                                                                 \
-            K_PRAGMA(omp parallel for SIMD schedule(static) if ((n) >= K_OMP_MIN_WORK))            \
+            K_PRAGMA(omp parallel for SIMD schedule(static) if (parallel: K_PAR(n)))            \
             for (long i = 0; i < (n); i++) (dx)[i] += (dout)[i] * (GRAD);                          \
         } else {                                                                                   \
-            K_PRAGMA(omp parallel for SIMD schedule(static) if ((n) >= K_OMP_MIN_WORK))            \
+            K_PRAGMA(omp parallel for SIMD schedule(static) if (parallel: K_PAR(n)))            \
             for (long i = 0; i < (n); i++) (dx)[i] = (dout)[i] * (GRAD);                           \
         }                                                                                          \
     } while (0)
@@ -88,7 +88,7 @@ static inline float k_gelu_grad(float x) { /* d gelu / dx */
 }
 
 static inline void k_gelu_fwd(float *out /* [n] */, const float *x /* [n] */, long n) {
-#pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (parallel: K_PAR(n))
     for (long i = 0; i < n; i++) {
         float xi = x[i];
         float u = K_GELU_K * (xi + K_GELU_C * xi * xi * xi);
@@ -108,7 +108,7 @@ static inline float k_gelu_erf_grad(float x) {
 }
 
 static inline void k_gelu_erf_fwd(float *out /* [n] */, const float *x /* [n] */, long n) {
-#pragma omp parallel for schedule(static) if (n >= K_OMP_MIN_WORK / 4)
+#pragma omp parallel for schedule(static) if (K_PAR(4 * n))
     for (long i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
 
@@ -119,17 +119,17 @@ static inline void k_gelu_erf_bwd(float *dx /* [n] */, const float *x /* [n] */,
 
 /* ---- ReLU; the gradient at exactly 0 is 0. */
 static inline void k_relu_fwd(float *out /* [n] */, const float *x /* [n] */, long n) {
-#pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (parallel: K_PAR(n))
     for (long i = 0; i < n; i++) out[i] = k_selectf(x[i] > 0.0f, x[i], 0.0f);
 }
 
 static inline void k_relu_bwd(float *dx /* [n] */, const float *x /* [n] */, const float *dout /* [n] */, long n,
                               int acc) {
     if (acc) {
-#pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (parallel: K_PAR(n))
         for (long i = 0; i < n; i++) dx[i] += k_selectf(x[i] > 0.0f, dout[i], 0.0f);
     } else {
-#pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (parallel: K_PAR(n))
         for (long i = 0; i < n; i++) dx[i] = k_selectf(x[i] > 0.0f, dout[i], 0.0f);
     }
 }
@@ -137,7 +137,7 @@ static inline void k_relu_bwd(float *dx /* [n] */, const float *x /* [n] */, con
 /* ---- SwiGLU: each row of x holds the gate half g then the up half u; out = silu(g) * u,
  * silu(g) = g * sigmoid(g). out may not alias x (different row widths). */
 static inline void k_swiglu_fwd(float *out /* [S, f] */, const float *x /* [S, 2f] */, int S, int f) {
-#pragma omp parallel for schedule(static) if ((long)S * f >= K_OMP_MIN_WORK)
+#pragma omp parallel for schedule(static) if (K_PAR((long)S * f))
     for (int s = 0; s < S; s++) {
         const float *g = x + (long)s * 2 * f, *u = g + f;
         float *o = out + (long)s * f;
@@ -149,7 +149,7 @@ static inline void k_swiglu_fwd(float *out /* [S, f] */, const float *x /* [S, 2
 /* dg = dout * u * sig(g) * (1 + g (1 - sig(g))), du = dout * silu(g) */
 static inline void k_swiglu_bwd(float *dx /* [S, 2f] */, const float *x /* [S, 2f] */, const float *dout /* [S, f] */,
                                 int S, int f, int acc) {
-#pragma omp parallel for schedule(static) if ((long)S * f >= K_OMP_MIN_WORK)
+#pragma omp parallel for schedule(static) if (K_PAR((long)S * f))
     for (int s = 0; s < S; s++) {
         const float *g = x + (long)s * 2 * f, *u = g + f, *d = dout + (long)s * f;
         float *dg = dx + (long)s * 2 * f, *du = dg + f;
@@ -173,7 +173,7 @@ static inline void k_swiglu_bwd(float *dx /* [S, 2f] */, const float *x /* [S, 2
 
 /* ---- out = a + b (out may alias a or b: the residual update x = x + y) */
 static inline void k_add_fwd(float *out /* [n] */, const float *a /* [n] */, const float *b /* [n] */, long n) {
-#pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (parallel: K_PAR(n))
     for (long i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
@@ -183,7 +183,7 @@ static inline void k_accumulate(float *dst /* [n] */, const float *src /* [n] */
         if (dst != src) memcpy(dst, src, (size_t)n * sizeof(float));
         return;
     }
-#pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (parallel: K_PAR(n))
     for (long i = 0; i < n; i++) dst[i] += src[i];
 }
 
@@ -215,4 +215,11 @@ static inline void k_act_bwd(int fn, float *dx, const float *x, const float *dou
     case MOE_ACT_SWIGLU: k_swiglu_bwd(dx, x, dout, (int)r, (int)width, acc); break;
     }
 }
+
+/* the thread-split variants as the generated code names them (k_common.h) */
+K_SPLIT_VARIANTS(act_fwd, (int fn, float *out, const float *x, k_rows rows, long width), (fn, out, x, rows, width))
+K_SPLIT_VARIANTS(act_bwd, (int fn, float *dx, const float *x, const float *dout, k_rows rows, long width, int acc),
+                 (fn, dx, x, dout, rows, width, acc))
+K_SPLIT_VARIANTS(add_fwd, (float *out, const float *a, const float *b, long n), (out, a, b, n))
+K_SPLIT_VARIANTS(accumulate, (float *dst, const float *src, long n, int acc), (dst, src, n, acc))
 #endif

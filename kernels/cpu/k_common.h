@@ -31,6 +31,27 @@
 #define K_OMP_MIN_WORK 32768L
 #endif
 
+/* The thread split of the elementwise kernels (k_act.h, k_norm.h), a numbered variant that
+ * `moec tune` measures: 1 (the rule) threads from K_OMP_MIN_WORK elements, 2 one thread,
+ * 3 threads from an eighth of that. Their loops fork when K_PAR(work) holds; a variant
+ * function k_NAME_vN (K_SPLIT_VARIANTS) sets the split for one call. Thread-local: ranks that
+ * share a process run their steps on threads of their own. */
+static _Thread_local int k_split = 1;
+static inline int k_par(long work, long min) {
+    return k_split == 2 ? 0 : work >= (k_split == 3 ? min / 8 : min);
+}
+#define K_PAR(work) k_par((long)(work), K_OMP_MIN_WORK)
+#define K_SPLIT_VARIANT(v, name, params, args)                                                    \
+    static inline void k_##name##_v##v params {                                                   \
+        int outer = k_split;                                                                      \
+        k_split = v;                                                                              \
+        k_##name args;                                                                            \
+        k_split = outer;                                                                          \
+    }
+#define K_SPLIT_VARIANTS(name, params, args)                                                      \
+    K_SPLIT_VARIANT(1, name, params, args) K_SPLIT_VARIANT(2, name, params, args)                 \
+    K_SPLIT_VARIANT(3, name, params, args)
+
 /* A row count known on the host (n), or one the kernel reads from device memory (dev:
  * the routed rows R that a gate wrote, which the host never sees). */
 typedef struct k_rows { long n; const int32_t *dev; } k_rows;

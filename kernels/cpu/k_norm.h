@@ -18,7 +18,7 @@
 static inline void k_layernorm_fwd(float *out /* [S,C] */, float *mean /* [S] */, float *rstd /* [S] */,
                                    const float *x /* [S,C] */, const float *w /* [C] */, const float *b /* [C] */,
                                    int S, int C) {
-#pragma omp parallel for schedule(static) if ((long)S * C >= K_OMP_MIN_WORK)
+#pragma omp parallel for schedule(static) if (K_PAR((long)S * C))
     for (int s = 0; s < S; s++) {
         const float *xr = x + (long)s * C;
         float *o = out + (long)s * C;
@@ -52,7 +52,7 @@ static inline void k_layernorm_bwd(float *dx /* [S,C] */, float *dw /* [C] */, f
                                    const float *dout /* [S,C] */, const float *x /* [S,C] */, const float *w /* [C] */,
                                    const float *mean /* [S] */, const float *rstd /* [S] */, int S, int C, int acc) {
     if (dx) {
-#pragma omp parallel for schedule(static) if ((long)S * C >= K_OMP_MIN_WORK)
+#pragma omp parallel for schedule(static) if (K_PAR((long)S * C))
         for (int s = 0; s < S; s++) {
             const float *xr = x + (long)s * C, *d = dout + (long)s * C;
             float *o = dx + (long)s * C;
@@ -77,7 +77,7 @@ static inline void k_layernorm_bwd(float *dx /* [S,C] */, float *dw /* [C] */, f
     }
     if (dw || db) {
         int nchunk = (C + K_NORM_COLS - 1) / K_NORM_COLS;
-#pragma omp parallel for schedule(static) if ((long)S * C >= K_OMP_MIN_WORK)
+#pragma omp parallel for schedule(static) if (K_PAR((long)S * C))
         for (int k = 0; k < nchunk; k++) {
             int c0 = k * K_NORM_COLS, n = C - c0 < K_NORM_COLS ? C - c0 : K_NORM_COLS;
             double aw[K_NORM_COLS] = {0}, ab[K_NORM_COLS] = {0};
@@ -101,7 +101,7 @@ static inline void k_layernorm_bwd(float *dx /* [S,C] */, float *dw /* [C] */, f
 /* out = x rstd w, rstd = 1 / sqrt(mean(x^2) + eps); rstd [S] saved (may be NULL). */
 static inline void k_rmsnorm_fwd(float *out /* [S,C] */, float *rstd /* [S] */, const float *x /* [S,C] */,
                                  const float *w /* [C] */, int S, int C) {
-#pragma omp parallel for schedule(static) if ((long)S * C >= K_OMP_MIN_WORK)
+#pragma omp parallel for schedule(static) if (K_PAR((long)S * C))
     for (int s = 0; s < S; s++) {
         const float *xr = x + (long)s * C;
         float *o = out + (long)s * C;
@@ -120,7 +120,7 @@ static inline void k_rmsnorm_bwd(float *dx /* [S,C] */, float *dw /* [C] */, con
                                  const float *x /* [S,C] */, const float *w /* [C] */, const float *rstd /* [S] */,
                                  int S, int C, int acc) {
     if (dx) {
-#pragma omp parallel for schedule(static) if ((long)S * C >= K_OMP_MIN_WORK)
+#pragma omp parallel for schedule(static) if (K_PAR((long)S * C))
         for (int s = 0; s < S; s++) {
             const float *xr = x + (long)s * C, *d = dout + (long)s * C;
             float *o = dx + (long)s * C;
@@ -139,7 +139,7 @@ static inline void k_rmsnorm_bwd(float *dx /* [S,C] */, float *dw /* [C] */, con
     }
     if (dw) {
         int nchunk = (C + K_NORM_COLS - 1) / K_NORM_COLS;
-#pragma omp parallel for schedule(static) if ((long)S * C >= K_OMP_MIN_WORK)
+#pragma omp parallel for schedule(static) if (K_PAR((long)S * C))
         for (int k = 0; k < nchunk; k++) {
             int c0 = k * K_NORM_COLS, n = C - c0 < K_NORM_COLS ? C - c0 : K_NORM_COLS;
             double aw[K_NORM_COLS] = {0};
@@ -153,4 +153,15 @@ static inline void k_rmsnorm_bwd(float *dx /* [S,C] */, float *dw /* [C] */, con
         }
     }
 }
+
+/* the thread-split variants as the generated code names them (k_common.h) */
+K_SPLIT_VARIANTS(layernorm_fwd, (float *out, float *mean, float *rstd, const float *x, const float *w, const float *b,
+                                 int S, int C), (out, mean, rstd, x, w, b, S, C))
+K_SPLIT_VARIANTS(layernorm_bwd, (float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+                                 const float *mean, const float *rstd, int S, int C, int acc),
+                 (dx, dw, db, dout, x, w, mean, rstd, S, C, acc))
+K_SPLIT_VARIANTS(rmsnorm_fwd, (float *out, float *rstd, const float *x, const float *w, int S, int C),
+                 (out, rstd, x, w, S, C))
+K_SPLIT_VARIANTS(rmsnorm_bwd, (float *dx, float *dw, const float *dout, const float *x, const float *w,
+                               const float *rstd, int S, int C, int acc), (dx, dw, dout, x, w, rstd, S, C, acc))
 #endif

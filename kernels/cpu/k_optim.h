@@ -45,7 +45,7 @@ static inline void k_grad_norm(double *norm_clip /* [2] */, const float *g /* [n
 
 /* x *= s (gradient clipping) */
 static inline void k_scale(float *x /* [n] */, float s, long n) {
-#pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (parallel: n >= K_OMP_MIN_WORK)
     for (long i = 0; i < n; i++) x[i] *= s;
 }
 

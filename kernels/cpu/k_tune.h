@@ -13,6 +13,8 @@
 #define MOE_K_TUNE_H
 #include "k_moe.h"
 #include "k_attn.h"
+#include "k_act.h"
+#include "k_norm.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -183,5 +185,79 @@ static void k_tune_attention(const char *kernel, int bwd, int B, int T, int C, i
                "\"rel_err\": %.3g}\n", kernel, B, T, C, H, KV, v, ms[v], err[v]);
     fflush(stdout);
     free(qkv), free(dy), free(y), free(lse), free(delta), free(dqkv), free(ref);
+}
+
+/* ---- the elementwise kernels (k_act.h, k_norm.h): their variants differ in the thread split */
+enum { K_TUNE_LN_FWD, K_TUNE_LN_BWD, K_TUNE_RMS_FWD, K_TUNE_RMS_BWD, K_TUNE_ACT_FWD, K_TUNE_ACT_BWD, K_TUNE_ADD,
+       K_TUNE_ACC, K_TUNE_SPLIT_KINDS };
+static const char *const k_tune_split_names[K_TUNE_SPLIT_KINDS] = {
+    "layernorm_fwd", "layernorm_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "act_fwd", "act_bwd", "add_fwd", "accumulate"};
+
+typedef struct k_tune_split_args {
+    int kind, fn, S, C;         /* S x C: a norm's rows and width; the activation's R x W; add's n x 1 */
+    float *out, *dw, *db;       /* the output (y, dx, dst), a norm's parameter gradients */
+    float *mean, *rstd;         /* a norm's statistics: the forward writes them, the backward reads them */
+    const float *x, *dy, *w, *b;
+} k_tune_split_args;
+
+static void k_tune_split_call(void *p, int v) {
+    k_tune_split_args *a = (k_tune_split_args *)p;
+    int S = a->S, C = a->C;
+    switch (a->kind * 4 + v) {  /* the generated code's names: k_NAME_vN */
+#define K_TUNE_SPLIT_CASES(kind, name, args) \
+    case kind * 4 + 1: k_##name##_v1 args; break; case kind * 4 + 2: k_##name##_v2 args; break; \
+    case kind * 4 + 3: k_##name##_v3 args; break;
+    K_TUNE_SPLIT_CASES(K_TUNE_LN_FWD, layernorm_fwd, (a->out, a->mean, a->rstd, a->x, a->w, a->b, S, C))
+    K_TUNE_SPLIT_CASES(K_TUNE_LN_BWD, layernorm_bwd, (a->out, a->dw, a->db, a->dy, a->x, a->w, a->mean, a->rstd, S, C, 0))
+    K_TUNE_SPLIT_CASES(K_TUNE_RMS_FWD, rmsnorm_fwd, (a->out, a->rstd, a->x, a->w, S, C))
+    K_TUNE_SPLIT_CASES(K_TUNE_RMS_BWD, rmsnorm_bwd, (a->out, a->dw, a->dy, a->x, a->w, a->rstd, S, C, 0))
+    K_TUNE_SPLIT_CASES(K_TUNE_ACT_FWD, act_fwd, (a->fn, a->out, a->x, K_ROWS(S), C))
+    K_TUNE_SPLIT_CASES(K_TUNE_ACT_BWD, act_bwd, (a->fn, a->out, a->x, a->dy, K_ROWS(S), C, 0))
+    K_TUNE_SPLIT_CASES(K_TUNE_ADD, add_fwd, (a->out, a->x, a->dy, (long)S))
+    K_TUNE_SPLIT_CASES(K_TUNE_ACC, accumulate, (a->out, a->x, (long)S, 1))
+#undef K_TUNE_SPLIT_CASES
+    }
+}
+
+/* Every thread split of an elementwise kernel on one shape (tune.h's: d0, d1, d2 as it writes
+ * them), for about `budget` seconds in all; each checked against v1 on its output and, for a
+ * norm's backward, its weight gradient (the split changes no sum, so they agree exactly). */
+static void k_tune_split(const char *kernel, const char *shape, long d0, long d1, long d2, double budget) {
+    k_tune_split_args a = {0};
+    a.kind = -1;
+    for (int k = 0; k < K_TUNE_SPLIT_KINDS; k++)
+        if (!strcmp(kernel, k_tune_split_names[k])) a.kind = k;
+    int act = a.kind == K_TUNE_ACT_FWD || a.kind == K_TUNE_ACT_BWD, norm = a.kind >= 0 && a.kind <= K_TUNE_RMS_BWD;
+    a.fn = act ? (int)d0 : 0;
+    a.S = (int)(act ? d1 : d0), a.C = (int)(act ? d2 : norm ? d1 : 1);
+    long n = (long)a.S * a.C, xw = act && a.fn == MOE_ACT_SWIGLU ? 2 : 1;   /* SwiGLU's input is twice as wide */
+    float *x = k_tune_rand(n * xw, 7), *dy = k_tune_rand(n, 8), *w = k_tune_rand(a.C, 9), *b = k_tune_rand(a.C, 10);
+    float *out = (float *)malloc(sizeof(float) * n * xw), *ref = (float *)malloc(sizeof(float) * n * xw);
+    float *dw = (float *)calloc((size_t)a.C, sizeof(float)), *db = (float *)calloc((size_t)a.C, sizeof(float));
+    float *dw_ref = (float *)malloc(sizeof(float) * a.C);
+    float *mean = (float *)malloc(sizeof(float) * a.S), *rstd = (float *)malloc(sizeof(float) * a.S);
+    if (a.kind < 0 || !x || !dy || !w || !b || !out || !ref || !dw || !db || !dw_ref || !mean || !rstd) {
+        printf("{\"kernel\": \"%s\", \"error\": \"%s\"}\n", kernel, a.kind < 0 ? "not an elementwise kernel" : "out of memory");
+        return;
+    }
+    a.out = out, a.dw = dw, a.db = db, a.x = x, a.dy = dy, a.w = w, a.b = b, a.mean = mean, a.rstd = rstd;
+    if (a.kind == K_TUNE_LN_BWD) k_layernorm_fwd(out, mean, rstd, x, w, b, a.S, a.C);     /* what it reads */
+    if (a.kind == K_TUNE_RMS_BWD) k_rmsnorm_fwd(out, rstd, x, w, a.S, a.C);
+    long nout = a.kind == K_TUNE_ACT_BWD ? n * xw : n;
+    double ms[4] = {0}, err[4] = {0};
+    for (int v = 1; v <= 3; v++) {
+        memset(dw, 0, sizeof(float) * a.C);
+        if (a.kind == K_TUNE_ACC) memcpy(out, dy, sizeof(float) * n);
+        k_tune_split_call(&a, v);                                   /* warm-up and check */
+        if (v == 1) memcpy(ref, out, sizeof(float) * nout), memcpy(dw_ref, dw, sizeof(float) * a.C);
+        double e = k_tune_rel_err(out, ref, nout), ew = norm ? k_tune_rel_err(dw, dw_ref, a.C) : 0;
+        err[v] = e > ew ? e : ew;
+        ms[v] = k_tune_median_ms(k_tune_split_call, &a, v, budget / 3);
+    }
+    for (int v = 1; v <= 3; v++)
+        printf("{\"kernel\": \"%s\", \"shape\": \"%s\", \"variant\": %d, \"ms\": %.6f, \"rel_err\": %.3g}\n", kernel,
+               shape, v, ms[v], err[v]);
+    fflush(stdout);
+    free(x), free(dy), free(w), free(b), free(out), free(ref), free(dw), free(db), free(dw_ref), free(mean), free(rstd);
 }
 #endif

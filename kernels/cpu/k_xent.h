@@ -189,10 +189,10 @@ static inline void k_kd_bwd(float *dzs /* [S,V] */, const float *ps /* [S,V] */,
     float c = scale / tau;
     long n = (long)S * V;
     if (acc) {
-#pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (parallel: n >= K_OMP_MIN_WORK)
         for (long i = 0; i < n; i++) dzs[i] += c * (ps[i] - pt[i]);
     } else {
-#pragma omp parallel for simd schedule(static) if (n >= K_OMP_MIN_WORK)
+#pragma omp parallel for simd schedule(static) if (parallel: n >= K_OMP_MIN_WORK)
         for (long i = 0; i < n; i++) dzs[i] = c * (ps[i] - pt[i]);
     }
 }

@@ -18,7 +18,7 @@ calls() { "$moec" build "$model" --emit kernels "$@" | grep -F "[variant " |
                   s/ from the tuning database$/ database/; s/ by rule$/ rule/'; }
 calls > rule.txt || fail "--emit kernels"
 [ -s rule.txt ] && ! grep -qv " rule$" rule.txt || fail "without a database every variant is the rule's: $(cat rule.txt)"
-grep -q "^attention_fwd v1 rule$" rule.txt && grep -q "^moe_expert_bwd v" rule.txt || fail "the calls: $(cat rule.txt)"
+grep -q "^attention_fwd v1 rule$" rule.txt && grep -q "^moe_expert_bwd v" rule.txt && grep -q "^layernorm_fwd v1 rule$" rule.txt || fail "the calls: $(cat rule.txt)"
 
 "$moec" tune "$model" --db db.json --budget 3 > table.txt 2> tune.err || fail "tune: $(cat tune.err)"
 n=$(jq '.entries | length' db.json)
@@ -28,11 +28,16 @@ jq -e '.version == 1 and all(.entries[]; .target == "cpu" and (.ms["1"] > 0) and
           (.shape | test("^E=4 K=[0-9]+ N=[0-9]+ R=[0-9]+$"))
        elif (.kernel == "moe_expert_bwd") then (.best == 1 or .best == 2) and (.ms["3"] == null) and
           (.shape | test("^E=4 K=[0-9]+ N=[0-9]+ R=[0-9]+$"))
-       else (.kernel | startswith("attention_")) and (.best >= 1 and .best <= 3) and (.ms["3"] > 0) and
-          (.shape | test("^B=4 T=32 C=32 H=2 KV=2$")) end)
-       and ([.entries[].kernel] | unique == ["attention_bwd", "attention_fwd", "moe_expert_bwd", "moe_expert_fwd"])' \
+       elif (.kernel | startswith("attention_")) then (.best >= 1 and .best <= 3) and (.ms["3"] > 0) and
+          (.shape | test("^B=4 T=32 C=32 H=2 KV=2$"))
+       elif (.kernel | startswith("act_")) then (.best >= 1 and .best <= 3) and (.ms["3"] > 0) and
+          (.shape | test("^fn=0 R=(128|32) W=128$"))
+       else (.kernel | startswith("layernorm_")) and (.best >= 1 and .best <= 3) and (.ms["3"] > 0) and
+          (.shape | test("^S=(128|32) C=32$")) end)
+       and ([.entries[].kernel] | unique == ["act_bwd", "act_fwd", "attention_bwd", "attention_fwd", "layernorm_bwd",
+                                             "layernorm_fwd", "moe_expert_bwd", "moe_expert_fwd"])' \
   db.json >/dev/null || fail "the database: $(head -c 600 db.json)"
-[ "$(grep -cE "^(moe_expert|attention)" table.txt)" = "$n" ] || fail "the table has not one line per entry: $(cat table.txt)"
+[ "$(grep -cE "^(moe_expert|attention|act|layernorm)_" table.txt)" = "$n" ] || fail "the table has not one line per entry: $(cat table.txt)"
 grep -q "wrong" table.txt && fail "a variant failed its check: $(cat table.txt)"
 
 # concurrent runs add up: two tunes started together, on 1 and on 2 threads (two machines'

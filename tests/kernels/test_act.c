@@ -101,8 +101,40 @@ static void run_add(long n) {
     free(a), free(b), free(o), free(want), free(a2), free(d);
 }
 
+/* The thread-split variants (k_common.h; moec tune picks one) agree with v1 bitwise, below,
+ * between and above their thresholds (4096 and 32768 elements), for every activation. */
+static void run_split(void) {
+    static const long rows[] = {8, 60, 300};     /* x 128 wide: 1024, 7680, 38400 outputs */
+    const long W = 128;
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(nt > 1 ? nt : 2);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        for (int fn = MOE_ACT_GELU; fn <= MOE_ACT_SWIGLU; fn++) {
+            long R = rows[i] * (fn == MOE_ACT_SWIGLU ? 1 : 4), n = R * W, nx = n * (fn == MOE_ACT_SWIGLU ? 2 : 1);
+            KT_CASE("split variants fn=%d R=%ld W=%ld", fn, R, W);
+            float *x = kt_rand(nx, -3, 3), *dy = kt_rand(n, -1, 1), *y[3], *dx[3], *sum[3];
+            for (int v = 0; v < 3; v++) y[v] = kt_fill(n, 0), dx[v] = kt_fill(nx, 0), sum[v] = kt_copy(dy, n);
+            k_act_fwd_v1(fn, y[0], x, K_ROWS(R), W), k_act_bwd_v1(fn, dx[0], x, dy, K_ROWS(R), W, 0);
+            k_act_fwd_v2(fn, y[1], x, K_ROWS(R), W), k_act_bwd_v2(fn, dx[1], x, dy, K_ROWS(R), W, 0);
+            k_act_fwd_v3(fn, y[2], x, K_ROWS(R), W), k_act_bwd_v3(fn, dx[2], x, dy, K_ROWS(R), W, 0);
+            k_add_fwd_v1(y[0], y[0], dy, n), k_accumulate_v1(sum[0], x, n, 1);
+            k_add_fwd_v2(y[1], y[1], dy, n), k_accumulate_v2(sum[1], x, n, 1);
+            k_add_fwd_v3(y[2], y[2], dy, n), k_accumulate_v3(sum[2], x, n, 1);
+            for (int v = 1; v < 3; v++) {
+                kt_bitwise("act then add", y[v], y[0], (size_t)n * sizeof(float));
+                kt_bitwise("act_bwd", dx[v], dx[0], (size_t)nx * sizeof(float));
+                kt_bitwise("accumulate", sum[v], sum[0], (size_t)n * sizeof(float));
+            }
+            KT_EXPECT(k_split == 1, "a variant left the split at %d", k_split);
+            for (int v = 0; v < 3; v++) free(y[v]), free(dx[v]), free(sum[v]);
+            free(x), free(dy);
+        }
+    omp_set_num_threads(nt);
+}
+
 int main(void) {
     test_expf();
+    run_split();
     static const long sizes[] = {1, 7, 1000, 70001}; /* the last one takes the threaded path */
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         long n = sizes[i];

@@ -131,11 +131,53 @@ static void run_threads(int rms) {
     free(x), free(w), free(b), free(R), free(xd), free(wd), free(bd), free(yd), free(gw), free(m), free(rs);
 }
 
+/* The thread-split variants (k_common.h; moec tune picks one) agree with v1 bitwise on shapes
+ * below, between and above their thresholds (4096 and 32768 elements), on 2 threads or more. */
+static void run_split(int rms) {
+    static const int shapes[][2] = {{32, 128}, {127, 256}, {300, 129}};
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(nt > 1 ? nt : 2);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int S = shapes[i][0], C = shapes[i][1];
+        long n = (long)S * C;
+        KT_CASE("%s split variants S=%d C=%d", rms ? "rmsnorm" : "layernorm", S, C);
+        float *x = kt_rand(n, -2, 2), *w = kt_rand(C, 0.5f, 1.5f), *b = kt_rand(C, -1, 1), *R = kt_rand(n, -1, 1);
+        float *y[3], *mean[3], *rstd[3], *dx[3], *dw[3], *db[3];
+        for (int v = 0; v < 3; v++) {
+            y[v] = kt_fill(n, 0), mean[v] = kt_fill(S, 0), rstd[v] = kt_fill(S, 0), dx[v] = kt_fill(n, 0);
+            dw[v] = kt_fill(C, 0), db[v] = kt_fill(C, 0);
+        }
+        if (rms) {
+            k_rmsnorm_fwd_v1(y[0], rstd[0], x, w, S, C), k_rmsnorm_bwd_v1(dx[0], dw[0], R, x, w, rstd[0], S, C, 0);
+            k_rmsnorm_fwd_v2(y[1], rstd[1], x, w, S, C), k_rmsnorm_bwd_v2(dx[1], dw[1], R, x, w, rstd[1], S, C, 0);
+            k_rmsnorm_fwd_v3(y[2], rstd[2], x, w, S, C), k_rmsnorm_bwd_v3(dx[2], dw[2], R, x, w, rstd[2], S, C, 0);
+        } else {
+            k_layernorm_fwd_v1(y[0], mean[0], rstd[0], x, w, b, S, C);
+            k_layernorm_bwd_v1(dx[0], dw[0], db[0], R, x, w, mean[0], rstd[0], S, C, 0);
+            k_layernorm_fwd_v2(y[1], mean[1], rstd[1], x, w, b, S, C);
+            k_layernorm_bwd_v2(dx[1], dw[1], db[1], R, x, w, mean[1], rstd[1], S, C, 0);
+            k_layernorm_fwd_v3(y[2], mean[2], rstd[2], x, w, b, S, C);
+            k_layernorm_bwd_v3(dx[2], dw[2], db[2], R, x, w, mean[2], rstd[2], S, C, 0);
+        }
+        for (int v = 1; v < 3; v++) {
+            kt_bitwise("out", y[v], y[0], (size_t)n * sizeof(float));
+            kt_bitwise("dx", dx[v], dx[0], (size_t)n * sizeof(float));
+            kt_bitwise("dw", dw[v], dw[0], (size_t)C * sizeof(float));
+            kt_bitwise("db", db[v], db[0], (size_t)C * sizeof(float));
+        }
+        KT_EXPECT(k_split == 1, "a variant left the split at %d", k_split);
+        for (int v = 0; v < 3; v++) free(y[v]), free(mean[v]), free(rstd[v]), free(dx[v]), free(dw[v]), free(db[v]);
+        free(x), free(w), free(b), free(R);
+    }
+    omp_set_num_threads(nt);
+}
+
 int main(void) {
     static const int shapes[][2] = {{1, 1}, {3, 7}, {1, 3}, {5, 32}, {4, 67}, {2, 100}};
     for (int rms = 0; rms < 2; rms++) {
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) run_case(shapes[i][0], shapes[i][1], rms);
         run_threads(rms);
     }
+    for (int rms = 0; rms < 2; rms++) run_split(rms);   /* after the others: their random inputs stay as they were */
     return kt_report("test_norm");
 }
