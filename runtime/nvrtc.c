@@ -140,17 +140,28 @@ static void *compile_one(void *arg) {
     return NULL;
 }
 
-int moe_nvrtc_compile(const char *source, const char *name, const char *const *archs, int narch, moe_nvrtc_result *r,
-                      char **log, moe_cubin *out) {
+/* NVRTC's entries, loaded once; NULL where it is missing */
+static const nvrtc_api *nvrtc(void) {
     static nvrtc_api api;
     static int loaded = 0;          /* 0 not tried, 1 loaded, -1 missing */
+    if (!loaded) loaded = load(&api) == 0 ? 1 : -1;
+    return loaded > 0 ? &api : NULL;
+}
+
+int moe_nvrtc_version(int *major, int *minor) {
+    const nvrtc_api *api = nvrtc();
+    return api && api->version(major, minor) == 0 ? 0 : -1;
+}
+
+int moe_nvrtc_compile(const char *source, const char *name, const char *const *archs, int narch, moe_nvrtc_result *r,
+                      char **log, moe_cubin *out) {
     memset(r, 0, sizeof *r);
     *log = NULL;
     if (out) memset(out, 0, sizeof *out * (size_t)(narch < 8 ? narch : 8));
-    if (!loaded) loaded = load(&api) == 0 ? 1 : -1;
-    if (loaded < 0) return 0;
+    const nvrtc_api *api = nvrtc();
+    if (!api) return 0;
     r->available = 1;
-    api.version(&r->major, &r->minor);
+    api->version(&r->major, &r->minor);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     job jobs[8];
@@ -162,7 +173,7 @@ int moe_nvrtc_compile(const char *source, const char *name, const char *const *a
     if (narch > 8) narch = 8;
     for (int i = 0; i < narch; i++) {
         snprintf(paths[i], sizeof paths[i], "%s/%016llx-%s-nvrtc%d.%d.cubin", dir, key, archs[i], r->major, r->minor);
-        jobs[i] = (job){&api, source, name, archs[i], have_dir ? paths[i] : NULL, 0, 0, NULL, out ? &out[i] : NULL};
+        jobs[i] = (job){api, source, name, archs[i], have_dir ? paths[i] : NULL, 0, 0, NULL, out ? &out[i] : NULL};
         started[i] = pthread_create(&th[i], NULL, compile_one, &jobs[i]) == 0;
         if (!started[i]) compile_one(&jobs[i]);
     }

@@ -33,4 +33,6 @@ typedef struct moe_cubin { void *data; size_t size; } moe_cubin;
  * otherwise. */
 int moe_nvrtc_compile(const char *source, const char *name, const char *const *archs, int narch, moe_nvrtc_result *r,
                       char **log, moe_cubin *out);
+/* NVRTC's version: 0, or -1 where it is missing. */
+int moe_nvrtc_version(int *major, int *minor);
 #endif

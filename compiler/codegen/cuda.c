@@ -30,8 +30,8 @@ const char *const cg_cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_gate.h", "mo
 static const char *const cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_gate.h", "cu_common.cuh", "cu_dense.cuh",
                                          "cu_attn.cuh", "cu_moe.cuh", NULL};
 
-/* grid kinds: a thread per item, a block per row, one thread, one block, a block per 64 x 64
- * tile (cu_grouped_mm), none (host) */
+/* grid kinds: a thread per item, a block per row, one thread, one block, a block per 4096
+ * outputs (cu_grouped_mm's 64 x 64 tiles; twice the work for its 32 x 64 ones), none (host) */
 enum { G_ITEMS, G_ROWS, G_ONE, G_BLOCK, G_TILES, G_HOST };
 #define CU_NT MOE_BLOCK_THREADS
 #define CU_GRID_MAX 65535
@@ -70,6 +70,8 @@ static const cu_kernel kernels[] = {
     {"moe_expert_bwd", 3, {{G_ITEMS, "x"}, {G_ITEMS, "E*K*N"}, {G_ITEMS, "E*N"}}},
     {"moe_expert_fwd_tiled", 1, {{G_TILES, "y"}}},
     {"moe_expert_bwd_tiled", 3, {{G_TILES, "x"}, {G_ITEMS, "E*K*N"}, {G_ITEMS, "E*N"}}},
+    {"moe_expert_fwd_tiled32", 1, {{G_TILES, "2*y"}}},     /* tiles of 32 rows: twice as many */
+    {"moe_expert_bwd_tiled32", 3, {{G_TILES, "2*x"}, {G_ITEMS, "E*K*N"}, {G_ITEMS, "E*N"}}},
     {"moe_combine_fwd", 1, {{G_ITEMS, "S*d"}}},
     {"moe_combine_bwd", 1, {{G_ITEMS, "S"}}},
     {"xent_fwd", 2, {{G_ITEMS, "S"}, {G_ONE, ""}}},
@@ -269,13 +271,17 @@ static int plan_program(cg_cuda_plan *pl, const cg_unit *u, const lw_program *p,
         const lw_step *s = &p->steps[i];
         out->first[i] = out->n;
         for (int c = 0; c < s->ncalls; c++) {
-            lw_call tiled;
+            lw_call form;
             const lw_call *k = &s->calls[c];
-            if (!u->gemm_generated && (!strcmp(k->kernel, "moe_expert_fwd") || !strcmp(k->kernel, "moe_expert_bwd"))) {
-                tiled = *k;     /* the expert GEMMs tiled */
-                tiled.kernel = arena_printf(a, "%s_tiled", k->kernel);
-                tiled.variant = 0;
-                k = &tiled;
+            if (!strcmp(k->kernel, "moe_expert_fwd") || !strcmp(k->kernel, "moe_expert_bwd")) {
+                /* the expert GEMMs' variants (codegen/tune.c): v1 tiles of 64 rows, v2 of 32,
+                 * v3 the simple form, which --gemm generated keeps everywhere */
+                static const char *const suffix[] = {"_tiled", "_tiled", "_tiled32", ""};
+                int v = u->gemm_generated ? 3 : k->variant;
+                form = *k;
+                form.kernel = arena_printf(a, "%s%s", k->kernel, suffix[v >= 1 && v <= 3 ? v : 1]);
+                form.variant = 0;   /* the name says it */
+                k = &form;
             }
             const cu_kernel *ki = find_kernel(k->kernel);
             if (!ki) return -2;

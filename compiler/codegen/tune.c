@@ -6,6 +6,8 @@
 #include "tune.h"
 #include "target.h"
 #include "moe_hash.h"
+#include "cuda_probe.h"
+#include "nvrtc.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -15,45 +17,59 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- the registry: kernels with numbered variants (kernels/cpu/k_tune.h measures them) */
+/* ---- the registry: kernels with numbered variants, per target (the cpu's are measured by
+ * kernels/cpu/k_tune.h, the cuda's in the model's executable: driver/cmd_tune.c) */
 static const struct {
-    const char *kernel;
+    const char *target, *kernel;
     tune_kind kind;
     int variants;
     const char *template_file;
 } registry[] = {
-    {"moe_expert_fwd", TUNE_EXPERT, 3, "k_moe.h"},  /* experts in turn, BLAS threading each / experts across
-                                                      * threads / rows in turn, BLAS's matrix-vector product */
-    {"moe_expert_bwd", TUNE_EXPERT, 2, "k_moe.h"},
-    {"attention_fwd", TUNE_ATTENTION, 3, "k_attn.h"},  /* tiles of 64 x 64, 128 x 64, 64 x 32 query rows x keys */
-    {"attention_bwd", TUNE_ATTENTION, 3, "k_attn.h"},
+    {"cpu", "moe_expert_fwd", TUNE_EXPERT, 3, "k_moe.h"},  /* experts in turn, BLAS threading each / experts
+                                                             * across threads / rows in turn, BLAS's gemv */
+    {"cpu", "moe_expert_bwd", TUNE_EXPERT, 2, "k_moe.h"},
+    {"cpu", "attention_fwd", TUNE_ATTENTION, 3, "k_attn.h"},   /* tiles of 64 x 64, 128 x 64, 64 x 32 */
+    {"cpu", "attention_bwd", TUNE_ATTENTION, 3, "k_attn.h"},
     /* the thread split (k_common.h): threads from K_OMP_MIN_WORK elements / one thread / threads
      * from an eighth of that */
-    {"layernorm_fwd", TUNE_SPLIT, 3, "k_norm.h"},
-    {"layernorm_bwd", TUNE_SPLIT, 3, "k_norm.h"},
-    {"rmsnorm_fwd", TUNE_SPLIT, 3, "k_norm.h"},
-    {"rmsnorm_bwd", TUNE_SPLIT, 3, "k_norm.h"},
-    {"act_fwd", TUNE_SPLIT, 3, "k_act.h"},
-    {"act_bwd", TUNE_SPLIT, 3, "k_act.h"},
-    {"add_fwd", TUNE_SPLIT, 3, "k_act.h"},
-    {"accumulate", TUNE_SPLIT, 3, "k_act.h"},
+    {"cpu", "layernorm_fwd", TUNE_SPLIT, 3, "k_norm.h"},
+    {"cpu", "layernorm_bwd", TUNE_SPLIT, 3, "k_norm.h"},
+    {"cpu", "rmsnorm_fwd", TUNE_SPLIT, 3, "k_norm.h"},
+    {"cpu", "rmsnorm_bwd", TUNE_SPLIT, 3, "k_norm.h"},
+    {"cpu", "act_fwd", TUNE_SPLIT, 3, "k_act.h"},
+    {"cpu", "act_bwd", TUNE_SPLIT, 3, "k_act.h"},
+    {"cpu", "add_fwd", TUNE_SPLIT, 3, "k_act.h"},
+    {"cpu", "accumulate", TUNE_SPLIT, 3, "k_act.h"},
+    /* the generated grouped GEMM (cu_moe.cuh): tiles of 64 rows / of 32 rows / a thread per output */
+    {"cuda", "moe_expert_fwd", TUNE_EXPERT, 3, "cu_moe.cuh"},
+    {"cuda", "moe_expert_bwd", TUNE_EXPERT, 3, "cu_moe.cuh"},
 };
 
-static int find_kernel(const char *kernel) {
+static int find_kernel(const char *target, const char *kernel) {
     for (int i = 0; i < (int)(sizeof registry / sizeof registry[0]); i++)
-        if (!strcmp(registry[i].kernel, kernel)) return i;
+        if ((!target || !strcmp(registry[i].target, target)) && !strcmp(registry[i].kernel, kernel)) return i;
     return -1;
 }
 
-int tune_variants(const char *kernel, const char **template_file) {
-    int i = find_kernel(kernel);
+int tune_variants(const char *target, const char *kernel, const char **template_file) {
+    int i = find_kernel(target, kernel);
     if (i >= 0 && template_file) *template_file = registry[i].template_file;
     return i >= 0 ? registry[i].variants : 0;
 }
 
 tune_kind tune_kind_of(const char *kernel) {
-    int i = find_kernel(kernel);
+    int i = find_kernel(NULL, kernel);
     return i >= 0 ? registry[i].kind : TUNE_NONE;
+}
+
+void tune_target_rule(lw_program *p, const char *target) {
+    if (!strcmp(target, "cpu")) return;     /* the lowering's rules are the cpu's */
+    for (int i = 0; i < p->nsteps; i++)
+        for (int c = 0; c < p->steps[i].ncalls; c++) {
+            lw_call *k = &p->steps[i].calls[c];
+            k->variant = tune_variants(target, k->kernel, NULL) ? 1 : 0;
+            k->tuned = 0;
+        }
 }
 
 /* the elementwise kernels' shapes: "S=2048 C=512" (norms), "fn=1 R=2048 W=2048" (the
@@ -78,8 +94,9 @@ static int split_shape(const lw_program *p, const lw_call *k, char *shape, size_
     return tune_cost(k->kernel, dims) > 0;
 }
 
-int tune_shape(const lw_program *p, const lw_call *k, char *shape, size_t n, int64_t dims[TUNE_DIMS]) {
-    tune_kind kind = tune_kind_of(k->kernel);
+int tune_shape(const char *target, const lw_program *p, const lw_call *k, char *shape, size_t n,
+               int64_t dims[TUNE_DIMS]) {
+    tune_kind kind = tune_variants(target, k->kernel, NULL) ? tune_kind_of(k->kernel) : TUNE_NONE;
     if (kind == TUNE_NONE) return 0;
     if (kind == TUNE_SPLIT) return split_shape(p, k, shape, n, dims);
     if (kind == TUNE_ATTENTION) {
@@ -111,7 +128,7 @@ double tune_cost(const char *kernel, const int64_t dims[TUNE_DIMS]) {
 }
 
 /* ---- this machine */
-const char *tune_device(void) {
+static const char *cpu_device(void) {
     static char dev[320];
     if (dev[0]) return dev;             /* once per process: it keys every lookup */
     char model[256] = "unknown CPU", line[512];
@@ -129,6 +146,22 @@ const char *tune_device(void) {
     return dev;
 }
 
+const char *tune_device(const char *target) {
+    if (strcmp(target, "cuda")) return cpu_device();
+    static char gpu[320];
+    if (!gpu[0] && moe_cuda_probe(gpu, sizeof gpu)) snprintf(gpu, sizeof gpu, "no GPU");
+    return gpu;
+}
+
+const char *tune_kernel_compiler(const char *target, const char *cc) {
+    if (strcmp(target, "cuda")) return cc;
+    static char id[64];
+    int major = 0, minor = 0;
+    if (moe_nvrtc_version(&major, &minor)) snprintf(id, sizeof id, "no NVRTC");
+    else snprintf(id, sizeof id, "NVRTC %d.%d", major, minor);
+    return id;
+}
+
 const char *tune_default_path(void) {
     static char path[4096];
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
@@ -138,9 +171,9 @@ const char *tune_default_path(void) {
 }
 
 /* the hash of a kernel's template, as text */
-static const char *template_hash(const char *kernel, char *buf, size_t n) {
+static const char *template_hash(const char *target, const char *kernel, char *buf, size_t n) {
     const char *file = NULL;
-    tune_variants(kernel, &file);
+    tune_variants(target, kernel, &file);
     const char *text = file ? cg_embedded(file) : NULL;
     snprintf(buf, n, "%016llx", (unsigned long long)(text ? util_hash_str(text) : 0));
     return buf;
@@ -196,7 +229,7 @@ static int str_is(json_t *o, const char *key, const char *want) {
 /* the index of the entry with this key, or -1 */
 static long find(const tune_db *db, const tune_where *w, const char *kernel, const char *shape) {
     char hash[32];
-    template_hash(kernel, hash, sizeof hash);
+    template_hash(w->target, kernel, hash, sizeof hash);
     size_t i;
     json_t *e;
     json_array_foreach(db->entries, i, e) {
@@ -212,7 +245,7 @@ int tune_db_lookup(const tune_db *db, const tune_where *w, const char *kernel, c
     if (i < 0) return 0;
     json_t *best = json_object_get(json_array_get(db->entries, (size_t)i), "best");
     int v = json_is_integer(best) ? (int)json_integer_value(best) : 0;
-    return v >= 1 && v <= tune_variants(kernel, NULL) ? v : 0;      /* a variant this moec has */
+    return v >= 1 && v <= tune_variants(w->target, kernel, NULL) ? v : 0;  /* a variant this moec has */
 }
 
 int tune_db_record(tune_db *db, const tune_where *w, const char *kernel, const char *shape, const double *ms, int nv,
@@ -227,7 +260,7 @@ int tune_db_record(tune_db *db, const tune_where *w, const char *kernel, const c
     }
     if (!bad)
         e = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:i}", "target", w->target, "device", w->device, "compiler",
-                      w->compiler, "template", template_hash(kernel, hash, sizeof hash), "kernel", kernel, "shape",
+                      w->compiler, "template", template_hash(w->target, kernel, hash, sizeof hash), "kernel", kernel, "shape",
                       shape, "ms", times, "best", best);
     json_decref(times);
     if (!e) return -1;
@@ -280,14 +313,19 @@ int tune_db_save(tune_db *db, const char *path, char *err, size_t errlen) {
     return rc;
 }
 
-int tune_apply(lw_program *p, const tune_db *db, const tune_where *w) {
-    int n = 0;
-    for (int i = 0; db && i < p->nsteps; i++)
+int tune_apply(lw_program *p, const tune_db *db, const char *target, const char *cc) {
+    size_t i;
+    json_t *e;
+    int ours = 0, n = 0;
+    json_array_foreach(db ? db->entries : NULL, i, e) ours |= str_is(e, "target", target);
+    if (!ours) return 0;
+    tune_where where = {target, tune_device(target), tune_kernel_compiler(target, cc)}, *w = &where;
+    for (int i = 0; i < p->nsteps; i++)
         for (int c = 0; c < p->steps[i].ncalls; c++) {
             lw_call *k = &p->steps[i].calls[c];
             char shape[96];
             int64_t dims[TUNE_DIMS];
-            int v = tune_shape(p, k, shape, sizeof shape, dims) ? tune_db_lookup(db, w, k->kernel, shape) : 0;
+            int v = tune_shape(w->target, p, k, shape, sizeof shape, dims) ? tune_db_lookup(db, w, k->kernel, shape) : 0;
             if (v) {
                 k->variant = v;
                 k->tuned = 1;

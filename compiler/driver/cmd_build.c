@@ -452,9 +452,10 @@ static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, c
                 (long long)pr.train->B_max, (long long)pr.train->T_max);
     lw_program *ltr = lw_lower(pr.train), *ldec = ltr ? lw_lower(pr.decode) : NULL;
     if (!ltr || !ldec) { fprintf(stderr, "moec: out of memory while lowering %s\n", m->name); return 1; }
-    tune_where w = {t->name, tune_device(), cli_compiler_id()};
-    tune_apply(ltr, o->db, &w);
-    tune_apply(ldec, o->db, &w);
+    tune_target_rule(ltr, t->name);
+    tune_target_rule(ldec, t->name);
+    tune_apply(ltr, o->db, t->name, cli_compiler_id());
+    tune_apply(ldec, o->db, t->name, cli_compiler_id());
     double t1 = now_ms();
     tm->lower_ms += t1 - t0;
     cg_unit u = {m, cli_file_name(o->file), ltr, ldec, a, o->gemm && !strcmp(o->gemm, "generated")};

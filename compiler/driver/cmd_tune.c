@@ -1,11 +1,18 @@
 /* cmd_tune.c - `moec tune`: measures the kernel variants of a model on this machine and
  * records the winners in the tuning database that `moec build` reads (codegen/tune.h).
  *
- * The model is lowered as `moec build` lowers it; every distinct (kernel, shape) of its
- * training and decode programs that has variants is measured by a harness moec writes and
- * compiles like an executable: kernels/cpu/k_tune.h, called once per shape, costliest first,
- * each with its share of the time budget. A variant that disagrees with variant 1 (relative
- * error above 1e-4) is recorded as failed and never wins.
+ * The model is lowered as `moec build` lowers it for the target; every distinct (kernel,
+ * shape) with variants is measured.
+ *   cpu: the training and decode programs' shapes, by a harness moec writes and compiles like
+ *        an executable: kernels/cpu/k_tune.h, called once per shape, costliest first, each
+ *        with its share of the time budget. A variant that disagrees with variant 1
+ *        (relative error above 1e-4) is recorded as failed and never wins.
+ *   cuda: the training program's shapes, in the model's own executable: one build per
+ *        variant v (--target all, a database giving every shape v), `verify` checks each op
+ *        of the cuda program against the cpu program's, and on a GPU `bench --train --json`
+ *        times the steps; a shape's time is that of the steps that call it. A variant that
+ *        fails verify never wins. Under --device cuda-emu the variants are checked, never
+ *        timed, and nothing is recorded.
  */
 #include "cli.h"
 #include "commands.h"
@@ -14,6 +21,7 @@
 #include "pipeline.h"
 #include "target.h"
 #include "tune.h"
+#include "cuda_probe.h"
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -32,23 +40,26 @@ typedef struct item {
     char shape[96];
     int64_t dims[TUNE_DIMS];    /* tune_shape's */
     int rule;                   /* the variant the built-in rule picks */
-    double ms[TUNE_MAX_VARIANTS + 1];
+    double ms[TUNE_MAX_VARIANTS + 1];   /* > 0 measured, -1 failed its check, 0 not timed */
 } item;
 
 static void tune_usage(FILE *out) {
-    fputs("usage: moec tune FILE [--model NAME] [--target cpu|cuda] [--db FILE] [--budget SECONDS]\n"
+    fputs("usage: moec tune FILE [--model NAME] [--target cpu|cuda] [--device cuda|cuda-emu] [--db FILE]\n"
+          "                 [--budget SECONDS]\n"
           "  measures the model's kernel variants on this machine and records the winners in the\n"
           "  tuning database (default: $XDG_CACHE_HOME/moec/tune.json or ~/.cache/moec/tune.json),\n"
-          "  which `moec build` reads; --budget bounds the measuring (default 60 seconds)\n", out);
+          "  which `moec build` reads; --budget bounds the cpu's measuring (default 60 seconds);\n"
+          "  --target cuda measures on the GPU (--device cuda, the default), or checks the variants\n"
+          "  on the CPU without timing them (--device cuda-emu)\n", out);
 }
 
-/* the distinct tunable (kernel, shape) pairs of p, added to it[0..*n) */
-static void collect(const lw_program *p, item *it, int *n) {
+/* the distinct tunable (kernel, shape) pairs of target's program p, added to it[0..*n) */
+static void collect(const char *target, const lw_program *p, item *it, int *n) {
     for (int i = 0; i < p->nsteps; i++)
         for (int c = 0; c < p->steps[i].ncalls; c++) {
             const lw_call *k = &p->steps[i].calls[c];
             item x = {k->kernel, "", {0}, k->variant, {0}};
-            if (!tune_shape(p, k, x.shape, sizeof x.shape, x.dims)) continue;
+            if (!tune_shape(target, p, k, x.shape, sizeof x.shape, x.dims)) continue;
             int seen = 0;
             for (int j = 0; j < *n && !seen; j++) seen = !strcmp(it[j].kernel, x.kernel) && !strcmp(it[j].shape, x.shape);
             if (!seen && *n < TUNE_MAX_SHAPES) it[(*n)++] = x;
@@ -61,8 +72,8 @@ static int by_cost(const void *a, const void *b) {
     return cx < cy ? 1 : cx > cy ? -1 : 0;
 }
 
-/* writes the harness into dir, compiles and runs it; its lines go to dir/out.jsonl */
-static int measure(arena *a, const char *dir, const item *it, int n, double budget) {
+/* the cpu: writes the harness into dir, compiles and runs it; its lines go to dir/out.jsonl */
+static int measure_cpu(arena *a, const char *dir, const item *it, int n, double budget) {
     for (int i = 0; cg_cpu_files[i]; i++)
         if (cli_write_file(arena_printf(a, "%s/%s", dir, cg_cpu_files[i]), cg_embedded(cg_cpu_files[i]))) return -1;
     if (cli_write_file(arena_printf(a, "%s/k_tune.h", dir), cg_embedded("k_tune.h"))) return -1;
@@ -122,10 +133,96 @@ static int read_results(const char *path, item *it, int n) {
     return 0;
 }
 
-static void remove_dir(arena *a, const char *dir) {
-    static const char *const extra[] = {"k_tune.h", "tune_main.c", "tune", "out.jsonl", NULL};
+/* ---- cuda: the model's executable measures its own steps ---- */
+#define CUDA_STEPS "5"      /* timed training steps per variant, after one untimed */
+
+/* the path of this moec, to build with */
+static const char *self_exe(arena *a) {
+    char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) return "moec";
+    buf[n] = 0;
+    return arena_printf(a, "%s", buf);
+}
+
+/* the per-step times of a `bench --json` line, added to the items whose shapes the steps
+ * call (each step once per item) */
+static int add_step_times(const char *path, const lw_program *p, item *it, int n, int v) {
+    json_error_t je;
+    json_t *o = json_load_file(path, 0, &je), *steps = json_object_get(o, "kernels");
+    if (!json_is_array(steps)) { json_decref(o); return -1; }
+    for (int i = 0; i < p->nsteps; i++) {
+        double ms = 0;
+        size_t j;
+        json_t *st;
+        json_array_foreach(steps, j, st)
+            if (json_is_string(json_object_get(st, "name")) &&
+                !strcmp(json_string_value(json_object_get(st, "name")), p->steps[i].name))
+                ms = json_number_value(json_object_get(st, "ms"));
+        for (int x = 0; x < n; x++) {
+            int calls = 0;
+            for (int c = 0; c < p->steps[i].ncalls && !calls; c++) {
+                const lw_call *k = &p->steps[i].calls[c];
+                char shape[96];
+                int64_t dims[TUNE_DIMS];
+                calls = !strcmp(k->kernel, it[x].kernel) && tune_shape("cuda", p, k, shape, sizeof shape, dims) &&
+                        !strcmp(shape, it[x].shape);
+            }
+            if (calls && it[x].ms[v] >= 0) it[x].ms[v] += ms;
+        }
+    }
+    json_decref(o);
+    return 0;
+}
+
+/* For each variant v: a database giving every shape v (under the key `moec build` will
+ * look up), the model built with it (--target all), verify on `device`, and on a GPU the
+ * steps timed. it[].ms[v]: the summed step times, 0 checked but not timed, -1 failed. */
+static int measure_cuda(arena *a, const char *dir, const char *file, const char *model, const lw_program *p,
+                        item *it, int n, const char *device) {
+    tune_where w = {"cuda", tune_device("cuda"), tune_kernel_compiler("cuda", NULL)};
+    int nv = 0, gpu = !strcmp(device, "cuda");
+    for (int i = 0; i < n; i++) {
+        int k = tune_variants("cuda", it[i].kernel, NULL);
+        nv = k > nv ? k : nv;
+    }
+    for (int v = 1; v <= nv; v++) {
+        char err[4300] = "out of memory";
+        const char *db_path = arena_printf(a, "%s/v%d.json", dir, v), *exe = arena_printf(a, "%s/m", dir);
+        tune_db *db = tune_db_load(db_path, 1, err, sizeof err);
+        int rc = db ? 0 : -1;
+        for (int i = 0; !rc && i < n; i++)
+            if (v <= tune_variants("cuda", it[i].kernel, NULL))
+                rc = tune_db_record(db, &w, it[i].kernel, it[i].shape, it[i].ms, 0, v);
+        rc = rc || tune_db_save(db, db_path, err, sizeof err);
+        tune_db_destroy(db);
+        if (rc) { fprintf(stderr, "moec tune: %s\n", err); return -1; }
+        fprintf(stderr, "moec tune: variant %d: building, then checking%s on %s\n", v, gpu ? " and timing" : "",
+                device);
+        const char *build[] = {self_exe(a), "build", file, "--model", model, "--target", "all", "--no-kernel-check",
+                               "--tune-db", db_path, "-O1", "-o", exe, NULL};
+        if (cli_run(build, 13, "build of a variant", NULL)) return -1;
+        const char *verify[] = {exe, "verify", "--device", device, "--batch", "2", NULL};
+        const char *vout = arena_printf(a, "%s/verify%d.txt", dir, v), *bout = arena_printf(a, "%s/bench%d.json", dir, v);
+        int ok = cli_run(verify, 6, "check of a variant (verify)", vout) == 0;
+        for (int i = 0; i < n; i++)
+            if (v <= tune_variants("cuda", it[i].kernel, NULL)) it[i].ms[v] = ok ? 0 : -1;
+        if (!ok || !gpu) continue;
+        const char *bench[] = {exe, "bench", "--train", "--json", "--device", "cuda", "--steps", CUDA_STEPS,
+                               "--warmup", "1", NULL};
+        if (cli_run(bench, 10, "timing of a variant (bench)", bout) || add_step_times(bout, p, it, n, v)) return -1;
+    }
+    return 0;
+}
+
+static void remove_dir(arena *a, const char *dir, int variants) {
+    static const char *const extra[] = {"k_tune.h", "tune_main.c", "tune", "out.jsonl", "m", NULL};
     for (int i = 0; cg_cpu_files[i]; i++) unlink(arena_printf(a, "%s/%s", dir, cg_cpu_files[i]));
     for (int i = 0; extra[i]; i++) unlink(arena_printf(a, "%s/%s", dir, extra[i]));
+    for (int v = 1; v <= variants; v++) {
+        static const char *const per[] = {"v%d.json", "v%d.json.lock", "verify%d.txt", "bench%d.json"};
+        for (int i = 0; i < 4; i++) unlink(arena_printf(a, "%s/%s", dir, arena_printf(a, per[i], v)));
+    }
     rmdir(dir);
 }
 
@@ -140,11 +237,41 @@ static int make_parent(char *path) {
     return 0;
 }
 
-static int tune(const char *file, const char *model, const char *target, const char *db_path, double budget) {
-    if (!strcmp(target, "cuda")) {
-        fprintf(stderr, "moec tune: nothing to tune for --target cuda: its kernel variants are not in the registry "
-                        "yet, and measuring them needs a GPU\n");
+/* the winner of it (0: none), printed as a table row (after the header, for the first) */
+static int report(const item *it, const char *target, int first, int timed) {
+    int nv = tune_variants(target, it->kernel, NULL), best = 0, rule = it->rule;
+    for (int v = 1; v <= nv; v++)
+        if (it->ms[v] > 0 && (!best || it->ms[v] < it->ms[best])) best = v;
+    /* a near-tie keeps the rule's choice: a gain within this machine's repeat-to-repeat
+     * noise is no gain, and measured whole programs showed such switches cost as often */
+    if (best && rule >= 1 && rule <= nv && it->ms[rule] > 0 && it->ms[rule] <= it->ms[best] * TUNE_MARGIN) best = rule;
+    if (first)
+        printf("%-16s %-32s %10s %10s %10s  %-7s %s\n", "kernel", "shape", "v1 ms", "v2 ms", "v3 ms", "winner",
+               "vs rule");
+    printf("%-16s %-32s", it->kernel, it->shape);
+    for (int v = 1; v <= 3; v++) {      /* the columns: the most variants a kernel has */
+        if (v > nv) printf(" %10s", "");
+        else if (it->ms[v] > 0) printf(" %10.3f", it->ms[v]);
+        else printf(" %10s", it->ms[v] < 0 ? "wrong" : timed ? "-" : "ok");
+    }
+    if (!best) printf("  none    (%s)\n", timed ? "no variant measured" : "checked, not timed");
+    else printf("  v%-6d %.2fx (rule: v%d)\n", best, it->ms[rule] > 0 ? it->ms[rule] / it->ms[best] : 0, rule);
+    return best;
+}
+
+static int tune(const char *file, const char *model, const char *target, const char *device, const char *db_path,
+                double budget) {
+    int cuda = !strcmp(target, "cuda"), timed = !cuda || !strcmp(device, "cuda");
+    if (cuda && timed && strncmp(tune_device("cuda"), "no GPU", 6) == 0) {
+        char why[320];
+        moe_cuda_probe(why, sizeof why);
+        fprintf(stderr, "moec tune: nothing measured for --target cuda: %s; `--device cuda-emu` checks the cuda "
+                        "variants on the CPU without timing them\n", why);
         return CLI_OK;
+    }
+    if (cuda && !strcmp(file, "-")) {
+        fprintf(stderr, "moec tune: --target cuda builds the model again: give it as a file, not on standard input\n");
+        return CLI_USAGE;
     }
     char err[4300];
     tune_db *db = tune_db_load(db_path, 1, err, sizeof err);
@@ -154,21 +281,24 @@ static int tune(const char *file, const char *model, const char *target, const c
     int rc = m ? CLI_OK : CLI_FAILED;
     item it[TUNE_MAX_SHAPES];
     int n = 0;
+    lw_program *ltr = NULL, *ldec = NULL;
     if (m) {
-        const cg_target *t = cg_target_find("cpu");
+        const cg_target *t = cg_target_find(target);
         pl_options po = {.caps = &t->caps, .opt_level = 3};
         pl_result pr = {0};
-        lw_program *ltr = NULL, *ldec = NULL;
         if (pl_run(front_arena(f), front_diag(f), m, &po, &pr) || !(ltr = lw_lower(pr.train)) ||
             !(ldec = lw_lower(pr.decode)))
             rc = CLI_FAILED;
         else {
-            collect(ltr, it, &n);
-            collect(ldec, it, &n);
+            tune_target_rule(ltr, target);
+            tune_target_rule(ldec, target);
+            collect(target, ltr, it, &n);
+            if (!cuda) collect(target, ldec, it, &n);   /* cuda: bench times the training steps */
         }
     }
     if (f) front_print_diagnostics(f, stderr);
-    if (!rc && n == 0) fprintf(stderr, "moec tune: model %s has no kernel with variants: nothing to tune\n", m->name);
+    if (!rc && n == 0)
+        fprintf(stderr, "moec tune: model %s has no kernel with %s variants: nothing to tune\n", m->name, target);
     char dir[] = "/tmp/moec-tune-XXXXXX";
     if (!rc && n > 0 && !mkdtemp(dir)) {
         fprintf(stderr, "moec tune: cannot create a temporary directory: %s\n", strerror(errno));
@@ -176,60 +306,59 @@ static int tune(const char *file, const char *model, const char *target, const c
     }
     if (!rc && n > 0) {
         qsort(it, (size_t)n, sizeof it[0], by_cost);
-        fprintf(stderr, "moec tune: %s: %d kernel shape%s, %.0f s budget, on %s\n", m->name, n, n > 1 ? "s" : "",
-                budget, tune_device());
         arena *a = front_arena(f);
-        if (measure(a, dir, it, n, budget) || read_results(arena_printf(a, "%s/out.jsonl", dir), it, n)) rc = CLI_FAILED;
-        remove_dir(a, dir);
-    }
-    tune_where w = {"cpu", tune_device(), cli_compiler_id()};
-    for (int i = 0; !rc && i < n; i++) {
-        int nv = tune_variants(it[i].kernel, NULL), best = 0, rule = it[i].rule;
-        for (int v = 1; v <= nv; v++)
-            if (it[i].ms[v] > 0 && (!best || it[i].ms[v] < it[i].ms[best])) best = v;
-        /* a near-tie keeps the rule's choice: a gain within this machine's repeat-to-repeat
-         * noise is no gain, and measured whole programs showed such switches cost as often */
-        if (best && rule >= 1 && rule <= nv && it[i].ms[rule] > 0 && it[i].ms[rule] <= it[i].ms[best] * TUNE_MARGIN)
-            best = rule;
-        if (i == 0)
-            printf("%-16s %-32s %10s %10s %10s  %-7s %s\n", "kernel", "shape", "v1 ms", "v2 ms", "v3 ms", "winner",
-                   "vs rule");
-        printf("%-16s %-32s", it[i].kernel, it[i].shape);
-        for (int v = 1; v <= 3; v++) {      /* the columns: the most variants a kernel has */
-            if (v > nv) printf(" %10s", "");
-            else if (it[i].ms[v] > 0) printf(" %10.3f", it[i].ms[v]);
-            else printf(" %10s", it[i].ms[v] < 0 ? "wrong" : "-");
+        if (cuda) {
+            fprintf(stderr, "moec tune: %s: %d kernel shape%s, on %s\n", m->name, n, n > 1 ? "s" : "",
+                    timed ? tune_device("cuda") : "cuda-emu (checked, not timed)");
+            if (measure_cuda(a, dir, file, m->name, ltr, it, n, device)) rc = CLI_FAILED;
+        } else {
+            fprintf(stderr, "moec tune: %s: %d kernel shape%s, %.0f s budget, on %s\n", m->name, n, n > 1 ? "s" : "",
+                    budget, tune_device("cpu"));
+            if (measure_cpu(a, dir, it, n, budget) || read_results(arena_printf(a, "%s/out.jsonl", dir), it, n))
+                rc = CLI_FAILED;
         }
-        if (!best) { printf("  none    (no variant measured)\n"); continue; }
-        printf("  v%-6d %.2fx (rule: v%d)\n", best, it[i].ms[rule] > 0 ? it[i].ms[rule] / it[i].ms[best] : 0, rule);
-        if (tune_db_record(db, &w, it[i].kernel, it[i].shape, it[i].ms, nv, best)) rc = CLI_FAILED;
+        remove_dir(a, dir, cuda ? TUNE_MAX_VARIANTS : 0);
     }
+    tune_where w = {target, tune_device(target), tune_kernel_compiler(target, cli_compiler_id())};
+    for (int i = 0; !rc && i < n; i++) {
+        int best = report(&it[i], target, i == 0, timed);
+        if (best && tune_db_record(db, &w, it[i].kernel, it[i].shape, it[i].ms,
+                                   tune_variants(target, it[i].kernel, NULL), best))
+            rc = CLI_FAILED;
+    }
+    if (!rc && n > 0 && !timed) fprintf(stderr, "moec tune: cuda-emu checks the variants, never times them: nothing "
+                                                "recorded\n");
     char path[4096];
     snprintf(path, sizeof path, "%s", db_path);
-    if (!rc && n > 0 && (make_parent(path) || tune_db_save(db, path, err, sizeof err))) {
+    if (!rc && n > 0 && timed && (make_parent(path) || tune_db_save(db, path, err, sizeof err))) {
         fprintf(stderr, "moec tune: %s\n", err);
         rc = CLI_FAILED;
     }
-    if (!rc && n > 0) fprintf(stderr, "moec tune: wrote %s\n", db_path);
+    if (!rc && n > 0 && timed) fprintf(stderr, "moec tune: wrote %s\n", db_path);
     tune_db_destroy(db);
     front_destroy(f);
     return rc;
 }
 
 int moec_cmd_tune(int argc, char **argv) {
-    const char *file = NULL, *model = NULL, *target = "cpu", *db = NULL, *budget_s = NULL;
+    const char *file = NULL, *model = NULL, *target = "cpu", *device = NULL, *db = NULL, *budget_s = NULL;
     int help = 0;
     const cli_opt table[] = {
         {"--model", "-m", &model, NULL, 0},
         {"--target", NULL, &target, NULL, 0},
+        {"--device", NULL, &device, NULL, 0},
         {"--db", NULL, &db, NULL, 0},
         {"--budget", NULL, &budget_s, NULL, 0},
     };
-    int rc = cli_parse("tune", argc, argv, table, 4, &file, &help, tune_usage);
+    int rc = cli_parse("tune", argc, argv, table, 5, &file, &help, tune_usage);
     if (rc) return rc;
     if (help) { tune_usage(stdout); return CLI_OK; }
     if (strcmp(target, "cpu") && strcmp(target, "cuda")) {
         fprintf(stderr, "moec tune: unknown target '%s' (cpu, cuda)\n", target);
+        return CLI_USAGE;
+    }
+    if (device && (strcmp(target, "cuda") || (strcmp(device, "cuda") && strcmp(device, "cuda-emu")))) {
+        fprintf(stderr, "moec tune: --device takes cuda or cuda-emu, with --target cuda (got '%s')\n", device);
         return CLI_USAGE;
     }
     char *end = NULL;
@@ -238,5 +367,5 @@ int moec_cmd_tune(int argc, char **argv) {
         fprintf(stderr, "moec tune: --budget takes seconds, more than 0 (got '%s')\n", budget_s);
         return CLI_USAGE;
     }
-    return tune(file, model, target, db ? db : tune_default_path(), budget);
+    return tune(file, model, target, device ? device : "cuda", db ? db : tune_default_path(), budget);
 }

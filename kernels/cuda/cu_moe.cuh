@@ -259,44 +259,47 @@ CU_D void cu_moe_expert_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p
     }
 }
 
-/* ---- the tiled grouped GEMM (the default expert form; --gemm generated keeps the above) ----
+/* ---- the tiled grouped GEMM (variants 1 and 2 of the expert GEMMs; v3, and --gemm generated,
+ * the simple form above) ----
  * C[r, j] (+)= sum_p A[r, p] op(B_e)(p, j) (+ bias_e[j]) for the routed rows r of each expert
  * e, rows grouped by expert (off, on the device), never padded: op(B_e)(p, j) is
- * B_e[p*J + j], or B_e[j*P + p] when trans. A block computes a CU_TM x CU_TN tile of one
- * expert's rows, its 256 threads 4 x 4 outputs each, staging CU_TP-deep slices of A and B in
+ * B_e[p*J + j], or B_e[j*P + p] when trans. A block computes a TM x CU_TN tile of one
+ * expert's rows (TM 64, or 32 where experts have few rows each and a 64-row tile is mostly
+ * padding), its 256 threads TM/16 x 4 outputs each, staging CU_TP-deep slices of A and B in
  * shared memory. The blocks walk the tiles grid-stride; a tile is found by walking the
  * experts' tile counts, the same in every thread, so the barriers are uniform. Each output
  * sums over p in order, as the simple form does. */
-#define CU_TM 64
 #define CU_TN 64
 #define CU_TP 16
+template <int TM>
 CU_D void cu_grouped_mm(f32p C, cf32p A, cf32p B, cf32p bias, ci32p off, int E, long long P, long long J, int trans,
                         int acc) {
-    __shared__ float As[CU_TP][CU_TM];
+    constexpr int RA = TM / 16;     /* rows per thread */
+    __shared__ float As[CU_TP][TM];
     __shared__ float Bs[CU_TP][CU_TN];
     const int tid = (int)threadIdx.x, ty = tid / 16, tx = tid % 16;
     long long nj = (J + CU_TN - 1) / CU_TN, tiles = 0;
-    for (int e = 0; e < E; e++) tiles += (off[e + 1] - off[e] + CU_TM - 1) / CU_TM;
+    for (int e = 0; e < E; e++) tiles += (off[e + 1] - off[e] + TM - 1) / TM;
     CU_SERIAL
     for (long long t = blockIdx.x; t < tiles * nj; t += gridDim.x) {
         long long rt = t / nj, j0 = t % nj * CU_TN;
         int e = 0;
         for (;; e++) {      /* the expert of row tile rt */
-            long long c = (off[e + 1] - off[e] + CU_TM - 1) / CU_TM;
+            long long c = (off[e + 1] - off[e] + TM - 1) / TM;
             if (rt < c) break;
             rt -= c;
         }
-        long long r0 = off[e] + rt * CU_TM, r1 = off[e + 1];
+        long long r0 = off[e] + rt * TM, r1 = off[e + 1];
         cf32p Be = B + (long long)e * P * J;
-        float v[4][4];
-        for (int a = 0; a < 4; a++)
+        float v[RA][4];
+        for (int a = 0; a < RA; a++)
             for (int b = 0; b < 4; b++) {
                 long long j = j0 + tx * 4 + b;
                 v[a][b] = bias && j < J ? bias[(long long)e * J + j] : 0.0f;
             }
         CU_SERIAL
         for (long long p0 = 0; p0 < P; p0 += CU_TP) {
-            for (int l = tid; l < CU_TP * CU_TM; l += CU_NT) {     /* A[r0 + m, p0 + q] */
+            for (int l = tid; l < CU_TP * TM; l += CU_NT) {        /* A[r0 + m, p0 + q] */
                 int q = l % CU_TP, m = l / CU_TP;
                 long long r = r0 + m, p = p0 + q;
                 As[q][m] = r < r1 && p < P ? A[r * P + p] : 0.0f;
@@ -309,28 +312,45 @@ CU_D void cu_grouped_mm(f32p C, cf32p A, cf32p B, cf32p bias, ci32p off, int E, 
             __syncthreads();
             int np = (int)(P - p0 < CU_TP ? P - p0 : CU_TP);
             for (int q = 0; q < np; q++)
-                for (int a = 0; a < 4; a++)
-                    for (int b = 0; b < 4; b++) v[a][b] += As[q][ty * 4 + a] * Bs[q][tx * 4 + b];
+                for (int a = 0; a < RA; a++)
+                    for (int b = 0; b < 4; b++) v[a][b] += As[q][ty * RA + a] * Bs[q][tx * 4 + b];
             __syncthreads();
         }
-        for (int a = 0; a < 4; a++)
+        for (int a = 0; a < RA; a++)
             for (int b = 0; b < 4; b++) {
-                long long r = r0 + ty * 4 + a, j = j0 + tx * 4 + b;
+                long long r = r0 + ty * RA + a, j = j0 + tx * 4 + b;
                 if (r < r1 && j < J) C[r * J + j] = acc ? C[r * J + j] + v[a][b] : v[a][b];
             }
     }
 }
 
+template <int TM>
+CU_D void cu_expert_fwd_tiled(f32p y, cf32p x, cf32p W, cf32p b, ci32p counts, int E, int K, int N) {
+    cu_grouped_mm<TM>(y, x, W, b, counts + MOE_OFF(E), E, K, N, 0, 0);
+}
+/* part 0 (dx = dy W[e]^T) tiled; parts 1 and 2 as in the simple form */
+template <int TM>
+CU_D void cu_expert_bwd_tiled(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, ci32p counts, int E,
+                              int K, int N, int acc) {
+    if (part != 0) { cu_moe_expert_bwd(part, dx, dW, db, dy, x, W, counts, E, K, N, acc); return; }
+    if (dx) cu_grouped_mm<TM>(dx, dy, W, nullptr, counts + MOE_OFF(E), E, N, K, 1, acc);
+}
+/* the variants as the renderer names them: tiles of 64 (v1) and 32 (v2) rows */
 CU_D void cu_moe_expert_fwd_tiled(int part, f32p y, cf32p x, cf32p W, cf32p b, ci32p counts, int E, int K, int N) {
     (void)part;
-    cu_grouped_mm(y, x, W, b, counts + MOE_OFF(E), E, K, N, 0, 0);
+    cu_expert_fwd_tiled<64>(y, x, W, b, counts, E, K, N);
 }
-
-/* part 0 (dx = dy W[e]^T) tiled; parts 1 and 2 as in the simple form */
+CU_D void cu_moe_expert_fwd_tiled32(int part, f32p y, cf32p x, cf32p W, cf32p b, ci32p counts, int E, int K, int N) {
+    (void)part;
+    cu_expert_fwd_tiled<32>(y, x, W, b, counts, E, K, N);
+}
 CU_D void cu_moe_expert_bwd_tiled(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, ci32p counts,
                                   int E, int K, int N, int acc) {
-    if (part != 0) { cu_moe_expert_bwd(part, dx, dW, db, dy, x, W, counts, E, K, N, acc); return; }
-    if (dx) cu_grouped_mm(dx, dy, W, nullptr, counts + MOE_OFF(E), E, N, K, 1, acc);
+    cu_expert_bwd_tiled<64>(part, dx, dW, db, dy, x, W, counts, E, K, N, acc);
+}
+CU_D void cu_moe_expert_bwd_tiled32(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, ci32p counts,
+                                    int E, int K, int N, int acc) {
+    cu_expert_bwd_tiled<32>(part, dx, dW, db, dy, x, W, counts, E, K, N, acc);
 }
 
 CU_D void cu_moe_mix(cf32p coef, long long s, float &a0, float &a1) {

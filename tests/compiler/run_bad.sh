@@ -44,6 +44,8 @@ build tests/compiler/bad/unimplemented.moe --model ineffective --emit ir
 tune $small --budget 0
 tune $small --budget soon
 tune $small --target gpu
+tune $small --device cuda-emu
+tune $small --target cuda --device gpu
 tune $small --db $out
 tune nonexistent.moe --db $out/db.json
 CASES

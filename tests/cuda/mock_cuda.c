@@ -43,7 +43,10 @@ static int fail(const char *entry) {
 }
 #define ENTRY(name) do { if (fail(#name)) return ERR_OUT_OF_MEMORY; } while (0)
 
-/* the emulator that runs the kernels: the executable's (exported with -rdynamic) */
+/* the emulator that runs the kernels: the executable's (exported with -rdynamic). Weak, so
+ * that moec, which only asks which GPU this is (runtime/cuda_probe.c), loads the stand-in
+ * too: there cuInit succeeds without an emulator, and no kernel can be loaded. */
+#pragma weak moe_device_emu_ops
 static moe_device emu;
 static long live_allocs, live_host;
 
@@ -57,7 +60,7 @@ CUresult cuInit(unsigned flags) {
     ENTRY(cuInit);
     if (flags) return ERR_INVALID_VALUE;
     if (getenv("MOCK_CUDA_NO_DEVICE")) return ERR_NO_DEVICE;
-    if (!emu.ops) {
+    if (!emu.ops && moe_device_emu_ops) {
         emu.ops = moe_device_emu_ops();
         if (emu.ops->open(&emu)) return ERR_OUT_OF_MEMORY;
     }
@@ -174,7 +177,7 @@ CUresult cuModuleGetFunction(moe_kernel **f, module *m, const char *name) {
     size_t n = strlen(name) + 1;    /* the name with its terminator, as in the string table */
     int found = 0;
     for (size_t i = 0; i + n <= m->size && !found; i++) found = !memcmp(m->image + i, name, n);
-    if (!found) return ERR_NOT_FOUND;
+    if (!found || !emu.ops) return ERR_NOT_FOUND;
     moe_kernel **fns = realloc(m->fns, (m->n_fns + 1) * sizeof *fns);
     if (!fns) return ERR_OUT_OF_MEMORY;
     m->fns = fns;
