@@ -39,7 +39,7 @@ enum { G_ITEMS, G_ROWS, G_ONE, G_BLOCK, G_TILES, G_HOST };
 /* a kernel's parts: grid kind and the work that sizes it, "a*b*c" over the call's argument
  * names (a buffer counts its elements at the compiled maximum, a run-time scalar its maximum) */
 typedef struct { int kind; const char *work; } cu_part;
-typedef struct { const char *kernel; int nparts; cu_part part[3]; } cu_kernel;
+typedef struct { const char *kernel; int nparts; cu_part part[4]; } cu_kernel;
 
 static const cu_kernel kernels[] = {
     {"embed_fwd", 1, {{G_ITEMS, "B*T*C"}}},
@@ -62,7 +62,7 @@ static const cu_kernel kernels[] = {
     {"attention_decode", 2, {{G_ITEMS, "S*C"}, {G_ITEMS, "S*C"}}},
     {"act_fwd", 1, {{G_ITEMS, "y"}}},
     {"act_bwd", 1, {{G_ITEMS, "dy"}}},
-    {"moe_gate_fwd", 2, {{G_ITEMS, "S"}, {G_ONE, ""}}},
+    {"moe_gate_fwd", 4, {{G_ITEMS, "S"}, {G_ROWS, "E"}, {G_BLOCK, ""}, {G_ITEMS, "S"}}},
     {"moe_gate_bwd", 3, {{G_ITEMS, "S"}, {G_ITEMS, "S*d"}, {G_ITEMS, "d*E"}}},
     {"moe_dispatch_fwd", 1, {{G_ITEMS, "S*k*d"}}},
     {"moe_dispatch_bwd", 1, {{G_ITEMS, "S*d"}}},

@@ -84,4 +84,22 @@ CU_D float cu_maxf(float a, float b) { return a > b ? a : b; }
 #else
 #define CU_SERIAL _Pragma("unroll 1")
 #endif
+
+/* The exclusive prefix sum of v over the block's threads in thread order, and in *total the
+ * block's sum; every thread calls it. sh: CU_NT + 1 ints of shared memory. */
+CU_D int cu_block_scan(int v, int *sh, int *total) {
+    int t = threadIdx.x;
+    sh[t] = v;
+    __syncthreads();
+    if (t == 0) {
+        int run = 0;
+        CU_SERIAL for (int i = 0; i < CU_NT; i++) { int x = sh[i]; sh[i] = run; run += x; }
+        sh[CU_NT] = run;
+    }
+    __syncthreads();
+    int r = sh[t];
+    *total = sh[CU_NT];
+    __syncthreads();
+    return r;
+}
 #endif

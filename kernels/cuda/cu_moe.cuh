@@ -3,10 +3,13 @@
  * Records as kernels/common/moe_abi.h; numerics as kernels/cpu/k_moe.h, which these follow
  * step for step. Routed rows R stay in device memory (counts[MOE_ROWS(E)]); kernels over
  * routed rows loop to the compiled maximum and skip rows >= R. Nothing is padded to capacity.
- * Gate parts: 0 = a thread per token (jitter, logits, softmax, z, choices); 1 = one thread in
- * token order (loads, l_aux, capacity, slots, random token selection, rows, weights,
- * statistics), the order DeepSpeed's cumsum defines. Part 1 is serial in this first form,
- * its loops kept rolled (CU_SERIAL): unrolled, they spill.
+ * Gate parts: 0 = a thread per token (jitter, logits, softmax, z, choices); 1 = a block per
+ * expert: its load, summed probabilities, and the slots of its tokens in the order
+ * DeepSpeed's cumsum defines (choice j of every token before choice j + 1, tokens in order:
+ * a block-wide prefix sum over chunks of tokens), and for random token selection the rank of
+ * each of its tokens' keys among the expert's; 2 = one block: z, l_aux, capacity, offsets,
+ * drops, statistics; 3 = a thread per token: rows and output weights. Serial loops are kept
+ * rolled (CU_SERIAL): unrolled, they spill.
  */
 #ifndef MOE_CU_MOE_CUH
 #define MOE_CU_MOE_CUH
@@ -50,82 +53,90 @@ CU_D void cu_moe_gate_fwd(int part, i32p route, f32p weights, f32p gs, i32p coun
         }
         return;
     }
-    if (blockIdx.x != 0 || threadIdx.x != 0) return;
     i32p cnt = counts + MOE_CNT(E);
     i32p off = counts + MOE_OFF(E);
     i32p load = counts + MOE_LOAD(E);
     i32p first = counts + MOE_FIRST(E);
-    double zsum = 0.0;
-    CU_SERIAL for (int s = 0; s < S; s++) zsum += zsq[s];
-    f64p me = scratch;
-    f64p ce = scratch + E;
-    CU_SERIAL for (int e = 0; e < E; e++) { load[e] = 0; first[e] = 0; me[e] = 0.0; }
-    CU_SERIAL for (int s = 0; s < S; s++) {
-        CU_SERIAL for (int e = 0; e < E; e++) me[e] += gs[(long long)s * GW + MOE_GS_PROBS(E) + e];
-        CU_SERIAL for (int j = 0; j < k; j++) load[route[(long long)s * 2 * k + j]]++;
-        first[route[(long long)s * 2 * k]]++;
+    f64p me = scratch;      /* [E]: the summed probabilities of each expert, part 1 to part 2 */
+    if (part == 1) {        /* a block per expert */
+        __shared__ double sh[CU_NT];
+        __shared__ int scan[CU_NT + 1];
+        const int t = (int)threadIdx.x;
+        const long long chunk = (S + CU_NT - 1) / CU_NT, s0 = t * chunk, s1 = s0 + chunk < S ? s0 + chunk : S;
+        const int C = drop_tokens ? moe_gate_capacity(S, E, k, mode, cf, eval_cf, min_capacity) : 0;
+        CU_FOR_ROWS(e, E) {
+            double m = 0.0;
+            for (long long s = s0; s < s1; s++) m += gs[s * GW + MOE_GS_PROBS(E) + e];
+            m = cu_block_sum(m, sh);
+            int total = 0, kept = 0, top1 = 0;
+            /* the uncapped slots: choice j of every token before choice j + 1, tokens in order */
+            for (int j = 0; j < k; j++) {
+                int n = 0;
+                for (long long s = s0; s < s1; s++) n += route[s * 2 * k + j] == e;
+                int slot = total + cu_block_scan(n, scan, &n);
+                for (long long s = s0; s < s1; s++)
+                    if (route[s * 2 * k + j] == e) {
+                        route[s * 2 * k + k + j] = drop_tokens && slot >= C ? -1 : slot;
+                        slot++;
+                    }
+                total += n;
+                if (j == 0) top1 = n;
+            }
+            kept = drop_tokens && total > C ? C : total;
+            if (k == 1 && rts && drop_tokens && total > C) {
+                /* random token selection: an over-full expert keeps the C tokens with the
+                 * smallest random keys (ties: token order), in token order */
+                for (long long s = s0; s < s1; s++) {
+                    if (route[s * 2] != e) continue;
+                    double key = moe_uniform(stream ^ 0x7A4D5Eull, (uint64_t)s);
+                    int rank = 0;
+                    CU_SERIAL for (long long q = 0; q < S; q++) {
+                        if (route[q * 2] != e) continue;
+                        double kq = moe_uniform(stream ^ 0x7A4D5Eull, (uint64_t)q);
+                        rank += kq < key || (kq == key && q < s);
+                    }
+                    route[s * 2 + 1] = rank < C ? 0 : -1;   /* kept, or dropped */
+                }
+                __syncthreads();
+                int n = 0;
+                for (long long s = s0; s < s1; s++) n += route[s * 2] == e && route[s * 2 + 1] >= 0;
+                int slot = cu_block_scan(n, scan, &n);
+                for (long long s = s0; s < s1; s++)
+                    if (route[s * 2] == e && route[s * 2 + 1] >= 0) route[s * 2 + 1] = slot++;
+            }
+            if (t == 0) {
+                me[e] = m;
+                load[e] = total;
+                first[e] = top1;
+                cnt[e] = kept;
+            }
+            __syncthreads();
+        }
+        return;
     }
-    double laux = 0.0;
-    CU_SERIAL for (int e = 0; e < E; e++) {
-        ce[e] = k <= 2 ? (double)first[e] : (double)load[e];
-        laux += me[e] * ce[e];
-    }
-    /* one division, not one per expert: a double division is a call, and calls spill */
-    laux *= (k <= 2 ? (double)E : (double)E / k) / ((double)S * S);
-    int C = 0;
-    if (drop_tokens) {
-        C = moe_gate_capacity(S, E, k, mode, cf, eval_cf, min_capacity);
-    } else {
-        CU_SERIAL for (int e = 0; e < E; e++) C = load[e] > C ? load[e] : C;
-    }
-    CU_SERIAL for (int e = 0; e < E; e++) cnt[e] = 0;
-    if (k == 1 && rts && drop_tokens) {
-        /* an over-full expert keeps the C tokens with the smallest random keys (ties: token
-         * order); keys [S] as (key, token) pairs, then keep flags [S] */
-        f64p keys = scratch + 2 * E;
-        f64p keep = zsq;
-        CU_SERIAL for (int s = 0; s < S; s++) keep[s] = 1.0;
+    if (part == 2) {        /* one block: the layer's figures */
+        __shared__ double sh[CU_NT];
+        double z = 0.0;
+        for (long long s = threadIdx.x; s < S; s += CU_NT) z += zsq[s];
+        z = cu_block_sum(z, sh);
+        if (threadIdx.x != 0) return;
+        double laux = 0.0;
+        int C = 0, dropped = 0;
+        off[0] = 0;
         CU_SERIAL for (int e = 0; e < E; e++) {
-            if (load[e] <= C) continue;
-            int n = 0;
-            CU_SERIAL for (int s = 0; s < S; s++)
-                if (route[(long long)s * 2] == e) {
-                    keys[2 * n] = moe_uniform(stream ^ 0x7A4D5Eull, (uint64_t)s);
-                    keys[2 * n + 1] = s;
-                    n++;
-                }
-            CU_SERIAL for (int i = 1; i < n; i++) {   /* insertion sort by (key, token) */
-                double kk = keys[2 * i], kt = keys[2 * i + 1];
-                int j = i - 1;
-                while (j >= 0 && (keys[2 * j] > kk || (keys[2 * j] == kk && keys[2 * j + 1] > kt))) {
-                    keys[2 * j + 2] = keys[2 * j];
-                    keys[2 * j + 3] = keys[2 * j + 1];
-                    j--;
-                }
-                keys[2 * j + 2] = kk;
-                keys[2 * j + 3] = kt;
-            }
-            CU_SERIAL for (int i = C; i < n; i++) keep[(int)keys[2 * i + 1]] = 0.0;
+            laux += me[e] * (k <= 2 ? (double)first[e] : (double)load[e]);
+            C = load[e] > C ? load[e] : C;
+            off[e + 1] = off[e] + cnt[e];
+            dropped += load[e] - cnt[e];
         }
-        CU_SERIAL for (int s = 0; s < S; s++) {
-            i32p ri = route + (long long)s * 2;
-            ri[1] = keep[s] != 0.0 ? cnt[ri[0]]++ : -1;
-        }
-    } else {
-        CU_SERIAL for (int j = 0; j < k; j++)
-            CU_SERIAL for (int s = 0; s < S; s++) {
-                i32p ri = route + (long long)s * 2 * k;
-                int e = ri[j];
-                ri[k + j] = cnt[e] < C ? cnt[e]++ : -1;
-            }
+        /* one division, not one per expert: a double division is a call, and calls spill */
+        laux *= (k <= 2 ? (double)E : (double)E / k) / ((double)S * S);
+        if (drop_tokens) C = moe_gate_capacity(S, E, k, mode, cf, eval_cf, min_capacity);
+        moe_gate_record(&counts[0], &stats[0], &loads[0], E, C, dropped, laux, z / S, S, k);
+        return;
     }
-    off[0] = 0;
-    CU_SERIAL for (int e = 0; e < E; e++) off[e + 1] = off[e] + cnt[e];
-    int dropped = 0;
-    CU_SERIAL for (int s = 0; s < S; s++)
-        dropped += moe_gate_rows(&route[(long long)s * 2 * k], &weights[(long long)s * k],
-                                 &gs[(long long)s * GW + MOE_GS_PROBS(E)], &off[0], k);
-    moe_gate_record(&counts[0], &stats[0], &loads[0], E, C, dropped, laux, zsum / S, S, k);
+    CU_FOR(s, S)            /* part 3, a thread per token: rows and output weights */
+        moe_gate_rows(&route[s * 2 * k], &weights[s * k], &gs[s * GW + MOE_GS_PROBS(E)], &off[0], k);
 }
 
 /* parts: 0 = d logits per token (into dlg), 1 = dx (acc), 2 = dW += */
