@@ -31,8 +31,9 @@ static const char *const cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_gate.h",
                                          "cu_attn.cuh", "cu_moe.cuh", NULL};
 
 /* grid kinds: a thread per item, a block per row, one thread, one block, a block per 4096
- * outputs (cu_grouped_mm's 64 x 64 tiles; twice the work for its 32 x 64 ones), none (host) */
-enum { G_ITEMS, G_ROWS, G_ONE, G_BLOCK, G_TILES, G_HOST };
+ * outputs (cu_grouped_mm's 64 x 64 tiles; twice the work for its 32 x 64 ones), a block per
+ * 64 query rows (tiled attention), none (host) */
+enum { G_ITEMS, G_ROWS, G_ONE, G_BLOCK, G_TILES, G_QTILES, G_HOST };
 #define CU_NT MOE_BLOCK_THREADS
 #define CU_GRID_MAX 65535
 
@@ -58,6 +59,7 @@ static const cu_kernel kernels[] = {
     {"rope_fwd", 1, {{G_ITEMS, "y"}}},
     {"rope_bwd", 1, {{G_ITEMS, "dx"}}},
     {"attention_fwd", 1, {{G_ITEMS, "B*T*H"}}},
+    {"attention_fwd_tiled", 1, {{G_QTILES, "B*T*H"}}},     /* (blocks walk the B H ceil(T/64) tiles) */
     {"attention_bwd", 2, {{G_ITEMS, "B*T*H"}, {G_ITEMS, "B*T*KV"}}},
     {"attention_decode", 2, {{G_ITEMS, "S*C"}, {G_ITEMS, "S*C"}}},
     {"act_fwd", 1, {{G_ITEMS, "y"}}},
@@ -107,7 +109,7 @@ static int64_t work_of(const ir_graph *g, const lw_call *k, const char *work) {
 
 static unsigned grid_of(int kind, int64_t work) {
     int64_t n = kind == G_ITEMS ? (work + CU_NT - 1) / CU_NT : kind == G_ROWS ? work
-              : kind == G_TILES ? (work + 4095) / 4096 : 1;
+              : kind == G_TILES ? (work + 4095) / 4096 : kind == G_QTILES ? (work + 63) / 64 : 1;
     return (unsigned)(n < 1 ? 1 : n > CU_GRID_MAX ? CU_GRID_MAX : n);
 }
 
@@ -178,7 +180,7 @@ static int find_or_add(cg_cuda_plan *pl, arena *a, const lw_call *k, const cu_ke
     e->name = arena_printf(a, "k%d_%s%s%s_p%d", pl->n_kernels, k->kernel, k->variant ? "_v" : "",
                            k->variant ? arena_printf(a, "%d", k->variant) : "", part);
     e->body = body;
-    e->sync = kind == G_ROWS || kind == G_BLOCK || kind == G_TILES;
+    e->sync = kind == G_ROWS || kind == G_BLOCK || kind == G_TILES || kind == G_QTILES;
     e->serial = kind == G_ONE;
     return e->name ? pl->n_kernels++ : -1;
 }
@@ -281,6 +283,11 @@ static int plan_program(cg_cuda_plan *pl, const cg_unit *u, const lw_program *p,
                 form = *k;
                 form.kernel = arena_printf(a, "%s%s", k->kernel, suffix[v >= 1 && v <= 3 ? v : 1]);
                 form.variant = 0;   /* the name says it */
+                k = &form;
+            } else if (!strcmp(k->kernel, "attention_fwd") && k->variant == 2) {
+                form = *k;      /* attention's variants: v1 a thread per query row, v2 tiled */
+                form.kernel = "attention_fwd_tiled";
+                form.variant = 0;
                 k = &form;
             }
             const cu_kernel *ki = find_kernel(k->kernel);

@@ -168,7 +168,7 @@ static int add_step_times(const char *path, const lw_program *p, item *it, int n
                 calls = !strcmp(k->kernel, it[x].kernel) && tune_shape("cuda", p, k, shape, sizeof shape, dims) &&
                         !strcmp(shape, it[x].shape);
             }
-            if (calls && it[x].ms[v] >= 0) it[x].ms[v] += ms;
+            if (calls && v <= tune_variants("cuda", it[x].kernel, NULL) && it[x].ms[v] >= 0) it[x].ms[v] += ms;
         }
     }
     json_decref(o);

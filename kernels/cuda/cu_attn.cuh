@@ -4,9 +4,9 @@
  * (CK = KV*hd each), W = C + 2 CK; query head h owns q's columns h*hd .. h*hd+hd-1 and reads
  * key/value head h/(H/KV), which owns the same columns of k and v. As on the CPU, no score
  * matrix is stored: the forward keeps each query row's log-sum-exp lse [B,T,H], and the
- * backward recomputes the probabilities from it. This is the simple form, a thread per query
- * row (or key row) looping over the keys (or queries) it meets; a tiled, shared-memory kernel
- * is to be a numbered variant of it.
+ * backward recomputes the probabilities from it. The simple form is a thread per query row
+ * (or key row) looping over the keys (or queries) it meets; the forward has a tiled,
+ * shared-memory form as variant 2 (moec tune measures the two).
  */
 #ifndef MOE_CU_ATTN_CUH
 #define MOE_CU_ATTN_CUH
@@ -50,6 +50,69 @@ CU_D void cu_attention_fwd(int part, f32p y, f32p lse, cf32p qkv, int B, int T, 
         }
         for (int d = 0; d < hd; d++) o[d] /= l;
         lse[r] = mx + logf(l);
+    }
+}
+
+/* Forward, tiled (variant 2): a block per (b, h, tile of CU_AQ query rows), its 256 threads
+ * four lanes per row, each lane holding a quarter of the row's query and output columns
+ * (lane, lane + 4, ...) in registers. Tiles of CU_AK keys and values are staged in shared
+ * memory by the whole block; a score is the lanes' partial dot products summed with two
+ * xor shuffles (every lane gets the same bits), then the online softmax of the simple form.
+ * Head widths above CU_AMAXD or not a multiple of 4 take the simple form. */
+#define CU_AQ 64
+#define CU_AK 32
+#define CU_AMAXD 128
+CU_D void cu_attention_fwd_tiled(int part, f32p y, f32p lse, cf32p qkv, int B, int T, int C, int H, int KV) {
+    int hd = C / H, G = H / KV, CK = KV * hd, W = C + 2 * CK;
+    if (hd > CU_AMAXD || hd % 4) { cu_attention_fwd(part, y, lse, qkv, B, T, C, H, KV); return; }
+    __shared__ float Ks[CU_AK][CU_AMAXD];
+    __shared__ float Vs[CU_AK][CU_AMAXD];
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int lane = (int)threadIdx.x % 4, nd = hd / 4;
+    const long long qtiles = (T + CU_AQ - 1) / CU_AQ;
+    CU_FOR_ROWS(tile, (long long)B * H * qtiles) {
+        int qt = (int)(tile % qtiles), h = (int)(tile / qtiles % H), b = (int)(tile / qtiles / H);
+        int t = qt * CU_AQ + (int)threadIdx.x / 4, live = t < T;
+        int kend = qt * CU_AQ + CU_AQ < T ? qt * CU_AQ + CU_AQ : T;      /* the tile's rows see keys < kend */
+        float q[CU_AMAXD / 4], o[CU_AMAXD / 4], mx = -INFINITY, l = 0.0f;
+        cf32p qr = qkv + CU_QKV_ROW(b, live ? t : 0) + (long long)h * hd;
+        for (int i = 0; i < nd; i++) {
+            q[i] = qr[lane + 4 * i];
+            o[i] = 0.0f;
+        }
+        for (int k0 = 0; k0 < kend; k0 += CU_AK) {
+            __syncthreads();        /* the previous tile is read */
+            for (int i = (int)threadIdx.x; i < CU_AK * hd; i += CU_NT) {
+                int kk = i / hd, d = i % hd, j = k0 + kk;
+                long long at = CU_QKV_ROW(b, j < kend ? j : 0) + C + (long long)(h / G) * hd + d;
+                Ks[kk][d] = j < kend ? qkv[at] : 0.0f;
+                Vs[kk][d] = j < kend ? qkv[at + CK] : 0.0f;
+            }
+            __syncthreads();
+            int kn = kend - k0 < CU_AK ? kend - k0 : CU_AK;
+            for (int kk = 0; kk < kn; kk++) {
+                float s = 0.0f;
+                for (int i = 0; i < nd; i++) s += q[i] * Ks[kk][lane + 4 * i];
+                s += __shfl_xor_sync(0xffffffffu, s, 1);
+                s += __shfl_xor_sync(0xffffffffu, s, 2);
+                if (!live || k0 + kk > t) continue;     /* causal: the same for a row's four lanes */
+                s *= scale;
+                if (s > mx) {
+                    float c = expf(mx - s);     /* 0 at the first key */
+                    l *= c;
+                    for (int i = 0; i < nd; i++) o[i] *= c;
+                    mx = s;
+                }
+                float p = expf(s - mx);
+                l += p;
+                for (int i = 0; i < nd; i++) o[i] += p * Vs[kk][lane + 4 * i];
+            }
+        }
+        if (live) {
+            f32p out = y + ((long long)b * T + t) * C + (long long)h * hd;
+            for (int i = 0; i < nd; i++) out[lane + 4 * i] = o[i] / l;
+            if (lane == 0) lse[((long long)b * T + t) * H + h] = mx + logf(l);
+        }
     }
 }
 
