@@ -108,9 +108,13 @@ typedef emu_ptr<double> f64p;
 typedef emu_ptr<const double> cf64p;
 typedef emu_ptr<float> f32a;
 typedef emu_ptr<const float> cf32a;
-/* buffer class b at byte offset o, a tensor of n bytes */
-#define MOE_EMU_VIEW(T, b, o, n) \
-    emu_ptr<T>((T *)(ka.buf[MOE_BUF_##b] + (o)), ka.buf[MOE_BUF_##b] + (o), ka.buf[MOE_BUF_##b] + (o) + (n))
+/* buffer class b at byte offset o, a tensor of n bytes. A KV-cache tensor is one sequence
+ * slot's, and the decode kernels reach the other slots' copies by stride
+ * (cu_attention_decode): its view is the whole cache, every slot. */
+#define MOE_EMU_LO(b, o) (MOE_BUF_##b == MOE_BUF_KV ? ka.buf[MOE_BUF_##b] : ka.buf[MOE_BUF_##b] + (o))
+#define MOE_EMU_HI(b, o, n) \
+    (MOE_BUF_##b == MOE_BUF_KV ? ka.buf[MOE_BUF_##b] + ka.size[MOE_BUF_##b] : ka.buf[MOE_BUF_##b] + (o) + (n))
+#define MOE_EMU_VIEW(T, b, o, n) emu_ptr<T>((T *)(ka.buf[MOE_BUF_##b] + (o)), MOE_EMU_LO(b, o), MOE_EMU_HI(b, o, n))
 #define F32(b, o, n) MOE_EMU_VIEW(float, b, o, n)
 #define I32(b, o, n) MOE_EMU_VIEW(int32_t, b, o, n)
 #define F64(b, o, n) MOE_EMU_VIEW(double, b, o, n)
