@@ -61,7 +61,7 @@ static const cu_kernel kernels[] = {
     {"attention_fwd", 1, {{G_ITEMS, "B*T*H"}}},
     {"attention_fwd_tiled", 1, {{G_QTILES, "B*T*H"}}},     /* (blocks walk the B H ceil(T/64) tiles) */
     {"attention_bwd", 2, {{G_ITEMS, "B*T*H"}, {G_ITEMS, "B*T*KV"}}},
-    {"attention_decode", 2, {{G_ITEMS, "S*C"}, {G_ITEMS, "S*C"}}},
+    {"attention_decode", 2, {{G_ITEMS, "S*C"}, {G_ROWS, "S*H"}}},
     {"act_fwd", 1, {{G_ITEMS, "y"}}},
     {"act_bwd", 1, {{G_ITEMS, "dy"}}},
     {"moe_gate_fwd", 4, {{G_ITEMS, "S"}, {G_ROWS, "E"}, {G_BLOCK, ""}, {G_ITEMS, "S"}}},

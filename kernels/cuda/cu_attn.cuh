@@ -167,8 +167,10 @@ CU_D void cu_attention_bwd(int part, f32p dqkv, f32p delta, cf32p dy, cf32p qkv,
 
 /* Decoding S sequences, a row each. part 0: row s's new k, v at position pos[s] of its cache
  * slot slot[s] (kc, vc + slot[s] x slot_floats, [ctx, CK] each); part 1: its query attends to
- * positions 0..pos[s] of that slot (a thread per output element, online softmax in one pass
- * over the keys) */
+ * positions 0..pos[s] of that slot: a block per (sequence, head), the keys in chunks of
+ * CU_NT, a thread per key for the scores (each computed once), then a thread per output
+ * column, with the chunk's max and sum carried as an online softmax. Head widths above
+ * CU_NT keep the earlier form, a thread per output element. */
 CU_D void cu_attention_decode(int part, f32p y, f32p kc, f32p vc, cf32p qkv, ci32p pos, ci32p slot, int S,
                               long long slot_floats, int C, int H, int KV) {
     int hd = C / H, G = H / KV, CK = KV * hd, W = C + 2 * CK;
@@ -181,6 +183,40 @@ CU_D void cu_attention_decode(int part, f32p y, f32p kc, f32p vc, cf32p qkv, ci3
         return;
     }
     float scale = 1.0f / sqrtf((float)hd);
+    if (hd <= CU_NT) {
+        __shared__ float sc[CU_NT];
+        __shared__ double sh[CU_NT];
+        __shared__ float shm[CU_NT];
+        const int t = (int)threadIdx.x;
+        CU_FOR_ROWS(r, (long long)S * H) {
+            long long s = r / H, h = r % H, q0 = s * W + h * hd, kv0 = slot[s] * slot_floats + (h / G) * hd;
+            int n = pos[s] + 1;
+            float mx = -INFINITY, l = 0.0f, o = 0.0f;
+            for (int k0 = 0; k0 < n; k0 += CU_NT) {
+                int j = k0 + t, m = n - k0 < CU_NT ? n - k0 : CU_NT;
+                float x = -INFINITY;
+                if (j < n) {
+                    x = 0.0f;
+                    for (int d = 0; d < hd; d++) x += qkv[q0 + d] * kc[kv0 + (long long)j * CK + d];
+                    x *= scale;
+                }
+                float m2 = cu_maxf(mx, cu_block_max(x, shm));
+                float e = j < n ? expf(x - m2) : 0.0f, r2 = expf(mx - m2);
+                sc[t] = e;
+                float chunk = (float)cu_block_sum(e, sh);      /* (also the barrier before sc is read) */
+                l = l * r2 + chunk;
+                if (t < hd) {
+                    float acc = 0.0f;
+                    for (int q = 0; q < m; q++) acc += sc[q] * vc[kv0 + (long long)(k0 + q) * CK + t];
+                    o = o * r2 + acc;
+                }
+                mx = m2;
+                __syncthreads();        /* sc is read before the next chunk writes it */
+            }
+            if (t < hd) y[s * C + h * hd + t] = o / l;
+        }
+        return;
+    }
     CU_FOR(i, (long long)S * C) {
         long long s = i / C, c = i % C, q0 = s * W + (c / hd) * hd;
         long long kv0 = slot[s] * slot_floats + (long long)(c / hd / G) * hd;

@@ -78,6 +78,20 @@ CU_D double cu_block_sum(double v, double *sh) {
 
 CU_D float cu_maxf(float a, float b) { return a > b ? a : b; }
 
+/* The largest v over the block; every thread gets it. sh: CU_NT floats of shared memory. */
+CU_D float cu_block_max(float v, float *sh) {
+    int t = threadIdx.x;
+    sh[t] = v;
+    __syncthreads();
+    for (int w = CU_NT / 2; w > 0; w >>= 1) {
+        if (t < w) sh[t] = cu_maxf(sh[t], sh[t + w]);
+        __syncthreads();
+    }
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+
 /* a loop of one thread's serial work: kept rolled (unrolled, such loops spill registers) */
 #ifdef MOE_CU_EMU
 #define CU_SERIAL
