@@ -71,9 +71,9 @@ static const cu_kernel kernels[] = {
     {"moe_expert_fwd", 1, {{G_ITEMS, "y"}}},
     {"moe_expert_bwd", 3, {{G_ITEMS, "x"}, {G_ITEMS, "E*K*N"}, {G_ITEMS, "E*N"}}},
     {"moe_expert_fwd_tiled", 1, {{G_TILES, "y"}}},
-    {"moe_expert_bwd_tiled", 3, {{G_TILES, "x"}, {G_ITEMS, "E*K*N"}, {G_ITEMS, "E*N"}}},
+    {"moe_expert_bwd_tiled", 3, {{G_TILES, "x"}, {G_TILES, "E*K*N"}, {G_ITEMS, "E*N"}}},
     {"moe_expert_fwd_tiled32", 1, {{G_TILES, "2*y"}}},     /* tiles of 32 rows: twice as many */
-    {"moe_expert_bwd_tiled32", 3, {{G_TILES, "2*x"}, {G_ITEMS, "E*K*N"}, {G_ITEMS, "E*N"}}},
+    {"moe_expert_bwd_tiled32", 3, {{G_TILES, "2*x"}, {G_TILES, "E*K*N"}, {G_ITEMS, "E*N"}}},
     {"moe_combine_fwd", 1, {{G_ITEMS, "S*d"}}},
     {"moe_combine_bwd", 1, {{G_ITEMS, "S"}}},
     {"xent_fwd", 2, {{G_ITEMS, "S"}, {G_ONE, ""}}},

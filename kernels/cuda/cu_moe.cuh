@@ -335,14 +335,53 @@ CU_D void cu_grouped_mm(f32p C, cf32p A, cf32p B, cf32p bias, ci32p off, int E, 
     }
 }
 
+/* dW[e] += x_e^T dy_e over each expert's routed rows, [P, J] per expert (P = K, J = N): a
+ * block per 64 x 64 tile of one expert's dW, CU_TP-row slices of x and dy staged in shared
+ * memory, 4 x 4 outputs per thread; each output sums the rows in order, as the simple form
+ * (cu_moe_expert_bwd's part 1) does, then adds to dW. */
+CU_D void cu_grouped_wgrad(f32p dW, cf32p X, cf32p DY, ci32p off, int E, long long P, long long J) {
+    __shared__ float Xs[CU_TP][CU_TN];
+    __shared__ float Ds[CU_TP][CU_TN];
+    const int tid = (int)threadIdx.x, ty = tid / 16, tx = tid % 16;
+    const long long np = (P + CU_TN - 1) / CU_TN, nj = (J + CU_TN - 1) / CU_TN, per = np * nj;
+    CU_SERIAL
+    for (long long t = blockIdx.x; t < (long long)E * per; t += gridDim.x) {
+        long long e = t / per, p0 = t % per / nj * CU_TN, j0 = t % per % nj * CU_TN, r0 = off[e], r1 = off[e + 1];
+        float v[4][4];
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) v[a][b] = 0.0f;
+        CU_SERIAL
+        for (long long rs = r0; rs < r1; rs += CU_TP) {
+            for (int l = tid; l < CU_TP * CU_TN; l += CU_NT) {     /* row rs + q, column m of the tile */
+                int q = l / CU_TN, m = l % CU_TN;
+                long long r = rs + q;
+                Xs[q][m] = r < r1 && p0 + m < P ? X[r * P + p0 + m] : 0.0f;
+                Ds[q][m] = r < r1 && j0 + m < J ? DY[r * J + j0 + m] : 0.0f;
+            }
+            __syncthreads();
+            int nr = (int)(r1 - rs < CU_TP ? r1 - rs : CU_TP);
+            for (int q = 0; q < nr; q++)
+                for (int a = 0; a < 4; a++)
+                    for (int b = 0; b < 4; b++) v[a][b] += Xs[q][ty * 4 + a] * Ds[q][tx * 4 + b];
+            __syncthreads();
+        }
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) {
+                long long p = p0 + ty * 4 + a, j = j0 + tx * 4 + b;
+                if (p < P && j < J) dW[e * P * J + p * J + j] += v[a][b];
+            }
+    }
+}
+
 template <int TM>
 CU_D void cu_expert_fwd_tiled(f32p y, cf32p x, cf32p W, cf32p b, ci32p counts, int E, int K, int N) {
     cu_grouped_mm<TM>(y, x, W, b, counts + MOE_OFF(E), E, K, N, 0, 0);
 }
-/* part 0 (dx = dy W[e]^T) tiled; parts 1 and 2 as in the simple form */
+/* part 0 (dx = dy W[e]^T) and part 1 (dW) tiled; part 2 (db) as in the simple form */
 template <int TM>
 CU_D void cu_expert_bwd_tiled(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, ci32p counts, int E,
                               int K, int N, int acc) {
+    if (part == 1) { cu_grouped_wgrad(dW, x, dy, counts + MOE_OFF(E), E, K, N); return; }
     if (part != 0) { cu_moe_expert_bwd(part, dx, dW, db, dy, x, W, counts, E, K, N, acc); return; }
     if (dx) cu_grouped_mm<TM>(dx, dy, W, nullptr, counts + MOE_OFF(E), E, N, K, 1, acc);
 }
