@@ -154,18 +154,24 @@ void moe_emu_syncthreads(void) {
     fiber_yield(e);
 }
 
+/* Whether lane s offered a value to the running thread's n-th warp operation: it has made n
+ * of them. A lane that exited before it did not; one that offered and then exited (its
+ * last operation, read by a lane resumed after it) did. */
+static int offered(const emu *e, int s, unsigned n) { return e->ops[s] >= n; }
+
 /* A warp operation: the lane offers v, waits for the other lanes of its warp, and gets what
  * lane `src` of the warp offered. Slots alternate by the operation's parity: a lane cannot
  * be two operations ahead of another, since it waits for them at the next one. */
 uint64_t moe_emu_warp_exchange(uint64_t v, int src) {
     emu *e = g_emu;
     if (!can_wait(e, "warp operations")) return v;
-    int t = e->cur, par = (int)(e->ops[t]++ & 1), base = t / EMU_WARP * EMU_WARP;
+    int t = e->cur, par = (int)(e->ops[t] & 1), base = t / EMU_WARP * EMU_WARP;
+    unsigned n = ++e->ops[t];
     e->slot[par][t] = v;
     e->wait[t] = EMU_AT_WARP;
     fiber_yield(e);
     int s = base + (src & (EMU_WARP - 1));
-    return s < e->nthreads_run && !e->done[s] ? e->slot[par][s] : v;
+    return s < e->nthreads_run && offered(e, s, n) ? e->slot[par][s] : v;
 }
 
 /* the lanes of the running thread's warp whose offer (the last exchange) was nonzero */
@@ -176,7 +182,7 @@ unsigned moe_emu_warp_ballot(int pred) {
     moe_emu_warp_exchange(pred != 0, 0);
     unsigned mask = 0;
     for (int l = 0; l < EMU_WARP && base + l < e->nthreads_run; l++)
-        if (!e->done[base + l] && e->slot[par][base + l]) mask |= 1u << l;
+        if (offered(e, base + l, e->ops[t]) && e->slot[par][base + l]) mask |= 1u << l;
     return mask;
 }
 

@@ -57,3 +57,27 @@ extern "C" void t_deadlock(const moe_kargs ka, const moe_offs o) {
     if (threadIdx.x % 32 < 16) __syncthreads();
     else (void)__shfl_xor_sync(0xffffffffu, 1, 1);
 }
+
+// warp sums over groups of four lanes, three in a row, 50 times: out[0] += the sums that
+// differ from the lanes' values added directly. The last sums of the kernel are read by
+// lanes 2 and 3 after lanes 0 and 1, which offered to them, have exited.
+static inline float t_sum4(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+extern "C" void t_warp_exit(const moe_kargs ka, const moe_offs o) {
+    f64p out = F64(ACT, o.off[0], 8 * 4);
+    int t = threadIdx.x, row = t / 4, bad = 0;
+    for (int it = 0; it < 50; it++) {
+        if (it % 7 == 0) __syncthreads();
+        float a = (float)((t * 31 + it * 7) % 13), b = (float)((t * 17 + it * 5) % 11);
+        float sa = t_sum4(a), sb = t_sum4(b), sc = t_sum4(a * b), wa = 0, wb = 0, wc = 0;
+        for (int l = 0; l < 4; l++) {
+            int u = row * 4 + l;
+            float x = (float)((u * 31 + it * 7) % 13), y = (float)((u * 17 + it * 5) % 11);
+            wa += x, wb += y, wc += x * y;
+        }
+        bad += sa != wa || sb != wb || sc != wc;
+    }
+    if (bad) out[0] += bad;
+}

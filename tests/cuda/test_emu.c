@@ -50,6 +50,11 @@ int main(void) {
         CHECK(w[4 * i] == 496.0 && w[4 * i + 1] == 496.0);
         CHECK(w[4 * i + 2] == (double)0xAAAAAAAAu && w[4 * i + 3] == 11.0);
     }
+    /* a lane reads what its partner offered even when the partner exited right after */
+    d->ops->memset(d, act + 256, 0, 8);
+    CHECK(launch(d, "t_warp_exit", 1, MOE_BLOCK_THREADS, 1, act) == 0);
+    d->ops->download(d, w, act + 256, 8);
+    CHECK(w[0] == 0.0);
     /* atomics */
     d->ops->memset(d, act + 256, 0, 8);
     CHECK(launch(d, "t_atomic", 3, 64, 0, act) == 0);
