@@ -61,6 +61,7 @@ static const cu_kernel kernels[] = {
     {"attention_fwd", 1, {{G_ITEMS, "B*T*H"}}},
     {"attention_fwd_tiled", 1, {{G_QTILES, "B*T*H"}}},     /* (blocks walk the B H ceil(T/64) tiles) */
     {"attention_bwd", 2, {{G_ITEMS, "B*T*H"}, {G_ITEMS, "B*T*KV"}}},
+    {"attention_bwd_tiled", 2, {{G_QTILES, "B*T*H"}, {G_QTILES, "B*T*KV"}}},
     {"attention_decode", 2, {{G_ITEMS, "S*C"}, {G_ROWS, "S*H"}}},
     {"act_fwd", 1, {{G_ITEMS, "y"}}},
     {"act_bwd", 1, {{G_ITEMS, "dy"}}},
@@ -284,9 +285,9 @@ static int plan_program(cg_cuda_plan *pl, const cg_unit *u, const lw_program *p,
                 form.kernel = arena_printf(a, "%s%s", k->kernel, suffix[v >= 1 && v <= 3 ? v : 1]);
                 form.variant = 0;   /* the name says it */
                 k = &form;
-            } else if (!strcmp(k->kernel, "attention_fwd") && k->variant == 2) {
-                form = *k;      /* attention's variants: v1 a thread per query row, v2 tiled */
-                form.kernel = "attention_fwd_tiled";
+            } else if (!strncmp(k->kernel, "attention_", 10) && k->variant == 2) {
+                form = *k;      /* attention's variants: v1 a thread per query (key) row, v2 tiled */
+                form.kernel = arena_printf(a, "%s_tiled", k->kernel);
                 form.variant = 0;
                 k = &form;
             }

@@ -43,8 +43,9 @@ static const struct {
     /* the generated grouped GEMM (cu_moe.cuh): tiles of 64 rows / of 32 rows / a thread per output */
     {"cuda", "moe_expert_fwd", TUNE_EXPERT, 3, "cu_moe.cuh"},
     {"cuda", "moe_expert_bwd", TUNE_EXPERT, 3, "cu_moe.cuh"},
-    /* attention's forward: a thread per query row / tiles of 64 rows x 32 keys in shared memory */
+    /* attention: a thread per query (key) row / tiles of 64 rows x 32 keys (queries) in shared memory */
     {"cuda", "attention_fwd", TUNE_ATTENTION, 2, "cu_attn.cuh"},
+    {"cuda", "attention_bwd", TUNE_ATTENTION, 2, "cu_attn.cuh"},
 };
 
 static int find_kernel(const char *target, const char *kernel) {

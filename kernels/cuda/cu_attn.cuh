@@ -5,8 +5,8 @@
  * key/value head h/(H/KV), which owns the same columns of k and v. As on the CPU, no score
  * matrix is stored: the forward keeps each query row's log-sum-exp lse [B,T,H], and the
  * backward recomputes the probabilities from it. The simple form is a thread per query row
- * (or key row) looping over the keys (or queries) it meets; the forward has a tiled,
- * shared-memory form as variant 2 (moec tune measures the two).
+ * (or key row) looping over the keys (or queries) it meets; forward and backward have a
+ * tiled, shared-memory form as variant 2 (moec tune measures the two).
  */
 #ifndef MOE_CU_ATTN_CUH
 #define MOE_CU_ATTN_CUH
@@ -162,6 +162,128 @@ CU_D void cu_attention_bwd(int part, f32p dqkv, f32p delta, cf32p dy, cf32p qkv,
                     dv[d] += p * dy[ro + d];
                 }
             }
+    }
+}
+
+/* Backward, tiled (variant 2), with the tiled forward's tiles. Part 0: a block per (b, h,
+ * CU_AQ query rows), four lanes per row holding a quarter of its q, dO and dQ columns:
+ * delta = rowsum(dO O), then over CU_AK-key tiles staged in shared memory p = exp(scale q.k
+ * - lse) and dp = dO.v (each summed from the lanes with xor shuffles), dQ += scale p (dp -
+ * delta) k. Part 1: a block per (b, kv head j, CU_AQ key rows), four lanes per key row
+ * holding a quarter of its k, v, dK and dV columns: for each query head of the group in
+ * order, CU_AK-query tiles (q, dO, lse, delta) staged in shared memory, the queries i >= t in
+ * order, dK += ds q and dV += p dO. Head widths above CU_AMAXD or not a multiple of 4 take
+ * the simple form. */
+CU_D float cu_lanes4_sum(float v) {     /* the sum over a row's four lanes, the same bits in each */
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+CU_D void cu_attention_bwd_tiled(int part, f32p dqkv, f32p delta, cf32p dy, cf32p qkv, cf32p y, cf32p lse, int B,
+                                 int T, int C, int H, int KV, int acc) {
+    int hd = C / H, G = H / KV, CK = KV * hd, W = C + 2 * CK;
+    if (hd > CU_AMAXD || hd % 4) { cu_attention_bwd(part, dqkv, delta, dy, qkv, y, lse, B, T, C, H, KV, acc); return; }
+    __shared__ float As[CU_AK][CU_AMAXD];      /* part 0: keys; part 1: queries */
+    __shared__ float Bs[CU_AK][CU_AMAXD];      /* part 0: values; part 1: dO */
+    __shared__ float Ls[CU_AK];                /* part 1: the queries' lse */
+    __shared__ float Ds[CU_AK];                /* part 1: the queries' delta */
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int lane = (int)threadIdx.x % 4, nd = hd / 4;
+    const long long tiles = (T + CU_AQ - 1) / CU_AQ;
+    float a[CU_AMAXD / 4], b[CU_AMAXD / 4], da[CU_AMAXD / 4], db[CU_AMAXD / 4];
+    if (part == 0) {
+        CU_FOR_ROWS(tile, (long long)B * H * tiles) {
+            int qt = (int)(tile % tiles), h = (int)(tile / tiles % H), bb = (int)(tile / tiles / H);
+            int t = qt * CU_AQ + (int)threadIdx.x / 4, live = t < T;
+            int kend = qt * CU_AQ + CU_AQ < T ? qt * CU_AQ + CU_AQ : T;
+            long long row = (long long)bb * T + (live ? t : 0), ro = row * C + (long long)h * hd;
+            cf32p q = qkv + row * W + (long long)h * hd;
+            float dl = 0.0f;
+            for (int i = 0; i < nd; i++) {
+                a[i] = q[lane + 4 * i];                 /* q */
+                b[i] = dy[ro + lane + 4 * i];           /* dO */
+                da[i] = 0.0f;                           /* dQ */
+                dl += b[i] * y[ro + lane + 4 * i];
+            }
+            dl = cu_lanes4_sum(dl);
+            float L = live ? lse[row * H + h] : 0.0f;
+            for (int k0 = 0; k0 < kend; k0 += CU_AK) {
+                __syncthreads();
+                for (int i = (int)threadIdx.x; i < CU_AK * hd; i += CU_NT) {
+                    int kk = i / hd, d = i % hd, j = k0 + kk;
+                    long long at = CU_QKV_ROW(bb, j < kend ? j : 0) + C + (long long)(h / G) * hd + d;
+                    As[kk][d] = j < kend ? qkv[at] : 0.0f;
+                    Bs[kk][d] = j < kend ? qkv[at + CK] : 0.0f;
+                }
+                __syncthreads();
+                int kn = kend - k0 < CU_AK ? kend - k0 : CU_AK;
+                for (int kk = 0; kk < kn; kk++) {
+                    float s = 0.0f, dp = 0.0f;
+                    for (int i = 0; i < nd; i++) {
+                        s += a[i] * As[kk][lane + 4 * i];
+                        dp += b[i] * Bs[kk][lane + 4 * i];
+                    }
+                    s = cu_lanes4_sum(s);
+                    dp = cu_lanes4_sum(dp);
+                    if (!live || k0 + kk > t) continue;
+                    float p = expf(s * scale - L), ds = scale * p * (dp - dl);
+                    for (int i = 0; i < nd; i++) da[i] += ds * As[kk][lane + 4 * i];
+                }
+            }
+            if (live) {
+                f32p dq = dqkv + row * W + (long long)h * hd;
+                for (int i = 0; i < nd; i++) dq[lane + 4 * i] = acc ? dq[lane + 4 * i] + da[i] : da[i];
+                if (lane == 0) delta[row * H + h] = dl;
+            }
+        }
+        return;
+    }
+    CU_FOR_ROWS(tile, (long long)B * KV * tiles) {
+        int kt = (int)(tile % tiles), j = (int)(tile / tiles % KV), bb = (int)(tile / tiles / KV);
+        int t = kt * CU_AQ + (int)threadIdx.x / 4, live = t < T;
+        long long krow = CU_QKV_ROW(bb, live ? t : 0) + C + (long long)j * hd;
+        for (int i = 0; i < nd; i++) {
+            a[i] = qkv[krow + lane + 4 * i];            /* k */
+            b[i] = qkv[krow + CK + lane + 4 * i];       /* v */
+            da[i] = db[i] = 0.0f;                       /* dK, dV */
+        }
+        for (int h = j * G; h < (j + 1) * G; h++)
+            for (int i0 = kt * CU_AQ; i0 < T; i0 += CU_AK) {     /* the queries that see this tile's keys */
+                __syncthreads();
+                for (int i = (int)threadIdx.x; i < CU_AK * hd; i += CU_NT) {
+                    int qq = i / hd, d = i % hd, r = i0 + qq;
+                    long long row = (long long)bb * T + (r < T ? r : 0);
+                    As[qq][d] = r < T ? qkv[row * W + (long long)h * hd + d] : 0.0f;
+                    Bs[qq][d] = r < T ? dy[row * C + (long long)h * hd + d] : 0.0f;
+                    if (d == 0) {
+                        Ls[qq] = r < T ? lse[row * H + h] : 0.0f;
+                        Ds[qq] = r < T ? delta[row * H + h] : 0.0f;
+                    }
+                }
+                __syncthreads();
+                int qn = T - i0 < CU_AK ? T - i0 : CU_AK;
+                for (int qq = 0; qq < qn; qq++) {
+                    float s = 0.0f, dp = 0.0f;
+                    for (int i = 0; i < nd; i++) {
+                        s += As[qq][lane + 4 * i] * a[i];
+                        dp += Bs[qq][lane + 4 * i] * b[i];
+                    }
+                    s = cu_lanes4_sum(s);
+                    dp = cu_lanes4_sum(dp);
+                    if (!live || i0 + qq < t) continue;         /* causal: query i sees keys t <= i */
+                    float p = expf(s * scale - Ls[qq]), ds = scale * p * (dp - Ds[qq]);
+                    for (int i = 0; i < nd; i++) {
+                        da[i] += ds * As[qq][lane + 4 * i];
+                        db[i] += p * Bs[qq][lane + 4 * i];
+                    }
+                }
+            }
+        if (live) {
+            f32p dk = dqkv + krow, dv = dqkv + krow + CK;
+            for (int i = 0; i < nd; i++) {
+                dk[lane + 4 * i] = acc ? dk[lane + 4 * i] + da[i] : da[i];
+                dv[lane + 4 * i] = acc ? dv[lane + 4 * i] + db[i] : db[i];
+            }
+        }
     }
 }
 
