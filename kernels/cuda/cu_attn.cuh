@@ -62,6 +62,21 @@ CU_D void cu_attention_fwd(int part, f32p y, f32p lse, cf32p qkv, int B, int T, 
 #define CU_AQ 64
 #define CU_AK 32
 #define CU_AMAXD 128
+/* Keys k0 .. k0 + CU_AK - 1 (those below kend; zeros past it) of kv head j of sequence b, and
+ * their values, into the shared tiles Ks and Vs, by the whole block, between barriers (the
+ * previous tile read, this one written). */
+CU_D void cu_attn_stage_kv(float (*Ks)[CU_AMAXD], float (*Vs)[CU_AMAXD], cf32p qkv, int T, int C, int W, int CK,
+                           int hd, int b, int j, int k0, int kend) {
+    __syncthreads();
+    for (int i = (int)threadIdx.x; i < CU_AK * hd; i += CU_NT) {
+        int kk = i / hd, d = i % hd, t = k0 + kk;
+        long long at = CU_QKV_ROW(b, t < kend ? t : 0) + C + (long long)j * hd + d;
+        Ks[kk][d] = t < kend ? qkv[at] : 0.0f;
+        Vs[kk][d] = t < kend ? qkv[at + CK] : 0.0f;
+    }
+    __syncthreads();
+}
+
 CU_D void cu_attention_fwd_tiled(int part, f32p y, f32p lse, cf32p qkv, int B, int T, int C, int H, int KV) {
     int hd = C / H, G = H / KV, CK = KV * hd, W = C + 2 * CK;
     if (hd > CU_AMAXD || hd % 4) { cu_attention_fwd(part, y, lse, qkv, B, T, C, H, KV); return; }
@@ -81,14 +96,7 @@ CU_D void cu_attention_fwd_tiled(int part, f32p y, f32p lse, cf32p qkv, int B, i
             o[i] = 0.0f;
         }
         for (int k0 = 0; k0 < kend; k0 += CU_AK) {
-            __syncthreads();        /* the previous tile is read */
-            for (int i = (int)threadIdx.x; i < CU_AK * hd; i += CU_NT) {
-                int kk = i / hd, d = i % hd, j = k0 + kk;
-                long long at = CU_QKV_ROW(b, j < kend ? j : 0) + C + (long long)(h / G) * hd + d;
-                Ks[kk][d] = j < kend ? qkv[at] : 0.0f;
-                Vs[kk][d] = j < kend ? qkv[at + CK] : 0.0f;
-            }
-            __syncthreads();
+            cu_attn_stage_kv(Ks, Vs, qkv, T, C, W, CK, hd, b, h / G, k0, kend);
             int kn = kend - k0 < CU_AK ? kend - k0 : CU_AK;
             for (int kk = 0; kk < kn; kk++) {
                 float s = 0.0f;
@@ -207,14 +215,7 @@ CU_D void cu_attention_bwd_tiled(int part, f32p dqkv, f32p delta, cf32p dy, cf32
             dl = cu_lanes4_sum(dl);
             float L = live ? lse[row * H + h] : 0.0f;
             for (int k0 = 0; k0 < kend; k0 += CU_AK) {
-                __syncthreads();
-                for (int i = (int)threadIdx.x; i < CU_AK * hd; i += CU_NT) {
-                    int kk = i / hd, d = i % hd, j = k0 + kk;
-                    long long at = CU_QKV_ROW(bb, j < kend ? j : 0) + C + (long long)(h / G) * hd + d;
-                    As[kk][d] = j < kend ? qkv[at] : 0.0f;
-                    Bs[kk][d] = j < kend ? qkv[at + CK] : 0.0f;
-                }
-                __syncthreads();
+                cu_attn_stage_kv(As, Bs, qkv, T, C, W, CK, hd, bb, h / G, k0, kend);
                 int kn = kend - k0 < CU_AK ? kend - k0 : CU_AK;
                 for (int kk = 0; kk < kn; kk++) {
                     float s = 0.0f, dp = 0.0f;
