@@ -161,16 +161,22 @@ int moe_ckpt_save(const moe_rt *rt, const char *path, int64_t step, uint64_t see
     snprintf(stepbuf, sizeof stepbuf, "%" PRId64, step);
     snprintf(seedbuf, sizeof seedbuf, "%" PRIu64, seed);
     snprintf(hashbuf, sizeof hashbuf, "%016" PRIx64, model_hash(rt->prog));
+    char scale[40], good[32], skipped[32];     /* fp16: the loss scaler (rt.h), to continue it exactly */
+    snprintf(scale, sizeof scale, "%.17g", rt->scaler.scale);
+    snprintf(good, sizeof good, "%" PRId64, rt->scaler.good);
+    snprintf(skipped, sizeof skipped, "%" PRId64, rt->scaler.skipped);
     const char *meta[] = {"format", "moec-1", "model", rt->prog->model, "step", stepbuf, "seed", seedbuf,
-                          "model_hash", hashbuf, "content", "optimizer"};
+                          "model_hash", hashbuf, "content", "optimizer", "loss_scale", scale, "scale_good", good,
+                          "skipped_steps", skipped};
+    int n_meta = rt->prog->half == MOE_F16 ? 9 : 6;
     if (with_optimizer && rt->buf[MOE_BUF_OPT]) {
         if (optim_path(path, opath, sizeof opath)) { snprintf(err, errlen, "%s: path too long", path); return -1; }
         group g[2] = {{rt->buf[MOE_BUF_OPT], "m."}, {rt->buf[MOE_BUF_OPT] + rt->prog->buf_bytes[MOE_BUF_PARAM], "v."}};
-        if (save_groups(rt, g, 2, opath, meta, 6, err, errlen)) return -1;
+        if (save_groups(rt, g, 2, opath, meta, n_meta, err, errlen)) return -1;
     }
     meta[11] = "weights";
     group w = {rt->buf[MOE_BUF_PARAM], ""};
-    return save_groups(rt, &w, 1, path, meta, 6, err, errlen);
+    return save_groups(rt, &w, 1, path, meta, n_meta, err, errlen);
 }
 
 int moe_ckpt_save_grads(const moe_rt *rt, const char *path, char *err, size_t errlen) {
@@ -253,7 +259,7 @@ static int64_t first_nonfinite(const moe_st_tensor *t, int64_t numel) {
 }
 
 /* the metadata a resume checks */
-typedef struct run_meta { char step[32], seed[32], hash[32]; } run_meta;
+typedef struct run_meta { char step[32], seed[32], hash[32], scale[40], good[32], skipped[32]; } run_meta;
 
 
 /* Expert weight q from int8 tensor t (named `name`) and its scales: dequantised into the
@@ -403,6 +409,9 @@ static int load_groups(moe_rt *rt, const ptable *p, const char *role, const char
         snprintf(meta->step, sizeof meta->step, "%s", (v = moe_st_meta(st, "step")) ? v : "");
         snprintf(meta->seed, sizeof meta->seed, "%s", (v = moe_st_meta(st, "seed")) ? v : "");
         snprintf(meta->hash, sizeof meta->hash, "%s", (v = moe_st_meta(st, "model_hash")) ? v : "");
+        snprintf(meta->scale, sizeof meta->scale, "%s", (v = moe_st_meta(st, "loss_scale")) ? v : "");
+        snprintf(meta->good, sizeof meta->good, "%s", (v = moe_st_meta(st, "scale_good")) ? v : "");
+        snprintf(meta->skipped, sizeof meta->skipped, "%s", (v = moe_st_meta(st, "skipped_steps")) ? v : "");
     }
     if (q8) *q8 = n_q8;
     moe_st_free(st);
@@ -487,6 +496,18 @@ int moe_ckpt_resume(moe_rt *rt, const char *path, int64_t step, uint64_t seed, c
                      m[i]->seed, want_seed, m[i]->seed);
             return -1;
         }
+    }
+    if (rt->prog->half == MOE_F16) {    /* the loss scaler continues where it was */
+        char *e1, *e2, *e3;
+        double scale = strtod(mw.scale, &e1);
+        long long good = strtoll(mw.good, &e2, 10), skipped = strtoll(mw.skipped, &e3, 10);
+        if (!mw.scale[0] || *e1 || !(scale >= 1.0) || !mw.good[0] || *e2 || good < 0 || !mw.skipped[0] || *e3 ||
+            skipped < 0 || skipped > step) {
+            snprintf(err, errlen, "%s: its fp16 loss scale metadata (loss_scale '%s', scale_good '%s', skipped_steps "
+                     "'%s') is missing or not valid", path, mw.scale, mw.good, mw.skipped);
+            return -1;
+        }
+        rt->scaler = (moe_scaler){scale, good, skipped};
     }
     return 0;
 }

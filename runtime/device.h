@@ -12,6 +12,7 @@
 #define MOE_DEVICE_H
 #include <stddef.h>
 #include <stdint.h>
+#include "moe_abi.h"
 
 typedef struct moe_device moe_device;
 typedef struct moe_kernel moe_kernel;      /* a kernel compiled at run time (device-specific) */
@@ -21,7 +22,9 @@ typedef struct moe_kernel moe_kernel;      /* a kernel compiled at run time (dev
 typedef struct moe_launch { unsigned grid[3], block[3]; size_t shared_bytes; int block_sync; } moe_launch;
 
 /* C = alpha op(A) op(B) + beta C on device buffers, row-major, op(A) [m,k], op(B) [k,n];
- * batched: `batch` products, matrices `stride_*` elements apart. */
+ * batched: `batch` products, matrices `stride_*` elements apart. A and B hold elements of
+ * `dtype` (f32; bf16 or f16 for a half model's GEMMs, single products only, through the
+ * pointers cast), C is f32, and so is the accumulation. */
 typedef struct moe_gemm {
     int trans_a, trans_b;
     int m, n, k;
@@ -31,6 +34,7 @@ typedef struct moe_gemm {
     int lda, ldb, ldc;
     int batch;
     int64_t stride_a, stride_b, stride_c;
+    int dtype;                  /* moe_dtype of A and B */
 } moe_gemm;
 
 typedef struct moe_device_ops {

@@ -54,19 +54,68 @@ static int gemm_ok(moe_device *d, const moe_gemm *g) {
         snprintf(d->err, sizeof d->err, "gemm: bad shape %dx%dx%d or NULL operand", g->m, g->n, g->k);
         return 0;
     }
+    if (g->dtype != MOE_F32 && g->dtype != MOE_BF16 && g->dtype != MOE_F16) {
+        snprintf(d->err, sizeof d->err, "gemm: operands of dtype %d", g->dtype);
+        return 0;
+    }
     return 1;
+}
+
+/* a bf16 or f16 value, exactly, as a float */
+static float half_to_f32(uint16_t h, int dtype) {
+    uint32_t u;
+    if (dtype == MOE_BF16) {
+        u = (uint32_t)h << 16;
+    } else {
+        uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, m = h & 1023;
+        if (e == 31) u = sign | 0x7f800000u | m << 13;              /* inf, NaN */
+        else if (e) u = sign | (e + 112) << 23 | m << 13;           /* normal: rebias 15 -> 127 */
+        else if (!m) u = sign;                                      /* zero */
+        else {                                                      /* subnormal: m 2^-24, normalised */
+            int sh = 0;
+            while (!(m & 1024)) { m <<= 1; sh++; }
+            u = sign | (uint32_t)(113 - sh) << 23 | (m & 1023) << 13;
+        }
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* rows x ld half values at p as floats (malloc'd; NULL on out of memory) */
+static float *widen(const void *p, int rows, int ld, int dtype) {
+    size_t n = (size_t)rows * (size_t)ld;
+    float *w = malloc(n ? n * sizeof(float) : 1);
+    if (w)
+        for (size_t i = 0; i < n; i++) w[i] = half_to_f32(((const uint16_t *)p)[i], dtype);
+    return w;
 }
 static void one_gemm(const moe_gemm *g, const float *a, const float *b, float *c) {
     cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans, g->m,
                 g->n, g->k, g->alpha, a, g->lda, b, g->ldb, g->beta, c, g->ldc);
 }
+/* half operands (a half model's GEMMs under cuda-emu) are widened to f32, exactly, so the
+ * product is the f32 GEMM of the rounded values, as cuBLAS's 32F compute type makes it */
 static int cpu_gemm(moe_device *d, const moe_gemm *g) {
     if (!gemm_ok(d, g)) return -1;
-    one_gemm(g, g->a, g->b, g->c);
-    return 0;
+    if (g->dtype == MOE_F32) {
+        one_gemm(g, g->a, g->b, g->c);
+        return 0;
+    }
+    float *a = widen(g->a, g->trans_a ? g->k : g->m, g->lda, g->dtype);
+    float *b = a ? widen(g->b, g->trans_b ? g->n : g->k, g->ldb, g->dtype) : NULL;
+    if (b) one_gemm(g, a, b, g->c);
+    else snprintf(d->err, sizeof d->err, "gemm: out of memory widening %s operands", g->dtype == MOE_BF16 ? "bf16" : "f16");
+    free(a);
+    free(b);
+    return b ? 0 : -1;
 }
 static int cpu_gemm_batched(moe_device *d, const moe_gemm *g) {
     if (!gemm_ok(d, g) || g->batch < 0) return -1;
+    if (g->dtype != MOE_F32) {
+        snprintf(d->err, sizeof d->err, "gemm: batched products take f32 operands");
+        return -1;
+    }
     for (int i = 0; i < g->batch; i++)
         one_gemm(g, g->a + i * g->stride_a, g->b + i * g->stride_b, g->c + i * g->stride_c);
     return 0;

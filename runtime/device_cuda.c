@@ -64,9 +64,11 @@ enum { CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76 };
     X(cuGetErrorName, "cuGetErrorName", (CUresult rc, const char **s))                                     \
     X(cuGetErrorString, "cuGetErrorString", (CUresult rc, const char **s))
 
-/* cuBLAS (v2 API): a handle, its stream, and the fp32 GEMMs */
+/* cuBLAS (v2 API): a handle, its stream, the fp32 GEMMs, and GemmEx for bf16/f16 operands
+ * with f32 output and accumulation (library_types.h, cublas_api.h values) */
 typedef struct cublas_ctx *cublas_handle;
 enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
+enum { CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14, CUBLAS_COMPUTE_32F = 68, CUBLAS_GEMM_DEFAULT = -1 };
 #define CUBLAS_API(X)                                                                                          \
     X(create, "cublasCreate_v2", (cublas_handle * h))                                                          \
     X(destroy, "cublasDestroy_v2", (cublas_handle h))                                                          \
@@ -77,7 +79,11 @@ enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
     X(sgemm_strided, "cublasSgemmStridedBatched",                                                              \
       (cublas_handle h, int ta, int tb, int m, int n, int k, const float *alpha, const float *a, int lda,      \
        long long sa, const float *b, int ldb, long long sb, const float *beta, float *c, int ldc, long long sc, \
-       int batch))
+       int batch))                                                                                             \
+    X(gemm_ex, "cublasGemmEx",                                                                                 \
+      (cublas_handle h, int ta, int tb, int m, int n, int k, const void *alpha, const void *a, int atype,      \
+       int lda, const void *b, int btype, int ldb, const void *beta, void *c, int ctype, int ldc, int compute,  \
+       int algo))
 
 #define API_FIELD(field, sym, params) int(*field) params;
 typedef struct cu_api { CU_API(API_FIELD) } cu_api;
@@ -318,6 +324,16 @@ static int cuda_gemm_any(moe_device *d, const moe_gemm *g, int batched) {
     }
     if (blas_ready(d)) return -1;
     int ta = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (g->dtype != MOE_F32) {      /* a half model's GEMM: bf16/f16 operands, f32 output and accumulation */
+        int t = g->dtype == MOE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+        int rc = batched ? -1 : c->blas.gemm_ex(c->blas_h, tb, ta, g->n, g->m, g->k, &g->alpha, g->b, t, g->ldb, g->a, t,
+                                                g->lda, &g->beta, g->c, CUDA_R_32F, g->ldc, CUBLAS_COMPUTE_32F,
+                                                CUBLAS_GEMM_DEFAULT);
+        if (rc)
+            snprintf(d->err, sizeof d->err, "cublasGemmEx failed: cuBLAS status %d (%dx%dx%d, %s operands) at %s:%d", rc,
+                     g->m, g->n, g->k, g->dtype == MOE_BF16 ? "bf16" : "f16", base_name(__FILE__), __LINE__);
+        return rc ? -1 : 0;
+    }
     int rc = batched ? c->blas.sgemm_strided(c->blas_h, tb, ta, g->n, g->m, g->k, &g->alpha, g->b, g->ldb,
                                              g->stride_b, g->a, g->lda, g->stride_a, &g->beta, g->c, g->ldc,
                                              g->stride_c, g->batch)

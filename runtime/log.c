@@ -161,6 +161,10 @@ static json_t *log_object(const moe_step_metrics *m) {
                                                              "bytes", (json_int_t)m->a2a_bytes));
     if (m->eval_loss == m->eval_loss) bad |= json_object_set_new(o, "eval_loss", log_num(m->eval_loss));
     if (m->warning) bad |= json_object_set_new(o, "warning", json_string(m->warning));
+    if (m->loss_scale > 0) {
+        bad |= json_object_set_new(o, "loss_scale", log_num(m->loss_scale));
+        bad |= json_object_set_new(o, "skipped", json_boolean(m->skipped));
+    }
     for (int i = 0; i < m->n_moe; i++) {
         /* layers counted from 1, as the language and stats count them (tensor names: block = layer - 1) */
         bad |= json_array_append_new(blocks, json_integer((m->moe_block ? m->moe_block[i] : i) + 1));

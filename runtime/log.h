@@ -38,6 +38,8 @@ typedef struct moe_step_metrics {
     const int *moe_block;               /* [n_moe] 0-based block index of each MoE layer */
     const float *const *loads;          /* [n_moe][experts] fraction of token-choices per expert */
     const char *warning;                /* the spike detector's finding, or NULL */
+    double loss_scale;                  /* fp16: the step's dynamic loss scale; 0 otherwise */
+    int skipped;                        /* fp16: its gradients overflowed and it was skipped */
     const moe_run_info *run;            /* set on the first step this process logs, else NULL */
 } moe_step_metrics;
 
@@ -65,7 +67,7 @@ double moe_log_elapsed(const moe_log *l);
 /* Appends the step's JSON line (flushed): step, run (when set), loss, lm_loss, aux_loss,
  * z_loss, kd_loss, teacher (a student's: whether its teacher ran), lr, grad_norm, tokens_per_s,
  * dropped_fraction, elapsed_s, tokens, step_ms, gflops, eval_loss (when
- * evaluated), warning (when set), moe_layers [n_moe] (1-based layers: block + 1) and expert_load
+ * evaluated), warning (when set), loss_scale and skipped (an fp16 run), moe_layers [n_moe] (1-based layers: block + 1) and expert_load
  * [n_moe][experts]. Non-finite numbers are written as null. Returns 0 or -1; a failed write
  * leaves the file as it was, and moe_log_why says why. */
 int moe_log_step(moe_log *l, const moe_step_metrics *m);

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "moe_abi.h"
 
-#define MOE_ABI_VERSION 14
+#define MOE_ABI_VERSION 15
 
 enum { MOE_PHASE_FWD, MOE_PHASE_BWD, MOE_PHASE_OPT };
 /* the learning-rate schedule after warmup (rt.h, moe_lr_at) */
@@ -88,6 +88,8 @@ typedef struct moe_gemm_def {
     int buf[3];                     /* the buffer classes of A, B and C */
     int64_t off[3];                 /* their byte offsets */
     int64_t ld[3];                  /* their leading dimensions (elements) */
+    int dtype;                      /* moe_dtype of A and B: f32, or bf16/f16 (a half model); C is f32,
+                                     * and so is the accumulation */
 } moe_gemm_def;
 typedef struct moe_launch_def {
     int kernel;                     /* index in moe_program.kernels, or -1: the GEMM `gemm` */
@@ -109,7 +111,10 @@ typedef struct moe_ctx {
     int B, T;                       /* this step's batch shape: B*T <= S_max, T <= T_max */
     int mode;                       /* MOE_MODE_* */
     uint64_t rng;                   /* random stream of this micro-step (noise, token selection) */
-    float loss_scale;               /* d(total loss)/d(this micro-step's loss): 1/accumulate */
+    float loss_scale;               /* d(total loss)/d(this micro-step's loss): 1/accumulate, times
+                                     * grad_scale */
+    float grad_scale;               /* the scale the gradients carry: an fp16 model's dynamic loss scale
+                                     * (moe_program.half), else 1; the norm and AdamW divide it out */
     float lr;                       /* learning rate of this optimizer step */
     int opt_step;                   /* 1-based AdamW step */
     int reduce;                     /* this micro-step's backward starts the gradient sums as it completes
@@ -184,6 +189,8 @@ typedef struct moe_program {
     int bias;                                   /* linear layers and layernorms have biases */
     const char *activation, *norm, *position;   /* the .moe's words: gelu|gelu_erf|relu|swiglu, ... */
     int tied;                                   /* lm_head is wte */
+    int half;                       /* moe_dtype of the training program's GEMM operands: MOE_F32, or
+                                     * MOE_BF16 / MOE_F16 (dtype; fp16 trains with a dynamic loss scale) */
     int n_moe, top_k;
     const int *experts;             /* [n_moe] */
     const int *moe_block;           /* [n_moe] 0-based block of each MoE layer */

@@ -52,7 +52,8 @@ static void rt_gemm(moe_ctx *c, const moe_gemm_def *g) {
     moe_gemm m = {g->trans_a, g->trans_b, (int)(g->rows == MOE_GEMM_ROWS_M ? rows * g->m : g->m), (int)g->n,
                   (int)(g->rows == MOE_GEMM_ROWS_K ? rows * g->k : g->k), g->alpha, g->beta,
                   (const float *)(c->buf[g->buf[0]] + g->off[0]), (const float *)(c->buf[g->buf[1]] + g->off[1]),
-                  (float *)(c->buf[g->buf[2]] + g->off[2]), (int)g->ld[0], (int)g->ld[1], (int)g->ld[2], 1, 0, 0, 0};
+                  (float *)(c->buf[g->buf[2]] + g->off[2]), (int)g->ld[0], (int)g->ld[1], (int)g->ld[2], 1, 0, 0, 0,
+                  g->dtype};
     check(rt, rt->dev->ops->gemm(rt->dev, &m), "gemm");
 }
 
@@ -65,6 +66,7 @@ static void rt_launch(moe_ctx *c, const moe_launch_def *l) {
     for (int b = 0; b < MOE_BUF_COUNT; b++) { ka.buf[b] = c->buf[b]; ka.size[b] = c->size[b]; }
     ka.B = c->B; ka.T = c->T; ka.mode = c->mode;
     ka.rng = c->rng; ka.loss_scale = c->loss_scale; ka.lr = c->lr; ka.opt_step = c->opt_step;
+    ka.grad_scale = c->grad_scale;
     moe_offs o;
     memset(&o, 0, sizeof o);
     for (int j = 0; j < l->n_offs; j++) o.off[j] = l->offs[j];
@@ -174,6 +176,8 @@ moe_rt *moe_rt_create(const moe_program *p, const char *device, int need, int de
     c->B = (int)p->train.B_max;
     c->T = (int)p->train.T_max;
     c->loss_scale = 1.0f;
+    c->grad_scale = 1.0f;
+    rt->scaler.scale = p->half == MOE_F16 ? MOE_SCALE_INIT : 1.0;
     return rt;
 }
 
@@ -488,4 +492,18 @@ void moe_rt_grads_sum(moe_rt *rt) {
         const moe_param_info *q = &p->params[i];
         c->group_sum(c, MOE_GROUP_EXPERT_DATA, moe_param_degree(q), rt->buf[MOE_BUF_GRAD] + q->offset, q->numel, 0);
     }
+}
+
+int moe_scaler_update(moe_scaler *s, double grad_norm) {
+    if (!isfinite(grad_norm)) {
+        s->skipped++;
+        s->good = 0;
+        s->scale = s->scale > 2.0 ? s->scale / 2.0 : 1.0;
+        return 1;
+    }
+    if (++s->good >= MOE_SCALE_WINDOW) {
+        s->good = 0;
+        if (s->scale < 16777216.0) s->scale *= 2.0;     /* (2^24: far beyond what fp16 needs) */
+    }
+    return 0;
 }

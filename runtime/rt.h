@@ -32,6 +32,19 @@ void moe_comm_set_step(long long step);
  * (0: those of each host) */
 void moe_comm_set_layout(int tensor, int kind, int ranks_per_node);
 
+/* fp16's dynamic loss scale (a program whose half is MOE_F16), as DeepSpeed's defaults: the
+ * loss gradient is multiplied by `scale` so that small gradients survive the fp16 GEMM
+ * operands; a step whose gradients overflow (a norm that is not finite) is skipped (AdamW
+ * leaves every parameter and moment as it is, kernels/cpu/k_optim.h) and the scale halves,
+ * down to 1; after MOE_SCALE_WINDOW steps in a row without overflow it doubles. Skipped steps
+ * do not count as AdamW steps. Checkpoints carry it (metadata loss_scale, scale_good,
+ * skipped_steps). */
+#define MOE_SCALE_INIT 65536.0
+#define MOE_SCALE_WINDOW 1000
+typedef struct moe_scaler { double scale; int64_t good, skipped; } moe_scaler;
+/* after an optimizer step whose global gradient norm was grad_norm: 1 when it was skipped */
+int moe_scaler_update(moe_scaler *s, double grad_norm);
+
 typedef struct moe_rt {
     const moe_program *prog;
     moe_device *dev;
@@ -49,6 +62,7 @@ typedef struct moe_rt {
                                      * kind MOE_STEP_KD); needs moe_ckpt_load_teacher first */
     int q8;                         /* the loaded weights: 0 fp32, 1 int8 experts (dequantised in PARAM),
                                      * 2 int8 experts that decoding reads as such (QPARAM) */
+    moe_scaler scaler;              /* fp16: the dynamic loss scale (1 for other programs) */
     char err[512];                  /* the first device call that failed, or empty */
 } moe_rt;
 

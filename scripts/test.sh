@@ -17,9 +17,9 @@ if [ -n "${MOE_SANITIZE:-}" ]; then
         -DMOE_SANITIZE="${MOE_SANITIZE//,/;}" -DMOE_FUZZ=ON >/dev/null
   cmake --build build-san -j"$jobs"
   # not again under the sanitizers: the reference goldens, nvcc, the emulator's numerics runs
-  # (cuda_emu.train, .ops, .tune: the emulator runs under them in cuda_emu.driver), the resumes of a
+  # (cuda_emu.train, .ops, .tune, .half: the emulator runs under them in cuda_emu.driver), the resumes of a
   # distillation run (e2e.resume resumes under them) and the processor check (built executables
   # starting, three times)
   ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-san --output-on-failure -j"$jobs" \
-    -E '^ref_|^cuda[.]nvcc_compile$|^cuda_emu[.](train|ops|tune)$|^e2e[.]distill_resume$|^compiler[.]arch$'
+    -E '^ref_|^cuda[.]nvcc_compile$|^cuda_emu[.](train|ops|tune|half)$|^e2e[.]distill_resume$|^compiler[.]arch$'
 fi

@@ -64,6 +64,7 @@ static const cu_kernel kernels[] = {
     {"attention_bwd_tiled", 2, {{G_QTILES, "B*T*H"}, {G_QTILES, "B*T*KV"}}},
     {"attention_decode", 2, {{G_ITEMS, "S*C"}, {G_ROWS, "S*H"}}},
     {"act_fwd", 1, {{G_ITEMS, "y"}}},
+    {"cast", 1, {{G_ITEMS, "y"}}},
     {"act_bwd", 1, {{G_ITEMS, "dy"}}},
     {"moe_gate_fwd", 4, {{G_ITEMS, "S"}, {G_ROWS, "E"}, {G_BLOCK, ""}, {G_ITEMS, "S"}}},
     {"moe_gate_bwd", 3, {{G_ITEMS, "S"}, {G_ITEMS, "S*d"}, {G_ITEMS, "d*E"}}},
@@ -218,14 +219,16 @@ static int64_t int_named(const lw_call *k, const char *name) {
 }
 
 /* a library GEMM C = op(A) op(B) + beta C over the refs a, b, c (rows: which of m and k is
- * the step's tokens) */
-static void add_gemm(cg_cuda_launches *out, int ta, int tb, int rows, int64_t m, int64_t n, int64_t k, float beta,
-                     const lw_ref *ra, int64_t lda, const lw_ref *rb, int64_t ldb, const lw_ref *rc, int64_t ldc) {
+ * the step's tokens); A and B of one type (f32, or a half model's bf16 or f16), C f32 */
+static int add_gemm(cg_cuda_launches *out, int ta, int tb, int rows, int64_t m, int64_t n, int64_t k, float beta,
+                    const lw_ref *ra, int64_t lda, const lw_ref *rb, int64_t ldb, const lw_ref *rc, int64_t ldc) {
+    if (ra->dtype != rb->dtype || rc->dtype != MOE_F32) return -2;
     cg_cuda_launch *l = &out->launch[out->n++];
     memset(l, 0, sizeof *l);
     l->kernel = -1;
     l->gemm = (moe_gemm_def){ta, tb, rows, m, n, k, 1.0f, beta, {ra->buf, rb->buf, rc->buf},
-                             {ra->offset, rb->offset, rc->offset}, {lda, ldb, ldc}};
+                             {ra->offset, rb->offset, rc->offset}, {lda, ldb, ldc}, (int)ra->dtype};
+    return 0;
 }
 
 /* A linear layer as library GEMMs: forward y = x op(W) (after gemm_init has written the
@@ -249,16 +252,18 @@ static int add_linear(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_
             int rc = add_launch(pl, a, p, &c, 0, out);
             if (rc) return rc;
         }
-        add_gemm(out, 0, (int)tw, MOE_GEMM_ROWS_M, S->i, N, K, init ? 1.0f : 0.0f, x, K, W, tw ? K : N, y, N);
-        return 0;
+        return add_gemm(out, 0, (int)tw, MOE_GEMM_ROWS_M, S->i, N, K, init ? 1.0f : 0.0f, x, K, W, tw ? K : N, y, N);
     }
-    const lw_ref *dx = ref_named(k, "dx"), *dW = ref_named(k, "dW"), *dy = ref_named(k, "dy"), *x = ref_named(k, "x");
+    /* the GEMMs read dy's half copy where there is one (a half model); db reads dy */
+    const lw_ref *dx = ref_named(k, "dx"), *dW = ref_named(k, "dW"), *x = ref_named(k, "x");
+    const lw_ref *dy = ref_named(k, "dyh") ? ref_named(k, "dyh") : ref_named(k, "dy");
+    int rc = 0;
     if (dx)
-        add_gemm(out, 0, !tw, MOE_GEMM_ROWS_M, S->i, K, N, int_named(k, "acc") ? 1.0f : 0.0f, dy, N, W, tw ? K : N,
-                 dx, K);
-    if (dW && !tw) add_gemm(out, 1, 0, MOE_GEMM_ROWS_K, K, N, S->i, 1.0f, x, K, dy, N, dW, N);
-    if (dW && tw) add_gemm(out, 1, 0, MOE_GEMM_ROWS_K, N, K, S->i, 1.0f, dy, N, x, K, dW, K);
-    return ref_named(k, "db") ? add_launch(pl, a, p, k, 2, out) : 0;
+        rc = add_gemm(out, 0, !tw, MOE_GEMM_ROWS_M, S->i, K, N, int_named(k, "acc") ? 1.0f : 0.0f, dy, N, W,
+                      tw ? K : N, dx, K);
+    if (!rc && dW && !tw) rc = add_gemm(out, 1, 0, MOE_GEMM_ROWS_K, K, N, S->i, 1.0f, x, K, dy, N, dW, N);
+    if (!rc && dW && tw) rc = add_gemm(out, 1, 0, MOE_GEMM_ROWS_K, N, K, S->i, 1.0f, dy, N, x, K, dW, K);
+    return rc ? rc : ref_named(k, "db") ? add_launch(pl, a, p, k, 2, out) : 0;
 }
 
 static int plan_program(cg_cuda_plan *pl, const cg_unit *u, const lw_program *p, cg_cuda_launches *out) {
@@ -379,10 +384,10 @@ static void emit_launches(cg *b, arena *a, const lw_program *p, const cg_cuda_la
             const moe_gemm_def *g = &l->gemm;
             fprintf(m, "{-1, 0u, 0, {0}, {%d, %d, %s, %lld, %lld, %lld, %.9g, %.9g, ", g->trans_a, g->trans_b,
                     rows[g->rows], (long long)g->m, (long long)g->n, (long long)g->k, g->alpha, g->beta);
-            fprintf(m, "{MOE_BUF_%s, MOE_BUF_%s, MOE_BUF_%s}, {%lld, %lld, %lld}, {%lld, %lld, %lld}}},",
+            fprintf(m, "{MOE_BUF_%s, MOE_BUF_%s, MOE_BUF_%s}, {%lld, %lld, %lld}, {%lld, %lld, %lld}, MOE_%s}},",
                     cg_buf_macro[g->buf[0]], cg_buf_macro[g->buf[1]], cg_buf_macro[g->buf[2]], (long long)g->off[0],
                     (long long)g->off[1], (long long)g->off[2], (long long)g->ld[0], (long long)g->ld[1],
-                    (long long)g->ld[2]);
+                    (long long)g->ld[2], cg_dtype_macro[g->dtype]);
         }
         fclose(m);
         cg_line(b, "%s", line);

@@ -198,6 +198,7 @@ static void lower_node(lw *L) {
         a_buf(L, "dx", out(L, "dx")); a_buf(L, "dW", out(L, "dW")); a_buf(L, "db", out(L, "db"));
         a_buf(L, "dy", in(L, "dy")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
         a_S(L); a_int(L, "K", K); a_int(L, "N", N); a_int(L, "trans_w", n->at.matmul.trans_w); a_acc(L, "dx");
+        if (in(L, "dyh") >= 0) a_buf(L, "dyh", in(L, "dyh"));  /* a half model's GEMMs read dy's copy */
         if (out(L, "dres") >= 0) {      /* the fused residual's gradient is dy itself */
             call(L, "accumulate", split_of_acc(L, "dres"));
             a_buf(L, "dst", out(L, "dres")); a_buf(L, "src", in(L, "dy")); a_rt(L, "n", LW_RT_S, N);
@@ -370,6 +371,14 @@ static void lower_node(lw *L) {
         a_buf(L, "dy", in(L, "dy")); a_buf(L, "x", in(L, "x")); a_buf(L, "W", in(L, "W"));
         a_buf(L, "counts", in(L, "counts")); a_int(L, "E", m->experts); a_int(L, "K", width(L, in(L, "x")));
         a_int(L, "N", width(L, in(L, "dy"))); a_acc(L, "dx");
+        if (in(L, "dyh") >= 0) a_buf(L, "dyh", in(L, "dyh"));
+        break;
+    case IR_CAST:   /* a parameter's copy: one row of all its elements */
+        call(L, "cast", 0);
+        a_buf(L, "y", out(L, "y")); a_buf(L, "x", in(L, "x"));
+        if (g->t[in(L, "x")].rows == IR_ROWS_ONE) a_int(L, "rows", 1);
+        else a_rows(L, "rows", in(L, "counts"), n->at.cast.experts);
+        a_int(L, "width", width(L, in(L, "x")));
         break;
     case IR_COMBINE:
         call(L, "moe_combine_fwd", 0);
@@ -445,6 +454,7 @@ static void lower_node(lw *L) {
             call(L, "grad_norm", 0);
             a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_ref(L, "grads", MOE_BUF_GRAD, 0, g->params.bytes);
             a_int(L, "n", g->params.bytes / 4); a_real(L, "max_norm", n->at.optim.grad_clip);
+            a_rt(L, "grad_scale", LW_RT_GRAD_SCALE, 1);
             break;
         }
         for (int i = 0; i < g->params.ngroups; i++) {   /* split tensors' squares summed over their groups */
@@ -458,6 +468,7 @@ static void lower_node(lw *L) {
         }
         call(L, "grad_clip", 0);
         a_at(L, "norm_clip", out(L, "stats"), MOE_STAT_GNORM); a_real(L, "max_norm", n->at.optim.grad_clip);
+        a_rt(L, "grad_scale", LW_RT_GRAD_SCALE, 1);
         break;
     case IR_ADAMW:
         for (int i = 0; i < g->params.n; i++) {
@@ -511,7 +522,7 @@ lw_program *lw_lower(const ir_graph *g) {
 
 const char *lw_rt_name(lw_rt r) {
     static const char *const nm[LW_RT_COUNT] = {"B", "T", "S", "mode", "rng", "loss_scale", "lr", "opt_step",
-                                                "comm", "reduce"};
+                                                "comm", "reduce", "grad_scale"};
     return (unsigned)r < LW_RT_COUNT ? nm[r] : "?";
 }
 

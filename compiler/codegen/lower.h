@@ -5,7 +5,7 @@
  * order: buffer references (buffer class, byte offset, dtype, extent), size literals, and
  * run-time values. Run-time values come in two kinds: host scalars the executor sets per step
  * (B, T, S, the mode, the micro-step's random stream, the loss scale,
- * the learning rate, the AdamW step, the communicator), and device scalars a kernel wrote
+ * the learning rate, the AdamW step, the communicator, the gradients' scale), and device scalars a kernel wrote
  * (the routed rows R of a MoE layer), which only a kernel may read. There is no argument
  * kind that reads device memory on the host, so no renderer can express it.
  *
@@ -33,6 +33,7 @@ typedef enum {
     LW_RT_OPT_STEP,                 /* the 1-based AdamW step */
     LW_RT_COMM,                     /* the communicator */
     LW_RT_REDUCE,                   /* this micro-step's backward starts the gradient sums (overlap) */
+    LW_RT_GRAD_SCALE,               /* the scale the gradients carry: an fp16 model's loss scale, else 1 */
     LW_RT_COUNT
 } lw_rt;
 

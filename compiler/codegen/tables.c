@@ -158,6 +158,7 @@ void cg_emit_program(cg *b, const cg_unit *u, const char *target, const char *ke
     cg_line(b, ".activation = \"%s\", .norm = \"%s\", .position = \"%s\", .tied = %d,", act[m->activation],
             m->norm == MD_NORM_RMSNORM ? "rmsnorm" : "layernorm", m->position == MD_POS_ROPE ? "rope" : "learned",
             m->tie_embeddings ? 1 : 0);
+    cg_line(b, ".half = MOE_%s,", cg_dtype_macro[g->half]);
     cg_line(b, ".n_moe = %d, .top_k = %d, .experts = experts, .moe_block = moe_block,", nm, g->top_k);
     cg_line(b, ".batch = %lld, .accumulate = %lld, .train_steps = %lld, .seed = %lld, .warmup = %lld,",
             (long long)m->train.batch, (long long)m->train.accumulate, (long long)m->train.steps,

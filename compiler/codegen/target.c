@@ -5,7 +5,7 @@
 static const cg_target targets[] = {
     {"cpu", {"cpu", 64, 1u << MOE_F32 | 1u << MOE_I32 | 1u << MOE_F64, 1, 1, 1, 1}, cg_cpu_render, NULL, "model.c", NULL,
      cg_cpu_files},
-    {"cuda", {"cuda", 256, 1u << MOE_F32 | 1u << MOE_I32 | 1u << MOE_F64, 0, 0, 0, 0}, cg_cuda_render, cg_cuda_source,
+    {"cuda", {"cuda", 256, 1u << MOE_F32 | 1u << MOE_BF16 | 1u << MOE_F16 | 1u << MOE_I32 | 1u << MOE_F64, 0, 0, 0, 0}, cg_cuda_render, cg_cuda_source,
      "model_cuda.c", "kernels.cu", cg_cuda_files},
 };
 

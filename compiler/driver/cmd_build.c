@@ -434,7 +434,7 @@ static int check_device_source(const char *dev_src, moe_nvrtc_result *nv) {
  * o->emit_to (*printed = 1). The pipeline's diagnostics go to d. 0, or 1 after an error (reported). */
 typedef struct timings { double lower_ms, codegen_ms; moe_nvrtc_result nv; } timings;
 static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, const cg_target *t, int64_t align,
-                      int ep, int head, gen *out, int *printed, timings *tm) {
+                      int ep, int head, unsigned dtypes, const char *alike, gen *out, int *printed, timings *tm) {
     arena *a = front_arena(f);
     double t0 = now_ms();
     pl_result pr = {0};
@@ -442,7 +442,8 @@ static int gen_target(front *f, diag_ctx *d, const md_model *m, const opts *o, c
     if (caps.align < align) caps.align = align;
     caps.expert_parallel &= ep;
     caps.fused_head &= head;
-    pl_options po = {.caps = &caps, .opt_level = o->opt};
+    caps.dtypes &= dtypes;
+    pl_options po = {.caps = &caps, .opt_level = o->opt, .alike = alike};
     if (pl_run(a, d, m, &po, &pr) != 0) return 1;
     const double tib = 1099511627776.0, need = (double)ir_plan_bytes(pr.train, 1);
     if (need > MOEC_SANE_BYTES && d == front_diag(f) && !o->emit)     /* once: the first target's pipeline */
@@ -501,11 +502,13 @@ static int build(const opts *o) {
     if (!strcmp(o->target, "all")) { names[0] = "cpu"; names[1] = "cuda"; }
     int64_t align = 0;
     int ep = 1, head = 1;
+    unsigned dtypes = ~0u;
     for (int i = 0; i < 2 && names[i]; i++) {
         const ir_caps *c = &cg_target_find(names[i])->caps;
         if (c->align > align) align = c->align;
         ep &= c->expert_parallel;
         head &= c->fused_head;
+        dtypes &= c->dtypes;
     }
     double t0 = now_ms();
     front *f = front_create();
@@ -517,7 +520,8 @@ static int build(const opts *o) {
     timings tm = {0};
     diag_ctx *quiet = diag_create(0);   /* the second target's pipeline says again what the first said */
     for (int i = 0; i < 2 && names[i] && !rc && !printed; i++) {
-        rc = gen_target(f, i ? quiet : front_diag(f), m, o, cg_target_find(names[i]), align, ep, head, &gs[ng],
+        rc = gen_target(f, i ? quiet : front_diag(f), m, o, cg_target_find(names[i]), align, ep, head, dtypes,
+                        names[1] ? names[1 - i] : NULL, &gs[ng],
                         &printed, &tm);
         ng += gs[ng].t != NULL;
     }

@@ -8,6 +8,7 @@ typedef struct opdef { const char *name, *ins, *outs, *doc; int attr; unsigned f
 #define NONE IR_AT_NONE
 #define MATMUL IR_AT_MATMUL
 #define ACT IR_AT_ACT
+#define CAST IR_AT_CAST
 #define ATTN IR_AT_ATTN
 #define MOE IR_AT_MOE
 #define A2A IR_AT_A2A
@@ -249,6 +250,7 @@ static void print_attr(const ir_node *n, FILE *out) {
         fprintf(out, " {%s}", (unsigned)n->at.act.fn < 4 ? fn[n->at.act.fn] : "?");
         break;
     }
+    case IR_AT_CAST: if (n->at.cast.experts) fprintf(out, " {E=%d}", n->at.cast.experts); break;
     case IR_AT_ATTN:
         if (n->at.attn.kv_heads == n->at.attn.heads) fprintf(out, " {heads=%lld}", (long long)n->at.attn.heads);
         else fprintf(out, " {heads=%lld kv_heads=%lld}", (long long)n->at.attn.heads, (long long)n->at.attn.kv_heads);

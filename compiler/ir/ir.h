@@ -23,7 +23,7 @@ struct diag_ctx;
 
 enum { IR_OPF_COMM = 1, IR_OPF_LOSS = 2 };     /* ops.def FLAGS */
 enum { IR_AT_NONE, IR_AT_MATMUL, IR_AT_ACT, IR_AT_ATTN, IR_AT_MOE, IR_AT_A2A, IR_AT_TP, IR_AT_BUCKET, IR_AT_OPTIM,
-       IR_AT_KD };
+       IR_AT_KD, IR_AT_CAST };
 #define IR_MAX_IO 8
 
 typedef enum {
@@ -107,6 +107,7 @@ typedef struct ir_at_tp { int degree, experts; } ir_at_tp;
 typedef struct ir_at_bucket { int bucket; } ir_at_bucket;
 typedef struct ir_at_optim { double beta1, beta2, eps, weight_decay, grad_clip; } ir_at_optim;
 typedef struct ir_at_kd { double tau, weight; } ir_at_kd;         /* distill block */
+typedef struct ir_at_cast { int experts; } ir_at_cast;            /* > 0: over the routed rows of a layer of E */
 
 typedef struct ir_node {
     ir_op op;
@@ -125,6 +126,7 @@ typedef struct ir_node {
         ir_at_bucket bucket;
         ir_at_optim optim;
         ir_at_kd kd;
+        ir_at_cast cast;
     } at;
     int phase;              /* IR_PHASE_* */
     int block;              /* the transformer block (0-based layer) of a student's node and of its
@@ -214,6 +216,8 @@ typedef struct ir_graph {
     int decode;                      /* a single-token KV-cache graph */
     int recompute;                   /* train.recompute: pass_recompute keeps only the blocks' inputs */
     int fuse_head;                   /* the target runs HEAD_XENT (ir_caps.fused_head): pass_fuse may make it */
+    moe_dtype half;                  /* training: the type of GEMM operands (pass_precision): bf16 or f16 when
+                                      * the model's dtype asks and the target computes in it, else f32 */
     int q8;                          /* decode: its expert GEMMs read the int8 weights (QPARAM) when loaded */
     int n_moe;
     int n_stats;                     /* entries of the statistics record */

@@ -42,6 +42,9 @@ static int fits(const ir_tensor *t, char c) {
     case 'i': return t->kind == IR_T_ACT && t->dtype == MOE_I32;
     case 'd': return t->kind == IR_T_ACT && t->dtype == MOE_F64;
     case 'c': return t->kind == IR_T_CACHE && t->dtype == MOE_F32 && t->buf == MOE_BUF_KV;
+    case 'h': return t->kind == IR_T_ACT && (t->dtype == MOE_F32 || t->dtype == MOE_BF16 || t->dtype == MOE_F16);
+    case 'a': return fits(t, 'f') || fits(t, 'p');
+    case 'w': return fits(t, 'p') || (t->kind == IR_T_ACT && (t->dtype == MOE_BF16 || t->dtype == MOE_F16));
     case 'p': return t->kind == IR_T_PARAM && t->dtype == MOE_F32 && (t->buf == MOE_BUF_PARAM || t->buf == MOE_BUF_TPARAM);
     case 'q': return t->kind == IR_T_PARAM && t->buf == MOE_BUF_QPARAM && (t->dtype == MOE_I8 || t->dtype == MOE_F32);
     case 'g': return t->kind == IR_T_GRAD && t->dtype == MOE_F32 && t->buf == MOE_BUF_GRAD;

@@ -10,6 +10,9 @@ int pass_fuse(ir_graph *g);
 int pass_autodiff(ir_graph *g);
 /* train.recompute: block i's backward reads clones of its forward, made just before it. */
 int pass_recompute(ir_graph *g);
+/* g->half bf16 or f16: every GEMM (MATMUL, EXPERT_MM and their backward) reads copies of its
+ * operands in that type, made by CAST nodes just before their first reader; a no-op for f32. */
+int pass_precision(ir_graph *g);
 /* Appends gradient all-reduce, global-norm clipping and the AdamW update. */
 int pass_optimizer(ir_graph *g);
 /* All-to-alls over one-rank expert groups and the forward TP_COPYs become in-place identities (no copy). */

@@ -12,7 +12,7 @@ static diag_loc loc_of(md_loc where, md_loc model) {
 
 /* Settings the language accepts that this compiler cannot honour on the target, and gate
  * options written where they have no effect. */
-static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) {
+static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps, const char *alike) {
     if (m->parallel.tensor > 1 && !caps->tensor_parallel) {
         diag_error(d, loc_of(m->where.tensor, m->loc),
                    "parallel.tensor = %d: the %s target has no tensor slicing yet (its sums need NCCL)",
@@ -38,10 +38,14 @@ static void check_settings(diag_ctx *d, const md_model *m, const ir_caps *caps) 
     }
     if (m->dtype != MD_DT_FP32) {
         moe_dtype dt = m->dtype == MD_DT_BF16 ? MOE_BF16 : MOE_F16;
-        if (!(caps->dtypes & (1u << dt)))
+        if (!(caps->dtypes & (1u << dt))) {
             diag_warning(d, loc_of(m->where.dtype, m->loc),
                          "dtype = %s: the %s target computes in fp32 only, so this model will compute in fp32",
                          dt == MOE_BF16 ? "bf16" : "fp16", caps->target);
+            if (alike)
+                diag_hint(d, "--target all plans both programs alike, so the %s program computes in fp32 too; "
+                          "build --target %s for %s", alike, alike, dt == MOE_BF16 ? "bf16" : "fp16");
+        }
     }
     if (m->dropout > 0)
         diag_warning(d, loc_of(m->where.dropout, m->loc),
@@ -83,10 +87,14 @@ static ir_graph *lower(struct arena *a, diag_ctx *d, const md_model *m, const pl
         return NULL;
     }
     g->fuse_head = o->caps->fused_head;
+    if (!decode && m->dtype != MD_DT_FP32) {    /* the decode program computes in f32 (precision.c) */
+        moe_dtype h = m->dtype == MD_DT_BF16 ? MOE_BF16 : MOE_F16;
+        if (o->caps->dtypes & (1u << h)) g->half = h;
+    }
     if (step(g, "build", NULL, o, d)) return NULL;
     if (o->opt_level >= 1 && step(g, "fuse", pass_fuse, o, d)) return NULL;
     if (!decode && (step(g, "autodiff", pass_autodiff, o, d) || step(g, "recompute", pass_recompute, o, d) ||
-                    step(g, "optimizer", pass_optimizer, o, d)))
+                    step(g, "precision", pass_precision, o, d) || step(g, "optimizer", pass_optimizer, o, d)))
         return NULL;
     if (step(g, "comm", pass_comm, o, d) || step(g, "plan", pass_plan, o, d)) return NULL;
     return g;
@@ -94,7 +102,7 @@ static ir_graph *lower(struct arena *a, diag_ctx *d, const md_model *m, const pl
 
 int pl_run(struct arena *a, diag_ctx *d, const md_model *m, const pl_options *o, pl_result *out) {
     out->train = out->decode = NULL;
-    check_settings(d, m, o->caps);
+    check_settings(d, m, o->caps, o->alike);
     if (diag_count(d)) return -1;
     md_model whole;     /* a target without expert parallelism: every expert on every rank */
     if (!o->caps->expert_parallel && m->moe.n_moe) {

@@ -1,6 +1,7 @@
 /* pipeline.h - the one pass pipeline, used by moec and by the tests.
  *
- * model -> settings check -> forward graph -> fuse -> autodiff -> optimizer -> comm -> plan,
+ * model -> settings check -> forward graph -> fuse -> autodiff -> recompute -> precision ->
+ * optimizer -> comm -> plan,
  * with ir_verify after every step; the decode graph takes the same road without autodiff
  * and the optimizer. Problems are diagnostics with the model's source locations: a setting
  * this compiler accepts but cannot honour on the target is an error (it would change what
@@ -17,6 +18,7 @@ struct diag_ctx;
 typedef struct pl_options {
     const ir_caps *caps;        /* the target's (codegen/target.c) */
     int opt_level;              /* 0 turns fusion off */
+    const char *alike;          /* --target all: the other target, planned alike (caps are both's), or NULL */
     /* tests: called after each pass, before its check (may damage the graph on purpose) */
     void (*after_pass)(ir_graph *g, const char *pass, void *ctx);
     void *ctx;

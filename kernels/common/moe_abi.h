@@ -60,7 +60,8 @@ typedef struct moe_kargs {
     int B, T, mode, pad0;
     uint64_t rng;
     float loss_scale, lr;
-    int opt_step, pad;
+    int opt_step;
+    float grad_scale;
 } moe_kargs;
 typedef struct moe_offs { int64_t off[MOE_MAX_OFFS]; } moe_offs;
 

@@ -32,15 +32,20 @@ static inline double k_sumsq(const float *x /* [n] */, long n) {
 }
 
 /* norm_clip[0] = ||g||, norm_clip[1] = the clip factor: max_norm / (||g|| + 1e-6) when the norm
- * exceeds max_norm > 0, else 1 (moe-semantics.md section 4: the true global norm). */
-static inline void k_grad_clip(double *norm_clip /* [2]: the sum of squares on entry */, double max_norm) {
-    double norm = sqrt(norm_clip[0]);
+ * exceeds max_norm > 0, else 1 (moe-semantics.md section 4: the true global norm). The
+ * gradients carry grad_scale (an fp16 model's loss scale; 1): the norm is theirs divided by
+ * it, and so is the factor AdamW multiplies them by. A norm that is not finite (fp16's
+ * overflow) makes the factor 0, and AdamW then leaves every parameter and moment as it is. */
+static inline void k_grad_clip(double *norm_clip /* [2]: the sum of squares on entry */, double max_norm,
+                               float grad_scale) {
+    double norm = sqrt(norm_clip[0]) / grad_scale;
     norm_clip[0] = norm;
-    norm_clip[1] = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+    norm_clip[1] = !isfinite(norm) ? 0.0 : (max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0) / grad_scale;
 }
-static inline void k_grad_norm(double *norm_clip /* [2] */, const float *g /* [n] */, long n, double max_norm) {
+static inline void k_grad_norm(double *norm_clip /* [2] */, const float *g /* [n] */, long n, double max_norm,
+                               float grad_scale) {
     norm_clip[0] = k_sumsq(g, n);
-    k_grad_clip(norm_clip, max_norm);
+    k_grad_clip(norm_clip, max_norm, grad_scale);
 }
 
 /* x *= s (gradient clipping) */
@@ -70,9 +75,10 @@ static inline void k_adamw(float *p /* [n] */, const float *g /* [n] */, float *
     }
 }
 
-/* k_adamw with the clip factor that k_grad_norm left in device memory */
+/* k_adamw with the clip factor that k_grad_norm left in device memory; none with a factor of 0
+ * (gradients that are not finite: the step is skipped) */
 static inline void k_adamw_step(float *p, const float *g, float *m, float *v, long n, float lr, float beta1,
                                 float beta2, float eps, float wd, const double *clip, int t) {
-    k_adamw(p, g, m, v, n, lr, beta1, beta2, eps, wd, (float)*clip, t);
+    if (*clip != 0.0) k_adamw(p, g, m, v, n, lr, beta1, beta2, eps, wd, (float)*clip, t);
 }
 #endif

@@ -15,6 +15,11 @@
  * and its own forms before including this file). Templates index them (p[i]) and offset
  * them (p + i), nothing else.
  *
+ * Half types (a model with dtype bf16 or fp16: the GEMMs' operands, compiler/passes/
+ * precision.c): cu_bf16 and cu_f16 hold the bits; cu_f() widens any element to float, and
+ * cu_to<T>() rounds a float to T, to nearest even. The GEMM templates take their operand
+ * pointers as template parameters (PX, PW, ...), so one template reads f32 or a half type.
+ *
  * Determinism: every reduction runs in a fixed order (a tree over a fixed block size, or
  * one thread walking its items in order); there are no floating-point atomics.
  */
@@ -44,17 +49,54 @@ typedef const float *cf32a;
 #define F32(b, o, n) ((float *)(ka.buf[MOE_BUF_##b] + (o)))
 #define I32(b, o, n) ((int32_t *)(ka.buf[MOE_BUF_##b] + (o)))
 #define F64(b, o, n) ((double *)(ka.buf[MOE_BUF_##b] + (o)))
+#define BF16(b, o, n) ((cu_bf16 *)(ka.buf[MOE_BUF_##b] + (o)))
+#define F16(b, o, n) ((cu_f16 *)(ka.buf[MOE_BUF_##b] + (o)))
 #endif
 #if defined(__CUDACC_RTC__) && !defined(INFINITY)
 #define INFINITY __int_as_float(0x7f800000)
 #endif
 
 
+/* ---- half types: bits, widening and rounding (the same results on the GPU and in the emulator) ---- */
+#ifndef MOE_CU_EMU
+struct cu_bf16 { unsigned short u; };
+struct cu_f16 { unsigned short u; };
+CU_D unsigned cu_bits(float f) { return __float_as_uint(f); }
+CU_D float cu_float(unsigned u) { return __uint_as_float(u); }
+CU_D float cu_f(cu_f16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.u));
+    return f;
+}
+CU_D cu_f16 cu_f16_rn(float f) {
+    cu_f16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.u) : "f"(f));
+    return h;
+}
+#endif
+CU_D float cu_f(float v) { return v; }
+CU_D float cu_f(cu_bf16 h) { return cu_float((unsigned)h.u << 16); }
+/* round to nearest even; a NaN stays a (quiet) NaN */
+CU_D cu_bf16 cu_bf16_rn(float f) {
+    unsigned u = cu_bits(f);
+    cu_bf16 h;
+    h.u = (unsigned short)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return h;
+}
+/* the element type of a pointer (raw, or the emulator's emu_ptr) */
+template <class P> struct cu_elem { typedef typename P::elem type; };
+template <class T> struct cu_elem<T *> { typedef T type; };
+template <class T> CU_D T cu_to(float f);
+template <> CU_D float cu_to<float>(float f) { return f; }
+template <> CU_D cu_bf16 cu_to<cu_bf16>(float f) { return cu_bf16_rn(f); }
+template <> CU_D cu_f16 cu_to<cu_f16>(float f) { return cu_f16_rn(f); }
+
 /* A row count known on the host (n) or read by the kernel from the counts record (dev). */
 typedef struct cu_rows { long long n; ci32p dev; } cu_rows;
 #define K_ROWS(n) cu_rows{(long long)(n), ci32p()}
 #define K_ROWS_DEV(p) cu_rows{0, (p)}
 CU_D long long cu_rows_get(const cu_rows &r) { return r.dev ? (long long)r.dev[0] : r.n; }
+CU_D long long cu_rows_get(long long n) { return n; }
 
 /* grid-stride loops: over items (one thread each), and over rows (one block each) */
 #define CU_FOR(i, n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(n); \

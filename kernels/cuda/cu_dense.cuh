@@ -135,15 +135,18 @@ CU_D void cu_rmsnorm_bwd(int part, f32p dx, f32p dw, cf32p dy, cf32p x, cf32p w,
     }
 }
 
-/* ---- linear layers: y[M,N] = x[M,K] W (+ b) (+ res); W [K,N], or [N,K] with trans_w ---- */
-CU_D float cu_dot_w(cf32p x, cf32p W, long long K, long long N, long long n, int trans_w) {
+/* ---- linear layers: y[M,N] = x[M,K] W (+ b) (+ res); W [K,N], or [N,K] with trans_w.
+ * x, W (PX, PW) are f32 or a half type; dyh, the GEMMs' copy of dy, too (absent: dy). ---- */
+template <class PX, class PW>
+CU_D float cu_dot_w(PX x, PW W, long long K, long long N, long long n, int trans_w) {
     float acc = 0.0f;
-    if (trans_w) for (long long k = 0; k < K; k++) acc += x[k] * W[n * K + k];
-    else for (long long k = 0; k < K; k++) acc += x[k] * W[k * N + n];
+    if (trans_w) for (long long k = 0; k < K; k++) acc += cu_f(x[k]) * cu_f(W[n * K + k]);
+    else for (long long k = 0; k < K; k++) acc += cu_f(x[k]) * cu_f(W[k * N + n]);
     return acc;
 }
 
-CU_D void cu_matmul_fwd(int part, f32p y, cf32p x, cf32p W, cf32p b, int S, int K, int N, int trans_w) {
+template <class PX, class PW>
+CU_D void cu_matmul_fwd(int part, f32p y, PX x, PW W, cf32p b, int S, int K, int N, int trans_w) {
     (void)part;
     CU_FOR(i, (long long)S * N) {
         long long r = i / N, n = i % N;
@@ -151,7 +154,8 @@ CU_D void cu_matmul_fwd(int part, f32p y, cf32p x, cf32p W, cf32p b, int S, int 
     }
 }
 
-CU_D void cu_matmul_res_fwd(int part, f32p y, cf32p x, cf32p W, cf32p b, cf32p res, int S, int K, int N) {
+template <class PX, class PW>
+CU_D void cu_matmul_res_fwd(int part, f32p y, PX x, PW W, cf32p b, cf32p res, int S, int K, int N) {
     (void)part;
     CU_FOR(i, (long long)S * N) {
         long long r = i / N, n = i % N;
@@ -159,14 +163,15 @@ CU_D void cu_matmul_res_fwd(int part, f32p y, cf32p x, cf32p W, cf32p b, cf32p r
     }
 }
 
-CU_D void cu_matmul_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, int S, int K, int N,
-                        int trans_w, int acc) {
+template <class PX, class PW, class PD>
+CU_D void cu_matmul_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, PX x, PW W, int S, int K, int N, int trans_w,
+                        int acc, PD dyh) {
     if (part == 0) {            /* dx[S,K] = dy W^T */
         if (!dx) return;
         CU_FOR(i, (long long)S * K) {
             long long r = i / K, k = i % K;
             float v = 0.0f;
-            for (long long n = 0; n < N; n++) v += dy[r * N + n] * (trans_w ? W[n * K + k] : W[k * N + n]);
+            for (long long n = 0; n < N; n++) v += cu_f(dyh[r * N + n]) * cu_f(trans_w ? W[n * K + k] : W[k * N + n]);
             dx[i] = acc ? dx[i] + v : v;
         }
     } else if (part == 1) {     /* dW += x^T dy, in W's layout */
@@ -174,7 +179,7 @@ CU_D void cu_matmul_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, 
         CU_FOR(i, (long long)K * N) {
             long long k = trans_w ? i % K : i / N, n = trans_w ? i / K : i % N;
             float v = 0.0f;
-            for (long long r = 0; r < S; r++) v += x[r * K + k] * dy[r * N + n];
+            for (long long r = 0; r < S; r++) v += cu_f(x[r * K + k]) * cu_f(dyh[r * N + n]);
             dW[i] += v;
         }
     } else {                    /* db += column sums of dy */
@@ -185,6 +190,20 @@ CU_D void cu_matmul_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, 
             db[n] += (float)v;
         }
     }
+}
+template <class PX, class PW>
+CU_D void cu_matmul_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, PX x, PW W, int S, int K, int N, int trans_w,
+                        int acc) {
+    cu_matmul_bwd(part, dx, dW, db, dy, x, W, S, K, N, trans_w, acc, dy);
+}
+
+/* y = x rounded to y's type (a half copy of a GEMM operand) over rows x width elements (rows:
+ * a cu_rows, or a parameter's 1) */
+template <class PY, class PX, class R>
+CU_D void cu_cast(int part, PY y, PX x, R rows, long long width) {
+    (void)part;
+    typedef typename cu_elem<PY>::type T;
+    CU_FOR(i, cu_rows_get(rows) * width) y[i] = cu_to<T>(cu_f(x[i]));
 }
 
 /* the output of a library GEMM that adds to it (beta = 1): the residual plus the bias */
@@ -342,7 +361,7 @@ CU_D void cu_kd_loss_bwd(int part, f32p dzs, cf32p ps, cf32p pt, float weight, f
 
 /* ---- optimizer: the global norm in 256 fixed chunks (the CPU's order), then AdamW ---- */
 #define CU_SUMSQ_CHUNKS 256
-CU_D void cu_grad_norm(int part, f64p norm_clip, cf32p g, long long n, double max_norm) {
+CU_D void cu_grad_norm(int part, f64p norm_clip, cf32p g, long long n, double max_norm, float grad_scale) {
     (void)part;
     __shared__ double part_sum[CU_SUMSQ_CHUNKS];
     if (blockIdx.x != 0) return;
@@ -357,9 +376,10 @@ CU_D void cu_grad_norm(int part, f64p norm_clip, cf32p g, long long n, double ma
     if (threadIdx.x == 0) {
         double total = 0.0;
         for (int c = 0; c < CU_SUMSQ_CHUNKS; c++) total += part_sum[c];
-        double norm = sqrt(total);
+        double norm = sqrt(total) / grad_scale;     /* as k_grad_clip (kernels/cpu/k_optim.h) */
         norm_clip[0] = norm;
-        norm_clip[1] = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+        norm_clip[1] = !isfinite(norm) ? 0.0
+                     : (max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0) / grad_scale;
     }
 }
 
@@ -368,6 +388,7 @@ CU_D void cu_adamw_step(int part, f32p p, cf32p g, f32p m, f32p v, long long n, 
     (void)part;
     float ib1 = (float)(1.0 / (1.0 - pow((double)beta1, t))), ib2 = (float)(1.0 / (1.0 - pow((double)beta2, t)));
     float c1 = 1.0f - beta1, c2 = 1.0f - beta2, scale = (float)clip[0];
+    if (clip[0] == 0.0) return;     /* gradients that are not finite: the step is skipped */
     CU_FOR(i, n) {
         float gi = g[i] * scale;
         float mi = beta1 * m[i] + c1 * gi, vi = beta2 * v[i] + c2 * gi * gi;

@@ -17,7 +17,9 @@
  *     kernels that use them are launched as kernels whose blocks synchronise;
  *   - atomics (atomicAdd, atomicMax, atomicMin, atomicExch, atomicCAS): plain updates, as
  *     one emulated thread runs at a time.
- * bf16/fp16 types join with the templates that use them.
+ *   - the half types' conversions (cu_common.cuh's cu_bf16, cu_f16): bf16 by the same bit
+ *     rounding as on the GPU, f16 through the host compiler's _Float16 (round to nearest
+ *     even, subnormals included, as the GPU's cvt.rn.f16.f32).
  */
 #ifndef MOE_CU_EMU_H
 #define MOE_CU_EMU_H
@@ -81,6 +83,7 @@ template <class T> inline T atomicCAS(T *a, T cmp, T v) { T o = *a; if (o == cmp
 
 /* a pointer into one tensor: [p - (p - lo), hi) is what it may touch */
 template <class T> struct emu_ptr {
+    typedef T elem;
     T *p;
     const unsigned char *lo, *hi;
     emu_ptr() : p(nullptr), lo(nullptr), hi(nullptr) {}
@@ -118,4 +121,14 @@ typedef emu_ptr<const float> cf32a;
 #define F32(b, o, n) MOE_EMU_VIEW(float, b, o, n)
 #define I32(b, o, n) MOE_EMU_VIEW(int32_t, b, o, n)
 #define F64(b, o, n) MOE_EMU_VIEW(double, b, o, n)
+#define BF16(b, o, n) MOE_EMU_VIEW(cu_bf16, b, o, n)
+#define F16(b, o, n) MOE_EMU_VIEW(cu_f16, b, o, n)
+
+/* ---- half types (cu_common.cuh declares the bf16 conversions over these) ---- */
+struct cu_bf16 { unsigned short u; };
+struct cu_f16 { unsigned short u; };
+inline unsigned cu_bits(float f) { unsigned u; __builtin_memcpy(&u, &f, 4); return u; }
+inline float cu_float(unsigned u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
+inline float cu_f(cu_f16 h) { _Float16 v; __builtin_memcpy(&v, &h.u, 2); return (float)v; }
+inline cu_f16 cu_f16_rn(float f) { _Float16 v = (_Float16)f; cu_f16 h; __builtin_memcpy(&h.u, &v, 2); return h; }
 #endif

@@ -224,40 +224,44 @@ CU_D int cu_expert_of(ci32p off, int E, long long r) {
 }
 
 /* y [R,N] = x [R,K] W[e] [K,N] + b[e] (b may be null); a thread per output, rows past R skipped.
- * Grid sized by the renderer for the compiled maximum of R (the y buffer). */
-CU_D void cu_moe_expert_fwd(int part, f32p y, cf32p x, cf32p W, cf32p b, ci32p counts, int E, int K, int N) {
+ * Grid sized by the renderer for the compiled maximum of R (the y buffer). The operands x, W
+ * (and dy's copy dyh, which the backward's GEMM parts read: absent, dy) are f32 or a half
+ * type (cu_common.cuh). */
+template <class PX, class PW>
+CU_D void cu_moe_expert_fwd(int part, f32p y, PX x, PW W, cf32p b, ci32p counts, int E, int K, int N) {
     (void)part;
     ci32p off = counts + MOE_OFF(E);
     long long R = counts[MOE_ROWS(E)];
     CU_FOR(i, R * N) {
         long long r = i / N, n = i % N;
         int e = cu_expert_of(off, E, r);
-        cf32p We = W + (long long)e * K * N;
+        PW We = W + (long long)e * K * N;
         float acc = b ? b[(long long)e * N + n] : 0.0f;
-        for (long long q = 0; q < K; q++) acc += x[r * K + q] * We[q * N + n];
+        for (long long q = 0; q < K; q++) acc += cu_f(x[r * K + q]) * cu_f(We[q * N + n]);
         y[i] = acc;
     }
 }
 
 /* parts: 0 = dx (acc) = dy W[e]^T, 1 = dW[e] += x^T dy over e's rows, 2 = db[e] += column sums */
-CU_D void cu_moe_expert_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, ci32p counts, int E,
-                            int K, int N, int acc) {
+template <class PX, class PW, class PD>
+CU_D void cu_moe_expert_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, PX x, PW W, ci32p counts, int E, int K,
+                            int N, int acc, PD dyh) {
     ci32p off = counts + MOE_OFF(E);
     if (part == 0) {
         if (!dx) return;
         long long R = counts[MOE_ROWS(E)];
         CU_FOR(i, R * K) {
             long long r = i / K, q = i % K;
-            cf32p We = W + (long long)cu_expert_of(off, E, r) * K * N;
+            PW We = W + (long long)cu_expert_of(off, E, r) * K * N;
             float v = 0.0f;
-            for (long long n = 0; n < N; n++) v += dy[r * N + n] * We[q * N + n];
+            for (long long n = 0; n < N; n++) v += cu_f(dyh[r * N + n]) * cu_f(We[q * N + n]);
             dx[i] = acc ? dx[i] + v : v;
         }
     } else if (part == 1) {
         CU_FOR(i, (long long)E * K * N) {
             long long e = i / ((long long)K * N), q = i / N % K, n = i % N;
             float v = 0.0f;
-            for (long long r = off[e]; r < off[e + 1]; r++) v += x[r * K + q] * dy[r * N + n];
+            for (long long r = off[e]; r < off[e + 1]; r++) v += cu_f(x[r * K + q]) * cu_f(dyh[r * N + n]);
             dW[i] += v;
         }
     } else if (db) {
@@ -282,8 +286,8 @@ CU_D void cu_moe_expert_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p
  * sums over p in order, as the simple form does. */
 #define CU_TN 64
 #define CU_TP 16
-template <int TM>
-CU_D void cu_grouped_mm(f32p C, cf32p A, cf32p B, cf32p bias, ci32p off, int E, long long P, long long J, int trans,
+template <int TM, class PA, class PB>
+CU_D void cu_grouped_mm(f32p C, PA A, PB B, cf32p bias, ci32p off, int E, long long P, long long J, int trans,
                         int acc) {
     constexpr int RA = TM / 16;     /* rows per thread */
     __shared__ float As[CU_TP][TM];
@@ -301,7 +305,7 @@ CU_D void cu_grouped_mm(f32p C, cf32p A, cf32p B, cf32p bias, ci32p off, int E, 
             rt -= c;
         }
         long long r0 = off[e] + rt * TM, r1 = off[e + 1];
-        cf32p Be = B + (long long)e * P * J;
+        PB Be = B + (long long)e * P * J;
         float v[RA][4];
         for (int a = 0; a < RA; a++)
             for (int b = 0; b < 4; b++) {
@@ -313,12 +317,12 @@ CU_D void cu_grouped_mm(f32p C, cf32p A, cf32p B, cf32p bias, ci32p off, int E, 
             for (int l = tid; l < CU_TP * TM; l += CU_NT) {        /* A[r0 + m, p0 + q] */
                 int q = l % CU_TP, m = l / CU_TP;
                 long long r = r0 + m, p = p0 + q;
-                As[q][m] = r < r1 && p < P ? A[r * P + p] : 0.0f;
+                As[q][m] = r < r1 && p < P ? cu_f(A[r * P + p]) : 0.0f;
             }
             for (int l = tid; l < CU_TP * CU_TN; l += CU_NT) {     /* op(B_e)(p0 + q, j0 + n) */
                 int q = trans ? l % CU_TP : l / CU_TN, n = trans ? l / CU_TP : l % CU_TN;
                 long long p = p0 + q, j = j0 + n;
-                Bs[q][n] = p < P && j < J ? (trans ? Be[j * P + p] : Be[p * J + j]) : 0.0f;
+                Bs[q][n] = p < P && j < J ? cu_f(trans ? Be[j * P + p] : Be[p * J + j]) : 0.0f;
             }
             __syncthreads();
             int np = (int)(P - p0 < CU_TP ? P - p0 : CU_TP);
@@ -339,7 +343,8 @@ CU_D void cu_grouped_mm(f32p C, cf32p A, cf32p B, cf32p bias, ci32p off, int E, 
  * block per 64 x 64 tile of one expert's dW, CU_TP-row slices of x and dy staged in shared
  * memory, 4 x 4 outputs per thread; each output sums the rows in order, as the simple form
  * (cu_moe_expert_bwd's part 1) does, then adds to dW. */
-CU_D void cu_grouped_wgrad(f32p dW, cf32p X, cf32p DY, ci32p off, int E, long long P, long long J) {
+template <class PX, class PD>
+CU_D void cu_grouped_wgrad(f32p dW, PX X, PD DY, ci32p off, int E, long long P, long long J) {
     __shared__ float Xs[CU_TP][CU_TN];
     __shared__ float Ds[CU_TP][CU_TN];
     const int tid = (int)threadIdx.x, ty = tid / 16, tx = tid % 16;
@@ -355,8 +360,8 @@ CU_D void cu_grouped_wgrad(f32p dW, cf32p X, cf32p DY, ci32p off, int E, long lo
             for (int l = tid; l < CU_TP * CU_TN; l += CU_NT) {     /* row rs + q, column m of the tile */
                 int q = l / CU_TN, m = l % CU_TN;
                 long long r = rs + q;
-                Xs[q][m] = r < r1 && p0 + m < P ? X[r * P + p0 + m] : 0.0f;
-                Ds[q][m] = r < r1 && j0 + m < J ? DY[r * J + j0 + m] : 0.0f;
+                Xs[q][m] = r < r1 && p0 + m < P ? cu_f(X[r * P + p0 + m]) : 0.0f;
+                Ds[q][m] = r < r1 && j0 + m < J ? cu_f(DY[r * J + j0 + m]) : 0.0f;
             }
             __syncthreads();
             int nr = (int)(r1 - rs < CU_TP ? r1 - rs : CU_TP);
@@ -373,34 +378,47 @@ CU_D void cu_grouped_wgrad(f32p dW, cf32p X, cf32p DY, ci32p off, int E, long lo
     }
 }
 
-template <int TM>
-CU_D void cu_expert_fwd_tiled(f32p y, cf32p x, cf32p W, cf32p b, ci32p counts, int E, int K, int N) {
+template <int TM, class PX, class PW>
+CU_D void cu_expert_fwd_tiled(f32p y, PX x, PW W, cf32p b, ci32p counts, int E, int K, int N) {
     cu_grouped_mm<TM>(y, x, W, b, counts + MOE_OFF(E), E, K, N, 0, 0);
 }
 /* part 0 (dx = dy W[e]^T) and part 1 (dW) tiled; part 2 (db) as in the simple form */
-template <int TM>
-CU_D void cu_expert_bwd_tiled(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, ci32p counts, int E,
-                              int K, int N, int acc) {
-    if (part == 1) { cu_grouped_wgrad(dW, x, dy, counts + MOE_OFF(E), E, K, N); return; }
-    if (part != 0) { cu_moe_expert_bwd(part, dx, dW, db, dy, x, W, counts, E, K, N, acc); return; }
-    if (dx) cu_grouped_mm<TM>(dx, dy, W, nullptr, counts + MOE_OFF(E), E, N, K, 1, acc);
+template <int TM, class PX, class PW, class PD>
+CU_D void cu_expert_bwd_tiled(int part, f32p dx, f32p dW, f32p db, cf32p dy, PX x, PW W, ci32p counts, int E, int K,
+                              int N, int acc, PD dyh) {
+    if (part == 1) { cu_grouped_wgrad(dW, x, dyh, counts + MOE_OFF(E), E, K, N); return; }
+    if (part != 0) { cu_moe_expert_bwd(part, dx, dW, db, dy, x, W, counts, E, K, N, acc, dyh); return; }
+    if (dx) cu_grouped_mm<TM>(dx, dyh, W, cf32p(), counts + MOE_OFF(E), E, N, K, 1, acc);
 }
-/* the variants as the renderer names them: tiles of 64 (v1) and 32 (v2) rows */
-CU_D void cu_moe_expert_fwd_tiled(int part, f32p y, cf32p x, cf32p W, cf32p b, ci32p counts, int E, int K, int N) {
+/* the variants as the renderer names them: tiles of 64 (v1) and 32 (v2) rows; the backward
+ * without dyh (an f32 model) reads dy */
+template <class PX, class PW>
+CU_D void cu_moe_expert_fwd_tiled(int part, f32p y, PX x, PW W, cf32p b, ci32p counts, int E, int K, int N) {
     (void)part;
     cu_expert_fwd_tiled<64>(y, x, W, b, counts, E, K, N);
 }
-CU_D void cu_moe_expert_fwd_tiled32(int part, f32p y, cf32p x, cf32p W, cf32p b, ci32p counts, int E, int K, int N) {
+template <class PX, class PW>
+CU_D void cu_moe_expert_fwd_tiled32(int part, f32p y, PX x, PW W, cf32p b, ci32p counts, int E, int K, int N) {
     (void)part;
     cu_expert_fwd_tiled<32>(y, x, W, b, counts, E, K, N);
 }
-CU_D void cu_moe_expert_bwd_tiled(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, ci32p counts,
-                                  int E, int K, int N, int acc) {
-    cu_expert_bwd_tiled<64>(part, dx, dW, db, dy, x, W, counts, E, K, N, acc);
-}
-CU_D void cu_moe_expert_bwd_tiled32(int part, f32p dx, f32p dW, f32p db, cf32p dy, cf32p x, cf32p W, ci32p counts,
-                                    int E, int K, int N, int acc) {
-    cu_expert_bwd_tiled<32>(part, dx, dW, db, dy, x, W, counts, E, K, N, acc);
+#define CU_EXPERT_BWD(NAME, CALL)                                                                                \
+    template <class PX, class PW, class PD>                                                                      \
+    CU_D void NAME(int part, f32p dx, f32p dW, f32p db, cf32p dy, PX x, PW W, ci32p counts, int E, int K, int N, \
+                   int acc, PD dyh) {                                                                            \
+        CALL(part, dx, dW, db, dy, x, W, counts, E, K, N, acc, dyh);                                             \
+    }                                                                                                            \
+    template <class PX, class PW>                                                                                \
+    CU_D void NAME(int part, f32p dx, f32p dW, f32p db, cf32p dy, PX x, PW W, ci32p counts, int E, int K, int N, \
+                   int acc) {                                                                                    \
+        CALL(part, dx, dW, db, dy, x, W, counts, E, K, N, acc, dy);                                              \
+    }
+CU_EXPERT_BWD(cu_moe_expert_bwd_tiled, cu_expert_bwd_tiled<64>)
+CU_EXPERT_BWD(cu_moe_expert_bwd_tiled32, cu_expert_bwd_tiled<32>)
+template <class PX, class PW>
+CU_D void cu_moe_expert_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, PX x, PW W, ci32p counts, int E, int K,
+                            int N, int acc) {
+    cu_moe_expert_bwd(part, dx, dW, db, dy, x, W, counts, E, K, N, acc, dy);
 }
 
 CU_D void cu_moe_mix(cf32p coef, long long s, float &a0, float &a1) {

@@ -302,7 +302,6 @@ int cli_train(int argc, char **argv) {
     interrupts = 0;
     sigaction(SIGINT, &sa, &old_sa);
     moe_ctx *c = &rt->ctx;
-    c->loss_scale = 1.0f / (float)p->accumulate;
     int overlap = !moe_arg(f, nf, "--no-overlap");
     double before = moe_log_elapsed(log), t_start = moe_now_ms() / 1e3 - before;
     double flops_per_step = moe_train_flops_per_token(p, T) * B * T * (double)p->accumulate * R;
@@ -323,6 +322,8 @@ int cli_train(int argc, char **argv) {
             say("step %lld: distillation ends (distill.stop_step): from step %lld on the teacher no longer runs",
                 (long long)step, (long long)(step + 1));
         c->mode = MOE_MODE_TRAIN;
+        c->grad_scale = (float)rt->scaler.scale;   /* fp16: the dynamic loss scale; else 1 */
+        c->loss_scale = (float)(rt->scaler.scale / (double)p->accumulate);
         for (int u = 0; u < p->accumulate; u++) {
             int mu = u * R + moe_comm_data_rank(w);    /* the micro-batch of the step's draw (R B per micro-step) */
             c->reduce = overlap && u == p->accumulate - 1;  /* its backward starts the sums of the buckets it completes */
@@ -331,12 +332,14 @@ int cli_train(int argc, char **argv) {
             moe_rt_upload_batch(rt);
             moe_rt_run(rt, MOE_PHASE_FWD, MOE_PHASE_BWD);
         }
-        c->opt_step = (int)(step + 1);
+        c->opt_step = (int)(step + 1 - rt->scaler.skipped);    /* AdamW counts the steps it took */
         c->lr = (float)moe_lr_at(&sched, step);
         moe_rt_run(rt, MOE_PHASE_OPT, MOE_PHASE_OPT);
         moe_stats st;
         moe_rt_stats_read(rt, &st);
         moe_rt_stats_reduce(rt, &st, 1);    /* the mean over the ranks */
+        double scale = rt->scaler.scale;
+        int skipped = p->half == MOE_F16 && moe_scaler_update(&rt->scaler, st.grad_norm);
         w->traffic(w, &msg1, &bytes1);
         double n = (double)p->accumulate, t1 = (moe_now_ms() / 1e3);
         moe_step_metrics m = {
@@ -349,7 +352,7 @@ int cli_train(int argc, char **argv) {
             .gflops = flops_per_step / (t1 - t0) / 1e9,
             .a2a_messages = p->par_expert > 1 ? msg1 - msg0 : -1, .a2a_bytes = p->par_expert > 1 ? bytes1 - bytes0 : -1,
             .n_moe = p->n_moe, .experts = p->experts, .moe_block = p->moe_block, .loads = (const float *const *)loads,
-            .run = step == start ? &run : NULL};
+            .run = step == start ? &run : NULL, .loss_scale = p->half == MOE_F16 ? scale : 0.0, .skipped = skipped};
         m.loss = m.lm_loss + p->aux_loss * m.aux_loss + p->z_loss * m.z_loss + (tc ? tc->weight * m.kd_loss : 0.0);
         for (int i = 0; i < p->n_moe; i++) {
             const double *l = st.record + p->stat_loads[i];
@@ -367,7 +370,14 @@ int cli_train(int argc, char **argv) {
         if (m.loss != m.loss) {
             cli_fail("loss is NaN at step %lld; stopping", (long long)(step + 1));
             rc = MOE_EXIT_FAIL;
+        } else if (!isfinite(st.grad_norm) && !skipped) {     /* (AdamW left the weights as they were) */
+            cli_fail("the gradient norm is %g at step %lld; stopping", st.grad_norm, (long long)(step + 1));
+            rc = MOE_EXIT_FAIL;
         }
+        if (skipped && lead && rt->scaler.skipped <= 10)
+            say("step %lld: fp16 gradients overflowed at loss scale %g: the step is skipped and the scale is now %g%s",
+                (long long)(step + 1), scale, rt->scaler.scale,
+                rt->scaler.skipped < 10 ? "" : log ? " (further skips go to the log only)" : " (no further skips are shown)");
         m.warning = moe_spike_check(&spike, m.loss, m.grad_norm, warning, sizeof warning);
         if (m.warning && lead && warned++ < 5)
             say("warning: step %lld: %s%s", (long long)(step + 1), m.warning,

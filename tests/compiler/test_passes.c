@@ -56,7 +56,7 @@ static int run(arena *a, diag_ctx *d, const md_model *m, pl_result *r, void (*ho
 /* the bodies of the generated step functions may name only these host values of the context */
 static void check_no_host_reads(const char *what, const char *c) {
     static const char *const ok[] = {"c->B", "c->T", "c->pos", "c->mode", "c->rng", "c->loss_scale", "c->lr",
-                                     "c->opt_step", "c->comm", "c->reduce"};
+                                     "c->opt_step", "c->comm", "c->reduce", "c->grad_scale"};
     int steps = 0;
     for (const char *p = strstr(c, "(moe_ctx *c) {\n"); p; p = strstr(p + 1, "(moe_ctx *c) {\n")) {
         const char *end = strstr(p, "\n}\n");
@@ -277,6 +277,75 @@ static void check_settings(arena *a) {
     diag_destroy(d);
 }
 
+/* dtype bf16/fp16 on the cuda target: every GEMM reads half x and W (and dyh in the backward,
+ * beside an f32 dy); each weight is cast once; every cast feeds a GEMM; the decode program
+ * and the cpu target's (or --target all's) have none */
+static int gemm_op(ir_op op) { return op == IR_MATMUL || op == IR_EXPERT_MM || op == IR_MATMUL_BWD || op == IR_EXPERT_MM_BWD; }
+static int count_casts(const ir_graph *g) {
+    int n = 0;
+    for (int i = 0; i < g->nn; i++) n += !g->n[i].dead && g->n[i].op == IR_CAST;
+    return n;
+}
+static void check_precision_of(const char *what, md_model m, md_dtype dt, int recompute, arena *a) {
+    m.dtype = dt;
+    m.train.recompute = recompute;
+    moe_dtype h = dt == MD_DT_BF16 ? MOE_BF16 : MOE_F16;
+    diag_ctx *d = diag_create(0);
+    pl_options cuda = {.caps = &cg_target_find("cuda")->caps, .opt_level = 3};
+    pl_result r;
+    CHECK(pl_run(a, d, &m, &cuda, &r) == 0 && diag_count(d) == 0 && diag_warning_count(d) == 0, "%s: pipeline", what);
+    diag_destroy(d);
+    if (!r.train) return;
+    const ir_graph *g = r.train;
+    CHECK(g->half == h && r.decode->half == MOE_F32 && count_casts(r.decode) == 0, "%s: the decode program casts", what);
+    int *reads = calloc((size_t)g->nt, sizeof(int)), *casts_of = calloc((size_t)g->nt, sizeof(int)), gemms = 0;
+    for (int i = 0; i < g->nn; i++) {
+        const ir_node *n = &g->n[i];
+        if (n->dead) continue;
+        if (n->op == IR_CAST) {
+            CHECK(g->t[n->out[0]].dtype == h && g->t[n->in[0]].dtype == MOE_F32, "%s: %s", what, n->name);
+            if (g->t[n->in[0]].kind == IR_T_PARAM) casts_of[n->in[0]]++;
+        }
+        if (!gemm_op(n->op)) continue;
+        gemms++;
+        int x = n->in[ir_slot_index(n->op, 0, "x")], w = n->in[ir_slot_index(n->op, 0, "W")];
+        CHECK(g->t[x].dtype == h && g->t[w].dtype == h && g->t[w].kind == IR_T_ACT, "%s: %s reads f32 operands", what,
+              n->name);
+        reads[x]++, reads[w]++;
+        if (n->op == IR_MATMUL_BWD || n->op == IR_EXPERT_MM_BWD) {
+            int dy = n->in[ir_slot_index(n->op, 0, "dy")], dyh = n->in[ir_slot_index(n->op, 0, "dyh")];
+            CHECK(dyh >= 0 && g->t[dyh].dtype == h && g->t[dy].dtype == MOE_F32, "%s: %s: dy and dyh", what, n->name);
+            if (dyh >= 0) reads[dyh]++;
+        }
+    }
+    for (int i = 0; i < g->nn; i++)
+        if (!g->n[i].dead && g->n[i].op == IR_CAST)
+            CHECK(reads[g->n[i].out[0]] > 0, "%s: %s feeds no GEMM", what, g->n[i].name);
+    for (int t = 0; t < g->nt; t++)
+        CHECK(casts_of[t] <= 1, "%s: parameter %s cast %d times", what, g->t[t].name, casts_of[t]);
+    CHECK(gemms > 10 && count_casts(g) > 10, "%s: %d GEMMs, %d casts", what, gemms, count_casts(g));
+    free(reads), free(casts_of);
+}
+static void check_precision(arena *a) {
+    md_model m = tiny(a, 2, 2, 1, MD_ACT_RELU, MD_NORM_LAYERNORM, MD_POS_LEARNED);
+    check_precision_of("bf16 top2 residual pyramid", m, MD_DT_BF16, 0, a);
+    check_precision_of("fp16 top2 residual pyramid, recompute", m, MD_DT_FP16, 1, a);
+    check_precision_of("bf16 modern", tiny(a, 1, 2, 0, MD_ACT_SWIGLU, MD_NORM_RMSNORM, MD_POS_ROPE), MD_DT_BF16, 0, a);
+    /* --target all: the cpu program (its pipeline speaks first) rules both; the warning says so */
+    m.dtype = MD_DT_BF16;
+    ir_caps both = cpu()->caps;
+    both.dtypes &= cg_target_find("cuda")->caps.dtypes;
+    pl_options o = {.caps = &both, .opt_level = 3, .alike = "cuda"};
+    diag_ctx *d = diag_create(0);
+    pl_result r;
+    CHECK(pl_run(a, d, &m, &o, &r) == 0 && diag_warning_count(d) == 1 && count_casts(r.train) == 0, "all: bf16");
+    char *text = printed(d);
+    CHECK(text && strstr(text, "--target all plans both programs alike, so the cuda program computes in fp32 too; build "
+                               "--target cuda for bf16"), "all: the hint: %s", text ? text : "");
+    free(text);
+    diag_destroy(d);
+}
+
 int main(void) {
     arena *a = arena_create(0);
     md_model m;
@@ -293,6 +362,7 @@ int main(void) {
     check_recompute("recompute modern", tiny(a, 1, 2, 0, MD_ACT_SWIGLU, MD_NORM_RMSNORM, MD_POS_ROPE), a);
     check_verify(a);
     check_settings(a);
+    check_precision(a);
     arena_destroy(a);
     printf("%d failed\n", failures);
     return failures != 0;

@@ -229,3 +229,16 @@ int cublasSgemm_v2(void *h, int ta, int tb, int m, int n, int k, const float *al
                    const float *b, int ldb, const float *beta, float *c, int ldc) {
     return cublasSgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
 }
+/* bf16/f16 operands, f32 output and accumulation: the column-major product as the row-major one
+ * the emulator's GEMM makes (operands swapped back, as device_cuda.c swapped them) */
+int cublasGemmEx(void *h, int ta, int tb, int m, int n, int k, const void *alpha, const void *a, int atype, int lda,
+                 const void *b, int btype, int ldb, const void *beta, void *c, int ctype, int ldc, int compute, int algo) {
+    (void)algo;
+    int dt = atype == 14 ? MOE_BF16 : atype == 2 ? MOE_F16 : -1;
+    if (h != &blas_token || fail("cublasSgemm")) return 7;
+    if (dt < 0 || btype != atype || ctype != 0 || compute != 68 || !emu.ops) return 15;     /* NOT_SUPPORTED */
+    moe_gemm g = {tb, ta, n, m, k, *(const float *)alpha, *(const float *)beta, b, a, c, ldb, lda, ldc, 1, 0, 0, 0, dt};
+    if (emu.ops->gemm(&emu, &g)) return 13;     /* EXECUTION_FAILED */
+    if (getenv("MOCK_CUBLAS_SKEW") && m > 0 && n > 0) ((float *)c)[0] = ((float *)c)[0] * 1.01f + 0.01f;
+    return 0;
+}

@@ -3,6 +3,7 @@
 # stand-in driver and cuBLAS (mock_cuda.c) that run the kernels on the emulator: a short
 # training run under --device cuda gives --device cuda-emu's figures bit for bit, with the
 # kernels compiled by NVRTC at start (a cold kernel cache) and then found in the cache; a
+# bf16 model's GEMMs go through cublasGemmEx, again as cuda-emu's bit for bit; a
 # failing driver call stops the command with a message naming the call, its error, and the
 # file and line, and a non-zero exit; the device frees what it allocated. An executable
 # built with --target all runs its cuda program where a GPU answers and its cpu program
@@ -28,6 +29,15 @@ ls "$work"/cache/kernels/*-sm_90-*.cubin > /dev/null 2>&1 || bad "no sm_90 cubin
 [ "$(ls "$work"/cache/kernels | wc -l)" = 1 ] || bad "the warm run compiled again: $(ls "$work"/cache/kernels)"
 "$work/m" info --device cuda | grep -qx "  device cuda: mock GPU 0, the cuda-emu emulator (compute capability 9.0)" \
     || bad "info --device cuda does not describe the GPU"
+
+# a bf16 model: the GEMMs' half operands through cublasGemmEx
+sed "0,/^model [^{]*{/s//&\n    dtype = bf16/" "$model" > "$work/bf16.moe"
+"$moec" build "$work/bf16.moe" -o "$work/bf16" --target cuda --no-kernel-check || exit 1
+"$work/bf16" train --steps $steps --log "$work/bf16_emu.jsonl" --device cuda-emu > /dev/null 2>&1 || bad "bf16: cuda-emu run"
+"$work/bf16" train --steps $steps --log "$work/bf16_cuda.jsonl" --device cuda > /dev/null 2> "$work/bf16.err" ||
+    bad "bf16: --device cuda: $(cat "$work/bf16.err")"
+cmp -s <(jq -r "$fields" "$work/bf16_emu.jsonl") <(jq -r "$fields" "$work/bf16_cuda.jsonl") ||
+    bad "bf16: the run under --device cuda differs from cuda-emu"
 
 # --target all: the GPU by default where there is one (here, the stand-in), else the CPU
 "$moec" build "$model" -o "$work/all" --target all --no-kernel-check || exit 1

@@ -1,6 +1,7 @@
 /* test_optim.c - AdamW over several steps against a scalar double reference (with weight
  * decay, gradient scaling, zero gradients), k_sumsq against a double sum and bitwise across
- * calls and thread counts, k_scale. */
+ * calls and thread counts, k_scale; the global norm and clip factor of gradients that carry
+ * an fp16 loss scale, and the step skipped when they overflowed. */
 #include "k_optim.h"
 #include "kt.h"
 
@@ -55,6 +56,34 @@ static void run_sumsq(long n) {
     free(x), free(y), free(w);
 }
 
+/* gradients carrying scale s: the norm and clip factor are those of g / s (the factor then
+ * divides s out); an infinite gradient makes the factor 0 and AdamW changes nothing */
+static void run_grad_scale(long n, double max_norm, float s) {
+    KT_CASE("grad_norm n=%ld max_norm=%g grad_scale=%g", n, max_norm, s);
+    float *g = kt_rand(n, -1, 1), *gs = kt_copy(g, n);
+    for (long i = 0; i < n; i++) gs[i] *= s;    /* s a power of two: exact */
+    double want = 0, nc[2], ns[2];
+    for (long i = 0; i < n; i++) want += (double)g[i] * g[i];
+    want = sqrt(want);
+    k_grad_norm(nc, g, n, max_norm, 1.0f);
+    k_grad_norm(ns, gs, n, max_norm, s);
+    double clip = max_norm > 0 && want > max_norm ? max_norm / (want + 1e-6) : 1.0;
+    KT_EXPECT(fabs(nc[0] - want) <= 1e-12 * want && fabs(ns[0] - want) <= 1e-12 * want, "norm %.17g, scaled %.17g, "
+              "want %.17g", nc[0], ns[0], want);
+    KT_EXPECT(fabs(nc[1] - clip) <= 1e-12 && fabs(ns[1] * s - clip) <= 1e-12, "factor %.17g, scaled %.17g x %g, want "
+              "%.17g", nc[1], ns[1], s, clip);
+    gs[n / 2] = INFINITY;
+    k_grad_norm(ns, gs, n, max_norm, s);
+    KT_EXPECT(isinf(ns[0]) && ns[1] == 0.0, "overflowed: norm %g factor %g, want inf and 0", ns[0], ns[1]);
+    float *p = kt_rand(n, -1, 1), *m = kt_rand(n, -1, 1), *v = kt_rand(n, 0, 1);
+    float *p0 = kt_copy(p, n), *m0 = kt_copy(m, n), *v0 = kt_copy(v, n);
+    k_adamw_step(p, gs, m, v, n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, &ns[1], 3);
+    kt_bitwise("p after a skipped step", p, p0, sizeof(float) * (size_t)n);
+    kt_bitwise("m after a skipped step", m, m0, sizeof(float) * (size_t)n);
+    kt_bitwise("v after a skipped step", v, v0, sizeof(float) * (size_t)n);
+    free(g), free(gs), free(p), free(m), free(v), free(p0), free(m0), free(v0);
+}
+
 int main(void) {
     static const long sizes[] = {1, 7, 255, 257, 1000, 300001};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -63,5 +92,8 @@ int main(void) {
         run_adamw(sizes[i] < 100000 ? sizes[i] : 50001, 0.1f, 0.5f);
     }
     run_sumsq(0);
+    run_grad_scale(1000, 0.0, 65536.0f);
+    run_grad_scale(1000, 1.0, 1024.0f);     /* the norm (about 18) is clipped to 1 */
+    run_grad_scale(5, 100.0, 2.0f);
     return kt_report("test_optim");
 }

@@ -54,7 +54,8 @@ static void test_gemm(moe_device *d) {
     for (int i = 0; i < BATCH * M * N; i++) c0[i] = (float)(i % 5) - 2.0f;
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
-            moe_gemm g = {ta, tb, M, N, K, 0.5f, 2.0f, a, b, c, ta ? M : K, tb ? K : N, N, BATCH, M * K, K * N, M * N};
+            moe_gemm g = {ta, tb, M, N, K, 0.5f, 2.0f, a, b, c, ta ? M : K, tb ? K : N, N, BATCH, M * K, K * N, M * N,
+                          MOE_F32};
             memcpy(c, c0, sizeof c);
             CHECK(d->ops->gemm_batched(d, &g) == 0);
             double want[M * N];
@@ -73,8 +74,24 @@ static void test_gemm(moe_device *d) {
             for (int i = M * N; i < BATCH * M * N; i++) worst = fmax(worst, fabs(c0[i] - c[i]));  /* untouched */
             CHECK(worst < 1e-5);
         }
-    moe_gemm bad = {0, 0, -1, N, K, 1, 0, a, b, c, K, N, N, 1, 0, 0, 0};
+    moe_gemm bad = {0, 0, -1, N, K, 1, 0, a, b, c, K, N, N, 1, 0, 0, 0, MOE_F32};
     CHECK(d->ops->gemm(d, &bad) == -1 && strstr(d->err, "gemm: bad shape"));
+}
+
+/* half operands (bits written out by hand) are widened exactly: f16's smallest subnormal
+ * 2^-24 (0x0001) times its largest value 65504 (0x7bff), plus 1 x 2; bf16's 1 x 3 + (-3) x 0.5 */
+static void test_gemm_half(moe_device *d) {
+    const uint16_t fa[2] = {0x0001, 0x3c00}, fb[2] = {0x7bff, 0x4000};
+    const uint16_t ba[2] = {0x3f80, 0xc040}, bb[2] = {0x4040, 0x3f00};
+    float c = 1.0f;
+    moe_gemm g = {0, 0, 1, 1, 2, 1.0f, 1.0f, (const float *)fa, (const float *)fb, &c, 2, 1, 1, 1, 0, 0, 0, MOE_F16};
+    CHECK(d->ops->gemm(d, &g) == 0);
+    CHECK(c == (float)(1.0 + 65504.0 / 16777216.0 + 2.0));
+    g = (moe_gemm){0, 0, 1, 1, 2, 2.0f, 0.0f, (const float *)ba, (const float *)bb, &c, 2, 1, 1, 1, 0, 0, 0, MOE_BF16};
+    CHECK(d->ops->gemm(d, &g) == 0 && c == 3.0f);
+    CHECK(d->ops->gemm_batched(d, &g) == -1 && strstr(d->err, "batched products take f32 operands"));
+    g.dtype = MOE_I32;
+    CHECK(d->ops->gemm(d, &g) == -1 && strstr(d->err, "gemm: operands of dtype"));
 }
 
 static void test_refusals(moe_device *d) {
@@ -99,6 +116,7 @@ int main(void) {
     if (!d) return 1;
     test_memory(d);
     test_gemm(d);
+    test_gemm_half(d);
     test_refusals(d);
     moe_device_close(d);
     return t_done("test_device");

@@ -1,5 +1,6 @@
 /* test_log.c - the JSONL log parses back with jansson and holds the given values; the
- * progress line has the documented form on a pipe/file and on a terminal. */
+ * progress line has the documented form on a pipe/file and on a terminal; fp16's loss scale:
+ * the scaler's rule (rt.h) and the log's loss_scale and skipped fields. */
 #define _XOPEN_SOURCE 700   /* posix_openpt and friends, before any system header */
 #include <fcntl.h>
 #include <jansson.h>
@@ -7,6 +8,7 @@
 #include <stdint.h>
 
 #include "log.h"
+#include "rt.h"
 #include "t_common.h"
 
 static int near(json_t *v, double want) {
@@ -198,8 +200,47 @@ static void test_spike(void) {
     CHECK(moe_spike_check(&s, 9.0, 1.0, buf, sizeof buf) != NULL && strncmp(buf, "loss spike: 9 against", 21) == 0);
 }
 
+/* halves on overflow (not below 1), doubles after MOE_SCALE_WINDOW good steps in a row, counts
+ * the skipped steps; the log has loss_scale and skipped when loss_scale is set, else neither */
+static void test_loss_scale(void) {
+    moe_scaler s = {MOE_SCALE_INIT, 0, 0};
+    CHECK(moe_scaler_update(&s, 1.5) == 0 && s.scale == MOE_SCALE_INIT && s.good == 1);
+    CHECK(moe_scaler_update(&s, INFINITY) == 1 && s.scale == MOE_SCALE_INIT / 2 && s.good == 0 && s.skipped == 1);
+    CHECK(moe_scaler_update(&s, NAN) == 1 && s.scale == MOE_SCALE_INIT / 4 && s.skipped == 2);
+    for (int i = 0; i < MOE_SCALE_WINDOW - 1; i++) moe_scaler_update(&s, 0.5);
+    CHECK(s.scale == MOE_SCALE_INIT / 4 && s.good == MOE_SCALE_WINDOW - 1);
+    CHECK(moe_scaler_update(&s, 0.5) == 0 && s.scale == MOE_SCALE_INIT / 2 && s.good == 0);
+    moe_scaler one = {1.5, 0, 0};
+    CHECK(moe_scaler_update(&one, INFINITY) == 1 && one.scale == 1.0);
+    CHECK(moe_scaler_update(&one, INFINITY) == 1 && one.scale == 1.0 && one.skipped == 2);
+
+    const char *p = t_path("scale.jsonl");
+    char err[512] = "";
+    moe_log *l = moe_log_open(p, err, sizeof err);
+    CHECK(l != NULL);
+    if (!l) return;
+    moe_step_metrics m = metrics(1, NULL);
+    m.n_moe = 0;
+    CHECK(moe_log_step(l, &m) == 0);            /* not fp16: no fields */
+    m.step = 2, m.loss_scale = 32768, m.skipped = 1;
+    CHECK(moe_log_step(l, &m) == 0);
+    moe_log_close(l);
+    FILE *f = fopen(p, "r");
+    char line[4096];
+    for (int k = 1; f && fgets(line, sizeof line, f); k++) {
+        json_t *o = json_loads(line, 0, NULL);
+        CHECK(o != NULL);
+        if (!o) continue;
+        if (k == 1) CHECK(!json_object_get(o, "loss_scale") && !json_object_get(o, "skipped"));
+        else CHECK(near(json_object_get(o, "loss_scale"), 32768) && json_is_true(json_object_get(o, "skipped")));
+        json_decref(o);
+    }
+    if (f) fclose(f);
+}
+
 int main(void) {
     t_mkdir();
+    test_loss_scale();
     test_spike();
     test_jsonl();
     test_progress_plain();
