@@ -7,7 +7,8 @@
 #                                bench/results/gpu): gpu.md (the tables), gpu.log, and
 #                                raw.tar.gz (every log and JSON); under 8 minutes
 #   bash bench/gpu.sh all        a GPU machine with moec's build dependencies: both
-# GPU_MODELS (default "tiny gpu_medium") and GPU_TINY_STEPS (300) shorten a run.
+# GPU_MODELS (default "tiny gpu_medium tiny_bf16 gpu_medium_bf16") and GPU_TINY_STEPS (300)
+# shorten a run.
 #
 # pack needs a built moec (build/moec, or MOEC=...). Its executables carry both programs
 # (--target all) and are compiled for x86-64-v3 (MOEC_MARCH), and DIR also holds the shared
@@ -27,6 +28,11 @@ pack() {
     log "building the benchmark models (--target all, -march=$MOEC_MARCH)"
     "$MOEC" build "$ROOT/examples/tiny.moe" -o "$dir/bin/tiny" --target all || exit 1
     "$MOEC" build "$ROOT/bench/models/gpu_medium.moe" -o "$dir/bin/gpu_medium" --target all || exit 1
+    log "their bf16 forms (--target cuda: --target all computes in fp32)"
+    for m in examples/tiny bench/models/gpu_medium; do
+        sed "0,/^model [^{]*{/s//&\n    dtype = bf16/" "$ROOT/$m.moe" > "$dir/$(basename $m)_bf16.moe"
+        "$MOEC" build "$dir/$(basename $m)_bf16.moe" -o "$dir/bin/$(basename $m)_bf16" --target cuda || exit 1
+    done
     log "building the reference cases (--target cuda)"
     for c in "$ROOT"/tests/reference/cases/*/; do
         c=${c%/}
@@ -70,12 +76,13 @@ run() {
     echo "reference goldens: $pass passed, $fail failed" | tee "$out/ref_summary.txt"
 
     local steps=${GPU_TINY_STEPS:-300}
-    log "tiny: $steps training steps on the GPU and on the CPU"
+    log "tiny: $steps training steps on the GPU (fp32, bf16) and on the CPU"
     "$b/tiny" train --steps "$steps" --device cuda --log "$out/tiny_cuda.jsonl" > /dev/null
+    "$b/tiny_bf16" train --steps "$steps" --device cuda --log "$out/tiny_bf16.jsonl" > /dev/null
     "$b/tiny" train --steps "$steps" --device cpu --log "$out/tiny_cpu.jsonl" > /dev/null
 
-    log "throughput (fp32; bf16 is not implemented yet)"
-    for m in ${GPU_MODELS:-tiny gpu_medium}; do
+    log "throughput (fp32 and bf16)"
+    for m in ${GPU_MODELS:-tiny gpu_medium tiny_bf16 gpu_medium_bf16}; do
         for mode in train infer; do
             "$b/$m" bench --$mode --device cuda --steps 10 --warmup 3 --json > "$out/bench_${m}_$mode.json" \
                 || echo "FAIL: bench $m --$mode"
@@ -85,7 +92,9 @@ run() {
     DEV="$dev" OUTDIR="$out" DEST="$dest" python3 - <<'PY'
 import json, os
 out, dev = os.environ["OUTDIR"], os.environ["DEV"]
-peak = 67.0 if ("H100" in dev or "H200" in dev) else 19.5 if "A100" in dev else None   # fp32 (no TF32), TFLOP/s
+hopper, ampere = "H100" in dev or "H200" in dev, "A100" in dev
+peaks = {"fp32": 67.0 if hopper else 19.5 if ampere else None,        # dense TFLOP/s: fp32 (no TF32),
+         "bf16": 989.0 if hopper else 312.0 if ampere else None}      # bf16 tensor cores
 lines = [f"# moec cuda target on {dev}", ""]
 def first_line(path, last=False):
     try:
@@ -96,13 +105,17 @@ lines += ["- " + first_line(f"{out}/ref_summary.txt") + " (the PyTorch reference
           "- verify, tiny (each op on the GPU against the CPU, same inputs): " + first_line(f"{out}/verify_tiny.txt", True), ""]
 def curve(name):
     return [json.loads(l) for l in open(f"{out}/tiny_{name}.jsonl") if '"loss"' in l]
-g, c = curve("cuda"), curve("cpu")
-rel = max(abs(a["loss"] - b["loss"]) / abs(b["loss"]) for a, b in zip(g, c)) if g and c else float("nan")
-lines += [f"## tiny, {len(g)} steps: GPU against CPU", "",
-          f"final loss GPU {g[-1]['loss']:.5f}, CPU {c[-1]['loss']:.5f}; largest relative difference over the curve {rel:.2e}", ""]
-lines += ["## throughput (fp32)", "", "| model | mode | tokens/s | ms/step | dense GEMM TFLOP/s | expert GEMM TFLOP/s |",
+c = curve("cpu")
+for name in ("cuda", "bf16"):
+    try: g = curve(name)
+    except Exception: continue
+    rel = max(abs(a["loss"] - b["loss"]) / abs(b["loss"]) for a, b in zip(g, c)) if g and c else float("nan")
+    lines += [f"## tiny, {len(g)} steps: GPU ({'fp32' if name == 'cuda' else 'bf16'}) against CPU (fp32)", "",
+              f"final loss GPU {g[-1]['loss']:.5f}, CPU {c[-1]['loss']:.5f}; largest relative difference over the curve {rel:.2e}", ""]
+lines += ["## throughput", "", "| model | mode | tokens/s | ms/step | dense GEMM TFLOP/s | expert GEMM TFLOP/s |",
           "| --- | --- | --- | --- | --- | --- |"]
-for m in ("tiny", "gpu_medium"):
+for m in ("tiny", "gpu_medium", "tiny_bf16", "gpu_medium_bf16"):
+    peak = peaks["bf16" if m.endswith("_bf16") else "fp32"]
     try: info = json.load(open(f"{out}/info_{m}.json"))
     except Exception: continue
     for mode in ("train", "infer"):
@@ -130,14 +143,15 @@ for m in ("tiny", "gpu_medium"):
             t = f / ms / 1e9
             return f"{t:.2f}" + (f" ({100 * t / peak:.0f}% of {peak:g})" if peak else "")
         lines.append(f"| {m} | {mode} | {r['tokens_per_s']:.0f} | {r['step_ms']:.2f} | {rate('dense')} | {rate('expert')} |")
-lines += ["", "bf16/fp16: not implemented yet (the cuda target computes in fp32).", "",
-          "## the 15 most expensive steps of gpu_medium, train", "", "| step | ms | share |", "| --- | --- | --- |"]
-try:
-    r = json.load(open(f"{out}/bench_gpu_medium_train.json"))
-    for kern in sorted(r["kernels"], key=lambda x: -x["ms"])[:15]:
-        lines.append(f"| {kern['name']} | {kern['ms']:.3f} | {100 * kern['share']:.1f}% |")
-except Exception as e:
-    lines.append(f"(no profile: {e})")
+lines += ["", "(bf16: the GEMMs' operands in bf16, everything else fp32; its peak is the bf16 tensor cores')"]
+for m in ("gpu_medium", "gpu_medium_bf16"):
+    lines += ["", f"## the 15 most expensive steps of {m}, train", "", "| step | ms | share |", "| --- | --- | --- |"]
+    try:
+        r = json.load(open(f"{out}/bench_{m}_train.json"))
+        for kern in sorted(r["kernels"], key=lambda x: -x["ms"])[:15]:
+            lines.append(f"| {kern['name']} | {kern['ms']:.3f} | {100 * kern['share']:.1f}% |")
+    except Exception as e:
+        lines.append(f"(no profile: {e})")
 open(f"{os.environ['DEST']}/gpu.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

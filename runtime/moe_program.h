@@ -91,12 +91,27 @@ typedef struct moe_gemm_def {
     int dtype;                      /* moe_dtype of A and B: f32, or bf16/f16 (a half model); C is f32,
                                      * and so is the accumulation */
 } moe_gemm_def;
+/* The expert GEMMs' library variant: the GEMM `gemm` once per expert e of E over its routed
+ * rows [off[e], off[e + 1]), the offsets read by the host from the layer's counts record (at
+ * MOE_OFF(E) of the record at counts_off in buffer class counts_buf): a wait for the device,
+ * the one place where the host reads what a kernel wrote during a step. Operand j starts
+ * row[j] elements further per routed row before the expert's first and expert[j] further per
+ * expert; the side of `gemm` that `rows` names is the expert's row count (its m or k is 1). */
+typedef struct moe_grouped_def {
+    int E;
+    int counts_buf;
+    int64_t counts_off;
+    int64_t row[3], expert[3];
+} moe_grouped_def;
+#define MOE_MAX_GROUPED 4096        /* experts of a layer the library variant takes */
 typedef struct moe_launch_def {
-    int kernel;                     /* index in moe_program.kernels, or -1: the GEMM `gemm` */
+    int kernel;                     /* index in moe_program.kernels; -1: the GEMM `gemm`; -2: `gemm` per
+                                     * expert (`grouped`) */
     unsigned grid;                  /* blocks */
     int n_offs;
     int64_t offs[MOE_MAX_OFFS];     /* byte offsets of its buffers, in argument order */
     moe_gemm_def gemm;
+    moe_grouped_def grouped;
 } moe_launch_def;
 
 /* What a step sees: the device address of every buffer class, and host scalars. */

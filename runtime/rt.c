@@ -57,9 +57,39 @@ static void rt_gemm(moe_ctx *c, const moe_gemm_def *g) {
     check(rt, rt->dev->ops->gemm(rt->dev, &m), "gemm");
 }
 
+/* a launch's GEMM per expert (the expert GEMMs' library variant): the layer's expert offsets
+ * downloaded (a wait), then a product per expert with rows */
+static void rt_grouped(moe_ctx *c, const moe_launch_def *l) {
+    moe_rt *rt = c->exec;
+    const moe_gemm_def *g = &l->gemm;
+    const moe_grouped_def *d = &l->grouped;
+    int32_t off[MOE_MAX_GROUPED + 1];
+    if (rt->err[0]) return;
+    if (d->E < 1 || d->E > MOE_MAX_GROUPED) {
+        snprintf(rt->err, sizeof rt->err, "grouped gemm: %d experts (at most %d)", d->E, MOE_MAX_GROUPED);
+        return;
+    }
+    const uint8_t *rec = c->buf[d->counts_buf] + d->counts_off + sizeof(int32_t) * MOE_OFF(d->E);
+    check(rt, rt->dev->ops->download(rt->dev, off, rec, sizeof(int32_t) * (size_t)(d->E + 1)), "expert offsets");
+    int64_t es[3] = {g->dtype == MOE_F32 ? 4 : 2, g->dtype == MOE_F32 ? 4 : 2, 4};   /* A, B in dtype; C f32 */
+    for (int e = 0; e < d->E && !rt->err[0]; e++) {
+        int rows = off[e + 1] - off[e];
+        if (rows <= 0) continue;
+        uint8_t *p[3];
+        for (int j = 0; j < 3; j++)
+            p[j] = c->buf[g->buf[j]] + g->off[j] + es[j] * ((int64_t)off[e] * d->row[j] + (int64_t)e * d->expert[j]);
+        moe_gemm m = {g->trans_a, g->trans_b, (int)(g->rows == MOE_GEMM_ROWS_M ? rows : g->m), (int)g->n,
+                      (int)(g->rows == MOE_GEMM_ROWS_K ? rows : g->k), g->alpha, g->beta, (const float *)p[0],
+                      (const float *)p[1], (float *)p[2], (int)g->ld[0], (int)g->ld[1], (int)g->ld[2], 1, 0, 0, 0,
+                      g->dtype};
+        check(rt, rt->dev->ops->gemm(rt->dev, &m), "grouped gemm");
+    }
+}
+
 /* ctx.launch: one launch of a device kernel with the step's scalars (moe_abi.h), or a GEMM */
 static void rt_launch(moe_ctx *c, const moe_launch_def *l) {
     moe_rt *rt = c->exec;
+    if (l->kernel == -2) { rt_grouped(c, l); return; }
     if (l->kernel < 0) { rt_gemm(c, &l->gemm); return; }
     moe_kargs ka;
     memset(&ka, 0, sizeof ka);

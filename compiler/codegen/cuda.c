@@ -76,6 +76,7 @@ static const cu_kernel kernels[] = {
     {"moe_expert_bwd_tiled", 3, {{G_TILES, "x"}, {G_TILES, "E*K*N"}, {G_ITEMS, "E*N"}}},
     {"moe_expert_fwd_tiled32", 1, {{G_TILES, "2*y"}}},     /* tiles of 32 rows: twice as many */
     {"moe_expert_bwd_tiled32", 3, {{G_TILES, "2*x"}, {G_TILES, "E*K*N"}, {G_ITEMS, "E*N"}}},
+    {"moe_expert_bias", 1, {{G_ITEMS, "y"}}},
     {"moe_combine_fwd", 1, {{G_ITEMS, "S*d"}}},
     {"moe_combine_bwd", 1, {{G_ITEMS, "S"}}},
     {"xent_fwd", 2, {{G_ITEMS, "S"}, {G_ONE, ""}}},
@@ -266,6 +267,52 @@ static int add_linear(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_
     return rc ? rc : ref_named(k, "db") ? add_launch(pl, a, p, k, 2, out) : 0;
 }
 
+/* the expert GEMMs as library GEMMs, one per expert over its routed rows (variant 4; the
+ * runtime reads the offsets: moe_grouped_def): forward y = x W[e] after moe_expert_bias has
+ * written the biases into y; backward dx = dy W[e]^T and dW[e] += x^T dy, db by the simple
+ * form's part 2 */
+static int add_grouped(cg_cuda_launches *out, int ta, int tb, int rows, int64_t m, int64_t n, int64_t k, float beta,
+                       const lw_call *c, const lw_ref *ra, int64_t lda, const lw_ref *rb, int64_t ldb,
+                       const lw_ref *rc, int64_t ldc, const int64_t row[3], const int64_t expert[3]) {
+    const lw_ref *counts = ref_named(c, "counts");
+    int rv = counts ? add_gemm(out, ta, tb, rows, m, n, k, beta, ra, lda, rb, ldb, rc, ldc) : -2;
+    if (rv) return rv;
+    cg_cuda_launch *l = &out->launch[out->n - 1];
+    l->kernel = -2;
+    l->grouped = (moe_grouped_def){(int)int_named(c, "E"), counts->buf, counts->offset,
+                                   {row[0], row[1], row[2]}, {expert[0], expert[1], expert[2]}};
+    return 0;
+}
+static int add_expert_library(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_call *k, cg_cuda_launches *out) {
+    int64_t K = int_named(k, "K"), N = int_named(k, "N");
+    const lw_ref *W = ref_named(k, "W"), *x = ref_named(k, "x");
+    if (!strcmp(k->kernel, "moe_expert_fwd")) {
+        const lw_ref *y = ref_named(k, "y");
+        if (ref_named(k, "b")) {
+            lw_arg args[5] = {*lw_arg_named(k, "y"), *lw_arg_named(k, "b"), *lw_arg_named(k, "counts"),
+                              *lw_arg_named(k, "E"), *lw_arg_named(k, "N")};
+            lw_call c = {"moe_expert_bias", 0, 0, 5, args};
+            int rc = add_launch(pl, a, p, &c, 0, out);
+            if (rc) return rc;
+        }
+        return add_grouped(out, 0, 0, MOE_GEMM_ROWS_M, 1, N, K, ref_named(k, "b") ? 1.0f : 0.0f, k, x, K, W, N, y, N,
+                           (int64_t[3]){K, 0, N}, (int64_t[3]){0, K * N, 0});
+    }
+    const lw_ref *dx = ref_named(k, "dx"), *dW = ref_named(k, "dW");
+    const lw_ref *dy = ref_named(k, "dyh") ? ref_named(k, "dyh") : ref_named(k, "dy");
+    int rc = 0;
+    if (dx)
+        rc = add_grouped(out, 0, 1, MOE_GEMM_ROWS_M, 1, K, N, int_named(k, "acc") ? 1.0f : 0.0f, k, dy, N, W, N, dx, K,
+                         (int64_t[3]){N, 0, K}, (int64_t[3]){0, K * N, 0});
+    if (!rc && dW)
+        rc = add_grouped(out, 1, 0, MOE_GEMM_ROWS_K, K, N, 1, 1.0f, k, x, K, dy, N, dW, N, (int64_t[3]){K, N, 0},
+                         (int64_t[3]){0, 0, K * N});
+    if (rc || !ref_named(k, "db")) return rc;
+    lw_call simple = *k;     /* db: the simple form's part 2 */
+    simple.kernel = "moe_expert_bwd";
+    return add_launch(pl, a, p, &simple, 2, out);
+}
+
 static int plan_program(cg_cuda_plan *pl, const cg_unit *u, const lw_program *p, cg_cuda_launches *out) {
     arena *a = u->arena;
     int n = 0;
@@ -281,7 +328,13 @@ static int plan_program(cg_cuda_plan *pl, const cg_unit *u, const lw_program *p,
         for (int c = 0; c < s->ncalls; c++) {
             lw_call form;
             const lw_call *k = &s->calls[c];
-            if (!strcmp(k->kernel, "moe_expert_fwd") || !strcmp(k->kernel, "moe_expert_bwd")) {
+            int expert = !strcmp(k->kernel, "moe_expert_fwd") || !strcmp(k->kernel, "moe_expert_bwd");
+            if (expert && k->variant == 4 && !u->gemm_generated) {     /* v4: a library GEMM per expert */
+                int rc = add_expert_library(pl, a, p, k, out);
+                if (rc) return rc;
+                continue;
+            }
+            if (expert) {
                 /* the expert GEMMs' variants (codegen/tune.c): v1 tiles of 64 rows, v2 of 32,
                  * v3 the simple form, which --gemm generated keeps everywhere */
                 static const char *const suffix[] = {"_tiled", "_tiled", "_tiled32", ""};
@@ -382,12 +435,19 @@ static void emit_launches(cg *b, arena *a, const lw_program *p, const cg_cuda_la
         } else {
             static const char *const rows[] = {"MOE_GEMM_ROWS_NONE", "MOE_GEMM_ROWS_M", "MOE_GEMM_ROWS_K"};
             const moe_gemm_def *g = &l->gemm;
-            fprintf(m, "{-1, 0u, 0, {0}, {%d, %d, %s, %lld, %lld, %lld, %.9g, %.9g, ", g->trans_a, g->trans_b,
-                    rows[g->rows], (long long)g->m, (long long)g->n, (long long)g->k, g->alpha, g->beta);
-            fprintf(m, "{MOE_BUF_%s, MOE_BUF_%s, MOE_BUF_%s}, {%lld, %lld, %lld}, {%lld, %lld, %lld}, MOE_%s}},",
+            fprintf(m, "{%d, 0u, 0, {0}, {%d, %d, %s, %lld, %lld, %lld, %.9g, %.9g, ", l->kernel, g->trans_a,
+                    g->trans_b, rows[g->rows], (long long)g->m, (long long)g->n, (long long)g->k, g->alpha, g->beta);
+            fprintf(m, "{MOE_BUF_%s, MOE_BUF_%s, MOE_BUF_%s}, {%lld, %lld, %lld}, {%lld, %lld, %lld}, MOE_%s}",
                     cg_buf_macro[g->buf[0]], cg_buf_macro[g->buf[1]], cg_buf_macro[g->buf[2]], (long long)g->off[0],
                     (long long)g->off[1], (long long)g->off[2], (long long)g->ld[0], (long long)g->ld[1],
                     (long long)g->ld[2], cg_dtype_macro[g->dtype]);
+            const moe_grouped_def *d = &l->grouped;
+            if (l->kernel == -2)
+                fprintf(m, ", {%d, MOE_BUF_%s, %lld, {%lld, %lld, %lld}, {%lld, %lld, %lld}}", d->E,
+                        cg_buf_macro[d->counts_buf], (long long)d->counts_off, (long long)d->row[0],
+                        (long long)d->row[1], (long long)d->row[2], (long long)d->expert[0], (long long)d->expert[1],
+                        (long long)d->expert[2]);
+            fputs("},", m);
         }
         fclose(m);
         cg_line(b, "%s", line);

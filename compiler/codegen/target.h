@@ -71,6 +71,7 @@ typedef struct cg_cuda_launch {
     int n_offs;
     int64_t offs[MOE_MAX_OFFS];
     moe_gemm_def gemm;
+    moe_grouped_def grouped;    /* kernel -2 */
 } cg_cuda_launch;
 typedef struct cg_cuda_launches {
     int n;

@@ -40,9 +40,10 @@ static const struct {
     {"cpu", "act_bwd", TUNE_SPLIT, 3, "k_act.h"},
     {"cpu", "add_fwd", TUNE_SPLIT, 3, "k_act.h"},
     {"cpu", "accumulate", TUNE_SPLIT, 3, "k_act.h"},
-    /* the generated grouped GEMM (cu_moe.cuh): tiles of 64 rows / of 32 rows / a thread per output */
-    {"cuda", "moe_expert_fwd", TUNE_EXPERT, 3, "cu_moe.cuh"},
-    {"cuda", "moe_expert_bwd", TUNE_EXPERT, 3, "cu_moe.cuh"},
+    /* the generated grouped GEMM (cu_moe.cuh): tiles of 64 rows / of 32 rows / a thread per output;
+     * v4 a cuBLAS GEMM per expert (the host waits for the gate's offsets: codegen/cuda.c) */
+    {"cuda", "moe_expert_fwd", TUNE_EXPERT, 4, "cu_moe.cuh"},
+    {"cuda", "moe_expert_bwd", TUNE_EXPERT, 4, "cu_moe.cuh"},
     /* attention: a thread per query (key) row / tiles of 64 rows x 32 keys (queries) in shared memory */
     {"cuda", "attention_fwd", TUNE_ATTENTION, 2, "cu_attn.cuh"},
     {"cuda", "attention_bwd", TUNE_ATTENTION, 2, "cu_attn.cuh"},

@@ -237,19 +237,22 @@ static int make_parent(char *path) {
     return 0;
 }
 
-/* the winner of it (0: none), printed as a table row (after the header, for the first) */
-static int report(const item *it, const char *target, int first, int timed) {
+/* the winner of it (0: none), printed as a table row of `cols` variant columns (after the
+ * header, for the first) */
+static int report(const item *it, const char *target, int first, int timed, int cols) {
     int nv = tune_variants(target, it->kernel, NULL), best = 0, rule = it->rule;
     for (int v = 1; v <= nv; v++)
         if (it->ms[v] > 0 && (!best || it->ms[v] < it->ms[best])) best = v;
     /* a near-tie keeps the rule's choice: a gain within this machine's repeat-to-repeat
      * noise is no gain, and measured whole programs showed such switches cost as often */
     if (best && rule >= 1 && rule <= nv && it->ms[rule] > 0 && it->ms[rule] <= it->ms[best] * TUNE_MARGIN) best = rule;
-    if (first)
-        printf("%-16s %-32s %10s %10s %10s  %-7s %s\n", "kernel", "shape", "v1 ms", "v2 ms", "v3 ms", "winner",
-               "vs rule");
+    if (first) {
+        printf("%-16s %-32s", "kernel", "shape");
+        for (int v = 1; v <= cols; v++) printf("      v%d ms", v);
+        printf("  %-7s %s\n", "winner", "vs rule");
+    }
     printf("%-16s %-32s", it->kernel, it->shape);
-    for (int v = 1; v <= 3; v++) {      /* the columns: the most variants a kernel has */
+    for (int v = 1; v <= cols; v++) {
         if (v > nv) printf(" %10s", "");
         else if (it->ms[v] > 0) printf(" %10.3f", it->ms[v]);
         else printf(" %10s", it->ms[v] < 0 ? "wrong" : timed ? "-" : "ok");
@@ -320,8 +323,13 @@ static int tune(const char *file, const char *model, const char *target, const c
         remove_dir(a, dir, cuda ? TUNE_MAX_VARIANTS : 0);
     }
     tune_where w = {target, tune_device(target), tune_kernel_compiler(target, cli_compiler_id())};
+    int cols = 0;       /* the most variants a kernel of the table has */
+    for (int i = 0; i < n; i++) {
+        int k = tune_variants(target, it[i].kernel, NULL);
+        cols = k > cols ? k : cols;
+    }
     for (int i = 0; !rc && i < n; i++) {
-        int best = report(&it[i], target, i == 0, timed);
+        int best = report(&it[i], target, i == 0, timed, cols);
         if (best && tune_db_record(db, &w, it[i].kernel, it[i].shape, it[i].ms,
                                    tune_variants(target, it[i].kernel, NULL), best))
             rc = CLI_FAILED;

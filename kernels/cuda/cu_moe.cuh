@@ -242,6 +242,15 @@ CU_D void cu_moe_expert_fwd(int part, f32p y, PX x, PW W, cf32p b, ci32p counts,
     }
 }
 
+/* y [R,N] = b[e] over each expert e's routed rows: the expert GEMMs' library variant (v4: a
+ * library GEMM per expert, codegen/cuda.c) then adds the products (beta = 1) */
+CU_D void cu_moe_expert_bias(int part, f32p y, cf32p b, ci32p counts, int E, int N) {
+    (void)part;
+    ci32p off = counts + MOE_OFF(E);
+    long long R = counts[MOE_ROWS(E)];
+    CU_FOR(i, R * N) y[i] = b[(long long)cu_expert_of(off, E, i / N) * N + i % N];
+}
+
 /* parts: 0 = dx (acc) = dy W[e]^T, 1 = dW[e] += x^T dy over e's rows, 2 = db[e] += column sums */
 template <class PX, class PW, class PD>
 CU_D void cu_moe_expert_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, PX x, PW W, ci32p counts, int E, int K,
