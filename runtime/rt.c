@@ -421,6 +421,25 @@ void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out) {
     check(rt, rt->dev->ops->download(rt->dev, out, src, sizeof(float) * V * (size_t)n), "download");
 }
 
+moe_ctx moe_rt_decode_begin(moe_rt *rt, int k, const int32_t *tok, const int32_t *pos, const int32_t *slot) {
+    const moe_program *p = rt->prog;
+    moe_device *d = rt->dev;
+    moe_ctx saved = rt->ctx;
+    uint8_t *io = rt->buf[MOE_BUF_IO];
+    size_t bytes = sizeof(int32_t) * (size_t)k;
+    check(rt, d->ops->upload(d, io + p->tokens_off, tok, bytes), "upload");
+    check(rt, d->ops->upload(d, io + p->pos_off, pos, bytes), "upload");
+    check(rt, d->ops->upload(d, io + p->slot_off, slot, bytes), "upload");
+    rt->ctx.buf[MOE_BUF_ACT] = rt->dec_act;
+    rt->ctx.size[MOE_BUF_ACT] = p->decode.act_bytes;
+    rt->ctx.B = k;
+    rt->ctx.T = 1;
+    rt->ctx.mode = MOE_MODE_INFER;
+    return saved;
+}
+
+void moe_rt_run_decode_step(moe_rt *rt, int i) { rt->prog->decode.steps[i].fn(&rt->ctx); }
+
 const float *moe_rt_decode_rows(moe_rt *rt, int n, const int32_t *tok, const int32_t *pos, const int32_t *slot) {
     const moe_program *p = rt->prog;
     moe_device *d = rt->dev;
@@ -429,18 +448,9 @@ const float *moe_rt_decode_rows(moe_rt *rt, int n, const int32_t *tok, const int
         return rt->dec_logits;
     }
     moe_ctx saved = rt->ctx;
-    uint8_t *io = rt->buf[MOE_BUF_IO];
-    rt->ctx.buf[MOE_BUF_ACT] = rt->dec_act;
-    rt->ctx.size[MOE_BUF_ACT] = p->decode.act_bytes;
-    rt->ctx.T = 1;
-    rt->ctx.mode = MOE_MODE_INFER;
     for (int r0 = 0; r0 < n; r0 += (int)p->decode.B_max) {     /* passes of the program's rows */
         int k = n - r0 < p->decode.B_max ? n - r0 : (int)p->decode.B_max;
-        size_t bytes = sizeof(int32_t) * (size_t)k;
-        check(rt, d->ops->upload(d, io + p->tokens_off, tok + r0, bytes), "upload");
-        check(rt, d->ops->upload(d, io + p->pos_off, pos + r0, bytes), "upload");
-        check(rt, d->ops->upload(d, io + p->slot_off, slot + r0, bytes), "upload");
-        rt->ctx.B = k;
+        moe_rt_decode_begin(rt, k, tok + r0, pos + r0, slot + r0);
         run_steps(rt, &p->decode, MOE_PHASE_FWD, MOE_PHASE_FWD, 0, 0);
         check(rt, d->ops->download(d, rt->dec_logits + (size_t)r0 * p->vocab, rt->dec_act + p->decode.logits_off,
                                    sizeof(float) * (size_t)(p->vocab * k)), "download");

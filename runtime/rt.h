@@ -111,6 +111,12 @@ void moe_rt_read_logits(moe_rt *rt, int64_t row0, int64_t n, float *out);
  * logits [n, vocab] (host memory, valid until the next call). A slot starts a new sequence by
  * decoding position 0: the cache beyond the position is never read. */
 const float *moe_rt_decode_rows(moe_rt *rt, int n, const int32_t *tok, const int32_t *pos, const int32_t *slot);
+/* verify: one pass of the decode program, step by step: moe_rt_decode_begin uploads k <=
+ * decode.B_max rows as moe_rt_decode_rows does and gives the context the decode program's
+ * arena and shape, returning the context it replaced (rt->ctx = it ends the pass);
+ * moe_rt_run_decode_step runs the decode program's step i. */
+moe_ctx moe_rt_decode_begin(moe_rt *rt, int k, const int32_t *tok, const int32_t *pos, const int32_t *slot);
+void moe_rt_run_decode_step(moe_rt *rt, int i);
 /* ... of one sequence: moe_rt_decode_rows with one row */
 const float *moe_rt_decode(moe_rt *rt, int slot, int32_t token, int pos);
 /* Clears the gradient buffer (once per optimizer step). */

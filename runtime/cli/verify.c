@@ -2,12 +2,14 @@
  *
  * An executable built with --target all carries both programs, planned alike (the same
  * buffers, offsets and steps). verify runs one training step (forward, backward, AdamW) of
- * the cpu program on the cpu device and of the cuda program on --device (cuda-emu or cuda).
- * Before each step the device's buffers are made the CPU's, so each op runs on the same
- * inputs on both; then every tensor the step writes is compared: f32 and f64 by their
- * normalised mean squared error sum((a-b)^2) / sum(a^2) (ggml's test-backend-ops measure),
- * i32 exactly. One line per tensor; exit 1 when any is outside its tolerance. A student's
- * teacher is initialised from the seed, so its forward and the KD loss are checked too.
+ * the cpu program on the cpu device and of the cuda program on --device (cuda-emu or cuda),
+ * then one step of the decode program for a few sequences at once, at a position past the
+ * start, in KV caches the cpu program filled. Before each step the device's buffers are
+ * made the CPU's, so each op runs on the same inputs on both; then every tensor the step
+ * writes is compared: f32 and f64 by their normalised mean squared error sum((a-b)^2) /
+ * sum(a^2) (ggml's test-backend-ops measure), i32 exactly. One line per tensor; exit 1 when
+ * any is outside its tolerance. A student's teacher is initialised from the seed, so its
+ * forward and the KD loss are checked too.
  */
 #include "cli.h"
 #include "moe_rng.h"
@@ -26,13 +28,11 @@ static const moe_program *program_of(const char *target) {
     return NULL;
 }
 
-/* the two programs have the same plan: buffers, steps and the tensors each step writes */
-static int same_plan(const moe_program *a, const moe_program *b) {
-    if (a->train.n_steps != b->train.n_steps || a->train.act_bytes != b->train.act_bytes) return 0;
-    for (int c = 0; c < MOE_BUF_COUNT; c++)     /* QPARAM: the decode program's (int8 on the cpu only) */
-        if (c != MOE_BUF_QPARAM && a->buf_bytes[c] != b->buf_bytes[c]) return 0;
-    for (int i = 0; i < a->train.n_steps; i++) {
-        const moe_step *x = &a->train.steps[i], *y = &b->train.steps[i];
+/* the two schedules have the same plan: steps and the tensors each step writes */
+static int same_schedule(const moe_schedule *a, const moe_schedule *b) {
+    if (a->n_steps != b->n_steps || a->act_bytes != b->act_bytes) return 0;
+    for (int i = 0; i < a->n_steps; i++) {
+        const moe_step *x = &a->steps[i], *y = &b->steps[i];
         if (strcmp(x->name, y->name) || x->n_outs != y->n_outs) return 0;
         for (int j = 0; j < x->n_outs; j++)
             if (x->outs[j].buf != y->outs[j].buf || x->outs[j].dtype != y->outs[j].dtype ||
@@ -41,18 +41,26 @@ static int same_plan(const moe_program *a, const moe_program *b) {
     }
     return 1;
 }
+static int same_plan(const moe_program *a, const moe_program *b) {
+    for (int c = 0; c < MOE_BUF_COUNT; c++)     /* QPARAM: the decode program's (int8 on the cpu only) */
+        if (c != MOE_BUF_QPARAM && a->buf_bytes[c] != b->buf_bytes[c]) return 0;
+    return same_schedule(&a->train, &b->train) && same_schedule(&a->decode, &b->decode);
+}
 
-/* base and size of class c of rt (ACT: the training arena) */
-static uint8_t *buf_of(const moe_rt *rt, int c, size_t *bytes) {
-    *bytes = c == MOE_BUF_ACT ? (size_t)rt->prog->train.act_bytes : rt->buf[c] ? (size_t)rt->prog->buf_bytes[c] : 0;
-    return c == MOE_BUF_ACT ? rt->act : rt->buf[c];
+/* base and size of class c of rt (ACT: the training arena, or the decode program's; KV: every
+ * slot's caches) */
+static uint8_t *buf_of(const moe_rt *rt, int c, int decode, size_t *bytes) {
+    const moe_program *p = rt->prog;
+    *bytes = c == MOE_BUF_ACT ? (size_t)(decode ? p->decode.act_bytes : p->train.act_bytes)
+           : !rt->buf[c] ? 0 : (size_t)p->buf_bytes[c] * (c == MOE_BUF_KV ? (size_t)rt->n_slots : 1);
+    return c == MOE_BUF_ACT ? (decode ? rt->dec_act : rt->act) : rt->buf[c];
 }
 
 /* the device's buffers become the CPU's (staging is host memory, the same in both) */
-static void copy_state(moe_rt *cpu, moe_rt *dev, uint8_t *host) {
+static void copy_state(moe_rt *cpu, moe_rt *dev, int decode, uint8_t *host) {
     for (int c = 0; c < MOE_BUF_COUNT; c++) {
         size_t n;
-        uint8_t *src = buf_of(cpu, c, &n), *dst = buf_of(dev, c, &n);
+        uint8_t *src = buf_of(cpu, c, decode, &n), *dst = buf_of(dev, c, decode, &n);
         if (c == MOE_BUF_STAGING || !n || !src || !dst) continue;
         cpu->dev->ops->download(cpu->dev, host, src, n);
         dev->dev->ops->upload(dev->dev, dst, host, n);
@@ -82,6 +90,33 @@ static cmp compare(int dtype, const void *a, const void *b, int64_t bytes) {
     return r;
 }
 
+static const char *const dt_name[] = {"f32", "bf16", "f16", "i32", "f64"};
+
+/* step st (of the decode program: decode) from the same state on both, and a line per tensor
+ * it writes; *tensors and *bad count them */
+static void check_step(moe_rt *rc, moe_rt *rd, const moe_step *st, int i, int decode, uint8_t *ha, uint8_t *hb,
+                       int *tensors, int *bad) {
+    copy_state(rc, rd, decode, ha);
+    if (decode) moe_rt_run_decode_step(rc, i), moe_rt_run_decode_step(rd, i);
+    else moe_rt_run_step(rc, i), moe_rt_run_step(rd, i);
+    for (int j = 0; j < st->n_outs; j++) {
+        const moe_region *g = &st->outs[j];
+        size_t n;
+        rc->dev->ops->download(rc->dev, ha, buf_of(rc, g->buf, decode, &n) + g->offset, (size_t)g->bytes);
+        rd->dev->ops->download(rd->dev, hb, buf_of(rd, g->buf, decode, &n) + g->offset, (size_t)g->bytes);
+        cmp m = compare(g->dtype, ha, hb, g->bytes);
+        int ok = g->dtype == MOE_I32 ? m.mismatches == 0 : m.nmse <= (g->dtype == MOE_F64 ? NMSE_F64 : NMSE_F32);
+        (*tensors)++;
+        *bad += !ok;
+        if (g->dtype == MOE_I32)
+            printf("  %-32s %-8s %s %lld of %lld differ%s\n", st->name, g->name, dt_name[g->dtype], m.mismatches,
+                   (long long)(g->bytes / 4), ok ? "" : "  FAIL");
+        else
+            printf("  %-32s %-8s %s nmse %.2e, max |diff| %.2e%s\n", st->name, g->name, dt_name[g->dtype], m.nmse,
+                   m.max_diff, ok ? "" : "  FAIL");
+    }
+}
+
 int cli_verify(int argc, char **argv) {
     moe_flag f[] = {{"--batch", 1, "sequences (default train.batch)", NULL},
                     {"--seq", 1, "tokens per sequence (default context)", NULL},
@@ -101,16 +136,19 @@ int cli_verify(int argc, char **argv) {
     if (moe_arg_int(f, nf, "--batch", pc->batch, 1, INT_MAX, &B) || moe_arg_int(f, nf, "--seq", pc->context, 1, INT_MAX, &T))
         return MOE_EXIT_USAGE;
     char err[512];
-    moe_rt *rc = moe_rt_create(pc, "cpu", MOE_RT_OPTIMIZER, 0, err, sizeof err), *rd = NULL;
+    int slots = pc->decode.B_max < 3 ? (int)pc->decode.B_max : 3;     /* sequences decoding together */
+    moe_rt *rc = moe_rt_create(pc, "cpu", MOE_RT_OPTIMIZER, slots, err, sizeof err), *rd = NULL;
     moe_data *data = NULL;
     size_t big = 0;
     for (int c = 0; c < MOE_BUF_COUNT; c++) {
-        size_t n = c == MOE_BUF_ACT ? (size_t)pc->train.act_bytes : (size_t)pc->buf_bytes[c];
+        size_t n = c == MOE_BUF_ACT ? (size_t)(pc->train.act_bytes > pc->decode.act_bytes ? pc->train.act_bytes
+                                                                                          : pc->decode.act_bytes)
+                 : (size_t)pc->buf_bytes[c] * (c == MOE_BUF_KV ? (size_t)slots : 1);
         if (n > big) big = n;
     }
     uint8_t *ha = malloc(big ? big : 1), *hb = malloc(big ? big : 1);
     int status = 1;
-    if (!rc || !(rd = moe_rt_create(pd, dev, MOE_RT_OPTIMIZER, 0, err, sizeof err))) { cli_fail("%s", err); goto out; }
+    if (!rc || !(rd = moe_rt_create(pd, dev, MOE_RT_OPTIMIZER, slots, err, sizeof err))) { cli_fail("%s", err); goto out; }
     if (!ha || !hb) { cli_fail("out of memory"); goto out; }
     if (moe_rt_shape(rc, (int)B, (int)T, err, sizeof err) || moe_rt_shape(rd, (int)B, (int)T, err, sizeof err) ||
         moe_rt_init_params(rc, (uint64_t)pc->seed, err, sizeof err) ||
@@ -136,35 +174,29 @@ int cli_verify(int argc, char **argv) {
     printf("verify: the cuda program on %s against the cpu program, one training step of %lld x %lld tokens,\n"
            "each op from the same state (tolerance: nmse %.0e for f32, %.0e for f64; i32 exact)\n",
            dev, B, T, NMSE_F32, NMSE_F64);
-    static const char *const dt[] = {"f32", "bf16", "f16", "i32", "f64"};
     int tensors = 0, bad = 0;
-    for (int i = 0; i < pc->train.n_steps && !moe_rt_error(rc) && !moe_rt_error(rd); i++) {
-        const moe_step *st = &pc->train.steps[i];
-        copy_state(rc, rd, ha);
-        moe_rt_run_step(rc, i);
-        moe_rt_run_step(rd, i);
-        for (int j = 0; j < st->n_outs; j++) {
-            const moe_region *g = &st->outs[j];
-            size_t n;
-            rc->dev->ops->download(rc->dev, ha, buf_of(rc, g->buf, &n) + g->offset, (size_t)g->bytes);
-            rd->dev->ops->download(rd->dev, hb, buf_of(rd, g->buf, &n) + g->offset, (size_t)g->bytes);
-            cmp m = compare(g->dtype, ha, hb, g->bytes);
-            int ok = g->dtype == MOE_I32 ? m.mismatches == 0 : m.nmse <= (g->dtype == MOE_F64 ? NMSE_F64 : NMSE_F32);
-            tensors++;
-            bad += !ok;
-            if (g->dtype == MOE_I32)
-                printf("  %-32s %-8s %s %lld of %lld differ%s\n", st->name, g->name, dt[g->dtype], m.mismatches,
-                       (long long)(g->bytes / 4), ok ? "" : "  FAIL");
-            else
-                printf("  %-32s %-8s %s nmse %.2e, max |diff| %.2e%s\n", st->name, g->name, dt[g->dtype], m.nmse, m.max_diff,
-                       ok ? "" : "  FAIL");
-        }
+    for (int i = 0; i < pc->train.n_steps && !moe_rt_error(rc) && !moe_rt_error(rd); i++)
+        check_step(rc, rd, &pc->train.steps[i], i, 0, ha, hb, &tensors, &bad);
+    /* decoding: the slots' KV caches filled by the cpu program over positions 0 .. P-1 (the
+     * batch's first tokens), then one step of every slot at position P, op by op */
+    int P = pc->context > 4 ? 4 : (int)pc->context - 1;
+    int32_t tok[3], pos[3], slot[3];
+    printf("decode: one step of %d sequences at position %d of their KV caches, each op from the same state\n",
+           slots, P);
+    for (int t = 0; t <= P && !moe_rt_error(rc); t++) {
+        for (int j = 0; j < slots; j++)
+            tok[j] = rc->tokens[((int64_t)j * T + t) % (B * T)], pos[j] = t, slot[j] = j;
+        if (t < P) moe_rt_decode_rows(rc, slots, tok, pos, slot);
     }
+    moe_ctx sc = moe_rt_decode_begin(rc, slots, tok, pos, slot), sd = moe_rt_decode_begin(rd, slots, tok, pos, slot);
+    for (int i = 0; i < pc->decode.n_steps && !moe_rt_error(rc) && !moe_rt_error(rd); i++)
+        check_step(rc, rd, &pc->decode.steps[i], i, 1, ha, hb, &tensors, &bad);
+    rc->ctx = sc, rd->ctx = sd;
     if (moe_rt_error(rc) || moe_rt_error(rd)) {
         cli_fail("%s", moe_rt_error(rc) ? moe_rt_error(rc) : moe_rt_error(rd));
         goto out;
     }
-    printf("%d steps, %d tensors: %s\n", pc->train.n_steps, tensors,
+    printf("%d training and %d decode steps, %d tensors: %s\n", pc->train.n_steps, pc->decode.n_steps, tensors,
            bad ? "some outside their tolerance" : "all within their tolerance");
     if (bad) cli_fail("%d of %d tensors differ beyond their tolerance", bad, tensors);
     status = bad ? 1 : 0;
