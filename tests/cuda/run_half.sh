@@ -13,6 +13,9 @@
 #   - fp16 logs its loss scale (65536 at the start) and whether each step was skipped, and
 #     resuming from the checkpoint of step STEPS/2 gives the straight run's losses bit for bit
 #     (the checkpoint carries the scaler: metadata loss_scale, scale_good, skipped_steps);
+#   - an fp16 model whose gradients overflow at the initial scale (weights of std 1, one
+#     8-token sequence a step) skips such steps (the log: skipped, a null gradient norm),
+#     halves the scale for the next step, and trains to the end;
 #   - generate --check-cache passes from each checkpoint: the f32 decode program's logits
 #     against the half forward's, within the half tolerance (seen on tests/e2e/small.moe:
 #     2e-3 bf16, 3e-4 fp16).
@@ -67,6 +70,21 @@ cp "$work/fp16.jsonl" "$work/straight.jsonl"
 cmp -s <(jq -c '[.step, .loss, .grad_norm, .loss_scale]' "$work/straight.jsonl") \
        <(jq -c '[.step, .loss, .grad_norm, .loss_scale]' "$work/fp16.jsonl") ||
     { fail "fp16: the run resumed at step $half differs from the straight run"; diff <(jq -c '[.step, .loss]' "$work/straight.jsonl") <(jq -c '[.step, .loss]' "$work/fp16.jsonl") | head; }
+cat > "$work/overflow.moe" <<'EOF'
+model overflow {
+    vocab = 256  context = 8  layers = 2  hidden = 32  heads = 2  init_std = 1.0  dtype = fp16
+    train { batch = 1  steps = 12  lr = 3e-3  warmup = 2  seed = 7 }
+}
+EOF
+"$moec" build "$work/overflow.moe" -o "$work/overflow" --target cuda --no-kernel-check
+"$work/overflow" train --device cuda-emu --log "$work/overflow.jsonl" > /dev/null 2> "$work/overflow.err" ||
+    fail "fp16 overflow: training stopped: $(tail -3 "$work/overflow.err")"
+jq -e -s 'length == 12 and any(.[]; .skipped) and all(.[]; .skipped == (.grad_norm == null)) and
+          ([range(1; length) as $i | select(.[$i - 1].skipped) | .[$i].loss_scale == .[$i - 1].loss_scale / 2] | all)' \
+    "$work/overflow.jsonl" > /dev/null ||
+    fail "fp16 overflow: want a skipped step with a null norm and the scale halved after it: $(jq -c '[.step, .loss_scale, .skipped]' "$work/overflow.jsonl" | tr '\n' ' ')"
+grep -q "fp16 gradients overflowed at loss scale 65536: the step is skipped and the scale is now 32768" "$work/overflow.err" ||
+    fail "fp16 overflow: no message: $(cat "$work/overflow.err")"
 for dt in bf16 fp16; do
     "$work/$dt" generate --device cuda-emu --checkpoint "$work/ck_$dt" --prompt "the cat sat on the mat" --check-cache \
         > "$work/cache_$dt" 2>&1 || { fail "$dt: generate --check-cache"; cat "$work/cache_$dt"; }
