@@ -2,6 +2,7 @@
  * OpenBLAS, the stream is the calling thread (every call completes before it returns).
  * Kernels are the templates linked into the executable, so nothing is compiled at run time. */
 #include "device.h"
+#include "moe_half.h"
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,20 +64,7 @@ static int gemm_ok(moe_device *d, const moe_gemm *g) {
 
 /* a bf16 or f16 value, exactly, as a float */
 static float half_to_f32(uint16_t h, int dtype) {
-    uint32_t u;
-    if (dtype == MOE_BF16) {
-        u = (uint32_t)h << 16;
-    } else {
-        uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, m = h & 1023;
-        if (e == 31) u = sign | 0x7f800000u | m << 13;              /* inf, NaN */
-        else if (e) u = sign | (e + 112) << 23 | m << 13;           /* normal: rebias 15 -> 127 */
-        else if (!m) u = sign;                                      /* zero */
-        else {                                                      /* subnormal: m 2^-24, normalised */
-            int sh = 0;
-            while (!(m & 1024)) { m <<= 1; sh++; }
-            u = sign | (uint32_t)(113 - sh) << 23 | (m & 1023) << 13;
-        }
-    }
+    uint32_t u = dtype == MOE_BF16 ? moe_bf16_to_f32(h) : moe_f16_to_f32(h);
     float f;
     memcpy(&f, &u, 4);
     return f;

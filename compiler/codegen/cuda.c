@@ -23,12 +23,12 @@
 
 /* written beside the host source: the ABI headers, and the emulation prelude with which
  * the host C++ compiler builds the cuda-emu form of kernels.cu */
-const char *const cg_cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_gate.h", "moe_program.h", "cu_emu.h",
-                                     "cu_common.cuh", "cu_dense.cuh", "cu_attn.cuh", "cu_moe.cuh", NULL};
+const char *const cg_cuda_files[] = {"moe_abi.h", "moe_half.h", "moe_rng.h", "moe_gate.h", "moe_program.h",
+                                     "cu_emu.h", "cu_common.cuh", "cu_dense.cuh", "cu_attn.cuh", "cu_moe.cuh", NULL};
 
 /* the files inlined into the source, in order */
-static const char *const cuda_files[] = {"moe_abi.h", "moe_rng.h", "moe_gate.h", "cu_common.cuh", "cu_dense.cuh",
-                                         "cu_attn.cuh", "cu_moe.cuh", NULL};
+static const char *const cuda_files[] = {"moe_abi.h", "moe_half.h", "moe_rng.h", "moe_gate.h", "cu_common.cuh",
+                                         "cu_dense.cuh", "cu_attn.cuh", "cu_moe.cuh", NULL};
 
 /* grid kinds: a thread per item, a block per row, one thread, one block, a block per 4096
  * outputs (cu_grouped_mm's 64 x 64 tiles; twice the work for its 32 x 64 ones), a block per

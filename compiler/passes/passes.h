@@ -13,6 +13,10 @@ int pass_recompute(ir_graph *g);
 /* g->half bf16 or f16: every GEMM (MATMUL, EXPERT_MM and their backward) reads copies of its
  * operands in that type, made by CAST nodes just before their first reader; a no-op for f32. */
 int pass_precision(ir_graph *g);
+/* After comm: a CAST of a tensor that only it reads (and in-place identity all-to-alls pass
+ * on), written by LAYERNORM, RMSNORM, ACT or DISPATCH, is folded into that writer, which then
+ * writes the half copy itself. */
+int pass_fuse_casts(ir_graph *g);
 /* Appends gradient all-reduce, global-norm clipping and the AdamW update. */
 int pass_optimizer(ir_graph *g);
 /* All-to-alls over one-rank expert groups and the forward TP_COPYs become in-place identities (no copy). */

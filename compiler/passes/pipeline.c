@@ -96,7 +96,9 @@ static ir_graph *lower(struct arena *a, diag_ctx *d, const md_model *m, const pl
     if (!decode && (step(g, "autodiff", pass_autodiff, o, d) || step(g, "recompute", pass_recompute, o, d) ||
                     step(g, "precision", pass_precision, o, d) || step(g, "optimizer", pass_optimizer, o, d)))
         return NULL;
-    if (step(g, "comm", pass_comm, o, d) || step(g, "plan", pass_plan, o, d)) return NULL;
+    if (step(g, "comm", pass_comm, o, d) || (o->opt_level >= 1 && step(g, "fuse_casts", pass_fuse_casts, o, d)) ||
+        step(g, "plan", pass_plan, o, d))
+        return NULL;
     return g;
 }
 

@@ -1,7 +1,7 @@
 /* pipeline.h - the one pass pipeline, used by moec and by the tests.
  *
  * model -> settings check -> forward graph -> fuse -> autodiff -> recompute -> precision ->
- * optimizer -> comm -> plan,
+ * optimizer -> comm -> fuse_casts -> plan,
  * with ir_verify after every step; the decode graph takes the same road without autodiff
  * and the optimizer. Problems are diagnostics with the model's source locations: a setting
  * this compiler accepts but cannot honour on the target is an error (it would change what

@@ -18,6 +18,12 @@
  * nodes get their own casts (flagged kd, as their readers), so nothing outside distillation
  * reads what only it writes. The decode program stays in f32 (casting every weight per
  * token would cost more than the GEMMs save).
+ *
+ * pass_fuse_casts (after pass_comm, with fusion on): where the f32 tensor exists only to be
+ * cast (a dense layer's norm output, the activation, the dispatched rows), its writer writes
+ * the half copy instead (the kernels store through cu_st, rounding the same f32 value the
+ * cast would have read): one kernel and one f32 tensor fewer. Attention's output is cast
+ * apart: its kernels accumulate in the output.
  */
 #include "passes.h"
 #include "../util/arena.h"
@@ -96,6 +102,36 @@ int pass_precision(ir_graph *g) {
         default: break;
         }
         if (rc || g->oom) return -1;
+    }
+    return 0;
+}
+
+/* ---- pass_fuse_casts: the producer writes the half copy ---- */
+
+/* an in-place identity all-to-all of t (a one-rank expert group after pass_comm) */
+static int identity_a2a(const ir_node *n, int t) { return n->op == IR_ALLTOALL && n->in[0] == t && n->out[0] == t; }
+
+int pass_fuse_casts(ir_graph *g) {
+    if (g->half != MOE_BF16 && g->half != MOE_F16) return 0;
+    for (int c = 0; c < g->nn; c++) {
+        ir_node *cast = &g->n[c];
+        int x = cast->in[0];
+        if (cast->dead || cast->op != IR_CAST || g->t[x].kind != IR_T_ACT) continue;
+        int writer = -1, ok = 1;
+        for (int i = 0; i < g->nn && ok; i++) {    /* one writer; the rest only pass it on in place */
+            const ir_node *n = &g->n[i];
+            if (n->dead || i == c || identity_a2a(n, x)) continue;
+            for (int j = 0; j < n->n_in; j++) ok &= n->in[j] != x;
+            for (int j = 0; j < n->n_out; j++)
+                if (n->out[j] == x) ok &= writer < 0 && j == 0 && !n->acc[0], writer = i;
+        }
+        ir_op op = writer >= 0 ? g->n[writer].op : IR_OP_COUNT;
+        if (!ok || (op != IR_LAYERNORM && op != IR_RMSNORM && op != IR_ACT && op != IR_DISPATCH)) continue;
+        int h = cast->out[0];
+        g->n[writer].out[0] = h;
+        for (int i = 0; i < g->nn; i++)
+            if (!g->n[i].dead && identity_a2a(&g->n[i], x)) g->n[i].in[0] = g->n[i].out[0] = h;
+        cast->dead = 1;
     }
     return 0;
 }

@@ -11,6 +11,7 @@
 #if defined(__CUDACC_RTC__)     /* NVRTC has no <stdint.h> */
 typedef int int32_t;
 typedef long long int64_t;
+typedef unsigned short uint16_t;
 typedef unsigned int uint32_t;
 typedef unsigned long long uint64_t;
 #else

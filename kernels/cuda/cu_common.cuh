@@ -30,6 +30,7 @@
 #include <math.h>
 #endif
 #include "moe_abi.h"
+#include "moe_half.h"
 #include "moe_rng.h"
 
 #define CU_NT MOE_BLOCK_THREADS
@@ -75,12 +76,10 @@ CU_D cu_f16 cu_f16_rn(float f) {
 }
 #endif
 CU_D float cu_f(float v) { return v; }
-CU_D float cu_f(cu_bf16 h) { return cu_float((unsigned)h.u << 16); }
-/* round to nearest even; a NaN stays a (quiet) NaN */
-CU_D cu_bf16 cu_bf16_rn(float f) {
-    unsigned u = cu_bits(f);
+CU_D float cu_f(cu_bf16 h) { return cu_float(moe_bf16_to_f32(h.u)); }
+CU_D cu_bf16 cu_bf16_rn(float f) {     /* (kernels/common/moe_half.h: nearest even, NaN kept) */
     cu_bf16 h;
-    h.u = (unsigned short)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    h.u = moe_bf16_from_f32(cu_bits(f));
     return h;
 }
 /* the element type of a pointer (raw, or the emulator's emu_ptr) */
@@ -90,6 +89,9 @@ template <class T> CU_D T cu_to(float f);
 template <> CU_D float cu_to<float>(float f) { return f; }
 template <> CU_D cu_bf16 cu_to<cu_bf16>(float f) { return cu_bf16_rn(f); }
 template <> CU_D cu_f16 cu_to<cu_f16>(float f) { return cu_f16_rn(f); }
+/* p[i] = v in p's element type: the kernels that may write a GEMM's half operand directly
+ * (a cast fused into its producer, compiler/passes/precision.c) */
+template <class P> CU_D void cu_st(P p, long long i, float v) { p[i] = cu_to<typename cu_elem<P>::type>(v); }
 
 /* A row count known on the host (n) or read by the kernel from the counts record (dev). */
 typedef struct cu_rows { long long n; ci32p dev; } cu_rows;

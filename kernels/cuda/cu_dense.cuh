@@ -41,7 +41,9 @@ CU_D void cu_embed_bwd(int part, f32p dwte, f32p dwpe, cf32p dx, ci32p tok, int 
 }
 
 /* ---- LayerNorm and RMSNorm ---- */
-CU_D void cu_layernorm_fwd(int part, f32p y, f32p mean, f32p rstd, cf32p x, cf32p w, cf32p b, int S, int C) {
+/* y (PY) is f32, or a half model's GEMM operand (its cast fused in), as in act_fwd */
+template <class PY>
+CU_D void cu_layernorm_fwd(int part, PY y, f32p mean, f32p rstd, cf32p x, cf32p w, cf32p b, int S, int C) {
     (void)part;
     __shared__ double sh[CU_NT];
     CU_FOR_ROWS(s, S) {
@@ -52,7 +54,7 @@ CU_D void cu_layernorm_fwd(int part, f32p y, f32p mean, f32p rstd, cf32p x, cf32
         double var = 0.0;
         for (int c = threadIdx.x; c < C; c += CU_NT) { float d = xr[c] - m; var += (double)d * d; }
         float r = (float)(1.0 / sqrt(cu_block_sum(var, sh) / C + CU_NORM_EPS));
-        for (int c = threadIdx.x; c < C; c += CU_NT) y[s * C + c] = (xr[c] - m) * r * w[c] + (b ? b[c] : 0.0f);
+        for (int c = threadIdx.x; c < C; c += CU_NT) cu_st(y, s * C + c, (xr[c] - m) * r * w[c] + (b ? b[c] : 0.0f));
         if (threadIdx.x == 0) {
             if (mean) mean[s] = m;
             if (rstd) rstd[s] = r;
@@ -95,7 +97,8 @@ CU_D void cu_layernorm_bwd(int part, f32p dx, f32p dw, f32p db, cf32p dy, cf32p 
     }
 }
 
-CU_D void cu_rmsnorm_fwd(int part, f32p y, f32p rstd, cf32p x, cf32p w, int S, int C) {
+template <class PY>
+CU_D void cu_rmsnorm_fwd(int part, PY y, f32p rstd, cf32p x, cf32p w, int S, int C) {
     (void)part;
     __shared__ double sh[CU_NT];
     CU_FOR_ROWS(s, S) {
@@ -103,7 +106,7 @@ CU_D void cu_rmsnorm_fwd(int part, f32p y, f32p rstd, cf32p x, cf32p w, int S, i
         double ss = 0.0;
         for (int c = threadIdx.x; c < C; c += CU_NT) ss += (double)xr[c] * xr[c];
         float r = (float)(1.0 / sqrt(cu_block_sum(ss, sh) / C + CU_NORM_EPS));
-        for (int c = threadIdx.x; c < C; c += CU_NT) y[s * C + c] = xr[c] * r * w[c];
+        for (int c = threadIdx.x; c < C; c += CU_NT) cu_st(y, s * C + c, xr[c] * r * w[c]);
         if (threadIdx.x == 0 && rstd) rstd[s] = r;
     }
 }
@@ -225,17 +228,18 @@ CU_D float cu_gelu_erf_grad(float x) {
 }
 
 /* y = act(x) over rows x width outputs (SwiGLU: x rows are [gate | up], 2 width wide) */
-CU_D void cu_act_fwd(int part, int fn, f32p y, cf32p x, cu_rows rows, long long width) {
+template <class PY>
+CU_D void cu_act_fwd(int part, int fn, PY y, cf32p x, cu_rows rows, long long width) {
     (void)part;
     long long n = cu_rows_get(rows) * width;
     CU_FOR(i, n) {
         if (fn == MOE_ACT_SWIGLU) {
             long long r = i / width, j = i % width;
             float g = x[r * 2 * width + j], u = x[r * 2 * width + width + j];
-            y[i] = g * cu_sigmoid(g) * u;
+            cu_st(y, i, g * cu_sigmoid(g) * u);
         } else {
             float v = x[i];
-            y[i] = fn == MOE_ACT_GELU ? cu_gelu(v) : fn == MOE_ACT_GELU_ERF ? cu_gelu_erf(v) : (v > 0.0f ? v : 0.0f);
+            cu_st(y, i, fn == MOE_ACT_GELU ? cu_gelu(v) : fn == MOE_ACT_GELU_ERF ? cu_gelu_erf(v) : (v > 0.0f ? v : 0.0f));
         }
     }
 }

@@ -17,9 +17,9 @@
  *     kernels that use them are launched as kernels whose blocks synchronise;
  *   - atomics (atomicAdd, atomicMax, atomicMin, atomicExch, atomicCAS): plain updates, as
  *     one emulated thread runs at a time.
- *   - the half types' conversions (cu_common.cuh's cu_bf16, cu_f16): bf16 by the same bit
- *     rounding as on the GPU, f16 through the host compiler's _Float16 (round to nearest
- *     even, subnormals included, as the GPU's cvt.rn.f16.f32).
+ *   - the half types' f16 conversions (cu_common.cuh's cu_f16; bf16's are shared): the bit
+ *     arithmetic of kernels/common/moe_half.h, round to nearest even with subnormals, as the
+ *     GPU's cvt.rn.f16.f32 (not _Float16, which not every host compiler has).
  */
 #ifndef MOE_CU_EMU_H
 #define MOE_CU_EMU_H
@@ -27,6 +27,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "moe_half.h"
 
 extern "C" {
 typedef struct moe_emu_dim { unsigned x, y, z; } moe_emu_dim;
@@ -129,6 +130,6 @@ struct cu_bf16 { unsigned short u; };
 struct cu_f16 { unsigned short u; };
 inline unsigned cu_bits(float f) { unsigned u; __builtin_memcpy(&u, &f, 4); return u; }
 inline float cu_float(unsigned u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
-inline float cu_f(cu_f16 h) { _Float16 v; __builtin_memcpy(&v, &h.u, 2); return (float)v; }
-inline cu_f16 cu_f16_rn(float f) { _Float16 v = (_Float16)f; cu_f16 h; __builtin_memcpy(&h.u, &v, 2); return h; }
+inline float cu_f(cu_f16 h) { return cu_float(moe_f16_to_f32(h.u)); }
+inline cu_f16 cu_f16_rn(float f) { cu_f16 h; h.u = moe_f16_from_f32(cu_bits(f)); return h; }
 #endif

@@ -194,12 +194,13 @@ CU_D void cu_moe_gate_bwd(int part, f32p dx, f32p dWg, f32p dlg, cf32p dw, ci32p
     }
 }
 
-CU_D void cu_moe_dispatch_fwd(int part, f32p xd, cf32p x, ci32p route, int S, int d, int k) {
+template <class PY>      /* xd: f32, or a half model's expert GEMM operand (its cast fused in) */
+CU_D void cu_moe_dispatch_fwd(int part, PY xd, cf32p x, ci32p route, int S, int d, int k) {
     (void)part;
     CU_FOR(i, (long long)S * k * d) {
         long long s = i / ((long long)k * d), j = i / d % k, c = i % d;
         int row = route[s * 2 * k + k + j];
-        if (row >= 0) xd[(long long)row * d + c] = x[s * d + c];
+        if (row >= 0) cu_st(xd, (long long)row * d + c, x[s * d + c]);
     }
 }
 
