@@ -497,7 +497,9 @@ int moe_ckpt_resume(moe_rt *rt, const char *path, int64_t step, uint64_t seed, c
             return -1;
         }
     }
-    if (rt->prog->half == MOE_F16) {    /* the loss scaler continues where it was */
+    /* the loss scaler continues where it was; a checkpoint without it (an f32 or bf16 run of
+     * the model, resumed in fp16) starts it afresh */
+    if (rt->prog->half == MOE_F16 && (mw.scale[0] || mw.good[0] || mw.skipped[0])) {
         char *e1, *e2, *e3;
         double scale = strtod(mw.scale, &e1);
         long long good = strtoll(mw.good, &e2, 10), skipped = strtoll(mw.skipped, &e3, 10);

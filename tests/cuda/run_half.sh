@@ -12,7 +12,8 @@
 #     compared: a gate logit that moves by a rounding may send a token elsewhere;
 #   - fp16 logs its loss scale (65536 at the start) and whether each step was skipped, and
 #     resuming from the checkpoint of step STEPS/2 gives the straight run's losses bit for bit
-#     (the checkpoint carries the scaler: metadata loss_scale, scale_good, skipped_steps);
+#     (the checkpoint carries the scaler: metadata loss_scale, scale_good, skipped_steps), and
+#     the bf16 run's checkpoint, which has no scaler, resumes in fp16 with a fresh one;
 #   - an fp16 model whose gradients overflow at the initial scale (weights of std 1, one
 #     8-token sequence a step) skips such steps (the log: skipped, a null gradient norm),
 #     halves the scale for the next step, and trains to the end;
@@ -89,6 +90,11 @@ for dt in bf16 fp16; do
     "$work/$dt" generate --device cuda-emu --checkpoint "$work/ck_$dt" --prompt "the cat sat on the mat" --check-cache \
         > "$work/cache_$dt" 2>&1 || { fail "$dt: generate --check-cache"; cat "$work/cache_$dt"; }
 done
+cp -r "$work/ck_bf16" "$work/ck_mixed"
+"$work/fp16" train --device cuda-emu --steps $((steps + 2)) --log "$work/mixed.jsonl" --checkpoint "$work/ck_mixed" --resume \
+    > /dev/null 2> "$work/mixed.err" || fail "fp16 from a bf16 checkpoint: $(tail -2 "$work/mixed.err")"
+jq -e -s 'length == 2 and .[0].step == '$((steps + 1))' and all(.[]; .loss_scale == 65536)' "$work/mixed.jsonl" > /dev/null ||
+    fail "fp16 from a bf16 checkpoint: want a fresh scale: $(cat "$work/mixed.jsonl" | head -c 300)"
 # the half kernels compile for the GPUs (skipped without nvcc)
 rc=0; bash "$here/run_nvcc.sh" "$moec" "$work/bf16.moe" "$work/fp16.moe" > "$work/nvcc.log" 2>&1 || rc=$?
 case $rc in 0) echo "ok: the bf16 and fp16 kernels compile with nvcc for sm_80 and sm_90" ;;
