@@ -85,6 +85,7 @@ static const cu_kernel kernels[] = {
     {"kd_loss_bwd", 1, {{G_ITEMS, "S*V"}}},
     {"grad_norm", 1, {{G_BLOCK, ""}}},
     {"adamw_step", 1, {{G_ITEMS, "n"}}},
+    {"adamw_multi", 1, {{G_ITEMS, "n"}}},
     {"allreduce_start", 1, {{G_HOST, ""}}},
     {"allreduce_finish", 1, {{G_HOST, ""}}},
 };
@@ -183,14 +184,16 @@ static int find_or_add(cg_cuda_plan *pl, arena *a, const lw_call *k, const cu_ke
     e->name = arena_printf(a, "k%d_%s%s%s_p%d", pl->n_kernels, k->kernel, k->variant ? "_v" : "",
                            k->variant ? arena_printf(a, "%d", k->variant) : "", part);
     e->body = body;
+    e->prelude = NULL;
     e->sync = kind == G_ROWS || kind == G_BLOCK || kind == G_TILES || kind == G_QTILES;
     e->serial = kind == G_ONE;
     return e->name ? pl->n_kernels++ : -1;
 }
 
-/* the launch of part `part` of call k */
-static int add_launch(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_call *k, int part,
-                      cg_cuda_launches *out) {
+/* the launch of part `part` of call k, with `extra` (", ..." or "") after its arguments; the
+ * kernel's index in *id */
+static int launch_of(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_call *k, int part, const char *extra,
+                     cg_cuda_launches *out, int *id) {
     const cu_kernel *ki = find_kernel(k->kernel);
     if (!ki) return -2;
     for (int j = 0; j < k->nargs; j++)      /* a buffer for one rank of a tensor group: no CUDA form */
@@ -199,15 +202,21 @@ static int add_launch(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_
     int64_t w = work_of(p->g, k, ki->part[part].work);
     if (!args) return -1;
     if (w < 0) return -2;
-    const char *body = arena_printf(a, "cu_%s(%d%s);", k->kernel, part, args);
-    int id = body ? find_or_add(pl, a, k, ki, part, body) : -1;
-    if (id < 0) return -1;
+    const char *body = arena_printf(a, "cu_%s(%d%s%s);", k->kernel, part, args, extra);
+    *id = body ? find_or_add(pl, a, k, ki, part, body) : -1;
+    if (*id < 0) return -1;
     cg_cuda_launch *l = &out->launch[out->n++];
     memset(l, 0, sizeof *l);
-    l->kernel = id;
+    l->kernel = *id;
     l->grid = grid_of(ki->part[part].kind, w);
     l->n_offs = offsets_of(k, l->offs);
     return l->n_offs > MOE_MAX_OFFS ? -2 : 0;
+}
+
+static int add_launch(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_call *k, int part,
+                      cg_cuda_launches *out) {
+    int id;
+    return launch_of(pl, a, p, k, part, "", out, &id);
 }
 
 static const lw_ref *ref_named(const lw_call *k, const char *name) {
@@ -267,10 +276,8 @@ static int add_linear(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_
     return rc ? rc : ref_named(k, "db") ? add_launch(pl, a, p, k, 2, out) : 0;
 }
 
-/* the expert GEMMs as library GEMMs, one per expert over its routed rows (variant 4; the
- * runtime reads the offsets: moe_grouped_def): forward y = x W[e] after moe_expert_bias has
- * written the biases into y; backward dx = dy W[e]^T and dW[e] += x^T dy, db by the simple
- * form's part 2 */
+/* a library GEMM per expert of call c (kind -2: moe_grouped_def), operand j starting row[j]
+ * elements further per routed row and expert[j] further per expert */
 static int add_grouped(cg_cuda_launches *out, int ta, int tb, int rows, int64_t m, int64_t n, int64_t k, float beta,
                        const lw_call *c, const lw_ref *ra, int64_t lda, const lw_ref *rb, int64_t ldb,
                        const lw_ref *rc, int64_t ldc, const int64_t row[3], const int64_t expert[3]) {
@@ -283,6 +290,9 @@ static int add_grouped(cg_cuda_launches *out, int ta, int tb, int rows, int64_t 
                                    {row[0], row[1], row[2]}, {expert[0], expert[1], expert[2]}};
     return 0;
 }
+/* The expert GEMMs as library GEMMs, one per expert over its routed rows (variant 4; the
+ * runtime reads the offsets): forward y = x W[e] after moe_expert_bias has written the biases
+ * into y; backward dx = dy W[e]^T and dW[e] += x^T dy, db by the simple form's part 2. */
 static int add_expert_library(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_call *k, cg_cuda_launches *out) {
     int64_t K = int_named(k, "K"), N = int_named(k, "N");
     const lw_ref *W = ref_named(k, "W"), *x = ref_named(k, "x");
@@ -313,6 +323,60 @@ static int add_expert_library(cg_cuda_plan *pl, arena *a, const lw_program *p, c
     return add_launch(pl, a, p, &simple, 2, out);
 }
 
+/* AdamW's calls of an optimizer step (one adamw_step per parameter) as one launch of
+ * cu_adamw_multi over the whole parameter buffer: the runs of decaying and non-decaying
+ * parameters (in offset order) go into a __constant__ table written before the kernel. Each
+ * parameter's gradient and moments sit at its offset in their buffers (v after the params'
+ * bytes), as the lowering lays them out. 1 when the step is not that, and keeps its calls. */
+static int add_adamw_multi(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_step *s, cg_cuda_launches *out) {
+    int n = s->ncalls, nr = 0;
+    int64_t total = p->g->params.bytes / 4;
+    int64_t *runs = ARENA_ARRAY(a, int64_t, 2 * n + 2), *start = ARENA_ARRAY(a, int64_t, n);
+    if (!runs || !start || !n) return !n ? 1 : -1;
+    double wd = 0;
+    for (int c = 0; c < n; c++) {
+        const lw_call *k = &s->calls[c];
+        const lw_ref *pr = ref_named(k, "p"), *g = ref_named(k, "g");
+        const lw_arg *w = lw_arg_named(k, "wd");
+        if (strcmp(k->kernel, "adamw_step") || !pr || !g || !w || pr->buf != MOE_BUF_PARAM || g->offset != pr->offset ||
+            (w->f != 0 && wd != 0 && w->f != wd))
+            return 1;
+        if (w->f != 0) wd = w->f;
+        start[c] = pr->offset / 4;
+    }
+    for (int done = 0; done < n; done++) {     /* the calls by offset (few: a selection each time) */
+        int c = -1;
+        for (int i = 0; i < n; i++)
+            if (start[i] >= 0 && (c < 0 || start[i] < start[c])) c = i;
+        int decay = lw_arg_named(&s->calls[c], "wd")->f != 0;
+        if (!nr || runs[2 * nr - 1] != decay) runs[2 * nr] = nr ? start[c] : 0, runs[2 * nr + 1] = decay, nr++;
+        start[c] = -1;
+    }
+    runs[2 * nr] = total;
+    const lw_call *k0 = &s->calls[0];
+    lw_arg args[13];
+    const char *names[13] = {"p", "g", "m", "v", "n", "lr", "beta1", "beta2", "eps", "wd", "clip", "t"};
+    for (int j = 0; j < 12; j++) args[j] = *lw_arg_named(k0, names[j]);
+    const int64_t off[4] = {0, 0, 0, p->g->params.bytes};      /* p, g, m, v: the whole buffers */
+    for (int j = 0; j < 4; j++) args[j].ref.tensor = -1, args[j].ref.offset = off[j], args[j].ref.bytes = total * 4;
+    args[4].i = total;
+    args[9].f = wd;
+    lw_call call = {"adamw_multi", 0, 0, 12, args};
+    const char *table = arena_printf(a, "adamw_runs%d", pl->n_kernels), *extra = arena_printf(a, ", %s, %d", table, nr);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    if (!m || !table || !extra) { if (m) fclose(m); free(text); return -1; }
+    fprintf(m, "__constant__ long long %s[%d] = {", table, 2 * nr + 1);
+    for (int r = 0; r <= 2 * nr; r++) fprintf(m, "%s%lld", r ? ", " : "", (long long)runs[r]);
+    fputs("};", m);
+    fclose(m);
+    int id, rc = launch_of(pl, a, p, &call, 0, extra, out, &id);
+    if (!rc && !pl->kernels[id].prelude) pl->kernels[id].prelude = arena_printf(a, "%s", text);
+    free(text);
+    return rc;
+}
+
 static int plan_program(cg_cuda_plan *pl, const cg_unit *u, const lw_program *p, cg_cuda_launches *out) {
     arena *a = u->arena;
     int n = 0;
@@ -325,6 +389,11 @@ static int plan_program(cg_cuda_plan *pl, const cg_unit *u, const lw_program *p,
     for (int i = 0; i < p->nsteps; i++) {
         const lw_step *s = &p->steps[i];
         out->first[i] = out->n;
+        int multi = s->op == IR_ADAMW ? add_adamw_multi(pl, a, p, s, out) : 1;    /* AdamW in one launch */
+        if (multi <= 0) {
+            if (multi) return multi;
+            continue;
+        }
         for (int c = 0; c < s->ncalls; c++) {
             lw_call form;
             const lw_call *k = &s->calls[c];
@@ -397,6 +466,7 @@ static char *source_text(const cg_unit *u, const cg_cuda_plan *pl, int rc) {
     cg_line(b, "/* ---- the model's kernels ---- */");
     if (rc) cg_line(b, "#error \"a lowered kernel has no CUDA template\"");
     for (int i = 0; i < pl->n_kernels; i++) {
+        if (pl->kernels[i].prelude) cg_line(b, "%s", pl->kernels[i].prelude);
         /* a serial part (one thread) asks for no occupancy: ptxas would cut it to 32
          * registers and spill */
         cg_open(b, "extern \"C\" __global__ void __launch_bounds__(CU_NT%s) %s(const moe_kargs ka, const moe_offs o)",

@@ -61,6 +61,7 @@ extern const char *const cg_cpu_files[];
  * where its buffers live is a launch argument) and the launches of each program's steps */
 typedef struct cg_cuda_kernel {
     const char *name, *body;
+    const char *prelude;        /* source written before the kernel (a table it reads), or NULL */
     int sync;                   /* its blocks synchronise */
     int serial;                 /* one thread's work (launch bounds ask for no occupancy) */
 } cg_cuda_kernel;

@@ -387,18 +387,44 @@ CU_D void cu_grad_norm(int part, f64p norm_clip, cf32p g, long long n, double ma
     }
 }
 
+/* AdamW on element i with decay wd (kernels/cpu/k_optim.h's k_adamw; ib1, ib2 the bias
+ * corrections, scale the clip factor) */
+CU_D void cu_adamw_elem(f32p p, cf32p g, f32p m, f32p v, long long i, float lr, float beta1, float beta2, float eps,
+                        float wd, float ib1, float ib2, float scale) {
+    float gi = g[i] * scale;
+    float mi = beta1 * m[i] + (1.0f - beta1) * gi, vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] -= lr * (mi * ib1 / (sqrtf(vi * ib2) + eps) + wd * p[i]);
+}
+CU_D float cu_adamw_bias(float beta, int t) { return (float)(1.0 / (1.0 - pow((double)beta, t))); }
+
 CU_D void cu_adamw_step(int part, f32p p, cf32p g, f32p m, f32p v, long long n, float lr, float beta1, float beta2,
                         float eps, float wd, cf64p clip, int t) {
     (void)part;
-    float ib1 = (float)(1.0 / (1.0 - pow((double)beta1, t))), ib2 = (float)(1.0 / (1.0 - pow((double)beta2, t)));
-    float c1 = 1.0f - beta1, c2 = 1.0f - beta2, scale = (float)clip[0];
     if (clip[0] == 0.0) return;     /* gradients that are not finite: the step is skipped */
+    float ib1 = cu_adamw_bias(beta1, t), ib2 = cu_adamw_bias(beta2, t), scale = (float)clip[0];
+    CU_FOR(i, n) cu_adamw_elem(p, g, m, v, i, lr, beta1, beta2, eps, wd, ib1, ib2, scale);
+}
+
+/* AdamW over the whole parameter buffer in one launch (the multi-tensor form, which the cuda
+ * renderer makes of an optimizer step's adamw_step calls): runs[2r] is the first element of
+ * run r, runs[2r + 1] whether it decays (wd, else 0), runs[2 nr] = n; the run of an element
+ * by bisection (the threads of a warp mostly read the same entries). The padding between
+ * parameters is zero in p, g, m and v, and AdamW keeps it zero. */
+CU_D void cu_adamw_multi(int part, f32p p, cf32p g, f32p m, f32p v, long long n, float lr, float beta1, float beta2,
+                         float eps, float wd, cf64p clip, int t, const long long *runs, int nr) {
+    (void)part;
+    if (clip[0] == 0.0) return;
+    float ib1 = cu_adamw_bias(beta1, t), ib2 = cu_adamw_bias(beta2, t), scale = (float)clip[0];
     CU_FOR(i, n) {
-        float gi = g[i] * scale;
-        float mi = beta1 * m[i] + c1 * gi, vi = beta2 * v[i] + c2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] -= lr * (mi * ib1 / (sqrtf(vi * ib2) + eps) + wd * p[i]);
+        int lo = 0, hi = nr - 1;
+        while (lo < hi) {
+            int mid = (lo + hi + 1) / 2;
+            if (runs[2 * mid] <= i) lo = mid;
+            else hi = mid - 1;
+        }
+        cu_adamw_elem(p, g, m, v, i, lr, beta1, beta2, eps, runs[2 * lo + 1] ? wd : 0.0f, ib1, ib2, scale);
     }
 }
 

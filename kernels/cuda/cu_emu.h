@@ -51,6 +51,7 @@ unsigned moe_emu_warp_ballot(int pred);
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __constant__
 
 /* ---- warp operations ---- */
 template <class T> inline T emu_shfl(T v, int src) {
