@@ -64,6 +64,8 @@ run() {
     log "verify: every op of the cuda program against the cpu program's, on the GPU"
     "$b/tiny" verify --device cuda > "$out/verify_tiny.txt" 2>&1 && tail -1 "$out/verify_tiny.txt" \
         || { echo "FAIL: verify"; grep -E "FAIL|verify" "$out/verify_tiny.txt"; }
+    "$b/tiny_bf16" verify --device cuda --against cuda-emu --batch 2 > "$out/verify_tiny_bf16.txt" 2>&1 \
+        && tail -1 "$out/verify_tiny_bf16.txt" || { echo "FAIL: verify, bf16"; grep -E "FAIL|verify" "$out/verify_tiny_bf16.txt"; }
 
     log "reference goldens under --device cuda (eval outputs and every gradient)"
     local pass=0 fail=0
@@ -102,7 +104,8 @@ def first_line(path, last=False):
         return text[-1] if last else text[0]
     except Exception as e: return f"(missing: {e})"
 lines += ["- " + first_line(f"{out}/ref_summary.txt") + " (the PyTorch reference cases, --device cuda)",
-          "- verify, tiny (each op on the GPU against the CPU, same inputs): " + first_line(f"{out}/verify_tiny.txt", True), ""]
+          "- verify, tiny (each op on the GPU against the CPU, same inputs): " + first_line(f"{out}/verify_tiny.txt", True),
+          "- verify, tiny in bf16 (each op on the GPU against the emulator): " + first_line(f"{out}/verify_tiny_bf16.txt", True), ""]
 def curve(name):
     return [json.loads(l) for l in open(f"{out}/tiny_{name}.jsonl") if '"loss"' in l]
 c = curve("cpu")

@@ -10,8 +10,14 @@
  * sum(a^2) (ggml's test-backend-ops measure), i32 exactly. One line per tensor; exit 1 when
  * any is outside its tolerance. A student's teacher is initialised from the seed, so its
  * forward and the KD loss are checked too.
+ *
+ * --against cuda-emu checks the cuda program on --device against the same program under the
+ * emulator instead: a half model's (dtype bf16|fp16) program, which the cpu program cannot
+ * match (it computes in f32), is checked op by op so; half tensors compare with their own
+ * tolerance (one rounding that lands the other way moves a value by 2^-8 of it in bf16).
  */
 #include "cli.h"
+#include "moe_half.h"
 #include "moe_rng.h"
 #include <limits.h>
 #include <math.h>
@@ -21,6 +27,7 @@
 
 #define NMSE_F32 1e-7       /* ggml's default for f32 ops */
 #define NMSE_F64 1e-12
+#define NMSE_HALF 1e-5      /* bf16 and f16 tensors (a half model against the emulator) */
 
 static const moe_program *program_of(const char *target) {
     for (int i = 0; moe_programs[i]; i++)
@@ -69,6 +76,17 @@ static void copy_state(moe_rt *cpu, moe_rt *dev, int decode, uint8_t *host) {
 
 typedef struct cmp { double nmse, max_diff; long long mismatches; } cmp;
 
+/* element i of a tensor of dtype (f32, f64, bf16, f16) */
+static double value(int dtype, const void *p, int64_t i) {
+    if (dtype == MOE_F64) return ((const double *)p)[i];
+    if (dtype == MOE_F32) return ((const float *)p)[i];
+    uint16_t h = ((const uint16_t *)p)[i];
+    uint32_t u = dtype == MOE_BF16 ? moe_bf16_to_f32(h) : moe_f16_to_f32(h);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 static cmp compare(int dtype, const void *a, const void *b, int64_t bytes) {
     cmp r = {0, 0, 0};
     double num = 0, den = 0;
@@ -77,10 +95,9 @@ static cmp compare(int dtype, const void *a, const void *b, int64_t bytes) {
         for (int64_t i = 0; i < bytes / 4; i++) r.mismatches += x[i] != y[i];
         return r;
     }
-    int64_t n = bytes / (dtype == MOE_F64 ? 8 : 4);
+    int64_t n = bytes / (dtype == MOE_F64 ? 8 : dtype == MOE_F32 ? 4 : 2);
     for (int64_t i = 0; i < n; i++) {
-        double x = dtype == MOE_F64 ? ((const double *)a)[i] : ((const float *)a)[i];
-        double y = dtype == MOE_F64 ? ((const double *)b)[i] : ((const float *)b)[i];
+        double x = value(dtype, a, i), y = value(dtype, b, i);
         double d = x - y;
         if (x != y && !(fabs(d) <= r.max_diff)) r.max_diff = isnan(d) ? NAN : fabs(d);
         num += d * d;
@@ -105,7 +122,8 @@ static void check_step(moe_rt *rc, moe_rt *rd, const moe_step *st, int i, int de
         rc->dev->ops->download(rc->dev, ha, buf_of(rc, g->buf, decode, &n) + g->offset, (size_t)g->bytes);
         rd->dev->ops->download(rd->dev, hb, buf_of(rd, g->buf, decode, &n) + g->offset, (size_t)g->bytes);
         cmp m = compare(g->dtype, ha, hb, g->bytes);
-        int ok = g->dtype == MOE_I32 ? m.mismatches == 0 : m.nmse <= (g->dtype == MOE_F64 ? NMSE_F64 : NMSE_F32);
+        int ok = g->dtype == MOE_I32 ? m.mismatches == 0
+               : m.nmse <= (g->dtype == MOE_F64 ? NMSE_F64 : g->dtype == MOE_F32 ? NMSE_F32 : NMSE_HALF);
         (*tensors)++;
         *bad += !ok;
         if (g->dtype == MOE_I32)
@@ -120,14 +138,26 @@ static void check_step(moe_rt *rc, moe_rt *rd, const moe_step *st, int i, int de
 int cli_verify(int argc, char **argv) {
     moe_flag f[] = {{"--batch", 1, "sequences (default train.batch)", NULL},
                     {"--seq", 1, "tokens per sequence (default context)", NULL},
-                    {"--device", 1, "cuda|cuda-emu, checked against cpu (default cuda)", NULL}};
+                    {"--device", 1, "cuda|cuda-emu, the device checked (default cuda)", NULL},
+                    {"--against", 1, "cpu (the cpu program, default) or cuda-emu (the cuda program on the emulator)",
+                     NULL}};
     int nf = (int)(sizeof f / sizeof f[0]);
     int r = moe_args_parse(moe_prog_name, "verify", argc, argv, f, nf);
     if (r) return r > 0 ? MOE_EXIT_OK : MOE_EXIT_USAGE;
-    const moe_program *pc = program_of("cpu"), *pd = program_of("cuda");
     const char *dev = moe_arg(f, nf, "--device") ? moe_arg(f, nf, "--device") : "cuda";
-    if (!pc || !pd) { cli_fail("verify compares the cpu and cuda programs: build with moec build --target all"); return 1; }
-    if (!strcmp(dev, "cpu")) { cli_fail("--device names the device checked against the cpu: cuda or cuda-emu"); return MOE_EXIT_USAGE; }
+    const char *ref = moe_arg(f, nf, "--against") ? moe_arg(f, nf, "--against") : "cpu";
+    int emu = !strcmp(ref, "cuda-emu");
+    if (!emu && strcmp(ref, "cpu")) { cli_fail("--against takes cpu or cuda-emu, not '%s'", ref); return MOE_EXIT_USAGE; }
+    if (!strcmp(dev, "cpu") || (emu && !strcmp(dev, "cuda-emu"))) {
+        cli_fail("--device names the device checked against --against's: cuda%s", emu ? "" : " or cuda-emu");
+        return MOE_EXIT_USAGE;
+    }
+    const moe_program *pc = program_of(emu ? "cuda" : "cpu"), *pd = program_of("cuda");
+    if (!pd || !pc) {
+        cli_fail("verify compares the cpu and cuda programs: build with moec build --target all%s",
+                 pd ? " (or pass --against cuda-emu)" : "");
+        return 1;
+    }
     if (!same_plan(pc, pd)) {
         cli_fail("the cpu and cuda programs are planned differently: rebuild with moec build --target all");
         return 1;
@@ -137,7 +167,7 @@ int cli_verify(int argc, char **argv) {
         return MOE_EXIT_USAGE;
     char err[512];
     int slots = pc->decode.B_max < 3 ? (int)pc->decode.B_max : 3;     /* sequences decoding together */
-    moe_rt *rc = moe_rt_create(pc, "cpu", MOE_RT_OPTIMIZER, slots, err, sizeof err), *rd = NULL;
+    moe_rt *rc = moe_rt_create(pc, ref, MOE_RT_OPTIMIZER, slots, err, sizeof err), *rd = NULL;
     moe_data *data = NULL;
     size_t big = 0;
     for (int c = 0; c < MOE_BUF_COUNT; c++) {
@@ -171,9 +201,9 @@ int cli_verify(int argc, char **argv) {
         c->lr = (float)moe_lr_at(&sched, 0);
         c->opt_step = 1;
     }
-    printf("verify: the cuda program on %s against the cpu program, one training step of %lld x %lld tokens,\n"
-           "each op from the same state (tolerance: nmse %.0e for f32, %.0e for f64; i32 exact)\n",
-           dev, B, T, NMSE_F32, NMSE_F64);
+    printf("verify: the cuda program on %s against %s, one training step of %lld x %lld tokens,\n"
+           "each op from the same state (tolerance: nmse %.0e for f32, %.0e for f64, %.0e for bf16 and f16; i32 "
+           "exact)\n", dev, emu ? "itself on cuda-emu" : "the cpu program", B, T, NMSE_F32, NMSE_F64, NMSE_HALF);
     int tensors = 0, bad = 0;
     for (int i = 0; i < pc->train.n_steps && !moe_rt_error(rc) && !moe_rt_error(rd); i++)
         check_step(rc, rd, &pc->train.steps[i], i, 0, ha, hb, &tensors, &bad);

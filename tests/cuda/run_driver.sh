@@ -3,7 +3,9 @@
 # stand-in driver and cuBLAS (mock_cuda.c) that run the kernels on the emulator: a short
 # training run under --device cuda gives --device cuda-emu's figures bit for bit, with the
 # kernels compiled by NVRTC at start (a cold kernel cache) and then found in the cache; a
-# bf16 model's GEMMs go through cublasGemmEx, again as cuda-emu's bit for bit; a
+# bf16 model's GEMMs go through cublasGemmEx, again as cuda-emu's bit for bit, and its ops pass
+# `verify --against cuda-emu` (bf16 tensors with their own tolerance) unless the stand-in
+# cuBLAS is made to err, when the GEMMs fail; a
 # failing driver call stops the command with a message naming the call, its error, and the
 # file and line, and a non-zero exit; the device frees what it allocated. An executable
 # built with --target all runs its cuda program where a GPU answers and its cpu program
@@ -38,6 +40,13 @@ sed "0,/^model [^{]*{/s//&\n    dtype = bf16/" "$model" > "$work/bf16.moe"
     bad "bf16: --device cuda: $(cat "$work/bf16.err")"
 cmp -s <(jq -r "$fields" "$work/bf16_emu.jsonl") <(jq -r "$fields" "$work/bf16_cuda.jsonl") ||
     bad "bf16: the run under --device cuda differs from cuda-emu"
+"$work/bf16" verify --device cuda --against cuda-emu --batch 2 > "$work/verify" 2>&1 || bad "bf16 verify: $(grep -E 'FAIL|verify' "$work/verify")"
+grep -q "^  h.0.ln_1 .* bf16 nmse 0.00e+00" "$work/verify" && tail -1 "$work/verify" | grep -q "all within their tolerance$" ||
+    bad "bf16 verify: no bf16 tensor compared, or not all within: $(tail -3 "$work/verify")"
+MOCK_CUBLAS_SKEW=1 "$work/bf16" verify --device cuda --against cuda-emu --batch 2 > "$work/verify" 2>&1 &&
+    bad "bf16 verify passes a skewed cuBLAS"
+grep -q "^  h.0.attn.c_attn .* FAIL$" "$work/verify" && ! grep -q "^  h.0.ln_1 .* FAIL$" "$work/verify" ||
+    bad "bf16 verify with a skewed cuBLAS: the GEMMs are not (only) named: $(grep FAIL "$work/verify" | head -3)"
 
 # --target all: the GPU by default where there is one (here, the stand-in), else the CPU
 "$moec" build "$model" -o "$work/all" --target all --no-kernel-check || exit 1
