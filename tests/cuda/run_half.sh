@@ -14,7 +14,7 @@
 #     resuming from the checkpoint of step STEPS/2 gives the straight run's losses bit for bit
 #     (the checkpoint carries the scaler: metadata loss_scale, scale_good, skipped_steps), and
 #     the bf16 run's checkpoint, which has no scaler, resumes in fp16 with a fresh one;
-#   - an fp16 model whose gradients overflow at the initial scale (weights of std 1, one
+#   - an fp16 model whose gradients overflow at the initial scale (weights of std 2, one
 #     8-token sequence a step) skips such steps (the log: skipped, a null gradient norm),
 #     halves the scale for the next step, and trains to the end;
 #   - generate --check-cache passes from each checkpoint: the f32 decode program's logits
@@ -73,7 +73,7 @@ cmp -s <(jq -c '[.step, .loss, .grad_norm, .loss_scale]' "$work/straight.jsonl")
     { fail "fp16: the run resumed at step $half differs from the straight run"; diff <(jq -c '[.step, .loss]' "$work/straight.jsonl") <(jq -c '[.step, .loss]' "$work/fp16.jsonl") | head; }
 cat > "$work/overflow.moe" <<'EOF'
 model overflow {
-    vocab = 256  context = 8  layers = 2  hidden = 32  heads = 2  init_std = 1.0  dtype = fp16
+    vocab = 256  context = 8  layers = 2  hidden = 32  heads = 2  init_std = 2.0  dtype = fp16
     train { batch = 1  steps = 12  lr = 3e-3  warmup = 2  seed = 7 }
 }
 EOF
