@@ -227,6 +227,8 @@ static int64_t int_named(const lw_call *k, const char *name) {
     const lw_arg *x = lw_arg_named(k, name);
     return x && x->kind == LW_INT ? x->i : 0;
 }
+/* the dy a backward call's GEMMs read: its half copy in a half model (db reads dy itself) */
+static const lw_ref *gemm_dy(const lw_call *k) { return ref_named(k, "dyh") ? ref_named(k, "dyh") : ref_named(k, "dy"); }
 
 /* a library GEMM C = op(A) op(B) + beta C over the refs a, b, c (rows: which of m and k is
  * the step's tokens); A and B of one type (f32, or a half model's bf16 or f16), C f32 */
@@ -264,9 +266,7 @@ static int add_linear(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_
         }
         return add_gemm(out, 0, (int)tw, MOE_GEMM_ROWS_M, S->i, N, K, init ? 1.0f : 0.0f, x, K, W, tw ? K : N, y, N);
     }
-    /* the GEMMs read dy's half copy where there is one (a half model); db reads dy */
-    const lw_ref *dx = ref_named(k, "dx"), *dW = ref_named(k, "dW"), *x = ref_named(k, "x");
-    const lw_ref *dy = ref_named(k, "dyh") ? ref_named(k, "dyh") : ref_named(k, "dy");
+    const lw_ref *dx = ref_named(k, "dx"), *dW = ref_named(k, "dW"), *x = ref_named(k, "x"), *dy = gemm_dy(k);
     int rc = 0;
     if (dx)
         rc = add_gemm(out, 0, !tw, MOE_GEMM_ROWS_M, S->i, K, N, int_named(k, "acc") ? 1.0f : 0.0f, dy, N, W,
@@ -308,8 +308,7 @@ static int add_expert_library(cg_cuda_plan *pl, arena *a, const lw_program *p, c
         return add_grouped(out, 0, 0, MOE_GEMM_ROWS_M, 1, N, K, ref_named(k, "b") ? 1.0f : 0.0f, k, x, K, W, N, y, N,
                            (int64_t[3]){K, 0, N}, (int64_t[3]){0, K * N, 0});
     }
-    const lw_ref *dx = ref_named(k, "dx"), *dW = ref_named(k, "dW");
-    const lw_ref *dy = ref_named(k, "dyh") ? ref_named(k, "dyh") : ref_named(k, "dy");
+    const lw_ref *dx = ref_named(k, "dx"), *dW = ref_named(k, "dW"), *dy = gemm_dy(k);
     int rc = 0;
     if (dx)
         rc = add_grouped(out, 0, 1, MOE_GEMM_ROWS_M, 1, K, N, int_named(k, "acc") ? 1.0f : 0.0f, k, dy, N, W, N, dx, K,
@@ -328,11 +327,17 @@ static int add_expert_library(cg_cuda_plan *pl, arena *a, const lw_program *p, c
  * parameters (in offset order) go into a __constant__ table written before the kernel. Each
  * parameter's gradient and moments sit at its offset in their buffers (v after the params'
  * bytes), as the lowering lays them out. 1 when the step is not that, and keeps its calls. */
+typedef struct adamw_param { int64_t start; int decay; } adamw_param;
+static int by_start(const void *a, const void *b) {
+    int64_t x = ((const adamw_param *)a)->start, y = ((const adamw_param *)b)->start;
+    return (x > y) - (x < y);
+}
 static int add_adamw_multi(cg_cuda_plan *pl, arena *a, const lw_program *p, const lw_step *s, cg_cuda_launches *out) {
     int n = s->ncalls, nr = 0;
     int64_t total = p->g->params.bytes / 4;
-    int64_t *runs = ARENA_ARRAY(a, int64_t, 2 * n + 2), *start = ARENA_ARRAY(a, int64_t, n);
-    if (!runs || !start || !n) return !n ? 1 : -1;
+    int64_t *runs = ARENA_ARRAY(a, int64_t, 2 * n + 2);
+    adamw_param *par = ARENA_ARRAY(a, adamw_param, n);
+    if (!runs || !par || !n) return !n ? 1 : -1;
     double wd = 0;
     for (int c = 0; c < n; c++) {
         const lw_call *k = &s->calls[c];
@@ -342,15 +347,14 @@ static int add_adamw_multi(cg_cuda_plan *pl, arena *a, const lw_program *p, cons
             (w->f != 0 && wd != 0 && w->f != wd))
             return 1;
         if (w->f != 0) wd = w->f;
-        start[c] = pr->offset / 4;
+        par[c] = (adamw_param){pr->offset / 4, w->f != 0};
     }
-    for (int done = 0; done < n; done++) {     /* the calls by offset (few: a selection each time) */
-        int c = -1;
-        for (int i = 0; i < n; i++)
-            if (start[i] >= 0 && (c < 0 || start[i] < start[c])) c = i;
-        int decay = lw_arg_named(&s->calls[c], "wd")->f != 0;
-        if (!nr || runs[2 * nr - 1] != decay) runs[2 * nr] = nr ? start[c] : 0, runs[2 * nr + 1] = decay, nr++;
-        start[c] = -1;
+    qsort(par, (size_t)n, sizeof *par, by_start);
+    for (int c = 0; c < n; c++) {       /* a run per change of decay; the first from element 0 */
+        if (nr && runs[2 * nr - 1] == par[c].decay) continue;
+        runs[2 * nr] = nr ? par[c].start : 0;
+        runs[2 * nr + 1] = par[c].decay;
+        nr++;
     }
     runs[2 * nr] = total;
     const lw_call *k0 = &s->calls[0];

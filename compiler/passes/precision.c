@@ -122,8 +122,11 @@ int pass_fuse_casts(ir_graph *g) {
             const ir_node *n = &g->n[i];
             if (n->dead || i == c || identity_a2a(n, x)) continue;
             for (int j = 0; j < n->n_in; j++) ok &= n->in[j] != x;
-            for (int j = 0; j < n->n_out; j++)
-                if (n->out[j] == x) ok &= writer < 0 && j == 0 && !n->acc[0], writer = i;
+            for (int j = 0; j < n->n_out; j++) {
+                if (n->out[j] != x) continue;
+                ok &= writer < 0 && j == 0 && !n->acc[0];     /* its first output, overwritten */
+                writer = i;
+            }
         }
         ir_op op = writer >= 0 ? g->n[writer].op : IR_OP_COUNT;
         if (!ok || (op != IR_LAYERNORM && op != IR_RMSNORM && op != IR_ACT && op != IR_DISPATCH)) continue;

@@ -58,10 +58,17 @@ typedef const float *cf32a;
 #endif
 
 
-/* ---- half types: bits, widening and rounding (the same results on the GPU and in the emulator) ---- */
-#ifndef MOE_CU_EMU
+/* ---- half types: bits, widening and rounding (the same results on the GPU and in the
+ * emulator: f16 by the GPU's cvt instructions there, by kernels/common/moe_half.h's
+ * arithmetic, which rounds the same way, here; bf16 by moe_half.h on both) ---- */
 struct cu_bf16 { unsigned short u; };
 struct cu_f16 { unsigned short u; };
+#ifdef MOE_CU_EMU
+CU_D unsigned cu_bits(float f) { unsigned u; __builtin_memcpy(&u, &f, 4); return u; }
+CU_D float cu_float(unsigned u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
+CU_D float cu_f(cu_f16 h) { return cu_float(moe_f16_to_f32(h.u)); }
+CU_D cu_f16 cu_f16_rn(float f) { cu_f16 h; h.u = moe_f16_from_f32(cu_bits(f)); return h; }
+#else
 CU_D unsigned cu_bits(float f) { return __float_as_uint(f); }
 CU_D float cu_float(unsigned u) { return __uint_as_float(u); }
 CU_D float cu_f(cu_f16 h) {

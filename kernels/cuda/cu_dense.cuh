@@ -205,8 +205,7 @@ CU_D void cu_matmul_bwd(int part, f32p dx, f32p dW, f32p db, cf32p dy, PX x, PW 
 template <class PY, class PX, class R>
 CU_D void cu_cast(int part, PY y, PX x, R rows, long long width) {
     (void)part;
-    typedef typename cu_elem<PY>::type T;
-    CU_FOR(i, cu_rows_get(rows) * width) y[i] = cu_to<T>(cu_f(x[i]));
+    CU_FOR(i, cu_rows_get(rows) * width) cu_st(y, i, cu_f(x[i]));
 }
 
 /* the output of a library GEMM that adds to it (beta = 1): the residual plus the bias */

@@ -17,9 +17,9 @@
  *     kernels that use them are launched as kernels whose blocks synchronise;
  *   - atomics (atomicAdd, atomicMax, atomicMin, atomicExch, atomicCAS): plain updates, as
  *     one emulated thread runs at a time.
- *   - the half types' f16 conversions (cu_common.cuh's cu_f16; bf16's are shared): the bit
- *     arithmetic of kernels/common/moe_half.h, round to nearest even with subnormals, as the
- *     GPU's cvt.rn.f16.f32 (not _Float16, which not every host compiler has).
+ *   - the half types' pointers (BF16, F16); their conversions are cu_common.cuh's, whose f16
+ *     here is kernels/common/moe_half.h's arithmetic (not _Float16, which not every host
+ *     compiler has), rounding as the GPU's cvt.rn.f16.f32.
  */
 #ifndef MOE_CU_EMU_H
 #define MOE_CU_EMU_H
@@ -27,7 +27,6 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "moe_half.h"
 
 extern "C" {
 typedef struct moe_emu_dim { unsigned x, y, z; } moe_emu_dim;
@@ -125,12 +124,4 @@ typedef emu_ptr<const float> cf32a;
 #define F64(b, o, n) MOE_EMU_VIEW(double, b, o, n)
 #define BF16(b, o, n) MOE_EMU_VIEW(cu_bf16, b, o, n)
 #define F16(b, o, n) MOE_EMU_VIEW(cu_f16, b, o, n)
-
-/* ---- half types (cu_common.cuh declares the bf16 conversions over these) ---- */
-struct cu_bf16 { unsigned short u; };
-struct cu_f16 { unsigned short u; };
-inline unsigned cu_bits(float f) { unsigned u; __builtin_memcpy(&u, &f, 4); return u; }
-inline float cu_float(unsigned u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
-inline float cu_f(cu_f16 h) { return cu_float(moe_f16_to_f32(h.u)); }
-inline cu_f16 cu_f16_rn(float f) { cu_f16 h; h.u = moe_f16_from_f32(cu_bits(f)); return h; }
 #endif
